@@ -1,0 +1,1 @@
+"""The REST API (FastAPI) and the front ends that translate standards onto it."""

@@ -1,0 +1,27 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..core import Core
+from . import inventory, problems
+
+
+def create_app(core: Core) -> FastAPI:
+    app = FastAPI(
+        title="onepane",
+        version=__version__,
+        description="One API over every cloud and data center. Authenticate with "
+                    "`Authorization: Bearer <token>`. Long operations return 202 and a job.",
+    )
+    app.state.core = core
+    problems.install(app)
+    app.include_router(inventory.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,40 @@
+"""Authentication and roles for every route."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..core import Core
+from ..errors import Forbidden
+
+bearer = HTTPBearer(auto_error=False, description="A token from `onepane up` or POST /v1/tokens")
+RANK = {"viewer": 0, "operator": 1, "admin": 2}
+
+
+def core(request: Request) -> Core:
+    return request.app.state.core  # type: ignore[no-any-return]
+
+
+def role(request: Request,
+         cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+    c = core(request)
+    if c.settings.dev:
+        return "admin"
+    # Header only, never a cookie: a browser cannot be tricked into sending it (no CSRF).
+    return c.tokens.role_of(cred.credentials if cred else None)
+
+
+def require(minimum: str) -> Callable[..., str]:
+    def check(r: str = Depends(role)) -> str:
+        if RANK[r] < RANK[minimum]:
+            raise Forbidden(f"this needs the {minimum} role; the token has {r}")
+        return r
+    return check
+
+
+viewer = Depends(require("viewer"))
+operator = Depends(require("operator"))
+admin = Depends(require("admin"))

@@ -1,0 +1,314 @@
+"""Native REST routes: locations, instances, volumes, networks, images, jobs, events, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from ..errors import InvalidInput, Unsupported
+from ..model import (
+    Event,
+    Image,
+    Instance,
+    InstanceCreate,
+    Job,
+    Location,
+    LocationCreate,
+    Network,
+    NetworkCreate,
+    Page,
+    Size,
+    Volume,
+    VolumeAttach,
+    VolumeCreate,
+)
+from .deps import admin, core, operator, viewer
+
+router = APIRouter(prefix="/v1")
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+MAX_UPLOAD = 512 * 1024 * 1024
+
+
+def accepted(response: Response, job: Job) -> Job:
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+# ---- locations -------------------------------------------------------------------------------
+
+@router.get("/locations", dependencies=[viewer])
+def list_locations(request: Request) -> list[Location]:
+    return core(request).locations.list()
+
+
+@router.post("/locations", status_code=201, dependencies=[admin])
+def add_location(request: Request, spec: LocationCreate) -> Location:
+    return core(request).locations.add(spec)
+
+
+@router.get("/locations/{name}", dependencies=[viewer])
+def get_location(request: Request, name: str) -> Location:
+    return core(request).locations.get(name)
+
+
+@router.delete("/locations/{name}", status_code=204, dependencies=[admin])
+def remove_location(request: Request, name: str, force: bool = False) -> None:
+    core(request).locations.remove(name, force)
+
+
+@router.get("/locations/{name}/sizes", dependencies=[viewer])
+def list_sizes(request: Request, name: str) -> list[Size]:
+    sizes = core(request).registry.run(name, lambda p: p.list_sizes())
+    return [Size(id=s.provider_id, cpu=s.cpu, memory_mb=s.memory_mb, disk_gb=s.disk_gb)
+            for s in sizes]
+
+
+class Cut(BaseModel):
+    mode: Literal["silent", "down"] = "silent"
+
+
+@router.post("/locations/{name}/cut", dependencies=[admin])
+def cut_location(request: Request, name: str, body: Cut | None = None) -> dict[str, Any]:
+    """Failure drill: make a netns location unreachable (silently, or with its link down)."""
+    c = core(request)
+    provider = c.locations.provider(name)
+    if not provider.capabilities.cut:
+        raise Unsupported(f"location {name} cannot be cut off", field="location")
+    mode = (body or Cut()).mode
+    provider.cut(mode)  # type: ignore[attr-defined]
+    c.events.emit("location.cut", f"location {name} cut off ({mode})", severity="warning",
+                  location=name)
+    return {"location": name, "cut": True, "mode": mode}
+
+
+@router.post("/locations/{name}/restore", dependencies=[admin])
+def restore_location(request: Request, name: str) -> dict[str, Any]:
+    c = core(request)
+    provider = c.locations.provider(name)
+    if not provider.capabilities.cut:
+        raise Unsupported(f"location {name} cannot be cut off", field="location")
+    provider.restore()  # type: ignore[attr-defined]
+    c.events.emit("location.restored", f"location {name} reconnected", location=name)
+    return {"location": name, "cut": False}
+
+
+# ---- instances -------------------------------------------------------------------------------
+
+@router.get("/instances", dependencies=[viewer])
+def list_instances(request: Request, location: str | None = None, provider: str | None = None,
+                   state: str | None = None, name: str | None = None,
+                   tag: Annotated[list[str] | None, Query(description="key=value")] = None,
+                   limit: Limit = 100, cursor: str | None = None) -> Page[Instance]:
+    tags = {}
+    for t in tag or []:
+        if "=" not in t:
+            raise InvalidInput(f"tag filter {t!r} must be key=value", field="tag")
+        k, v = t.split("=", 1)
+        tags[k] = v
+    return core(request).ops.list_instances(location=location, provider=provider, state=state,
+                                            name=name, tags=tags, limit=limit, cursor=cursor)
+
+
+@router.post("/instances", status_code=202, dependencies=[operator])
+def create_instance(request: Request, response: Response, req: InstanceCreate,
+                    key: IdemKey = None) -> Job:
+    return accepted(response, core(request).ops.create_instance(req, key))
+
+
+@router.get("/instances/{instance_id}", dependencies=[viewer])
+def get_instance(request: Request, instance_id: str) -> Instance:
+    return core(request).ops.get_instance(instance_id)
+
+
+@router.post("/instances/{instance_id}/{action}", status_code=202, dependencies=[operator])
+def instance_action(request: Request, response: Response, instance_id: str,
+                    action: Literal["start", "stop", "reboot"], key: IdemKey = None) -> Job:
+    return accepted(response, core(request).ops.instance_action(instance_id, action, key))
+
+
+@router.delete("/instances/{instance_id}", status_code=202, dependencies=[operator])
+def destroy_instance(request: Request, response: Response, instance_id: str,
+                     key: IdemKey = None) -> Job:
+    return accepted(response, core(request).ops.destroy_instance(instance_id, key))
+
+
+# ---- volumes ---------------------------------------------------------------------------------
+
+@router.get("/volumes", dependencies=[viewer])
+def list_volumes(request: Request, location: str | None = None, limit: Limit = 100,
+                 cursor: str | None = None) -> Page[Volume]:
+    return core(request).ops.list_volumes(location=location, limit=limit, cursor=cursor)
+
+
+@router.post("/volumes", status_code=202, dependencies=[operator])
+def create_volume(request: Request, response: Response, req: VolumeCreate,
+                  key: IdemKey = None) -> Job:
+    return accepted(response, core(request).ops.create_volume(req, key))
+
+
+@router.get("/volumes/{volume_id}", dependencies=[viewer])
+def get_volume(request: Request, volume_id: str) -> Volume:
+    return core(request).ops.get_volume(volume_id)
+
+
+@router.post("/volumes/{volume_id}/attach", status_code=202, dependencies=[operator])
+def attach_volume(request: Request, response: Response, volume_id: str, req: VolumeAttach) -> Job:
+    return accepted(response, core(request).ops.attach_volume(volume_id, req))
+
+
+@router.post("/volumes/{volume_id}/detach", status_code=202, dependencies=[operator])
+def detach_volume(request: Request, response: Response, volume_id: str) -> Job:
+    return accepted(response, core(request).ops.detach_volume(volume_id))
+
+
+@router.delete("/volumes/{volume_id}", status_code=202, dependencies=[operator])
+def delete_volume(request: Request, response: Response, volume_id: str) -> Job:
+    return accepted(response, core(request).ops.delete_volume(volume_id))
+
+
+# ---- networks --------------------------------------------------------------------------------
+
+@router.get("/networks", dependencies=[viewer])
+def list_networks(request: Request, location: str | None = None, limit: Limit = 100,
+                  cursor: str | None = None) -> Page[Network]:
+    return core(request).ops.list_networks(location=location, limit=limit, cursor=cursor)
+
+
+@router.post("/networks", status_code=202, dependencies=[operator])
+def create_network(request: Request, response: Response, req: NetworkCreate,
+                   key: IdemKey = None) -> Job:
+    return accepted(response, core(request).ops.create_network(req, key))
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+@router.get("/images", dependencies=[viewer])
+def list_images(request: Request, location: Annotated[list[str] | None, Query()] = None,
+                name: str | None = None, limit: Limit = 200) -> list[Image]:
+    """Images as each location's provider lists them, all locations asked concurrently."""
+    c = core(request)
+    names = location or c.registry.names()
+    futures = {n: c.registry.submit(n, lambda n=n: c.registry.get(n).list_images()) for n in names}
+    out: list[Image] = []
+    for n, fut in futures.items():
+        for img in fut.result(timeout=120):
+            if name and name.lower() not in img.name.lower():
+                continue
+            out.append(Image(id=img.provider_id, name=img.name, location=n, extra=img.extra))
+            if len(out) >= limit:
+                return out
+    return out
+
+
+@router.post("/locations/{name}/images", status_code=201, dependencies=[operator])
+async def upload_app_image(request: Request, name: str) -> Image:
+    """Upload an app image (.tar.gz with onepane-app.json) to a process-based location."""
+    c = core(request)
+    provider = c.locations.provider(name)
+    if not provider.capabilities.image_import:
+        raise Unsupported(f"location {name} cannot import images", field="location")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.tar.gz"
+        size = 0
+        with path.open("wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    raise InvalidInput(f"upload larger than {MAX_UPLOAD} bytes", field="body")
+                f.write(chunk)
+        img = await run_in_threadpool(provider.import_image, path)  # type: ignore[attr-defined]
+    c.events.emit("image.imported", f"app image {img.name} imported at {name}", location=name,
+                  subject=img.name)
+    return Image(id=img.provider_id, name=img.name, location=name, extra=img.extra)
+
+
+# ---- jobs, events, sync ----------------------------------------------------------------------
+
+@router.get("/jobs", dependencies=[viewer])
+def list_jobs(request: Request, status: str | None = None, target: str | None = None,
+              limit: Limit = 100, cursor: str | None = None) -> Page[Job]:
+    return core(request).ops.list_jobs(status=status, target=target, limit=limit, cursor=cursor)
+
+
+@router.get("/jobs/{job_id}", dependencies=[viewer])
+def get_job(request: Request, job_id: str) -> Job:
+    return core(request).ops.get_job(job_id)
+
+
+@router.get("/events", dependencies=[viewer])
+def list_events(request: Request, after: int | None = None, kind: str | None = None,
+                subject: str | None = None, location: str | None = None,
+                limit: Limit = 100) -> Page[Event]:
+    return core(request).events.list(after=after, kind=kind, subject=subject, location=location,
+                                      limit=limit)
+
+
+@router.get("/events/stream", dependencies=[viewer])
+async def stream_events(request: Request, kind: str | None = None) -> StreamingResponse:
+    """Server-sent events: every event as it is written."""
+    c = core(request)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+
+    def deliver(ev: Event) -> None:
+        if not kind or ev.kind.startswith(kind):
+            loop.call_soon_threadsafe(_offer, queue, ev)
+
+    unsubscribe = c.events.subscribe(deliver)
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            yield ": connected\n\n"
+            while True:
+                try:
+                    ev = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {ev.model_dump_json()}\n\n"
+        finally:
+            unsubscribe()
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+def _offer(queue: asyncio.Queue[Event], ev: Event) -> None:
+    if not queue.full():  # a slow consumer loses events rather than stalling everyone
+        queue.put_nowait(ev)
+
+
+@router.post("/sync", dependencies=[operator])
+def sync_now(request: Request) -> dict[str, str]:
+    """Observe every location now, rather than at the next periodic round."""
+    return core(request).sync.sync_all(wait=True)
+
+
+# ---- tokens ----------------------------------------------------------------------------------
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["admin", "operator", "viewer"] = "operator"
+
+
+@router.post("/tokens", status_code=201, dependencies=[admin])
+def create_token(request: Request, body: Annotated[TokenCreate, Body()]) -> dict[str, str]:
+    tid, token = core(request).tokens.create(body.name, body.role)
+    return {"id": tid, "token": token, "role": body.role,
+            "note": "shown once; onepane stores only its hash"}
+
+
+@router.delete("/tokens/{token_id}", status_code=204, dependencies=[admin])
+def revoke_token(request: Request, token_id: str) -> None:
+    core(request).tokens.revoke(token_id)
+

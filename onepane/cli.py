@@ -1,0 +1,424 @@
+"""The `onepane` command: every API operation, as a table or as JSON.
+
+Exit codes scripts can rely on: 0 done, 1 the operation failed, 2 invalid input, 3 not found,
+4 conflict, 5 not authorised, 6 onepane unreachable.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import Client
+from .errors import OnepaneError
+
+app = typer.Typer(help="onepane: one pane of glass over every cloud and data center.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+locations_app = typer.Typer(help="Locations: a provider account and region.", no_args_is_help=True)
+instances_app = typer.Typer(help="Instances on every location.", no_args_is_help=True)
+volumes_app = typer.Typer(help="Block volumes.", no_args_is_help=True)
+networks_app = typer.Typer(help="Networks.", no_args_is_help=True)
+images_app = typer.Typer(help="Images as each location sees them.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Asynchronous operations.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+for sub, name in [(locations_app, "locations"), (instances_app, "instances"),
+                  (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
+                  (jobs_app, "jobs"), (tokens_app, "tokens")]:
+    app.add_typer(sub, name=name)
+
+out = Console(width=None if sys.stdout.isatty() else 250)  # pipes get whole ids
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class Ctx:
+    url: str = "http://127.0.0.1:8640"
+    token: str | None = None
+    output: Output = Output.table
+
+
+ctx = Ctx()
+
+
+@app.callback()
+def main_options(
+    url: Annotated[str, typer.Option(envvar="ONEPANE_URL", help="API base URL")] = ctx.url,
+    token: Annotated[str | None, typer.Option(envvar="ONEPANE_TOKEN", help="API token")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.table,
+) -> None:
+    ctx.url, ctx.output = url, output
+    ctx.token = token or _token_from_state()
+
+
+def _token_from_state() -> str | None:
+    path = Path(os.environ.get("ONEPANE_STATE_DIR", ".onepane")) / "admin.token"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def client() -> Client:
+    return Client(ctx.url, ctx.token)
+
+
+def show(data: Any, columns: list[str] | None = None, title: str | None = None) -> None:
+    if ctx.output == Output.json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    if not rows:
+        out.print("[dim](none)[/dim]")
+        return
+    cols = columns or list(rows[0].keys())
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[_cell(r.get(c)) for c in cols])
+    out.print(table)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, dict):
+        return ",".join(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    outd = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"{what} {item!r} must be key=value")
+        k, v = item.split("=", 1)
+        outd[k] = v
+    return outd
+
+
+def finish(job: dict[str, Any], wait: bool, what: str) -> None:
+    """Wait for a job with a spinner (table output) and show how it ended."""
+    if wait:
+        c = client()
+        if ctx.output == Output.table and sys.stderr.isatty():
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                          console=err, transient=True) as progress:
+                progress.add_task(f"{what} ({job['id']})", total=None)
+                job = c.wait(job["id"])
+        else:
+            job = c.wait(job["id"])
+    show(job, ["id", "kind", "target", "status", "attempts"])
+
+
+# ---- up --------------------------------------------------------------------------------------
+
+@app.command()
+def up(
+    config: Annotated[Path | None, typer.Option(help="onepane.toml")] = None,
+    dev: Annotated[bool, typer.Option(help="no authentication; loopback only")] = False,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    state_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Start onepane: API, inventory sync and job runner."""
+    from .config import load_settings
+    from .server import serve
+    settings = load_settings(config, dev=dev or None, api_host=host, api_port=port,
+                             state_dir=state_dir)
+    serve(settings)
+
+
+# ---- locations -------------------------------------------------------------------------------
+
+LOC_COLS = ["name", "provider", "region", "driver", "status", "labels", "last_sync"]
+
+
+@locations_app.command("list")
+def locations_list() -> None:
+    show(client().get("/v1/locations"), LOC_COLS)
+
+
+@locations_app.command("show")
+def locations_show(name: str) -> None:
+    show(client().get(f"/v1/locations/{name}"))
+
+
+@locations_app.command("add")
+def locations_add(
+    name: str,
+    provider: Annotated[str, typer.Option(help="local, netns or cloud")],
+    driver: Annotated[str | None, typer.Option(help="Libcloud driver, e.g. ec2, gce, openstack")] = None,
+    region: Annotated[str, typer.Option()] = "local",
+    key: Annotated[str | None, typer.Option(envvar="ONEPANE_CLOUD_KEY")] = None,
+    secret: Annotated[str | None, typer.Option(envvar="ONEPANE_CLOUD_SECRET")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="driver option key=value")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+) -> None:
+    creds = {k: v for k, v in {"key": key, "secret": secret}.items() if v is not None}
+    opts: dict[str, Any] = {}
+    for k, v in pairs(option, "option").items():
+        opts[k] = _scalar(v)
+    body = {"name": name, "provider": provider, "driver": driver, "region": region,
+            "credentials": creds, "options": opts, "labels": pairs(label, "label")}
+    show(client().post("/v1/locations", body, idempotent_key=False), LOC_COLS)
+
+
+def _scalar(v: str) -> Any:
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+@locations_app.command("remove")
+def locations_remove(name: str, force: bool = False) -> None:
+    client().delete(f"/v1/locations/{name}", force=force)
+
+
+@locations_app.command("sizes")
+def locations_sizes(name: str) -> None:
+    show(client().get(f"/v1/locations/{name}/sizes"), ["id", "cpu", "memory_mb", "disk_gb"])
+
+
+@locations_app.command("cut")
+def locations_cut(name: str, mode: Annotated[str, typer.Option(help="silent or down")] = "silent") -> None:
+    """Failure drill: cut a netns location off the network."""
+    show(client().post(f"/v1/locations/{name}/cut", {"mode": mode}, idempotent_key=False))
+
+
+@locations_app.command("restore")
+def locations_restore(name: str) -> None:
+    show(client().post(f"/v1/locations/{name}/restore", idempotent_key=False))
+
+
+# ---- instances -------------------------------------------------------------------------------
+
+INST_COLS = ["id", "name", "location", "provider", "state", "image", "size", "addresses", "ports"]
+
+
+@instances_app.command("list")
+def instances_list(
+    location: Annotated[str | None, typer.Option()] = None,
+    provider: Annotated[str | None, typer.Option()] = None,
+    state: Annotated[str | None, typer.Option()] = None,
+    name: Annotated[str | None, typer.Option(help="substring of the name")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many (0: all)")] = 0,
+) -> None:
+    """The one inventory: instances from every location."""
+    items = []
+    for item in client().pages("/v1/instances", location=location, provider=provider, state=state,
+                               name=name, tag=tag, limit=500):
+        items.append(item)
+        if limit and len(items) >= limit:
+            break
+    show(items, INST_COLS)
+
+
+@instances_app.command("show")
+def instances_show(instance_id: str) -> None:
+    show(client().get(f"/v1/instances/{instance_id}"))
+
+
+@instances_app.command("create")
+def instances_create(
+    name: str,
+    location: Annotated[str, typer.Option()],
+    image: Annotated[str, typer.Option()],
+    size: Annotated[str, typer.Option()],
+    tag: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+    network: Annotated[str | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="wait until it is created")] = True,
+) -> None:
+    body = {"name": name, "location": location, "image": image, "size": size,
+            "tags": pairs(tag, "tag"), "network": network}
+    job = client().post("/v1/instances", body)
+    finish(job, wait, f"creating {name} at {location}")
+
+
+def _action(instance_id: str, action: str, wait: bool) -> None:
+    job = client().post(f"/v1/instances/{instance_id}/{action}")
+    finish(job, wait, f"{action} {instance_id}")
+
+
+@instances_app.command("start")
+def instances_start(instance_id: str, wait: bool = True) -> None:
+    _action(instance_id, "start", wait)
+
+
+@instances_app.command("stop")
+def instances_stop(instance_id: str, wait: bool = True) -> None:
+    _action(instance_id, "stop", wait)
+
+
+@instances_app.command("reboot")
+def instances_reboot(instance_id: str, wait: bool = True) -> None:
+    _action(instance_id, "reboot", wait)
+
+
+@instances_app.command("destroy")
+def instances_destroy(instance_id: str, wait: bool = True) -> None:
+    finish(client().delete(f"/v1/instances/{instance_id}"), wait, f"destroying {instance_id}")
+
+
+# ---- volumes and networks --------------------------------------------------------------------
+
+VOL_COLS = ["id", "name", "location", "size_gb", "state", "attached_to", "device"]
+
+
+@volumes_app.command("list")
+def volumes_list(location: Annotated[str | None, typer.Option()] = None) -> None:
+    show(list(client().pages("/v1/volumes", location=location, limit=500)), VOL_COLS)
+
+
+@volumes_app.command("create")
+def volumes_create(name: str, location: Annotated[str, typer.Option()],
+                   size_gb: Annotated[int, typer.Option()], wait: bool = True) -> None:
+    job = client().post("/v1/volumes", {"name": name, "location": location, "size_gb": size_gb})
+    finish(job, wait, f"creating volume {name}")
+
+
+@volumes_app.command("attach")
+def volumes_attach(volume_id: str, instance: Annotated[str, typer.Option()],
+                   device: str = "/dev/sdh", wait: bool = True) -> None:
+    job = client().post(f"/v1/volumes/{volume_id}/attach", {"instance": instance, "device": device})
+    finish(job, wait, f"attaching {volume_id}")
+
+
+@volumes_app.command("detach")
+def volumes_detach(volume_id: str, wait: bool = True) -> None:
+    finish(client().post(f"/v1/volumes/{volume_id}/detach"), wait, f"detaching {volume_id}")
+
+
+@volumes_app.command("delete")
+def volumes_delete(volume_id: str, wait: bool = True) -> None:
+    finish(client().delete(f"/v1/volumes/{volume_id}"), wait, f"deleting {volume_id}")
+
+
+@networks_app.command("list")
+def networks_list(location: Annotated[str | None, typer.Option()] = None) -> None:
+    show(list(client().pages("/v1/networks", location=location, limit=500)),
+         ["id", "name", "location", "cidr", "state", "provider_id"])
+
+
+@networks_app.command("create")
+def networks_create(name: str, location: Annotated[str, typer.Option()],
+                    cidr: Annotated[str, typer.Option()], wait: bool = True) -> None:
+    job = client().post("/v1/networks", {"name": name, "location": location, "cidr": cidr})
+    finish(job, wait, f"creating network {name}")
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+@images_app.command("list")
+def images_list(location: Annotated[list[str] | None, typer.Option()] = None,
+                name: Annotated[str | None, typer.Option()] = None, limit: int = 200) -> None:
+    show(client().get("/v1/images", location=location, name=name, limit=limit),
+         ["location", "id", "name"])
+
+
+@images_app.command("upload")
+def images_upload(location: str, path: Path) -> None:
+    """Upload an app image (a directory or .tar.gz holding onepane-app.json)."""
+    if path.is_dir():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(path, arcname=".")
+        data = buf.getvalue()
+    else:
+        data = path.read_bytes()
+    show(client().request("POST", f"/v1/locations/{location}/images", content=data,
+                          headers={"Content-Type": "application/gzip"}))
+
+
+# ---- jobs, events, sync, tokens --------------------------------------------------------------
+
+JOB_COLS = ["id", "kind", "target", "location", "status", "attempts", "created_at"]
+
+
+@jobs_app.command("list")
+def jobs_list(status: Annotated[str | None, typer.Option()] = None, limit: int = 50) -> None:
+    show(client().get("/v1/jobs", status=status, limit=limit)["items"], JOB_COLS)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    show(client().get(f"/v1/jobs/{job_id}"))
+
+
+@jobs_app.command("wait")
+def jobs_wait(job_id: str, timeout: float = 300) -> None:
+    show(client().wait(job_id, timeout), JOB_COLS)
+
+
+@app.command()
+def events(kind: Annotated[str | None, typer.Option(help="prefix, e.g. drift.")] = None,
+           location: Annotated[str | None, typer.Option()] = None,
+           limit: int = 50, follow: bool = False) -> None:
+    """The event log (newest last); --follow streams new events."""
+    c = client()
+    page = c.get("/v1/events", kind=kind, location=location, limit=1000)
+    items = page["items"]
+    while page.get("next_cursor"):
+        page = c.get("/v1/events", kind=kind, location=location, limit=1000,
+                     after=page["next_cursor"])
+        items += page["items"]
+    show(items[-limit:], ["id", "ts", "severity", "kind", "location", "subject", "message"])
+    if follow:
+        with c.http.stream("GET", "/v1/events/stream", params={"kind": kind} if kind else None,
+                           timeout=None) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    ev = json.loads(line[6:])
+                    if ctx.output == Output.json:
+                        print(json.dumps(ev), flush=True)
+                    else:
+                        out.print(f"{ev['ts']} {ev['severity']:7} {ev['kind']:20} {ev['message']}")
+
+
+@app.command()
+def sync() -> None:
+    """Observe every location now."""
+    result = client().post("/v1/sync", idempotent_key=False)
+    show([{"location": k, "result": v} for k, v in result.items()], ["location", "result"])
+
+
+@tokens_app.command("create")
+def tokens_create(name: str, role: str = "operator") -> None:
+    show(client().post("/v1/tokens", {"name": name, "role": role}, idempotent_key=False))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str) -> None:
+    client().delete(f"/v1/tokens/{token_id}")
+
+
+def main() -> None:
+    try:
+        app()
+    except OnepaneError as exc:
+        where = f" [{exc.field}]" if exc.field else ""
+        err.print(f"[red]error[/red]{escape(where)}: {escape(exc.detail)}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

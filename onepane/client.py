@@ -1,0 +1,104 @@
+"""A small typed client for the REST API, used by the CLI, the tests and the benches."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from .errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    ProviderError,
+    Unauthorized,
+)
+
+_BY_STATUS: dict[int, type[OnepaneError]] = {400: InvalidInput, 401: Unauthorized, 403: Forbidden,
+                                             404: NotFound, 409: Conflict, 422: InvalidInput}
+
+
+class Unreachable(OnepaneError):
+    exit_code = 6
+    title = "onepane is unreachable"
+
+
+class JobFailed(OnepaneError):
+    exit_code = 1
+    title = "Job failed"
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
+                                 transport=httpx.HTTPTransport(retries=3))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
+                idempotent_key: bool = False, content: Any = None,
+                headers: dict[str, str] | None = None) -> Any:
+        hdrs = dict(headers or {})
+        if idempotent_key:
+            hdrs["Idempotency-Key"] = str(uuid.uuid4())
+        try:
+            r = self.http.request(method, path, json=json, params=params, content=content,
+                                  headers=hdrs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach {self.http.base_url}: {exc}") from exc
+        if r.status_code >= 400:
+            raise self._error(r)
+        return r.json() if r.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any = None, *, idempotent_key: bool = True) -> Any:
+        return self.request("POST", path, json=body, idempotent_key=idempotent_key)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params or None, idempotent_key=True)
+
+    def pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.get(path, cursor=cursor, **params)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def wait(self, job_id: str, timeout: float = 300.0, interval: float = 0.05) -> dict[str, Any]:
+        """Poll a job until it ends; raise JobFailed with the provider's reason if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = self.get(f"/v1/jobs/{job_id}")
+            if job["status"] == "succeeded":
+                return job
+            if job["status"] == "failed":
+                detail = (job.get("error") or {}).get("detail", "unknown error")
+                raise JobFailed(f"{job['kind']} {job.get('target') or ''}: {detail}", job=job_id)
+            if time.monotonic() > deadline:
+                raise JobFailed(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    @staticmethod
+    def _error(r: httpx.Response) -> OnepaneError:
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"detail": r.text or r.reason_phrase}
+        cls = _BY_STATUS.get(r.status_code, ProviderError if r.status_code >= 500 else OnepaneError)
+        err = cls(body.get("detail") or body.get("title") or str(r.status_code))
+        errors = body.get("errors") or []
+        if errors:
+            err.field = errors[0].get("field")
+        return err

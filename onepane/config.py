@@ -1,0 +1,77 @@
+"""Settings: onepane.toml, overridden by ONEPANE_* environment variables.
+
+With no file at all, onepane runs the *embedded default*: SQLite under the state directory and
+two local data centers, `dc-a` and `dc-b`, so `./run` works on a bare machine.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import InvalidInput
+from .model import LocationCreate, ProviderKind
+
+DEFAULT_PORT = 8640
+
+
+class Settings(BaseModel):
+    state_dir: Path = Field(default_factory=lambda: Path(".onepane").resolve())
+    database_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_PORT
+    dev: bool = False
+    sync_interval: float = Field(default=10.0, gt=0)
+    workers_per_location: int = Field(default=8, ge=1, le=256)
+    locations: list[LocationCreate] = Field(
+        default_factory=lambda: [
+            LocationCreate(name="dc-a", provider=ProviderKind.local, region="local-a",
+                           labels={"site": "dc-a"}),
+            LocationCreate(name="dc-b", provider=ProviderKind.local, region="local-b",
+                           labels={"site": "dc-b"}),
+        ]
+    )
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'onepane.db'}"
+
+
+_ENV = {
+    "ONEPANE_STATE_DIR": "state_dir",
+    "ONEPANE_DATABASE_URL": "database_url",
+    "ONEPANE_API_HOST": "api_host",
+    "ONEPANE_API_PORT": "api_port",
+    "ONEPANE_SYNC_INTERVAL": "sync_interval",
+}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the file (if any), then the environment, then explicit overrides, in that order."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"config file {path} does not exist", field="config") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{path}: {exc}", field="config") from exc
+        if "locations" in raw and isinstance(raw["locations"], dict):
+            # [locations.dc-a] tables read naturally in TOML; accept them as a list.
+            raw["locations"] = [{"name": k, **v} for k, v in raw["locations"].items()]
+    for env, key in _ENV.items():
+        if env in os.environ:
+            raw[key] = os.environ[env]
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{path or 'settings'}: {where}: {first['msg']}", field=where) from exc
+    settings.state_dir = settings.state_dir.resolve()
+    return settings

@@ -1,0 +1,52 @@
+"""The control plane without its front ends: store, providers, jobs, sync, event log.
+
+`onepane up` wraps this in the API server; tests and benches can start it in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .auth import Tokens
+from .config import Settings
+from .events import EventLog
+from .inventory.jobs import JobRunner
+from .inventory.locations import Locations
+from .inventory.operations import Operations
+from .inventory.sync import InventorySync
+from .providers.registry import Registry
+from .secrets import Vault, load_key
+from .store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class Core:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_url)
+        self.events = EventLog(self.store)
+        self.registry = Registry(settings.workers_per_location)
+        self.vault = Vault(load_key(settings.state_dir))
+        self.tokens = Tokens(self.store)
+        self.locations = Locations(settings.state_dir, self.events, self.registry, self.vault)
+        self.runner = JobRunner(self.events, self.registry)
+        self.ops = Operations(self.events, self.locations, self.runner)
+        self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
+
+    def start(self, *, background: bool = True) -> None:
+        self.store.migrate()
+        for spec in self.settings.locations:
+            self.locations.ensure(spec)
+        self.locations.start_all()
+        resumed = self.runner.resume()
+        if resumed:
+            log.info("resumed %d unfinished jobs", resumed)
+        if background:
+            self.sync.start()
+
+    def stop(self) -> None:
+        self.sync.stop()
+        self.registry.close()
+        self.store.close()

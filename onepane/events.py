@@ -1,0 +1,91 @@
+"""The event log: every action and every change of state, in order, for API, CLI and console."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .model import Event, Page
+from .store.db import Store
+from .store.tables import EventRow
+
+Listener = Callable[[Event], None]
+
+
+def event_view(row: EventRow) -> Event:
+    return Event(id=row.id, ts=row.ts, kind=row.kind, severity=row.severity,  # type: ignore[arg-type]
+                 location=row.location, subject=row.subject, message=row.message, data=row.data)
+
+
+class EventLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, message: str, *, severity: str = "info", location: str | None = None,
+             subject: str | None = None, data: dict[str, Any] | None = None,
+             session: Session | None = None) -> None:
+        """Write an event; inside `session` it commits (or not) with the change it describes."""
+        row = EventRow(kind=kind, severity=severity, location=location, subject=subject,
+                       message=message, data=data or {})
+        if session is not None:
+            session.add(row)
+            session.flush()
+            session.info.setdefault("events", []).append(row)
+        else:
+            with self.store.tx() as s:
+                s.add(row)
+                s.flush()
+            self._publish([row])
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """A transaction whose events reach listeners only once it has committed."""
+        with self.store.tx() as session:
+            yield session
+        self.published(session)
+
+    def published(self, session: Session) -> None:
+        """Tell listeners about events written in a session that has committed."""
+        self._publish(session.info.pop("events", []))
+
+    def _publish(self, rows: list[EventRow]) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for row in rows:
+            ev = event_view(row)
+            for listener in listeners:
+                listener(ev)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+        return unsubscribe
+
+    def list(self, *, after: int | None = None, limit: int = 100, kind: str | None = None,
+             subject: str | None = None, location: str | None = None) -> Page[Event]:
+        q = select(EventRow).order_by(EventRow.id).limit(limit + 1)
+        if after is not None:
+            q = q.where(EventRow.id > after)
+        if kind:
+            q = q.where(EventRow.kind.startswith(kind))
+        if subject:
+            q = q.where(EventRow.subject == subject)
+        if location:
+            q = q.where(EventRow.location == location)
+        with self.store.tx() as s:
+            rows = list(s.scalars(q))
+        items = [event_view(r) for r in rows[:limit]]
+        nxt = str(items[-1].id) if len(rows) > limit else None
+        return Page[Event](items=items, next_cursor=nxt)

@@ -1,0 +1,1 @@
+"""The inventory: locations, instances, volumes and networks, their operations and their sync."""

@@ -1,0 +1,102 @@
+"""Jobs: every operation runs asynchronously, in its location's pool, and is recorded.
+
+A job is a row before it is work: a crash at any point leaves a queued or running job that
+`resume()` picks up again on start. That is safe because every handler is idempotent (creates
+find what an earlier attempt made; destroys of what is gone succeed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..errors import NotFound, OnepaneError, TransientProviderError
+from ..events import EventLog
+from ..model import JobStatus
+from ..providers.base import Provider
+from ..providers.registry import Registry
+from ..retry import with_retry
+from ..store.tables import JobRow
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Provider, JobRow], dict[str, Any] | None]
+Failure = Callable[[JobRow, OnepaneError], None]
+
+
+class JobRunner:
+    def __init__(self, events: EventLog, registry: Registry, *, attempts: int = 5,
+                 backoff: float = 0.2) -> None:
+        self.events = events
+        self.registry = registry
+        self.attempts = attempts
+        self.backoff = backoff
+        self._handlers: dict[str, tuple[Handler, Failure | None]] = {}
+
+    def register(self, kind: str, handler: Handler, on_failure: Failure | None = None) -> None:
+        self._handlers[kind] = (handler, on_failure)
+
+    def submit(self, job_id: str, location: str) -> None:
+        self.registry.submit(location, self._run, job_id)
+
+    def resume(self) -> int:
+        with self.events.store.tx() as s:
+            rows = list(s.scalars(select(JobRow).where(
+                JobRow.status.in_([JobStatus.queued, JobStatus.running]))))
+        for row in rows:
+            try:
+                self.submit(row.id, row.location or "")
+            except NotFound:
+                self._finish(row.id, JobStatus.failed, error={"detail": "location is gone"})
+        return len(rows)
+
+    def _run(self, job_id: str) -> None:
+        with self.events.store.tx() as s:
+            job = s.get(JobRow, job_id)
+            if job is None or job.status in (JobStatus.succeeded, JobStatus.failed):
+                return
+            job.status = JobStatus.running
+        handler, on_failure = self._handlers[job.kind]
+
+        def attempt() -> dict[str, Any] | None:
+            with self.events.store.tx() as s:
+                row = s.get(JobRow, job_id)
+                assert row is not None
+                row.attempts += 1
+            return handler(self.registry.get(job.location or ""), job)
+
+        def retrying(n: int, exc: Exception) -> None:
+            log.info("job %s attempt %d failed transiently: %s", job_id, n, exc)
+
+        try:
+            result = with_retry(attempt, attempts=self.attempts, base=self.backoff,
+                                on_retry=retrying)
+        except OnepaneError as exc:
+            problem = exc.problem()
+            problem["transient"] = isinstance(exc, TransientProviderError)
+            if on_failure:
+                on_failure(job, exc)
+            self._finish(job_id, JobStatus.failed, error=problem)
+            self.events.emit("job.failed", f"{job.kind} {job.target or ''} failed: {exc.detail}",
+                             severity="error", location=job.location, subject=job.target,
+                             data={"job": job_id})
+            return
+        except Exception as exc:  # a bug: record it rather than lose the job silently
+            log.exception("job %s crashed", job_id)
+            if on_failure:
+                on_failure(job, OnepaneError(str(exc)))
+            self._finish(job_id, JobStatus.failed, error={"detail": f"internal error: {exc}"})
+            return
+        self._finish(job_id, JobStatus.succeeded, result=result or {})
+
+    def _finish(self, job_id: str, status: JobStatus, *, result: dict[str, Any] | None = None,
+                error: dict[str, Any] | None = None) -> None:
+        with self.events.store.tx() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                return
+            row.status, row.result, row.error = status, result, error
+            row.finished_at = datetime.now(UTC)

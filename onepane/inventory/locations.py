@@ -1,0 +1,154 @@
+"""Locations: a provider account + region that onepane operates, from config or the API."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from ..errors import Conflict, NotFound, OnepaneError, TransientProviderError
+from ..events import EventLog
+from ..model import Location, LocationCreate
+from ..providers.base import Provider
+from ..providers.registry import Registry, build_provider
+from ..secrets import Vault
+from ..store.tables import InstanceRow, LocationRow, NetworkRow, VolumeRow
+from .views import location_view
+
+log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 30.0
+
+
+class Locations:
+    def __init__(self, state_dir: Path, events: EventLog, registry: Registry, vault: Vault) -> None:
+        self.state_dir = state_dir
+        self.events = events
+        self.registry = registry
+        self.vault = vault
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def list(self) -> list[Location]:
+        with self.events.store.tx() as s:
+            rows = list(s.scalars(select(LocationRow).order_by(LocationRow.name)))
+        return [self._view(r) for r in rows]
+
+    def get(self, name: str) -> Location:
+        with self.events.store.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is None:
+                raise NotFound(f"no location {name!r}", field="location")
+        return self._view(row)
+
+    def provider(self, name: str) -> Provider:
+        return self.registry.get(name)
+
+    # ---- changes -------------------------------------------------------------------------
+
+    def add(self, spec: LocationCreate) -> Location:
+        """Build, set up and check the provider first: a location that cannot work is not stored."""
+        with self.events.store.tx() as s:
+            if s.get(LocationRow, spec.name) is not None:
+                raise Conflict(f"location {spec.name!r} exists", field="name")
+        provider = self._build(spec)
+        _with_timeout(lambda: (provider.setup(), provider.check()), CHECK_TIMEOUT_S, spec.name)
+        with self.events.tx() as s:
+            s.add(self._row(spec))
+            self.events.emit("location.added", f"location {spec.name} added ({spec.provider})",
+                             location=spec.name, session=s)
+        self.registry.add(provider)
+        return self.get(spec.name)
+
+    def ensure(self, spec: LocationCreate) -> None:
+        """Make a configured location exist, keeping state that is already stored."""
+        with self.events.tx() as s:
+            row = s.get(LocationRow, spec.name)
+            if row is None:
+                s.add(self._row(spec))
+                self.events.emit("location.added", f"location {spec.name} configured",
+                                 location=spec.name, session=s)
+            else:
+                row.provider, row.region, row.driver = spec.provider, spec.region, spec.driver
+                row.labels, row.options = spec.labels, spec.options
+                row.credentials_enc = self.vault.seal(spec.credentials)
+
+    def start_all(self) -> None:
+        """Bring up a provider for every stored location; a broken one is marked, not fatal."""
+        with self.events.store.tx() as s:
+            rows = list(s.scalars(select(LocationRow)))
+        for row in rows:
+            try:
+                spec = self._spec(row)
+                provider = self._build(spec)
+                provider.setup()
+                self.registry.add(provider)
+            except OnepaneError as exc:
+                log.warning("location %s unavailable: %s", row.name, exc.detail)
+                self.set_status(row.name, "error", exc.detail)
+
+    def remove(self, name: str, force: bool = False) -> None:
+        with self.events.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is None:
+                raise NotFound(f"no location {name!r}", field="location")
+            n = s.scalar(select(func.count()).select_from(InstanceRow)
+                         .where(InstanceRow.location == name)) or 0
+            if n and not force:
+                raise Conflict(f"location {name} still has {n} instances; destroy them or use force",
+                               field="location")
+            for table in (InstanceRow, VolumeRow, NetworkRow):
+                for child in s.scalars(select(table).where(table.location == name)):
+                    s.delete(child)
+            s.delete(row)
+            self.events.emit("location.removed", f"location {name} removed", location=name,
+                             session=s)
+        self.registry.remove(name)
+
+    def set_status(self, name: str, status: str, detail: str | None) -> None:
+        with self.events.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is None or (row.status, row.status_detail) == (status, detail):
+                return
+            before, row.status, row.status_detail = row.status, status, detail
+            if before != status:
+                sev = "info" if status == "ok" else "error"
+                self.events.emit("location.status", f"location {name}: {before} -> {status}"
+                                 + (f" ({detail})" if detail else ""), severity=sev,
+                                 location=name, session=s)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _build(self, spec: LocationCreate) -> Provider:
+        return build_provider(spec.name, spec.provider, state_dir=self.state_dir,
+                              region=spec.region, driver=spec.driver,
+                              credentials=spec.credentials, options=spec.options)
+
+    def _row(self, spec: LocationCreate) -> LocationRow:
+        return LocationRow(name=spec.name, provider=spec.provider, region=spec.region,
+                           driver=spec.driver, labels=spec.labels, options=spec.options,
+                           credentials_enc=self.vault.seal(spec.credentials))
+
+    def _spec(self, row: LocationRow) -> LocationCreate:
+        return LocationCreate(name=row.name, provider=row.provider,  # type: ignore[arg-type]
+                              region=row.region, driver=row.driver, labels=row.labels,
+                              options=row.options, credentials=self.vault.open(row.credentials_enc))
+
+    def _view(self, row: LocationRow) -> Location:
+        try:
+            caps = self.registry.get(row.name).capabilities.as_dict()
+        except NotFound:
+            caps = {}
+        return location_view(row, caps)
+
+
+def _with_timeout(fn: object, timeout: float, name: str) -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(fn).result(timeout)  # type: ignore[arg-type]
+    except FutureTimeout as exc:
+        raise TransientProviderError(f"location {name} did not answer within {timeout:.0f}s") from exc
+    finally:
+        pool.shutdown(wait=False)  # a hung provider must not hang the request with it

@@ -1,0 +1,407 @@
+"""Operations on instances, volumes and networks: the same calls for every location.
+
+A request is validated synchronously (so bad input is a 4xx that leaves nothing behind), then
+recorded as desired state plus a job, then carried out by the job runner.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, Unsupported
+from ..events import EventLog
+from ..model import (
+    Instance,
+    InstanceCreate,
+    InstanceState,
+    Job,
+    JobStatus,
+    Network,
+    NetworkCreate,
+    Page,
+    Volume,
+    VolumeAttach,
+    VolumeCreate,
+    new_id,
+)
+from ..providers.base import InstanceSpec, Provider
+from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
+from .jobs import JobRunner
+from .locations import Locations
+from .views import instance_view, job_view, network_view, volume_view
+
+ACTIONS = {"start": "stop_start", "stop": "stop_start", "reboot": "reboot"}
+MAX_PAGE = 1000
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("malformed cursor", field="cursor") from exc
+
+
+class Operations:
+    def __init__(self, events: EventLog, locations: Locations, runner: JobRunner) -> None:
+        self.events = events
+        self.store = events.store
+        self.locations = locations
+        self.runner = runner
+        for kind, handler in {
+            "instance.create": self._do_create, "instance.start": self._do_action,
+            "instance.stop": self._do_action, "instance.reboot": self._do_action,
+            "instance.destroy": self._do_destroy, "volume.create": self._do_volume_create,
+            "volume.attach": self._do_volume_attach, "volume.detach": self._do_volume_detach,
+            "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
+        }.items():
+            runner.register(kind, handler, self._on_failure)
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def list_instances(self, *, location: str | None = None, provider: str | None = None,
+                       state: str | None = None, tags: dict[str, str] | None = None,
+                       name: str | None = None, limit: int = 100,
+                       cursor: str | None = None) -> Page[Instance]:
+        limit = max(1, min(limit, MAX_PAGE))
+        q = (select(InstanceRow, LocationRow.provider)
+             .join(LocationRow, LocationRow.name == InstanceRow.location)
+             .order_by(InstanceRow.id).limit(limit + 1))
+        if location:
+            q = q.where(InstanceRow.location == location)
+        if provider:
+            q = q.where(LocationRow.provider == provider)
+        if state:
+            q = q.where(InstanceRow.state == state)
+        if name:
+            q = q.where(InstanceRow.name.contains(name, autoescape=True))
+        for k, v in (tags or {}).items():
+            q = q.where(InstanceRow.tags[k].as_string() == v)
+        if cursor:
+            q = q.where(InstanceRow.id > decode_cursor(cursor))
+        return self._page(q, limit, lambda r: instance_view(r[0], r[1]))
+
+    def get_instance(self, instance_id: str) -> Instance:
+        with self.store.tx() as s:
+            row = self._instance(s, instance_id)
+            loc = s.get(LocationRow, row.location)
+            return instance_view(row, loc.provider if loc else None)
+
+    def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
+        if (existing := self._job_for_key(idempotency_key)) is not None:
+            return existing
+        self.locations.registry.run(req.location, lambda p: p.validate(req.image, req.size),
+                                    timeout=60)
+        inst_id = new_id("inst")
+        params = {"name": req.name, "image": req.image, "size": req.size, "tags": req.tags,
+                  "network": req.network}
+
+        def rows(s: Any) -> None:
+            s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
+                              size=req.size, state=InstanceState.pending, tags=req.tags))
+        return self._submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
+                            f"create instance {req.name} ({inst_id}) at {req.location}")
+
+    def instance_action(self, instance_id: str, action: str,
+                        idempotency_key: str | None = None) -> Job:
+        if action not in ACTIONS:
+            raise InvalidInput(f"unknown action {action!r}; use start, stop or reboot",
+                               field="action")
+        if (existing := self._job_for_key(idempotency_key)) is not None:
+            return existing
+        inst = self.get_instance(instance_id)
+        provider = self.locations.provider(inst.location)
+        if not getattr(provider.capabilities, ACTIONS[action]):
+            raise Unsupported(f"location {inst.location} cannot {action} instances",
+                              field="action")
+        if inst.state in (InstanceState.pending, InstanceState.missing):
+            raise Conflict(f"instance {instance_id} is {inst.state}; cannot {action} it",
+                           field="state")
+        return self._submit(f"instance.{action}", instance_id, inst.location, {}, idempotency_key,
+                            None, f"{action} instance {inst.name} ({instance_id})")
+
+    def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
+        if (existing := self._job_for_key(idempotency_key)) is not None:
+            return existing
+        inst = self.get_instance(instance_id)
+        return self._submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
+                            None, f"destroy instance {inst.name} ({instance_id})")
+
+    # ---- volumes -------------------------------------------------------------------------
+
+    def list_volumes(self, *, location: str | None = None, limit: int = 100,
+                     cursor: str | None = None) -> Page[Volume]:
+        limit = max(1, min(limit, MAX_PAGE))
+        q = select(VolumeRow).order_by(VolumeRow.id).limit(limit + 1)
+        if location:
+            q = q.where(VolumeRow.location == location)
+        if cursor:
+            q = q.where(VolumeRow.id > decode_cursor(cursor))
+        return self._page(q, limit, volume_view)
+
+    def get_volume(self, volume_id: str) -> Volume:
+        with self.store.tx() as s:
+            return volume_view(self._volume(s, volume_id))
+
+    def create_volume(self, req: VolumeCreate, idempotency_key: str | None = None) -> Job:
+        if (existing := self._job_for_key(idempotency_key)) is not None:
+            return existing
+        self._require(req.location, "volumes")
+        vol_id = new_id("vol")
+
+        def rows(s: Any) -> None:
+            s.add(VolumeRow(id=vol_id, name=req.name, location=req.location, size_gb=req.size_gb,
+                            state="creating", tags=req.tags))
+        return self._submit("volume.create", vol_id, req.location,
+                            {"name": req.name, "size_gb": req.size_gb}, idempotency_key, rows,
+                            f"create volume {req.name} ({vol_id}, {req.size_gb} GB)")
+
+    def attach_volume(self, volume_id: str, req: VolumeAttach) -> Job:
+        vol = self.get_volume(volume_id)
+        inst = self.get_instance(req.instance)
+        if inst.location != vol.location:
+            raise InvalidInput(f"volume {volume_id} is at {vol.location}, instance {req.instance} "
+                               f"at {inst.location}", field="instance")
+        if vol.attached_to:
+            raise Conflict(f"volume {volume_id} is attached to {vol.attached_to}", field="volume")
+        if not vol.provider_id or not inst.provider_id:
+            raise Conflict("volume or instance is still being created", field="volume")
+        return self._submit("volume.attach", volume_id, vol.location,
+                            {"instance": inst.id, "instance_pid": inst.provider_id,
+                             "device": req.device}, None, None,
+                            f"attach volume {volume_id} to {inst.id} as {req.device}")
+
+    def detach_volume(self, volume_id: str) -> Job:
+        vol = self.get_volume(volume_id)
+        if not vol.attached_to:
+            raise Conflict(f"volume {volume_id} is not attached", field="volume")
+        return self._submit("volume.detach", volume_id, vol.location, {}, None, None,
+                            f"detach volume {volume_id}")
+
+    def delete_volume(self, volume_id: str) -> Job:
+        vol = self.get_volume(volume_id)
+        if vol.attached_to:
+            raise Conflict(f"volume {volume_id} is attached to {vol.attached_to}; detach it first",
+                           field="volume")
+        return self._submit("volume.delete", volume_id, vol.location, {}, None, None,
+                            f"delete volume {volume_id}")
+
+    # ---- networks ------------------------------------------------------------------------
+
+    def list_networks(self, *, location: str | None = None, limit: int = 100,
+                      cursor: str | None = None) -> Page[Network]:
+        limit = max(1, min(limit, MAX_PAGE))
+        q = select(NetworkRow).order_by(NetworkRow.id).limit(limit + 1)
+        if location:
+            q = q.where(NetworkRow.location == location)
+        if cursor:
+            q = q.where(NetworkRow.id > decode_cursor(cursor))
+        return self._page(q, limit, network_view)
+
+    def create_network(self, req: NetworkCreate, idempotency_key: str | None = None) -> Job:
+        if (existing := self._job_for_key(idempotency_key)) is not None:
+            return existing
+        self._require(req.location, "networks")
+        net_id = new_id("net")
+
+        def rows(s: Any) -> None:
+            s.add(NetworkRow(id=net_id, name=req.name, location=req.location, cidr=req.cidr,
+                             state="creating"))
+        return self._submit("network.create", net_id, req.location,
+                            {"name": req.name, "cidr": req.cidr}, idempotency_key, rows,
+                            f"create network {req.name} ({req.cidr}) at {req.location}")
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self.store.tx() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            return job_view(row)
+
+    def list_jobs(self, *, status: str | None = None, target: str | None = None, limit: int = 100,
+                  cursor: str | None = None) -> Page[Job]:
+        limit = max(1, min(limit, MAX_PAGE))
+        q = select(JobRow).order_by(JobRow.id.desc()).limit(limit + 1)
+        if status:
+            q = q.where(JobRow.status == status)
+        if target:
+            q = q.where(JobRow.target == target)
+        if cursor:
+            q = q.where(JobRow.id < decode_cursor(cursor))
+        return self._page(q, limit, job_view)
+
+    # ---- job handlers (run in the location's pool) ---------------------------------------
+
+    def _do_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        p = job.params
+        obs = provider.create_instance(InstanceSpec(onepane_id=job.target or "", name=p["name"],
+                                                    image=p["image"], size=p["size"],
+                                                    tags=p["tags"], network=p.get("network")))
+        with self.events.tx() as s:
+            row = self._instance(s, job.target or "")
+            row.provider_id, row.state = obs.provider_id, obs.state
+            row.addresses, row.ports = obs.addresses, obs.ports
+            self.events.emit("instance.created", f"instance {row.name} ({row.id}) is {obs.state}",
+                             location=row.location, subject=row.id, session=s,
+                             data={"provider_id": obs.provider_id})
+        return {"provider_id": obs.provider_id, "state": obs.state}
+
+    def _do_action(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        action = job.kind.split(".", 1)[1]
+        pid = self._provider_id(job.target or "")
+        getattr(provider, f"{action}_instance")(pid)
+        state = InstanceState.stopped if action == "stop" else InstanceState.running
+        with self.events.tx() as s:
+            row = self._instance(s, job.target or "")
+            row.state = state
+            self.events.emit(f"instance.{action}", f"instance {row.name} ({row.id}): {action} done",
+                             location=row.location, subject=row.id, session=s)
+        return {"state": state}
+
+    def _do_destroy(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        with self.store.tx() as s:
+            row = s.get(InstanceRow, job.target)
+            pid = row.provider_id if row else None
+        if pid:
+            provider.destroy_instance(pid)
+        with self.events.tx() as s:
+            row = s.get(InstanceRow, job.target)
+            if row is not None:
+                s.delete(row)
+                self.events.emit("instance.destroyed", f"instance {row.name} ({row.id}) destroyed",
+                                 location=row.location, subject=row.id, session=s)
+        return {}
+
+    def _do_volume_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        obs = provider.create_volume(job.params["name"], job.params["size_gb"])
+        with self.events.tx() as s:
+            row = self._volume(s, job.target or "")
+            row.provider_id, row.state = obs.provider_id, obs.state
+            self.events.emit("volume.created", f"volume {row.name} ({row.id}) created",
+                             location=row.location, subject=row.id, session=s)
+        return {"provider_id": obs.provider_id}
+
+    def _do_volume_attach(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        p = job.params
+        provider.attach_volume(self._volume_pid(job.target or ""), p["instance_pid"], p["device"])
+        with self.events.tx() as s:
+            row = self._volume(s, job.target or "")
+            row.attached_to, row.device, row.state = p["instance"], p["device"], "in-use"
+            self.events.emit("volume.attached", f"volume {row.id} attached to {p['instance']}",
+                             location=row.location, subject=row.id, session=s)
+        return {}
+
+    def _do_volume_detach(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        provider.detach_volume(self._volume_pid(job.target or ""))
+        with self.events.tx() as s:
+            row = self._volume(s, job.target or "")
+            row.attached_to, row.device, row.state = None, None, "available"
+            self.events.emit("volume.detached", f"volume {row.id} detached",
+                             location=row.location, subject=row.id, session=s)
+        return {}
+
+    def _do_volume_delete(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        provider.delete_volume(self._volume_pid(job.target or ""))
+        with self.events.tx() as s:
+            row = s.get(VolumeRow, job.target)
+            if row is not None:
+                s.delete(row)
+                self.events.emit("volume.deleted", f"volume {row.id} deleted",
+                                 location=row.location, subject=row.id, session=s)
+        return {}
+
+    def _do_network_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        obs = provider.create_network(job.params["name"], job.params["cidr"])
+        with self.events.tx() as s:
+            row = s.get(NetworkRow, job.target)
+            assert row is not None
+            row.provider_id, row.state, row.cidr = obs.provider_id, obs.state, obs.cidr
+            self.events.emit("network.created", f"network {row.name} ({row.cidr}) created",
+                             location=row.location, subject=row.id, session=s)
+        return {"provider_id": obs.provider_id}
+
+    def _on_failure(self, job: JobRow, exc: OnepaneError) -> None:
+        """A create that failed for good leaves no half-made row behind."""
+        table = {"instance.create": InstanceRow, "volume.create": VolumeRow,
+                 "network.create": NetworkRow}.get(job.kind)
+        if table is None:
+            return
+        with self.store.tx() as s:
+            row = s.get(table, job.target)
+            if row is not None and row.provider_id is None:
+                s.delete(row)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _submit(self, kind: str, target: str, location: str, params: dict[str, Any],
+                idempotency_key: str | None, rows: Any, message: str) -> Job:
+        job_id = new_id("job")
+        try:
+            with self.events.tx() as s:
+                if rows:
+                    rows(s)
+                s.add(JobRow(id=job_id, kind=kind, target=target, location=location, params=params,
+                             status=JobStatus.queued, idempotency_key=idempotency_key))
+                self.events.emit("job.queued", message, location=location, subject=target,
+                                 session=s, data={"job": job_id, "kind": kind})
+        except IntegrityError:
+            # Two requests with one idempotency key raced; the other one won.
+            if (existing := self._job_for_key(idempotency_key)) is not None:
+                return existing
+            raise
+        self.runner.submit(job_id, location)
+        return self.get_job(job_id)
+
+    def _job_for_key(self, key: str | None) -> Job | None:
+        if not key:
+            return None
+        with self.store.tx() as s:
+            row = s.scalar(select(JobRow).where(JobRow.idempotency_key == key))
+            return job_view(row) if row else None
+
+    def _page(self, q: Select[Any], limit: int, view: Any) -> Page[Any]:
+        with self.store.tx() as s:
+            rows = list(s.execute(q)) if len(q.selected_columns) > 1 else list(s.scalars(q))
+        items = [view(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].id) if len(rows) > limit else None
+        return Page[Any](items=items, next_cursor=nxt)
+
+    def _require(self, location: str, capability: str) -> Provider:
+        provider = self.locations.provider(location)
+        if not getattr(provider.capabilities, capability):
+            raise Unsupported(f"location {location} does not support {capability}",
+                              field="location")
+        return provider
+
+    def _instance(self, s: Any, instance_id: str) -> InstanceRow:
+        row = s.get(InstanceRow, instance_id)
+        if row is None:
+            raise NotFound(f"no instance {instance_id!r}", field="instance")
+        return row  # type: ignore[no-any-return]
+
+    def _volume(self, s: Any, volume_id: str) -> VolumeRow:
+        row = s.get(VolumeRow, volume_id)
+        if row is None:
+            raise NotFound(f"no volume {volume_id!r}", field="volume")
+        return row  # type: ignore[no-any-return]
+
+    def _provider_id(self, instance_id: str) -> str:
+        inst = self.get_instance(instance_id)
+        if not inst.provider_id:
+            raise Conflict(f"instance {instance_id} has no provider id yet")
+        return inst.provider_id
+
+    def _volume_pid(self, volume_id: str) -> str:
+        vol = self.get_volume(volume_id)
+        if not vol.provider_id:
+            raise Conflict(f"volume {volume_id} has no provider id yet")
+        return vol.provider_id

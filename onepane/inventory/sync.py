@@ -1,0 +1,172 @@
+"""Inventory sync: observe every location, fold what changed into the store, log drift.
+
+Each location syncs in its own pool, so an unreachable cloud delays only its own inventory.
+Writes happen only for what changed, so a quiet inventory costs reads, not writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..errors import OnepaneError
+from ..events import EventLog
+from ..model import InstanceState, JobStatus, new_id
+from ..providers.base import ObservedInstance, Provider
+from ..providers.registry import Registry
+from ..store.tables import InstanceRow, JobRow, LocationRow, VolumeRow
+from .locations import Locations
+
+log = logging.getLogger(__name__)
+
+
+class InventorySync:
+    def __init__(self, events: EventLog, registry: Registry, locations: Locations,
+                 interval: float) -> None:
+        self.events = events
+        self.registry = registry
+        self.locations = locations
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="inventory-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sync_all(wait=False)
+            self._stop.wait(self.interval)
+
+    def sync_all(self, wait: bool = True) -> dict[str, str]:
+        """Sync every location concurrently; with wait, report each one's outcome."""
+        futures = {}
+        for name in self.registry.names():
+            with self._lock:
+                if name in self._running:
+                    continue  # the previous round is still at it: do not pile up
+                self._running.add(name)
+            futures[name] = self.registry.submit(name, self.sync_location, name)
+        if not wait:
+            return {}
+        return {name: f.result() for name, f in futures.items()}
+
+    def sync_location(self, name: str) -> str:
+        try:
+            provider = self.registry.get(name)
+            observed = provider.list_instances()
+            volumes = provider.list_volumes()
+            self._fold_instances(name, provider, observed)
+            self._fold_volumes(name, volumes)
+            self.locations.set_status(name, "ok", None)
+            self._touch(name)
+            return "ok"
+        except OnepaneError as exc:
+            self.locations.set_status(name, "unreachable", exc.detail)
+            return f"error: {exc.detail}"
+        except Exception as exc:
+            log.exception("sync of %s crashed", name)
+            self.locations.set_status(name, "error", str(exc))
+            return f"error: {exc}"
+        finally:
+            with self._lock:
+                self._running.discard(name)
+
+    def _fold_instances(self, name: str, provider: Provider, observed: list[ObservedInstance]) -> None:
+        with self.events.tx() as s:
+            rows = list(s.scalars(select(InstanceRow).where(InstanceRow.location == name)))
+            busy = set(s.scalars(select(JobRow.target).where(
+                JobRow.location == name,
+                JobRow.status.in_([JobStatus.queued, JobStatus.running]))))
+            by_pid = {r.provider_id: r for r in rows if r.provider_id}
+            by_id = {r.id: r for r in rows}
+            creating = {r.name for r in rows if r.provider_id is None}
+            seen: set[str] = set()
+            for obs in observed:
+                row = by_pid.get(obs.provider_id) or by_id.get(obs.onepane_id or "")
+                if row is None:
+                    if obs.name not in creating:  # else: a create whose job has not reported yet
+                        self._appeared(s, name, obs)
+                    continue
+                seen.add(row.id)
+                if row.id in busy:
+                    continue  # a job is changing it; its result is the truth for now
+                self._update(s, row, obs)
+            for row in rows:
+                if row.id in seen or row.id in busy or row.provider_id is None:
+                    continue
+                if row.state != InstanceState.missing:
+                    before, row.state = row.state, InstanceState.missing
+                    self.events.emit("drift.vanished",
+                                     f"instance {row.name} ({row.id}) vanished from {name} "
+                                     f"outside onepane (was {before})", severity="warning",
+                                     location=name, subject=row.id, session=s)
+
+    def _appeared(self, s: Any, name: str, obs: ObservedInstance) -> None:
+        row = InstanceRow(id=new_id("inst"), name=obs.name[:64], location=name,
+                          provider_id=obs.provider_id, image=obs.image, size=obs.size,
+                          state=obs.state, addresses=obs.addresses, ports=obs.ports,
+                          tags=obs.tags, origin="discovered")
+        s.add(row)
+        self.events.emit("drift.appeared",
+                         f"instance {obs.name} ({obs.provider_id}) appeared at {name} outside "
+                         f"onepane; now known as {row.id}", severity="warning", location=name,
+                         subject=row.id, session=s, data={"provider_id": obs.provider_id})
+
+    def _update(self, s: Any, row: InstanceRow, obs: ObservedInstance) -> None:
+        if row.state != obs.state:
+            self.events.emit("instance.state", f"instance {row.name} ({row.id}): {row.state} -> "
+                             f"{obs.state}", severity="warning" if obs.state == "error" else "info",
+                             location=row.location, subject=row.id, session=s,
+                             data={"from": row.state, "to": obs.state})
+            row.state = obs.state
+        if row.addresses != obs.addresses:
+            row.addresses = obs.addresses
+        if obs.ports and row.ports != obs.ports:
+            row.ports = obs.ports
+
+    def _fold_volumes(self, name: str, volumes: list[Any]) -> None:
+        with self.events.tx() as s:
+            all_rows = list(s.scalars(select(VolumeRow).where(VolumeRow.location == name)))
+            rows = {r.provider_id: r for r in all_rows if r.provider_id}
+            creating = {r.name for r in all_rows if r.provider_id is None}
+            inst_ids = {r.provider_id: r.id for r in s.scalars(
+                select(InstanceRow).where(InstanceRow.location == name))}
+            for v in volumes:
+                row = rows.pop(v.provider_id, None)
+                attached = inst_ids.get(v.attached_to) if v.attached_to else None
+                if row is None and v.name in creating:
+                    continue
+                if row is None:
+                    vid = new_id("vol")
+                    s.add(VolumeRow(id=vid, name=v.name[:64], location=name,
+                                    provider_id=v.provider_id, size_gb=v.size_gb, state=v.state,
+                                    attached_to=attached, device=v.device))
+                    self.events.emit("drift.appeared", f"volume {v.name} ({v.provider_id}) "
+                                     f"appeared at {name} outside onepane", severity="warning",
+                                     location=name, subject=vid, session=s)
+                elif (row.state, row.attached_to) != (v.state, attached):
+                    row.state, row.attached_to, row.device = v.state, attached, v.device
+            for row in rows.values():
+                if row.state not in ("creating", "missing"):
+                    row.state = "missing"
+                    self.events.emit("drift.vanished", f"volume {row.id} vanished from {name}",
+                                     severity="warning", location=name, subject=row.id, session=s)
+
+    def _touch(self, name: str) -> None:
+        with self.events.store.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is not None:
+                row.last_sync = datetime.now(UTC)

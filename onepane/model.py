@@ -1,0 +1,198 @@
+"""Domain types shared by every layer: what the API accepts and returns, what drivers observe."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:/=+-@]{1,128}$"
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered ids, so that cursor pagination by id walks in creation order."""
+    return f"{prefix}-{int(time.time() * 1000):011x}{os.urandom(4).hex()}"
+
+
+class ProviderKind(StrEnum):
+    local = "local"
+    netns = "netns"
+    cloud = "cloud"
+
+
+class InstanceState(StrEnum):
+    pending = "pending"  # asked for, not yet at the provider
+    running = "running"
+    stopped = "stopped"
+    rebooting = "rebooting"
+    error = "error"  # the process/VM died or the provider reports a fault
+    missing = "missing"  # known to onepane, gone from the provider (drift)
+    unknown = "unknown"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- locations -------------------------------------------------------------------------------
+
+
+class LocationCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    provider: ProviderKind
+    region: str = Field(default="local", max_length=64)
+    driver: str | None = Field(default=None, description="Libcloud provider name, for `cloud`")
+    credentials: dict[str, str] = Field(default_factory=dict, description="Never returned")
+    options: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Location(BaseModel):
+    name: str
+    provider: ProviderKind
+    region: str
+    driver: str | None
+    labels: dict[str, str]
+    options: dict[str, Any]
+    has_credentials: bool
+    status: str
+    status_detail: str | None = None
+    last_sync: datetime | None = None
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+
+
+# ---- instances -------------------------------------------------------------------------------
+
+
+class InstanceCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    location: str
+    image: str = Field(min_length=1, max_length=256)
+    size: str = Field(min_length=1, max_length=64)
+    tags: dict[str, str] = Field(default_factory=dict)
+    network: str | None = None
+
+
+class Instance(BaseModel):
+    id: str
+    name: str
+    location: str
+    provider: ProviderKind | None = None
+    provider_id: str | None
+    image: str
+    size: str
+    state: InstanceState
+    addresses: list[str]
+    ports: dict[str, int]
+    tags: dict[str, str]
+    origin: Literal["onepane", "discovered"]
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---- volumes and networks --------------------------------------------------------------------
+
+
+class VolumeCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    location: str
+    size_gb: int = Field(ge=1, le=16384)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class VolumeAttach(Strict):
+    instance: str
+    device: str = Field(default="/dev/sdh", pattern=r"^/dev/[a-z0-9]+$")
+
+
+class Volume(BaseModel):
+    id: str
+    name: str
+    location: str
+    provider_id: str | None
+    size_gb: int
+    state: str
+    attached_to: str | None
+    device: str | None
+    tags: dict[str, str]
+    created_at: datetime
+
+
+class NetworkCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    location: str
+    cidr: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+
+
+class Network(BaseModel):
+    id: str
+    name: str
+    location: str
+    provider_id: str | None
+    cidr: str | None
+    state: str
+    created_at: datetime
+
+
+# ---- images, sizes ---------------------------------------------------------------------------
+
+
+class Image(BaseModel):
+    id: str
+    name: str
+    location: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Size(BaseModel):
+    id: str
+    cpu: float | None = None
+    memory_mb: int | None = None
+    disk_gb: int | None = None
+
+
+# ---- jobs and events -------------------------------------------------------------------------
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    target: str | None
+    location: str | None
+    status: JobStatus
+    attempts: int
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class Event(BaseModel):
+    id: int
+    ts: datetime
+    kind: str
+    severity: Literal["info", "warning", "error"]
+    location: str | None
+    subject: str | None
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None

@@ -1,0 +1,1 @@
+"""Provider drivers behind one interface (see base.Provider)."""

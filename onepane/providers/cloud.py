@@ -1,0 +1,301 @@
+"""Any Apache Libcloud compute driver as a onepane location.
+
+The driver is picked by Libcloud's provider name (`ec2`, `gce`, `openstack`, `azure_arm`,
+`dummy`, ...) or `ec2-compat` for EC2-compatible endpoints (see ec2_compat). Credentials come in
+as `key`/`secret`; every other option is passed to the driver's constructor unchanged, so a
+driver's own settings (`ex_force_auth_url`, `project`, `datacenter`, ...) need no code here.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import requests
+from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
+from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize, StorageVolume
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState
+
+from ..errors import (
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    PermanentProviderError,
+    ProviderAuthError,
+    TransientProviderError,
+)
+from ..model import InstanceState
+from .base import (
+    Capabilities,
+    InstanceSpec,
+    ObservedImage,
+    ObservedInstance,
+    ObservedNetwork,
+    ObservedSize,
+    ObservedVolume,
+    Provider,
+)
+from .ec2_compat import CompatEC2NodeDriver
+
+ONEPANE_TAG = "onepane:id"
+# Options onepane reads itself rather than handing to the driver.
+OWN_OPTIONS = {"zone", "image_owner", "pool_size"}
+_STATES = {
+    NodeState.RUNNING: InstanceState.running,
+    NodeState.STOPPED: InstanceState.stopped,
+    NodeState.SUSPENDED: InstanceState.stopped,
+    NodeState.PAUSED: InstanceState.stopped,
+    NodeState.PENDING: InstanceState.pending,
+    NodeState.STARTING: InstanceState.pending,
+    NodeState.REBOOTING: InstanceState.rebooting,
+    NodeState.STOPPING: InstanceState.stopped,
+    NodeState.ERROR: InstanceState.error,
+}
+_TRANSIENT_CODES = ("RequestLimitExceeded", "Throttling", "InternalError", "ServiceUnavailable",
+                    "Unavailable", "InsufficientInstanceCapacity")
+
+
+def make_driver(driver: str, region: str, credentials: dict[str, str],
+                options: dict[str, Any]) -> NodeDriver:
+    kwargs = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+    key, secret = credentials.get("key"), credentials.get("secret")
+    try:
+        if driver == "ec2-compat":
+            return CompatEC2NodeDriver(key or "", secret, region=region, **kwargs)
+        cls = get_driver(driver)
+    except AttributeError as exc:
+        raise InvalidInput(f"unknown Libcloud driver {driver!r}", field="driver") from exc
+    if driver == "dummy":
+        return cls(key or "0")
+    if region and region != "local":
+        kwargs.setdefault("region", region)
+    try:
+        return cls(key, secret, **kwargs) if secret is not None else cls(key, **kwargs)
+    except TypeError as exc:
+        raise InvalidInput(f"driver {driver!r} rejected its options: {exc}", field="options") from exc
+
+
+def translate(exc: Exception) -> OnepaneError:
+    """Sort Libcloud's many exception types into transient and permanent."""
+    if isinstance(exc, OnepaneError):
+        return exc
+    if isinstance(exc, InvalidCredsError):
+        return ProviderAuthError(f"credentials rejected: {exc}")
+    if isinstance(exc, RateLimitReachedError):
+        return TransientProviderError(f"throttled: {exc}")
+    if isinstance(exc, BaseHTTPError):
+        code = getattr(exc, "code", 0) or 0
+        if code >= 500 or code == 429:
+            return TransientProviderError(f"HTTP {code}: {exc}")
+        return PermanentProviderError(f"HTTP {code}: {exc}")
+    if isinstance(exc, (socket.timeout, TimeoutError, ConnectionError, requests.ConnectionError,
+                        requests.Timeout)):
+        return TransientProviderError(f"cannot reach the provider: {exc}")
+    if isinstance(exc, MalformedResponseError):
+        return TransientProviderError(f"malformed reply: {exc}")
+    text = str(exc)
+    if any(code in text for code in _TRANSIENT_CODES):
+        return TransientProviderError(text)
+    if isinstance(exc, (LibcloudError, Exception)):
+        return PermanentProviderError(text or type(exc).__name__)
+    return PermanentProviderError(repr(exc))
+
+
+class CloudProvider(Provider):
+    def __init__(self, location: str, driver: str, region: str, credentials: dict[str, str],
+                 options: dict[str, Any] | None = None) -> None:
+        super().__init__(location)
+        self.options = options or {}
+        self.driver_name = driver
+        self.driver = make_driver(driver, region, credentials, self.options)
+        self._sizes: dict[str, NodeSize] | None = None
+        self._lock = threading.Lock()
+        d = type(self.driver)
+        self.capabilities = Capabilities(
+            volumes=d.create_volume is not NodeDriver.create_volume,
+            networks=hasattr(d, "ex_create_network"),
+            stop_start=d.stop_node is not NodeDriver.stop_node or hasattr(d, "ex_stop_node"),
+            reboot=d.reboot_node is not NodeDriver.reboot_node,
+            image_import=False,
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError as exc:
+            raise PermanentProviderError(f"{self.driver_name} does not support this: {exc}") from exc
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def check(self) -> None:
+        self._call(self.driver.list_nodes)
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def validate(self, image: str, size: str) -> None:
+        super().validate(image, size)
+        if type(self.driver).get_image is NodeDriver.get_image:
+            return  # the driver cannot look one image up; the create will tell
+        try:
+            self._call(self.driver.get_image, image)
+        except PermanentProviderError as exc:
+            raise InvalidInput(f"image {image!r} not found at {self.location}: {exc.detail}",
+                               field="image") from exc
+
+    def list_instances(self) -> list[ObservedInstance]:
+        nodes = self._call(self.driver.list_nodes)
+        return [self._observe(n) for n in nodes if n.state != NodeState.TERMINATED]
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        # A retry after a lost reply must not make a second server: look for the first one.
+        for node in self._call(self.driver.list_nodes):
+            tags = node.extra.get("tags") or {}
+            if tags.get(ONEPANE_TAG) == spec.onepane_id and node.state != NodeState.TERMINATED:
+                return self._observe(node)
+        size = self._size(spec.size)
+        image = NodeImage(id=spec.image, name=None, driver=self.driver)
+        kwargs: dict[str, Any] = {}
+        if self.driver_name.startswith("ec2"):
+            kwargs["ex_metadata"] = {ONEPANE_TAG: spec.onepane_id, **spec.tags}
+            kwargs["ex_clienttoken"] = spec.onepane_id
+            if spec.network:
+                kwargs["ex_subnet"] = self._subnet(spec.network)
+        node = self._call(self.driver.create_node, name=spec.name, size=size, image=image, **kwargs)
+        return self._observe(node)
+
+    def start_instance(self, provider_id: str) -> None:
+        node = self._node(provider_id)
+        start = getattr(self.driver, "ex_start_node", None) or self.driver.start_node
+        self._call(start, node)
+
+    def stop_instance(self, provider_id: str) -> None:
+        node = self._node(provider_id)
+        stop = getattr(self.driver, "ex_stop_node", None) or self.driver.stop_node
+        self._call(stop, node)
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self._call(self.driver.reboot_node, self._node(provider_id))
+
+    def destroy_instance(self, provider_id: str) -> None:
+        try:
+            node = self._node(provider_id)
+        except NotFound:
+            return
+        self._call(self.driver.destroy_node, node)
+
+    # ---- catalog -------------------------------------------------------------------------
+
+    def list_images(self) -> list[ObservedImage]:
+        kwargs = {"ex_owner": self.options["image_owner"]} if "image_owner" in self.options else {}
+        images = self._call(self.driver.list_images, **kwargs)
+        return [ObservedImage(provider_id=i.id, name=i.name or i.id,
+                              extra={k: v for k, v in (i.extra or {}).items()
+                                     if isinstance(v, (str, int, float, bool))})
+                for i in images]
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize(provider_id=s.id, memory_mb=s.ram, disk_gb=s.disk,
+                             cpu=(s.extra or {}).get("cpu"))
+                for s in self._size_map().values()]
+
+    # ---- volumes -------------------------------------------------------------------------
+
+    def list_volumes(self) -> list[ObservedVolume]:
+        return [self._observe_volume(v) for v in self._call(self.driver.list_volumes)]
+
+    def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
+        vol = self._call(self.driver.create_volume, size_gb, name, location=self._zone())
+        return self._observe_volume(vol)
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        self._call(self.driver.attach_volume, self._node(instance_id), self._volume(volume_id),
+                   device)
+
+    def detach_volume(self, volume_id: str) -> None:
+        self._call(self.driver.detach_volume, self._volume(volume_id))
+
+    def delete_volume(self, volume_id: str) -> None:
+        try:
+            vol = self._volume(volume_id)
+        except NotFound:
+            return
+        self._call(self.driver.destroy_volume, vol)
+
+    # ---- networks ------------------------------------------------------------------------
+
+    def list_networks(self) -> list[ObservedNetwork]:
+        lister = getattr(self.driver, "ex_list_networks", None)
+        if lister is None:
+            return []
+        return [ObservedNetwork(provider_id=n.id, name=n.name or n.id,
+                                cidr=getattr(n, "cidr_block", None))
+                for n in self._call(lister)]
+
+    def create_network(self, name: str, cidr: str) -> ObservedNetwork:
+        creator = getattr(self.driver, "ex_create_network", None)
+        if creator is None:
+            return super().create_network(name, cidr)
+        n = self._call(creator, cidr, name=name)
+        return ObservedNetwork(provider_id=n.id, name=name, cidr=getattr(n, "cidr_block", cidr))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _observe(self, node: Node) -> ObservedInstance:
+        extra = node.extra or {}
+        tags = {str(k): str(v) for k, v in (extra.get("tags") or {}).items()}
+        image = extra.get("image_id") or (node.image.id if node.image else "")
+        size = extra.get("instance_type") or (node.size.id if node.size else "")
+        return ObservedInstance(
+            provider_id=str(node.id), name=node.name or str(node.id),
+            state=_STATES.get(node.state, InstanceState.unknown), image=str(image), size=str(size),
+            addresses=[*node.public_ips, *node.private_ips], tags=tags,
+            onepane_id=tags.get(ONEPANE_TAG))
+
+    def _observe_volume(self, vol: StorageVolume) -> ObservedVolume:
+        extra = vol.extra or {}
+        return ObservedVolume(provider_id=str(vol.id), name=vol.name or str(vol.id),
+                              size_gb=int(vol.size or 0), state=str(vol.state or "unknown").lower(),
+                              attached_to=extra.get("instance_id"), device=extra.get("device"))
+
+    def _node(self, provider_id: str) -> Node:
+        for node in self._call(self.driver.list_nodes):
+            if str(node.id) == provider_id and node.state != NodeState.TERMINATED:
+                return node
+        raise NotFound(f"no instance {provider_id!r} at {self.location}")
+
+    def _volume(self, provider_id: str) -> StorageVolume:
+        for vol in self._call(self.driver.list_volumes):
+            if str(vol.id) == provider_id:
+                return vol
+        raise NotFound(f"no volume {provider_id!r} at {self.location}")
+
+    def _size_map(self) -> dict[str, NodeSize]:
+        with self._lock:
+            if self._sizes is None:
+                self._sizes = {str(s.id): s for s in self._call(self.driver.list_sizes)}
+            return self._sizes
+
+    def _size(self, size_id: str) -> NodeSize:
+        sizes = self._size_map()
+        if size_id not in sizes:
+            sample = ", ".join(sorted(sizes)[:12])
+            raise InvalidInput(f"unknown size {size_id!r} at {self.location}; e.g. {sample}",
+                               field="size")
+        return sizes[size_id]
+
+    def _zone(self) -> NodeLocation | None:
+        zones = self._call(self.driver.list_locations)
+        wanted = self.options.get("zone")
+        for z in zones:
+            if wanted in (None, z.name, z.id):
+                return z
+        raise InvalidInput(f"zone {wanted!r} not found at {self.location}", field="options.zone")
+
+    def _subnet(self, subnet_id: str) -> Any:
+        for s in self._call(self.driver.ex_list_subnets):
+            if s.id == subnet_id:
+                return s
+        raise InvalidInput(f"no subnet {subnet_id!r} at {self.location}", field="network")

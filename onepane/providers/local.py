@@ -1,0 +1,396 @@
+"""A data center made of supervised processes on this host: the embedded default.
+
+Each instance is a process running an app image (images.app), started in its own session so it
+outlives onepane: the data plane must survive the control plane. Its record on disk (pid and
+process start time) lets a restarted onepane adopt it again without confusing a recycled pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..apps import BUILTIN_APPS
+from ..errors import Conflict, InvalidInput, NotFound, PermanentProviderError
+from ..images.app import AppManifest, install_app_image, read_manifest
+from ..model import InstanceState, new_id
+from . import limits
+from .base import (
+    Capabilities,
+    InstanceSpec,
+    ObservedImage,
+    ObservedInstance,
+    ObservedNetwork,
+    ObservedSize,
+    ObservedVolume,
+    Provider,
+)
+
+SIZES: dict[str, tuple[float, int]] = {
+    "nano": (0.25, 64),
+    "small": (0.5, 256),
+    "medium": (1.0, 512),
+    "large": (2.0, 2048),
+}
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class ProcessRecord:
+    id: str
+    name: str
+    image: str
+    size: str
+    host: str
+    port: int
+    tags: dict[str, str] = field(default_factory=dict)
+    desired: str = "running"
+    pid: int | None = None
+    started: float | None = None  # psutil create_time, to tell our pid from a recycled one
+    limits: str = "none"
+    exit_code: int | None = None
+
+
+class LocalProvider(Provider):
+    capabilities = Capabilities(volumes=True, networks=True, stop_start=True, reboot=True,
+                                image_import=True)
+
+    def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
+        super().__init__(location)
+        self.root = state_dir / "locations" / location
+        self.options = options or {}
+        self._lock = threading.RLock()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---- layout --------------------------------------------------------------------------
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.root / "instances"
+
+    @property
+    def bind_host(self) -> str:
+        return "127.0.0.1"
+
+    def setup(self) -> None:
+        for d in (self.images_dir, self.instances_dir, self.root / "volumes"):
+            d.mkdir(parents=True, exist_ok=True)
+        for app in BUILTIN_APPS:
+            if not (self.images_dir / app.name).exists():
+                install_app_image(app, self.images_dir)
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def validate(self, image: str, size: str) -> None:
+        super().validate(image, size)
+        self._manifest(image)
+
+    def list_instances(self) -> list[ObservedInstance]:
+        with self._lock:
+            return [self._observe(r) for r in self._records()]
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        with self._lock:
+            existing = self._record_path(spec.onepane_id)
+            if existing.exists():  # a retry of a create that already happened
+                return self._observe(self._load(spec.onepane_id))
+            manifest = self._manifest(spec.image)
+            if spec.size not in SIZES:
+                raise InvalidInput(f"unknown size {spec.size!r}; this location offers "
+                                   f"{', '.join(SIZES)}", field="size")
+            port = manifest.port if isinstance(manifest.port, int) else self._free_port()
+            rec = ProcessRecord(id=spec.onepane_id, name=spec.name, image=spec.image, size=spec.size,
+                                host=self.bind_host, port=port, tags=dict(spec.tags))
+            existing.parent.mkdir(parents=True)
+            try:
+                self._spawn(rec, manifest)
+            except Exception:
+                shutil.rmtree(existing.parent, ignore_errors=True)
+                raise
+            return self._observe(rec)
+
+    def start_instance(self, provider_id: str) -> None:
+        with self._lock:
+            rec = self._load(provider_id)
+            rec.desired = "running"
+            if not self._alive(rec):
+                self._spawn(rec, self._manifest(rec.image))
+            else:
+                self._save(rec)
+
+    def stop_instance(self, provider_id: str) -> None:
+        with self._lock:
+            rec = self._load(provider_id)
+            rec.desired = "stopped"
+            self._save(rec)
+        self._terminate(rec)
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self.stop_instance(provider_id)
+        self.start_instance(provider_id)
+
+    def destroy_instance(self, provider_id: str) -> None:
+        with self._lock:
+            path = self._record_path(provider_id)
+            if not path.exists():
+                return  # already gone: destroy is idempotent
+            rec = self._load(provider_id)
+            rec.desired = "destroyed"
+            self._save(rec)
+        self._terminate(rec)
+        limits.remove_limits(f"{self.location}-{provider_id}")
+        with self._lock:
+            self._detach_all(provider_id)
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    def kill_instance(self, provider_id: str) -> None:
+        """Kill without changing the desired state: what a crash looks like (drills, tests)."""
+        rec = self._load(provider_id)
+        if rec.pid and self._alive(rec):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rec.pid, signal.SIGKILL)
+
+    # ---- catalog -------------------------------------------------------------------------
+
+    def list_images(self) -> list[ObservedImage]:
+        out = []
+        for d in sorted(self.images_dir.iterdir()) if self.images_dir.exists() else []:
+            if d.is_dir() and not d.name.startswith("."):
+                with contextlib.suppress(InvalidInput):
+                    m = read_manifest(d)
+                    out.append(ObservedImage(provider_id=m.name, name=m.name,
+                                             extra={"kind": "app", "protocol": m.protocol,
+                                                    "health_path": m.health_path}))
+        return out
+
+    def import_image(self, source: Path) -> ObservedImage:
+        m = install_app_image(source, self.images_dir)
+        return ObservedImage(provider_id=m.name, name=m.name, extra={"kind": "app"})
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize(provider_id=k, cpu=c, memory_mb=m) for k, (c, m) in SIZES.items()]
+
+    # ---- volumes: sparse files -----------------------------------------------------------
+
+    def list_volumes(self) -> list[ObservedVolume]:
+        with self._lock:
+            return [ObservedVolume(provider_id=k, **v) for k, v in self._volumes().items()]
+
+    def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
+        with self._lock:
+            vols = self._volumes()
+            vid = new_id("lvol")
+            with open(self.root / "volumes" / f"{vid}.img", "wb") as f:
+                f.truncate(size_gb * 1024**3)
+            vols[vid] = {"name": name, "size_gb": size_gb, "state": "available",
+                         "attached_to": None, "device": None}
+            self._save_volumes(vols)
+            return ObservedVolume(provider_id=vid, **vols[vid])
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        with self._lock:
+            vols = self._volumes()
+            vol = self._volume(vols, volume_id)
+            self._load(instance_id)
+            if vol["attached_to"] and vol["attached_to"] != instance_id:
+                raise Conflict(f"volume {volume_id} is attached to {vol['attached_to']}",
+                               field="volume")
+            link = self._record_path(instance_id).parent / "volumes" / Path(device).name
+            link.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(self.root / "volumes" / f"{volume_id}.img")
+            vol.update(attached_to=instance_id, device=device, state="in-use")
+            self._save_volumes(vols)
+
+    def detach_volume(self, volume_id: str) -> None:
+        with self._lock:
+            vols = self._volumes()
+            vol = self._volume(vols, volume_id)
+            if vol["attached_to"] and vol["device"]:
+                link = self._record_path(vol["attached_to"]).parent / "volumes" / Path(vol["device"]).name
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+            vol.update(attached_to=None, device=None, state="available")
+            self._save_volumes(vols)
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self._lock:
+            vols = self._volumes()
+            if volume_id not in vols:
+                return
+            if vols[volume_id]["attached_to"]:
+                raise Conflict(f"volume {volume_id} is attached; detach it first", field="volume")
+            del vols[volume_id]
+            (self.root / "volumes" / f"{volume_id}.img").unlink(missing_ok=True)
+            self._save_volumes(vols)
+
+    # ---- networks: address plans kept per location ---------------------------------------
+
+    def list_networks(self) -> list[ObservedNetwork]:
+        return [ObservedNetwork(provider_id=k, **v) for k, v in self._networks().items()]
+
+    def create_network(self, name: str, cidr: str) -> ObservedNetwork:
+        try:
+            net = ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise InvalidInput(f"{cidr!r} is not a network: {exc}", field="cidr") from exc
+        with self._lock:
+            nets = self._networks()
+            for other in nets.values():
+                if net.overlaps(ipaddress.ip_network(other["cidr"])):
+                    raise Conflict(f"{cidr} overlaps network {other['name']} ({other['cidr']})",
+                                   field="cidr")
+            nid = new_id("lnet")
+            nets[nid] = {"name": name, "cidr": str(net), "state": "available"}
+            (self.root / "networks.json").write_text(json.dumps(nets))
+            return ObservedNetwork(provider_id=nid, **nets[nid])
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _manifest(self, image: str) -> AppManifest:
+        d = self.images_dir / image
+        if "/" in image or not d.is_dir():
+            names = ", ".join(i.name for i in self.list_images()) or "none"
+            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names}",
+                               field="image")
+        return read_manifest(d)
+
+    def _command(self, cmd: list[str]) -> list[str]:
+        """The argv to exec; the netns driver prefixes `ip netns exec`."""
+        return cmd
+
+    def _spawn(self, rec: ProcessRecord, manifest: AppManifest) -> None:
+        subst = {"python": sys.executable, "host": rec.host, "port": str(rec.port)}
+        argv = [part.format(**subst) for part in manifest.command]
+        inst_dir = self._record_path(rec.id).parent
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **manifest.env,
+               "HOST": rec.host, "PORT": str(rec.port), "ONEPANE_INSTANCE_ID": rec.id,
+               "ONEPANE_INSTANCE_NAME": rec.name, "ONEPANE_LOCATION": self.location,
+               "ONEPANE_DATA_DIR": str(inst_dir)}
+        with open(inst_dir / "output.log", "ab") as log:
+            try:
+                proc = subprocess.Popen(self._command(argv), cwd=self.images_dir / rec.image,
+                                        env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise PermanentProviderError(f"cannot start {argv[0]}: {exc}") from exc
+        self._children[proc.pid] = proc
+        rec.pid, rec.exit_code, rec.desired = proc.pid, None, "running"
+        with contextlib.suppress(psutil.Error):
+            rec.started = psutil.Process(proc.pid).create_time()
+        cpu, mem = SIZES[rec.size]
+        rec.limits = limits.apply_limits(proc.pid, f"{self.location}-{rec.id}", cpu, mem)
+        self._save(rec)
+
+    def _alive(self, rec: ProcessRecord) -> bool:
+        if not rec.pid:
+            return False
+        child = self._children.get(rec.pid)
+        if child is not None and child.poll() is not None:  # reap our own children
+            rec.exit_code = child.returncode
+            self._children.pop(rec.pid, None)
+            return False
+        try:
+            p = psutil.Process(rec.pid)
+            same = rec.started is None or abs(p.create_time() - rec.started) < 0.05
+            return same and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def _terminate(self, rec: ProcessRecord) -> None:
+        if not rec.pid or not self._alive(rec):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and self._alive(rec):
+            time.sleep(0.02)
+        if self._alive(rec):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(rec.pid, signal.SIGKILL)
+            while self._alive(rec):
+                time.sleep(0.01)
+
+    def _observe(self, rec: ProcessRecord) -> ObservedInstance:
+        if rec.desired == "stopped":
+            state = InstanceState.stopped
+        elif self._alive(rec):
+            state = InstanceState.running
+        else:
+            state = InstanceState.error
+        return ObservedInstance(provider_id=rec.id, name=rec.name, state=state, image=rec.image,
+                                size=rec.size, addresses=[rec.host], ports={"app": rec.port},
+                                tags=dict(rec.tags), onepane_id=rec.id)
+
+    def _free_port(self) -> int:
+        with socket.socket() as s:
+            s.bind((self.bind_host, 0))
+            return int(s.getsockname()[1])
+
+    def _record_path(self, instance_id: str) -> Path:
+        if "/" in instance_id or instance_id.startswith("."):
+            raise NotFound(f"no instance {instance_id!r} at {self.location}")
+        return self.instances_dir / instance_id / "instance.json"
+
+    def _load(self, instance_id: str) -> ProcessRecord:
+        try:
+            return ProcessRecord(**json.loads(self._record_path(instance_id).read_text()))
+        except FileNotFoundError as exc:
+            raise NotFound(f"no instance {instance_id!r} at {self.location}") from exc
+
+    def _save(self, rec: ProcessRecord) -> None:
+        path = self._record_path(rec.id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(rec)))
+        tmp.replace(path)
+
+    def _records(self) -> list[ProcessRecord]:
+        out = []
+        for path in self.instances_dir.glob("*/instance.json"):
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                rec = ProcessRecord(**json.loads(path.read_text()))
+                if rec.desired != "destroyed":
+                    out.append(rec)
+        return out
+
+    def _volumes(self) -> dict[str, dict[str, Any]]:
+        path = self.root / "volumes.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
+        (self.root / "volumes.json").write_text(json.dumps(vols))
+
+    def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
+        if volume_id not in vols:
+            raise NotFound(f"no volume {volume_id!r} at {self.location}")
+        return vols[volume_id]
+
+    def _detach_all(self, instance_id: str) -> None:
+        vols = self._volumes()
+        for vol in vols.values():
+            if vol["attached_to"] == instance_id:
+                vol.update(attached_to=None, device=None, state="available")
+        self._save_volumes(vols)
+
+    def _networks(self) -> dict[str, dict[str, Any]]:
+        path = self.root / "networks.json"
+        return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,76 @@
+"""`onepane up`: wire the store, providers, jobs and sync to the API, and serve."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from .api.app import create_app
+from .config import Settings
+from .core import Core
+from .errors import InvalidInput
+
+log = logging.getLogger(__name__)
+TOKEN_FILE = "admin.token"
+
+
+def ensure_admin_token(core: Core) -> str | None:
+    """Make the first admin token on first start, readable by the owner only; return it."""
+    path = core.settings.state_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    if core.tokens.count():
+        return None  # tokens exist and the file was removed on purpose
+    _, token = core.tokens.create("admin", "admin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def check_dev_mode(settings: Settings) -> None:
+    if not settings.dev:
+        return
+    host = settings.api_host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(f"--dev turns authentication off and is allowed on loopback only, "
+                           f"not on {host}", field="dev")
+
+
+def serve(settings: Settings) -> None:
+    check_dev_mode(settings)
+    core = Core(settings)
+    core.start()
+    token = ensure_admin_token(core)
+    app = create_app(core)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    print(f"onepane is up: {len(core.registry.names())} locations "
+          f"({', '.join(core.registry.names())})", flush=True)
+    print(f"  API      {base}/v1   (OpenAPI: {base}/openapi.json, docs: {base}/docs)", flush=True)
+    if settings.dev:
+        print("  auth     off (--dev, loopback only)", flush=True)
+    elif token:
+        print(f"  token    {token}", flush=True)
+        print(f"           (also in {settings.state_dir / TOKEN_FILE}; "
+              f"export ONEPANE_TOKEN=... for the CLI)", flush=True)
+    print(f"  state    {settings.db_url.split('@')[-1]}", flush=True)
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                            log_level="warning", loop="uvloop", http="httptools",
+                            timeout_graceful_shutdown=3)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        core.stop()
+
+
+def state_token(state_dir: Path) -> str | None:
+    path = state_dir / TOKEN_FILE
+    return path.read_text().strip() if path.exists() else None

@@ -1,0 +1,1 @@
+"""State store: SQLAlchemy tables, Alembic migrations, repositories."""

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Shared by ./run and ./test: install what is missing, and only that.
+#   ensure_debs PKG...   Debian packages (apt-get), skipped when already installed
+#   ensure_venv [EXTRA]  .venv with onepane installed, redone only when pyproject.toml changes
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+ensure_debs() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_venv() {
+  local extra="${1:-}"
+  local venv="$ROOT/.venv"
+  local stamp="$venv/.stamp-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${extra:+-$extra}"
+  [ -f "$stamp" ] && return 0
+  echo "preparing $venv ..." >&2
+  [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e "$ROOT${extra:+[$extra]}"
+  rm -f "$venv"/.stamp-*
+  touch "$stamp"
+}

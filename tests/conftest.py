@@ -1,0 +1,130 @@
+"""Shared fixtures: real parts (moto's server, PostgreSQL, onepane itself) started per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, kill_instances, port_open, wait_for
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's server: a real EC2/S3 API endpoint on localhost."""
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), 30, what="moto_server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def moto(moto_url: str) -> str:
+    httpx.post(f"{moto_url}/moto-api/reset")
+    return moto_url
+
+
+def ec2_location(moto_url: str, name: str = "aws-us-east-1") -> dict[str, object]:
+    port = int(moto_url.rsplit(":", 1)[1])
+    return {"name": name, "provider": "cloud", "driver": "ec2-compat", "region": "us-east-1",
+            "credentials": {"key": "AKIDTESTING", "secret": "s3cr3t-never-shown"},
+            "options": {"host": "127.0.0.1", "port": port, "secure": False},
+            "labels": {"cloud": "aws"}}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (RECIPES.md §5); ./test installs the server."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bins or os.geteuid() != 0:
+        pytest.fail("PostgreSQL server not installed (./test installs Debian's postgresql)")
+    pgbin = bins[-1]
+    d = Path(tempfile.mkdtemp(prefix="pgtest."))
+    shutil.chown(d, "postgres")
+    d.chmod(0o700)
+    port = free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       capture_output=True)
+    pg(str(pgbin / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust", "--no-sync",
+       "-E", "UTF8", "--locale=C.UTF-8")
+    pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "log"), "-w", "-t", "30", "-o",
+       f"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off -c synchronous_commit=off",
+       "start")
+    try:
+        pg(str(pgbin / "createdb"), "-h", str(d), "-p", str(port), "onepane_test")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/onepane_test"
+    finally:
+        pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Server:
+    """`onepane up` as a real process, with its own state directory."""
+
+    def __init__(self, state_dir: Path, config: str, dev: bool = False) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = state_dir / "onepane.toml"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(config)
+        self.log_path = state_dir / "server.log"
+        args = [str(VENV_BIN / "onepane"), "up", "--config", str(cfg), "--port", str(self.port),
+                "--state-dir", str(state_dir)]
+        if dev:
+            args.append("--dev")
+        self.proc = subprocess.Popen(args, stdout=self.log_path.open("wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_for(self._healthy, 60, what="onepane up")
+        self.token = (state_dir / "admin.token").read_text().strip() if not dev else None
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"onepane exited: {self.log_path.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        kill_instances(self.state_dir)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[Server] = []
+
+    def start(config: str = "", dev: bool = False) -> Server:
+        s = Server(tmp_path / f"state{len(servers)}", config, dev)
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        s.stop()

@@ -1,0 +1,54 @@
+"""Test helpers: free ports, waiting on conditions with deadlines, cleaning up processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> T:
+    """Poll until cond() is truthy; fail with `what` after the deadline. No blind sleeps."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def kill_instances(state_dir: Path) -> None:
+    """Kill every instance process a test's locations started (they outlive onepane by design)."""
+    for rec in state_dir.glob("locations/*/instances/*/instance.json"):
+        with contextlib.suppress(Exception):
+            pid = json.loads(rec.read_text()).get("pid")
+            if pid:
+                os.killpg(pid, signal.SIGKILL)
