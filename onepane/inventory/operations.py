@@ -7,6 +7,7 @@ recorded as desired state plus a job, then carried out by the job runner.
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -44,9 +45,12 @@ def encode_cursor(last_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("malformed cursor", field="cursor") from exc
+    if not re.fullmatch(r"[a-z]+-[0-9a-f]+", value):
+        raise InvalidInput("malformed cursor", field="cursor")
+    return value
 
 
 class Operations:
@@ -97,8 +101,9 @@ class Operations:
     def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
-        self.locations.registry.run(req.location, lambda p: p.validate(req.image, req.size),
-                                    timeout=60)
+        # In the caller's thread, not the location's pool: a pool busy with slow jobs must not
+        # hold up the answer to a new request.
+        self.locations.provider(req.location).validate(req.image, req.size)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": req.image, "size": req.size, "tags": req.tags,
                   "network": req.network}

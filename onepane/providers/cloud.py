@@ -66,8 +66,8 @@ def make_driver(driver: str, region: str, credentials: dict[str, str],
         if driver == "ec2-compat":
             return CompatEC2NodeDriver(key or "", secret, region=region, **kwargs)
         cls = get_driver(driver)
-    except AttributeError as exc:
-        raise InvalidInput(f"unknown Libcloud driver {driver!r}", field="driver") from exc
+    except Exception as exc:  # AttributeError for unknown names, Exception for retired ones
+        raise InvalidInput(f"unknown Libcloud driver {driver!r}: {exc}", field="driver") from exc
     if driver == "dummy":
         return cls(key or "0")
     if region and region != "local":

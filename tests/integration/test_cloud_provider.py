@@ -1,0 +1,111 @@
+"""Libcloud drivers for real: EC2 on moto's server (via ec2-compat), and Libcloud's dummy."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from onepane.errors import InvalidInput, NotFound, TransientProviderError
+from onepane.model import InstanceState
+from onepane.providers.base import InstanceSpec
+from onepane.providers.cloud import CloudProvider
+from tests.helpers import free_port
+
+AMI = "ami-760aaa0f"
+
+
+def ec2(moto: str) -> CloudProvider:
+    port = int(moto.rsplit(":", 1)[1])
+    return CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "testing", "secret": "testing"},
+                         {"host": "127.0.0.1", "port": port, "secure": False})
+
+
+def boto(moto: str):  # type: ignore[no-untyped-def]
+    return boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_ec2_instances_lifecycle(moto: str) -> None:
+    p = ec2(moto)
+    assert p.capabilities.volumes and p.capabilities.networks and p.capabilities.stop_start
+    p.validate(AMI, "t2.micro")
+    obs = p.create_instance(InstanceSpec("inst-c1", "web", AMI, "t2.micro", tags={"app": "x"}))
+    assert obs.state in (InstanceState.pending, InstanceState.running)
+    assert obs.onepane_id == "inst-c1"
+    assert obs.tags["app"] == "x"
+    assert p.list_instances()[0].state == InstanceState.running
+    # a retry after a lost reply finds the first server
+    again = p.create_instance(InstanceSpec("inst-c1", "web", AMI, "t2.micro"))
+    assert again.provider_id == obs.provider_id
+    assert len(p.list_instances()) == 1
+    p.stop_instance(obs.provider_id)
+    assert p.list_instances()[0].state == InstanceState.stopped
+    p.start_instance(obs.provider_id)
+    p.reboot_instance(obs.provider_id)
+    assert p.list_instances()[0].state == InstanceState.running
+    p.destroy_instance(obs.provider_id)
+    assert p.list_instances() == []
+    p.destroy_instance(obs.provider_id)  # idempotent
+
+
+def test_ec2_lists_past_the_first_page(moto: str) -> None:
+    boto(moto).run_instances(ImageId=AMI, MinCount=120, MaxCount=120, InstanceType="t2.micro")
+    assert len(ec2(moto).list_instances()) == 120  # moto pages at 100
+
+
+def test_ec2_volumes_networks_images(moto: str) -> None:
+    p = ec2(moto)
+    node = p.create_instance(InstanceSpec("inst-c2", "db", AMI, "t2.micro"))
+    vol = p.create_volume("data", 8)
+    assert vol.size_gb == 8
+    p.attach_volume(vol.provider_id, node.provider_id, "/dev/sdh")
+    attached = next(v for v in p.list_volumes() if v.provider_id == vol.provider_id)
+    assert attached.attached_to == node.provider_id
+    p.detach_volume(vol.provider_id)
+    assert next(v for v in p.list_volumes() if v.provider_id == vol.provider_id).attached_to is None
+    p.delete_volume(vol.provider_id)
+    assert vol.provider_id not in {v.provider_id for v in p.list_volumes()}
+
+    net = p.create_network("backend", "10.20.0.0/16")
+    assert net.cidr == "10.20.0.0/16"
+    cidrs = {n.cidr for n in p.list_networks()}
+    assert {"10.20.0.0/16", "172.31.0.0/16"} <= cidrs  # ours and the default VPC
+
+    images = p.list_images()
+    assert AMI in {i.provider_id for i in images}
+
+
+def test_ec2_bad_input_is_a_clear_error(moto: str) -> None:
+    p = ec2(moto)
+    with pytest.raises(InvalidInput, match="unknown size 'huge'"):
+        p.validate(AMI, "huge")
+    with pytest.raises(InvalidInput, match="ami-00000000"):
+        p.validate("ami-00000000", "t2.micro")
+    with pytest.raises(NotFound):
+        p.stop_instance("i-0123456789abcdef0")
+
+
+def test_unreachable_endpoint_is_transient() -> None:
+    p = CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"},
+                      {"host": "127.0.0.1", "port": free_port(), "secure": False})
+    with pytest.raises(TransientProviderError):
+        p.check()
+
+
+def test_unknown_driver_is_rejected() -> None:
+    with pytest.raises(InvalidInput, match="unknown Libcloud driver 'no-such-cloud'") as exc:
+        CloudProvider("x", "no-such-cloud", "r", {}, {})
+    assert exc.value.field == "driver"
+
+
+def test_libcloud_dummy_driver() -> None:
+    p = CloudProvider("dummy", "dummy", "local", {}, {})
+    before = len(p.list_instances())
+    size = p.list_sizes()[0].provider_id
+    obs = p.create_instance(InstanceSpec("inst-d1", "d", "1", size))
+    assert obs.state == InstanceState.running
+    assert len(p.list_instances()) == before + 1
+    p.reboot_instance(obs.provider_id)
+    p.destroy_instance(obs.provider_id)
+    assert len(p.list_instances()) == before
+    assert not p.capabilities.volumes

@@ -1,0 +1,132 @@
+"""The local driver with real processes: lifecycle, limits, volumes, networks, adoption."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from onepane.errors import Conflict, InvalidInput
+from onepane.model import InstanceState
+from onepane.providers.base import InstanceSpec
+from onepane.providers.local import LocalProvider
+from tests.helpers import kill_instances, wait_for
+
+
+@pytest.fixture
+def dc(tmp_path: Path) -> Iterator[LocalProvider]:
+    p = LocalProvider("dc-t", tmp_path)
+    p.setup()
+    yield p
+    kill_instances(tmp_path)
+
+
+def get(obs_addr: str, port: int) -> dict[str, str]:
+    return httpx.get(f"http://{obs_addr}:{port}/", timeout=2).json()  # type: ignore[no-any-return]
+
+
+def test_lifecycle_of_a_process_instance(dc: LocalProvider) -> None:
+    obs = dc.create_instance(InstanceSpec("inst-1", "web", "httpecho", "small"))
+    assert obs.state == InstanceState.running
+    port = obs.ports["app"]
+    assert wait_for(lambda: get("127.0.0.1", port), what="app answers") == {
+        "instance": "inst-1", "location": "dc-t"}
+    # a retried create finds the first instance instead of making a second
+    again = dc.create_instance(InstanceSpec("inst-1", "web", "httpecho", "small"))
+    assert again.ports == obs.ports and len(dc.list_instances()) == 1
+
+    dc.stop_instance("inst-1")
+    assert dc.list_instances()[0].state == InstanceState.stopped
+    with pytest.raises(httpx.ConnectError):
+        get("127.0.0.1", port)
+    dc.start_instance("inst-1")
+    wait_for(lambda: get("127.0.0.1", port), what="app answers after start")
+    pid = json.loads((dc.instances_dir / "inst-1" / "instance.json").read_text())["pid"]
+    dc.reboot_instance("inst-1")
+    new_pid = json.loads((dc.instances_dir / "inst-1" / "instance.json").read_text())["pid"]
+    assert new_pid != pid and not psutil.pid_exists(pid)
+
+    dc.kill_instance("inst-1")  # a crash: desired running, process gone
+    wait_for(lambda: dc.list_instances()[0].state == InstanceState.error, what="error state")
+
+    dc.destroy_instance("inst-1")
+    assert dc.list_instances() == []
+    dc.destroy_instance("inst-1")  # idempotent
+
+
+def test_size_limits_are_enforced(dc: LocalProvider) -> None:
+    dc.create_instance(InstanceSpec("inst-2", "web", "httpecho", "nano"))
+    rec = json.loads((dc.instances_dir / "inst-2" / "instance.json").read_text())
+    assert rec["limits"] in ("cgroup", "rlimit")
+    if rec["limits"] == "cgroup":
+        mem = Path("/sys/fs/cgroup/memory/onepane/dc-t-inst-2/memory.limit_in_bytes")
+        assert int(mem.read_text()) == 64 * 1024 * 1024
+        assert str(rec["pid"]) in (mem.parent / "cgroup.procs").read_text().split()
+        cpu = Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-2/cpu.cfs_quota_us")
+        assert int(cpu.read_text()) == 25_000
+    dc.destroy_instance("inst-2")
+
+
+def test_a_restarted_onepane_adopts_running_instances(dc: LocalProvider, tmp_path: Path) -> None:
+    obs = dc.create_instance(InstanceSpec("inst-3", "web", "httpecho", "small"))
+    fresh = LocalProvider("dc-t", tmp_path)  # what a restarted onepane builds
+    assert [i.state for i in fresh.list_instances()] == [InstanceState.running]
+    fresh.stop_instance("inst-3")
+    with pytest.raises(httpx.ConnectError):
+        get("127.0.0.1", obs.ports["app"])
+
+
+def test_bad_images_and_sizes_are_rejected(dc: LocalProvider, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="unknown image 'nope'"):
+        dc.validate("nope", "small")
+    with pytest.raises(InvalidInput, match="unknown size"):
+        dc.validate("httpecho", "xxl")
+    bad = tmp_path / "bad-app"
+    bad.mkdir()
+    (bad / "onepane-app.json").write_text('{"name": "Bad", "command": []}')
+    with pytest.raises(InvalidInput, match="manifest|onepane-app.json"):
+        dc.import_image(bad)
+    assert [i.name for i in dc.list_images()] == ["httpecho"]  # nothing half-installed
+
+
+def test_app_image_archive_path_traversal_is_refused(dc: LocalProvider, tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"pwned"
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(InvalidInput, match="unsafe"):
+        dc.import_image(archive)
+    assert not (tmp_path / "escape.txt").exists()
+    assert not list(tmp_path.rglob("escape.txt"))
+
+
+def test_volumes_and_networks(dc: LocalProvider) -> None:
+    dc.create_instance(InstanceSpec("inst-4", "db", "httpecho", "small"))
+    vol = dc.create_volume("data", 2)
+    assert vol.size_gb == 2 and vol.state == "available"
+    dc.attach_volume(vol.provider_id, "inst-4", "/dev/sdh")
+    link = dc.instances_dir / "inst-4" / "volumes" / "sdh"
+    assert link.resolve().stat().st_size == 2 * 1024**3
+    with pytest.raises(Conflict):
+        dc.delete_volume(vol.provider_id)
+    dc.detach_volume(vol.provider_id)
+    assert not link.exists()
+    dc.delete_volume(vol.provider_id)
+    assert dc.list_volumes() == []
+
+    net = dc.create_network("backend", "10.50.0.0/16")
+    assert net.cidr == "10.50.0.0/16"
+    with pytest.raises(Conflict, match="overlaps"):
+        dc.create_network("other", "10.50.1.0/24")
+    with pytest.raises(InvalidInput):
+        dc.create_network("broken", "10.50.0.0/99")
+    assert [n.name for n in dc.list_networks()] == ["backend"]
+    dc.destroy_instance("inst-4")

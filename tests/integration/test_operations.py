@@ -1,0 +1,179 @@
+"""The operations engine: jobs, retries, idempotency, isolation, drift, location checks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from onepane.config import Settings
+from onepane.core import Core
+from onepane.errors import InvalidInput, NotFound, TransientProviderError
+from onepane.model import InstanceCreate, InstanceState, LocationCreate
+from onepane.providers.base import InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
+from onepane.providers.local import LocalProvider
+from tests.conftest import ec2_location
+from tests.helpers import kill_instances, wait_for
+
+
+class Flaky(LocalProvider):
+    """A real local data center whose creates fail transiently first (logic under test: retry)."""
+
+    def __init__(self, *a: Any, failures: int = 2, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.failures = failures
+        self.calls = 0
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise TransientProviderError("503 from the provider")
+        return super().create_instance(spec)
+
+
+class Hanging(LocalProvider):
+    """A location whose provider hangs until released: the others must not wait for it."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.release = threading.Event()
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        self.release.wait(30)
+        raise TransientProviderError("never answered")
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize("small")]
+
+    def list_images(self) -> list[ObservedImage]:
+        return [ObservedImage("httpecho", "httpecho")]
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[Core]:
+    c = Core(Settings(state_dir=tmp_path, locations=[
+        LocationCreate(name="dc-a", provider="local"), LocationCreate(name="dc-b", provider="local")]))
+    c.runner.backoff = 0.01
+    c.start(background=False)
+    yield c
+    c.stop()
+    kill_instances(tmp_path)
+
+
+def create(core: Core, name: str, location: str = "dc-a", key: str | None = None) -> str:
+    job = core.ops.create_instance(InstanceCreate(name=name, location=location, image="httpecho",
+                                                  size="small"), key)
+    return job.id
+
+
+def done(core: Core, job_id: str) -> Any:
+    return wait_for(lambda: (j := core.ops.get_job(job_id)).status in ("succeeded", "failed") and j,
+                    20, what=f"job {job_id}")
+
+
+def test_idempotency_key_makes_one_server(core: Core) -> None:
+    first = create(core, "web", key="k-1")
+    second = create(core, "web", key="k-1")
+    assert first == second
+    assert done(core, first).status == "succeeded"
+    assert len(core.ops.list_instances().items) == 1
+    assert len(core.registry.get("dc-a").list_instances()) == 1
+
+
+def test_transient_errors_are_retried(core: Core, tmp_path: Path) -> None:
+    flaky = Flaky("dc-b", tmp_path, failures=2)
+    flaky.setup()
+    core.registry.remove("dc-b")
+    core.registry.add(flaky)
+    job = done(core, create(core, "web", "dc-b"))
+    assert job.status == "succeeded" and job.attempts == 3
+    assert core.ops.get_instance(job.target).state == InstanceState.running
+
+
+def test_permanent_failure_leaves_nothing_behind(core: Core, tmp_path: Path) -> None:
+    flaky = Flaky("dc-b", tmp_path, failures=99)
+    flaky.setup()
+    core.registry.remove("dc-b")
+    core.registry.add(flaky)
+    job = done(core, create(core, "web", "dc-b"))
+    assert job.status == "failed" and job.error["transient"] is True and job.attempts == 5
+    assert core.ops.list_instances().items == []
+    with pytest.raises(InvalidInput):  # rejected up front: no job, no row
+        core.ops.create_instance(InstanceCreate(name="x", location="dc-a", image="nope",
+                                                size="small"))
+    with pytest.raises(NotFound):
+        core.ops.create_instance(InstanceCreate(name="x", location="dc-zz", image="httpecho",
+                                                size="small"))
+    assert core.ops.list_instances().items == []
+    kinds = [e.kind for e in core.events.list(limit=1000).items]
+    assert "job.failed" in kinds
+
+
+def test_a_hung_provider_does_not_stall_the_others(core: Core, tmp_path: Path) -> None:
+    hung = Hanging("dc-b", tmp_path)
+    hung.setup()
+    core.registry.remove("dc-b")
+    core.registry.add(hung, workers=2)
+    try:
+        stuck = [create(core, f"stuck-{i}", "dc-b") for i in range(4)]  # fills its pool twice
+        fine = [create(core, f"fine-{i}", "dc-a") for i in range(4)]
+        for j in fine:
+            assert done(core, j).status == "succeeded"
+        assert all(core.ops.get_job(j).status in ("queued", "running") for j in stuck)
+    finally:
+        hung.release.set()
+
+
+def test_jobs_resume_after_a_restart(core: Core, tmp_path: Path) -> None:
+    job_id = create(core, "web")
+    done(core, job_id)
+    with core.store.tx() as s:  # as if onepane died between recording and running a job
+        from onepane.store.tables import JobRow
+        row = s.get(JobRow, job_id)
+        assert row is not None
+        row.status = "running"
+    assert core.runner.resume() == 1
+    assert done(core, job_id).status == "succeeded"
+    assert len(core.registry.get("dc-a").list_instances()) == 1  # no second server
+
+
+def test_drift_is_detected_and_logged(core: Core, moto: str) -> None:
+    core.locations.add(LocationCreate.model_validate(ec2_location(moto)))
+    ec2 = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    rogue = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1,
+                              InstanceType="t2.micro")["Instances"][0]["InstanceId"]
+    assert core.sync.sync_all()["aws-us-east-1"] == "ok"
+    found = core.ops.list_instances(location="aws-us-east-1").items
+    assert [(i.provider_id, i.origin) for i in found] == [(rogue, "discovered")]
+    ec2.terminate_instances(InstanceIds=[rogue])
+    core.sync.sync_all()
+    assert core.ops.get_instance(found[0].id).state == InstanceState.missing
+    kinds = [e.kind for e in core.events.list(kind="drift.", subject=found[0].id).items]
+    assert kinds == ["drift.appeared", "drift.vanished"]
+    # a local instance killed outside onepane is seen too
+    job = done(core, create(core, "web"))
+    provider = core.registry.get("dc-a")
+    assert isinstance(provider, LocalProvider)
+    provider.kill_instance(job.target)
+
+    def seen_dead() -> bool:
+        core.sync.sync_all()
+        return core.ops.get_instance(job.target).state == InstanceState.error
+    wait_for(seen_dead, 10, what="the killed instance to show as error")
+    assert any(e.kind == "instance.state" for e in core.events.list(subject=job.target).items)
+
+
+def test_a_location_that_cannot_work_is_not_stored(core: Core, moto: str) -> None:
+    bad = ec2_location(moto, "aws-bad")
+    bad["options"] = {"host": "127.0.0.1", "port": 9, "secure": False}
+    with pytest.raises(TransientProviderError):
+        core.locations.add(LocationCreate.model_validate(bad))
+    with pytest.raises(InvalidInput, match="driver"):
+        core.locations.add(LocationCreate(name="x", provider="cloud", driver="no-such-cloud"))
+    assert [loc.name for loc in core.locations.list()] == ["dc-a", "dc-b"]
+    assert "aws-bad" not in core.registry.names()

@@ -1,0 +1,85 @@
+"""Pure logic: retry policy, config parsing, the EC2 adapter's parameter fix, cursors, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onepane.config import load_settings
+from onepane.errors import InvalidInput, PermanentProviderError, TransientProviderError
+from onepane.inventory.operations import decode_cursor, encode_cursor
+from onepane.providers.cloud import translate
+from onepane.providers.ec2_compat import one_based
+from onepane.retry import with_retry
+from onepane.server import check_dev_mode
+
+
+def test_retry_until_success_and_not_on_permanent() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransientProviderError("busy")
+        return "ok"
+    assert with_retry(flaky, sleep=lambda _: None) == "ok" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise PermanentProviderError("no")
+    calls.clear()
+    with pytest.raises(PermanentProviderError):
+        with_retry(broken, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
+def test_retry_backoff_is_bounded_and_gives_up() -> None:
+    delays: list[float] = []
+
+    def always() -> None:
+        raise TransientProviderError("busy")
+    with pytest.raises(TransientProviderError):
+        with_retry(always, attempts=6, base=0.1, cap=0.3, sleep=delays.append)
+    assert len(delays) == 5 and all(0 <= d <= 0.3 for d in delays)
+
+
+def test_config_file_and_errors(tmp_path: Path) -> None:
+    cfg = tmp_path / "onepane.toml"
+    cfg.write_text('api_port = 9999\n[locations.dc-x]\nprovider = "local"\nlabels = {pci = "yes"}\n')
+    s = load_settings(cfg)
+    assert s.api_port == 9999 and [loc.name for loc in s.locations] == ["dc-x"]
+    assert s.locations[0].labels == {"pci": "yes"}
+    assert [loc.name for loc in load_settings(None).locations] == ["dc-a", "dc-b"]
+    cfg.write_text('[locations.dc-x]\nprovider = "mainframe"\n')
+    with pytest.raises(InvalidInput, match="locations.0.provider"):
+        load_settings(cfg)
+    cfg.write_text("api_port = = 1")
+    with pytest.raises(InvalidInput, match="onepane.toml"):
+        load_settings(cfg)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_dev_mode_only_on_loopback(tmp_path: Path) -> None:
+    check_dev_mode(load_settings(None, dev=True, api_host="127.0.0.1"))
+    with pytest.raises(InvalidInput, match="loopback"):
+        check_dev_mode(load_settings(None, dev=True, api_host="0.0.0.0"))
+
+
+def test_one_based_rewrites_only_zero_based_lists() -> None:
+    assert one_based({"ResourceId.0": "a", "Tag.0.Key": "k", "Tag.1.Key": "j",
+                      "InstanceId.1": "i"}) == {
+        "ResourceId.1": "a", "Tag.1.Key": "k", "Tag.2.Key": "j", "InstanceId.1": "i"}
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    assert decode_cursor(encode_cursor("inst-1")) == "inst-1"
+    with pytest.raises(InvalidInput):
+        decode_cursor("%%%")
+
+
+def test_libcloud_errors_are_sorted() -> None:
+    assert isinstance(translate(ConnectionRefusedError("x")), TransientProviderError)
+    assert isinstance(translate(Exception("RequestLimitExceeded: slow down")), TransientProviderError)
+    assert isinstance(translate(Exception("InvalidAMIID.NotFound: no")), PermanentProviderError)
