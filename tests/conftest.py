@@ -22,7 +22,7 @@ VENV_BIN = Path(sys.executable).parent
 def moto_url() -> Iterator[str]:
     """moto's server: a real EC2/S3 API endpoint on localhost."""
     port = free_port()
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-p", str(port)], stdout=log,
                             stderr=subprocess.STDOUT)
     try:

@@ -15,7 +15,8 @@ RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
 
 def core(request: Request) -> Core:
-    return request.app.state.core  # type: ignore[no-any-return]
+    core: Core = request.app.state.core
+    return core
 
 
 def role(request: Request,

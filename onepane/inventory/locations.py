@@ -54,7 +54,7 @@ class Locations:
             if s.get(LocationRow, spec.name) is not None:
                 raise Conflict(f"location {spec.name!r} exists", field="name")
         provider = self._build(spec)
-        _with_timeout(lambda: (provider.setup(), provider.check()), CHECK_TIMEOUT_S, spec.name)
+        _with_timeout(lambda: _setup_and_check(provider), CHECK_TIMEOUT_S, spec.name)
         with self.events.tx() as s:
             s.add(self._row(spec))
             self.events.emit("location.added", f"location {spec.name} added ({spec.provider})",
@@ -152,3 +152,8 @@ def _with_timeout(fn: object, timeout: float, name: str) -> None:
         raise TransientProviderError(f"location {name} did not answer within {timeout:.0f}s") from exc
     finally:
         pool.shutdown(wait=False)  # a hung provider must not hang the request with it
+
+
+def _setup_and_check(provider: Provider) -> None:
+    provider.setup()
+    provider.check()

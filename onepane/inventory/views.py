@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..model import Instance, InstanceState, Job, JobStatus, Location, Network, ProviderKind, Volume
 from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
 
@@ -21,6 +23,11 @@ def instance_view(row: InstanceRow, provider: str | None = None) -> Instance:
                     state=InstanceState(row.state), addresses=row.addresses, ports=row.ports,
                     tags=row.tags, origin=row.origin,  # type: ignore[arg-type]
                     created_at=row.created_at, updated_at=row.updated_at)
+
+
+def instance_view_from_columns(row: Any) -> Instance:
+    """The same view from a row of plain columns (the inventory's hot path)."""
+    return Instance.model_validate({**row, "provider": row["provider_kind"]})
 
 
 def volume_view(row: VolumeRow) -> Volume:

@@ -156,7 +156,7 @@ class CloudProvider(Provider):
             if tags.get(ONEPANE_TAG) == spec.onepane_id and node.state != NodeState.TERMINATED:
                 return self._observe(node)
         size = self._size(spec.size)
-        image = NodeImage(id=spec.image, name=None, driver=self.driver)
+        image = NodeImage(id=spec.image, name=spec.image, driver=self.driver)
         kwargs: dict[str, Any] = {}
         if self.driver_name.startswith("ec2"):
             kwargs["ex_metadata"] = {ONEPANE_TAG: spec.onepane_id, **spec.tags}
@@ -295,7 +295,7 @@ class CloudProvider(Provider):
         raise InvalidInput(f"zone {wanted!r} not found at {self.location}", field="options.zone")
 
     def _subnet(self, subnet_id: str) -> Any:
-        for s in self._call(self.driver.ex_list_subnets):
+        for s in self._call(self.driver.ex_list_subnets):  # type: ignore[attr-defined]
             if s.id == subnet_id:
                 return s
         raise InvalidInput(f"no subnet {subnet_id!r} at {self.location}", field="network")

@@ -90,7 +90,7 @@ def test_bad_images_and_sizes_are_rejected(dc: LocalProvider, tmp_path: Path) ->
     bad = tmp_path / "bad-app"
     bad.mkdir()
     (bad / "onepane-app.json").write_text('{"name": "Bad", "command": []}')
-    with pytest.raises(InvalidInput, match="manifest|onepane-app.json"):
+    with pytest.raises(InvalidInput, match=r"manifest|onepane-app\.json"):
         dc.import_image(bad)
     assert [i.name for i in dc.list_images()] == ["httpecho"]  # nothing half-installed
 

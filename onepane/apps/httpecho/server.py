@@ -36,7 +36,7 @@ class Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # Skip getfqdn(): in a namespace without DNS it can stall for seconds.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Shared bench plumbing: a real `onepane up`, moto's server, percentiles, the RESULT line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/moto-api/")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def onepane(state_dir: Path, config: str) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "onepane.toml").write_text(config)
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "onepane"), "up", "--config", str(state_dir / "onepane.toml"),
+                             "--state-dir", str(state_dir), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz")
+        yield url, (state_dir / "admin.token").read_text().strip(), proc
+    finally:
+        proc.terminate()
+        proc.wait()
+        kill_instances(state_dir)
+
+
+def kill_instances(state_dir: Path) -> None:
+    for rec in state_dir.glob("locations/*/instances/*/instance.json"):
+        with contextlib.suppress(Exception):
+            os.killpg(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def result(name: str, value: float, unit: str, op: str, target: float) -> None:
+    print(f"RESULT {name} {value:.3f} {unit} target {op} {target}", flush=True)

@@ -1,0 +1,144 @@
+"""Create 300 instances over three locations (two local, EC2 on moto) through onepane's API,
+and the same creates directly with the drivers, in the same run; print the overhead ratio.
+
+    .venv/bin/python bench/provision.py [--count 300] [--concurrency 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import kill_instances, moto_server, onepane, result
+from onepane.providers.base import InstanceSpec
+from onepane.providers.cloud import CloudProvider
+from onepane.providers.local import LocalProvider
+
+AMI, SIZE = "ami-760aaa0f", "t2.micro"
+WORKERS = 8  # onepane's default workers_per_location
+SLEEPER = {"name": "sleeper", "command": ["sleep", "3600"], "port": "auto", "health_path": None}
+
+
+def plan(count: int) -> list[tuple[str, str, str, str]]:
+    locs = [("dc-a", "sleeper", "nano"), ("dc-b", "sleeper", "nano"), ("aws", AMI, SIZE)]
+    return [(f"vm-{i}", *locs[i % 3]) for i in range(count)]
+
+
+def sleeper_dir(root: Path) -> Path:
+    d = root / "sleeper"
+    d.mkdir()
+    (d / "onepane-app.json").write_text(json.dumps(SLEEPER))
+    return d
+
+
+def direct(count: int, moto: str, root: Path) -> float:
+    port = int(moto.rsplit(":", 1)[1])
+    providers = {name: LocalProvider(name, root / "direct") for name in ("dc-a", "dc-b")}
+    providers["aws"] = CloudProvider("aws", "ec2-compat", "us-east-1",  # type: ignore[assignment]
+                                     {"key": "k", "secret": "s"},
+                                     {"host": "127.0.0.1", "port": port, "secure": False})
+    app = sleeper_dir(root)
+    for name in ("dc-a", "dc-b"):
+        providers[name].setup()
+        providers[name].import_image(app)
+
+    def one(item: tuple[str, str, str, str]) -> None:
+        name, loc, image, size = item
+        p = providers[loc]
+        p.validate(image, size)
+        p.create_instance(InstanceSpec(f"inst-d{name}", name, image, size))
+
+    for p in providers.values():  # warm up, as onepane's first sync does at start
+        p.list_instances()
+        p.list_sizes()
+    # The same shape as onepane's runner: one pool of WORKERS threads per location.
+    pools = {loc: ThreadPoolExecutor(WORKERS) for loc in providers}
+    t0 = time.perf_counter()
+    futures = [pools[item[1]].submit(one, item) for item in plan(count)]
+    for f in futures:
+        f.result()
+    elapsed = time.perf_counter() - t0
+    for pool in pools.values():
+        pool.shutdown()
+    kill_instances(root / "direct")
+    return elapsed
+
+
+def via_api(count: int, moto: str, root: Path, concurrency: int) -> float:
+    port = int(moto.rsplit(":", 1)[1])
+    config = f"""
+sync_interval = 30
+[locations.dc-a]
+provider = "local"
+[locations.dc-b]
+provider = "local"
+[locations.aws]
+provider = "cloud"
+driver = "ec2-compat"
+region = "us-east-1"
+credentials = {{ key = "k", secret = "s" }}
+options = {{ host = "127.0.0.1", port = {port}, secure = false }}
+"""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(sleeper_dir(root), ".")
+    with onepane(root / "api", config) as (url, token, _):
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        for loc in ("dc-a", "dc-b"):
+            http.post(f"/v1/locations/{loc}/images", content=buf.getvalue()).raise_for_status()
+
+        def one(item: tuple[str, str, str, str]) -> None:
+            name, loc, image, size = item
+            r = http.post("/v1/instances", json={"name": name, "location": loc, "image": image,
+                                                 "size": size})
+            r.raise_for_status()
+            job = r.json()["id"]
+            delay = 0.01
+            while (status := http.get(f"/v1/jobs/{job}").json()["status"]) not in (
+                    "succeeded", "failed"):
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+            if status != "succeeded":
+                raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, plan(count)))
+        elapsed = time.perf_counter() - t0
+        n = len(http.get("/v1/instances", params={"limit": 1000}).json()["items"])
+        assert n == count, f"{n} instances in the inventory, expected {count}"
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=24)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp, moto_server() as moto:
+        root = Path(tmp)
+        (root / "d").mkdir()
+        t_direct = direct(args.count, moto, root / "d")
+        httpx.post(f"{moto}/moto-api/reset")
+        (root / "a").mkdir()
+        t_api = via_api(args.count, moto, root / "a", args.concurrency)
+    ratio = t_api / t_direct
+    print(f"{args.count} creates over dc-a, dc-b, aws(moto); {WORKERS} workers per location, "
+          f"{args.concurrency} concurrent API clients")
+    print(f"  direct with the drivers : {t_direct:7.2f} s  ({args.count / t_direct:6.1f}/s)")
+    print(f"  through onepane's API   : {t_api:7.2f} s  ({args.count / t_api:6.1f}/s)")
+    result("provision_api_vs_direct", ratio, "ratio", "<=", 1.3)
+
+
+if __name__ == "__main__":
+    main()
