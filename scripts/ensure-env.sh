@@ -23,8 +23,10 @@ ensure_debs() {
 ensure_venv() {
   local extra="${1:-}"
   local venv="$ROOT/.venv"
-  local stamp="$venv/.stamp-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${extra:+-$extra}"
+  local base="$venv/.stamp-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  local stamp="$base${extra:+-$extra}"
   [ -f "$stamp" ] && return 0
+  [ -z "$extra" ] && [ -f "$base-dev" ] && return 0   # the dev install has everything ./run needs
   echo "preparing $venv ..." >&2
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null

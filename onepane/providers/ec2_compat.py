@@ -1,8 +1,9 @@
 """Libcloud's EC2 driver, adapted to EC2-compatible endpoints that are not AWS (moto, ...).
 
 Why each fix exists (RECIPES.md §1): such endpoints answer in a namespace without the trailing
-slash, reject zero-based list parameters, omit <return> on some replies, need InstanceId on
-DetachVolume and page DescribeInstances, which libcloud's list_nodes() never follows.
+slash, reject zero-based list parameters, omit <return> on some replies, add <Type> to errors,
+need InstanceId on DetachVolume and page DescribeInstances, which libcloud's list_nodes() never
+follows.
 Against real AWS use the plain `ec2` driver; none of this is needed there.
 """
 
@@ -17,6 +18,7 @@ from libcloud.utils.xml import findall, findtext
 _NS_FROM = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15"'
 _NS_TO = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
 _BARE = re.compile(r"(<(\w+)Response [^>]*>)(<requestId>[^<]*</requestId></\2Response>)")
+_ERROR_TYPE = re.compile(r"<Type>[^<]*</Type>")
 _INDEXED = re.compile(r"^([A-Za-z]+)\.(\d+)(\..*)?$")
 
 
@@ -26,6 +28,12 @@ class CompatEC2Response(lc_ec2.EC2Response):
             body = self.body.replace(_NS_FROM, _NS_TO, 1)
             self.body = _BARE.sub(r"\1<return>true</return>\3", body)
         return super().parse_body()
+
+    def parse_error(self) -> Any:
+        # Errors may carry a <Type> beside <Code> and <Message>; libcloud expects exactly two.
+        if isinstance(self.body, str):
+            self.body = _ERROR_TYPE.sub("", self.body)
+        return super().parse_error()
 
 
 def one_based(params: dict[str, Any]) -> dict[str, Any]:

@@ -177,3 +177,14 @@ def test_a_location_that_cannot_work_is_not_stored(core: Core, moto: str) -> Non
         core.locations.add(LocationCreate(name="x", provider="cloud", driver="no-such-cloud"))
     assert [loc.name for loc in core.locations.list()] == ["dc-a", "dc-b"]
     assert "aws-bad" not in core.registry.names()
+
+
+def test_asking_for_a_missing_capability_is_refused(core: Core) -> None:
+    from onepane.errors import Unsupported
+    from onepane.model import VolumeCreate
+    core.locations.add(LocationCreate(name="dummy", provider="cloud", driver="dummy"))
+    assert core.locations.get("dummy").capabilities["volumes"] is False
+    with pytest.raises(Unsupported, match="does not support volumes") as exc:
+        core.ops.create_volume(VolumeCreate(name="data", location="dummy", size_gb=1))
+    assert exc.value.status == 422 and exc.value.field == "location"
+    assert core.ops.list_volumes().items == []
