@@ -33,9 +33,11 @@ networks_app = typer.Typer(help="Networks.", no_args_is_help=True)
 images_app = typer.Typer(help="Images as each location sees them.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Asynchronous operations.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+deployments_app = typer.Typer(help="Replicated deployments and their traffic.",
+                              no_args_is_help=True)
 for sub, name in [(locations_app, "locations"), (instances_app, "instances"),
                   (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
-                  (jobs_app, "jobs"), (tokens_app, "tokens")]:
+                  (jobs_app, "jobs"), (tokens_app, "tokens"), (deployments_app, "deployments")]:
     app.add_typer(sub, name=name)
 
 out = Console(width=None if sys.stdout.isatty() else 250)  # pipes get whole ids
@@ -409,6 +411,56 @@ def tokens_create(name: str, role: str = "operator") -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: str) -> None:
     client().delete(f"/v1/tokens/{token_id}")
+
+
+# ---- deployments -----------------------------------------------------------------------------
+
+DEP_COLS = ["name", "primary", "listen", "serving", "health", "generation"]
+
+
+def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
+    st = d.get("status") or {}
+    health = {loc: f"{v['healthy']}/{v['replicas']}" for loc, v in (st.get("locations") or {}).items()}
+    return {**d, "serving": st.get("serving"), "health": health}
+
+
+@deployments_app.command("apply")
+def deployments_apply(file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON spec")]) -> None:
+    """Create or update a deployment from a spec file."""
+    dep = client().request("POST", "/v1/deployments", content=file.read_bytes(),
+                           headers={"Content-Type": "application/yaml"})
+    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+
+
+@deployments_app.command("list")
+def deployments_list() -> None:
+    deps = client().get("/v1/deployments")
+    show([_dep_row(d) for d in deps] if ctx.output == Output.table else deps, DEP_COLS)
+
+
+@deployments_app.command("show")
+def deployments_show(name: str) -> None:
+    dep = client().get(f"/v1/deployments/{name}")
+    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+
+
+@deployments_app.command("delete")
+def deployments_delete(name: str) -> None:
+    client().delete(f"/v1/deployments/{name}")
+
+
+@app.command()
+def move(deployment: str, to: Annotated[str, typer.Option(help="the location to move to")]) -> None:
+    """Planned move: check the target is healthy, shift traffic there, drain the source."""
+    dep = client().post(f"/v1/deployments/{deployment}/move", {"to": to}, idempotent_key=False)
+    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+
+
+@app.command()
+def failover(deployment: str) -> None:
+    """Move traffic to the next healthy location now."""
+    dep = client().post(f"/v1/deployments/{deployment}/failover", idempotent_key=False)
+    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
 
 
 def main() -> None:

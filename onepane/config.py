@@ -27,6 +27,11 @@ class Settings(BaseModel):
     dev: bool = False
     sync_interval: float = Field(default=10.0, gt=0)
     workers_per_location: int = Field(default=8, ge=1, le=256)
+    reconcile_interval: float = Field(default=0.2, gt=0)
+    dns_host: str = "127.0.0.1"
+    dns_port: int | None = Field(default=8653, ge=0, le=65535, description="None: no DNS")
+    dns_zone: str = "onepane.local"
+    dns_ttl: int = Field(default=5, ge=0)
     locations: list[LocationCreate] = Field(
         default_factory=lambda: [
             LocationCreate(name="dc-a", provider=ProviderKind.local, region="local-a",
@@ -47,6 +52,7 @@ _ENV = {
     "ONEPANE_API_HOST": "api_host",
     "ONEPANE_API_PORT": "api_port",
     "ONEPANE_SYNC_INTERVAL": "sync_interval",
+    "ONEPANE_DNS_PORT": "dns_port",
 }
 
 

@@ -9,6 +9,8 @@ import logging
 
 from .auth import Tokens
 from .config import Settings
+from .deploy.reconciler import Reconciler
+from .deploy.service import Deployments
 from .events import EventLog
 from .inventory.jobs import JobRunner
 from .inventory.locations import Locations
@@ -17,6 +19,7 @@ from .inventory.sync import InventorySync
 from .providers.registry import Registry
 from .secrets import Vault, load_key
 from .store.db import Store
+from .traffic.dns import DnsServer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ class Core:
         self.runner = JobRunner(self.events, self.registry)
         self.ops = Operations(self.events, self.locations, self.runner)
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
+        self.deployments = Deployments(self.events, self.locations)
+        self.reconciler = Reconciler(self.events, self.ops, self.deployments,
+                                     settings.state_dir / "traffic", settings.reconcile_interval)
+        self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
         self.store.migrate()
@@ -45,8 +52,22 @@ class Core:
             log.info("resumed %d unfinished jobs", resumed)
         if background:
             self.sync.start()
+            self.reconciler.start()
+            if self.settings.dns_port is not None:
+                try:
+                    self.dns = DnsServer(self.deployments, self.ops, self.settings.dns_zone,
+                                         self.settings.dns_ttl, (self.settings.dns_host,
+                                                                 self.settings.dns_port))
+                    self.dns.start()
+                except OSError as exc:
+                    log.warning("DNS disabled: cannot bind %s:%s (%s)", self.settings.dns_host,
+                                self.settings.dns_port, exc)
 
     def stop(self) -> None:
+        """Stop the control plane. Instances and data planes keep running on purpose."""
+        if self.dns:
+            self.dns.stop()
+        self.reconciler.stop()
         self.sync.stop()
         self.registry.close()
         self.store.close()

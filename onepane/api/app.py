@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..core import Core
-from . import inventory, problems
+from . import deployments, inventory, problems
 
 
 def create_app(core: Core) -> FastAPI:
@@ -19,6 +19,7 @@ def create_app(core: Core) -> FastAPI:
     app.state.core = core
     problems.install(app)
     app.include_router(inventory.router)
+    app.include_router(deployments.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -114,3 +114,15 @@ class TokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    primary: Mapped[str | None] = mapped_column(String(40))
+    listen: Mapped[str] = mapped_column(String(32))
+    status: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

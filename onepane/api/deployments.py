@@ -1,0 +1,52 @@
+"""Deployment routes: apply a spec, watch it, move it, fail it over."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from ..deploy.service import Deployment
+from ..deploy.spec import parse_spec
+from .deps import core, operator, viewer
+
+router = APIRouter(prefix="/v1/deployments")
+
+
+@router.get("", dependencies=[viewer])
+def list_deployments(request: Request) -> list[Deployment]:
+    return core(request).deployments.list()
+
+
+@router.post("", status_code=201, dependencies=[operator])
+async def apply_deployment(request: Request) -> Deployment:
+    """Create or update from a spec in JSON or YAML (Content-Type application/json or yaml)."""
+    body = await request.body()
+    spec = parse_spec(body, "request body")
+    return core(request).deployments.apply(spec)
+
+
+@router.get("/{name}", dependencies=[viewer])
+def get_deployment(request: Request, name: str) -> Deployment:
+    return core(request).deployments.get(name)
+
+
+@router.delete("/{name}", status_code=204, dependencies=[operator])
+def delete_deployment(request: Request, name: str) -> None:
+    core(request).deployments.delete(name)
+
+
+class Move(BaseModel):
+    to: str
+
+
+@router.post("/{name}/move", dependencies=[operator])
+def move_deployment(request: Request, name: str, body: Move) -> Deployment:
+    """Planned move: the target must be healthy; traffic shifts there and the source drains."""
+    return core(request).deployments.move(name, body.to)
+
+
+@router.post("/{name}/failover", dependencies=[operator])
+def failover_deployment(request: Request, name: str) -> Deployment:
+    return core(request).deployments.failover(name)
+
+

@@ -1,0 +1,1 @@
+"""Deployments: an app replicated over locations, kept running by a reconciler."""

@@ -1,0 +1,173 @@
+"""The deployment reconciler: desired replicas vs what runs, health vs who serves.
+
+Each pass, per deployment: replace replicas the provider reports failed (error, missing),
+create missing ones, remove extras; point the health monitor at the running replicas; ask the
+traffic manager who serves; push a new data plane configuration only when it changed. Every
+action goes through the same operations (jobs) as a user's, and lands in the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import OnepaneError
+from ..events import EventLog
+from ..inventory.operations import Operations
+from ..model import Instance, InstanceCreate, InstanceState
+from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
+from ..traffic.health import HealthMonitor, Target
+from ..traffic.manager import Decision, decide
+from .service import Deployment, Deployments
+from .spec import DeploymentSpec
+
+log = logging.getLogger(__name__)
+TAG = "onepane:deployment"
+BROKEN = {InstanceState.error, InstanceState.missing}
+
+
+def make_data_plane(kind: str, name: str, workdir: Path) -> DataPlane:
+    if kind == "haproxy":
+        from ..traffic.haproxy import HaproxyDataPlane
+        return HaproxyDataPlane(name, workdir)
+    return BuiltinDataPlane(name, workdir)
+
+
+class Reconciler:
+    def __init__(self, events: EventLog, ops: Operations, deployments: Deployments,
+                 workdir: Path, interval: float = 0.2) -> None:
+        self.events = events
+        self.ops = ops
+        self.deployments = deployments
+        self.workdir = workdir
+        self.interval = interval
+        self.health = HealthMonitor()
+        self.planes: dict[str, DataPlane] = {}
+        self._replacing: set[str] = set()
+        self._ever_up: dict[str, set[str]] = defaultdict(set)
+        self._started: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.health.start()
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop deciding; the data planes keep serving their last configuration."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        self.health.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("reconcile pass failed")
+            self._stop.wait(self.interval)
+
+    def run_once(self) -> None:
+        deps = self.deployments.list()
+        for dep in deps:
+            try:
+                self.reconcile(dep)
+            except OnepaneError as exc:
+                log.warning("deployment %s: %s", dep.name, exc.detail)
+        for name in set(self.planes) - {d.name for d in deps}:
+            self.remove(name)
+        for dep_name, t in self.health.drain_transitions():
+            self.events.emit(f"health.{'up' if t.up else 'down'}",
+                             f"{dep_name}: replica {t.key} at {t.location} is "
+                             f"{'up' if t.up else 'down'}" + (f" ({t.last_error})" if t.last_error
+                                                              and not t.up else ""),
+                             severity="info" if t.up else "warning", location=t.location,
+                             subject=dep_name, data={"instance": t.key})
+
+    def reconcile(self, dep: Deployment) -> None:
+        spec = DeploymentSpec.model_validate(dep.spec)
+        instances = self.ops.list_instances(tags={TAG: dep.name}, limit=1000).items
+        by_loc: dict[str, list[Instance]] = defaultdict(list)
+        for inst in instances:
+            by_loc[inst.location].append(inst)
+        for loc in set(by_loc) | set(spec.replicas):
+            self._converge(dep.name, spec, loc, by_loc.get(loc, []))
+        running = [i for i in instances if i.state == InstanceState.running and i.addresses
+                   and "app" in i.ports and i.location in spec.replicas]
+        self.health.set_targets(dep.name, [
+            Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
+                   check=spec.health) for i in running])
+        snapshot = self.health.snapshot(dep.name)
+        up = [t for t in snapshot if t.up]
+        healthy = {t.location for t in up}
+        since: dict[str, float] = {}
+        for t in up:
+            since[t.location] = min(since.get(t.location, t.since), t.since)
+        self._ever_up[dep.name] |= healthy
+        started = self._started.setdefault(dep.name, time.monotonic())
+        decision = decide(spec, dep.primary, healthy, since, time.monotonic(),
+                          self._ever_up[dep.name], started)
+        self._apply(dep, spec, decision, up)
+        status = {
+            "mode": spec.traffic.mode,
+            "serving": decision.order[:1] if spec.traffic.mode == "active-passive"
+            else [loc for loc, w in decision.weights.items() if w > 0],
+            "weights": decision.weights,
+            "locations": {loc: {"replicas": sum(1 for i in by_loc.get(loc, [])
+                                                if i.state not in BROKEN),
+                                "healthy": sum(1 for t in up if t.location == loc),
+                                "up": loc in healthy}
+                          for loc in spec.replicas},
+        }
+        self.deployments.set_status(dep.name, decision.primary, status, decision.reason)
+
+    def _converge(self, name: str, spec: DeploymentSpec, loc: str, have: list[Instance]) -> None:
+        want = spec.replicas.get(loc, 0)
+        for inst in have:
+            if inst.state in BROKEN and inst.id not in self._replacing:
+                self._replacing.add(inst.id)
+                self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")
+                self.events.emit("replica.replaced", f"{name}: replica {inst.id} at {loc} is "
+                                 f"{inst.state}; replacing it", severity="warning", location=loc,
+                                 subject=name, data={"instance": inst.id})
+        live = sorted((i for i in have if i.state not in BROKEN), key=lambda i: i.id)
+        for extra in live[want:]:
+            self.ops.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
+        for _ in range(want - len(live)):
+            self.ops.create_instance(InstanceCreate(
+                name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
+                location=loc, image=spec.image, size=spec.size, tags={TAG: name}))
+            self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
+                             location=loc, subject=name)
+
+    def _apply(self, dep: Deployment, spec: DeploymentSpec, decision: Decision,
+               up: list[Target]) -> None:
+        pools = tuple(PoolConfig(name=loc, weight=decision.weights.get(loc, 1),
+                                 backends=tuple(sorted((t.host, t.port) for t in up
+                                                       if t.location == loc)))
+                      for loc in decision.order)
+        config = DataPlaneConfig(listen=dep.listen, mode=spec.protocol,
+                                 policy="ordered" if spec.traffic.mode == "active-passive"
+                                 else "weighted", pools=pools,
+                                 attempt_timeout=spec.attempt_timeout)
+        plane = self.planes.get(dep.name)
+        if plane is None:
+            plane = self.planes[dep.name] = make_data_plane(spec.data_plane, dep.name,
+                                                            self.workdir)
+        if plane.applied != config:
+            plane.apply(config)
+
+    def remove(self, name: str) -> None:
+        plane = self.planes.pop(name, None)
+        if plane:
+            plane.stop()
+        self.health.forget(name)
+        self._ever_up.pop(name, None)
+        self._started.pop(name, None)
+        for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
+            self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

@@ -1,0 +1,153 @@
+"""Deployments as desired state: create, read, delete, and the operator's move and failover."""
+
+from __future__ import annotations
+
+import socket
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, InvalidInput, NotFound
+from ..events import EventLog
+from ..inventory.locations import Locations
+from ..store.tables import DeploymentRow
+from ..traffic.manager import next_healthy
+from .spec import DeploymentSpec
+
+
+class Deployment(BaseModel):
+    name: str
+    spec: dict[str, Any]
+    primary: str | None
+    listen: str
+    status: dict[str, Any]
+    generation: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def view(row: DeploymentRow) -> Deployment:
+    return Deployment(name=row.name, spec=row.spec, primary=row.primary, listen=row.listen,
+                      status=row.status, generation=row.generation, created_at=row.created_at,
+                      updated_at=row.updated_at)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Deployments:
+    def __init__(self, events: EventLog, locations: Locations) -> None:
+        self.events = events
+        self.locations = locations
+
+    def list(self) -> list[Deployment]:
+        with self.events.store.tx() as s:
+            return [view(r) for r in s.scalars(select(DeploymentRow).order_by(DeploymentRow.name))]
+
+    def get(self, name: str) -> Deployment:
+        with self.events.store.tx() as s:
+            return view(self._row(s, name))
+
+    def spec(self, name: str) -> DeploymentSpec:
+        return DeploymentSpec.model_validate(self.get(name).spec)
+
+    def apply(self, spec: DeploymentSpec) -> Deployment:
+        """Create or update. Every location must exist and offer the image and size."""
+        for loc in spec.replicas:
+            try:
+                provider = self.locations.provider(loc)
+            except NotFound as exc:
+                raise InvalidInput(f"replicas.{loc}: no such location", field=f"replicas.{loc}") from exc
+            try:
+                provider.validate(spec.image, spec.size)
+            except InvalidInput as exc:
+                raise InvalidInput(f"replicas.{loc}: {exc.detail}", field=f"replicas.{loc}") from exc
+        with self.events.tx() as s:
+            row = s.get(DeploymentRow, spec.name)
+            if row is None:
+                host, port = spec.listen.rsplit(":", 1)
+                listen = f"{host}:{port if port != '0' else free_port(host)}"
+                row = DeploymentRow(name=spec.name, spec=spec.model_dump(), listen=listen,
+                                    status={})
+                s.add(row)
+                self.events.emit("deployment.created", f"deployment {spec.name} created, "
+                                 f"serving on {listen}", subject=spec.name, session=s)
+            else:
+                if spec.listen not in ("127.0.0.1:0", row.listen) and not spec.listen.endswith(":0"):
+                    raise Conflict("listen cannot change on an existing deployment", field="listen")
+                row.spec, row.generation = spec.model_dump(), row.generation + 1
+                self.events.emit("deployment.updated", f"deployment {spec.name} updated "
+                                 f"(generation {row.generation})", subject=spec.name, session=s)
+        return self.get(spec.name)
+
+    def delete(self, name: str) -> None:
+        with self.events.tx() as s:
+            row = self._row(s, name)
+            s.delete(row)
+            self.events.emit("deployment.deleted", f"deployment {name} deleted", subject=name,
+                             session=s)
+
+    def move(self, name: str, to: str) -> Deployment:
+        """A planned move: the target must be healthy; traffic shifts, the source drains."""
+        spec = self.spec(name)
+        if spec.traffic.mode != "active-passive":
+            raise InvalidInput("move applies to active-passive deployments; change the weights "
+                               "of an active-active one instead", field="traffic.mode")
+        if to not in spec.replicas:
+            raise InvalidInput(f"{to} is not one of {name}'s locations ({', '.join(spec.replicas)})",
+                               field="to")
+        dep = self.get(name)
+        if dep.primary == to:
+            return dep
+        if to not in self._healthy(dep):
+            raise Conflict(f"{to} has no healthy replica of {name}; not moving traffic there",
+                           field="to")
+        return self._set_primary(name, to, "move", f"operator moved {name} from {dep.primary} to {to}")
+
+    def failover(self, name: str) -> Deployment:
+        spec = self.spec(name)
+        dep = self.get(name)
+        target = next_healthy(spec.traffic.order, dep.primary, self._healthy(dep))
+        if target is None:
+            raise Conflict(f"no other healthy location for {name}", field="name")
+        return self._set_primary(name, target, "failover",
+                                 f"operator failed {name} over from {dep.primary} to {target}")
+
+    def set_status(self, name: str, primary: str | None, status: dict[str, Any],
+                   reason: str | None = None, message: str | None = None) -> None:
+        with self.events.tx() as s:
+            row = s.get(DeploymentRow, name)
+            if row is None:
+                return
+            if row.primary != primary:
+                before, row.primary = row.primary, primary
+                if reason and reason != "initial":
+                    self.events.emit(f"traffic.{reason}", message or
+                                     f"{name}: primary {before} -> {primary} ({reason})",
+                                     severity="warning" if reason == "failover" else "info",
+                                     location=primary, subject=name, session=s,
+                                     data={"from": before, "to": primary, "reason": reason})
+            if row.status != status:
+                row.status = status
+
+    def _set_primary(self, name: str, to: str, reason: str, message: str) -> Deployment:
+        dep = self.get(name)
+        self.set_status(name, to, {**dep.status, "manual": reason}, reason, message)
+        return self.get(name)
+
+    @staticmethod
+    def _healthy(dep: Deployment) -> set[str]:
+        return {loc for loc, st in (dep.status.get("locations") or {}).items() if st.get("up")}
+
+    @staticmethod
+    def _row(s: Session, name: str) -> DeploymentRow:
+        row = s.get(DeploymentRow, name)
+        if row is None:
+            raise NotFound(f"no deployment {name!r}", field="name")
+        return row

@@ -1,0 +1,113 @@
+"""The deployment spec (YAML or JSON), validated with one clear error per field.
+
+    name: shop
+    image: httpecho
+    size: small
+    replicas: {dc-a: 2, dc-b: 1}
+    service: shop                       # DNS: shop.<zone>
+    health: {type: http, path: /healthz, interval: 0.5, timeout: 0.3, rise: 2, fall: 2}
+    traffic:
+      mode: active-passive              # or active-active with weights: {dc-a: 3, dc-b: 1}
+      order: [dc-a, dc-b]
+      failback: manual                  # or auto, after hold_down seconds of health
+      hold_down: 30
+    data_plane: builtin                 # or haproxy
+    listen: 127.0.0.1:8081
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import InvalidInput
+from ..model import NAME_PATTERN
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HealthCheck(Strict):
+    type: Literal["http", "tcp"] = "http"
+    path: str = Field(default="/", pattern=r"^/")
+    interval: float = Field(default=0.5, gt=0, le=300)
+    timeout: float = Field(default=0.3, gt=0, le=60)
+    rise: int = Field(default=2, ge=1, le=20)
+    fall: int = Field(default=2, ge=1, le=20)
+
+
+class Traffic(Strict):
+    mode: Literal["active-passive", "active-active"] = "active-passive"
+    order: list[str] = Field(default_factory=list)
+    weights: dict[str, int] = Field(default_factory=dict)
+    failback: Literal["manual", "auto"] = "manual"
+    hold_down: float = Field(default=30.0, ge=0)
+
+
+class DeploymentSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    image: str = Field(min_length=1)
+    size: str = "small"
+    replicas: dict[str, int] = Field(min_length=1)
+    service: str | None = Field(default=None, pattern=NAME_PATTERN)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    traffic: Traffic = Field(default_factory=Traffic)
+    data_plane: Literal["builtin", "haproxy"] = "builtin"
+    protocol: Literal["http", "tcp"] = "http"
+    listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
+    attempt_timeout: float = Field(default=5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        for loc, n in self.replicas.items():
+            if n < 0 or n > 100:
+                raise ValueError(f"replicas.{loc}: must be between 0 and 100, not {n}")
+        if self.traffic.mode == "active-passive":
+            order = self.traffic.order or list(self.replicas)
+            unknown = [loc for loc in order if loc not in self.replicas]
+            if unknown:
+                raise ValueError(f"traffic.order names {unknown} without replicas")
+            self.traffic.order = order + [loc for loc in self.replicas if loc not in order]
+        else:
+            weights = self.traffic.weights or dict.fromkeys(self.replicas, 1)
+            unknown = [loc for loc in weights if loc not in self.replicas]
+            if unknown:
+                raise ValueError(f"traffic.weights names {unknown} without replicas")
+            if any(w < 0 for w in weights.values()):
+                raise ValueError("traffic.weights must not be negative")
+            self.traffic.weights = {loc: weights.get(loc, 0) for loc in self.replicas}
+        if self.service is None:
+            self.service = self.name
+        return self
+
+
+def parse_spec(text: str | bytes | dict[str, Any], source: str = "spec") -> DeploymentSpec:
+    """Parse YAML or JSON and say exactly which field is wrong and why."""
+    if isinstance(text, dict):
+        data: Any = text
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise InvalidInput(f"{source}:{where} not valid YAML/JSON: "
+                               f"{getattr(exc, 'problem', exc)}", field="spec") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{source}: a deployment spec is a mapping, not {type(data).__name__}",
+                           field="spec")
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise InvalidInput(f"{source}: {where}: {msg}", field=where) from exc
+
+
+def dump(spec: DeploymentSpec) -> str:
+    return json.dumps(spec.model_dump(), indent=2)

@@ -1,0 +1,1 @@
+"""Traffic: health checks, the traffic manager (who serves), data planes and DNS."""

@@ -1,0 +1,135 @@
+"""Control-plane side of the data planes: write a configuration, make sure the process runs.
+
+A data plane is its own process, started in its own session, so it keeps serving with the last
+configuration it was given when the control plane dies; a restarted control plane adopts it
+through its pid file instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..errors import PermanentProviderError
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    backends: tuple[tuple[str, int], ...]
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class DataPlaneConfig:
+    listen: str
+    mode: str  # http | tcp
+    policy: str  # ordered | weighted
+    pools: tuple[PoolConfig, ...]
+    attempt_timeout: float = 5.0
+    connect_timeout: float = 0.25
+
+
+class DataPlane(ABC):
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.applied: DataPlaneConfig | None = None
+
+    @abstractmethod
+    def apply(self, config: DataPlaneConfig) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        """The running data plane's pid, if the pid file names a live process of ours."""
+        with contextlib.suppress(FileNotFoundError, ValueError, psutil.Error):
+            pid = int(self.pidfile.read_text().split()[0])
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE and self.marker in " ".join(p.cmdline()):
+                return pid
+        return None
+
+    @property
+    @abstractmethod
+    def marker(self) -> str:
+        """A string in the process's command line that proves the pid is still ours."""
+
+    def _kill(self) -> None:
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while psutil.pid_exists(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
+
+
+class BuiltinDataPlane(DataPlane):
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.name}.json"
+
+    @property
+    def marker(self) -> str:
+        return str(self.config_path)
+
+    def apply(self, config: DataPlaneConfig) -> None:
+        body = {"listen": config.listen, "mode": config.mode, "policy": config.policy,
+                "attempt_timeout": config.attempt_timeout,
+                "connect_timeout": config.connect_timeout,
+                "pools": [{"name": p.name, "weight": p.weight,
+                           "backends": [list(b) for b in p.backends]} for p in config.pools]}
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(self.config_path)
+        pid = self.pid()
+        if pid is None:
+            self._spawn(config)
+        else:
+            os.kill(pid, signal.SIGHUP)
+        self.applied = config
+
+    def _spawn(self, config: DataPlaneConfig) -> None:
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy",
+                                 str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.pidfile.write_text(str(proc.pid))
+        host, port = config.listen.rsplit(":", 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise PermanentProviderError(
+                    f"data plane for {self.name} exited: "
+                    f"{(self.workdir / f'{self.name}.log').read_text()[-500:]}")
+            with contextlib.suppress(OSError):
+                import socket
+                socket.create_connection((host, int(port)), timeout=0.2).close()
+                return
+            time.sleep(0.02)
+        raise PermanentProviderError(f"data plane for {self.name} did not start listening")
+
+    def stop(self) -> None:
+        self._kill()
+        self.config_path.unlink(missing_ok=True)

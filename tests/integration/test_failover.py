@@ -1,0 +1,139 @@
+"""Whack-a-mole over two real network-namespace data centers, under a steady client load.
+
+Per data plane and kind of failure: cut the primary, check that no idempotent request failed and
+that the other location now serves and is primary; bring the cut one back, cut the new primary,
+see traffic come back: three rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from onepane.config import Settings
+from onepane.core import Core
+from onepane.deploy.spec import parse_spec
+from onepane.model import LocationCreate
+from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from tests.helpers import free_port, kill_instances, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+LOCS = ("ns-east", "ns-west")
+
+
+@dataclass
+class Load:
+    """A steady client: sequential keep-alive GETs, every outcome recorded."""
+
+    url: str
+    results: list[tuple[float, bool, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                t = time.monotonic()
+                try:
+                    r = http.get(self.url)
+                    ok = r.status_code == 200
+                    where = r.json()["location"] if ok else f"HTTP {r.status_code}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    ok, where = False, repr(exc)
+                self.results.append((t, ok, where))
+                time.sleep(0.005)
+
+    def failures(self) -> list[tuple[float, bool, str]]:
+        return [r for r in self.results if not r[1]]
+
+    def served_by(self, loc: str, since: float) -> bool:
+        recent = [r for r in self.results if r[0] > since]
+        return len(recent) >= 5 and all(r[2] == loc for r in recent[-5:])
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[Core]:
+    had = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                      capture_output=True, text=True).stdout
+    c = Core(Settings(state_dir=tmp_path, sync_interval=0.3, dns_port=None, locations=[
+        LocationCreate(name=LOCS[0], provider="netns", options={"index": 241}),
+        LocationCreate(name=LOCS[1], provider="netns", options={"index": 242})]))
+    c.runner.backoff = 0.01
+    c.start()
+    yield c
+    c.stop()
+    for plane in c.reconciler.planes.values():
+        plane.stop()
+    for name in LOCS:
+        p = c.registry.get(name) if name in c.registry.names() else None
+        if isinstance(p, NetnsProvider):
+            p.teardown()
+    kill_instances(tmp_path)
+    if not had:
+        subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def status(core: Core) -> dict[str, object]:
+    dep = core.deployments.get("shop")
+    return {"primary": dep.primary, **dep.status}
+
+
+def healthy(core: Core, loc: str) -> bool:
+    locs = core.deployments.get("shop").status.get("locations") or {}
+    return bool(locs.get(loc, {}).get("up"))
+
+
+@pytest.mark.parametrize("failure", ["kill", "silent"])
+@pytest.mark.parametrize("data_plane", ["builtin"])
+def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
+    port = free_port()
+    core.deployments.apply(parse_spec({
+        "name": "shop", "image": "httpecho", "size": "small",
+        "replicas": {LOCS[0]: 1, LOCS[1]: 1}, "listen": f"127.0.0.1:{port}",
+        "data_plane": data_plane,
+        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
+    wait_for(lambda: all(healthy(core, loc) for loc in LOCS), 30, what="both locations healthy")
+    assert status(core)["primary"] == LOCS[0]
+
+    load = Load(f"http://127.0.0.1:{port}/")
+    worker = threading.Thread(target=load.run)
+    worker.start()
+    try:
+        wait_for(lambda: load.served_by(LOCS[0], 0), 10, what="traffic at the primary")
+        primary = LOCS[0]
+        for round_ in range(3):
+            other = LOCS[1] if primary == LOCS[0] else LOCS[0]
+            provider = core.registry.get(primary)
+            assert isinstance(provider, NetnsProvider)
+            cut_at = time.monotonic()
+            if failure == "kill":
+                for inst in core.ops.list_instances(location=primary).items:
+                    provider.kill_instance(inst.id)
+            else:
+                provider.cut("silent")
+            wait_for(lambda other=other: status(core)["primary"] == other, 20,
+                     what=f"round {round_}: {other} to become primary")
+            wait_for(lambda other=other, t=cut_at: load.served_by(other, t), 10,
+                     what=f"round {round_}: traffic at {other}")
+            assert load.failures() == [], f"round {round_}: failed requests {load.failures()[:3]}"
+            # bring the cut location back; it must stay secondary
+            if failure == "silent":
+                provider.restore()
+            wait_for(lambda p=primary: healthy(core, p), 30, what=f"{primary} healthy again")
+            assert status(core)["primary"] == other
+            primary = other
+        assert load.failures() == []
+        assert len(load.results) > 100
+    finally:
+        load.stop.set()
+        worker.join()
+    kinds = [e.kind for e in core.events.list(subject="shop", limit=1000).items]
+    assert kinds.count("traffic.failover") == 3
