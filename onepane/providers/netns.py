@@ -8,7 +8,9 @@ that traffic for a location that is down never leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -61,9 +63,14 @@ class NetnsProvider(LocalProvider):
         if os.geteuid() != 0:
             raise PermanentProviderError("netns locations need root (ip netns)")
         ensure_catch_all()
-        if self.ns not in ip("netns", "list").stdout.split():
+        have_ns = self.ns in ip("netns", "list").stdout.split()
+        have_veth = ip("link", "show", self.host_if, check=False).returncode == 0
+        if have_ns and not have_veth:  # half-built by a run that died: start over
+            ip("netns", "del", self.ns, check=False)
+            have_ns = False
+        if not have_ns:
             ip("netns", "add", self.ns)
-        if ip("link", "show", self.host_if, check=False).returncode != 0:
+        if not have_veth:
             ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
             ip("link", "set", self.ns_if, "netns", self.ns)
             ip("addr", "add", f"{self.gateway}/24", "dev", self.host_if)
@@ -78,6 +85,10 @@ class NetnsProvider(LocalProvider):
         for rec in self._records():
             self._terminate(rec)
         self.restore()
+        # Anything else still inside would keep the namespace (and its veth) alive, unseen.
+        for pid in ip("netns", "pids", self.ns, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         ip("netns", "del", self.ns, check=False)
         deadline = time.monotonic() + 10
         while ip("link", "show", self.host_if, check=False).returncode == 0:

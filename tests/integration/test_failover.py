@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from onepane.config import Settings
@@ -23,39 +20,11 @@ from onepane.core import Core
 from onepane.deploy.spec import parse_spec
 from onepane.model import LocationCreate
 from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.traffic.drill import Load
 from tests.helpers import free_port, kill_instances, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 LOCS = ("ns-east", "ns-west")
-
-
-@dataclass
-class Load:
-    """A steady client: sequential keep-alive GETs, every outcome recorded."""
-
-    url: str
-    results: list[tuple[float, bool, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10) as http:
-            while not self.stop.is_set():
-                t = time.monotonic()
-                try:
-                    r = http.get(self.url)
-                    ok = r.status_code == 200
-                    where = r.json()["location"] if ok else f"HTTP {r.status_code}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    ok, where = False, repr(exc)
-                self.results.append((t, ok, where))
-                time.sleep(0.005)
-
-    def failures(self) -> list[tuple[float, bool, str]]:
-        return [r for r in self.results if not r[1]]
-
-    def served_by(self, loc: str, since: float) -> bool:
-        recent = [r for r in self.results if r[0] > since]
-        return len(recent) >= 5 and all(r[2] == loc for r in recent[-5:])
 
 
 @pytest.fixture
@@ -67,14 +36,14 @@ def core(tmp_path: Path) -> Iterator[Core]:
         LocationCreate(name=LOCS[1], provider="netns", options={"index": 242})]))
     c.runner.backoff = 0.01
     c.start()
+    providers = [c.registry.get(name) for name in LOCS]
     yield c
     c.stop()
     for plane in c.reconciler.planes.values():
         plane.stop()
-    for name in LOCS:
-        p = c.registry.get(name) if name in c.registry.names() else None
-        if isinstance(p, NetnsProvider):
-            p.teardown()
+    for p in providers:
+        assert isinstance(p, NetnsProvider)
+        p.teardown()  # stops the processes inside, deletes the namespace, waits for the veth
     kill_instances(tmp_path)
     if not had:
         subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
@@ -91,7 +60,7 @@ def healthy(core: Core, loc: str) -> bool:
 
 
 @pytest.mark.parametrize("failure", ["kill", "silent"])
-@pytest.mark.parametrize("data_plane", ["builtin"])
+@pytest.mark.parametrize("data_plane", ["builtin", "haproxy"])
 def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
     port = free_port()
     core.deployments.apply(parse_spec({
@@ -103,9 +72,7 @@ def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
     wait_for(lambda: all(healthy(core, loc) for loc in LOCS), 30, what="both locations healthy")
     assert status(core)["primary"] == LOCS[0]
 
-    load = Load(f"http://127.0.0.1:{port}/")
-    worker = threading.Thread(target=load.run)
-    worker.start()
+    load = Load(f"http://127.0.0.1:{port}/").start()
     try:
         wait_for(lambda: load.served_by(LOCS[0], 0), 10, what="traffic at the primary")
         primary = LOCS[0]
@@ -131,9 +98,8 @@ def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
             assert status(core)["primary"] == other
             primary = other
         assert load.failures() == []
-        assert len(load.results) > 100
+        assert len(load.samples) > 100
     finally:
-        load.stop.set()
-        worker.join()
+        load.stop()
     kinds = [e.kind for e in core.events.list(subject="shop", limit=1000).items]
     assert kinds.count("traffic.failover") == 3

@@ -14,6 +14,7 @@ BODY = json.dumps(IDENTITY).encode()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # head and body leave in one write, as one segment
 
     def do_GET(self) -> None:
         self.send_response(200)

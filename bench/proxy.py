@@ -1,0 +1,84 @@
+"""Requests/s and p99 through the built-in proxy and HAProxy (1 thread), on the same two
+backends, in the same run, with wrk; and direct to a backend as the ceiling.
+
+    .venv/bin/python bench/proxy.py [--seconds 8] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import free_port, result, wait_http
+from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
+from onepane.traffic.haproxy import HaproxyDataPlane
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert m, out
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(out)
+    return rps, p99
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=50)
+    args = ap.parse_args()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            ports = [free_port(), free_port()]
+            for i, port in enumerate(ports):
+                procs.append(subprocess.Popen([sys.executable, str(Path(__file__).parent /
+                                                                   "fastbackend.py"),
+                                               str(port), f"b{i}"]))
+            for port in ports:
+                wait_http(f"http://127.0.0.1:{port}/")
+            backends = tuple(("127.0.0.1", p) for p in ports)
+            builtin_port, hap_port = free_port(), free_port()
+            cfg = work / "builtin.json"
+            cfg.write_text(json.dumps({"listen": f"127.0.0.1:{builtin_port}", "mode": "http",
+                                       "policy": "weighted", "pools": [
+                                           {"name": "all", "weight": 1,
+                                            "backends": [list(b) for b in backends]}]}))
+            procs.append(subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy",
+                                           str(cfg)], stdout=subprocess.DEVNULL))
+            wait_http(f"http://127.0.0.1:{builtin_port}/")
+            hap = HaproxyDataPlane("bench", work)
+            hap.apply(DataPlaneConfig(listen=f"127.0.0.1:{hap_port}", mode="http",
+                                      policy="weighted",
+                                      pools=(PoolConfig("all", backends, 1),)))
+            rows = {}
+            for name, port in [("direct", ports[0]), ("haproxy", hap_port),
+                               ("builtin", builtin_port)]:
+                wrk(f"http://127.0.0.1:{port}/", 1, args.connections)  # warm up
+                rows[name] = wrk(f"http://127.0.0.1:{port}/", args.seconds, args.connections)
+            hap.stop()
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait()
+    print(f"wrk -t1 -c{args.connections} -d{args.seconds}s, two backends, 2 cores shared by all")
+    for name, (rps, p99) in rows.items():
+        print(f"  {name:8} {rps:10.0f} req/s   p99 {p99:7.2f} ms")
+    ratio = rows["builtin"][0] / rows["haproxy"][0]
+    print(f"  built-in / HAProxy: {ratio:.2f}")
+    result("proxy_vs_haproxy", ratio, "ratio", ">=", 0.5)
+
+
+if __name__ == "__main__":
+    main()

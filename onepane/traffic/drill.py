@@ -1,0 +1,89 @@
+"""A steady client load for failure drills: who answered, when, and what failed.
+
+Used by the failover tests and bench/failover.py, and handy by hand: run it against a
+deployment, cut a location, and read the switch off `switch()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Sample:
+    start: float
+    end: float
+    ok: bool
+    where: str  # the location that answered, or the error
+
+
+@dataclass
+class Switch:
+    failed: int
+    last_failure_s: float | None  # from the cut to the end of the last failed request
+    first_new_s: float | None  # from the cut to the first answer from another location
+    p99_ms: float  # latency of the requests started in the window after the cut
+    requests: int
+
+
+@dataclass
+class Load:
+    url: str
+    clients: int = 1
+    timeout: float = 10.0
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Load:
+        for _ in range(self.clients):
+            t = threading.Thread(target=self._run, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    r = http.get(self.url)
+                    ok = r.status_code == 200
+                    where = r.json()["location"] if ok else f"HTTP {r.status_code}"
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    ok, where = False, repr(exc)
+                with self._lock:
+                    self.samples.append(Sample(t0, time.monotonic(), ok, where))
+                time.sleep(0.002)
+
+    def snapshot(self) -> list[Sample]:
+        with self._lock:
+            return list(self.samples)
+
+    def failures(self) -> list[Sample]:
+        return [s for s in self.snapshot() if not s.ok]
+
+    def served_by(self, location: str, since: float, last: int = 5) -> bool:
+        recent = [s for s in self.snapshot() if s.start > since]
+        return len(recent) >= last and all(s.where == location for s in recent[-last:])
+
+    def switch(self, cut_at: float, old: str, window: float = 2.0) -> Switch:
+        after = [s for s in self.snapshot() if s.end > cut_at]
+        failed = [s for s in after if not s.ok]
+        new = [s for s in after if s.ok and s.where != old]
+        lat = sorted((s.end - s.start) * 1000 for s in after if s.start < cut_at + window)
+        p99 = lat[min(len(lat) - 1, int(0.99 * (len(lat) - 1)))] if lat else 0.0
+        return Switch(failed=len(failed),
+                      last_failure_s=max(s.end for s in failed) - cut_at if failed else None,
+                      first_new_s=min(s.end for s in new) - cut_at if new else None,
+                      p99_ms=p99, requests=len(after))

@@ -1,0 +1,252 @@
+"""HAProxy as a data plane, driven by onepane through its runtime API.
+
+The configuration is written once per deployment shape and holds *slots*: for every location a
+set of normal servers and a set of `backup` servers, all parked in maintenance. onepane fills
+and frees slots with the runtime API (`set server ... addr`, `state ready|maint`,
+`set weight`), so failovers, moves, replaced replicas and weight changes need no reload:
+reloads close idle keep-alive connections under clients that are just sending on them.
+
+active-passive: the primary's replicas sit in normal slots and the next location's in backup
+slots, so HAProxy itself falls over to the next location at the first refused or timed-out
+connection (`observe layer4` + `on-error mark-down`, `retry-on` + `option redispatch`), before
+onepane has even noticed; onepane then promotes that location and arms the one after it.
+active-active: every location's replicas in normal slots, weighted.
+A reload (seamless: `-x` hands the listening sockets over) happens only when the shape changes:
+another listen address or mode, a new location, or more replicas than slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..errors import PermanentProviderError
+from .dataplane import DataPlane, DataPlaneConfig
+
+HAPROXY = "haproxy"
+MIN_SLOTS = 4
+UP_WAIT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    listen: str
+    mode: str
+    locations: tuple[str, ...]
+    slots: int
+    attempt_timeout: float
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class SlotState:
+    addr: tuple[str, int] | None  # None: parked in maintenance
+    weight: int = 1
+
+
+def slot_prefix(location: str, backup: bool) -> str:
+    return ("b_" if backup else "n_") + re.sub(r"[^A-Za-z0-9_]", "_", location)
+
+
+def shape_of(config: DataPlaneConfig, current: Shape | None) -> Shape:
+    need = max([len(p.backends) for p in config.pools] + [MIN_SLOTS])
+    slots = current.slots if current and current.slots >= need else max(need, MIN_SLOTS) * 2
+    locations = tuple(sorted({p.name for p in config.pools}))
+    return Shape(config.listen, config.mode, locations, slots, config.attempt_timeout,
+                 config.connect_timeout)
+
+
+def render(shape: Shape, sock: Path) -> str:
+    http = shape.mode == "http"
+    lines = [
+        "global",
+        f"    stats socket {sock} mode 600 level admin expose-fd listeners",
+        "    maxconn 4096",
+        "    nbthread 1",
+        "defaults",
+        f"    mode {shape.mode}",
+        f"    timeout connect {int(shape.connect_timeout * 1000)}ms",
+        "    timeout client 30s",
+        f"    timeout server {int(shape.attempt_timeout * 1000)}ms",
+        "    retries 6",
+        "    option redispatch 1",
+    ]
+    if http:
+        lines.append("    retry-on conn-failure empty-response response-timeout 502 503 504")
+    lines += [
+        "frontend fe",
+        f"    bind {shape.listen}",
+        "    default_backend be",
+        "backend be",
+        "    balance roundrobin",
+        "    default-server check inter 250ms fall 2 rise 2 observe layer4 error-limit 1 "
+        "on-error mark-down",
+    ]
+    for loc in shape.locations:
+        for backup in (False, True):
+            lines.append(f"    server-template {slot_prefix(loc, backup)} {shape.slots} "
+                         f"127.0.0.1:1 disabled{' backup' if backup else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def desired_slots(config: DataPlaneConfig, shape: Shape) -> dict[str, SlotState]:
+    """Every slot's wanted address and weight for this configuration."""
+    want: dict[str, SlotState] = {}
+    for loc in shape.locations:
+        for backup in (False, True):
+            for i in range(1, shape.slots + 1):
+                want[f"{slot_prefix(loc, backup)}{i}"] = SlotState(None)
+    ordered = config.policy == "ordered"
+    for rank, pool in enumerate(config.pools):
+        if ordered and rank > 1:
+            break  # HAProxy has one level of backup: the next location in the order
+        backup = ordered and rank == 1
+        weight = 1 if ordered else max(0, min(256, pool.weight))
+        for i, backend in enumerate(pool.backends, start=1):
+            want[f"{slot_prefix(pool.name, backup)}{i}"] = SlotState(backend, weight)
+    return want
+
+
+class HaproxyDataPlane(DataPlane):
+    def __init__(self, name: str, workdir: Path) -> None:
+        super().__init__(name, workdir)
+        self.shape: Shape | None = None
+        self.slots: dict[str, SlotState] = {}
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.name}.haproxy.cfg"
+
+    @property
+    def sock(self) -> Path:
+        return self.workdir / f"{self.name}.haproxy.sock"
+
+    @property
+    def marker(self) -> str:
+        return str(self.config_path)
+
+    def apply(self, config: DataPlaneConfig) -> None:
+        if shutil.which(HAPROXY) is None:
+            raise PermanentProviderError("haproxy is not installed (apt-get install haproxy)")
+        shape = shape_of(config, self.shape)
+        pid = self.pid()
+        if pid is None or shape != self.shape:
+            self._start(shape, pid)
+            self.shape, self.slots = shape, {}
+        self._converge(desired_slots(config, shape))
+        self.applied = config
+
+    # ---- runtime API ---------------------------------------------------------------------
+
+    def _converge(self, want: dict[str, SlotState]) -> None:
+        """Arm new slots first, wait until they are up, then park the old ones: at no moment
+        is there less to serve from than before."""
+        armed = []
+        for name, st in want.items():
+            have = self.slots.get(name, SlotState(None))
+            if st.addr is None or have == st:
+                continue
+            if have.addr != st.addr:
+                if have.addr is not None:
+                    self.command(f"set server be/{name} state maint")
+                self.command(f"set server be/{name} addr {st.addr[0]} port {st.addr[1]}")
+                self.command(f"set server be/{name} weight {st.weight}")
+                self.command(f"set server be/{name} state ready")
+                armed.append(name)
+            else:
+                self.command(f"set server be/{name} weight {st.weight}")
+            self.slots[name] = st
+        self._wait_up(armed)
+        for name, st in want.items():
+            if st.addr is None and self.slots.get(name, SlotState(None)).addr is not None:
+                self.command(f"set server be/{name} state maint")
+                self.slots[name] = st
+
+    def _wait_up(self, names: list[str]) -> None:
+        deadline = time.monotonic() + UP_WAIT_S
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            states = self.server_states()
+            pending = {n for n in pending if states.get(n) != "2"}  # 2: running
+            if pending:
+                time.sleep(0.02)
+
+    def server_states(self) -> dict[str, str]:
+        """Slot name -> srv_op_state, from `show servers state`."""
+        lines = self.command("show servers state be").splitlines()
+        header = next((ln[2:].split() for ln in lines if ln.startswith("# ")), [])
+        if "srv_name" not in header:
+            return {}
+        i_name, i_state = header.index("srv_name"), header.index("srv_op_state")
+        out = {}
+        for ln in lines:
+            parts = ln.split()
+            if len(parts) > max(i_name, i_state) and not ln.startswith("#") and parts[0].isdigit():
+                out[parts[i_name]] = parts[i_state]
+        return out
+
+    def command(self, cmd: str) -> str:
+        """One runtime API command over the admin socket."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.sock))
+            s.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+        reply = b"".join(chunks).decode()
+        if reply.startswith(("Unknown command", "No such")) or "not found" in reply:
+            raise PermanentProviderError(f"haproxy runtime API: {cmd!r}: {reply.strip()}")
+        return reply
+
+    def drain(self, location: str) -> None:
+        """Let a location's servers finish what they have and take nothing new."""
+        for name, st in self.slots.items():
+            if st.addr is not None and name[2:].startswith(slot_prefix(location, False)[2:]):
+                self.command(f"set server be/{name} state drain")
+
+    # ---- process -------------------------------------------------------------------------
+
+    def _start(self, shape: Shape, old_pid: int | None) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(render(shape, self.sock))
+        check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(tmp)], capture_output=True,
+                               text=True)
+        if check.returncode != 0:
+            raise PermanentProviderError(f"haproxy rejected the configuration: {check.stderr}")
+        tmp.replace(self.config_path)
+        args = [HAPROXY, "-D", "-f", str(self.config_path), "-p", str(self.pidfile)]
+        if old_pid:
+            args += ["-x", str(self.sock), "-sf", str(old_pid)]
+        run = subprocess.run(args, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise PermanentProviderError(f"haproxy did not start: {run.stderr.strip()}")
+        host, port = shape.listen.rsplit(":", 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, FileNotFoundError, PermanentProviderError):
+                new_pid = int(self.pidfile.read_text().split()[0])
+                if new_pid != old_pid and f"Pid: {new_pid}" in self.command("show info"):
+                    socket.create_connection((host, int(port)), timeout=0.2).close()
+                    break
+            time.sleep(0.01)
+        else:
+            raise PermanentProviderError("haproxy did not start listening")
+        soft_deadline = time.monotonic() + 2
+        while old_pid and psutil.pid_exists(old_pid) and time.monotonic() < soft_deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(old_pid, os.WNOHANG)
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._kill()
+        self.config_path.unlink(missing_ok=True)
