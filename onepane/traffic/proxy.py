@@ -76,6 +76,9 @@ class Upstreams:
 
 class Request:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -145,7 +148,7 @@ class Proxy:
 
     async def handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         req = Request()
-        parser = httptools.HttpRequestParser(req)
+        parser = httptools.HttpRequestParser(req)  # one parser for every request on the connection
         try:
             while True:
                 data = await reader.read(65536)
@@ -159,16 +162,12 @@ class Proxy:
                 if not req.done:
                     continue
                 keep = parser.should_keep_alive()
-                method = parser.get_method()
-                _, head, body = await self.forward(method, req)
-                writer.write(head)
-                if body:
-                    writer.write(body)
+                _, head, body = await self.forward(parser.get_method(), req)
+                writer.write(head + body)  # one write, one segment for small replies
                 await writer.drain()
                 if not keep:
                     return
-                req = Request()
-                parser = httptools.HttpRequestParser(req)
+                req.reset()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -238,7 +237,8 @@ class Proxy:
             if reused and not got_any and not isinstance(exc, TimeoutError):
                 return await self.exchange(b, raw, head_only)  # a stale keep-alive connection
             raise BackendFailed(f"{type(exc).__name__}: {exc}", True, True) from exc
-        if parser.should_keep_alive() and not head_only:
+        if not head_only and not any(n.lower() == b"connection" and b"close" in v.lower()
+                                     for n, v in resp.headers):
             self.upstreams.give(b, (r, w))
         else:
             w.close()
