@@ -70,6 +70,9 @@ def kill_instances(state_dir: Path) -> None:
     for rec in state_dir.glob("locations/*/instances/*/instance.json"):
         with contextlib.suppress(Exception):
             os.killpg(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+    for pidfile in state_dir.glob("traffic/*.pid"):  # data planes outlive onepane too
+        with contextlib.suppress(Exception):
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
 
 
 def percentile(values: list[float], p: float) -> float:

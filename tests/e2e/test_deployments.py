@@ -1,0 +1,95 @@
+"""Deployments through the CLI against a running `onepane up`: apply, move, fail over, DNS, and
+the data plane outliving the control plane."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rcode
+import httpx
+
+from tests.e2e.test_cli import cli
+from tests.helpers import free_port, wait_for
+
+
+def spec(port: int, data_plane: str = "builtin") -> str:
+    return f"""
+name: shop
+image: httpecho
+size: nano
+replicas: {{dc-a: 1, dc-b: 1}}
+listen: 127.0.0.1:{port}
+data_plane: {data_plane}
+health: {{interval: 0.2, timeout: 0.3, rise: 2, fall: 2}}
+traffic: {{mode: active-passive, order: [dc-a, dc-b]}}
+"""
+
+
+def served_by(port: int) -> str:
+    return str(httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()["location"])
+
+
+def deployment(server: Any) -> dict[str, Any]:
+    r = cli(server, "-o", "json", "deployments", "show", "shop")
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def test_apply_move_failover_dns(start_server: Any, tmp_path: Path) -> None:
+    dns_port = free_port()
+    server = start_server(f"sync_interval = 0.5\ndns_port = {dns_port}\n")
+    port = free_port()
+    f = tmp_path / "shop.yaml"
+    f.write_text(spec(port))
+    r = cli(server, "deployments", "apply", "-f", str(f))
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: all(v["up"] for v in deployment(server)["status"]["locations"].values()),
+             30, what="both replicas healthy")
+    assert deployment(server)["primary"] == "dc-a" and served_by(port) == "dc-a"
+
+    assert cli(server, "move", "shop", "--to", "dc-b").returncode == 0
+    wait_for(lambda: served_by(port) == "dc-b", 10, what="traffic at dc-b after the move")
+    assert cli(server, "failover", "shop").returncode == 0
+    wait_for(lambda: served_by(port) == "dc-a", 10, what="traffic back at dc-a")
+
+    r = cli(server, "-o", "json", "events", "--kind", "traffic.")
+    kinds = [e["kind"] for e in json.loads(r.stdout)]
+    assert kinds == ["traffic.move", "traffic.failover"]
+
+    # DNS answers with what serves now
+    q = dns.message.make_query("shop.onepane.local", "SRV")
+    answer = dns.query.udp(q, "127.0.0.1", port=dns_port, timeout=2)
+    srv = answer.answer[0][0]
+    dc_a = [i for i in json.loads(cli(server, "-o", "json", "instances", "list", "--location",
+                                      "dc-a").stdout)]
+    assert srv.port == dc_a[0]["ports"]["app"]
+    nx = dns.query.udp(dns.message.make_query("nope.onepane.local", "A"), "127.0.0.1",
+                       port=dns_port, timeout=2)
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+
+    # moving to a location that is not healthy is refused, and nothing changes
+    r = cli(server, "move", "shop", "--to", "dc-z")
+    assert r.returncode == 2 and "dc-z" in r.stderr
+
+    # the data plane outlives the control plane
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    assert all(served_by(port) == "dc-a" for _ in range(20))
+
+
+def test_bad_specs_are_rejected_with_the_field(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("dns_port = 0\n")
+    f = tmp_path / "bad.yaml"
+    f.write_text(spec(free_port()).replace("size: nano", "size: gigantic"))
+    r = cli(server, "deployments", "apply", "-f", str(f))
+    assert r.returncode == 2 and "gigantic" in r.stderr and "replicas.dc-a" in r.stderr
+    f.write_text(spec(free_port()).replace("order: [dc-a, dc-b]", "order: [dc-a, mars]"))
+    r = cli(server, "deployments", "apply", "-f", str(f))
+    assert r.returncode == 2 and "traffic.order" in r.stderr
+    assert json.loads(cli(server, "-o", "json", "deployments", "list").stdout) == []
+    assert json.loads(cli(server, "-o", "json", "instances", "list").stdout) == []

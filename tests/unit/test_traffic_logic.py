@@ -1,0 +1,96 @@
+"""Pure logic of faux mobility: the spec, the traffic manager's decisions, the balancer."""
+
+from __future__ import annotations
+
+import pytest
+
+from onepane.deploy.spec import parse_spec
+from onepane.errors import InvalidInput
+from onepane.traffic.balancer import Balancer, Pool
+from onepane.traffic.manager import STARTUP_GRACE_S, decide
+
+SPEC = """
+name: shop
+image: httpecho
+replicas: {a: 1, b: 1, c: 1}
+traffic: {mode: active-passive, order: [a, b, c]}
+"""
+
+
+def test_spec_defaults_and_errors() -> None:
+    spec = parse_spec(SPEC)
+    assert spec.service == "shop" and spec.traffic.order == ["a", "b", "c"]
+    assert parse_spec('{"name": "x", "image": "i", "replicas": {"a": 1}}').traffic.order == ["a"]
+    bad = [
+        ("name: shop\nimage: i\nreplicas: {a: 1}\ntraffic: {order: [a, z]}", "traffic.order"),
+        ("name: Shop\nimage: i\nreplicas: {a: 1}", "name"),
+        ("name: shop\nimage: i\nreplicas: {}", "replicas"),
+        ("name: shop\nimage: i\nreplicas: {a: 1}\nhealth: {rise: 0}", "health.rise"),
+        ("name: shop\nimage: i\nreplicas: {a: 1}\nbogus: 1", "bogus"),
+        ("name: shop\n  image: [", "line"),
+        ("- just\n- a list", "mapping"),
+        ("name: shop\nimage: i\nreplicas: {a: 1}\ntraffic: {mode: active-active, weights: {z: 1}}",
+         "weights"),
+    ]
+    for text, where in bad:
+        with pytest.raises(InvalidInput, match=where):
+            parse_spec(text)
+
+
+def test_failover_walks_the_order_round_and_round_and_stays() -> None:
+    spec = parse_spec(SPEC)
+    d = decide(spec, None, set(), {}, 0.0)
+    assert (d.primary, d.reason) == ("a", "initial")
+    d = decide(spec, "a", {"b", "c"}, {}, 100.0, ever_up={"a", "b", "c"})
+    assert (d.primary, d.order, d.reason) == ("b", ["b", "c", "a"], "failover")
+    # a recovers: b stays primary (no failback without a command)
+    assert decide(spec, "b", {"a", "b", "c"}, {"a": 0.0}, 1000.0).primary == "b"
+    assert decide(spec, "b", {"a"}, {}, 100.0, ever_up={"b"}).primary == "a"  # c is down too
+    assert decide(spec, "c", {"a", "b"}, {}, 100.0, ever_up={"c"}).primary == "a"  # wraps
+    # nowhere to go: stay
+    assert decide(spec, "a", set(), {}, 100.0, ever_up={"a"}).primary == "a"
+
+
+def test_a_new_deployment_waits_for_its_first_location() -> None:
+    spec = parse_spec(SPEC)
+    # b came up first, a has never been up yet: within the grace, traffic waits for a
+    assert decide(spec, "a", {"b"}, {}, 1.0, ever_up={"b"}, started=0.0).primary == "a"
+    assert decide(spec, "a", {"b"}, {}, STARTUP_GRACE_S + 1, ever_up={"b"},
+                  started=0.0).primary == "b"
+
+
+def test_auto_failback_after_hold_down() -> None:
+    spec = parse_spec(SPEC.replace("order: [a, b, c]}", "order: [a, b, c], failback: auto, "
+                                                        "hold_down: 10}"))
+    assert decide(spec, "b", {"a", "b"}, {"a": 95.0}, 100.0).primary == "b"
+    d = decide(spec, "b", {"a", "b"}, {"a": 85.0}, 100.0)
+    assert (d.primary, d.reason) == ("a", "failback")
+
+
+def test_active_active_shares_by_weight() -> None:
+    spec = parse_spec("name: s\nimage: i\nreplicas: {a: 1, b: 1}\n"
+                      "traffic: {mode: active-active, weights: {a: 3, b: 1}}")
+    assert decide(spec, None, {"a", "b"}, {}, 0).weights == {"a": 3, "b": 1}
+    assert decide(spec, "a", {"b"}, {}, 0).weights == {"a": 0, "b": 1}
+
+
+def test_balancer_fails_over_locally_and_sticks() -> None:
+    a, b = ("10.0.0.1", 1), ("10.0.0.2", 1)
+    bal = Balancer([Pool("a", [a]), Pool("b", [b])])
+    assert bal.choose() == (bal.pools[0], a)
+    bal.mark_down(a)
+    assert bal.choose()[1] == b  # type: ignore[index]
+    bal.mark_up(a)
+    assert bal.choose()[1] == b  # type: ignore[index]  # sticky: no failback by itself
+    assert bal.choose({b})[1] == a  # type: ignore[index]  # a retry goes elsewhere
+
+
+def test_balancer_weights_and_last_resort() -> None:
+    a, b = ("a", 1), ("b", 1)
+    bal = Balancer([Pool("a", [a], weight=3), Pool("b", [b], weight=1)], policy="weighted")
+    picks = [bal.choose()[1] for _ in range(400)]  # type: ignore[index]
+    assert picks.count(a) == 300 and picks.count(b) == 100
+    bal.mark_down(a)
+    bal.mark_down(b)
+    assert bal.choose() is not None  # everything looks down: try rather than refuse
+    assert bal.choose({a, b}) is None
