@@ -65,9 +65,9 @@ class Balancer:
 
     def choose(self, exclude: set[Backend] | None = None) -> tuple[Pool, Backend] | None:
         """The next backend, skipping ones that are down or already failed this request."""
-        if not self.down and not exclude and self.policy == "ordered":
+        if not self.down and not exclude and (self.policy == "ordered" or len(self.pools) == 1):
             # The hot path: nothing has failed, so the current pool serves, round robin.
-            pool = self.pools[self.current] if self.pools else None
+            pool = self.pools[self.current % len(self.pools)] if self.pools else None
             if pool and pool.backends:
                 pool._next = (pool._next + 1) % len(pool.backends)
                 return pool, pool.backends[pool._next]

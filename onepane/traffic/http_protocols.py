@@ -1,0 +1,291 @@
+"""The built-in proxy's HTTP path as asyncio Protocols: callbacks, no task or stream per request.
+
+One request at a time per client connection: the client's request is parsed (httptools), sent
+to a backend over a pooled keep-alive upstream connection, and the parsed response written
+back. Failures (refused, reset, closed early, per-attempt timeout, 502/503/504) are retried on
+another backend for idempotent requests, and the failing backend is marked down at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .balancer import Backend
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+IDEMPOTENT = {b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"}
+RETRY_STATUS = {502, 503, 504}
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+              b"upgrade", b"trailer", b"content-length"}
+Done = Callable[["Upstream", int, "Message | None", "str | None", bool], None]
+
+
+class Message:
+    """A parsed request or response (httptools callbacks land here)."""
+
+    __slots__ = ("body", "done", "head_only", "headers", "reason", "url")
+
+    def __init__(self, head_only: bool = False) -> None:
+        self.reset(head_only)
+
+    def reset(self, head_only: bool = False) -> None:
+        """Reuse for the next message: the parser keeps calling this same object."""
+        self.url = b""
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.done = False
+        self.head_only = head_only
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.head_only:
+            self.done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class Upstream(asyncio.Protocol):
+    """A keep-alive connection to one backend, carrying one exchange at a time."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.done: Done | None = None
+        self.msg = Message()
+        self.resp: Message | None = None
+        self.parser = httptools.HttpResponseParser(self.msg)
+        self.got_any = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, raw: bytes, head_only: bool, timeout: float, done: Done) -> None:
+        self.done, self.got_any = done, False
+        self.msg.reset(head_only)
+        self.resp = self.msg
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._timeout)
+        assert self.transport is not None
+        self.transport.write(raw)
+
+    def data_received(self, data: bytes) -> None:
+        if self.resp is None:
+            return
+        self.got_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._finish(0, f"bad response: {exc}")
+            return
+        if self.resp.done:
+            status = self.parser.get_status_code()
+            if self.resp.head_only:  # llhttp still waits for a body: start afresh next time
+                self.parser = httptools.HttpResponseParser(self.msg)
+            self._finish(status, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.done is not None:
+            self._finish(0, f"closed by backend{f': {exc}' if exc else ''}")
+
+    def _timeout(self) -> None:
+        self._finish(0, "timeout")
+        if self.transport:
+            self.transport.abort()
+
+    def _finish(self, status: int, error: str | None) -> None:
+        done, resp, got_any = self.done, self.resp, self.got_any
+        self.done = self.resp = None
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        if done is not None:
+            done(self, status, resp if error is None else None, error, got_any)
+
+
+class Client(asyncio.Protocol):
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.req = Message()
+        self.parser = httptools.HttpRequestParser(self.req)
+        self.busy = False
+        self.pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy:  # pipelined: parse it once the current exchange is answered
+            self.pending += data
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._reply(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", keep=False)
+            return
+        if self.req.done:
+            self.busy = True
+            Exchange(self, self.parser.get_method(), self.req, self.parser.should_keep_alive())
+
+    def _reply(self, data: bytes, keep: bool) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(data)
+        if not keep:
+            self.transport.close()
+            return
+        self.busy = False
+        self.req.reset()
+        if self.pending:
+            data, self.pending = self.pending, b""
+            self.data_received(data)
+
+
+class Exchange:
+    """One client request and its attempts at backends."""
+
+    __slots__ = ("client", "keep", "method", "raw", "tried")
+
+    def __init__(self, client: Client, method: bytes, req: Message, keep: bool) -> None:
+        self.client, self.method, self.keep = client, method, keep
+        body = b"".join(req.body)
+        head = [method, b" ", req.url, b" HTTP/1.1\r\n"]
+        for name, value in req.headers:
+            if name.lower() not in HOP_BY_HOP:
+                head += [name, b": ", value, b"\r\n"]
+        head += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n"]
+        self.raw = b"".join(head) + body
+        self.tried: set[Backend] = set()
+        self.attempt("no backend available")
+
+    def attempt(self, last: str) -> None:
+        proxy = self.client.proxy
+        choice = proxy.balancer.choose(self.tried) if len(self.tried) < proxy.settings.attempts \
+            else None
+        if choice is None:
+            msg = f"onepane: no backend could serve the request ({last})\n".encode()
+            self.client._reply(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+                               b"content-length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg,
+                               self.keep)
+            return
+        backend = choice[1]
+        self.tried.add(backend)
+        up = proxy.pool.take(backend)
+        if up is not None:
+            self.send(up, reused=True)
+        else:
+            asyncio.get_running_loop().create_task(self.connect(backend))
+
+    async def connect(self, backend: Backend) -> None:
+        proxy = self.client.proxy
+        loop = asyncio.get_running_loop()
+        try:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(lambda: Upstream(backend), *backend),
+                proxy.settings.connect_timeout)
+        except (TimeoutError, OSError) as exc:
+            proxy.balancer.mark_down(backend)
+            proxy.pool.drop(backend)
+            proxy.retried += 1
+            self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
+            return
+        self.send(up, reused=False)
+
+    def send(self, up: Upstream, reused: bool) -> None:
+        head_only = self.method == b"HEAD"
+
+        def done(up: Upstream, status: int, resp: Message | None, error: str | None,
+                 got_any: bool) -> None:
+            self.finished(up, status, resp, error, got_any, reused)
+        up.send(self.raw, head_only, self.client.proxy.settings.attempt_timeout, done)
+
+    def finished(self, up: Upstream, status: int, resp: Message | None, error: str | None,
+                 got_any: bool, reused: bool) -> None:
+        proxy = self.client.proxy
+        b = up.backend
+        if resp is None:
+            if reused and not got_any and error != "timeout":
+                self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
+                self.attempt(error or "")
+                return
+            proxy.balancer.mark_down(b)
+            proxy.pool.drop(b)
+            if self.method not in IDEMPOTENT:
+                self.client._reply(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
+                                   self.keep)
+                return
+            proxy.retried += 1
+            self.attempt(f"{b[0]}:{b[1]} {error}")
+            return
+        if not any(n.lower() == b"connection" and b"close" in v.lower() for n, v in resp.headers) \
+                and not resp.head_only and not up.closed:
+            proxy.pool.give(b, up)
+        elif up.transport:
+            up.transport.close()
+        if status in RETRY_STATUS and self.method in IDEMPOTENT and \
+                len(self.tried) < proxy.settings.attempts:
+            proxy.retried += 1
+            self.attempt(f"{b[0]}:{b[1]} answered {status}")
+            return
+        proxy.served += 1
+        self.client._reply(render(status, resp), self.keep)
+
+
+def render(status: int, resp: Message) -> bytes:
+    body = b"" if resp.head_only else b"".join(resp.body)
+    out = [b"HTTP/1.1 ", str(status).encode(), b" ", resp.reason or b"OK", b"\r\n"]
+    for name, value in resp.headers:
+        low = name.lower()
+        if low in HOP_BY_HOP and not (resp.head_only and low == b"content-length"):
+            continue
+        out += [name, b": ", value, b"\r\n"]
+    if not resp.head_only:
+        out += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
+    out.append(b"\r\n")
+    out.append(body)
+    return b"".join(out)
+
+
+class UpstreamPool:
+    def __init__(self) -> None:
+        self.idle: dict[Backend, list[Upstream]] = {}
+
+    def take(self, b: Backend) -> Upstream | None:
+        conns = self.idle.get(b)
+        while conns:
+            up = conns.pop()
+            if not up.closed:
+                return up
+        return None
+
+    def give(self, b: Backend, up: Upstream) -> None:
+        self.idle.setdefault(b, []).append(up)
+
+    def drop(self, b: Backend) -> None:
+        for up in self.idle.pop(b, []):
+            if up.transport:
+                up.transport.close()

@@ -1,0 +1,130 @@
+"""The built-in data plane as a real process: HTTP semantics, retries, TCP mode, reloads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers import free_port, port_open, wait_for
+
+
+class Backend(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, name: str, status: int = 200) -> None:
+        self.name, self.status, self.posts = name, status, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def reply(self) -> None:
+                body = json.dumps({"location": outer.name}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = reply
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts += 1
+                self.reply()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def addr(self) -> list[Any]:
+        return ["127.0.0.1", self.server_address[1]]
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[Any]:
+    procs = []
+
+    def start(pools: list[dict[str, Any]], mode: str = "http", policy: str = "ordered") -> str:
+        port = free_port()
+        cfg = tmp_path / f"p{port}.json"
+        cfg.write_text(json.dumps({"listen": f"127.0.0.1:{port}", "mode": mode, "policy": policy,
+                                   "pools": pools, "attempt_timeout": 1.0}))
+        p = subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append((p, cfg))
+        wait_for(lambda: port_open("127.0.0.1", port), 10, what="proxy")
+        return f"http://127.0.0.1:{port}"
+    yield start
+    for p, _ in procs:
+        p.terminate()
+        p.wait(5)
+
+
+def httpecho(name: str) -> tuple[subprocess.Popen[bytes], list[Any]]:
+    port = free_port()
+    app = Path(__file__).resolve().parents[2] / "onepane" / "apps" / "httpecho"
+    p = subprocess.Popen([sys.executable, "server.py"], cwd=app,
+                         env={"PORT": str(port), "ONEPANE_LOCATION": name})
+    wait_for(lambda: port_open("127.0.0.1", port), 10, what="httpecho")
+    return p, ["127.0.0.1", port]
+
+
+def test_http_semantics_and_local_failover(proxy: Any) -> None:
+    (pa, a), (pb, b) = httpecho("a"), httpecho("b")
+    try:
+        url = proxy([{"name": "a", "backends": [a]}, {"name": "b", "backends": [b]}])
+        with httpx.Client() as http:
+            assert http.get(url + "/x?y=1").json()["location"] == "a"
+            head = http.head(url)
+            assert head.status_code == 200 and head.content == b""
+            pa.kill()  # its connections die with it: the proxy moves to b and stays there
+            pa.wait()
+            assert [http.get(url).json()["location"] for _ in range(10)] == ["b"] * 10
+    finally:
+        for p in (pa, pb):
+            p.kill()
+            p.wait()
+
+
+def test_retries_a_503_elsewhere_but_never_repeats_a_post(proxy: Any) -> None:
+    sick, ok = Backend("sick", status=503), Backend("ok")
+    url = proxy([{"name": "all", "backends": [sick.addr, ok.addr]}], policy="weighted")
+    with httpx.Client() as http:
+        assert all(http.get(url).json() == {"location": "ok"} for _ in range(6))
+        statuses = [http.post(url, content=b"x").status_code for _ in range(6)]
+    assert 503 in statuses  # a POST that reached the sick backend is not sent again
+    assert sick.posts + ok.posts == 6
+
+
+def test_tcp_mode_and_reload(proxy: Any, tmp_path: Path) -> None:
+    a, b = Backend("a"), Backend("b")
+    url = proxy([{"name": "a", "backends": [a.addr]}], mode="tcp")
+    assert httpx.get(url).json() == {"location": "a"}
+    port = int(url.rsplit(":", 1)[1])
+    cfg = tmp_path / f"p{port}.json"
+    body = json.loads(cfg.read_text())
+    body["pools"] = [{"name": "b", "backends": [b.addr]}]
+    cfg.write_text(json.dumps(body))
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(cfg) in " ".join(proc.info["cmdline"] or []):
+            proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: httpx.get(url).json() == {"location": "b"}, 5, what="reloaded config")
+    with socket.create_connection(("127.0.0.1", port)) as s:  # raw bytes pass through
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert b'"location": "b"' in s.recv(4096) + s.recv(4096)
