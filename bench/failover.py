@@ -8,50 +8,23 @@ primary, requests failed, p99 latency during the switch. Needs root (network nam
 from __future__ import annotations
 
 import argparse
-import contextlib
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import free_port, kill_instances, result
-from onepane.config import Settings
+from bench.common import free_port, result
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
-from onepane.model import LocationCreate
-from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.lab import netns_lab
+from onepane.providers.netns import NetnsProvider
 from onepane.traffic.drill import Load, Switch
 
 LOCS = ("bench-east", "bench-west")
 # A request already sent to a location that goes silent waits this long before it is retried
 # elsewhere: the knob that bounds the switch after a silent outage (the spec's default is 5 s).
 ATTEMPT_TIMEOUT = 0.8
-
-
-@contextlib.contextmanager
-def lab(state: Path) -> Iterator[Core]:
-    had = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
-                                      capture_output=True, text=True).stdout
-    core = Core(Settings(state_dir=state, sync_interval=0.3, dns_port=None, locations=[
-        LocationCreate(name=LOCS[0], provider="netns", options={"index": 245}),
-        LocationCreate(name=LOCS[1], provider="netns", options={"index": 246})]))
-    core.start()
-    providers = [core.registry.get(n) for n in LOCS]
-    try:
-        yield core
-    finally:
-        core.stop()
-        for plane in core.reconciler.planes.values():
-            plane.stop()
-        for p in providers:
-            assert isinstance(p, NetnsProvider)
-            p.teardown()
-        kill_instances(state)
-        if not had:
-            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 
 
 def wait(cond: object, timeout: float, what: str) -> None:
@@ -68,7 +41,8 @@ def up(core: Core, name: str, loc: str) -> bool:
 
 
 def drill(data_plane: str, failure: str, clients: int, rounds: int) -> list[Switch]:
-    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp, lab(Path(tmp)) as core:
+    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp, \
+            netns_lab(Path(tmp), {LOCS[0]: 245, LOCS[1]: 246}, sync_interval=0.3) as core:
         port = free_port()
         name = f"fo-{data_plane}"
         core.deployments.apply(parse_spec({

@@ -8,18 +8,16 @@ see traffic come back: three rounds.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onepane.config import Settings
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
-from onepane.model import LocationCreate
-from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.lab import netns_lab
+from onepane.providers.netns import NetnsProvider
 from onepane.traffic.drill import Load
 from tests.helpers import free_port, kill_instances, wait_for
 
@@ -29,24 +27,9 @@ LOCS = ("ns-east", "ns-west")
 
 @pytest.fixture
 def core(tmp_path: Path) -> Iterator[Core]:
-    had = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
-                                      capture_output=True, text=True).stdout
-    c = Core(Settings(state_dir=tmp_path, sync_interval=0.3, dns_port=None, locations=[
-        LocationCreate(name=LOCS[0], provider="netns", options={"index": 241}),
-        LocationCreate(name=LOCS[1], provider="netns", options={"index": 242})]))
-    c.runner.backoff = 0.01
-    c.start()
-    providers = [c.registry.get(name) for name in LOCS]
-    yield c
-    c.stop()
-    for plane in c.reconciler.planes.values():
-        plane.stop()
-    for p in providers:
-        assert isinstance(p, NetnsProvider)
-        p.teardown()  # stops the processes inside, deletes the namespace, waits for the veth
+    with netns_lab(tmp_path, {LOCS[0]: 241, LOCS[1]: 242}, sync_interval=0.3) as c:
+        yield c
     kill_instances(tmp_path)
-    if not had:
-        subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 
 
 def status(core: Core) -> dict[str, object]:

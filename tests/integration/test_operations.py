@@ -84,21 +84,22 @@ def test_idempotency_key_makes_one_server(core: Core) -> None:
     assert len(core.registry.get("dc-a").list_instances()) == 1
 
 
-def test_transient_errors_are_retried(core: Core, tmp_path: Path) -> None:
-    flaky = Flaky("dc-b", tmp_path, failures=2)
-    flaky.setup()
+def swap(core: Core, provider: LocalProvider, workers: int | None = None) -> None:
+    """Put a (misbehaving) provider in place of dc-b's."""
+    provider.setup()
     core.registry.remove("dc-b")
-    core.registry.add(flaky)
+    core.registry.add(provider, workers=workers)
+
+
+def test_transient_errors_are_retried(core: Core, tmp_path: Path) -> None:
+    swap(core, Flaky("dc-b", tmp_path, failures=2))
     job = done(core, create(core, "web", "dc-b"))
     assert job.status == "succeeded" and job.attempts == 3
     assert core.ops.get_instance(job.target).state == InstanceState.running
 
 
 def test_permanent_failure_leaves_nothing_behind(core: Core, tmp_path: Path) -> None:
-    flaky = Flaky("dc-b", tmp_path, failures=99)
-    flaky.setup()
-    core.registry.remove("dc-b")
-    core.registry.add(flaky)
+    swap(core, Flaky("dc-b", tmp_path, failures=99))
     job = done(core, create(core, "web", "dc-b"))
     assert job.status == "failed" and job.error["transient"] is True and job.attempts == 5
     assert core.ops.list_instances().items == []
@@ -115,9 +116,7 @@ def test_permanent_failure_leaves_nothing_behind(core: Core, tmp_path: Path) -> 
 
 def test_a_hung_provider_does_not_stall_the_others(core: Core, tmp_path: Path) -> None:
     hung = Hanging("dc-b", tmp_path)
-    hung.setup()
-    core.registry.remove("dc-b")
-    core.registry.add(hung, workers=2)
+    swap(core, hung, workers=2)
     try:
         stuck = [create(core, f"stuck-{i}", "dc-b") for i in range(4)]  # fills its pool twice
         fine = [create(core, f"fine-{i}", "dc-a") for i in range(4)]

@@ -1,0 +1,43 @@
+"""A throwaway lab: onepane in-process over network-namespace data centers, torn down after.
+
+For failure drills, the failover tests and bench/failover.py. Needs root. The catch-all
+blackhole route is installed before the first namespace and removed only after the last veth
+is gone (RECIPES.md §6), so drill traffic never leaves the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Settings
+from .core import Core
+from .model import LocationCreate, ProviderKind
+from .providers.netns import CATCH_ALL, NetnsProvider, ensure_catch_all
+
+
+@contextlib.contextmanager
+def netns_lab(state_dir: Path, locations: dict[str, int], **settings: object) -> Iterator[Core]:
+    """`locations`: name -> subnet index (10.200.<index>.0/24)."""
+    had = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                      capture_output=True, text=True).stdout
+    ensure_catch_all()
+    core = Core(Settings(state_dir=state_dir, dns_port=None, locations=[
+        LocationCreate(name=name, provider=ProviderKind.netns, options={"index": index})
+        for name, index in locations.items()], **settings))  # type: ignore[arg-type]
+    core.runner.backoff = 0.01
+    core.start()
+    providers = [core.registry.get(name) for name in locations]
+    try:
+        yield core
+    finally:
+        core.stop()
+        for plane in core.reconciler.planes.values():
+            plane.stop()
+        for p in providers:
+            assert isinstance(p, NetnsProvider)
+            p.teardown()  # processes inside, the namespace, then waits for the veth
+        if not had:
+            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
