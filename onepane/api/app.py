@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .. import __version__, web
 from ..core import Core
 from . import deployments, inventory, problems
 
@@ -20,6 +20,8 @@ def create_app(core: Core) -> FastAPI:
     problems.install(app)
     app.include_router(inventory.router)
     app.include_router(deployments.router)
+
+    web.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -119,6 +119,12 @@ def list_instances(request: Request, location: str | None = None, provider: str 
                                             name=name, tags=tags, limit=limit, cursor=cursor)
 
 
+@router.get("/inventory/summary", dependencies=[viewer])
+def inventory_summary(request: Request) -> dict[str, dict[str, int]]:
+    """Instance counts per location and state."""
+    return core(request).ops.summary()
+
+
 @router.post("/instances", status_code=202, dependencies=[operator])
 def create_instance(request: Request, response: Response, req: InstanceCreate,
                     key: IdemKey = None) -> Job:

@@ -10,7 +10,7 @@ import base64
 import re
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,6 +93,16 @@ class Operations:
         if cursor:
             q = q.where(InstanceRow.id > decode_cursor(cursor))
         return self._page(q, limit, instance_view_from_columns)
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Instance counts per location and state, for the overview (one GROUP BY)."""
+        q = select(InstanceRow.location, InstanceRow.state, func.count()).group_by(
+            InstanceRow.location, InstanceRow.state)
+        out: dict[str, dict[str, int]] = {}
+        with self.store.tx() as s:
+            for loc, state, n in s.execute(q):
+                out.setdefault(loc, {})[state] = n
+        return out
 
     def get_instance(self, instance_id: str) -> Instance:
         with self.store.tx() as s:

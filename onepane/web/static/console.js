@@ -1,0 +1,305 @@
+// The onepane console: one page, hash routes, the public API only.
+// Everything from the API is put into the page as text (textContent), never as HTML.
+
+const main = document.getElementById("main");
+const TOKEN_KEY = "onepane-token";
+let stopPage = () => {};
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) el.append(c instanceof Node ? c : String(c ?? ""));
+  return el;
+}
+
+async function api(path, opts = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
+  if (opts.body) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { ...opts, headers, body: opts.body && JSON.stringify(opts.body) });
+  if (r.status === 401) { showLogin(); throw new Error("not logged in"); }
+  const data = r.status === 204 ? null : await r.json();
+  if (!r.ok) throw new Error(data?.detail || r.statusText);
+  return data;
+}
+
+function table(columns, rows, rowAttrs = () => ({})) {
+  return h("table", {}, h("thead", {}, h("tr", {}, columns.map(c => h("th", {}, c.title)))),
+    h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => h("td", {}, c.cell(r)))))));
+}
+
+const stateClass = s => ({ running: "ok", ok: "ok", stopped: "warning", pending: "warning" }[s] || "bad");
+const badge = s => h("span", { class: stateClass(s) }, s);
+const ready = () => main.setAttribute("data-ready", location.hash || "#/overview");
+
+// ---- login ------------------------------------------------------------------------------------
+
+function showLogin() {
+  stopPage();
+  document.getElementById("logout").hidden = true;
+  main.replaceChildren(document.getElementById("login").content.cloneNode(true));
+  document.getElementById("login-form").addEventListener("submit", async e => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+    try { await api("/v1/locations"); route(); }
+    catch (err) { document.getElementById("login-error").textContent = "That token was refused."; }
+  });
+}
+
+document.getElementById("logout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY); showLogin();
+});
+
+// ---- overview ---------------------------------------------------------------------------------
+
+async function overview() {
+  const [locs, summary, deps] = await Promise.all([
+    api("/v1/locations"), api("/v1/inventory/summary"), api("/v1/deployments")]);
+  const problems = l => (l.status !== "ok" ? 2 : 0) + ((summary[l.name]?.error || 0) + (summary[l.name]?.missing || 0) ? 1 : 0);
+  locs.sort((a, b) => problems(b) - problems(a) || a.name.localeCompare(b.name));
+  const total = s => Object.values(s || {}).reduce((a, b) => a + b, 0);
+  main.replaceChildren(
+    h("h2", {}, "Overview"),
+    h("div", { class: "grid" }, locs.map(l => h("div", { class: "card location", "data-location": l.name },
+      h("h3", {}, l.name, " ", badge(l.status)),
+      h("div", {}, `${l.provider}${l.driver ? " / " + l.driver : ""} · ${l.region}`),
+      h("div", {}, Object.entries(l.labels).map(([k, v]) => h("span", { class: "pill" }, `${k}=${v}`))),
+      h("div", {}, `${total(summary[l.name])} instances: `,
+        Object.entries(summary[l.name] || {}).map(([s, n]) => h("span", { class: "pill " + stateClass(s) }, `${n} ${s}`))),
+      l.status_detail ? h("div", { class: "error" }, l.status_detail) : "",
+    ))),
+    h("h3", {}, "Deployments"),
+    table([
+      { title: "name", cell: d => h("a", { href: `#/deployments/${d.name}` }, d.name) },
+      { title: "primary", cell: d => d.primary || "" },
+      { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
+          h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
+    ], deps));
+  ready();
+}
+
+// ---- inventory --------------------------------------------------------------------------------
+
+async function inventory() {
+  const locsP = api("/v1/locations");  // for the filter only: do not wait for it to list
+  const f = { location: "", state: "", name: "" };
+  const body = h("div");
+  const select = (key, options) => h("select", { id: `filter-${key}`, onchange: e => { f[key] = e.target.value; load(); } },
+    h("option", { value: "" }, `all ${key}s`), options.map(o => h("option", { value: o }, o)));
+  const locSelect = select("location", []);
+  locsP.then(locs => locSelect.append(...locs.map(l => h("option", { value: l.name }, l.name))));
+  main.replaceChildren(h("h2", {}, "Inventory"),
+    h("div", { class: "filters" },
+      locSelect,
+      select("state", ["running", "stopped", "pending", "error", "missing"]),
+      h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } })),
+    body);
+
+  async function act(inst, action) {
+    if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return;
+    const job = action === "destroy"
+      ? await api(`/v1/instances/${inst.id}`, { method: "DELETE" })
+      : await api(`/v1/instances/${inst.id}/${action}`, { method: "POST" });
+    for (let i = 0; i < 100; i++) {
+      const j = await api(`/v1/jobs/${job.id}`);
+      if (j.status === "succeeded" || j.status === "failed") break;
+      await new Promise(r => setTimeout(r, 100));
+    }
+    load();
+  }
+
+  const columns = [
+    { title: "name", cell: i => i.name }, { title: "id", cell: i => i.id },
+    { title: "location", cell: i => i.location }, { title: "provider", cell: i => i.provider },
+    { title: "state", cell: i => badge(i.state) }, { title: "image", cell: i => i.image },
+    { title: "size", cell: i => i.size },
+    { title: "address", cell: i => `${i.addresses[0] || ""}${i.ports.app ? ":" + i.ports.app : ""}` },
+    { title: "", cell: i => ["start", "stop", "reboot", "destroy"].map(a =>
+        h("button", { "data-action": a, onclick: () => act(i, a) }, a)) },
+  ];
+  const rowAttrs = i => ({ "data-instance": i.id, "data-location": i.location });
+  let seq = 0;
+  async function load() {
+    const mine = ++seq;
+    const q = new URLSearchParams({ limit: "100" });  // a page at a time keeps rendering fast
+    for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+    const extras = Promise.all([api("/v1/volumes?limit=200"), api("/v1/networks?limit=200")]);
+    const page = await api(`/v1/instances?${q}`);
+    if (mine !== seq) return;
+    const instances = table(columns, page.items, rowAttrs);
+    const more = h("p");
+    let cursor = page.next_cursor;
+    const addMore = () => {
+      more.replaceChildren(cursor ? h("button", { id: "more", onclick: async () => {
+        q.set("cursor", cursor);
+        const next = await api(`/v1/instances?${q}`);
+        instances.tBodies[0].append(...next.items.map(i => h("tr", rowAttrs(i), columns.map(c => h("td", {}, c.cell(i))))));
+        cursor = next.next_cursor;
+        addMore();
+      } }, "Load more") : "");
+    };
+    addMore();
+    const below = h("div");
+    body.replaceChildren(instances, more, below);
+    ready();  // the instances are on screen; volumes and networks follow below them
+    const [vols, nets] = await extras;
+    if (mine !== seq) return;
+    below.replaceChildren(
+      h("h3", {}, "Volumes"),
+      table([{ title: "name", cell: v => v.name }, { title: "location", cell: v => v.location },
+        { title: "size", cell: v => `${v.size_gb} GB` }, { title: "state", cell: v => v.state },
+        { title: "attached to", cell: v => v.attached_to || "" }], vols.items),
+      h("h3", {}, "Networks"),
+      table([{ title: "name", cell: n => n.name }, { title: "location", cell: n => n.location },
+        { title: "cidr", cell: n => n.cidr || "" }, { title: "state", cell: n => n.state }], nets.items));
+  }
+  await load();
+}
+
+// ---- deployments ------------------------------------------------------------------------------
+
+async function deployments(name) {
+  const deps = await api("/v1/deployments");
+  if (!name && deps.length) name = deps[0].name;
+  const history = {};  // location -> [[t, healthy]]
+  let chart = null;
+  const view = h("div");
+  main.replaceChildren(h("h2", {}, "Deployments"),
+    h("div", { class: "filters" }, deps.map(d => h("a", { class: "pill", href: `#/deployments/${d.name}` }, d.name))),
+    view);
+  if (!name) { view.append("No deployments yet: onepane deployments apply -f spec.yaml"); ready(); return; }
+
+  async function render() {
+    const [d, evs] = await Promise.all([api(`/v1/deployments/${name}`),
+      api(`/v1/events?subject=${encodeURIComponent(name)}&kind=traffic.&limit=1000`)]);
+    const locs = d.status.locations || {};
+    const now = Date.now() / 1000;
+    for (const [l, v] of Object.entries(locs)) (history[l] ||= []).push([now, v.healthy]);
+    const move = async to => {
+      if (!confirm(`Move ${name} to ${to}?`)) return;
+      try { await api(`/v1/deployments/${name}/move`, { method: "POST", body: { to } }); }
+      catch (err) { alert(err.message); }
+      render();
+    };
+    const failover = async () => {
+      if (!confirm(`Fail ${name} over to the next healthy location?`)) return;
+      try { await api(`/v1/deployments/${name}/failover`, { method: "POST" }); }
+      catch (err) { alert(err.message); }
+      render();
+    };
+    const chartBox = h("div", { id: "chart" });
+    view.replaceChildren(
+      h("div", { class: "card" },
+        h("h3", {}, name, " · primary ", h("span", { id: "primary", class: "ok" }, d.primary || "none")),
+        h("div", {}, `${d.spec.traffic.mode} · listening on ${d.listen} · data plane ${d.spec.data_plane} · serving `,
+          h("strong", { id: "serving" }, (d.status.serving || []).join(", "))),
+        table([
+          { title: "location", cell: ([l]) => l },
+          { title: "healthy / replicas", cell: ([, v]) => `${v.healthy} / ${v.replicas}` },
+          { title: "state", cell: ([, v]) => badge(v.up ? "ok" : "down") },
+          { title: "weight", cell: ([l]) => String((d.status.weights || {})[l] ?? (l === d.primary ? "all" : "standby")) },
+          { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up, onclick: () => move(l) }, `Move to ${l}`) },
+        ], Object.entries(locs)),
+        h("p", {}, h("button", { id: "failover", onclick: failover }, "Fail over now"))),
+      h("div", { class: "card" }, h("h3", {}, "Healthy replicas over time"), chartBox),
+      h("div", { class: "card" }, h("h3", {}, "Failovers and moves"),
+        h("ul", { class: "timeline", id: "timeline" }, evs.items.slice().reverse().map(e =>
+          h("li", { "data-kind": e.kind }, `${e.ts.replace("T", " ").slice(0, 19)} · ${e.message}`)))));
+    const names = Object.keys(history);
+    if (names.length && window.uPlot) {
+      const xs = history[names[0]].map(p => p[0]);
+      const data = [xs, ...names.map(l => history[l].map(p => p[1]))];
+      chart = new uPlot({ width: Math.min(900, main.clientWidth - 40), height: 180,
+        series: [{}, ...names.map((l, i) => ({ label: l, stroke: ["#1f6feb", "#d97706", "#16a34a", "#db2777"][i % 4] }))] },
+        data, chartBox);
+    }
+    ready();
+  }
+  await render();
+  // live: every traffic or health event for this deployment redraws the page
+  stopPage = follow(ev => { if (ev.subject === name) render(); });
+}
+
+// ---- images -----------------------------------------------------------------------------------
+
+async function images() {
+  const locs = await api("/v1/locations");
+  main.replaceChildren(h("h2", {}, "Images"));
+  const lists = await Promise.all(locs.map(l =>
+    api(`/v1/images?location=${encodeURIComponent(l.name)}&limit=50`).catch(e => ({ error: e.message }))));
+  locs.forEach((l, i) => main.append(h("div", { class: "card" }, h("h3", {}, l.name),
+    lists[i].error ? h("p", { class: "error" }, lists[i].error)
+      : table([{ title: "id", cell: im => im.id }, { title: "name", cell: im => im.name },
+               { title: "kind", cell: im => im.extra.kind || "" }], lists[i]))));
+  ready();
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+async function events() {
+  let filter = "";
+  const tbody = h("tbody", { id: "events-feed" });
+  const row = e => h("tr", { "data-kind": e.kind }, h("td", {}, e.ts.replace("T", " ").slice(0, 23)),
+    h("td", { class: e.severity }, e.severity), h("td", {}, e.kind), h("td", {}, e.location || ""),
+    h("td", {}, e.subject || ""), h("td", {}, e.message));
+  async function load() {
+    const page = await api(`/v1/events?limit=1000${filter ? "&kind=" + encodeURIComponent(filter) : ""}`);
+    tbody.replaceChildren(...page.items.slice(-200).reverse().map(row));
+  }
+  main.replaceChildren(h("h2", {}, "Events ", h("small", { id: "live" }, "(live)")),
+    h("div", { class: "filters" }, h("input", { id: "event-filter", placeholder: "kind prefix, e.g. traffic.",
+      oninput: e => { filter = e.target.value; load(); } })),
+    h("table", {}, h("thead", {}, h("tr", {}, ["time", "severity", "kind", "location", "subject", "message"].map(t => h("th", {}, t)))), tbody));
+  await load();
+  stopPage = follow(e => { if (!filter || e.kind.startsWith(filter)) { const r = row(e); r.className = "new"; tbody.prepend(r); } });
+  ready();
+}
+
+// Server-sent events read through fetch, so that the token travels in a header.
+function follow(onEvent) {
+  const ctrl = new AbortController();
+  (async () => {
+    while (!ctrl.signal.aborted) {
+      try {
+        const r = await fetch("/v1/events/stream", { signal: ctrl.signal,
+          headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` } });
+        const reader = r.body.getReader();
+        const dec = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let i;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const chunk = buf.slice(0, i); buf = buf.slice(i + 2);
+            const data = chunk.split("\n").find(l => l.startsWith("data: "));
+            if (data) onEvent(JSON.parse(data.slice(6)));
+          }
+        }
+      } catch (err) { if (ctrl.signal.aborted) return; }
+      await new Promise(r => setTimeout(r, 1000));
+    }
+  })();
+  return () => ctrl.abort();
+}
+
+// ---- routing ----------------------------------------------------------------------------------
+
+const pages = { overview, inventory, deployments, images, events };
+
+async function route() {
+  stopPage(); stopPage = () => {};
+  main.removeAttribute("data-ready");
+  if (!sessionStorage.getItem(TOKEN_KEY)) { showLogin(); return; }
+  document.getElementById("logout").hidden = false;
+  const [, page = "overview", arg] = (location.hash || "#/overview").split("/");
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.hash === `#/${page}`));
+  try { await (pages[page] || overview)(arg && decodeURIComponent(arg)); }
+  catch (err) { if (err.message !== "not logged in") main.replaceChildren(h("p", { class: "error" }, err.message)); }
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,119 @@
+"""The console in a real browser (Debian's chromium through Playwright) against `onepane up`:
+log in, see instances from two locations, stop one, watch a failover arrive live when a data
+center is cut off, move it back from the deployments page. Screenshots go to docs/screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+NETNS = {"ns-a": 237, "ns-b": 238}
+
+
+@pytest.fixture
+def server(start_server: Any) -> Iterator[Any]:
+    had = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                      capture_output=True, text=True).stdout
+    netns = "".join(f'[locations.{n}]\nprovider = "netns"\noptions = {{ index = {i} }}\n'
+                    for n, i in NETNS.items())
+    s = start_server('sync_interval = 0.5\ndns_port = 0\n[locations.dc-a]\nprovider = "local"\n'
+                     'labels = { site = "a" }\n[locations.dc-b]\nprovider = "local"\n' + netns)
+    yield s
+    s.stop()
+    for name, index in NETNS.items():
+        NetnsProvider(name, s.state_dir, {"index": index}).teardown()
+    if not had:
+        subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        pg = browser.new_page(viewport={"width": 1280, "height": 800})
+        pg.on("dialog", lambda d: d.accept())
+        yield pg
+        browser.close()
+
+
+def open_page(page: Page, url: str, route: str) -> None:
+    page.goto(f"{url}/{route}")
+    expect(page.locator(f'main[data-ready="{route}"]')).to_be_attached(timeout=10_000)
+
+
+def test_console(server: Any, page: Page) -> None:
+    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    for name, loc in [("web-a", "dc-a"), ("web-b", "dc-b")]:
+        job = http.post("/v1/instances", json={"name": name, "location": loc, "image": "httpecho",
+                                               "size": "nano"}).json()
+        wait_for(lambda j=job: http.get(f"/v1/jobs/{j['id']}").json()["status"] == "succeeded",
+                 30, what="instance created")
+    port = free_port()
+    http.post("/v1/deployments", json={
+        "name": "shop", "image": "httpecho", "size": "nano", "replicas": {"ns-a": 1, "ns-b": 1},
+        "listen": f"127.0.0.1:{port}",
+        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "traffic": {"mode": "active-passive", "order": ["ns-a", "ns-b"]}}).raise_for_status()
+
+    # log in: a wrong token is refused, the right one opens the overview
+    page.goto(server.url + "/")
+    page.fill("#token", "op_wrong")
+    page.click("#login-form button")
+    expect(page.locator("#login-error")).to_have_text("That token was refused.")
+    page.fill("#token", server.token)
+    page.click("#login-form button")
+    expect(page.locator(".location")).to_have_count(4)
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+    # inventory: instances from two locations; stop one
+    open_page(page, server.url, "#/inventory")
+    for loc in ("dc-a", "dc-b"):
+        expect(page.locator(f'tr[data-location="{loc}"]')).to_have_count(1)
+    row = page.locator('tr[data-location="dc-a"]')
+    row.locator('button[data-action="stop"]').click()
+    expect(row.locator("td").nth(4)).to_have_text("stopped", timeout=15_000)
+    page.screenshot(path=str(SHOTS / "inventory.png"), full_page=True)
+
+    # deployments: a failover shows up live when the primary's data center is cut off
+    wait_for(lambda: all(v["up"] for v in http.get("/v1/deployments/shop").json()["status"]
+                         ["locations"].values()), 30, what="shop healthy in both")
+    open_page(page, server.url, "#/deployments/shop")
+    expect(page.locator("#primary")).to_have_text("ns-a")
+    http.post("/v1/locations/ns-a/cut", json={"mode": "silent"}).raise_for_status()
+    expect(page.locator('#timeline li[data-kind="traffic.failover"]')).to_have_count(1,
+                                                                                  timeout=20_000)
+    expect(page.locator("#primary")).to_have_text("ns-b")
+    page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
+
+    # and back, with the operator's move from the page once ns-a is healthy again
+    http.post("/v1/locations/ns-a/restore").raise_for_status()
+    wait_for(lambda: http.get("/v1/deployments/shop").json()["status"]["locations"]["ns-a"]["up"],
+             30, what="ns-a healthy again")
+    open_page(page, server.url, "#/deployments/shop")
+    page.click('button[data-move="ns-a"]')
+    expect(page.locator("#primary")).to_have_text("ns-a", timeout=10_000)
+    expect(page.locator('#timeline li[data-kind="traffic.move"]')).to_have_count(1)
+
+    open_page(page, server.url, "#/images")
+    page.screenshot(path=str(SHOTS / "images.png"), full_page=True)
+    open_page(page, server.url, "#/events")
+    expect(page.locator('#events-feed tr[data-kind="traffic.move"]')).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "events.png"))
+
+    # log out: the token is gone from the tab
+    page.click("#logout")
+    expect(page.locator("#token")).to_be_visible()
