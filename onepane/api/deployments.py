@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
@@ -28,6 +30,15 @@ async def apply_deployment(request: Request) -> Deployment:
 @router.get("/{name}", dependencies=[viewer])
 def get_deployment(request: Request, name: str) -> Deployment:
     return core(request).deployments.get(name)
+
+
+@router.get("/{name}/traffic", dependencies=[viewer])
+def deployment_traffic(request: Request, name: str) -> dict[str, Any]:
+    """What the data plane counted: served, retried, failed, per location; recent latency."""
+    c = core(request)
+    c.deployments.get(name)  # 404 for an unknown name
+    plane = c.reconciler.planes.get(name)
+    return plane.stats() if plane else {}
 
 
 @router.delete("/{name}", status_code=204, dependencies=[operator])

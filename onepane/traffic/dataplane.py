@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -52,6 +53,10 @@ class DataPlane(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Cumulative served/retried/failed counts, per location, and recent latency."""
 
     @property
     def pidfile(self) -> Path:
@@ -133,3 +138,8 @@ class BuiltinDataPlane(DataPlane):
     def stop(self) -> None:
         self._kill()
         self.config_path.unlink(missing_ok=True)
+
+    def stats(self) -> dict[str, Any]:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return dict(json.loads(self.config_path.with_suffix(".stats.json").read_text()))
+        return {}

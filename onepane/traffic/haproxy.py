@@ -18,6 +18,7 @@ another listen address or mode, a new location, or more replicas than slots.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -207,6 +209,31 @@ class HaproxyDataPlane(DataPlane):
         if reply.startswith(("Unknown command", "No such")) or "not found" in reply:
             raise PermanentProviderError(f"haproxy runtime API: {cmd!r}: {reply.strip()}")
         return reply
+
+    def stats(self) -> dict[str, Any]:
+        """From `show stat`: requests, retries and 5xx of the backend, per-location sessions,
+        and HAProxy's average response time over its last 1024 requests."""
+        if self.shape is None or self.pid() is None:
+            return {}
+        rows = list(csv.DictReader(self.command("show stat").lstrip("# ").splitlines()))
+        by_prefix = {slot_prefix(loc, b): loc for loc in self.shape.locations for b in (False, True)}
+        by_location: dict[str, int] = {}
+        out: dict[str, Any] = {"ts": time.time()}
+        for row in rows:
+            if row.get("pxname") != "be":
+                continue
+            if row.get("svname") == "BACKEND":
+                out.update(served=int(row.get("req_tot") or row.get("stot") or 0),
+                           retried=int(row.get("wretr") or 0) + int(row.get("wredis") or 0),
+                           failed=int(row.get("hrsp_5xx") or 0),
+                           p50_ms=float(row.get("rtime") or 0))
+                continue
+            prefix = re.sub(r"\d+$", "", row.get("svname", ""))
+            if prefix in by_prefix:
+                loc = by_prefix[prefix]
+                by_location[loc] = by_location.get(loc, 0) + int(row.get("stot") or 0)
+        out["by_location"] = by_location
+        return out
 
     def drain(self, location: str) -> None:
         """Let a location's servers finish what they have and take nothing new."""

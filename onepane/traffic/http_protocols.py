@@ -168,10 +168,11 @@ class Client(asyncio.Protocol):
 class Exchange:
     """One client request and its attempts at backends."""
 
-    __slots__ = ("client", "keep", "method", "raw", "tried")
+    __slots__ = ("client", "keep", "method", "raw", "started", "tried")
 
     def __init__(self, client: Client, method: bytes, req: Message, keep: bool) -> None:
         self.client, self.method, self.keep = client, method, keep
+        self.started = asyncio.get_running_loop().time()
         body = b"".join(req.body)
         head = [method, b" ", req.url, b" HTTP/1.1\r\n"]
         for name, value in req.headers:
@@ -187,6 +188,7 @@ class Exchange:
         choice = proxy.balancer.choose(self.tried) if len(self.tried) < proxy.settings.attempts \
             else None
         if choice is None:
+            proxy.stats.failed += 1
             msg = f"onepane: no backend could serve the request ({last})\n".encode()
             self.client._reply(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
                                b"content-length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg,
@@ -210,7 +212,7 @@ class Exchange:
         except (TimeoutError, OSError) as exc:
             proxy.balancer.mark_down(backend)
             proxy.pool.drop(backend)
-            proxy.retried += 1
+            proxy.stats.retried += 1
             self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
             return
         self.send(up, reused=False)
@@ -238,7 +240,7 @@ class Exchange:
                 self.client._reply(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
                                    self.keep)
                 return
-            proxy.retried += 1
+            proxy.stats.retried += 1
             self.attempt(f"{b[0]}:{b[1]} {error}")
             return
         if not any(n.lower() == b"connection" and b"close" in v.lower() for n, v in resp.headers) \
@@ -248,11 +250,18 @@ class Exchange:
             up.transport.close()
         if status in RETRY_STATUS and self.method in IDEMPOTENT and \
                 len(self.tried) < proxy.settings.attempts:
-            proxy.retried += 1
+            proxy.stats.retried += 1
             self.attempt(f"{b[0]}:{b[1]} answered {status}")
             return
-        proxy.served += 1
+        proxy.stats.record(asyncio.get_running_loop().time() - self.started, choice_pool(proxy, b))
         self.client._reply(render(status, resp), self.keep)
+
+
+def choice_pool(proxy: Proxy, b: Backend) -> str:
+    for pool in proxy.balancer.pools:
+        if b in pool.backends:
+            return pool.name
+    return "?"
 
 
 def render(status: int, resp: Message) -> bytes:

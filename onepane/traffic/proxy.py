@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +49,37 @@ def load(path: Path) -> tuple[Settings, Balancer]:
     return s, Balancer(pools=pools, policy=cfg.get("policy", "ordered"))
 
 
+class Stats:
+    """Counters and recent latencies, written next to the configuration once a second so the
+    control plane (and the console's charts) can read them without talking to the proxy."""
+
+    def __init__(self) -> None:
+        self.served = self.retried = self.failed = 0
+        self.by_pool: dict[str, int] = {}
+        self.window: list[float] = []
+
+    def record(self, seconds: float, pool: str) -> None:
+        self.served += 1
+        self.by_pool[pool] = self.by_pool.get(pool, 0) + 1
+        if len(self.window) < 20000:
+            self.window.append(seconds)
+
+    def snapshot(self) -> dict[str, object]:
+        lat = sorted(self.window)
+        self.window = []
+        pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 3)) if lat \
+            else (lambda q: None)
+        return {"ts": time.time(), "served": self.served, "retried": self.retried,
+                "failed": self.failed, "by_location": dict(self.by_pool),
+                "p50_ms": pick(0.5), "p95_ms": pick(0.95), "p99_ms": pick(0.99)}
+
+
 class Proxy:
     def __init__(self, config: Path) -> None:
         self.config = config
         self.settings, self.balancer = load(config)
         self.pool = UpstreamPool()
-        self.served = 0
-        self.retried = 0
+        self.stats = Stats()
 
     def reload(self) -> None:
         settings, balancer = load(self.config)
@@ -88,6 +113,14 @@ class Proxy:
 
     # ---- health of backends marked down --------------------------------------------------
 
+    async def report(self) -> None:
+        path = self.config.with_suffix(".stats.json")
+        while True:
+            await asyncio.sleep(1.0)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.stats.snapshot()))
+            tmp.replace(path)
+
     async def probe(self) -> None:
         """Re-admit a backend that was marked down once it accepts connections again."""
         while True:
@@ -112,10 +145,12 @@ class Proxy:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         probe = asyncio.create_task(self.probe())
+        report = asyncio.create_task(self.report())
         print(f"listening on {self.settings.listen[0]}:{self.settings.listen[1]}", flush=True)
         async with server:
             await stop.wait()
         probe.cancel()
+        report.cancel()
 
 
 async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.traffic.drill import Load
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -65,7 +66,7 @@ def test_console(server: Any, page: Page) -> None:
     port = free_port()
     http.post("/v1/deployments", json={
         "name": "shop", "image": "httpecho", "size": "nano", "replicas": {"ns-a": 1, "ns-b": 1},
-        "listen": f"127.0.0.1:{port}",
+        "listen": f"127.0.0.1:{port}", "attempt_timeout": 1.0,
         "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
         "traffic": {"mode": "active-passive", "order": ["ns-a", "ns-b"]}}).raise_for_status()
 
@@ -91,13 +92,24 @@ def test_console(server: Any, page: Page) -> None:
     # deployments: a failover shows up live when the primary's data center is cut off
     wait_for(lambda: all(v["up"] for v in http.get("/v1/deployments/shop").json()["status"]
                          ["locations"].values()), 30, what="shop healthy in both")
-    open_page(page, server.url, "#/deployments/shop")
-    expect(page.locator("#primary")).to_have_text("ns-a")
-    http.post("/v1/locations/ns-a/cut", json={"mode": "silent"}).raise_for_status()
-    expect(page.locator('#timeline li[data-kind="traffic.failover"]')).to_have_count(1,
-                                                                                  timeout=20_000)
-    expect(page.locator("#primary")).to_have_text("ns-b")
-    page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
+    load = Load(f"http://127.0.0.1:{port}/", clients=2).start()
+    try:
+        open_page(page, server.url, "#/deployments/shop")
+        expect(page.locator("#primary")).to_have_text("ns-a")
+        expect(page.locator("#chart-rate canvas")).to_have_count(1, timeout=10_000)
+        page.wait_for_timeout(3000)  # a few seconds of traffic on the charts, for the picture
+        http.post("/v1/locations/ns-a/cut", json={"mode": "silent"}).raise_for_status()
+        expect(page.locator('#timeline li[data-kind="traffic.failover"]')).to_have_count(
+            1, timeout=20_000)
+        expect(page.locator("#primary")).to_have_text("ns-b")
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
+    finally:
+        load.stop()
+    assert load.failures() == [] and len(load.samples) > 50
+    traffic = wait_for(lambda: (t := http.get("/v1/deployments/shop/traffic").json())
+                       ["by_location"].get("ns-b", 0) > 0 and t, 5, what="ns-b in the counts")
+    assert traffic["by_location"]["ns-a"] > 0 and traffic["retried"] > 0
 
     # and back, with the operator's move from the page once ns-a is healthy again
     http.post("/v1/locations/ns-a/restore").raise_for_status()

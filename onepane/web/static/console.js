@@ -163,63 +163,89 @@ async function inventory() {
 async function deployments(name) {
   const deps = await api("/v1/deployments");
   if (!name && deps.length) name = deps[0].name;
-  const history = {};  // location -> [[t, healthy]]
-  let chart = null;
-  const view = h("div");
+  const top = h("div"), timeline = h("div");
+  const rateBox = h("div", { id: "chart-rate" }), latBox = h("div", { id: "chart-latency" }),
+    healthBox = h("div", { id: "chart-health" });
   main.replaceChildren(h("h2", {}, "Deployments"),
     h("div", { class: "filters" }, deps.map(d => h("a", { class: "pill", href: `#/deployments/${d.name}` }, d.name))),
-    view);
-  if (!name) { view.append("No deployments yet: onepane deployments apply -f spec.yaml"); ready(); return; }
+    top);
+  if (!name) { top.append("No deployments yet: onepane deployments apply -f spec.yaml"); ready(); return; }
+  main.append(h("div", { class: "card" }, h("h3", {}, "Requests per second, by location"), rateBox,
+      h("h3", {}, "Latency through the data plane (ms)"), latBox,
+      h("h3", {}, "Healthy replicas"), healthBox),
+    timeline);
 
+  let current = null;
   async function render() {
     const [d, evs] = await Promise.all([api(`/v1/deployments/${name}`),
       api(`/v1/events?subject=${encodeURIComponent(name)}&kind=traffic.&limit=1000`)]);
+    current = d;
     const locs = d.status.locations || {};
-    const now = Date.now() / 1000;
-    for (const [l, v] of Object.entries(locs)) (history[l] ||= []).push([now, v.healthy]);
-    const move = async to => {
-      if (!confirm(`Move ${name} to ${to}?`)) return;
-      try { await api(`/v1/deployments/${name}/move`, { method: "POST", body: { to } }); }
+    const act = (path, body, question) => async () => {
+      if (!confirm(question)) return;
+      try { await api(`/v1/deployments/${name}/${path}`, { method: "POST", body }); }
       catch (err) { alert(err.message); }
       render();
     };
-    const failover = async () => {
-      if (!confirm(`Fail ${name} over to the next healthy location?`)) return;
-      try { await api(`/v1/deployments/${name}/failover`, { method: "POST" }); }
-      catch (err) { alert(err.message); }
-      render();
-    };
-    const chartBox = h("div", { id: "chart" });
-    view.replaceChildren(
-      h("div", { class: "card" },
-        h("h3", {}, name, " · primary ", h("span", { id: "primary", class: "ok" }, d.primary || "none")),
-        h("div", {}, `${d.spec.traffic.mode} · listening on ${d.listen} · data plane ${d.spec.data_plane} · serving `,
-          h("strong", { id: "serving" }, (d.status.serving || []).join(", "))),
-        table([
-          { title: "location", cell: ([l]) => l },
-          { title: "healthy / replicas", cell: ([, v]) => `${v.healthy} / ${v.replicas}` },
-          { title: "state", cell: ([, v]) => badge(v.up ? "ok" : "down") },
-          { title: "weight", cell: ([l]) => String((d.status.weights || {})[l] ?? (l === d.primary ? "all" : "standby")) },
-          { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up, onclick: () => move(l) }, `Move to ${l}`) },
-        ], Object.entries(locs)),
-        h("p", {}, h("button", { id: "failover", onclick: failover }, "Fail over now"))),
-      h("div", { class: "card" }, h("h3", {}, "Healthy replicas over time"), chartBox),
-      h("div", { class: "card" }, h("h3", {}, "Failovers and moves"),
-        h("ul", { class: "timeline", id: "timeline" }, evs.items.slice().reverse().map(e =>
-          h("li", { "data-kind": e.kind }, `${e.ts.replace("T", " ").slice(0, 19)} · ${e.message}`)))));
-    const names = Object.keys(history);
-    if (names.length && window.uPlot) {
-      const xs = history[names[0]].map(p => p[0]);
-      const data = [xs, ...names.map(l => history[l].map(p => p[1]))];
-      chart = new uPlot({ width: Math.min(900, main.clientWidth - 40), height: 180,
-        series: [{}, ...names.map((l, i) => ({ label: l, stroke: ["#1f6feb", "#d97706", "#16a34a", "#db2777"][i % 4] }))] },
-        data, chartBox);
-    }
+    top.replaceChildren(h("div", { class: "card" },
+      h("h3", {}, name, " · primary ", h("span", { id: "primary", class: "ok" }, d.primary || "none")),
+      h("div", {}, `${d.spec.traffic.mode} · listening on ${d.listen} · data plane ${d.spec.data_plane} · serving `,
+        h("strong", { id: "serving" }, (d.status.serving || []).join(", "))),
+      table([
+        { title: "location", cell: ([l]) => l },
+        { title: "healthy / replicas", cell: ([, v]) => `${v.healthy} / ${v.replicas}` },
+        { title: "state", cell: ([, v]) => badge(v.up ? "ok" : "down") },
+        { title: "traffic", cell: ([l]) => String((d.status.weights || {})[l] ?? (l === d.primary ? "all" : "standby")) },
+        { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up,
+            onclick: act("move", { to: l }, `Move ${name} to ${l}?`) }, `Move to ${l}`) },
+      ], Object.entries(locs)),
+      h("p", {}, h("button", { id: "failover", onclick: act("failover", undefined,
+        `Fail ${name} over to the next healthy location?`) }, "Fail over now"))));
+    timeline.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Failovers and moves"),
+      h("ul", { class: "timeline", id: "timeline" }, evs.items.slice().reverse().map(e =>
+        h("li", { "data-kind": e.kind }, `${e.ts.replace("T", " ").slice(0, 19)} · ${e.message}`)))));
     ready();
   }
+
+  // Charts: sampled once a second from the data plane's counters while the page is open.
+  const samples = [];
+  const charts = {};
+  const colors = ["#1f6feb", "#d97706", "#16a34a", "#db2777"];
+  function plot(key, box, labels, data) {
+    if (!window.uPlot || !data[0].length) return;
+    const opts = { width: Math.min(900, main.clientWidth - 40), height: 150,
+      series: [{}, ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4] }))] };
+    if (!charts[key] || charts[key].series.length !== labels.length + 1) {
+      box.replaceChildren();
+      charts[key] = new uPlot(opts, data, box);
+    } else charts[key].setData(data);
+  }
+  async function sample() {
+    const t = await api(`/v1/deployments/${name}/traffic`).catch(() => ({}));
+    if (!current || !t.ts) return;
+    samples.push({ t, health: current.status.locations || {} });
+    if (samples.length > 300) samples.shift();
+    const locs = Object.keys(current.status.locations || {});
+    const xs = [], rate = locs.map(() => []), lat = [], health = locs.map(() => []);
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1].t, b = samples[i].t, dt = Math.max(0.001, b.ts - a.ts);
+      xs.push(b.ts);
+      locs.forEach((l, j) => {
+        rate[j].push(Math.max(0, ((b.by_location || {})[l] || 0) - ((a.by_location || {})[l] || 0)) / dt);
+        health[j].push(samples[i].health[l]?.healthy ?? 0);
+      });
+      lat.push(b.p50_ms ?? null);
+    }
+    plot("rate", rateBox, locs, [xs, ...rate]);
+    plot("lat", latBox, ["p50"], [xs, lat]);
+    plot("health", healthBox, locs, [xs, ...health]);
+  }
   await render();
+  const timer = setInterval(() => { sample(); }, 1000);
+  sample();
   // live: every traffic or health event for this deployment redraws the page
-  stopPage = follow(ev => { if (ev.subject === name) render(); });
+  const unfollow = follow(ev => { if (ev.subject === name) render(); });
+  stopPage = () => { clearInterval(timer); unfollow(); };
 }
 
 // ---- images -----------------------------------------------------------------------------------
