@@ -415,13 +415,16 @@ def tokens_revoke(token_id: str) -> None:
 
 # ---- deployments -----------------------------------------------------------------------------
 
-DEP_COLS = ["name", "primary", "listen", "serving", "health", "generation"]
+DEP_COLS = ["name", "primary", "listen", "serving", "health", "availability", "error_budget"]
 
 
 def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
     st = d.get("status") or {}
     health = {loc: f"{v['healthy']}/{v['replicas']}" for loc, v in (st.get("locations") or {}).items()}
-    return {**d, "serving": st.get("serving"), "health": health}
+    sla = st.get("sla") or {}
+    return {**d, "serving": st.get("serving"), "health": health,
+            "availability": f"{sla['availability']}% (target {sla['target']}%)" if sla else "",
+            "error_budget": f"{sla['error_budget']['remaining_pct']}% left" if sla else ""}
 
 
 @deployments_app.command("apply")

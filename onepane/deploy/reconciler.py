@@ -13,11 +13,13 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
 from ..model import Instance, InstanceCreate, InstanceState
+from ..policy.sla import SlaTracker
 from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
 from ..traffic.health import HealthMonitor, Target
 from ..traffic.manager import Decision, decide
@@ -49,6 +51,7 @@ class Reconciler:
         self._replacing: set[str] = set()
         self._ever_up: dict[str, set[str]] = defaultdict(set)
         self._started: dict[str, float] = {}
+        self._sla: dict[str, SlaTracker] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -113,6 +116,9 @@ class Reconciler:
         decision = decide(spec, dep.primary, healthy, since, time.monotonic(),
                           self._ever_up[dep.name], started)
         self._apply(dep, spec, decision, up)
+        serving = set(decision.order[:1]) if spec.traffic.mode == "active-passive" else {
+            loc for loc, w in decision.weights.items() if w > 0}
+        sla = self._track_sla(dep, spec, bool(serving & healthy))
         status = {
             "mode": spec.traffic.mode,
             "serving": decision.order[:1] if spec.traffic.mode == "active-passive"
@@ -123,8 +129,33 @@ class Reconciler:
                                 "healthy": sum(1 for t in up if t.location == loc),
                                 "up": loc in healthy}
                           for loc in spec.replicas},
+            "sla": sla,
         }
         self.deployments.set_status(dep.name, decision.primary, status, decision.reason)
+
+    def _track_sla(self, dep: Deployment, spec: DeploymentSpec, available: bool) -> dict[str, Any]:
+        tracker = self._sla.get(dep.name)
+        if tracker is None:
+            old = dep.status.get("sla") or {}  # carry the figures over a restart
+            budget = old.get("error_budget") or {}
+            measured = float(old.get("measured_s") or 0)
+            down = float(budget.get("used_down_s") or 0)
+            tracker = self._sla[dep.name] = SlaTracker(spec.sla.target, up_s=measured - down,
+                                                       down_s=down)
+        tracker.target = spec.sla.target
+        crossing = tracker.observe(time.monotonic(), available)
+        if crossing:
+            rep = tracker.report()
+            self.events.emit(f"sla.{crossing}", f"{dep.name}: availability {rep['availability']}% "
+                             f"is {'below' if crossing == 'violation' else 'back above'} its "
+                             f"{spec.sla.target}% target", subject=dep.name,
+                             severity="error" if crossing == "violation" else "info", data=rep)
+        rep = tracker.report()
+        rep["measured_s"] = round(rep["measured_s"])  # write the status at most once a second
+        rep["error_budget"]["used_down_s"] = round(rep["error_budget"]["used_down_s"], 1)
+        rep["error_budget"]["allowed_down_s"] = round(rep["error_budget"]["allowed_down_s"])
+        rep["availability"] = round(rep["availability"], 3)
+        return rep
 
     def _converge(self, name: str, spec: DeploymentSpec, loc: str, have: list[Instance]) -> None:
         want = spec.replicas.get(loc, 0)
@@ -168,6 +199,7 @@ class Reconciler:
             plane.stop()
         self.health.forget(name)
         self._ever_up.pop(name, None)
+        self._sla.pop(name, None)
         self._started.pop(name, None)
         for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
             self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

@@ -48,6 +48,10 @@ class Traffic(Strict):
     hold_down: float = Field(default=30.0, ge=0)
 
 
+class Sla(Strict):
+    target: float = Field(default=99.9, gt=0, le=100, description="availability, percent")
+
+
 class DeploymentSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=40)
     image: str = Field(min_length=1)
@@ -60,6 +64,7 @@ class DeploymentSpec(Strict):
     protocol: Literal["http", "tcp"] = "http"
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
     attempt_timeout: float = Field(default=5.0, gt=0, le=300)
+    sla: Sla = Field(default_factory=Sla)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:

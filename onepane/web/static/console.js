@@ -76,6 +76,8 @@ async function overview() {
       { title: "primary", cell: d => d.primary || "" },
       { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
           h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
+      { title: "availability", cell: d => d.status.sla ? h("span", { class: d.status.sla.violated ? "bad" : "ok" },
+          `${d.status.sla.availability}% of ${d.status.sla.target}%`) : "" },
     ], deps));
   ready();
 }
@@ -199,6 +201,10 @@ async function deployments(name) {
         { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up,
             onclick: act("move", { to: l }, `Move ${name} to ${l}?`) }, `Move to ${l}`) },
       ], Object.entries(locs)),
+      d.status.sla ? h("p", { id: "sla", class: d.status.sla.violated ? "bad" : "ok" },
+        `SLA: availability ${d.status.sla.availability}% (target ${d.status.sla.target}%) · `,
+        `error budget left ${d.status.sla.error_budget.remaining_pct}% `,
+        `(${d.status.sla.error_budget.used_down_s} s down of ${d.status.sla.error_budget.allowed_down_s} s allowed)`) : "",
       h("p", {}, h("button", { id: "failover", onclick: act("failover", undefined,
         `Fail ${name} over to the next healthy location?`) }, "Fail over now"))));
     timeline.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Failovers and moves"),

@@ -1,0 +1,52 @@
+"""Availability against a target, from what the health checks saw, and the error budget left.
+
+A deployment is *available* while at least one location that serves it has a healthy replica.
+Time is integrated between observations, so the figure does not depend on how often they come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class SlaTracker:
+    target: float  # percent, e.g. 99.9
+    up_s: float = 0.0
+    down_s: float = 0.0
+    last: float | None = None
+    available: bool | None = None
+    violated: bool = False
+
+    def observe(self, now: float, available: bool) -> str | None:
+        """Account the time since the last observation to the state seen then. Returns
+        "violation" or "recovered" when availability crosses the target."""
+        if self.last is not None and self.available is not None:
+            dt = max(0.0, now - self.last)
+            if self.available:
+                self.up_s += dt
+            else:
+                self.down_s += dt
+        self.last, self.available = now, available
+        below = self.availability() < self.target
+        if below != self.violated:
+            self.violated = below
+            return "violation" if below else "recovered"
+        return None
+
+    def availability(self) -> float:
+        total = self.up_s + self.down_s
+        return 100.0 if total == 0 else 100.0 * self.up_s / total
+
+    def budget(self) -> dict[str, float]:
+        total = self.up_s + self.down_s
+        allowed = total * (100.0 - self.target) / 100.0
+        return {"allowed_down_s": round(allowed, 3), "used_down_s": round(self.down_s, 3),
+                "remaining_pct": round(100.0 * (1 - self.down_s / allowed), 2) if allowed
+                else (100.0 if self.down_s == 0 else 0.0)}
+
+    def report(self) -> dict[str, Any]:
+        return {"target": self.target, "availability": round(self.availability(), 4),
+                "measured_s": round(self.up_s + self.down_s, 1), "violated": self.violated,
+                "error_budget": self.budget()}
