@@ -54,7 +54,11 @@ def serve(settings: Settings) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     print(f"onepane is up: {len(core.registry.names())} locations "
           f"({', '.join(core.registry.names())})", flush=True)
+    print(f"  console  {base}/", flush=True)
     print(f"  API      {base}/v1   (OpenAPI: {base}/openapi.json, docs: {base}/docs)", flush=True)
+    if core.dns is not None:
+        host, port = core.dns.address[:2]
+        print(f"  DNS      {host}:{port}   (zone {settings.dns_zone})", flush=True)
     if settings.dev:
         print("  auth     off (--dev, loopback only)", flush=True)
     elif token:

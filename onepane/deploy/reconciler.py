@@ -100,6 +100,7 @@ class Reconciler:
             by_loc[inst.location].append(inst)
         for loc in set(by_loc) | set(spec.replicas):
             self._converge(dep.name, spec, loc, by_loc.get(loc, []))
+        self._replacing &= {i.id for i in instances}  # forget replicas that are gone
         running = [i for i in instances if i.state == InstanceState.running and i.addresses
                    and "app" in i.ports and i.location in spec.replicas]
         self.health.set_targets(dep.name, [

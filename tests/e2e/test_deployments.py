@@ -14,7 +14,7 @@ import dns.rcode
 import httpx
 
 from tests.e2e.test_cli import cli
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, port_open, wait_for
 
 
 def spec(port: int, data_plane: str = "builtin") -> str:
@@ -80,6 +80,19 @@ def test_apply_move_failover_dns(start_server: Any, tmp_path: Path) -> None:
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
     assert all(served_by(port) == "dc-a" for _ in range(20))
+
+
+def test_delete_removes_replicas_and_data_plane(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("sync_interval = 0.5\ndns_port = 0\n")
+    port = free_port()
+    f = tmp_path / "shop.yaml"
+    f.write_text(spec(port))
+    assert cli(server, "deployments", "apply", "-f", str(f)).returncode == 0
+    wait_for(lambda: served_by(port) == "dc-a", 30, what="shop serving")
+    assert cli(server, "deployments", "delete", "shop").returncode == 0
+    wait_for(lambda: json.loads(cli(server, "-o", "json", "instances", "list").stdout) == [], 30,
+             what="replicas destroyed")
+    wait_for(lambda: not port_open("127.0.0.1", port), 10, what="data plane stopped")
 
 
 def test_bad_specs_are_rejected_with_the_field(start_server: Any, tmp_path: Path) -> None:
