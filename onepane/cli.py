@@ -18,10 +18,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import Client
+from .client import Client, JobFailed
 from .errors import OnepaneError
 
 app = typer.Typer(help="onepane: one pane of glass over every cloud and data center.",
@@ -349,6 +349,77 @@ def images_upload(location: str, path: Path) -> None:
         data = path.read_bytes()
     show(client().request("POST", f"/v1/locations/{location}/images", content=data,
                           headers={"Content-Type": "application/gzip"}))
+
+
+@images_app.command("import")
+def images_import(path: Path, name: Annotated[str, typer.Option()],
+                  version: Annotated[str, typer.Option()] = "1") -> None:
+    """Import an OVA or a disk image (any format qemu-img reads) into the catalog."""
+    with path.open("rb") as f:
+        img = client().request("POST", "/v1/catalog", content=f,
+                               headers={"Content-Type": "application/octet-stream"},
+                               params={"name": name, "version": version})
+    show(img, ["id", "name", "version", "os", "cpus", "memory_mb", "source"])
+
+
+@images_app.command("catalog")
+def images_catalog() -> None:
+    """Logical images and where each one is ready."""
+    imgs = client().get("/v1/catalog")
+    rows = [{**i, "replicas": {r["location"]: r["state"] for r in i["replicas"]}} for i in imgs]
+    show(rows if ctx.output == Output.table else imgs,
+         ["id", "name", "version", "os", "cpus", "memory_mb", "replicas"])
+
+
+@images_app.command("show")
+def images_show(image_id: str) -> None:
+    show(client().get(f"/v1/catalog/{image_id}"))
+
+
+@images_app.command("replicate")
+def images_replicate(image_id: str, to: Annotated[str, typer.Option(help="LOC[,LOC...]")],
+                     wait: bool = True) -> None:
+    """Copy and register the image at each location, concurrently, with a bar per location."""
+    c = client()
+    jobs = c.post(f"/v1/catalog/{image_id}/replicate", {"to": to.split(",")})
+    if not wait:
+        show(jobs, JOB_COLS)
+        return
+    import time as _time
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
+                  TimeElapsedColumn(), console=err, disable=ctx.output == Output.json) as bars:
+        tasks = {loc: bars.add_task(loc, total=100, state="pending") for loc in to.split(",")}
+        while True:
+            img = c.get(f"/v1/catalog/{image_id}")
+            reps = {r["location"]: r for r in img["replicas"]}
+            for loc, task in tasks.items():
+                r = reps.get(loc, {})
+                bars.update(task, completed=r.get("progress", 0), state=r.get("state", "?"))
+            if all(reps.get(loc, {}).get("state") in ("ready", "failed") for loc in tasks):
+                break
+            _time.sleep(0.2)
+    show(img["replicas"] if ctx.output == Output.table else img,
+         ["location", "state", "format", "provider_image_id", "error"])
+    if any(r["state"] == "failed" for r in img["replicas"] if r["location"] in tasks):
+        raise JobFailed("replication failed at " + ", ".join(
+            r["location"] for r in img["replicas"] if r["state"] == "failed"))
+
+
+@images_app.command("export")
+def images_export(image_id: str, out: Annotated[Path, typer.Option("--out", "-o")],
+                  format: Annotated[str, typer.Option(help="ova, or a disk format")] = "ova",
+                  ovf_version: str = "1.0") -> None:
+    """Download an image as an OVA (OVF 1.0 or 2.0) or as a disk in the format asked for."""
+    c = client()
+    with c.http.stream("GET", f"/v1/catalog/{image_id}/export",
+                       params={"format": format, "ovf_version": ovf_version}, timeout=None) as r:
+        if r.status_code >= 400:
+            r.read()
+            raise c._error(r)
+        with out.open("wb") as f:
+            for chunk in r.iter_bytes(1024 * 1024):
+                f.write(chunk)
+    show({"image": image_id, "file": str(out), "bytes": out.stat().st_size})
 
 
 # ---- jobs, events, sync, tokens --------------------------------------------------------------

@@ -12,6 +12,7 @@ from .config import Settings
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
 from .events import EventLog
+from .images.catalog import Catalog
 from .inventory.jobs import JobRunner
 from .inventory.locations import Locations
 from .inventory.operations import Operations
@@ -38,6 +39,7 @@ class Core:
         self.ops = Operations(self.events, self.locations, self.runner)
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
         self.deployments = Deployments(self.events, self.locations)
+        self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
         self.reconciler = Reconciler(self.events, self.ops, self.deployments,
                                      settings.state_dir / "traffic", settings.reconcile_interval)
         self.dns: DnsServer | None = None

@@ -31,6 +31,8 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
             value = cond()
             if value:
                 return value
+        except AssertionError:
+            raise  # the condition says it can never come true (e.g. the process died)
         except Exception as exc:
             last_exc = exc
         time.sleep(interval)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__, web
 from ..core import Core
-from . import deployments, inventory, problems
+from . import catalog, deployments, inventory, problems
 
 
 def create_app(core: Core) -> FastAPI:
@@ -20,6 +20,7 @@ def create_app(core: Core) -> FastAPI:
     problems.install(app)
     app.include_router(inventory.router)
     app.include_router(deployments.router)
+    app.include_router(catalog.router)
 
     web.mount(app)
 

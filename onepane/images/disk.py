@@ -49,6 +49,12 @@ def info(path: Path) -> DiskInfo:
     if fmt not in FORMATS:
         raise InvalidInput(f"{path.name}: unsupported disk format {fmt!r}; onepane handles "
                            f"{', '.join(FORMATS)}", field="disk")
+    size = path.stat().st_size  # qemu-img rounds a raw file's size up to whole sectors
+    if fmt == "raw" and (size == 0 or size % 512):
+        # Anything qemu-img does not recognise reads as raw; a real raw disk is whole sectors.
+        raise InvalidInput(f"{path.name}: not a recognised disk image (not a known format, and "
+                           f"{size} bytes is not a whole number of 512-byte "
+                           "sectors for a raw disk)", field="disk")
     sub = ((data.get("format-specific") or {}).get("data") or {}).get("create-type")
     return DiskInfo(format=fmt, virtual_size=int(data["virtual-size"]),
                     actual_size=int(data.get("actual-size") or path.stat().st_size), subformat=sub)

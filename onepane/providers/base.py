@@ -8,7 +8,9 @@ cloud fills only its own pool and never stalls the others.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, Unsupported
@@ -23,6 +25,7 @@ class Capabilities:
     reboot: bool = False
     image_import: bool = False
     cut: bool = False  # can be cut off from the network for drills (netns)
+    disk_images: bool = False  # can store (and register) VM disk images from the catalog
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -90,6 +93,7 @@ class Provider(ABC):
     """One location's driver. Every method returns or raises a typed ProviderError."""
 
     capabilities = Capabilities()
+    disk_formats: tuple[str, ...] = ()  # the disk formats it stores or boots, preferred first
 
     def __init__(self, location: str) -> None:
         self.location = location
@@ -151,6 +155,13 @@ class Provider(ABC):
 
     def delete_volume(self, volume_id: str) -> None:
         raise Unsupported(f"location {self.location} has no volumes", field="location")
+
+    # disk images from the catalog
+    def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
+                    progress: Callable[[float], None]) -> str:
+        """Copy a disk here, verify it arrived intact, register it; return the provider's id.
+        Idempotent: an image already there with the same digest is not sent again."""
+        raise Unsupported(f"location {self.location} cannot import disk images", field="location")
 
     # networks
     def list_networks(self) -> list[ObservedNetwork]:

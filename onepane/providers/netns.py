@@ -39,7 +39,7 @@ def ensure_catch_all() -> None:
 
 class NetnsProvider(LocalProvider):
     capabilities = Capabilities(volumes=True, networks=True, stop_start=True, reboot=True,
-                                image_import=True, cut=True)
+                                image_import=True, cut=True, disk_images=True)
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(location, state_dir, options)

@@ -126,3 +126,34 @@ class DeploymentRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CatalogImageRow(Base):
+    """A logical image: hardware needs and content-addressed disks, whatever the location."""
+
+    __tablename__ = "catalog_images"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    os: Mapped[str | None] = mapped_column(String(128))
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=512)
+    disks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # sha256, format, ...
+    networks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    product: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageReplicaRow(Base):
+    """Where a logical image is present, as which provider image, and how far along."""
+
+    __tablename__ = "image_replicas"
+    image_id: Mapped[str] = mapped_column(ForeignKey("catalog_images.id"), primary_key=True)
+    location: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider_image_id: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    format: Mapped[str | None] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

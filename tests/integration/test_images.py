@@ -179,6 +179,10 @@ def test_disk_formats_are_detected_by_content_and_converted(tmp_path: Path) -> N
     subprocess.run(["qemu-img", "create", "-q", "-f", "qed", str(qed), "1M"], check=True)
     with pytest.raises(InvalidInput, match="unsupported disk format 'qed'"):
         disk.info(qed)
+    junk = tmp_path / "notes.vmdk"
+    junk.write_text("a text file with a disk's name")
+    with pytest.raises(InvalidInput, match="not a recognised disk image"):
+        disk.info(junk)
 
 
 def test_vmware_ova_with_sha256_manifest(tmp_path: Path, vmdk: Path) -> None:

@@ -1,0 +1,76 @@
+"""Catalog routes: import an OVA or a disk, list, export, replicate to locations."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from ..errors import InvalidInput
+from ..images.catalog import CatalogImage
+from ..images.disk import FORMATS
+from ..model import Job
+from .deps import core, operator, viewer
+
+router = APIRouter(prefix="/v1/catalog")
+MAX_UPLOAD = 64 * 2**30
+
+
+@router.get("", dependencies=[viewer])
+def list_images(request: Request) -> list[CatalogImage]:
+    return core(request).catalog.all()
+
+
+@router.post("", status_code=201, dependencies=[operator])
+async def import_image(request: Request, name: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")],
+                       version: str = "1") -> CatalogImage:
+    """Upload an OVA or a disk image (raw, qcow2, vmdk, vdi, vhdx, vpc) as the request body."""
+    c = core(request)
+    with tempfile.TemporaryDirectory(dir=c.catalog.blobs, prefix=".upload-") as tmp:
+        path = Path(tmp) / "upload"
+        size = 0
+        with path.open("wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    raise InvalidInput(f"upload larger than {MAX_UPLOAD} bytes", field="body")
+                f.write(chunk)
+        if size == 0:
+            raise InvalidInput("empty upload", field="body")
+        return await run_in_threadpool(c.catalog.import_file, path, name, version)
+
+
+@router.get("/{image_id}", dependencies=[viewer])
+def get_image(request: Request, image_id: str) -> CatalogImage:
+    return core(request).catalog.get(image_id)
+
+
+class Replicate(BaseModel):
+    to: list[str] = Field(min_length=1)
+
+
+@router.post("/{image_id}/replicate", status_code=202, dependencies=[operator])
+def replicate(request: Request, image_id: str, body: Replicate) -> list[Job]:
+    return core(request).catalog.replicate(image_id, body.to)
+
+
+@router.get("/{image_id}/export", dependencies=[viewer])
+def export(request: Request, image_id: str, format: str = "ova",
+           ovf_version: Annotated[str, Query(pattern=r"^(1\.0|2\.0)$")] = "1.0") -> FileResponse:
+    """Download as an OVA (OVF 1.0 or 2.0, SHA256 manifest, streamOptimized VMDK) or a disk."""
+    if format != "ova" and format not in FORMATS:
+        raise InvalidInput(f"format must be ova or one of {', '.join(FORMATS)}", field="format")
+    c = core(request)
+    img = c.catalog.get(image_id)
+    tmp = tempfile.mkdtemp(dir=c.catalog.blobs, prefix=".export-")
+    ext = "ova" if format == "ova" else format
+    out = c.catalog.export(image_id, Path(tmp) / f"{img.name}.{ext}", format, ovf_version)
+    return FileResponse(out, filename=out.name, media_type="application/octet-stream",
+                        background=BackgroundTask(shutil.rmtree, tmp, True))

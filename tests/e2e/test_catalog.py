@@ -1,0 +1,76 @@
+"""Image portability end to end: import an OVA through the CLI, replicate it to two data
+centers and EC2 on moto's server, boot it where it can run, export it again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from onepane.images import disk, ova
+from tests.e2e.test_cli import cli, config
+from tests.integration.test_images import VMWARE, make_disk, pack
+
+
+def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Path) -> None:
+    server = start_server("dns_port = 0\n" + config(moto))
+    src = make_disk(tmp_path)
+    vmdk = tmp_path / "disk1.vmdk"
+    disk.convert(src, vmdk, "vmdk")
+    archive = pack(tmp_path, "web01", VMWARE.format(size=vmdk.stat().st_size), {"disk1.vmdk": vmdk})
+
+    r = cli(server, "-o", "json", "images", "import", str(archive), "--name", "web01")
+    assert r.returncode == 0, r.stderr
+    img = json.loads(r.stdout)
+    assert (img["cpus"], img["memory_mb"], img["source"]) == (2, 2048, "ova")
+    # the same disk again is stored once
+    r = cli(server, "-o", "json", "images", "import", str(archive), "--name", "web01",
+            "--version", "2")
+    blobs = list((server.state_dir / "blobs" / "sha256").iterdir())
+    assert len(blobs) == 1
+
+    r = cli(server, "-o", "json", "images", "replicate", img["id"], "--to",
+            "dc-a,dc-b,aws-us-east-1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    reps = {x["location"]: x for x in json.loads(r.stdout)["replicas"]}
+    assert {k: v["state"] for k, v in reps.items()} == dict.fromkeys(
+        ("aws-us-east-1", "dc-a", "dc-b"), "ready")
+    assert reps["dc-a"]["format"] == "qcow2" and reps["aws-us-east-1"]["format"] == "vmdk"
+    local = server.state_dir / "locations" / "dc-a" / "vm-images" / reps["dc-a"]["provider_image_id"]
+    assert disk.identical(src, local)  # checksummed on the way, compared here by content
+    ami = reps["aws-us-east-1"]["provider_image_id"]
+    ec2 = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    assert ec2.describe_images(ImageIds=[ami])["Images"][0]["State"] == "available"
+    # replicating again is a no-op: same provider image
+    r = cli(server, "-o", "json", "images", "replicate", img["id"], "--to", "aws-us-east-1")
+    assert {x["location"]: x["provider_image_id"] for x in json.loads(r.stdout)["replicas"]}[
+        "aws-us-east-1"] == ami
+
+    # boot it where it can run: EC2
+    r = cli(server, "-o", "json", "instances", "create", "from-ova", "--location",
+            "aws-us-east-1", "--image", ami, "--size", "t2.micro")
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded", r.stderr
+
+    # export: an OVA that re-imports to the same hardware and the same disk contents
+    out = tmp_path / "export.ova"
+    assert cli(server, "images", "export", img["id"], "-o", str(out)).returncode == 0
+    again = ova.read_ova(out, tmp_path / "again")
+    vs = again.descriptor.systems[0]
+    assert (vs.cpus, vs.memory_bytes) == (2, 2048 * 2**20)
+    assert disk.identical(src, again.directory / "disk1.vmdk")
+    qcow = tmp_path / "export.qcow2"
+    assert cli(server, "images", "export", img["id"], "-o", str(qcow), "--format",
+               "qcow2").returncode == 0
+    assert disk.info(qcow).format == "qcow2" and disk.identical(src, qcow)
+
+    # bad input through the API: nothing is kept
+    bad = tmp_path / "bad.ova"
+    bad.write_bytes(b"not an archive at all")
+    r = cli(server, "images", "import", str(bad), "--name", "bad")
+    assert r.returncode == 2
+    assert len(json.loads(cli(server, "-o", "json", "images", "catalog").stdout)) == 2
+    r = cli(server, "images", "replicate", img["id"], "--to", "nowhere")
+    assert r.returncode == 3
