@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from onepane.providers.netns import CATCH_ALL, NetnsProvider
 from onepane.traffic.drill import Load
 from tests.helpers import free_port, wait_for
+from tests.integration.test_images import make_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -121,7 +122,13 @@ def test_console(server: Any, page: Page) -> None:
     expect(page.locator("#primary")).to_have_text("ns-a", timeout=10_000)
     expect(page.locator('#timeline li[data-kind="traffic.move"]')).to_have_count(1)
 
+    # images: the catalog with each location's replication state
+    src = make_disk(server.state_dir.parent)
+    img = http.post("/v1/catalog", params={"name": "base"}, content=src.read_bytes()).json()
+    http.post(f"/v1/catalog/{img['id']}/replicate", json={"to": ["dc-a", "dc-b"]})
     open_page(page, server.url, "#/images")
+    expect(page.locator('[data-replica="dc-a:ready"]')).to_have_count(1, timeout=15_000)
+    expect(page.locator('[data-replica="dc-b:ready"]')).to_have_count(1, timeout=15_000)
     page.screenshot(path=str(SHOTS / "images.png"), full_page=True)
     open_page(page, server.url, "#/events")
     expect(page.locator('#events-feed tr[data-kind="traffic.move"]')).to_have_count(1)

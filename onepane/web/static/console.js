@@ -125,7 +125,7 @@ async function inventory() {
   let seq = 0;
   async function load() {
     const mine = ++seq;
-    const q = new URLSearchParams({ limit: "100" });  // a page at a time keeps rendering fast
+    const q = new URLSearchParams({ limit: "50" });  // a page at a time keeps rendering fast
     for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
     const extras = Promise.all([api("/v1/volumes?limit=200"), api("/v1/networks?limit=200")]);
     const page = await api(`/v1/instances?${q}`);
@@ -257,15 +257,29 @@ async function deployments(name) {
 // ---- images -----------------------------------------------------------------------------------
 
 async function images() {
-  const locs = await api("/v1/locations");
-  main.replaceChildren(h("h2", {}, "Images"));
+  const [locs, catalog] = await Promise.all([api("/v1/locations"), api("/v1/catalog")]);
+  main.replaceChildren(h("h2", {}, "Images"), h("h3", {}, "Catalog"),
+    catalog.length ? table([
+      { title: "name", cell: i => `${i.name} ${i.version}` }, { title: "id", cell: i => i.id },
+      { title: "os", cell: i => i.os || "" }, { title: "hardware", cell: i => `${i.cpus} CPU, ${i.memory_mb} MB` },
+      { title: "disks", cell: i => i.disks.map(d => `${d.format} ${Math.round(d.virtual_size / 2 ** 20)} MiB`).join(", ") },
+      { title: "replicas", cell: i => i.replicas.map(r => h("span", {
+          class: "pill " + (r.state === "ready" ? "ok" : r.state === "failed" ? "bad" : "warning"),
+          title: r.error || r.provider_image_id || "", "data-replica": `${r.location}:${r.state}` },
+          `${r.location} ${r.state}${r.state === "ready" || r.state === "failed" ? "" : " " + r.progress + "%"}`)) },
+    ], catalog) : h("p", {}, "No images yet: onepane images import FILE --name NAME"));
   const lists = await Promise.all(locs.map(l =>
     api(`/v1/images?location=${encodeURIComponent(l.name)}&limit=50`).catch(e => ({ error: e.message }))));
-  locs.forEach((l, i) => main.append(h("div", { class: "card" }, h("h3", {}, l.name),
+  locs.forEach((l, i) => main.append(h("div", { class: "card" }, h("h3", {}, `At ${l.name}`),
     lists[i].error ? h("p", { class: "error" }, lists[i].error)
       : table([{ title: "id", cell: im => im.id }, { title: "name", cell: im => im.name },
                { title: "kind", cell: im => im.extra.kind || "" }], lists[i]))));
   ready();
+  // replication progress: refresh while anything is still moving
+  if (catalog.some(i => i.replicas.some(r => !["ready", "failed"].includes(r.state)))) {
+    const t = setTimeout(() => { if (location.hash.startsWith("#/images")) route(); }, 1000);
+    stopPage = () => clearTimeout(t);
+  }
 }
 
 // ---- events -----------------------------------------------------------------------------------
