@@ -82,3 +82,22 @@ def percentile(values: list[float], p: float) -> float:
 
 def result(name: str, value: float, unit: str, op: str, target: float) -> None:
     print(f"RESULT {name} {value:.3f} {unit} target {op} {target}", flush=True)
+
+
+def three_locations(moto: str, extra: str = "") -> str:
+    """dc-a and dc-b (processes) and `aws` (EC2 on moto's server): the benches' setup."""
+    port = int(moto.rsplit(":", 1)[1])
+    return f"""sync_interval = 30
+dns_port = 0
+{extra}
+[locations.dc-a]
+provider = "local"
+[locations.dc-b]
+provider = "local"
+[locations.aws]
+provider = "cloud"
+driver = "ec2-compat"
+region = "us-east-1"
+credentials = {{ key = "k", secret = "s" }}
+options = {{ host = "127.0.0.1", port = {port}, secure = false }}
+"""

@@ -21,7 +21,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import moto_server, onepane, result
+from bench.common import moto_server, onepane, result, three_locations
 
 MiB = 2**20
 
@@ -53,20 +53,7 @@ def reference(src: Path, tmp: Path) -> float:
 
 
 def through_onepane(src: Path, tmp: Path, moto: str) -> tuple[float, int]:
-    port = int(moto.rsplit(":", 1)[1])
-    config = f"""sync_interval = 3600
-dns_port = 0
-[locations.dc-a]
-provider = "local"
-[locations.dc-b]
-provider = "local"
-[locations.aws]
-provider = "cloud"
-driver = "ec2-compat"
-region = "us-east-1"
-credentials = {{ key = "k", secret = "s" }}
-options = {{ host = "127.0.0.1", port = {port}, secure = false }}
-"""
+    config = three_locations(moto)
     with onepane(tmp / "state", config) as (url, token, proc):
         server = psutil.Process(proc.pid)
         peak = [server.memory_info().rss]

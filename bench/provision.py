@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import kill_instances, moto_server, onepane, result
+from bench.common import kill_instances, moto_server, onepane, result, three_locations
 from onepane.providers.base import InstanceSpec
 from onepane.providers.cloud import CloudProvider
 from onepane.providers.local import LocalProvider
@@ -75,20 +75,7 @@ def direct(count: int, moto: str, root: Path) -> float:
 
 
 def via_api(count: int, moto: str, root: Path, concurrency: int) -> float:
-    port = int(moto.rsplit(":", 1)[1])
-    config = f"""
-sync_interval = 30
-[locations.dc-a]
-provider = "local"
-[locations.dc-b]
-provider = "local"
-[locations.aws]
-provider = "cloud"
-driver = "ec2-compat"
-region = "us-east-1"
-credentials = {{ key = "k", secret = "s" }}
-options = {{ host = "127.0.0.1", port = {port}, secure = false }}
-"""
+    config = three_locations(moto)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(sleeper_dir(root), ".")

@@ -18,6 +18,7 @@ from ..images.catalog import CatalogImage
 from ..images.disk import FORMATS
 from ..model import Job
 from .deps import core, operator, viewer
+from .uploads import save_body
 
 router = APIRouter(prefix="/v1/catalog")
 MAX_UPLOAD = 64 * 2**30
@@ -35,15 +36,7 @@ async def import_image(request: Request, name: Annotated[str, Query(pattern=r"^[
     c = core(request)
     with tempfile.TemporaryDirectory(dir=c.catalog.blobs, prefix=".upload-") as tmp:
         path = Path(tmp) / "upload"
-        size = 0
-        with path.open("wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD:
-                    raise InvalidInput(f"upload larger than {MAX_UPLOAD} bytes", field="body")
-                f.write(chunk)
-        if size == 0:
-            raise InvalidInput("empty upload", field="body")
+        await save_body(request, path, MAX_UPLOAD)
         return await run_in_threadpool(c.catalog.import_file, path, name, version)
 
 

@@ -31,6 +31,7 @@ from ..model import (
     VolumeCreate,
 )
 from .deps import admin, core, operator, viewer
+from .uploads import save_body
 
 router = APIRouter(prefix="/v1")
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
@@ -225,13 +226,7 @@ async def upload_app_image(request: Request, name: str) -> Image:
         raise Unsupported(f"location {name} cannot import images", field="location")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.tar.gz"
-        size = 0
-        with path.open("wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD:
-                    raise InvalidInput(f"upload larger than {MAX_UPLOAD} bytes", field="body")
-                f.write(chunk)
+        await save_body(request, path, MAX_UPLOAD)
         img = await run_in_threadpool(provider.import_image, path)  # type: ignore[attr-defined]
     c.events.emit("image.imported", f"app image {img.name} imported at {name}", location=name,
                   subject=img.name)

@@ -5,7 +5,6 @@ qemu-img is called with argument lists (never a shell) and `--` before paths.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -18,7 +17,6 @@ from ..errors import InvalidInput, PermanentProviderError
 
 QEMU_IMG = "qemu-img"
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc")
-CHUNK = 1024 * 1024
 _PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
@@ -91,14 +89,6 @@ def convert(src: Path, dst: Path, fmt: str, progress: Callable[[float], None] | 
         raise PermanentProviderError(f"qemu-img convert to {fmt} failed: {err.strip()}")
     tmp.replace(dst)
     return info(dst)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def identical(a: Path, b: Path) -> bool:

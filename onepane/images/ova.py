@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import InvalidInput
+from ..providers.copy import sha256_of
 from . import disk, ovf
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def write_ova(pkg: ovf.OvfPackage, files: dict[str, Path], out: Path, version: s
     descriptor = ovf.write(pkg, version)
     digests = {f"{name}.ovf": hashlib.sha256(descriptor).hexdigest()}
     for href, path in files.items():
-        digests[href] = disk.sha256(path)
+        digests[href] = sha256_of(path)
     manifest = "".join(f"SHA256({k})= {v}\n" for k, v in digests.items()).encode()
     tmp = out.with_name(out.name + ".partial")
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:

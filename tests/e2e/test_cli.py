@@ -13,6 +13,7 @@ import boto3
 import httpx
 
 from tests.conftest import VENV_BIN
+from tests.helpers import wait_for
 
 
 def config(moto: str) -> str:
@@ -133,3 +134,24 @@ def test_openapi_documents_every_route(start_server: Any) -> None:
                  "/v1/images", "/v1/locations", "/v1/jobs/{job_id}", "/v1/events"]:
         assert path in spec["paths"], path
     assert sys.executable  # the suite runs in the venv the server uses
+
+
+def test_upload_an_app_image_and_run_it(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("dns_port = 0\n")
+    app = tmp_path / "hello"
+    app.mkdir()
+    (app / "onepane-app.json").write_text(json.dumps({
+        "name": "hello", "command": ["{python}", "-m", "http.server", "{port}", "--bind", "{host}"],
+        "health_path": "/"}))
+    (app / "index.html").write_text("hello from an uploaded app")
+    r = cli(server, "-o", "json", "images", "upload", "dc-b", str(app))
+    assert r.returncode == 0, r.stderr
+    r = cli(server, "-o", "json", "instances", "create", "hello-1", "--location", "dc-b",
+            "--image", "hello", "--size", "small")
+    assert r.returncode == 0, r.stderr
+    inst = json.loads(cli(server, "-o", "json", "instances", "list", "--location", "dc-b").stdout)[0]
+    url = f"http://{inst['addresses'][0]}:{inst['ports']['app']}/"
+    assert "uploaded app" in wait_for(lambda: httpx.get(url, timeout=1).text, 15, what="app up")
+    (app / "onepane-app.json").write_text('{"name": "Bad Name", "command": []}')
+    r = cli(server, "images", "upload", "dc-b", str(app))
+    assert r.returncode == 2 and "manifest" in r.stderr
