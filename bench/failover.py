@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import free_port, result
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
-from onepane.lab import netns_lab
-from onepane.providers.netns import NetnsProvider
+from onepane.lab import fail, netns_lab, recover
 from onepane.traffic.drill import Load, Switch
 
 LOCS = ("bench-east", "bench-west")
@@ -59,21 +58,13 @@ def drill(data_plane: str, failure: str, clients: int, rounds: int) -> list[Swit
             wait(lambda: load.served_by(primary, 0), 10, "traffic")
             for _ in range(rounds):
                 other = LOCS[1] if primary == LOCS[0] else LOCS[0]
-                provider = core.registry.get(primary)
-                assert isinstance(provider, NetnsProvider)
                 time.sleep(0.5)  # steady state before the cut
-                cut = time.monotonic()
-                if failure == "kill":
-                    for inst in core.ops.list_instances(location=primary).items:
-                        provider.kill_instance(inst.id)
-                else:
-                    provider.cut("silent")
+                cut = fail(core, primary, failure)
                 wait(lambda o=other: core.deployments.get(name).primary == o, 20, "failover")
                 wait(lambda o=other, c=cut: load.served_by(o, c), 10, "traffic moved")
                 time.sleep(2.0)  # let the switch window fill
                 out.append(load.switch(cut, primary))
-                if failure == "silent":
-                    provider.restore()
+                recover(core, primary, failure)
                 wait(lambda p=primary: up(core, name, p), 30, "recovery")
                 primary = other
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +42,24 @@ def netns_lab(state_dir: Path, locations: dict[str, int], **settings: object) ->
             p.teardown()  # processes inside, the namespace, then waits for the veth
         if not had:
             subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def fail(core: Core, location: str, failure: str) -> float:
+    """Make a location fail the way drills do: `kill` its instances' processes (connections
+    are refused) or cut it off `silent`ly (packets vanish). Returns when it happened."""
+    provider = core.registry.get(location)
+    assert isinstance(provider, NetnsProvider)
+    at = time.monotonic()
+    if failure == "kill":
+        for inst in core.ops.list_instances(location=location).items:
+            provider.kill_instance(inst.id)
+    else:
+        provider.cut("silent")
+    return at
+
+
+def recover(core: Core, location: str, failure: str) -> None:
+    """Undo a silent cut; killed instances are replaced by the reconciler on its own."""
+    provider = core.registry.get(location)
+    if failure == "silent" and isinstance(provider, NetnsProvider):
+        provider.restore()

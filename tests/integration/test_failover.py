@@ -8,7 +8,6 @@ see traffic come back: three rounds.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
-from onepane.lab import netns_lab
-from onepane.providers.netns import NetnsProvider
+from onepane.lab import fail, netns_lab, recover
 from onepane.traffic.drill import Load
 from tests.helpers import free_port, kill_instances, wait_for
 
@@ -61,22 +59,14 @@ def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
         primary = LOCS[0]
         for round_ in range(3):
             other = LOCS[1] if primary == LOCS[0] else LOCS[0]
-            provider = core.registry.get(primary)
-            assert isinstance(provider, NetnsProvider)
-            cut_at = time.monotonic()
-            if failure == "kill":
-                for inst in core.ops.list_instances(location=primary).items:
-                    provider.kill_instance(inst.id)
-            else:
-                provider.cut("silent")
+            cut_at = fail(core, primary, failure)
             wait_for(lambda other=other: status(core)["primary"] == other, 20,
                      what=f"round {round_}: {other} to become primary")
             wait_for(lambda other=other, t=cut_at: load.served_by(other, t), 10,
                      what=f"round {round_}: traffic at {other}")
             assert load.failures() == [], f"round {round_}: failed requests {load.failures()[:3]}"
             # bring the cut location back; it must stay secondary
-            if failure == "silent":
-                provider.restore()
+            recover(core, primary, failure)
             wait_for(lambda p=primary: healthy(core, p), 30, what=f"{primary} healthy again")
             assert status(core)["primary"] == other
             primary = other
