@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__, web
 from ..core import Core
-from . import catalog, deployments, inventory, problems
+from . import catalog, deployments, inventory, metrics, problems
 
 
 def create_app(core: Core) -> FastAPI:
@@ -21,6 +21,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(deployments.router)
     app.include_router(catalog.router)
+    app.include_router(metrics.router)
 
     web.mount(app)
 

@@ -76,6 +76,15 @@ def test_apply_move_failover_dns(start_server: Any, tmp_path: Path) -> None:
     r = cli(server, "move", "shop", "--to", "dc-z")
     assert r.returncode == 2 and "dc-z" in r.stderr
 
+    # Prometheus sees the same
+    text = httpx.get(f"{server.url}/metrics",
+                     headers={"Authorization": f"Bearer {server.token}"}).text
+    assert 'onepane_deployment_primary{deployment="shop",location="dc-a"} 1.0' in text
+    assert 'onepane_instances{location="dc-b",state="running"} 1.0' in text
+    assert 'onepane_dataplane_requests_total{deployment="shop",location="dc-a"}' in text
+    assert "onepane_deployment_availability_ratio" in text
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+
     # the data plane outlives the control plane
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
