@@ -22,6 +22,7 @@ from sqlalchemy import select
 from ..errors import InvalidInput, NotFound, OnepaneError, Unsupported
 from ..events import EventLog
 from ..inventory.jobs import JobRunner
+from ..inventory.views import job_view
 from ..model import Job, JobStatus, new_id
 from ..providers.base import Provider
 from ..providers.copy import sha256_of
@@ -198,7 +199,6 @@ class Catalog:
                                  data={"job": job_id, "kind": "image.replicate"})
             self.runner.submit(job_id, loc)
             jobs.append(job_id)
-        from ..inventory.views import job_view
         with self.events.store.tx() as s:
             return [job_view(r) for r in (s.get(JobRow, j) for j in jobs) if r is not None]
 

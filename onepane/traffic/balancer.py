@@ -72,22 +72,13 @@ class Balancer:
                 pool._next = (pool._next + 1) % len(pool.backends)
                 return pool, pool.backends[pool._next]
         exclude = exclude or set()
-        for _ in range(len(self.pools) + 1):
-            pool = self.serving_pool()
-            if pool is None:
-                return self.last_resort(exclude)
+        pool = self.serving_pool()
+        if pool is not None:
             candidates = [b for b in pool.backends if self.up(b) and b not in exclude]
             if candidates:
                 pool._next = (pool._next + 1) % len(candidates)
                 return pool, candidates[pool._next]
-            if self.policy != "ordered":
-                break
-            # every live backend of the serving pool already failed this request: try the rest
-            for p in self.pools:
-                rest = [b for b in p.backends if self.up(b) and b not in exclude]
-                if rest:
-                    return p, rest[0]
-            return self.last_resort(exclude)
+        # every live backend of the serving pool already failed this request: try the rest
         for p in self.pools:
             rest = [b for b in p.backends if self.up(b) and b not in exclude]
             if rest:

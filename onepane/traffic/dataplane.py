@@ -11,10 +11,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +75,12 @@ class DataPlane(ABC):
 
     @property
     @abstractmethod
+    def config_path(self) -> Path: ...
+
+    @property
     def marker(self) -> str:
         """A string in the process's command line that proves the pid is still ours."""
+        return str(self.config_path)
 
     def _kill(self) -> None:
         pid = self.pid()
@@ -89,14 +95,29 @@ class DataPlane(ABC):
         self.pidfile.unlink(missing_ok=True)
 
 
+def accepts(listen: str) -> bool:
+    host, port = listen.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_ready(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Return once `ready()` holds; `ready` may raise to give up early."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.01)
+    raise PermanentProviderError(f"{what} did not start listening")
+
+
 class BuiltinDataPlane(DataPlane):
     @property
     def config_path(self) -> Path:
         return self.workdir / f"{self.name}.json"
-
-    @property
-    def marker(self) -> str:
-        return str(self.config_path)
 
     def apply(self, config: DataPlaneConfig) -> None:
         body = {"listen": config.listen, "mode": config.mode, "policy": config.policy,
@@ -121,19 +142,14 @@ class BuiltinDataPlane(DataPlane):
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.pidfile.write_text(str(proc.pid))
-        host, port = config.listen.rsplit(":", 1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if proc.poll() is not None:
                 raise PermanentProviderError(
                     f"data plane for {self.name} exited: "
                     f"{(self.workdir / f'{self.name}.log').read_text()[-500:]}")
-            with contextlib.suppress(OSError):
-                import socket
-                socket.create_connection((host, int(port)), timeout=0.2).close()
-                return
-            time.sleep(0.02)
-        raise PermanentProviderError(f"data plane for {self.name} did not start listening")
+            return accepts(config.listen)
+        wait_ready(ready, f"data plane for {self.name}")
 
     def stop(self) -> None:
         self._kill()

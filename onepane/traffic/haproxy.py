@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from ..errors import PermanentProviderError
-from .dataplane import DataPlane, DataPlaneConfig
+from .dataplane import DataPlane, DataPlaneConfig, accepts, wait_ready
 
 HAPROXY = "haproxy"
 MIN_SLOTS = 4
@@ -131,10 +131,6 @@ class HaproxyDataPlane(DataPlane):
     @property
     def sock(self) -> Path:
         return self.workdir / f"{self.name}.haproxy.sock"
-
-    @property
-    def marker(self) -> str:
-        return str(self.config_path)
 
     def apply(self, config: DataPlaneConfig) -> None:
         if shutil.which(HAPROXY) is None:
@@ -235,12 +231,6 @@ class HaproxyDataPlane(DataPlane):
         out["by_location"] = by_location
         return out
 
-    def drain(self, location: str) -> None:
-        """Let a location's servers finish what they have and take nothing new."""
-        for name, st in self.slots.items():
-            if st.addr is not None and name[2:].startswith(slot_prefix(location, False)[2:]):
-                self.command(f"set server be/{name} state drain")
-
     # ---- process -------------------------------------------------------------------------
 
     def _start(self, shape: Shape, old_pid: int | None) -> None:
@@ -257,17 +247,15 @@ class HaproxyDataPlane(DataPlane):
         run = subprocess.run(args, capture_output=True, text=True)
         if run.returncode != 0:
             raise PermanentProviderError(f"haproxy did not start: {run.stderr.strip()}")
-        host, port = shape.listen.rsplit(":", 1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError, FileNotFoundError, PermanentProviderError):
+
+        def serving() -> bool:
+            """The new process (not the old one) answers on the admin socket and the port."""
+            with contextlib.suppress(OSError, ValueError, PermanentProviderError):
                 new_pid = int(self.pidfile.read_text().split()[0])
-                if new_pid != old_pid and f"Pid: {new_pid}" in self.command("show info"):
-                    socket.create_connection((host, int(port)), timeout=0.2).close()
-                    break
-            time.sleep(0.01)
-        else:
-            raise PermanentProviderError("haproxy did not start listening")
+                return (new_pid != old_pid and f"Pid: {new_pid}" in self.command("show info")
+                        and accepts(shape.listen))
+            return False
+        wait_ready(serving, "haproxy")
         soft_deadline = time.monotonic() + 2
         while old_pid and psutil.pid_exists(old_pid) and time.monotonic() < soft_deadline:
             with contextlib.suppress(ChildProcessError):
