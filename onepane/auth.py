@@ -1,16 +1,21 @@
-"""API tokens: stored hashed, checked on every request, with a role each."""
+"""API tokens and EC2 access keys: each carries one of the same three roles.
+
+Tokens are stored hashed (a bearer token is compared, never recomputed). Access keys are stored
+encrypted: a SigV4 signature can only be checked by recomputing it with the secret.
+"""
 
 from __future__ import annotations
 
+import secrets
 import threading
 
 from sqlalchemy import func, select
 
 from .errors import Forbidden, NotFound, Unauthorized
 from .model import new_id
-from .secrets import hash_token, new_token
+from .secrets import Vault, hash_token, new_token
 from .store.db import Store
-from .store.tables import TokenRow
+from .store.tables import AccessKeyRow, TokenRow
 
 ROLES = ("admin", "operator", "viewer")
 
@@ -58,3 +63,53 @@ class Tokens:
     def count(self) -> int:
         with self.store.tx() as s:
             return s.scalar(select(func.count()).select_from(TokenRow)) or 0
+
+
+class AccessKeys:
+    """Key id + secret pairs for the EC2 query API (AWS Signature Version 4)."""
+
+    def __init__(self, store: Store, vault: Vault) -> None:
+        self.store = store
+        self.vault = vault
+        self._cache: dict[str, tuple[str, str]] = {}  # key id -> (secret, role)
+        self._lock = threading.Lock()
+
+    def create(self, name: str, role: str = "operator") -> tuple[str, str]:
+        """Returns (access key id, secret). The secret is shown once."""
+        if role not in ROLES:
+            raise Forbidden(f"unknown role {role!r}; use {', '.join(ROLES)}", field="role")
+        # AWS key ids are 20 upper-case characters; tools such as the aws CLI expect that shape.
+        key_id = "AKOP" + secrets.token_hex(8).upper()
+        secret = secrets.token_urlsafe(30)
+        with self.store.tx() as s:
+            s.add(AccessKeyRow(id=key_id, name=name, role=role,
+                               secret_enc=self.vault.seal({"secret": secret})))
+        return key_id, secret
+
+    def revoke(self, key_id: str) -> None:
+        with self.store.tx() as s:
+            row = s.get(AccessKeyRow, key_id)
+            if row is None:
+                raise NotFound(f"no access key {key_id!r}")
+            s.delete(row)
+        with self._lock:
+            self._cache.pop(key_id, None)
+
+    def list(self) -> list[dict[str, str]]:
+        with self.store.tx() as s:
+            return [{"access_key_id": r.id, "name": r.name, "role": r.role,
+                     "created_at": r.created_at.isoformat()}
+                    for r in s.scalars(select(AccessKeyRow).order_by(AccessKeyRow.created_at))]
+
+    def secret_and_role(self, key_id: str) -> tuple[str, str] | None:
+        with self._lock:
+            if key_id in self._cache:
+                return self._cache[key_id]
+        with self.store.tx() as s:
+            row = s.get(AccessKeyRow, key_id)
+            if row is None:
+                return None
+            found = (self.vault.open(row.secret_enc)["secret"], row.role)
+        with self._lock:
+            self._cache[key_id] = found
+        return found

@@ -33,11 +33,13 @@ networks_app = typer.Typer(help="Networks.", no_args_is_help=True)
 images_app = typer.Typer(help="Images as each location sees them.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Asynchronous operations.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+keys_app = typer.Typer(help="Access keys for the EC2 query API (/ec2/, SigV4).", no_args_is_help=True)
 deployments_app = typer.Typer(help="Replicated deployments and their traffic.",
                               no_args_is_help=True)
 for sub, name in [(locations_app, "locations"), (instances_app, "instances"),
                   (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
-                  (jobs_app, "jobs"), (tokens_app, "tokens"), (deployments_app, "deployments")]:
+                  (jobs_app, "jobs"), (tokens_app, "tokens"), (keys_app, "keys"),
+                  (deployments_app, "deployments")]:
     app.add_typer(sub, name=name)
 
 out = Console(width=None if sys.stdout.isatty() else 250)  # pipes get whole ids
@@ -482,6 +484,22 @@ def tokens_create(name: str, role: str = "operator") -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: str) -> None:
     client().delete(f"/v1/tokens/{token_id}")
+
+
+@keys_app.command("create")
+def keys_create(name: str, role: str = "operator") -> None:
+    """Prints the key id and its secret (shown once), e.g. for `aws configure`."""
+    show(client().post("/v1/access-keys", {"name": name, "role": role}, idempotent_key=False))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    show(client().get("/v1/access-keys"), ["access_key_id", "name", "role", "created_at"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    client().delete(f"/v1/access-keys/{key_id}")
 
 
 # ---- deployments -----------------------------------------------------------------------------

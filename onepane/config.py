@@ -32,6 +32,8 @@ class Settings(BaseModel):
     dns_port: int | None = Field(default=8653, ge=0, le=65535, description="None: no DNS")
     dns_zone: str = "onepane.local"
     dns_ttl: int = Field(default=5, ge=0)
+    ec2_region: str = Field(default="onepane", pattern=r"^[a-z0-9-]{1,32}$",
+                            description="the one region the EC2 front end shows; locations are its zones")
     locations: list[LocationCreate] = Field(
         default_factory=lambda: [
             LocationCreate(name="dc-a", provider=ProviderKind.local, region="local-a",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from .auth import Tokens
+from .auth import AccessKeys, Tokens
 from .config import Settings
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
@@ -34,6 +34,7 @@ class Core:
         self.registry = Registry(settings.workers_per_location)
         self.vault = Vault(load_key(settings.state_dir))
         self.tokens = Tokens(self.store)
+        self.access_keys = AccessKeys(self.store, self.vault)
         self.locations = Locations(settings.state_dir, self.events, self.registry, self.vault)
         self.runner = JobRunner(self.events, self.registry)
         self.ops = Operations(self.events, self.locations, self.runner)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__, web
 from ..core import Core
-from . import catalog, deployments, inventory, metrics, problems
+from . import catalog, deployments, ec2, inventory, metrics, problems
 
 
 def create_app(core: Core) -> FastAPI:
@@ -22,6 +22,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(deployments.router)
     app.include_router(catalog.router)
     app.include_router(metrics.router)
+    app.include_router(ec2.router)
 
     web.mount(app)
 

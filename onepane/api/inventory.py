@@ -203,18 +203,7 @@ def create_network(request: Request, response: Response, req: NetworkCreate,
 def list_images(request: Request, location: Annotated[list[str] | None, Query()] = None,
                 name: str | None = None, limit: Limit = 200) -> list[Image]:
     """Images as each location's provider lists them, all locations asked concurrently."""
-    c = core(request)
-    names = location or c.registry.names()
-    futures = {n: c.registry.submit(n, lambda n=n: c.registry.get(n).list_images()) for n in names}
-    out: list[Image] = []
-    for n, fut in futures.items():
-        for img in fut.result(timeout=120):
-            if name and name.lower() not in img.name.lower():
-                continue
-            out.append(Image(id=img.provider_id, name=img.name, location=n, extra=img.extra))
-            if len(out) >= limit:
-                return out
-    return out
+    return core(request).ops.list_images(location, name, limit)
 
 
 @router.post("/locations/{name}/images", status_code=201, dependencies=[operator])
@@ -313,3 +302,23 @@ def create_token(request: Request, body: Annotated[TokenCreate, Body()]) -> dict
 def revoke_token(request: Request, token_id: str) -> None:
     core(request).tokens.revoke(token_id)
 
+
+
+# ---- access keys (EC2 query API) ------------------------------------------------------------
+
+@router.post("/access-keys", status_code=201, dependencies=[admin])
+def create_access_key(request: Request, body: Annotated[TokenCreate, Body()]) -> dict[str, str]:
+    """A key id + secret for SigV4 clients (aws CLI, boto3, Terraform) of the /ec2/ front end."""
+    key_id, secret = core(request).access_keys.create(body.name, body.role)
+    return {"access_key_id": key_id, "secret_access_key": secret, "role": body.role,
+            "note": "the secret is shown once"}
+
+
+@router.get("/access-keys", dependencies=[admin])
+def list_access_keys(request: Request) -> list[dict[str, str]]:
+    return core(request).access_keys.list()
+
+
+@router.delete("/access-keys/{key_id}", status_code=204, dependencies=[admin])
+def revoke_access_key(request: Request, key_id: str) -> None:
+    core(request).access_keys.revoke(key_id)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, Unsupported
 from ..events import EventLog
 from ..model import (
+    Image,
     Instance,
     InstanceCreate,
     InstanceState,
@@ -92,7 +93,7 @@ class Operations:
             q = q.where(InstanceRow.tags[k].as_string() == v)
         if cursor:
             q = q.where(InstanceRow.id > decode_cursor(cursor))
-        return self._page(q, limit, instance_view_from_columns)
+        return self._page(q, limit, instance_view_from_columns, columns=True)
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Instance counts per location and state, for the overview (one GROUP BY)."""
@@ -150,6 +151,43 @@ class Operations:
         inst = self.get_instance(instance_id)
         return self._submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
                             None, f"destroy instance {inst.name} ({instance_id})")
+
+    def retag(self, resource_id: str, add: dict[str, str], remove: dict[str, str | None]) -> None:
+        """Set and remove onepane tags on an instance or volume (not pushed to the provider).
+
+        `remove` maps a key to the value it must have to be removed, or None for any value.
+        """
+        with self.events.tx() as s:
+            row: InstanceRow | VolumeRow
+            if resource_id.startswith("vol-"):
+                row = self._volume(s, resource_id)
+            else:
+                row = self._instance(s, resource_id)
+            tags = dict(row.tags or {})
+            tags.update(add)
+            for key, value in remove.items():
+                if key in tags and (value is None or tags[key] == value):
+                    del tags[key]
+            row.tags = tags
+            self.events.emit("tags.changed", f"tags of {resource_id} changed", location=row.location,
+                             subject=resource_id, session=s,
+                             data={"set": sorted(add), "removed": sorted(remove)})
+
+    def list_images(self, locations: list[str] | None = None, name: str | None = None,
+                    limit: int = 200) -> list[Image]:
+        """Images as each location's provider lists them, all locations asked concurrently."""
+        registry = self.locations.registry
+        names = locations or registry.names()
+        futures = {n: registry.submit(n, lambda n=n: registry.get(n).list_images()) for n in names}
+        out: list[Image] = []
+        for n, fut in futures.items():
+            for img in fut.result(timeout=120):
+                if name and name.lower() not in img.name.lower():
+                    continue
+                out.append(Image(id=img.provider_id, name=img.name, location=n, extra=img.extra))
+                if len(out) >= limit:
+                    return out
+        return out
 
     # ---- volumes -------------------------------------------------------------------------
 
@@ -386,9 +424,9 @@ class Operations:
             row = s.scalar(select(JobRow).where(JobRow.idempotency_key == key))
             return job_view(row) if row else None
 
-    def _page(self, q: Select[Any], limit: int, view: Any) -> Page[Any]:
+    def _page(self, q: Select[Any], limit: int, view: Any, columns: bool = False) -> Page[Any]:
         with self.store.tx() as s:
-            rows = list(s.execute(q).mappings()) if len(q.selected_columns) > 1 else list(s.scalars(q))
+            rows = list(s.execute(q).mappings()) if columns else list(s.scalars(q))
         items = [view(r) for r in rows[:limit]]
         nxt = encode_cursor(items[-1].id) if len(rows) > limit else None
         return Page[Any](items=items, next_cursor=nxt)

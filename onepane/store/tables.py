@@ -116,6 +116,18 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AccessKeyRow(Base):
+    """EC2-style access keys. SigV4 needs the secret itself to check a signature, so it is
+    stored encrypted with the vault key (like provider credentials), not hashed."""
+
+    __tablename__ = "access_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the access key id, AKOP...
+    name: Mapped[str] = mapped_column(String(64))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    role: Mapped[str] = mapped_column(String(16), default="operator")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DeploymentRow(Base):
     __tablename__ = "deployments"
     name: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -1,0 +1,201 @@
+"""The EC2 query front end driven by real clients: boto3 and the aws CLI (both from PyPI).
+
+Two kinds of location behind it: a local data center (dc-a) and EC2 on moto's server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import VENV_BIN
+from tests.e2e.test_cli import config
+from tests.helpers import wait_for
+
+AWS_AMI = "ami-760aaa0f"
+
+
+def access_key(server: Any, role: str = "operator") -> tuple[str, str]:
+    r = httpx.post(f"{server.url}/v1/access-keys", json={"name": f"ci-{role}", "role": role},
+                   headers={"Authorization": f"Bearer {server.token}"})
+    assert r.status_code == 201, r.text
+    return r.json()["access_key_id"], r.json()["secret_access_key"]
+
+
+def ec2_client(server: Any, key: tuple[str, str]) -> Any:
+    return boto3.client("ec2", endpoint_url=f"{server.url}/ec2/", region_name="onepane",
+                        aws_access_key_id=key[0], aws_secret_access_key=key[1])
+
+
+def states(ec2: Any, ids: list[str]) -> dict[str, str]:
+    res = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    return {i["InstanceId"]: i["State"]["Name"] for r in res for i in r["Instances"]}
+
+
+def error_code(fn: Any, **kw: Any) -> str:
+    with pytest.raises(ClientError) as err:
+        fn(**kw)
+    return str(err.value.response["Error"]["Code"])
+
+
+def test_boto3_runs_instances_on_two_kinds_of_location(start_server: Any, moto: str) -> None:
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+
+    zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+    assert zones == {"dc-a", "dc-b", "aws-us-east-1"}
+    assert [r["RegionName"] for r in ec2.describe_regions()["Regions"]] == ["onepane"]
+
+    run = {"ImageId": "httpecho", "InstanceType": "small", "MinCount": 1, "MaxCount": 1,
+           "Placement": {"AvailabilityZone": "dc-a"}, "ClientToken": "web-a-once",
+           "TagSpecifications": [{"ResourceType": "instance",
+                                  "Tags": [{"Key": "Name", "Value": "web-a"},
+                                           {"Key": "app", "Value": "shop"}]}]}
+    first = ec2.run_instances(**run)["Instances"][0]["InstanceId"]
+    again = ec2.run_instances(**run)["Instances"][0]["InstanceId"]
+    assert first == again  # same ClientToken, one instance
+    assert error_code(ec2.run_instances, **{**run, "InstanceType": "large"}) == \
+        "IdempotentParameterMismatch"
+    aws = ec2.run_instances(ImageId=AWS_AMI, InstanceType="t2.micro", MinCount=1, MaxCount=1,
+                            Placement={"AvailabilityZone": "aws-us-east-1"},
+                            TagSpecifications=[{"ResourceType": "instance",
+                                                "Tags": [{"Key": "app", "Value": "shop"}]}]
+                            )["Instances"][0]["InstanceId"]
+    ids = [first, aws]
+    wait_for(lambda: set(states(ec2, ids).values()) == {"running"}, 60, what="both running")
+
+    # One call describes both locations; filters and pages work.
+    shop = ec2.describe_instances(Filters=[{"Name": "tag:app", "Values": ["shop"]}])
+    found = {i["InstanceId"]: i for r in shop["Reservations"] for i in r["Instances"]}
+    assert set(found) == set(ids)
+    assert {i["Placement"]["AvailabilityZone"] for i in found.values()} == {"dc-a", "aws-us-east-1"}
+    assert {t["Key"]: t["Value"] for t in found[first]["Tags"]} == {"Name": "web-a", "app": "shop"}
+    paged = ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 5})
+    assert {i["InstanceId"] for p in paged for r in p["Reservations"] for i in r["Instances"]} == set(ids)
+    only_a = ec2.describe_instances(Filters=[{"Name": "availability-zone", "Values": ["dc-a"]}])
+    assert [i["InstanceId"] for r in only_a["Reservations"] for i in r["Instances"]] == [first]
+    native = httpx.get(f"{server.url}/v1/instances", params={"tag": "app=shop"},
+                       headers={"Authorization": f"Bearer {server.token}"}).json()["items"]
+    assert len(native) == 2
+
+    ec2.stop_instances(InstanceIds=ids)
+    wait_for(lambda: set(states(ec2, ids).values()) == {"stopped"}, 60, what="both stopped")
+    ec2.start_instances(InstanceIds=ids)
+    wait_for(lambda: set(states(ec2, ids).values()) == {"running"}, 60, what="both running again")
+
+    ec2.create_tags(Resources=[first], Tags=[{"Key": "tier", "Value": "front"}])
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [first]}])["Tags"]
+    assert {(t["Key"], t["Value"]) for t in tags} == {("Name", "web-a"), ("app", "shop"),
+                                                      ("tier", "front")}
+
+    ec2.terminate_instances(InstanceIds=ids)
+
+    def gone() -> bool:
+        left = ec2.describe_instances(Filters=[{"Name": "tag:app", "Values": ["shop"]}])
+        return not left["Reservations"]
+    wait_for(gone, 60, what="both terminated")
+
+
+def test_ec2_errors_have_ec2_codes(start_server: Any, moto: str) -> None:
+    server = start_server(config(moto))
+    key = access_key(server)
+    ec2 = ec2_client(server, key)
+    assert error_code(ec2.describe_instances, InstanceIds=["i-0123456789abcdef0"]) == \
+        "InvalidInstanceID.NotFound"
+    assert error_code(ec2.describe_instances, InstanceIds=["vol-123"]) == "InvalidInstanceID.Malformed"
+    assert error_code(ec2.run_instances, ImageId="no-such-image", InstanceType="small", MinCount=1,
+                      MaxCount=1, Placement={"AvailabilityZone": "dc-a"}) == "InvalidAMIID.NotFound"
+    assert error_code(ec2.run_instances, ImageId="httpecho", MinCount=1, MaxCount=1,
+                      Placement={"AvailabilityZone": "nowhere"}) == "InvalidParameterValue"
+    assert error_code(ec2.describe_instances, Filters=[{"Name": "bogus", "Values": ["x"]}]) == \
+        "InvalidParameterValue"
+    assert error_code(ec2_client(server, (key[0], "wrong")).describe_instances) == \
+        "SignatureDoesNotMatch"
+    assert error_code(ec2_client(server, ("AKOPNOSUCHKEY0000000", "x")).describe_instances) == \
+        "AuthFailure"
+    viewer = ec2_client(server, access_key(server, "viewer"))
+    assert viewer.describe_instances()["Reservations"] == []
+    assert error_code(viewer.run_instances, ImageId="httpecho", MinCount=1, MaxCount=1) == \
+        "UnauthorizedOperation"
+    # nothing was left behind by the rejected requests
+    assert ec2.describe_instances()["Reservations"] == []
+    unsigned = httpx.post(f"{server.url}/ec2/", data={"Action": "DescribeInstances"})
+    assert unsigned.status_code == 401 and "<Code>MissingAuthenticationToken</Code>" in unsigned.text
+    assert server.log().count(key[1]) == 0  # the secret is never logged
+
+
+def test_volumes_vpcs_and_subnets(start_server: Any, moto: str) -> None:
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+    auth = {"Authorization": f"Bearer {server.token}"}
+    httpx.post(f"{server.url}/v1/networks", json={"name": "backend", "location": "dc-a",
+                                                  "cidr": "10.20.0.0/24"}, headers=auth)
+    wait_for(lambda: ec2.describe_vpcs()["Vpcs"] and ec2.describe_vpcs()["Vpcs"][0]["State"] ==
+             "available", 30, what="vpc")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]
+    assert vpc["CidrBlock"] == "10.20.0.0/24"
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"][0]
+    assert subnet["AvailabilityZone"] == "dc-a"
+
+    inst = ec2.run_instances(ImageId="httpecho", InstanceType="small", MinCount=1, MaxCount=1,
+                             Placement={"AvailabilityZone": "dc-a"})["Instances"][0]["InstanceId"]
+    vol = ec2.create_volume(AvailabilityZone="dc-a", Size=1,
+                            TagSpecifications=[{"ResourceType": "volume",
+                                                "Tags": [{"Key": "Name", "Value": "data"}]}])["VolumeId"]
+
+    def volume() -> dict[str, Any]:
+        return dict(ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0])
+    wait_for(lambda: volume()["State"] == "available"
+             and states(ec2, [inst])[inst] == "running", 30, what="volume and instance ready")
+    ec2.attach_volume(VolumeId=vol, InstanceId=inst, Device="/dev/vdb")
+    wait_for(lambda: volume()["State"] == "in-use", 30, what="attached")
+    assert volume()["Attachments"][0]["InstanceId"] == inst
+    assert error_code(ec2.delete_volume, VolumeId=vol) == "IncorrectState"
+    ec2.detach_volume(VolumeId=vol)
+    wait_for(lambda: volume()["State"] == "available", 30, what="detached")
+    ec2.delete_volume(VolumeId=vol)
+    wait_for(lambda: not ec2.describe_volumes()["Volumes"], 30, what="deleted")
+    assert error_code(ec2.describe_volumes, VolumeIds=[vol]) == "InvalidVolume.NotFound"
+    ec2.terminate_instances(InstanceIds=[inst])
+
+
+def test_aws_cli(start_server: Any, moto: str) -> None:
+    server = start_server(config(moto))
+    key = access_key(server)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1],
+           "AWS_DEFAULT_REGION": "onepane", "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+    def aws(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(VENV_BIN / "aws"), "--endpoint-url", f"{server.url}/ec2/",
+                               "--output", "json", "ec2", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    ids = []
+    for zone, image, size in [("dc-b", "httpecho", "nano"), ("aws-us-east-1", AWS_AMI, "t2.micro")]:
+        r = aws("run-instances", "--image-id", image, "--instance-type", size, "--count", "1",
+                "--placement", f"AvailabilityZone={zone}", "--client-token", f"cli-{zone}")
+        assert r.returncode == 0, r.stderr
+        ids.append(json.loads(r.stdout)["Instances"][0]["InstanceId"])
+
+    def described() -> dict[str, str]:
+        r = aws("describe-instances")
+        assert r.returncode == 0, r.stderr
+        return {i["InstanceId"]: i["State"]["Name"] for res in json.loads(r.stdout)["Reservations"]
+                for i in res["Instances"]}
+    wait_for(lambda: described() == dict.fromkeys(ids, "running"), 60, what="running via aws CLI")
+    assert aws("stop-instances", "--instance-ids", *ids).returncode == 0
+    wait_for(lambda: described() == dict.fromkeys(ids, "stopped"), 60, what="stopped via aws CLI")
+    assert aws("start-instances", "--instance-ids", *ids).returncode == 0
+    wait_for(lambda: described() == dict.fromkeys(ids, "running"), 60, what="started via aws CLI")
+    assert aws("terminate-instances", "--instance-ids", *ids).returncode == 0
+    wait_for(lambda: described() == {}, 60, what="terminated via aws CLI")
+    bad = aws("describe-instances", "--instance-ids", "i-00000000000000000")
+    assert bad.returncode != 0 and "InvalidInstanceID.NotFound" in bad.stderr
