@@ -98,6 +98,7 @@ class Instance(BaseModel):
     ports: dict[str, int]
     tags: dict[str, str]
     origin: Literal["onepane", "discovered"]
+    network: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__, web
 from ..core import Core
-from . import catalog, deployments, ec2, inventory, metrics, problems
+from . import catalog, deployments, ec2, inventory, metrics, occi, problems
 
 
 def create_app(core: Core) -> FastAPI:
@@ -23,6 +23,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(metrics.router)
     app.include_router(ec2.router)
+    app.include_router(occi.router)
 
     web.mount(app)
 

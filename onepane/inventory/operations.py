@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -53,6 +54,16 @@ def decode_cursor(cursor: str) -> str:
     if not re.fullmatch(r"[a-z]+-[0-9a-f]+", value):
         raise InvalidInput("malformed cursor", field="cursor")
     return value
+
+
+def every(fetch: Callable[..., Page[Any]], **kw: Any) -> Iterator[Any]:
+    """All items of a paged listing (list_instances, list_volumes, ...), a page at a time."""
+    cursor = None
+    while True:
+        page = fetch(limit=MAX_PAGE, cursor=cursor, **kw)
+        yield from page.items
+        if not (cursor := page.next_cursor):
+            return
 
 
 class Operations:
@@ -119,11 +130,12 @@ class Operations:
         self.locations.provider(req.location).validate(req.image, req.size)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": req.image, "size": req.size, "tags": req.tags,
-                  "network": req.network}
+                  "network": self._provider_network(req)}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
-                              size=req.size, state=InstanceState.pending, tags=req.tags))
+                              size=req.size, state=InstanceState.pending, tags=req.tags,
+                              network=req.network))
         return self._submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
                             f"create instance {req.name} ({inst_id}) at {req.location}")
 
@@ -259,6 +271,13 @@ class Operations:
         if cursor:
             q = q.where(NetworkRow.id > decode_cursor(cursor))
         return self._page(q, limit, network_view)
+
+    def get_network(self, network_id: str) -> Network:
+        with self.store.tx() as s:
+            row = s.get(NetworkRow, network_id)
+            if row is None:
+                raise NotFound(f"no network {network_id!r}", field="network")
+            return network_view(row)
 
     def create_network(self, req: NetworkCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
@@ -416,6 +435,18 @@ class Operations:
             raise
         self.runner.submit(job_id, location)
         return self.get_job(job_id)
+
+    def _provider_network(self, req: InstanceCreate) -> str | None:
+        """A onepane network id (net-...) becomes the provider's own id; others pass through."""
+        if not req.network or not req.network.startswith("net-"):
+            return req.network
+        with self.store.tx() as s:
+            net = s.get(NetworkRow, req.network)
+            if net is None or net.location != req.location:
+                raise InvalidInput(f"no network {req.network!r} at {req.location}", field="network")
+            if net.provider_id is None:
+                raise Conflict(f"network {req.network} is still being created", field="network")
+            return net.provider_id
 
     def _job_for_key(self, key: str | None) -> Job | None:
         if not key:

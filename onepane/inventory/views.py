@@ -22,6 +22,7 @@ def instance_view(row: InstanceRow, provider: str | None = None) -> Instance:
                     provider_id=row.provider_id, image=row.image, size=row.size,
                     state=InstanceState(row.state), addresses=row.addresses, ports=row.ports,
                     tags=row.tags, origin=row.origin,  # type: ignore[arg-type]
+                    network=row.network,
                     created_at=row.created_at, updated_at=row.updated_at)
 
 

@@ -45,6 +45,7 @@ class InstanceRow(Base):
     ports: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     origin: Mapped[str] = mapped_column(String(16), default="onepane")
+    network: Mapped[str | None] = mapped_column(String(32))  # onepane network id, if asked for
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

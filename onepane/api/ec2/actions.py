@@ -7,12 +7,13 @@ idempotency and roles are the services' (DESIGN.md, Interfaces).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ...core import Core
-from ...model import Instance, InstanceCreate, Page, VolumeAttach, VolumeCreate
+from ...inventory.operations import every
+from ...model import Instance, InstanceCreate, VolumeAttach, VolumeCreate
 from . import shapes
 from .wire import Ec2Error, filters, integer, members, required
 
@@ -37,15 +38,6 @@ def action(role: str) -> Callable[[Handler], Handler]:
         ACTIONS[fn.__name__.removeprefix("do_")] = (role, fn)
         return fn
     return register
-
-
-def pages(fetch: Callable[..., Page[Any]], **kw: Any) -> Iterator[Any]:
-    cursor = None
-    while True:
-        page = fetch(limit=1000, cursor=cursor, **kw)
-        yield from page.items
-        if not (cursor := page.next_cursor):
-            return
 
 
 # ---- regions and zones ------------------------------------------------------------------------
@@ -264,12 +256,12 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     _check_filters(flt, {"resource-id", "resource-type", "key", "value"})
     rows: list[dict[str, str]] = []
     if _match(flt, "resource-type", "instance"):
-        for inst in pages(ctx.core.ops.list_instances):
+        for inst in every(ctx.core.ops.list_instances):
             rid = shapes.instance_id(inst.id)
             rows.extend({"resourceId": rid, "resourceType": "instance", "key": k, "value": v}
                         for k, v in sorted(inst.tags.items()))
     if _match(flt, "resource-type", "volume"):
-        for vol in pages(ctx.core.ops.list_volumes):
+        for vol in every(ctx.core.ops.list_volumes):
             rows.extend({"resourceId": vol.id, "resourceType": "volume", "key": k, "value": v}
                         for k, v in sorted(vol.tags.items()))
     return {"tagSet": [r for r in rows if _match(flt, "resource-id", r["resourceId"])
@@ -336,7 +328,7 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                    tags=True)
     ids = members(p, "VolumeId")
     vols = ([ctx.core.ops.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
-            else list(pages(ctx.core.ops.list_volumes)))
+            else list(every(ctx.core.ops.list_volumes)))
     out = []
     for v in map(shapes.volume, vols):
         attached = [a["instanceId"] for a in v["attachmentSet"]]
@@ -356,7 +348,7 @@ def DescribeVpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = filters(p)
     _check_filters(flt, {"vpc-id", "cidr", "state"})
     ids = {shapes.to_onepane(v, "vpc") for v in members(p, "VpcId")}
-    nets = [n for n in pages(ctx.core.ops.list_networks) if not ids or n.id in ids]
+    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
     if missing := ids - {n.id for n in nets}:
         raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID 'vpc-{sorted(missing)[0][4:]}' "
                        "does not exist")
@@ -369,7 +361,7 @@ def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = filters(p)
     _check_filters(flt, {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "state"})
     ids = {shapes.to_onepane(v, "subnet") for v in members(p, "SubnetId")}
-    nets = [n for n in pages(ctx.core.ops.list_networks) if not ids or n.id in ids]
+    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
     if missing := ids - {n.id for n in nets}:
         raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID 'subnet-{sorted(missing)[0][4:]}'"
                        " does not exist")
