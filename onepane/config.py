@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .errors import InvalidInput
 from .model import LocationCreate, ProviderKind
+from .policy.alerts import Webhook
 
 DEFAULT_PORT = 8640
 
@@ -32,6 +33,10 @@ class Settings(BaseModel):
     dns_port: int | None = Field(default=8653, ge=0, le=65535, description="None: no DNS")
     dns_zone: str = "onepane.local"
     dns_ttl: int = Field(default=5, ge=0)
+    metrics_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between samples")
+    metrics_raw_retention: float = Field(default=3600.0, gt=0, description="raw samples, seconds")
+    metrics_retention: float = Field(default=7 * 86400.0, gt=0, description="1-minute averages")
+    webhooks: list[Webhook] = Field(default_factory=list)
     ec2_region: str = Field(default="onepane", pattern=r"^[a-z0-9-]{1,32}$",
                             description="the one region the EC2 front end shows; locations are its zones")
     locations: list[LocationCreate] = Field(

@@ -17,6 +17,8 @@ from .inventory.jobs import JobRunner
 from .inventory.locations import Locations
 from .inventory.operations import Operations
 from .inventory.sync import InventorySync
+from .policy.alerts import Alerts
+from .policy.metrics import Metrics, Sampler
 from .providers.registry import Registry
 from .secrets import Vault, load_key
 from .store.db import Store
@@ -41,8 +43,13 @@ class Core:
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
         self.deployments = Deployments(self.events, self.locations)
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
+        self.metrics = Metrics(self.store, raw_retention=settings.metrics_raw_retention,
+                               retention=settings.metrics_retention)
+        self.alerts = Alerts(self.events, settings.webhooks)
         self.reconciler = Reconciler(self.events, self.ops, self.deployments,
-                                     settings.state_dir / "traffic", settings.reconcile_interval)
+                                     settings.state_dir / "traffic", settings.reconcile_interval,
+                                     metrics=self.metrics)
+        self.sampler = Sampler(self.metrics, self.reconciler.sample_metrics, settings.metrics_interval)
         self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
@@ -56,6 +63,8 @@ class Core:
         if background:
             self.sync.start()
             self.reconciler.start()
+            self.sampler.start()
+            self.alerts.start()
             if self.settings.dns_port is not None:
                 try:
                     self.dns = DnsServer(self.deployments, self.ops, self.settings.dns_zone,
@@ -70,6 +79,8 @@ class Core:
         """Stop the control plane. Instances and data planes keep running on purpose."""
         if self.dns:
             self.dns.stop()
+        self.sampler.stop()
+        self.alerts.stop()
         self.reconciler.stop()
         self.sync.stop()
         self.registry.close()

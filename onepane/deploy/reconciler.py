@@ -1,9 +1,10 @@
 """The deployment reconciler: desired replicas vs what runs, health vs who serves.
 
-Each pass, per deployment: replace replicas the provider reports failed (error, missing),
-create missing ones, remove extras; point the health monitor at the running replicas; ask the
-traffic manager who serves; push a new data plane configuration only when it changed. Every
-action goes through the same operations (jobs) as a user's, and lands in the event log.
+Each pass, per deployment: ask the traffic manager who serves, ask the policy engine how many
+replicas each location should run and which replicas to restart or replace, carry that out
+(create missing replicas, remove extras), point the health monitor at the running replicas and
+push a new data plane configuration only when it changed. Every action goes through the same
+operations (jobs) as a user's, and every policy decision lands in the event log with its reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
 from ..model import Instance, InstanceCreate, InstanceState
+from ..policy import engine
+from ..policy.metrics import Metrics
+from ..policy.placement import violation
 from ..policy.sla import SlaTracker
 from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
 from ..traffic.health import HealthMonitor, Target
@@ -40,8 +46,14 @@ def make_data_plane(kind: str, name: str, workdir: Path) -> DataPlane:
 
 class Reconciler:
     def __init__(self, events: EventLog, ops: Operations, deployments: Deployments,
-                 workdir: Path, interval: float = 0.2) -> None:
+                 workdir: Path, interval: float = 0.2, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.events = events
+        self.metrics = metrics
+        self.clock = clock  # wall time for schedules; injectable so tests can move it
+        self.policy: dict[str, engine.PolicyState] = {}
+        self.instances: dict[str, list[Instance]] = {}  # the last listing, for the sampler
+        self._labels: dict[str, dict[str, str]] = {}
         self.ops = ops
         self.deployments = deployments
         self.workdir = workdir
@@ -77,6 +89,7 @@ class Reconciler:
 
     def run_once(self) -> None:
         deps = self.deployments.list()
+        self._labels = {loc.name: loc.labels for loc in self.deployments.locations.list()}
         for dep in deps:
             try:
                 self.reconcile(dep)
@@ -95,17 +108,10 @@ class Reconciler:
     def reconcile(self, dep: Deployment) -> None:
         spec = DeploymentSpec.model_validate(dep.spec)
         instances = self.ops.list_instances(tags={TAG: dep.name}, limit=1000).items
+        self.instances[dep.name] = instances
         by_loc: dict[str, list[Instance]] = defaultdict(list)
         for inst in instances:
             by_loc[inst.location].append(inst)
-        for loc in set(by_loc) | set(spec.replicas):
-            self._converge(dep.name, spec, loc, by_loc.get(loc, []))
-        self._replacing &= {i.id for i in instances}  # forget replicas that are gone
-        running = [i for i in instances if i.state == InstanceState.running and i.addresses
-                   and "app" in i.ports and i.location in spec.replicas]
-        self.health.set_targets(dep.name, [
-            Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
-                   check=spec.health) for i in running])
         snapshot = self.health.snapshot(dep.name)
         up = [t for t in snapshot if t.up]
         healthy = {t.location for t in up}
@@ -113,12 +119,22 @@ class Reconciler:
         for t in up:
             since[t.location] = min(since.get(t.location, t.since), t.since)
         self._ever_up[dep.name] |= healthy
-        started = self._started.setdefault(dep.name, time.monotonic())
-        decision = decide(spec, dep.primary, healthy, since, time.monotonic(),
-                          self._ever_up[dep.name], started)
-        self._apply(dep, spec, decision, up)
+        now = time.monotonic()
+        started = self._started.setdefault(dep.name, now)
+        decision = decide(spec, dep.primary, healthy, since, now, self._ever_up[dep.name], started)
         serving = set(decision.order[:1]) if spec.traffic.mode == "active-passive" else {
             loc for loc, w in decision.weights.items() if w > 0}
+
+        plan = self._plan(dep.name, spec, instances, snapshot, serving, now)
+        for loc in set(by_loc) | set(plan.replicas):
+            self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
+        self._replacing &= {i.id for i in instances}  # forget replicas that are gone
+        running = [i for i in instances if i.state == InstanceState.running and i.addresses
+                   and "app" in i.ports and i.location in spec.replicas]
+        self.health.set_targets(dep.name, [
+            Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
+                   check=spec.health) for i in running])
+        self._apply(dep, spec, decision, up)
         sla = self._track_sla(dep, spec, bool(serving & healthy))
         status = {
             "mode": spec.traffic.mode,
@@ -127,12 +143,54 @@ class Reconciler:
             "weights": decision.weights,
             "locations": {loc: {"replicas": sum(1 for i in by_loc.get(loc, [])
                                                 if i.state not in BROKEN),
+                                "desired": plan.replicas.get(loc, 0),
                                 "healthy": sum(1 for t in up if t.location == loc),
                                 "up": loc in healthy}
                           for loc in spec.replicas},
             "sla": sla,
         }
         self.deployments.set_status(dep.name, decision.primary, status, decision.reason)
+
+    def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
+              snapshot: list[Target], serving: set[str], now: float) -> engine.Plan:
+        """Ask the policy engine, then carry out and log what it decided."""
+        checks = {t.key: t.failures for t in snapshot}
+        live = self.metrics.live.get(name) if self.metrics else None
+        obs = engine.Observation(
+            serving=serving,
+            replicas=[engine.Replica(i.id, i.location, i.state, checks.get(i.id, 0),
+                                     live.cpu.get(i.id) if live else None)
+                      for i in instances if i.id not in self._replacing],
+            healthy={loc: sum(1 for t in snapshot if t.up and t.location == loc) for loc in spec.replicas},
+            rps=dict(live.rps) if live else {},
+            p95_ms=live.p95_ms if live else None,
+            labels=self._labels)
+        state = self.policy.setdefault(name, engine.PolicyState())
+        plan = engine.evaluate(spec, obs, state, now, self.clock())
+        for act in plan.actions:
+            if act.kind == "restart" and act.instance:
+                try:
+                    self.ops.instance_action(act.instance, "reboot")
+                except OnepaneError as exc:  # e.g. already being replaced; the next pass decides
+                    log.warning("%s: cannot restart %s: %s", name, act.instance, exc.detail)
+                    continue
+            elif act.kind == "replace" and act.instance:
+                if act.instance in self._replacing:
+                    continue
+                self._replacing.add(act.instance)
+                self.ops.destroy_instance(act.instance, f"reconcile:{act.instance}:destroy")
+            elif act.kind == "placement" and state.warned_placement.get(act.location or "") == act.reason:
+                continue
+            if act.kind == "placement":
+                state.warned_placement[act.location or ""] = act.reason
+            self.events.emit(f"policy.{act.kind}", f"{name}: {act.kind.replace('_', ' ')}"
+                             f"{' of ' + act.instance if act.instance else ''}"
+                             f"{' at ' + act.location if act.location else ''}: {act.reason}",
+                             severity="warning" if act.kind in ("restart", "replace", "placement")
+                             else "info", location=act.location, subject=name,
+                             data={"policy": act.kind, "reason": act.reason,
+                                   "instance": act.instance, **act.data})
+        return plan
 
     def _track_sla(self, dep: Deployment, spec: DeploymentSpec, available: bool) -> dict[str, Any]:
         tracker = self._sla.get(dep.name)
@@ -158,24 +216,23 @@ class Reconciler:
         rep["availability"] = round(rep["availability"], 3)
         return rep
 
-    def _converge(self, name: str, spec: DeploymentSpec, loc: str, have: list[Instance]) -> None:
-        want = spec.replicas.get(loc, 0)
-        for inst in have:
-            if inst.state in BROKEN and inst.id not in self._replacing:
-                self._replacing.add(inst.id)
-                self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")
-                self.events.emit("replica.replaced", f"{name}: replica {inst.id} at {loc} is "
-                                 f"{inst.state}; replacing it", severity="warning", location=loc,
-                                 subject=name, data={"instance": inst.id})
-        live = sorted((i for i in have if i.state not in BROKEN), key=lambda i: i.id)
+    def _converge(self, name: str, spec: DeploymentSpec, loc: str, have: list[Instance],
+                  want: int) -> None:
+        live = sorted((i for i in have if i.state not in BROKEN and i.id not in self._replacing),
+                      key=lambda i: i.id)
         for extra in live[want:]:
             self.ops.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
         for _ in range(want - len(live)):
+            if self._unplaceable(spec, loc) is not None:
+                return  # the engine reported it; never place a replica outside its constraints
             self.ops.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
                 location=loc, image=spec.image, size=spec.size, tags={TAG: name}))
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
+
+    def _unplaceable(self, spec: DeploymentSpec, loc: str) -> str | None:
+        return violation(spec.policies.placement.require, self._labels.get(loc, {}))
 
     def _apply(self, dep: Deployment, spec: DeploymentSpec, decision: Decision,
                up: list[Target]) -> None:
@@ -194,6 +251,26 @@ class Reconciler:
         if plane.applied != config:
             plane.apply(config)
 
+    def sample_metrics(self) -> None:
+        """One look at every deployment for the metrics (the sampler thread calls this)."""
+        if self.metrics is None:
+            return
+        for name, plane in list(self.planes.items()):
+            checks = {t.key: t for t in self.health.snapshot(name)}
+            replicas = []
+            for inst in self.instances.get(name, []):
+                t = checks.get(inst.id)
+                use = None
+                if inst.provider_id and inst.state == InstanceState.running:
+                    try:
+                        use = self.ops.locations.provider(inst.location).usage(inst.provider_id)
+                    except OnepaneError:
+                        use = None
+                replicas.append({"id": inst.id, "location": inst.location, "up": bool(t and t.up),
+                                 "check_ms": t.latency_ms if t else None,
+                                 "cpu": use[0] if use else None, "memory": use[1] if use else None})
+            self.metrics.observe(name, plane.stats(), replicas)
+
     def remove(self, name: str) -> None:
         plane = self.planes.pop(name, None)
         if plane:
@@ -202,5 +279,9 @@ class Reconciler:
         self._ever_up.pop(name, None)
         self._sla.pop(name, None)
         self._started.pop(name, None)
+        self.policy.pop(name, None)
+        self.instances.pop(name, None)
+        if self.metrics:
+            self.metrics.forget(name)
         for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
             self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

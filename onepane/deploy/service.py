@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..inventory.locations import Locations
+from ..policy.placement import violation
 from ..store.tables import DeploymentRow
 from ..traffic.manager import next_healthy
 from .spec import DeploymentSpec
@@ -59,11 +60,15 @@ class Deployments:
 
     def apply(self, spec: DeploymentSpec) -> Deployment:
         """Create or update. Every location must exist and offer the image and size."""
+        require = spec.policies.placement.require
         for loc in spec.replicas:
             try:
                 provider = self.locations.provider(loc)
             except NotFound as exc:
                 raise InvalidInput(f"replicas.{loc}: no such location", field=f"replicas.{loc}") from exc
+            if (why := violation(require, self.locations.get(loc).labels)) is not None:
+                raise InvalidInput(f"replicas.{loc}: cannot be placed at {loc}: it {why}",
+                                   field=f"replicas.{loc}")
             try:
                 provider.validate(spec.image, spec.size)
             except InvalidInput as exc:

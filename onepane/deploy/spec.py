@@ -13,12 +13,21 @@
       hold_down: 30
     data_plane: builtin                 # or haproxy
     listen: 127.0.0.1:8081
+    sla: {target: 99.9}
+    policies:
+      failure: {restart_after: 3, replace_after: 6, max_restarts: 1}
+      autoscale: {metric: rps_per_replica, min: 1, max: 4, scale_out_above: 50,
+                  scale_in_below: 10, sustain: 3, cooldown_out: 10, cooldown_in: 60}
+      schedule:                         # active windows; outside them a location has 0 replicas
+        - {cron: "0 8 * * 1-5", duration: 36000, locations: [dc-a]}
+      placement: {require: {country: de, certifications: hipaa}}
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -52,6 +61,71 @@ class Sla(Strict):
     target: float = Field(default=99.9, gt=0, le=100, description="availability, percent")
 
 
+class FailurePolicy(Strict):
+    """A replica whose checks fail `restart_after` times in a row is restarted; if it fails
+    `replace_after` checks in a row after that (or `max_restarts` is 0), it is replaced."""
+
+    restart_after: int = Field(default=3, ge=1, le=1000)
+    replace_after: int = Field(default=6, ge=1, le=1000)
+    max_restarts: int = Field(default=1, ge=0, le=10)
+
+
+class Autoscale(Strict):
+    """Scale the serving locations' replicas between min and max on one metric."""
+
+    metric: Literal["rps_per_replica", "p95_ms", "cpu_percent"] = "rps_per_replica"
+    min: int = Field(default=1, ge=0, le=100)
+    max: int = Field(default=4, ge=1, le=100)
+    scale_out_above: float = Field(gt=0)
+    scale_in_below: float = Field(ge=0)
+    sustain: float = Field(default=3.0, ge=0, le=3600, description="seconds over/under before acting")
+    cooldown_out: float = Field(default=10.0, ge=0, le=86400)
+    cooldown_in: float = Field(default=60.0, ge=0, le=86400)
+    step: int = Field(default=1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _bands(self) -> Autoscale:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.scale_in_below >= self.scale_out_above:
+            raise ValueError("scale_in_below must be below scale_out_above, or it would flap")
+        return self
+
+
+class Window(Strict):
+    """Active from each time `cron` fires (5-field cron, in `timezone`) for `duration` seconds."""
+
+    cron: str
+    duration: float = Field(gt=0, le=31 * 86400)
+    locations: list[str] | None = None  # which locations this window activates; None: all
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> Window:
+        from croniter import croniter
+        if len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
+            raise ValueError(f"cron {self.cron!r} is not a valid 5-field cron expression")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        return self
+
+
+class Placement(Strict):
+    """Labels every location of the deployment must carry. A label value may list several
+    comma-separated values (certifications: "hipaa,pci"); a requirement may be a list."""
+
+    require: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+class Policies(Strict):
+    failure: FailurePolicy = Field(default_factory=FailurePolicy)
+    autoscale: Autoscale | None = None
+    schedule: list[Window] = Field(default_factory=list)
+    placement: Placement = Field(default_factory=Placement)
+
+
 class DeploymentSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=40)
     image: str = Field(min_length=1)
@@ -65,6 +139,7 @@ class DeploymentSpec(Strict):
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
     attempt_timeout: float = Field(default=5.0, gt=0, le=300)
     sla: Sla = Field(default_factory=Sla)
+    policies: Policies = Field(default_factory=Policies)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
@@ -87,6 +162,10 @@ class DeploymentSpec(Strict):
             self.traffic.weights = {loc: weights.get(loc, 0) for loc in self.replicas}
         if self.service is None:
             self.service = self.name
+        for w in self.policies.schedule:
+            unknown = [loc for loc in w.locations or [] if loc not in self.replicas]
+            if unknown:
+                raise ValueError(f"policies.schedule names {unknown} without replicas")
         return self
 
 

@@ -140,6 +140,11 @@ class Provider(ABC):
     @abstractmethod
     def list_sizes(self) -> list[ObservedSize]: ...
 
+    def usage(self, provider_id: str) -> tuple[float, int] | None:
+        """CPU percent (100 = one core) and resident memory in bytes of a running instance,
+        where the provider can see them (local processes); None elsewhere."""
+        return None
+
     # volumes
     def list_volumes(self) -> list[ObservedVolume]:
         return []

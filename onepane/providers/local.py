@@ -30,6 +30,7 @@ from ..errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    OnepaneError,
     PermanentProviderError,
     TransientProviderError,
 )
@@ -83,6 +84,7 @@ class LocalProvider(Provider):
         self.options = options or {}
         self._lock = threading.RLock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._usage: dict[int, psutil.Process] = {}  # kept: cpu_percent() measures between calls
 
     # ---- layout --------------------------------------------------------------------------
 
@@ -168,6 +170,20 @@ class LocalProvider(Provider):
         with self._lock:
             self._detach_all(provider_id)
             shutil.rmtree(path.parent, ignore_errors=True)
+
+    def usage(self, provider_id: str) -> tuple[float, int] | None:
+        with contextlib.suppress(OnepaneError, psutil.Error, OSError, ValueError):
+            rec = self._load(provider_id)
+            if not rec.pid or not self._alive(rec):
+                return None
+            proc = self._usage.get(rec.pid)
+            if proc is None:
+                proc = self._usage[rec.pid] = psutil.Process(rec.pid)
+                proc.cpu_percent(None)  # the first call only sets the baseline
+            procs = [proc, *proc.children(recursive=True)]
+            return (sum(p.cpu_percent(None) for p in procs if p.is_running()),
+                    sum(p.memory_info().rss for p in procs if p.is_running()))
+        return None
 
     def kill_instance(self, provider_id: str) -> None:
         """Kill without changing the desired state: what a crash looks like (drills, tests)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -115,6 +115,24 @@ class TokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MetricRow(Base):
+    """One sample. `step` 0 is a raw sample; 60 is a one-minute average made by compaction.
+    `ts` is epoch seconds, so bucketing is plain arithmetic on every database."""
+
+    __tablename__ = "metric_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    deployment: Mapped[str] = mapped_column(String(40))
+    location: Mapped[str] = mapped_column(String(40), default="")
+    instance: Mapped[str] = mapped_column(String(32), default="")
+    name: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_metric_samples_dep_name_ts", "deployment", "name", "ts"),
+                      Index("ix_metric_samples_step_ts", "step", "ts"))
 
 
 class AccessKeyRow(Base):

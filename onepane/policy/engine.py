@@ -1,0 +1,116 @@
+"""One policy engine: from a deployment's spec and what was observed, the replicas each location
+should run now and the actions to take, each with its reason.
+
+It is pure: no I/O, time passed in (a monotonic clock for durations, a wall clock for
+schedules), so that it is cheap (bench/policy.py: 1,000 deployments per pass) and testable with
+an injected clock. The reconciler carries the actions out and logs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..deploy.spec import DeploymentSpec
+from . import autoscale, failure, placement, schedule
+
+
+@dataclass
+class Replica:
+    id: str
+    location: str
+    state: str  # onepane instance state
+    failures: int = 0  # consecutive failed health checks
+    cpu_percent: float | None = None
+
+
+@dataclass
+class Observation:
+    serving: set[str]  # locations traffic goes to now
+    replicas: list[Replica]
+    healthy: dict[str, int]  # location -> healthy replicas
+    rps: dict[str, float]  # location -> requests/s through the data plane
+    p95_ms: float | None = None
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # location -> labels
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # restart | replace | scale_out | scale_in | schedule_on | schedule_off | placement
+    reason: str
+    location: str | None = None
+    instance: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    replicas: dict[str, int]
+    actions: list[Action]
+
+
+@dataclass
+class PolicyState:
+    scale: autoscale.ScaleState = field(default_factory=autoscale.ScaleState)
+    failures: failure.FailureState = field(default_factory=failure.FailureState)
+    active: set[str] | None = None  # locations the schedule had active at the last pass
+    warned_placement: dict[str, str] = field(default_factory=dict)  # log a violation once
+
+
+def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: float,
+             wall: datetime) -> Plan:
+    pol = spec.policies
+    actions: list[Action] = []
+    replicas = dict(spec.replicas)
+
+    for loc in replicas:
+        why = placement.violation(pol.placement.require, obs.labels.get(loc, {}))
+        if why is not None:
+            replicas[loc] = 0
+            actions.append(Action("placement", f"{loc} {why}; running nothing there", loc))
+
+    if pol.schedule:
+        active = schedule.active_locations(pol.schedule, replicas, wall)
+        if state.active is not None:
+            for loc in sorted(active - state.active):
+                actions.append(Action("schedule_on", f"a schedule window opened at {loc}", loc))
+            for loc in sorted(state.active - active):
+                actions.append(Action("schedule_off", f"no schedule window is open for {loc}", loc))
+        state.active = active
+        for loc in replicas:
+            if loc not in active:
+                replicas[loc] = 0
+
+    if pol.autoscale is not None:
+        for loc in sorted(obs.serving):
+            if replicas.get(loc, 0) == 0:
+                continue  # off by schedule or placement: nothing to scale
+            value = _metric(pol.autoscale.metric, obs, loc)
+            d = autoscale.evaluate(pol.autoscale, state.scale, loc, spec.replicas[loc], value, now)
+            if d is not None:
+                actions.append(Action("scale_out" if d.after > d.before else "scale_in", d.reason,
+                                      loc, data={"from": d.before, "to": d.after}))
+            replicas[loc] = state.scale.locations[loc].replicas
+
+    live = set()
+    for r in obs.replicas:
+        live.add(r.id)
+        if replicas.get(r.location, 0) == 0:
+            continue
+        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state)
+        if fd is not None:
+            actions.append(Action(fd.action, fd.reason, r.location, r.id))
+    failure.forget(state.failures, live)
+    return Plan(replicas, actions)
+
+
+def _metric(name: str, obs: Observation, loc: str) -> float | None:
+    if name == "rps_per_replica":
+        if loc not in obs.rps:
+            return None
+        return obs.rps[loc] / max(1, obs.healthy.get(loc, 0))
+    if name == "p95_ms":
+        return obs.p95_ms
+    cpus = [r.cpu_percent for r in obs.replicas if r.location == loc and r.cpu_percent is not None]
+    return sum(cpus) / len(cpus) if cpus else None

@@ -1,0 +1,58 @@
+"""Failure policy for replicas: restart first, replace when restarting did not help.
+
+Counts are consecutive failed health checks, as the health monitor keeps them. A replica the
+provider reports gone (`missing`) has nothing to restart and is replaced at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..deploy.spec import FailurePolicy
+
+
+@dataclass
+class ReplicaRecord:
+    restarts: int = 0
+    failures_at_restart: int = 0
+
+
+@dataclass
+class FailureState:
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    instance: str
+    action: str  # restart | replace
+    reason: str
+
+
+def evaluate(policy: FailurePolicy, state: FailureState, instance: str, failures: int,
+             provider_state: str) -> FailureDecision | None:
+    rec = state.replicas.setdefault(instance, ReplicaRecord())
+    if provider_state == "missing":
+        return FailureDecision(instance, "replace", "the provider no longer has it")
+    if failures == 0 and provider_state != "error":
+        rec.failures_at_restart = 0  # healthy again: later failures count from zero
+        return None
+    if provider_state == "error":  # a crashed process counts as failing its checks
+        failures = max(failures, policy.restart_after + rec.failures_at_restart)
+    if rec.restarts and failures - rec.failures_at_restart >= policy.replace_after:
+        return FailureDecision(instance, "replace", f"{failures - rec.failures_at_restart} failed "
+                               f"checks after {rec.restarts} restart(s)")
+    if failures - rec.failures_at_restart >= policy.restart_after:
+        if rec.restarts < policy.max_restarts:
+            rec.restarts += 1
+            rec.failures_at_restart = failures
+            return FailureDecision(instance, "restart", f"{failures} failed checks in a row")
+        if not rec.restarts:
+            return FailureDecision(instance, "replace", f"{failures} failed checks in a row "
+                                   "(no restarts allowed)")
+    return None
+
+
+def forget(state: FailureState, live: set[str]) -> None:
+    for gone in set(state.replicas) - live:
+        del state.replicas[gone]
