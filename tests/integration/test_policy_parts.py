@@ -63,7 +63,7 @@ class Receiver(BaseHTTPRequestHandler):
     replies: list[int] = []
     got: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.got.append((dict(self.headers), body))
         self.send_response(self.replies.pop(0) if self.replies else 200)
