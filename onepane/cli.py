@@ -509,7 +509,9 @@ DEP_COLS = ["name", "primary", "listen", "serving", "health", "availability", "e
 
 def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
     st = d.get("status") or {}
-    health = {loc: f"{v['healthy']}/{v['replicas']}" for loc, v in (st.get("locations") or {}).items()}
+    health = {loc: f"{v['healthy']}/{v['replicas']}" + (f" (want {v['desired']})" if v.get("desired")
+                                                          not in (None, v["replicas"]) else "")
+              for loc, v in (st.get("locations") or {}).items()}
     sla = st.get("sla") or {}
     return {**d, "serving": st.get("serving"), "health": health,
             "availability": f"{sla['availability']}% (target {sla['target']}%)" if sla else "",
@@ -534,6 +536,27 @@ def deployments_list() -> None:
 def deployments_show(name: str) -> None:
     dep = client().get(f"/v1/deployments/{name}")
     show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+
+
+@deployments_app.command("metrics")
+def deployments_metrics(
+    name: str,
+    metric: Annotated[str | None, typer.Option("--name", help="rps, errors_per_s, p95_ms, up, "
+                                               "check_ms, cpu_percent, memory_bytes")] = None,
+    since: Annotated[float, typer.Option(help="seconds back")] = 600,
+) -> None:
+    """Stored metrics of a deployment: per series, its latest value, mean and max."""
+    data = client().get(f"/v1/deployments/{name}/metrics", since=since, name=metric)
+    if ctx.output == Output.json:
+        show(data)
+        return
+    rows = []
+    for sr in data["series"]:
+        values = [p[1] for p in sr["points"]]
+        rows.append({"metric": sr["name"], "location": sr["location"], "instance": sr["instance"],
+                     "points": len(values), "latest": round(values[-1], 2),
+                     "mean": round(sum(values) / len(values), 2), "max": round(max(values), 2)})
+    show(rows, ["metric", "location", "instance", "points", "latest", "mean", "max"])
 
 
 @deployments_app.command("delete")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from ..deploy.service import Deployment
@@ -39,6 +40,18 @@ def deployment_traffic(request: Request, name: str) -> dict[str, Any]:
     c.deployments.get(name)  # 404 for an unknown name
     plane = c.reconciler.planes.get(name)
     return plane.stats() if plane else {}
+
+
+@router.get("/{name}/metrics", dependencies=[viewer])
+def deployment_metrics(request: Request, name: str, metric: Annotated[str | None, Query(alias="name")] = None,
+                       since: Annotated[float, Query(gt=0, le=31 * 86400)] = 3600) -> dict[str, Any]:
+    """Stored series of the last `since` seconds (raw samples, then one-minute averages:
+    each point is [ts, value, step]) and the live figures the policy engine sees."""
+    c = core(request)
+    c.deployments.get(name)
+    live = c.metrics.live.get(name)
+    return {"series": c.metrics.query(name, metric, since),
+            "live": dataclasses.asdict(live) if live else None}
 
 
 @router.delete("/{name}", status_code=204, dependencies=[operator])

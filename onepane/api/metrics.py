@@ -64,6 +64,39 @@ class OnepaneCollector(Collector):
                 retried.add_metric([dep.name], stats.get("retried", 0))
                 failed.add_metric([dep.name], stats.get("failed", 0))
         yield from (healthy, primary, availability, budget, served, retried, failed)
+        yield from self._live(c)
+
+    @staticmethod
+    def _live(c: Core) -> Iterator[Metric]:
+        rps = GaugeMetricFamily("onepane_deployment_requests_per_second", "Requests/s through the "
+                                "data plane", labels=["deployment", "location"])
+        errors = GaugeMetricFamily("onepane_deployment_errors_per_second", "Failed requests/s",
+                                   labels=["deployment"])
+        p95 = GaugeMetricFamily("onepane_deployment_p95_ms", "p95 latency through the data plane",
+                                labels=["deployment"])
+        cpu = GaugeMetricFamily("onepane_replica_cpu_percent", "CPU of a local replica (100 = a core)",
+                                labels=["deployment", "location", "instance"])
+        mem = GaugeMetricFamily("onepane_replica_memory_bytes", "Resident memory of a local replica",
+                                labels=["deployment", "location", "instance"])
+        check = GaugeMetricFamily("onepane_replica_check_latency_ms", "Last health check latency",
+                                  labels=["deployment", "location", "instance"])
+        for dep, live in list(c.metrics.live.items()):
+            for loc, v in live.rps.items():
+                rps.add_metric([dep, loc], v)
+            errors.add_metric([dep], live.errors_per_s)
+            if live.p95_ms is not None:
+                p95.add_metric([dep], live.p95_ms)
+            for rid, loc in live.location_of.items():
+                if rid in live.cpu:
+                    cpu.add_metric([dep, loc, rid], live.cpu[rid])
+                    mem.add_metric([dep, loc, rid], live.memory[rid])
+                if rid in live.check_ms:
+                    check.add_metric([dep, loc, rid], live.check_ms[rid])
+        decisions = CounterMetricFamily("onepane_policy_decisions", "Policy engine decisions",
+                                        labels=["deployment", "kind"])
+        for (dep, kind), n in c.reconciler.decisions.items():
+            decisions.add_metric([dep, kind], n)
+        yield from (rps, errors, p95, cpu, mem, check, decisions)
 
 
 @router.get("/metrics", dependencies=[viewer], include_in_schema=False)

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
-from ..model import Instance, InstanceCreate, InstanceState
+from ..model import Instance, InstanceCreate, InstanceState, JobStatus
 from ..policy import engine
 from ..policy.metrics import Metrics
 from ..policy.placement import violation
@@ -52,6 +52,7 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock  # wall time for schedules; injectable so tests can move it
         self.policy: dict[str, engine.PolicyState] = {}
+        self.decisions: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, kind) -> count
         self.instances: dict[str, list[Instance]] = {}  # the last listing, for the sampler
         self._labels: dict[str, dict[str, str]] = {}
         self.ops = ops
@@ -61,6 +62,7 @@ class Reconciler:
         self.health = HealthMonitor()
         self.planes: dict[str, DataPlane] = {}
         self._replacing: set[str] = set()
+        self._restarting: dict[str, str] = {}  # instance -> its restart job
         self._ever_up: dict[str, set[str]] = defaultdict(set)
         self._started: dict[str, float] = {}
         self._sla: dict[str, SlaTracker] = {}
@@ -159,7 +161,7 @@ class Reconciler:
         obs = engine.Observation(
             serving=serving,
             replicas=[engine.Replica(i.id, i.location, i.state, checks.get(i.id, 0),
-                                     live.cpu.get(i.id) if live else None)
+                                     live.cpu.get(i.id) if live else None, self._still_restarting(i.id))
                       for i in instances if i.id not in self._replacing],
             healthy={loc: sum(1 for t in snapshot if t.up and t.location == loc) for loc in spec.replicas},
             rps=dict(live.rps) if live else {},
@@ -170,7 +172,7 @@ class Reconciler:
         for act in plan.actions:
             if act.kind == "restart" and act.instance:
                 try:
-                    self.ops.instance_action(act.instance, "reboot")
+                    self._restarting[act.instance] = self.ops.instance_action(act.instance, "reboot").id
                 except OnepaneError as exc:  # e.g. already being replaced; the next pass decides
                     log.warning("%s: cannot restart %s: %s", name, act.instance, exc.detail)
                     continue
@@ -183,6 +185,7 @@ class Reconciler:
                 continue
             if act.kind == "placement":
                 state.warned_placement[act.location or ""] = act.reason
+            self.decisions[(name, act.kind)] += 1
             self.events.emit(f"policy.{act.kind}", f"{name}: {act.kind.replace('_', ' ')}"
                              f"{' of ' + act.instance if act.instance else ''}"
                              f"{' at ' + act.location if act.location else ''}: {act.reason}",
@@ -215,6 +218,18 @@ class Reconciler:
         rep["error_budget"]["allowed_down_s"] = round(rep["error_budget"]["allowed_down_s"])
         rep["availability"] = round(rep["availability"], 3)
         return rep
+
+    def _still_restarting(self, instance: str) -> bool:
+        job = self._restarting.get(instance)
+        if job is None:
+            return False
+        try:
+            if self.ops.get_job(job).status in (JobStatus.queued, JobStatus.running):
+                return True
+        except OnepaneError:
+            pass
+        del self._restarting[instance]
+        return False
 
     def _converge(self, name: str, spec: DeploymentSpec, loc: str, have: list[Instance],
                   want: int) -> None:

@@ -23,6 +23,7 @@ class Replica:
     state: str  # onepane instance state
     failures: int = 0  # consecutive failed health checks
     cpu_percent: float | None = None
+    restarting: bool = False  # a restart the engine asked for is still being carried out
 
 
 @dataclass
@@ -98,7 +99,7 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
         live.add(r.id)
         if replicas.get(r.location, 0) == 0:
             continue
-        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state)
+        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting)
         if fd is not None:
             actions.append(Action(fd.action, fd.reason, r.location, r.id))
     failure.forget(state.failures, live)

@@ -30,27 +30,38 @@ class FailureDecision:
 
 
 def evaluate(policy: FailurePolicy, state: FailureState, instance: str, failures: int,
-             provider_state: str) -> FailureDecision | None:
+             provider_state: str, restarting: bool = False) -> FailureDecision | None:
     rec = state.replicas.setdefault(instance, ReplicaRecord())
+    if restarting:  # checks fail while it restarts; count only those after the restart is done
+        rec.failures_at_restart = failures
+        return None
     if provider_state == "missing":
         return FailureDecision(instance, "replace", "the provider no longer has it")
-    if failures == 0 and provider_state != "error":
+    if provider_state == "error":  # crashed: the provider saw the process or VM die
+        if rec.restarts < policy.max_restarts:
+            return _restart(rec, instance, failures, "it crashed")
+        return FailureDecision(instance, "replace", f"it crashed again after {rec.restarts} "
+                               "restart(s)" if rec.restarts else "it crashed (no restarts allowed)")
+    if failures == 0:
         rec.failures_at_restart = 0  # healthy again: later failures count from zero
         return None
-    if provider_state == "error":  # a crashed process counts as failing its checks
-        failures = max(failures, policy.restart_after + rec.failures_at_restart)
-    if rec.restarts and failures - rec.failures_at_restart >= policy.replace_after:
-        return FailureDecision(instance, "replace", f"{failures - rec.failures_at_restart} failed "
-                               f"checks after {rec.restarts} restart(s)")
-    if failures - rec.failures_at_restart >= policy.restart_after:
+    counted = failures - rec.failures_at_restart
+    if rec.restarts and counted >= policy.replace_after:
+        return FailureDecision(instance, "replace", f"{counted} failed checks after "
+                               f"{rec.restarts} restart(s)")
+    if counted >= policy.restart_after:
         if rec.restarts < policy.max_restarts:
-            rec.restarts += 1
-            rec.failures_at_restart = failures
-            return FailureDecision(instance, "restart", f"{failures} failed checks in a row")
+            return _restart(rec, instance, failures, f"{failures} failed checks in a row")
         if not rec.restarts:
             return FailureDecision(instance, "replace", f"{failures} failed checks in a row "
                                    "(no restarts allowed)")
     return None
+
+
+def _restart(rec: ReplicaRecord, instance: str, failures: int, reason: str) -> FailureDecision:
+    rec.restarts += 1
+    rec.failures_at_restart = failures
+    return FailureDecision(instance, "restart", reason)
 
 
 def forget(state: FailureState, live: set[str]) -> None:

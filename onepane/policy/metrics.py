@@ -72,13 +72,21 @@ class Metrics:
         prev = self._last.get(deployment)
         by_loc = {k: int(v) for k, v in (stats.get("by_location") or {}).items()}
         failed = int(stats.get("failed") or 0)
+        # Rates over the data plane's own clock: the built-in proxy writes its counters once a
+        # second, so two looks may see the same write, which is no news rather than zero load.
+        at = float(stats.get("ts") or now)
         if stats:
-            if prev is not None and now > prev.ts:
-                dt = now - prev.ts
-                # A restarted data plane starts its counters at zero: never report a negative rate.
-                live.rps = {loc: max(0, n - prev.by_location.get(loc, 0)) / dt for loc, n in by_loc.items()}
-                live.errors_per_s = max(0, failed - prev.failed) / dt
-            self._last[deployment] = Counters(now, by_loc, failed)
+            if prev is not None and at <= prev.ts:
+                old = self.live.get(deployment)
+                live.rps, live.errors_per_s = (dict(old.rps), old.errors_per_s) if old else ({}, 0.0)
+            else:
+                if prev is not None:
+                    dt = at - prev.ts
+                    # A restarted data plane counts from zero again: never a negative rate.
+                    live.rps = {loc: max(0, n - prev.by_location.get(loc, 0)) / dt
+                                for loc, n in by_loc.items()}
+                    live.errors_per_s = max(0, failed - prev.failed) / dt
+                self._last[deployment] = Counters(at, by_loc, failed)
             live.p95_ms = stats.get("p95_ms")
         for r in replicas:
             rid = r["id"]

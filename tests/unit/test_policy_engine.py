@@ -119,10 +119,12 @@ def test_failure_restart_then_replace() -> None:
     assert kinds(2) == ["restart"]
     assert kinds(0) == []
     assert kinds(2) == [] and kinds(3) == ["replace"]  # no restarts left: replace_after applies
-    # crashed (provider says error) counts as failing; gone (missing) is replaced at once
+    # crashed (the provider says error): restarted, replaced when it crashes again
     state = engine.PolicyState()
     assert kinds(0, "error") == ["restart"]
-    assert kinds(0, "missing") == ["replace"]
+    assert kinds(0, "running") == []
+    assert kinds(0, "error") == ["replace"]
+    assert kinds(0, "missing") == ["replace"]  # gone: nothing to restart
 
 
 def test_no_restarts_means_replace_at_the_threshold() -> None:
