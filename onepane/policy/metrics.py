@@ -72,7 +72,7 @@ class Metrics:
         prev = self._last.get(deployment)
         by_loc = {k: int(v) for k, v in (stats.get("by_location") or {}).items()}
         failed = int(stats.get("failed") or 0)
-        # Rates over the data plane's own clock: the built-in proxy writes its counters once a
+        # Rates over the data plane's own clock: the built-in proxy writes its counters twice a
         # second, so two looks may see the same write, which is no news rather than zero load.
         at = float(stats.get("ts") or now)
         if stats:

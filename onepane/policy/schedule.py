@@ -3,6 +3,7 @@ active. Outside every window that covers it, a location runs no replicas."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,21 +12,65 @@ from croniter import croniter
 
 from ..deploy.spec import Window
 
+_local = threading.local()
 
-def window_open(w: Window, now: datetime) -> bool:
-    """True if the last time `w.cron` fired (in its timezone) is less than `duration` ago."""
+
+def _cron(expr: str, at: datetime) -> croniter:
+    """Parsing a cron expression costs far more than stepping it: keep one parsed iterator per
+    expression (per thread, since an iterator holds its position) and move it to `at`."""
+    cache: dict[str, croniter] = _local.__dict__.setdefault("cache", {})
+    it = cache.get(expr)
+    if it is None:
+        it = cache[expr] = croniter(expr, at)
+    else:
+        it.set_current(at, force=True)
+    return it
+
+
+_answers: dict[tuple[str, float, str], tuple[datetime, datetime, bool]] = {}
+
+
+def state(w: Window, now: datetime) -> tuple[bool, datetime]:
+    """(is the window open now, the next time that can change). Many deployments share a
+    schedule (business hours...): the answer is kept, per window, for as long as it holds."""
+    key = (w.cron, w.duration, w.timezone)
+    known = _answers.get(key)
+    if known is not None and known[0] <= now < known[1]:
+        return known[2], known[1]
+    is_open, until = _compute(w, now)
+    if len(_answers) > 10_000:
+        _answers.clear()
+    _answers[key] = (now, until, is_open)
+    return is_open, until
+
+
+def _compute(w: Window, now: datetime) -> tuple[bool, datetime]:
     local = now.astimezone(ZoneInfo(w.timezone))
     # A firing exactly now counts as open: step a microsecond ahead before looking back.
-    last: datetime = croniter(w.cron, local + timedelta(microseconds=1)).get_prev(datetime)
-    return local - last < timedelta(seconds=w.duration)
+    last: datetime = _cron(w.cron, local + timedelta(microseconds=1)).get_prev(datetime)
+    end = last + timedelta(seconds=w.duration)
+    if local < end:
+        return True, end
+    nxt: datetime = _cron(w.cron, local).get_next(datetime)
+    return False, nxt
 
 
-def active_locations(windows: list[Window], locations: Iterable[str], now: datetime) -> set[str]:
+def window_open(w: Window, now: datetime) -> bool:
+    return state(w, now)[0]
+
+
+def active_locations(windows: list[Window], locations: Iterable[str],
+                     now: datetime) -> tuple[set[str], datetime | None]:
+    """The locations some open window activates, and until when that certainly holds (the
+    engine caches the answer until then)."""
     locs = set(locations)
     if not windows:
-        return locs
+        return locs, None
     active: set[str] = set()
+    until: datetime | None = None
     for w in windows:
-        if window_open(w, now):
+        is_open, change = state(w, now)
+        until = change if until is None else min(until, change)
+        if is_open:
             active |= set(w.locations) if w.locations is not None else locs
-    return active & locs
+    return active & locs, until

@@ -1,0 +1,138 @@
+"""The policy engine: cost of one evaluation pass over 1,000 deployments, and the reaction time
+from a load spike starting to a new replica serving, on a real `onepane up`.
+
+The reaction time is shown next to its floor measured in the same run: the configured
+`sustain` plus the time a replica takes to start and pass its first check when created directly
+through the API.
+
+    .venv/bin/python bench/policy.py [--deployments 1000] [--passes 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import free_port, onepane, result
+from onepane.deploy.spec import parse_spec
+from onepane.policy import engine
+from onepane.traffic.drill import Load
+
+SUSTAIN = 1.0
+
+
+def engine_pass_ms(n: int, passes: int) -> list[float]:
+    """Every policy kind on: failure, autoscale, a schedule and placement; 3 replicas each."""
+    specs, observations = [], []
+    for i in range(n):
+        specs.append(parse_spec({
+            "name": f"app{i}", "image": "httpecho", "replicas": {"dc-a": 2, "dc-b": 1},
+            "policies": {"autoscale": {"min": 1, "max": 5, "scale_out_above": 50, "scale_in_below": 5},
+                         # 300 different windows: shared schedules are cached, so vary them
+                         "schedule": [{"cron": f"{i % 60} {6 + i % 5} * * 1-5", "duration": 43200}],
+                         "placement": {"require": {"country": "de"}},
+                         "failure": {"restart_after": 3}}}))
+        observations.append(engine.Observation(
+            serving={"dc-a"}, healthy={"dc-a": 2, "dc-b": 1}, rps={"dc-a": float(i % 200)},
+            replicas=[engine.Replica(f"inst-{i}-{k}", "dc-a" if k < 2 else "dc-b", "running", i % 4,
+                                     cpu_percent=float(i % 100)) for k in range(3)],
+            labels={"dc-a": {"country": "de"}, "dc-b": {"country": "de"}}))
+    states = [engine.PolicyState() for _ in range(n)]
+    times = []
+    for p in range(passes):
+        wall = datetime.now(UTC)
+        t0 = time.perf_counter()
+        for spec, obs, state in zip(specs, observations, states, strict=True):
+            engine.evaluate(spec, obs, state, 1000.0 + p, wall)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def healthy(http: httpx.Client, name: str) -> int:
+    st = http.get(f"/v1/deployments/{name}").json()["status"]
+    return int((st.get("locations") or {}).get("dc-a", {}).get("healthy", 0))
+
+
+def wait(cond: Any, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def reaction(rounds: int) -> tuple[list[float], list[float]]:
+    config = ('sync_interval = 0.5\nmetrics_interval = 0.25\ndns_port = 0\n'
+              '[locations.dc-a]\nprovider = "local"\n')
+    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp, \
+            onepane(Path(tmp), config) as (url, token, _):
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        spikes, floors = [], []
+        for r in range(rounds):
+            # the floor: a replica created directly, from the request to its first good answer
+            t0 = time.monotonic()
+            job = http.post("/v1/instances", json={"name": f"probe{r}", "location": "dc-a",
+                                                   "image": "httpecho", "size": "nano"}).json()
+
+            def answers(inst: str = job["target"]) -> bool:
+                i = http.get(f"/v1/instances/{inst}").json()
+                if i["state"] != "running" or not i["addresses"]:
+                    return False
+                try:
+                    return httpx.get(f"http://{i['addresses'][0]}:{i['ports']['app']}/", timeout=1
+                                     ).status_code == 200
+                except httpx.HTTPError:
+                    return False
+            wait(answers, 60, "the probe replica")
+            floors.append(time.monotonic() - t0 + SUSTAIN)
+            http.delete(f"/v1/instances/{job['target']}")
+
+            port = free_port()
+            name = f"spike{r}"
+            http.post("/v1/deployments", json={
+                "name": name, "image": "httpecho", "size": "nano", "replicas": {"dc-a": 1},
+                "listen": f"127.0.0.1:{port}", "health": {"interval": 0.1, "rise": 1, "fall": 2},
+                "policies": {"autoscale": {"min": 1, "max": 2, "scale_out_above": 40,
+                                           "scale_in_below": 1, "sustain": SUSTAIN,
+                                           "cooldown_out": 0}}}).raise_for_status()
+            wait(lambda name=name: healthy(http, name) == 1, 60, "the first replica")
+            load = Load(f"http://127.0.0.1:{port}/", clients=4).start()
+            try:
+                spikes.append(wait(lambda name=name: healthy(http, name) >= 2, 60, "a second replica"))
+            finally:
+                load.stop()
+            http.delete(f"/v1/deployments/{name}")
+        return spikes, floors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--deployments", type=int, default=1000)
+    ap.add_argument("--passes", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    spikes, floors = reaction(args.rounds)
+    for s, f in zip(spikes, floors, strict=True):
+        print(f"spike to a new replica serving: {s:.2f} s (floor: sustain {SUSTAIN:.0f} s + a direct "
+              f"create answering {f - SUSTAIN:.2f} s = {f:.2f} s)")
+    ratio = statistics.median(spikes) / statistics.median(floors)
+    print(f"reaction median {statistics.median(spikes):.2f} s, {ratio:.2f}x the floor")
+    times = engine_pass_ms(args.deployments, args.passes)
+    print(f"engine pass over {args.deployments} deployments: first (cold: every schedule computed) "
+          f"{times[0]:.1f} ms, then median {statistics.median(times[1:]):.1f} ms, "
+          f"max {max(times[1:]):.1f} ms over {args.passes - 1} passes")
+    result("policy_engine_pass_1000_worst", max(times), "ms", "<=", 200)
+
+
+if __name__ == "__main__":
+    main()
