@@ -56,7 +56,7 @@ class Metrics:
         self.compact_every = compact_every
         self.live: dict[str, Live] = {}
         self._last: dict[str, Counters] = {}
-        self._pending: list[dict[str, Any]] = []
+        self._acc: dict[tuple[str, str, str, str], list[Any]] = {}  # series -> [sum, count]
         self._written = 0.0
         self._compacted = 0.0
         self._lock = threading.Lock()
@@ -99,7 +99,27 @@ class Metrics:
                 live.memory[rid] = int(r["memory"])
         with self._lock:
             self.live[deployment] = live
+            self._accumulate(deployment, live)
         return live
+
+    def _accumulate(self, dep: str, live: Live) -> None:
+        """Stored samples are means over the write period, so a spike between two writes is
+        not lost."""
+        def add(name: str, value: float | None, location: str = "", instance: str = "") -> None:
+            if value is not None:
+                acc = self._acc.setdefault((dep, location, instance, name), [0.0, 0])
+                acc[0] += float(value)
+                acc[1] += 1
+        for loc, rps in live.rps.items():
+            add("rps", rps, loc)
+        if live.rps:
+            add("errors_per_s", live.errors_per_s)
+        add("p95_ms", live.p95_ms)
+        for rid, loc in live.location_of.items():
+            add("up", 1.0 if live.up.get(rid) else 0.0, loc, rid)
+            add("check_ms", live.check_ms.get(rid), loc, rid)
+            add("cpu_percent", live.cpu.get(rid), loc, rid)
+            add("memory_bytes", live.memory.get(rid), loc, rid)
 
     def forget(self, deployment: str) -> None:
         with self._lock:
@@ -115,23 +135,9 @@ class Metrics:
             return 0
         self._written = now
         with self._lock:
-            lives = dict(self.live)
-        rows: list[dict[str, Any]] = []
-        for dep, live in lives.items():
-            def add(name: str, value: float | None, location: str = "", instance: str = "",
-                    dep: str = dep) -> None:
-                if value is not None:
-                    rows.append({"ts": now, "deployment": dep, "location": location,
-                                 "instance": instance, "name": name, "value": float(value), "step": 0})
-            for loc, rps in live.rps.items():
-                add("rps", rps, loc)
-            add("errors_per_s", live.errors_per_s)
-            add("p95_ms", live.p95_ms)
-            for rid, loc in live.location_of.items():
-                add("up", 1.0 if live.up.get(rid) else 0.0, loc, rid)
-                add("check_ms", live.check_ms.get(rid), loc, rid)
-                add("cpu_percent", live.cpu.get(rid), loc, rid)
-                add("memory_bytes", live.memory.get(rid), loc, rid)
+            acc, self._acc = self._acc, {}
+        rows = [{"ts": now, "deployment": dep, "location": loc, "instance": inst, "name": name,
+                 "value": total / n, "step": 0} for (dep, loc, inst, name), (total, n) in acc.items()]
         if rows:
             with self.store.tx() as s:
                 s.execute(insert(MetricRow), rows)
