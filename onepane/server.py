@@ -13,6 +13,7 @@ from .api.app import create_app
 from .config import Settings
 from .core import Core
 from .errors import InvalidInput
+from .memory import bound_malloc
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "admin.token"
@@ -47,6 +48,7 @@ def check_dev_mode(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     check_dev_mode(settings)
+    bound_malloc()
     core = Core(settings)
     core.start()
     token = ensure_admin_token(core)

@@ -36,8 +36,8 @@ async def import_image(request: Request, name: Annotated[str, Query(pattern=r"^[
     c = core(request)
     with tempfile.TemporaryDirectory(dir=c.catalog.blobs, prefix=".upload-") as tmp:
         path = Path(tmp) / "upload"
-        await save_body(request, path, MAX_UPLOAD)
-        return await run_in_threadpool(c.catalog.import_file, path, name, version)
+        _, digest = await save_body(request, path, MAX_UPLOAD)
+        return await run_in_threadpool(c.catalog.import_file, path, name, version, digest)
 
 
 @router.get("/{image_id}", dependencies=[viewer])

@@ -68,8 +68,11 @@ class Catalog:
 
     # ---- import --------------------------------------------------------------------------
 
-    def import_file(self, path: Path, name: str, version: str = "1") -> CatalogImage:
-        """An OVA (tar, descriptor first) or a plain disk image, told apart by content."""
+    def import_file(self, path: Path, name: str, version: str = "1",
+                    digest: str | None = None) -> CatalogImage:
+        """An OVA (tar, descriptor first) or a plain disk image, told apart by content. `digest`
+        is the file's SHA-256 if the caller computed it on the way in; a plain disk is then moved
+        into the store rather than read twice more (hash, copy)."""
         with tempfile.TemporaryDirectory(dir=self.blobs, prefix=".import-") as tmp:
             if tarfile.is_tarfile(path):
                 pkg = ova.read_ova(path, Path(tmp) / "ova")
@@ -89,7 +92,7 @@ class Catalog:
             else:
                 row = CatalogImageRow(id=new_id("img"), name=name or path.stem, version=version,
                                       os=None, cpus=1, memory_mb=512,
-                                      disks=[self._store_blob(path, None)], networks=[],
+                                      disks=[self._store_blob(path, None, digest)], networks=[],
                                       product={}, source="disk")
         if not row.disks:
             raise InvalidInput("the package has no disk", field="file")
@@ -99,17 +102,21 @@ class Catalog:
                              f"imported from {row.source}", subject=row.id, session=s)
         return self.get(row.id)
 
-    def _store_blob(self, src: Path, claimed: int | None) -> dict[str, Any]:
+    def _store_blob(self, src: Path, claimed: int | None, digest: str | None = None) -> dict[str, Any]:
         info = disk.info(src)
         if claimed is not None and info.virtual_size > claimed:
             raise InvalidInput(f"{src.name} holds {info.virtual_size} bytes, more than the "
                                f"{claimed} it claims", field="file")
-        digest = sha256_of(src)
+        movable = digest is not None  # an upload of ours, in a scratch folder on the same disk
+        digest = digest or sha256_of(src)
         blob = self.blobs / "sha256" / digest
         if not blob.exists():  # content-addressed: the same disk is kept once
-            tmp = blob.with_name(digest + ".partial")
-            shutil.copyfile(src, tmp)
-            tmp.replace(blob)
+            if movable:
+                src.replace(blob)
+            else:
+                tmp = blob.with_name(digest + ".partial")
+                shutil.copyfile(src, tmp)
+                tmp.replace(blob)
         return {"sha256": digest, "format": info.format, "virtual_size": info.virtual_size,
                 "size": blob.stat().st_size}
 

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-CHUNK = 4 * 1024 * 1024
+CHUNK = 1024 * 1024  # small: three replications at once stay within the memory target
 
 
 def sha256_of(path: Path) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import boto3
 import pytest
 
@@ -109,3 +113,25 @@ def test_libcloud_dummy_driver() -> None:
     p.destroy_instance(obs.provider_id)
     assert len(p.list_instances()) == before
     assert not p.capabilities.volumes
+
+
+@pytest.mark.parametrize("single_put_max", [None, 1024])
+def test_disk_import_via_s3_single_put_and_multipart(moto: str, tmp_path: Path,
+                                                     single_put_max: int | None) -> None:
+    """Both upload paths end with the same object and an AMI: one PUT checked against S3's ETag,
+    or multipart (forced by a tiny single_put_max) read back and hashed; a second run reuses."""
+    port = int(moto.rsplit(":", 1)[1])
+    options = {"host": "127.0.0.1", "port": port, "secure": False,
+               **({"single_put_max": single_put_max} if single_put_max else {})}
+    p = CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"}, options)
+    disk = tmp_path / "disk.vmdk"
+    disk.write_bytes(os.urandom(6 * 2**20 + 123))
+    digest = hashlib.sha256(disk.read_bytes()).hexdigest()
+    seen: list[float] = []
+    ami = p.import_disk("img-1", "bench", disk, "vmdk", digest, seen.append)
+    assert ami.startswith("ami-") and seen[-1] == 100.0
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="k", aws_secret_access_key="s")
+    body = s3.get_object(Bucket="onepane-images", Key=f"img-1-{digest[:16]}.vmdk")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest
+    assert p.import_disk("img-1", "bench", disk, "vmdk", digest, seen.append) == ami  # reused
