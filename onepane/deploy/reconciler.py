@@ -63,6 +63,7 @@ class Reconciler:
         self.planes: dict[str, DataPlane] = {}
         self._replacing: set[str] = set()
         self._restarting: dict[str, str] = {}  # instance -> its restart job
+        self._replica_ever_up: dict[str, set[str]] = {}  # deployment -> replicas that passed a check
         self._ever_up: dict[str, set[str]] = defaultdict(set)
         self._started: dict[str, float] = {}
         self._sla: dict[str, SlaTracker] = {}
@@ -157,11 +158,15 @@ class Reconciler:
               snapshot: list[Target], serving: set[str], now: float) -> engine.Plan:
         """Ask the policy engine, then carry out and log what it decided."""
         checks = {t.key: t.failures for t in snapshot}
+        ever = self._replica_ever_up.setdefault(name, set())
+        ever &= {i.id for i in instances}
+        ever |= {t.key for t in snapshot if t.up}
         live = self.metrics.live.get(name) if self.metrics else None
         obs = engine.Observation(
             serving=serving,
             replicas=[engine.Replica(i.id, i.location, i.state, checks.get(i.id, 0),
-                                     live.cpu.get(i.id) if live else None, self._still_restarting(i.id))
+                                     live.cpu.get(i.id) if live else None, self._still_restarting(i.id),
+                                     i.id in ever)
                       for i in instances if i.id not in self._replacing],
             healthy={loc: sum(1 for t in snapshot if t.up and t.location == loc) for loc in spec.replicas},
             rps=dict(live.rps) if live else {},
@@ -295,6 +300,7 @@ class Reconciler:
         self._sla.pop(name, None)
         self._started.pop(name, None)
         self.policy.pop(name, None)
+        self._replica_ever_up.pop(name, None)
         self.instances.pop(name, None)
         if self.metrics:
             self.metrics.forget(name)

@@ -24,6 +24,7 @@ class Replica:
     failures: int = 0  # consecutive failed health checks
     cpu_percent: float | None = None
     restarting: bool = False  # a restart the engine asked for is still being carried out
+    ever_healthy: bool = True  # has passed a check since it was made
 
 
 @dataclass
@@ -100,6 +101,11 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
     for r in obs.replicas:
         live.add(r.id)
         if replicas.get(r.location, 0) == 0:
+            continue
+        if not r.ever_healthy and r.state not in ("error", "missing"):
+            # Never passed a check: starting, or its location is cut off. Replacing it would
+            # only make another one that fails the same way (the traffic manager handles a
+            # location that is down); a crash still counts.
             continue
         fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting)
         if fd is not None:

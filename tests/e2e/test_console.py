@@ -98,6 +98,10 @@ def test_console(server: Any, page: Page) -> None:
         open_page(page, server.url, "#/deployments/shop")
         expect(page.locator("#primary")).to_have_text("ns-a")
         expect(page.locator("#chart-rate canvas")).to_have_count(1, timeout=10_000)
+        # the replicas' live metrics (health checks; CPU and memory read with psutil)
+        expect(page.locator("#replicas tr[data-instance]")).to_have_count(2, timeout=10_000)
+        expect(page.locator("#replicas tbody")).to_contain_text(" %", timeout=10_000)
+        expect(page.locator("#replicas tbody")).to_contain_text("MiB")
         page.wait_for_timeout(3000)  # a few seconds of traffic on the charts, for the picture
         http.post("/v1/locations/ns-a/cut", json={"mode": "silent"}).raise_for_status()
         expect(page.locator('#timeline li[data-kind="traffic.failover"]')).to_have_count(

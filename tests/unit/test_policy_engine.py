@@ -158,3 +158,14 @@ def test_bad_policies_are_rejected_with_the_field(policies: dict[str, Any], fiel
     with pytest.raises(InvalidInput) as err:
         spec(**policies)
     assert field in err.value.detail
+
+
+def test_a_replica_that_never_passed_a_check_is_left_to_failover() -> None:
+    """A location cut off from the network fails every check of every replica: replacing them
+    there would only churn. A crash is still acted on."""
+    s = spec(failure={"restart_after": 1, "max_restarts": 0})
+    never = [engine.Replica("inst-1", "dc-a", "running", 50, ever_healthy=False)]
+    assert engine.evaluate(s, obs(replicas=never), engine.PolicyState(), 0, MONDAY_0759).actions == []
+    crashed = [engine.Replica("inst-1", "dc-a", "error", 0, ever_healthy=False)]
+    acts = engine.evaluate(s, obs(replicas=crashed), engine.PolicyState(), 0, MONDAY_0759).actions
+    assert [a.kind for a in acts] == ["replace"]

@@ -167,20 +167,25 @@ async function deployments(name) {
   if (!name && deps.length) name = deps[0].name;
   const top = h("div"), timeline = h("div");
   const rateBox = h("div", { id: "chart-rate" }), latBox = h("div", { id: "chart-latency" }),
-    healthBox = h("div", { id: "chart-health" });
+    healthBox = h("div", { id: "chart-health" }), replicasBox = h("div", { id: "replicas" });
   main.replaceChildren(h("h2", {}, "Deployments"),
     h("div", { class: "filters" }, deps.map(d => h("a", { class: "pill", href: `#/deployments/${d.name}` }, d.name))),
     top);
   if (!name) { top.append("No deployments yet: onepane deployments apply -f spec.yaml"); ready(); return; }
-  main.append(h("div", { class: "card" }, h("h3", {}, "Requests per second, by location"), rateBox,
+  main.append(h("div", { class: "card" }, h("h3", {}, "Replicas (live, from the metrics the policies read)"),
+      replicasBox),
+    h("div", { class: "card" }, h("h3", {}, "Requests per second, by location"), rateBox,
       h("h3", {}, "Latency through the data plane (ms)"), latBox,
       h("h3", {}, "Healthy replicas"), healthBox),
     timeline);
 
   let current = null;
   async function render() {
-    const [d, evs] = await Promise.all([api(`/v1/deployments/${name}`),
-      api(`/v1/events?subject=${encodeURIComponent(name)}&kind=traffic.&limit=1000`)]);
+    const subject = encodeURIComponent(name);
+    const [d, moves, decisions] = await Promise.all([api(`/v1/deployments/${name}`),
+      api(`/v1/events?subject=${subject}&kind=traffic.&limit=1000`),
+      api(`/v1/events?subject=${subject}&kind=policy.&limit=1000`)]);
+    const evs = { items: [...moves.items, ...decisions.items].sort((a, b) => a.id - b.id) };
     current = d;
     const locs = d.status.locations || {};
     const act = (path, body, question) => async () => {
@@ -195,7 +200,8 @@ async function deployments(name) {
         h("strong", { id: "serving" }, (d.status.serving || []).join(", "))),
       table([
         { title: "location", cell: ([l]) => l },
-        { title: "healthy / replicas", cell: ([, v]) => `${v.healthy} / ${v.replicas}` },
+        { title: "healthy / replicas", cell: ([, v]) => `${v.healthy} / ${v.replicas}` +
+            (v.desired !== undefined && v.desired !== v.replicas ? ` (want ${v.desired})` : "") },
         { title: "state", cell: ([, v]) => badge(v.up ? "ok" : "down") },
         { title: "traffic", cell: ([l]) => String((d.status.weights || {})[l] ?? (l === d.primary ? "all" : "standby")) },
         { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up,
@@ -207,7 +213,7 @@ async function deployments(name) {
         `(${d.status.sla.error_budget.used_down_s} s down of ${d.status.sla.error_budget.allowed_down_s} s allowed)`) : "",
       h("p", {}, h("button", { id: "failover", onclick: act("failover", undefined,
         `Fail ${name} over to the next healthy location?`) }, "Fail over now"))));
-    timeline.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Failovers and moves"),
+    timeline.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Failovers, moves and policy decisions"),
       h("ul", { class: "timeline", id: "timeline" }, evs.items.slice().reverse().map(e =>
         h("li", { "data-kind": e.kind }, `${e.ts.replace("T", " ").slice(0, 19)} · ${e.message}`)))));
     ready();
@@ -226,7 +232,22 @@ async function deployments(name) {
       charts[key] = new uPlot(opts, data, box);
     } else charts[key].setData(data);
   }
+  async function replicas() {
+    const m = await api(`/v1/deployments/${name}/metrics?since=60&name=up`).catch(() => ({}));
+    const live = m.live;
+    if (!live) return;
+    const fmt = (v, digits, unit = "") => v === undefined || v === null ? "—" : `${v.toFixed(digits)}${unit}`;
+    replicasBox.replaceChildren(table([
+      { title: "instance", cell: ([id]) => id },
+      { title: "location", cell: ([, loc]) => loc },
+      { title: "health", cell: ([id]) => badge(live.up[id] ? "ok" : "down") },
+      { title: "check", cell: ([id]) => fmt(live.check_ms[id], 1, " ms") },
+      { title: "CPU", cell: ([id]) => fmt(live.cpu[id], 1, " %") },
+      { title: "memory", cell: ([id]) => live.memory[id] === undefined ? "—" : `${(live.memory[id] / 2 ** 20).toFixed(0)} MiB` },
+    ], Object.entries(live.location_of), ([id]) => ({ "data-instance": id })));
+  }
   async function sample() {
+    replicas();
     const t = await api(`/v1/deployments/${name}/traffic`).catch(() => ({}));
     if (!current || !t.ts) return;
     samples.push({ t, health: current.status.locations || {} });
