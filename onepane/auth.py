@@ -20,6 +20,14 @@ from .store.tables import AccessKeyRow, TokenRow
 ROLES = ("admin", "operator", "viewer")
 
 
+def _delete(store: Store, table: type[TokenRow | AccessKeyRow], key: str, what: str) -> None:
+    with store.tx() as s:
+        row = s.get(table, key)
+        if row is None:
+            raise NotFound(f"no {what} {key!r}")
+        s.delete(row)
+
+
 class Tokens:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -37,11 +45,7 @@ class Tokens:
         return tid, token
 
     def revoke(self, token_id: str) -> None:
-        with self.store.tx() as s:
-            row = s.get(TokenRow, token_id)
-            if row is None:
-                raise NotFound(f"no token {token_id!r}")
-            s.delete(row)
+        _delete(self.store, TokenRow, token_id, "token")
         with self._lock:
             self._cache.clear()
 
@@ -87,11 +91,7 @@ class AccessKeys:
         return key_id, secret
 
     def revoke(self, key_id: str) -> None:
-        with self.store.tx() as s:
-            row = s.get(AccessKeyRow, key_id)
-            if row is None:
-                raise NotFound(f"no access key {key_id!r}")
-            s.delete(row)
+        _delete(self.store, AccessKeyRow, key_id, "access key")
         with self._lock:
             self._cache.pop(key_id, None)
 

@@ -17,8 +17,9 @@ from .inventory.jobs import JobRunner
 from .inventory.locations import Locations
 from .inventory.operations import Operations
 from .inventory.sync import InventorySync
+from .periodic import Periodic
 from .policy.alerts import Alerts
-from .policy.metrics import Metrics, Sampler
+from .policy.metrics import Metrics
 from .providers.registry import Registry
 from .secrets import Vault, load_key
 from .store.db import Store
@@ -49,7 +50,7 @@ class Core:
         self.reconciler = Reconciler(self.events, self.ops, self.deployments,
                                      settings.state_dir / "traffic", settings.reconcile_interval,
                                      metrics=self.metrics)
-        self.sampler = Sampler(self.metrics, self.reconciler.sample_metrics, settings.metrics_interval)
+        self.sampler = Periodic("metrics", self._sample, settings.metrics_interval)
         self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
@@ -74,6 +75,10 @@ class Core:
                 except OSError as exc:
                     log.warning("DNS disabled: cannot bind %s:%s (%s)", self.settings.dns_host,
                                 self.settings.dns_port, exc)
+
+    def _sample(self) -> None:
+        self.reconciler.sample_metrics()
+        self.metrics.flush()
 
     def stop(self) -> None:
         """Stop the control plane. Instances and data planes keep running on purpose."""

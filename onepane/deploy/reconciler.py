@@ -10,7 +10,6 @@ operations (jobs) as a user's, and every policy decision lands in the event log 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
 from ..model import Instance, InstanceCreate, InstanceState, JobStatus
+from ..periodic import Periodic
 from ..policy import engine
 from ..policy.metrics import Metrics
 from ..policy.placement import violation
@@ -67,28 +67,16 @@ class Reconciler:
         self._ever_up: dict[str, set[str]] = defaultdict(set)
         self._started: dict[str, float] = {}
         self._sla: dict[str, SlaTracker] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("reconciler", self.run_once, interval)
 
     def start(self) -> None:
         self.health.start()
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop deciding; the data planes keep serving their last configuration."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
+        self._loop.stop()
         self.health.stop()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("reconcile pass failed")
-            self._stop.wait(self.interval)
 
     def run_once(self) -> None:
         deps = self.deployments.list()

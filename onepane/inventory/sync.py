@@ -16,6 +16,7 @@ from sqlalchemy import select
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..model import InstanceState, JobStatus, new_id
+from ..periodic import Periodic
 from ..providers.base import ObservedInstance, Provider
 from ..providers.registry import Registry
 from ..store.tables import InstanceRow, JobRow, LocationRow, VolumeRow
@@ -31,24 +32,15 @@ class InventorySync:
         self.registry = registry
         self.locations = locations
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("inventory-sync", lambda: self.sync_all(wait=False), interval)
         self._running: set[str] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="inventory-sync", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sync_all(wait=False)
-            self._stop.wait(self.interval)
+        self._loop.stop()
 
     def sync_all(self, wait: bool = True) -> dict[str, str]:
         """Sync every location concurrently; with wait, report each one's outcome."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,31 +184,3 @@ class Metrics:
                                                           "instance": inst or None, "points": []})
                 item["points"].append([round(ts, 3), value, step])
         return list(series.values())
-
-
-class Sampler:
-    """The thread that looks at every deployment once a `interval`."""
-
-    def __init__(self, metrics: Metrics, look: Callable[[], None], interval: float = 1.0) -> None:
-        self.metrics = metrics
-        self.look = look
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.look()
-                self.metrics.flush()
-            except Exception:
-                log.exception("metrics sampling failed")
