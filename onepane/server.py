@@ -58,6 +58,9 @@ def serve(settings: Settings) -> None:
           f"({', '.join(core.registry.names())})", flush=True)
     print(f"  console  {base}/", flush=True)
     print(f"  API      {base}/v1   (OpenAPI: {base}/openapi.json, docs: {base}/docs)", flush=True)
+    print(f"  EC2      {base}/ec2/   (aws --endpoint-url {base}/ec2/ ec2 ...; keys: onepane keys create)",
+          flush=True)
+    print(f"  OCCI     {base}/occi/-/", flush=True)
     if core.dns is not None:
         host, port = core.dns.address[:2]
         print(f"  DNS      {host}:{port}   (zone {settings.dns_zone})", flush=True)
