@@ -140,7 +140,8 @@ class Reconciler:
                           for loc in spec.replicas},
             "sla": sla,
         }
-        self.deployments.set_status(dep.name, decision.primary, status, decision.reason)
+        self.deployments.set_status(dep.name, decision.primary, status, decision.reason,
+                                    read_primary=dep.primary)
 
     def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
               snapshot: list[Target], serving: set[str], now: float) -> engine.Plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -125,10 +125,16 @@ class Deployments:
                                  f"operator failed {name} over from {dep.primary} to {target}")
 
     def set_status(self, name: str, primary: str | None, status: dict[str, Any],
-                   reason: str | None = None, message: str | None = None) -> None:
+                   reason: str | None = None, message: str | None = None,
+                   read_primary: str | Literal[False] | None = False) -> None:
+        """`read_primary`: the primary the caller's decision started from. If an operator moved
+        the deployment since, the decision is stale and is dropped (the next pass decides again
+        from the new primary) instead of undoing the move."""
         with self.events.tx() as s:
             row = s.get(DeploymentRow, name)
             if row is None:
+                return
+            if read_primary is not False and row.primary != read_primary:
                 return
             if row.primary != primary:
                 before, row.primary = row.primary, primary
