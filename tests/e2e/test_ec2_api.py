@@ -96,6 +96,9 @@ def test_boto3_runs_instances_on_two_kinds_of_location(start_server: Any, moto: 
                                                       ("tier", "front")}
 
     ec2.terminate_instances(InstanceIds=ids)
+    # asked for by id, they read terminated (what boto3's waiter looks for); lists drop them
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    assert set(states(ec2, ids).values()) == {"terminated"}
 
     def gone() -> bool:
         left = ec2.describe_instances(Filters=[{"Name": "tag:app", "Values": ["shop"]}])
@@ -197,5 +200,7 @@ def test_aws_cli(start_server: Any, moto: str) -> None:
     wait_for(lambda: described() == dict.fromkeys(ids, "running"), 60, what="started via aws CLI")
     assert aws("terminate-instances", "--instance-ids", *ids).returncode == 0
     wait_for(lambda: described() == {}, 60, what="terminated via aws CLI")
+    waited = aws("wait", "instance-terminated", "--instance-ids", *ids)
+    assert waited.returncode == 0, waited.stderr
     bad = aws("describe-instances", "--instance-ids", "i-00000000000000000")
     assert bad.returncode != 0 and "InvalidInstanceID.NotFound" in bad.stderr

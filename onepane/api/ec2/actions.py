@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...core import Core
+from ...errors import NotFound
 from ...inventory.operations import every
-from ...model import Instance, InstanceCreate, VolumeAttach, VolumeCreate
+from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate
 from . import shapes
 from .wire import Ec2Error, filters, integer, members, required
 
+TERMINATED_FOR = timedelta(hours=1)
 READ_ONLY = "viewer"
 WRITE = "operator"
 
@@ -83,7 +86,7 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                        "MaxResults cannot be used together with InstanceId")
     ops = ctx.core.ops
     if ids:
-        found = [_instance(ctx, i) for i in ids]
+        found = [_instance_or_terminated(ctx, i) for i in ids]
         return {"reservationSet": [shapes.reservation([i]) for i in found if _keep(flt, i)]}
     # Push what SQL can do (one zone, single-valued tags) into the query; filter the rest here.
     zones = flt.get("availability-zone", [])
@@ -201,6 +204,25 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
 
 def _instance(ctx: Context, ec2_id: str) -> Instance:
     return ctx.core.ops.get_instance(shapes.to_onepane(ec2_id, "instance"))
+
+
+def _instance_or_terminated(ctx: Context, ec2_id: str) -> Instance:
+    """Like EC2, an instance asked for by id reads `terminated` for an hour after it is gone
+    (what waiters such as `aws ec2 wait instance-terminated` look for). The record is the event
+    log's: onepane keeps no tombstone rows."""
+    try:
+        return _instance(ctx, ec2_id)
+    except NotFound:
+        native = shapes.to_onepane(ec2_id, "instance")
+        gone = ctx.core.events.list(kind="instance.destroyed", subject=native, limit=1).items
+        if not gone:
+            raise
+        ev = gone[0]
+        if datetime.now(UTC) - ev.ts.replace(tzinfo=ev.ts.tzinfo or UTC) > TERMINATED_FOR:
+            raise
+        return Instance(id=native, name=native, location=ev.location or "", provider_id=None,
+                        image="", size="", state=InstanceState.missing, addresses=[], ports={},
+                        tags={}, origin="onepane", created_at=ev.ts, updated_at=ev.ts)
 
 
 # ---- images -----------------------------------------------------------------------------------
