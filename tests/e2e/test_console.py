@@ -107,7 +107,7 @@ def test_console(server: Any, page: Page) -> None:
         expect(page.locator('#timeline li[data-kind="traffic.failover"]')).to_have_count(
             1, timeout=20_000)
         expect(page.locator("#primary")).to_have_text("ns-b")
-        expect(page.locator("#sla")).to_contain_text("error budget left")
+        expect(page.locator("#sla")).to_contain_text("error budget")
         page.wait_for_timeout(3000)
         page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
     finally:

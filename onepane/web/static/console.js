@@ -209,7 +209,8 @@ async function deployments(name) {
       ], Object.entries(locs)),
       d.status.sla ? h("p", { id: "sla", class: d.status.sla.violated ? "bad" : "ok" },
         `SLA: availability ${d.status.sla.availability}% (target ${d.status.sla.target}%) · `,
-        `error budget left ${d.status.sla.error_budget.remaining_pct}% `,
+        d.status.sla.error_budget.remaining_pct < 0 ? "error budget exhausted " :
+          `error budget left ${d.status.sla.error_budget.remaining_pct}% `,
         `(${d.status.sla.error_budget.used_down_s} s down of ${d.status.sla.error_budget.allowed_down_s} s allowed)`) : "",
       h("p", {}, h("button", { id: "failover", onclick: act("failover", undefined,
         `Fail ${name} over to the next healthy location?`) }, "Fail over now"))));
