@@ -20,6 +20,7 @@ import pytest
 from onepane.policy.alerts import verify
 from onepane.traffic.drill import Load
 from tests.conftest import Server
+from tests.e2e.test_cli import cli
 from tests.helpers import free_port, wait_for
 
 SECRET = "webhook-secret-for-the-policy-test"
@@ -87,10 +88,13 @@ def policy_events(server: Server, name: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in items if e["subject"] == name]
 
 
-def test_load_spike_scales_out_then_in_after_cooldown(server: Server) -> None:
+@pytest.mark.parametrize("data_plane", ["builtin", "haproxy"])
+def test_load_spike_scales_out_then_in_after_cooldown(server: Server, data_plane: str) -> None:
     port = free_port()
+    Hook.got = []
     r = apply(server, {
         "name": "shop", "image": "httpecho", "size": "nano", "replicas": {"dc-a": 1, "dc-b": 1},
+        "data_plane": data_plane,
         "listen": f"127.0.0.1:{port}", "health": {"interval": 0.2, "rise": 1, "fall": 2},
         "policies": {"autoscale": {"metric": "rps_per_replica", "min": 1, "max": 3,
                                    "scale_out_above": 40, "scale_in_below": 5, "sustain": 1,
@@ -108,7 +112,7 @@ def test_load_spike_scales_out_then_in_after_cooldown(server: Server) -> None:
         load.stop()
     stopped = time.monotonic()
     out = policy_events(server, "shop", "scale_out")
-    assert out and "rps_per_replica" in out[0]["message"] and out[0]["data"]["from"] == 1
+    assert out and "rps_per_replica" in out[-1]["message"] and out[-1]["data"]["from"] == 1
     assert status(server, "shop")["locations"]["dc-b"]["desired"] == 1  # the standby is not scaled
 
     wait_for(lambda: status(server, "shop")["locations"]["dc-a"]["desired"] == 1
@@ -131,10 +135,15 @@ def test_load_spike_scales_out_then_in_after_cooldown(server: Server) -> None:
     assert {"rps", "up", "check_ms", "cpu_percent", "memory_bytes"} <= names
     rps = next(s for s in series if s["name"] == "rps" and s["location"] == "dc-a")
     assert max(p[1] for p in rps["points"]) > 40
+    shown = cli(server, "-o", "json", "deployments", "metrics", "shop", "--name", "rps")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["series"][0]["name"] == "rps"
     prom = api(server).get("/metrics").text
     assert 'onepane_replica_cpu_percent{deployment="shop"' in prom
     assert 'onepane_policy_decisions_total{deployment="shop",kind="scale_out"}' in prom
     assert api(server).delete("/v1/deployments/shop").status_code == 204
+    wait_for(lambda: api(server).get("/v1/deployments/shop").status_code == 404
+             and not api(server).get("/v1/instances", params={"tag": "onepane:deployment=shop"}
+                                     ).json()["items"], 30, what="shop gone")
 
 
 def replica(server: Server, name: str) -> tuple[str, int]:
