@@ -159,7 +159,8 @@ def test_hung_replica_restarted_killed_one_replaced(server: Server) -> None:
     r = apply(server, {
         "name": "api", "image": "httpecho", "size": "nano", "replicas": {"dc-a": 1},
         "health": {"interval": 0.2, "timeout": 0.3, "rise": 1, "fall": 2},
-        "policies": {"failure": {"restart_after": 3, "replace_after": 4, "max_restarts": 1}}})
+        # replace_after: 20 checks (4 s) give the restarted process time to start under load
+        "policies": {"failure": {"restart_after": 3, "replace_after": 20, "max_restarts": 1}}})
     assert r.status_code in (200, 201), r.text
     wait_for(lambda: healthy(server, "api", "dc-a") == 1, 30, what="replica healthy")
     first, pid = replica(server, "api")
