@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +12,11 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def slug(value: str | None) -> str:
+    """Any title (an EC2 Name tag, an OCCI title) as a name NAME_PATTERN accepts; "" if none."""
+    return re.sub(r"[^a-z0-9-]+", "-", (value or "").lower()).strip("-")[:63].strip("-")
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:/=+-@]{1,128}$"
 
 

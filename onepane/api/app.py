@@ -24,6 +24,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(ec2.router)
     app.include_router(occi.router)
+    app.state.occi_templates = occi.TemplateCache()
 
     web.mount(app)
 

@@ -14,6 +14,15 @@ bearer = HTTPBearer(auto_error=False, description="A token from `onepane up` or 
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
 
+def header_lists(request: Request) -> dict[str, list[str]]:
+    """Every value of every header, names lower-cased: signatures and OCCI renderings need
+    repeated headers in the order they came."""
+    out: dict[str, list[str]] = {}
+    for k, v in request.headers.raw:
+        out.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
+    return out
+
+
 def core(request: Request) -> Core:
     core: Core = request.app.state.core
     return core

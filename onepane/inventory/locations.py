@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ..errors import Conflict, NotFound, OnepaneError, TransientProviderError
+from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
 from ..model import Location, LocationCreate
 from ..providers.base import Provider
@@ -45,6 +45,14 @@ class Locations:
 
     def provider(self, name: str) -> Provider:
         return self.registry.get(name)
+
+    def default(self) -> str:
+        """Where a request that names no location goes: the first location by name."""
+        with self.events.store.tx() as s:
+            name = s.scalar(select(LocationRow.name).order_by(LocationRow.name).limit(1))
+        if name is None:
+            raise InvalidInput("onepane has no locations", field="location")
+        return str(name)
 
     # ---- changes -------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from ...errors import (
     TransientProviderError,
     Unsupported,
 )
-from ..deps import RANK, core
+from ..deps import RANK, core, header_lists
 from .actions import ACTIONS, Context
 from .sigv4 import SignatureError, SignedRequest, verify
 from .wire import API_VERSION, Ec2Error, decode_params, render, render_error
@@ -87,24 +87,19 @@ def authenticate(request: Request, raw_query: str, body: bytes) -> tuple[str, st
     c = core(request)
     if c.settings.dev and "authorization" not in request.headers:
         return "dev", "admin"
-    headers: dict[str, list[str]] = {}
-    for k, v in request.headers.raw:
-        headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
     signed = SignedRequest(method=request.method, raw_path=request.scope.get("raw_path", b"/").decode(),
-                           raw_query=raw_query, headers=headers, body=body)
-    found: dict[str, str] = {}
+                           raw_query=raw_query, headers=header_lists(request), body=body)
 
     def secret_of(key_id: str) -> str | None:
         pair = c.access_keys.secret_and_role(key_id)
-        if pair is None:
-            return None
-        found["role"] = pair[1]
-        return pair[0]
+        return pair[0] if pair else None
     try:
         cred = verify(signed, secret_of)
     except SignatureError as exc:
         raise Ec2Error(exc.code, exc.message, 401 if exc.code != "MissingParameter" else 400) from exc
-    return cred.key_id, found["role"]
+    pair = c.access_keys.secret_and_role(cred.key_id)  # cached: no second query
+    assert pair is not None
+    return cred.key_id, pair[1]
 
 
 def translate(exc: OnepaneError) -> Ec2Error:

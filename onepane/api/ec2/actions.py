@@ -6,7 +6,6 @@ idempotency and roles are the services' (DESIGN.md, Interfaces).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ from typing import Any
 from ...core import Core
 from ...errors import NotFound
 from ...inventory.operations import every
-from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate
+from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
 from . import shapes
 from .wire import Ec2Error, filters, integer, members, required
 
@@ -128,13 +127,13 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("MissingParameter", "the request must contain MinCount and MaxCount")
     if low > high:
         raise Ec2Error("InvalidParameterValue", "MinCount must not be larger than MaxCount")
-    zone = (p.get("Placement") or {}).get("AvailabilityZone") or _default_zone(ctx)
+    zone = (p.get("Placement") or {}).get("AvailabilityZone") or ctx.core.locations.default()
     network = shapes.to_onepane(p["SubnetId"], "subnet") if p.get("SubnetId") else None
     tags = _tag_specs(p, "instance")
     token = p.get("ClientToken")
     if token and len(token) > 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
-    base = _name(tags.get("Name")) or "ec2"
+    base = slug(tags.get("Name")) or "ec2"
     insts = []
     for n in range(high):
         name = base if high == 1 else f"{base[:58]}-{n}"
@@ -150,18 +149,6 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for item in body["instancesSet"]:
         item["clientToken"] = token
     return body
-
-
-def _default_zone(ctx: Context) -> str:
-    locs = ctx.core.locations.list()
-    if not locs:
-        raise Ec2Error("InvalidParameterValue", "onepane has no locations to run instances in")
-    return locs[0].name
-
-
-def _name(value: str | None) -> str:
-    cleaned = re.sub(r"[^a-z0-9-]+", "-", (value or "").lower()).strip("-")[:63].strip("-")
-    return cleaned
 
 
 @action(WRITE)
@@ -312,7 +299,7 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("MissingParameter", "the request must contain the parameter Size")
     tags = _tag_specs(p, "volume")
     token = p.get("ClientToken")
-    name = _name(tags.get("Name")) or "ec2-volume"
+    name = slug(tags.get("Name")) or "ec2-volume"
     job = ctx.core.ops.create_volume(VolumeCreate(name=name, location=zone, size_gb=size, tags=tags),
                                      f"ec2:{ctx.key_id}:{token}" if token else None)
     return shapes.volume(ctx.core.ops.get_volume(job.target or ""))

@@ -9,7 +9,6 @@ tokens and roles as the native API; like the EC2 front end it only translates.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,12 +18,11 @@ from pydantic import ValidationError
 from ...core import Core
 from ...errors import Conflict, NotFound, OnepaneError
 from ...inventory.operations import every
-from ...model import InstanceCreate, NetworkCreate, VolumeAttach, VolumeCreate
-from ..deps import core, operator, viewer
+from ...model import InstanceCreate, NetworkCreate, VolumeAttach, VolumeCreate, slug
+from ..deps import core, header_lists, operator, viewer
 from . import entities, render
 from .categories import (
     ACTIONS,
-    INFRA,
     KIND_BY_ID,
     KINDS,
     MIXINS,
@@ -94,21 +92,16 @@ class Call:
         self.body = body
         self.base = str(request.base_url).rstrip("/") + "/occi/"
         self.accept = negotiate(request.headers.get("accept", ""))
-        self.cache: TemplateCache = request.app.state.occi_templates
+        self.cache: TemplateCache = request.app.state.occi_templates  # made by create_app
 
     def parsed(self) -> Parsed:
         ctype = self.request.headers.get("content-type", "").split(";")[0].strip().lower()
-        headers: dict[str, list[str]] = {}
-        for k, v in self.request.headers.raw:
-            headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
         if not ctype and not self.body.strip():
             ctype = "text/occi"  # everything, if anything, is in the headers
-        return parse(ctype, self.body, headers)
+        return parse(ctype, self.body, header_lists(self.request))
 
 
 async def _answer(request: Request, fn: Any, *args: Any) -> Response:
-    if not hasattr(request.app.state, "occi_templates"):
-        request.app.state.occi_templates = TemplateCache()
     try:
         call = Call(request, await request.body())
         return await run_in_threadpool(fn, call, *args)
@@ -316,9 +309,9 @@ def _location(call: Call, p: Parsed) -> str | None:
 
 
 def _name(p: Parsed, fallback: str) -> str:
-    raw = str(p.attributes.get("occi.core.title") or p.attributes.get("occi.compute.hostname")
-              or p.attributes.get("occi.network.label") or fallback)
-    return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")[:63].strip("-") or fallback
+    raw = (p.attributes.get("occi.core.title") or p.attributes.get("occi.compute.hostname")
+           or p.attributes.get("occi.network.label"))
+    return slug(str(raw) if raw else None) or fallback
 
 
 def _create_compute(call: Call, p: Parsed) -> str:
@@ -352,7 +345,7 @@ def _create_storage(call: Call, p: Parsed) -> str:
     size = p.attributes.get("occi.storage.size")
     if not isinstance(size, int | float) or isinstance(size, bool) or size <= 0:
         raise OcciError(400, "occi.storage.size (GiB, a positive number) is required")
-    loc = _location(call, p) or _first_location(call)
+    loc = _location(call, p) or call.core.locations.default()
     job = call.core.ops.create_volume(VolumeCreate(name=_name(p, "occi-storage"), location=loc,
                                                    size_gb=math.ceil(size)))
     return job.target or ""
@@ -363,7 +356,7 @@ def _create_network(call: Call, p: Parsed) -> str:
     if NET_MIXIN + "ipnetwork" not in p.mixins or not isinstance(cidr, str):
         raise OcciError(400, "a network needs the ipnetwork mixin with occi.network.address "
                         "(a CIDR such as 10.1.0.0/24)")
-    loc = _location(call, p) or _first_location(call)
+    loc = _location(call, p) or call.core.locations.default()
     job = call.core.ops.create_network(NetworkCreate(name=_name(p, "occi-network"), location=loc,
                                                      cidr=cidr))
     return job.target or ""
@@ -390,13 +383,6 @@ def _ref(p: Parsed, end: str, collection: str) -> str:
     if len(parts) < 2 or parts[-2] != collection:
         raise OcciError(400, f"occi.core.{end} must be a {collection} location, not {value!r}")
     return parts[-1]
-
-
-def _first_location(call: Call) -> str:
-    locs = call.core.locations.list()
-    if not locs:
-        raise OcciError(400, "onepane has no locations")
-    return locs[0].name
 
 
 # ---- actions and delete -----------------------------------------------------------------------
@@ -440,4 +426,4 @@ def _delete(call: Call, collection: str, eid: str) -> Response:
     return _lines(call, 200, [], None)
 
 
-__all__ = ["INFRA", "router"]
+__all__ = ["TemplateCache", "router"]

@@ -57,13 +57,13 @@ def compute(inst: Instance, tpl: Templates, vols: list[Volume]) -> Entity:
     state = COMPUTE_STATE.get(inst.state, "inactive")
     attrs = {**_core(inst.id, inst.name), "occi.compute.hostname": inst.name,
              "occi.compute.architecture": "x64", "occi.compute.state": state}
-    size = tpl.resource.get(_tpl_id(tpl, inst.location, inst.size, "resource_tpl"))
+    size = tpl.resource.get(_tpl_id(inst.location, inst.size, "resource_tpl"))
     if size is not None:
         attrs.update(_size_attrs(tpl, size.id))
     if inst.state == InstanceState.error:
         attrs["occi.compute.state.message"] = "the instance's process or VM failed"
     mixins = [m for m in (tpl.locations.get(_loc_id(inst.location)),
-                          tpl.os.get(_tpl_id(tpl, inst.location, inst.image, "os_tpl")), size) if m]
+                          tpl.os.get(_tpl_id(inst.location, inst.image, "os_tpl")), size) if m]
     acts = {"active": ("stop", "restart", "suspend"), "inactive": ("start",)}.get(state, ("start",))
     ent = Entity(inst.id, KINDS["compute"], f"compute/{inst.id}", attrs, mixins,
                  [ACTIONS[action_scheme("compute") + a] for a in acts])
@@ -120,7 +120,7 @@ def _loc_id(location: str) -> str:
     return f"{ONEPANE}location#{location}"
 
 
-def _tpl_id(tpl: Templates, location: str, native: str, which: str) -> str:
+def _tpl_id(location: str, native: str, which: str) -> str:
     return f"{ONEPANE}{location}/{which}#{term_of(native)}"
 
 
