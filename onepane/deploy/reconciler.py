@@ -24,7 +24,6 @@ from ..model import Instance, InstanceCreate, InstanceState, JobStatus
 from ..periodic import Periodic
 from ..policy import engine
 from ..policy.metrics import Metrics
-from ..policy.placement import violation
 from ..policy.sla import SlaTracker
 from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
 from ..traffic.health import HealthMonitor, Target
@@ -58,7 +57,6 @@ class Reconciler:
         self.ops = ops
         self.deployments = deployments
         self.workdir = workdir
-        self.interval = interval
         self.health = HealthMonitor()
         self.planes: dict[str, DataPlane] = {}
         self._replacing: set[str] = set()
@@ -116,7 +114,8 @@ class Reconciler:
         serving = set(decision.order[:1]) if spec.traffic.mode == "active-passive" else {
             loc for loc, w in decision.weights.items() if w > 0}
 
-        plan = self._plan(dep.name, spec, instances, snapshot, serving, now)
+        healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
+        plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
         for loc in set(by_loc) | set(plan.replicas):
             self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
         self._replacing &= {i.id for i in instances}  # forget replicas that are gone
@@ -135,7 +134,7 @@ class Reconciler:
             "locations": {loc: {"replicas": sum(1 for i in by_loc.get(loc, [])
                                                 if i.state not in BROKEN),
                                 "desired": plan.replicas.get(loc, 0),
-                                "healthy": sum(1 for t in up if t.location == loc),
+                                "healthy": healthy_at[loc],
                                 "up": loc in healthy}
                           for loc in spec.replicas},
             "sla": sla,
@@ -144,7 +143,8 @@ class Reconciler:
                                     read_primary=dep.primary)
 
     def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
-              snapshot: list[Target], serving: set[str], now: float) -> engine.Plan:
+              snapshot: list[Target], healthy_at: dict[str, int], serving: set[str],
+              now: float) -> engine.Plan:
         """Ask the policy engine, then carry out and log what it decided."""
         checks = {t.key: t.failures for t in snapshot}
         ever = self._replica_ever_up.setdefault(name, set())
@@ -157,7 +157,7 @@ class Reconciler:
                                      live.cpu.get(i.id) if live else None, self._still_restarting(i.id),
                                      i.id in ever)
                       for i in instances if i.id not in self._replacing],
-            healthy={loc: sum(1 for t in snapshot if t.up and t.location == loc) for loc in spec.replicas},
+            healthy=healthy_at,
             rps=dict(live.rps) if live else {},
             p95_ms=live.p95_ms if live else None,
             labels=self._labels)
@@ -231,17 +231,12 @@ class Reconciler:
                       key=lambda i: i.id)
         for extra in live[want:]:
             self.ops.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
-        for _ in range(want - len(live)):
-            if self._unplaceable(spec, loc) is not None:
-                return  # the engine reported it; never place a replica outside its constraints
+        for _ in range(want - len(live)):  # `want` is the engine's: 0 where placement forbids
             self.ops.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
                 location=loc, image=spec.image, size=spec.size, tags={TAG: name}))
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
-
-    def _unplaceable(self, spec: DeploymentSpec, loc: str) -> str | None:
-        return violation(spec.policies.placement.require, self._labels.get(loc, {}))
 
     def _apply(self, dep: Deployment, spec: DeploymentSpec, decision: Decision,
                up: list[Target]) -> None:

@@ -155,6 +155,16 @@ class Catalog:
                 disk.convert(self.blob(sha), out, fmt, src_format=src_format)
         return out
 
+    @staticmethod
+    def _digest_of(converted: Path) -> str:
+        """A converted disk is hashed once; later replications of it read the digest back."""
+        side = converted.with_name(converted.name + ".sha256")
+        if side.exists():
+            return side.read_text().strip()
+        digest = sha256_of(converted)
+        side.write_text(digest)
+        return digest
+
     # ---- export --------------------------------------------------------------------------
 
     def export(self, image_id: str, out: Path, fmt: str = "ova", ovf_version: str = "1.0") -> Path:
@@ -227,7 +237,7 @@ class Catalog:
         fmt = next((f for f in provider.disk_formats if f == d["format"]), provider.disk_formats[0])
         self._set(image_id, loc, state="converting", format=fmt)
         path = self.converted(d["sha256"], fmt, d["format"])
-        digest = d["sha256"] if path == self.blob(d["sha256"]) else sha256_of(path)
+        digest = d["sha256"] if path == self.blob(d["sha256"]) else self._digest_of(path)
         self._set(image_id, loc, state="replicating")
         last = [0.0]
 

@@ -31,7 +31,6 @@ class InventorySync:
         self.events = events
         self.registry = registry
         self.locations = locations
-        self.interval = interval
         self._loop = Periodic("inventory-sync", lambda: self.sync_all(wait=False), interval)
         self._running: set[str] = set()
         self._lock = threading.Lock()

@@ -57,8 +57,6 @@ class PolicyState:
     scale: autoscale.ScaleState = field(default_factory=autoscale.ScaleState)
     failures: failure.FailureState = field(default_factory=failure.FailureState)
     active: set[str] | None = None  # locations the schedule had active at the last pass
-    schedule_key: tuple[Any, ...] = ()  # the windows `active` was computed for
-    schedule_valid: tuple[datetime, datetime] | None = None  # [from, until) it holds
     warned_placement: dict[str, str] = field(default_factory=dict)  # log a violation once
 
 
@@ -75,7 +73,7 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
             actions.append(Action("placement", f"{loc} {why}; running nothing there", loc))
 
     if pol.schedule:
-        active = _scheduled(pol.schedule, list(spec.replicas), state, wall)
+        active = schedule.active_locations(pol.schedule, replicas, wall)
         if state.active is not None:
             for loc in sorted(active - state.active):
                 actions.append(Action("schedule_on", f"a schedule window opened at {loc}", loc))
@@ -112,17 +110,6 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
             actions.append(Action(fd.action, fd.reason, r.location, r.id))
     failure.forget(state.failures, live)
     return Plan(replicas, actions)
-
-
-def _scheduled(windows: list[Any], locations: list[str], state: PolicyState, wall: datetime) -> set[str]:
-    key = tuple((w.cron, w.duration, tuple(w.locations or ()), w.timezone) for w in windows)
-    valid = state.schedule_valid
-    if key == state.schedule_key and valid and valid[0] <= wall < valid[1] and state.active is not None:
-        return state.active
-    active, until = schedule.active_locations(windows, locations, wall)
-    state.schedule_key = key
-    state.schedule_valid = (wall, until) if until else None
-    return active
 
 
 def _metric(name: str, obs: Observation, loc: str) -> float | None:

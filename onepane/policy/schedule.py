@@ -59,18 +59,13 @@ def window_open(w: Window, now: datetime) -> bool:
     return state(w, now)[0]
 
 
-def active_locations(windows: list[Window], locations: Iterable[str],
-                     now: datetime) -> tuple[set[str], datetime | None]:
-    """The locations some open window activates, and until when that certainly holds (the
-    engine caches the answer until then)."""
+def active_locations(windows: list[Window], locations: Iterable[str], now: datetime) -> set[str]:
+    """The locations some open window activates (all of them when there is no schedule)."""
     locs = set(locations)
     if not windows:
-        return locs, None
+        return locs
     active: set[str] = set()
-    until: datetime | None = None
     for w in windows:
-        is_open, change = state(w, now)
-        until = change if until is None else min(until, change)
-        if is_open:
+        if window_open(w, now):
             active |= set(w.locations) if w.locations is not None else locs
-    return active & locs, until
+    return active & locs
