@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tarfile
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +23,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from .client import Client, JobFailed
-from .errors import OnepaneError
+from .errors import InvalidInput, OnepaneError
+from .images import ova
 
 app = typer.Typer(help="onepane: one pane of glass over every cloud and data center.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -250,10 +252,16 @@ def instances_create(
     size: Annotated[str, typer.Option()],
     tag: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
     network: Annotated[str | None, typer.Option()] = None,
+    deployment_option: Annotated[str | None, typer.Option(
+        help="a catalog image's OVF deployment option (default: the image's)")] = None,
+    prop: Annotated[list[str] | None, typer.Option(
+        "--property", help="a catalog image's OVF property, key=value")] = None,
     wait: Annotated[bool, typer.Option(help="wait until it is created")] = True,
 ) -> None:
-    body = {"name": name, "location": location, "image": image, "size": size,
-            "tags": pairs(tag, "tag"), "network": network}
+    body: dict[str, Any] = {"name": name, "location": location, "image": image, "size": size,
+                            "tags": pairs(tag, "tag"), "network": network}
+    if deployment_option or prop:
+        body |= {"deployment_option": deployment_option, "properties": pairs(prop, "property")}
     job = client().post("/v1/instances", body)
     finish(job, wait, f"creating {name} at {location}")
 
@@ -355,13 +363,48 @@ def images_upload(location: str, path: Path) -> None:
 
 @images_app.command("import")
 def images_import(path: Path, name: Annotated[str, typer.Option()],
-                  version: Annotated[str, typer.Option()] = "1") -> None:
-    """Import an OVA or a disk image (any format qemu-img reads) into the catalog."""
-    with path.open("rb") as f:
-        img = client().request("POST", "/v1/catalog", content=f,
-                               headers={"Content-Type": "application/octet-stream"},
-                               params={"name": name, "version": version})
-    show(img, ["id", "name", "version", "os", "cpus", "memory_mb", "source"])
+                  version: Annotated[str, typer.Option()] = "1",
+                  deployment_option: Annotated[str | None, typer.Option(
+                      help="the OVF deployment option whose CPUs, memory, disks and NICs the "
+                           "image takes (default: the package's)")] = None) -> None:
+    """Import an OVA (also gzip-compressed), an OVF descriptor or its folder (packed with the
+    files it references), or a disk image (raw, qcow2, vmdk, vdi, vhdx, vhd) into the catalog."""
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file or folder", field="path")
+    params = {"name": name, "version": version}
+    if deployment_option:
+        params["deployment_option"] = deployment_option
+    with tempfile.TemporaryDirectory(prefix="onepane-ova-") as tmp:
+        upload = _packed(path, Path(tmp))
+        with upload.open("rb") as f:
+            img = client().request("POST", "/v1/catalog", content=f,
+                                   headers={"Content-Type": "application/octet-stream"},
+                                   params=params)
+    for warning in img.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {warning}")
+    if img.get("appliance") and ctx.output == Output.table:
+        err.print(f"appliance {img['appliance']['name']}: "
+                  f"{len(img['appliance']['members'])} systems imported "
+                  f"({', '.join(img['appliance']['members'])})")
+    show(img, ["id", "name", "version", "os", "cpus", "memory_mb", "deployment_option", "source"])
+
+
+def _packed(path: Path, tmp: Path) -> Path:
+    """What to upload: an OVF folder or descriptor is packed with its files into one OVA."""
+    descriptor = path
+    if path.is_dir():
+        found = sorted(path.glob("*.ovf"))
+        if len(found) != 1:
+            raise InvalidInput(f"{path}: a folder to import holds exactly one .ovf descriptor "
+                               f"(found {len(found)})", field="path")
+        descriptor = found[0]
+    else:
+        with path.open("rb") as f:
+            if not ova.looks_like_descriptor(f.read(4096)):
+                return path
+    out = tmp / f"{descriptor.stem}.ova"
+    ova.pack_folder(descriptor, out)
+    return out
 
 
 @images_app.command("catalog")
@@ -375,7 +418,23 @@ def images_catalog() -> None:
 
 @images_app.command("show")
 def images_show(image_id: str) -> None:
-    show(client().get(f"/v1/catalog/{image_id}"))
+    """An image with its deployment options, properties and where it is ready."""
+    img = client().get(f"/v1/catalog/{image_id}")
+    if ctx.output == Output.json:
+        show(img)
+        return
+    show({k: img.get(k) for k in ("id", "name", "version", "os", "cpus", "memory_mb",
+                                   "deployment_option", "source")})
+    if img.get("deployment_options"):
+        show([{**o, "default": "yes" if o["id"] == img["deployment_option"] else ""}
+              for o in img["deployment_options"]], ["id", "label", "description", "default"])
+    if img.get("properties"):
+        show(img["properties"], ["key", "type", "default", "user_configurable", "label"])
+    if img.get("appliance"):
+        show(img["appliance"], ["name", "collection", "members"])
+    for warning in img.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {warning}")
+    show(img["replicas"], ["location", "state", "format", "provider_image_id", "error"])
 
 
 @images_app.command("replicate")

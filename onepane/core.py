@@ -44,6 +44,7 @@ class Core:
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
         self.deployments = Deployments(self.events, self.locations)
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
+        self.ops.boot_image = self.catalog.boot_image
         self.metrics = Metrics(self.store, raw_retention=settings.metrics_raw_retention,
                                retention=settings.metrics_retention)
         self.alerts = Alerts(self.events, settings.webhooks)

@@ -89,6 +89,9 @@ class InstanceCreate(Strict):
     size: str = Field(min_length=1, max_length=64)
     tags: dict[str, str] = Field(default_factory=dict)
     network: str | None = None
+    # For a catalog image (img-...): the OVF deployment option and property values to boot with.
+    deployment_option: str | None = Field(default=None, max_length=128)
+    properties: dict[str, str] = Field(default_factory=dict)
 
 
 class Instance(BaseModel):

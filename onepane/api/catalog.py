@@ -30,14 +30,21 @@ def list_images(request: Request) -> list[CatalogImage]:
 
 
 @router.post("", status_code=201, dependencies=[operator])
-async def import_image(request: Request, name: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")],
-                       version: str = "1") -> CatalogImage:
-    """Upload an OVA or a disk image (raw, qcow2, vmdk, vdi, vhdx, vpc) as the request body."""
+async def import_image(
+        request: Request, name: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")],
+        version: Annotated[str, Query(min_length=1, max_length=32)] = "1",
+        deployment_option: Annotated[str | None, Query(max_length=128)] = None) -> CatalogImage:
+    """Upload an OVA (tar, or gzip-compressed tar) or a disk image (raw, qcow2, vmdk, vdi,
+    vhdx, vpc) as the request body. Every disk is inspected before it is kept: one that names
+    a backing file, data file, outside extent or parent image is refused (422). `warnings`
+    in the reply say what was accepted with a reservation (e.g. a declared size that differs
+    from the file, verified by the manifest)."""
     c = core(request)
     with tempfile.TemporaryDirectory(dir=c.catalog.blobs, prefix=".upload-") as tmp:
         path = Path(tmp) / "upload"
         _, digest = await save_body(request, path, MAX_UPLOAD)
-        return await run_in_threadpool(c.catalog.import_file, path, name, version, digest)
+        return await run_in_threadpool(c.catalog.import_file, path, name, version, digest,
+                                       deployment_option, "upload")
 
 
 @router.get("/{image_id}", dependencies=[viewer])

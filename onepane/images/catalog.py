@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,37 @@ from ..errors import InvalidInput, NotFound, OnepaneError, Unsupported
 from ..events import EventLog
 from ..inventory.jobs import JobRunner
 from ..inventory.views import job_view
-from ..model import Job, JobStatus, new_id
+from ..model import Job, JobStatus, new_id, slug
 from ..providers.base import Provider
 from ..providers.copy import sha256_of
 from ..providers.registry import Registry
 from ..store.tables import CatalogImageRow, ImageReplicaRow, JobRow
-from . import disk, ova, ovf
+from . import disk, inspect, ova, ovf, ovf_writer, properties
+
+
+def _member_name(name: str, system_id: str) -> str:
+    """A collection member's catalog name: the appliance's name and the system's id."""
+    return f"{name}-{slug(system_id)}"[:63].rstrip("-.") if name else slug(system_id)[:63]
+
+
+def _shown(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property as the API shows it: a password's default is never returned."""
+    return {**prop, "default": "********" if prop.get("password") and prop.get("default")
+            else prop.get("default", "")}
+
+
+def _ovf_meta(desc: ovf.OvfPackage, vs: ovf.VirtualSystem,
+              per_option: dict[str | None, ovf.Hardware], chosen: str | None,
+              blank: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "version": desc.version, "system_id": vs.id, "os_id": vs.os_id,
+        "annotation": vs.annotation, "eulas": vs.eulas, "default_option": chosen,
+        "options": [{"id": o.id, "label": o.label, "description": o.description,
+                     "default": o.id == desc.default_option} for o in desc.options],
+        "hardware": {(k or ""): asdict(h) for k, h in per_option.items()},
+        "properties": [asdict(p) for p in [*desc.properties, *vs.properties]],
+        "blank_disks": blank,
+    }
 
 
 class Replica(BaseModel):
@@ -52,6 +78,21 @@ class CatalogImage(BaseModel):
     product: dict[str, Any]
     source: str
     replicas: list[Replica]
+    deployment_option: str | None = None  # the one this image's cpus/memory/disks follow
+    deployment_options: list[dict[str, Any]] = []
+    properties: list[dict[str, Any]] = []
+    eulas: list[str] = []
+    appliance: dict[str, Any] | None = None  # the systems imported together from one collection
+    warnings: list[str] = []
+    ovf: dict[str, Any] | None = None
+
+
+class BootImage(BaseModel):
+    """A catalog image as one location boots it."""
+
+    provider_image_id: str
+    deployment_option: str | None
+    user_data: str | None  # the OVF environment document, when the image has properties
 
 
 class Catalog:
@@ -69,44 +110,88 @@ class Catalog:
     # ---- import --------------------------------------------------------------------------
 
     def import_file(self, path: Path, name: str, version: str = "1",
-                    digest: str | None = None) -> CatalogImage:
-        """An OVA (tar, descriptor first) or a plain disk image, told apart by content. `digest`
-        is the file's SHA-256 if the caller computed it on the way in; a plain disk is then moved
-        into the store rather than read twice more (hash, copy)."""
+                    digest: str | None = None, deployment_option: str | None = None,
+                    label: str | None = None) -> CatalogImage:
+        """An OVA (tar, descriptor first; gzip-compressed too) or a plain disk image, told apart
+        by content. `digest` is the file's SHA-256 if the caller computed it on the way in; a
+        plain disk is then moved into the store rather than read twice more (hash, copy). An
+        OVA holding a VirtualSystemCollection becomes one catalog image per system, grouped
+        as one appliance; the first is returned, naming the others."""
+        label = label or path.name
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if ova.looks_like_descriptor(head):
+            raise InvalidInput(f"{label} is an OVF descriptor without its files: import the OVA, "
+                               "or give the CLI the descriptor (or its folder), which packs it "
+                               "with the files it references", field="file")
         with tempfile.TemporaryDirectory(dir=self.blobs, prefix=".import-") as tmp:
-            if tarfile.is_tarfile(path):
-                pkg = ova.read_ova(path, Path(tmp) / "ova")
-                vs = pkg.descriptor.systems[0]
-                disks = []
-                for disk_id in vs.disks or [d.id for d in pkg.descriptor.disks]:
-                    d = next((x for x in pkg.descriptor.disks if x.id == disk_id), None)
-                    ref = pkg.descriptor.file(d.file_ref) if d else None
-                    if d is None or ref is None:
-                        continue
-                    disks.append(self._store_blob(pkg.directory / ref.href, d.capacity_bytes))
-                row = CatalogImageRow(
-                    id=new_id("img"), name=name or vs.name, version=version,
-                    os=vs.os_description, cpus=vs.cpus,
-                    memory_mb=max(1, vs.memory_bytes // 2**20) if vs.memory_bytes else 512,
-                    disks=disks, networks=vs.nics, product=vs.product, source="ova")
+            if ova.is_gzip(path) or tarfile.is_tarfile(path):
+                pkg = ova.read_ova(path, Path(tmp) / "ova", source=label)
+                rows = self._rows_from_package(pkg, name, version, deployment_option)
             else:
-                row = CatalogImageRow(id=new_id("img"), name=name or path.stem, version=version,
-                                      os=None, cpus=1, memory_mb=512,
-                                      disks=[self._store_blob(path, None, digest)], networks=[],
-                                      product={}, source="disk")
-        if not row.disks:
-            raise InvalidInput("the package has no disk", field="file")
+                if deployment_option:
+                    raise InvalidInput("a plain disk has no deployment options",
+                                       field="deployment_option")
+                found = inspect.check(path, label, field="file")
+                rows = [CatalogImageRow(
+                    id=new_id("img"), name=name or path.stem, version=version, os=None, cpus=1,
+                    memory_mb=512, disks=[self._store_blob(path, found, digest)], networks=[],
+                    product={}, source="disk")]
         with self.events.tx() as s:
-            s.add(row)
-            self.events.emit("image.imported", f"image {row.name} {row.version} ({row.id}) "
-                             f"imported from {row.source}", subject=row.id, session=s)
-        return self.get(row.id)
+            for row in rows:
+                s.add(row)
+                self.events.emit("image.imported", f"image {row.name} {row.version} ({row.id}) "
+                                 f"imported from {row.source}", subject=row.id, session=s,
+                                 data={"warnings": row.warnings or []})
+        return self.get(rows[0].id)
 
-    def _store_blob(self, src: Path, claimed: int | None, digest: str | None = None) -> dict[str, Any]:
-        info = disk.info(src)
-        if claimed is not None and info.virtual_size > claimed:
-            raise InvalidInput(f"{src.name} holds {info.virtual_size} bytes, more than the "
-                               f"{claimed} it claims", field="file")
+    def _rows_from_package(self, pkg: ova.Package, name: str, version: str,
+                           option: str | None) -> list[CatalogImageRow]:
+        desc = pkg.descriptor
+        chosen = desc.option(option)
+        if not any(d.file_ref for d in desc.disks):
+            raise InvalidInput("the package has no disk", field="file")
+        group = new_id("app") if desc.collection is not None else None
+        rows = []
+        for vs in desc.systems:
+            per_option: dict[str | None, ovf.Hardware] = \
+                {o.id: vs.hardware(o.id) for o in desc.options} or {None: vs.hardware()}
+            hw = vs.hardware(chosen)
+            wanted = list(dict.fromkeys(d for h in per_option.values() for d in h.disks))
+            disks, blank = [], []
+            for disk_id in wanted or [d.id for d in desc.disks]:
+                d = desc.disk(disk_id)
+                ref = desc.file(d.file_ref) if d else None
+                if d is None:
+                    continue
+                if ref is None:
+                    blank.append({"id": d.id, "capacity_bytes": d.capacity_bytes,
+                                  "capacity": d.capacity, "units": d.capacity_units})
+                    continue
+                entry = self._store_blob(pkg.directory / ref.href, pkg.disks[d.id])
+                disks.append({**entry, "id": d.id, "capacity_bytes": d.capacity_bytes})
+            if not disks:
+                continue
+            member = name if len(desc.systems) == 1 else _member_name(name, vs.id)
+            rows.append(CatalogImageRow(
+                id=new_id("img"), name=member or vs.name, version=version,
+                os=vs.os_description, cpus=hw.cpus,
+                memory_mb=max(1, hw.memory_bytes // 2**20) if hw.memory_bytes else 512,
+                disks=disks, networks=hw.nics, product=vs.product, source="ova",
+                ovf=_ovf_meta(desc, vs, per_option, chosen, blank),
+                warnings=list(pkg.warnings)))
+        if not rows:
+            raise InvalidInput("the package has no disk", field="file")
+        if group is not None:
+            members = [r.id for r in rows]
+            for r in rows:
+                r.appliance = {"id": group, "name": name or desc.collection,
+                               "collection": desc.collection, "members": members}
+        return rows
+
+    def _store_blob(self, src: Path, found: inspect.Inspected,
+                    digest: str | None = None) -> dict[str, Any]:
+        """Keep an inspected disk once, by content."""
         movable = digest is not None  # an upload of ours, in a scratch folder on the same disk
         digest = digest or sha256_of(src)
         blob = self.blobs / "sha256" / digest
@@ -117,8 +202,8 @@ class Catalog:
                 tmp = blob.with_name(digest + ".partial")
                 shutil.copyfile(src, tmp)
                 tmp.replace(blob)
-        return {"sha256": digest, "format": info.format, "virtual_size": info.virtual_size,
-                "size": blob.stat().st_size}
+        return {"sha256": digest, "format": found.format, "virtual_size": found.virtual_size,
+                "size": blob.stat().st_size, "subformat": found.subformat}
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -134,25 +219,59 @@ class Catalog:
                 raise NotFound(f"no image {image_id!r} in the catalog", field="image")
             reps = list(s.scalars(select(ImageReplicaRow).where(
                 ImageReplicaRow.image_id == image_id).order_by(ImageReplicaRow.location)))
+            meta = row.ovf or {}
             return CatalogImage(
                 id=row.id, name=row.name, version=row.version, os=row.os, cpus=row.cpus,
                 memory_mb=row.memory_mb, disks=list(row.disks), networks=list(row.networks),
                 product=row.product, source=row.source,
                 replicas=[Replica(location=r.location, state=r.state, format=r.format,
                                   progress=r.progress, provider_image_id=r.provider_image_id,
-                                  error=r.error) for r in reps])
+                                  error=r.error) for r in reps],
+                deployment_option=meta.get("default_option"),
+                deployment_options=meta.get("options", []),
+                properties=[_shown(p) for p in meta.get("properties", [])],
+                eulas=meta.get("eulas", []), appliance=row.appliance,
+                warnings=list(row.warnings or []), ovf=meta or None)
+
+    def boot_image(self, image_id: str, location: str, option: str | None,
+                   values: dict[str, str]) -> BootImage:
+        """What `location` boots for a catalog image: its replica there, the deployment option
+        checked, and the properties (defaults, then the caller's values, each checked against
+        its type) as an OVF environment document."""
+        img = self.get(image_id)
+        rep = next((r for r in img.replicas if r.location == location), None)
+        if rep is None or rep.state != "ready" or not rep.provider_image_id:
+            state = rep.state if rep else "not replicated"
+            raise InvalidInput(f"image {img.name} ({img.id}) is {state} at {location}: "
+                               f"replicate it first (onepane images replicate {img.id} --to "
+                               f"{location})", field="image")
+        meta = img.ovf or {}
+        known = [o["id"] for o in meta.get("options", [])]
+        if option is not None and option not in known:
+            raise InvalidInput(f"no deployment option {option!r} in image {img.name}; it has: "
+                               f"{', '.join(known) or 'none'}", field="deployment_option")
+        prop_defs = meta.get("properties", [])
+        chosen = option or meta.get("default_option")
+        user_data = None
+        if prop_defs or values:
+            resolved = properties.resolve(prop_defs, values)
+            user_data = properties.environment(meta.get("system_id") or img.name, resolved)
+        return BootImage(provider_image_id=rep.provider_image_id, deployment_option=chosen,
+                         user_data=user_data)
 
     def blob(self, sha: str) -> Path:
         return self.blobs / "sha256" / sha
 
-    def converted(self, sha: str, fmt: str, src_format: str) -> Path:
-        """The disk in `fmt`, converted once and cached (the blob itself when it already is)."""
-        if fmt == src_format:
+    def converted(self, sha: str, fmt: str, src_format: str, subformat: str | None = None) -> Path:
+        """The disk in `fmt`, converted once and cached (the blob itself when it already is).
+        A VMDK counts as VMDK only when streamOptimized, the one subformat OVF consumers take;
+        any other is converted, not relabelled."""
+        if fmt == src_format and (fmt != "vmdk" or subformat == "streamOptimized"):
             return self.blob(sha)
         out = self.blobs / "converted" / f"{sha}.{fmt}"
         with self._convert_lock:
             if not out.exists():
-                disk.convert(self.blob(sha), out, fmt, src_format=src_format)
+                disk.convert(self.blob(sha), out, fmt, src_format)
         return out
 
     @staticmethod
@@ -169,25 +288,44 @@ class Catalog:
 
     def export(self, image_id: str, out: Path, fmt: str = "ova", ovf_version: str = "1.0") -> Path:
         img = self.get(image_id)
-        first = img.disks[0]
         if fmt != "ova":
-            return Path(shutil.copyfile(self.converted(first["sha256"], fmt, first["format"]), out))
-        files, disks = {}, []
+            if len(img.disks) > 1:
+                raise InvalidInput(f"image {img.name} has {len(img.disks)} disks and a {fmt} file "
+                                   "holds one: export it as an OVA", field="format")
+            first = img.disks[0]
+            return Path(shutil.copyfile(self.converted(first["sha256"], fmt, first["format"],
+                                                       first.get("subformat")), out))
+        files: dict[str, Path] = {}
+        disks, refs = [], []
         for i, d in enumerate(img.disks, start=1):
-            path = self.converted(d["sha256"], "vmdk", d["format"])
-            href = f"disk{i}.vmdk"
+            path = self.converted(d["sha256"], "vmdk", d["format"], d.get("subformat"))
+            href = f"{img.name}-disk{i}.vmdk"
             files[href] = path
-            disks.append(ovf.OvfDisk(id=f"vmdisk{i}", file_ref=f"file{i}",
-                                     capacity_bytes=d["virtual_size"], format=ovf.VMDK_STREAM))
-        pkg = ovf.OvfPackage(
-            version=ovf_version,
-            files=[ovf.OvfFile(id=f"file{i}", href=h, size=p.stat().st_size)
-                   for i, (h, p) in enumerate(files.items(), start=1)],
-            disks=disks, networks=sorted(set(img.networks)),
-            systems=[ovf.VirtualSystem(id=img.name, name=img.name, cpus=img.cpus,
-                                       memory_bytes=img.memory_mb * 2**20, nics=img.networks,
-                                       disks=[d.id for d in disks], os_description=img.os,
-                                       product=img.product)])
+            refs.append(ovf.OvfFile(id=f"file{i}", href=href, size=path.stat().st_size))
+            disks.append(ovf.OvfDisk(id=d.get("id") or f"vmdisk{i}", file_ref=f"file{i}",
+                                     capacity_bytes=max(d["virtual_size"],
+                                                        d.get("capacity_bytes") or 0),
+                                     format=ovf.VMDK_STREAM))
+        meta = img.ovf or {}
+        disks += [ovf.OvfDisk(id=b["id"], file_ref=None, capacity_bytes=b["capacity_bytes"],
+                              format=ovf.VMDK_STREAM) for b in meta.get("blank_disks", [])]
+        default = meta.get("default_option")
+        options = [ovf.DeploymentOption(id=o["id"], label=o.get("label"),
+                                        description=o.get("description"), default=o["id"] == default)
+                   for o in meta.get("options", [])]
+        per_option = {(k or None): ovf.Hardware(**v) for k, v in meta.get("hardware", {}).items()} \
+            or {None: ovf.Hardware(cpus=img.cpus, memory_bytes=img.memory_mb * 2**20,
+                                   disks=[d.id for d in disks], nics=list(img.networks))}
+        default = default if default in per_option else next(iter(per_option))
+        system = ovf.VirtualSystem(
+            id=meta.get("system_id") or img.name, name=img.name,
+            items=ovf_writer.build_items(per_option, default), os_id=meta.get("os_id"),
+            os_description=img.os, product=img.product,
+            properties=[ovf.Property(**p) for p in meta.get("properties", [])],
+            eulas=list(meta.get("eulas", [])), annotation=meta.get("annotation"))
+        networks = sorted({n for h in per_option.values() for n in h.nics if n})
+        pkg = ovf.OvfPackage(version=ovf_version, files=refs, disks=disks, networks=networks,
+                             systems=[system], options=options)
         ova.write_ova(pkg, files, out, ovf_version, img.name)
         return out
 
@@ -236,7 +374,7 @@ class Catalog:
         d = img.disks[0]
         fmt = next((f for f in provider.disk_formats if f == d["format"]), provider.disk_formats[0])
         self._set(image_id, loc, state="converting", format=fmt)
-        path = self.converted(d["sha256"], fmt, d["format"])
+        path = self.converted(d["sha256"], fmt, d["format"], d.get("subformat"))
         digest = d["sha256"] if path == self.blob(d["sha256"]) else self._digest_of(path)
         self._set(image_id, loc, state="replicating")
         last = [0.0]

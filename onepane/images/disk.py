@@ -1,21 +1,20 @@
 """Disk images through qemu-img: what a file is (by content, not by name), and conversion.
 
-qemu-img is called with argument lists (never a shell) and `--` before paths.
+qemu-img is called with argument lists (never a shell), `--` before paths, the source format
+always given, and resource limits. A disk a user sent is checked by `inspect.check` first.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput, PermanentProviderError
+from . import inspect
 
-QEMU_IMG = "qemu-img"
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc")
 _PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
@@ -28,46 +27,25 @@ class DiskInfo:
     subformat: str | None = None  # e.g. vmdk streamOptimized
 
 
-def _qemu_img() -> str:
-    path = shutil.which(QEMU_IMG)
-    if path is None:
-        raise PermanentProviderError("qemu-img is not installed (apt-get install qemu-utils)")
-    return path
-
-
-def info(path: Path) -> DiskInfo:
-    """Probe the format from the content. qemu-img calls anything it does not recognise raw."""
-    proc = subprocess.run([_qemu_img(), "info", "--output=json", "--", str(path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise InvalidInput(f"{path.name}: not a disk image qemu-img can read: "
-                           f"{proc.stderr.strip()}", field="disk")
-    data = json.loads(proc.stdout)
-    fmt = data["format"]
-    if fmt not in FORMATS:
-        raise InvalidInput(f"{path.name}: unsupported disk format {fmt!r}; onepane handles "
-                           f"{', '.join(FORMATS)}", field="disk")
-    size = path.stat().st_size  # qemu-img rounds a raw file's size up to whole sectors
-    if fmt == "raw" and (size == 0 or size % 512):
-        # Anything qemu-img does not recognise reads as raw; a real raw disk is whole sectors.
-        raise InvalidInput(f"{path.name}: not a recognised disk image (not a known format, and "
-                           f"{size} bytes is not a whole number of 512-byte "
-                           "sectors for a raw disk)", field="disk")
+def info(path: Path, fmt: str) -> DiskInfo:
+    """What qemu-img says of a disk onepane made or has already inspected; the format is always
+    given, never probed (a probe is how a raw disk that looks like qcow2 gets its way)."""
+    data = inspect.qemu_info(path, fmt)
     sub = ((data.get("format-specific") or {}).get("data") or {}).get("create-type")
-    return DiskInfo(format=fmt, virtual_size=int(data["virtual-size"]),
+    return DiskInfo(format=data["format"], virtual_size=int(data["virtual-size"]),
                     actual_size=int(data.get("actual-size") or path.stat().st_size), subformat=sub)
 
 
-def convert(src: Path, dst: Path, fmt: str, progress: Callable[[float], None] | None = None,
-            src_format: str | None = None) -> DiskInfo:
+def convert(src: Path, dst: Path, fmt: str, src_format: str,
+            progress: Callable[[float], None] | None = None) -> DiskInfo:
     """Convert to `fmt`; VMDKs are written streamOptimized (what OVF consumers expect) and VHDs
     with force_size, so the virtual size stays exactly what it was."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown target format {fmt!r}; use one of {', '.join(FORMATS)}",
                            field="format")
-    args = [_qemu_img(), "convert", "-p", "-O", fmt]
-    if src_format:
-        args += ["-f", src_format]
+    # Memory is capped; CPU time is not (a large disk legitimately converts for minutes).
+    args = [*inspect.limited(24 * 3600, 2 * 2**30), inspect.qemu_img(), "convert", "-p",
+            "-f", src_format, "-O", fmt]
     if fmt == "vmdk":
         args += ["-o", "subformat=streamOptimized"]
     elif fmt == "vpc":
@@ -88,11 +66,12 @@ def convert(src: Path, dst: Path, fmt: str, progress: Callable[[float], None] | 
         tmp.unlink(missing_ok=True)
         raise PermanentProviderError(f"qemu-img convert to {fmt} failed: {err.strip()}")
     tmp.replace(dst)
-    return info(dst)
+    return info(dst, fmt)
 
 
-def identical(a: Path, b: Path) -> bool:
+def identical(a: Path, a_format: str, b: Path, b_format: str) -> bool:
     """Same guest-visible contents, whatever the two formats (qemu-img compare)."""
-    proc = subprocess.run([_qemu_img(), "compare", "-q", "--", str(a), str(b)],
+    proc = subprocess.run([inspect.qemu_img(), "compare", "-q", "-f", a_format, "-F", b_format,
+                           "--", str(a), str(b)],
                           capture_output=True, text=True)
     return proc.returncode == 0

@@ -1,8 +1,12 @@
-"""OVF descriptors (DMTF DSP0243, 1.x and 2.x): read what tools write, write what tools read.
+"""OVF descriptors (DMTF DSP0243 0.9, 1.x and 2.x) as real producers write them.
 
-VMware, VirtualBox and oVirt differ in namespaces, prefixes, units and which sections they
-fill, so the reader goes by local element names and understands every unit notation they use.
-Parsing is defusedxml: no DTDs, no entity expansion, no external entities.
+VMware (vCenter, ovftool), VirtualBox, oVirt, Cisco appliances and Ganeti differ in namespaces,
+prefixes, units, which sections they fill and whether sections are typed elements or
+`<Section xsi:type=...>`, so the reader goes by local element names. What operators rely on is
+kept: deployment options (an Item belongs to the configurations its `ovf:configuration` names),
+ProductSection properties, every system of a VirtualSystemCollection, EULAs, the OS id.
+Dangling or duplicate references are refused naming the element. Parsing is defusedxml: no DTDs,
+no entity expansion, no external entities. Writing lives in `ovf_writer`.
 """
 
 from __future__ import annotations
@@ -17,14 +21,30 @@ from defusedxml.ElementTree import fromstring
 
 from ..errors import InvalidInput
 
+NS_OVF09 = "http://www.vmware.com/schema/ovf/1/envelope"
 NS_OVF1 = "http://schemas.dmtf.org/ovf/envelope/1"
 NS_OVF2 = "http://schemas.dmtf.org/ovf/envelope/2"
 NS_RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
 NS_VSSD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
 VMDK_STREAM = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
-RT_CPU, RT_MEMORY, RT_NIC, RT_DISK = "3", "4", "10", "17"
+RT_CPU, RT_MEMORY, RT_IDE, RT_SCSI, RT_NIC = "3", "4", "5", "6", "10"
+RT_CDROM, RT_DVD, RT_DISK, RT_SATA = "15", "16", "17", "20"
 _UNITS = {"byte": 1, "bytes": 1, "kilobytes": 2**10, "kb": 2**10, "megabytes": 2**20,
           "mb": 2**20, "gigabytes": 2**30, "gb": 2**30, "terabytes": 2**40, "tb": 2**40}
+_PROPERTY_REF = re.compile(r"^\$\{([^}]+)\}$")
+
+
+def envelope_version(namespace: str, declared: str | None) -> str | None:
+    """The OVF version an envelope namespace stands for; None for one that is not OVF's.
+    oVirt writes the 1.x namespace with a trailing slash."""
+    ns = namespace.rstrip("/")
+    if ns == NS_OVF09:
+        return "0.9"
+    if ns == NS_OVF1:
+        return declared if declared and declared.startswith("1.") else "1.0"
+    if ns == NS_OVF2:
+        return "2.0"
+    return None
 
 
 @dataclass
@@ -32,6 +52,8 @@ class OvfFile:
     id: str
     href: str
     size: int | None
+    compression: str | None = None  # "gzip"
+    chunk_size: int | None = None  # split into href.000000000, href.000000001, ...
 
 
 @dataclass
@@ -40,19 +62,116 @@ class OvfDisk:
     file_ref: str | None
     capacity_bytes: int
     format: str | None
+    capacity: str | None = None  # as written, when it is a ${property} reference
+    capacity_units: int = 1
+
+
+@dataclass
+class Property:
+    key: str  # as written
+    id: str  # the full key DSP0243 defines: [class.]key[.instance]
+    type: str = "string"
+    default: str = ""
+    user_configurable: bool = False
+    password: bool = False
+    label: str | None = None
+    description: str | None = None
+    qualifiers: str | None = None
+    category: str | None = None
+    cls: str | None = None  # the ProductSection's ovf:class and ovf:instance
+    instance: str | None = None
+
+
+@dataclass
+class DeploymentOption:
+    id: str
+    label: str | None = None
+    description: str | None = None
+    default: bool = False
+
+
+@dataclass
+class Item:
+    """One RASD Item of a VirtualHardwareSection; `configurations` None means every option."""
+
+    instance_id: str
+    resource_type: str
+    quantity: str | None = None
+    units: str | None = None
+    host_resource: str | None = None
+    connection: str | None = None
+    parent: str | None = None
+    address_on_parent: str | None = None
+    subtype: str | None = None
+    name: str | None = None
+    configurations: frozenset[str] | None = None
+
+
+@dataclass
+class Hardware:
+    """What a virtual system gets under one deployment option."""
+
+    cpus: int = 1
+    memory_bytes: int = 0
+    disks: list[str] = field(default_factory=list)  # disk ids
+    nics: list[str] = field(default_factory=list)  # network names
 
 
 @dataclass
 class VirtualSystem:
     id: str
     name: str
-    cpus: int = 1
-    memory_bytes: int = 0
-    nics: list[str] = field(default_factory=list)  # network names
-    disks: list[str] = field(default_factory=list)  # disk ids
+    items: list[Item] = field(default_factory=list)
     os_id: str | None = None
     os_description: str | None = None
     product: dict[str, str] = field(default_factory=dict)
+    properties: list[Property] = field(default_factory=list)
+    eulas: list[str] = field(default_factory=list)
+    annotation: str | None = None
+    default_option: str | None = None
+
+    def hardware(self, option: str | None = None) -> Hardware:
+        """The hardware under `option` (default: the package's default). For each InstanceID
+        the Item that names the option wins over the one that names none."""
+        option = option or self.default_option
+        chosen: dict[str, Item] = {}
+        for item in self.items:
+            if item.configurations is None:
+                chosen.setdefault(item.instance_id, item)
+        for item in self.items:
+            if item.configurations is not None and option in item.configurations:
+                chosen[item.instance_id] = item
+        hw = Hardware()
+        for item in chosen.values():
+            if item.resource_type == RT_CPU and item.quantity:
+                hw.cpus = _int(item.quantity, f"Item {item.instance_id} VirtualQuantity")
+            elif item.resource_type == RT_MEMORY and item.quantity:
+                hw.memory_bytes = (_int(item.quantity, f"Item {item.instance_id} VirtualQuantity")
+                                   * units(item.units or "byte * 2^20"))
+            elif item.resource_type == RT_NIC:
+                hw.nics.append(item.connection or "")
+            elif item.resource_type == RT_DISK and item.host_resource:
+                kind, ref = host_resource(item.host_resource)
+                if kind == "disk":
+                    hw.disks.append(ref)
+        return hw
+
+    # The default option's hardware, for callers that know of one configuration only.
+    @property
+    def cpus(self) -> int:
+        return self.hardware().cpus
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.hardware().memory_bytes
+
+    @property
+    def disks(self) -> list[str]:
+        return self.hardware().disks
+
+    @property
+    def nics(self) -> list[str]:
+        return self.hardware().nics
 
 
 @dataclass
@@ -62,13 +181,35 @@ class OvfPackage:
     disks: list[OvfDisk]
     networks: list[str]
     systems: list[VirtualSystem]
+    options: list[DeploymentOption] = field(default_factory=list)
+    collection: str | None = None  # the VirtualSystemCollection's id, when there is one
+    properties: list[Property] = field(default_factory=list)  # envelope/collection level
 
     def file(self, ref: str | None) -> OvfFile | None:
         return next((f for f in self.files if f.id == ref), None)
 
+    def disk(self, disk_id: str) -> OvfDisk | None:
+        return next((d for d in self.disks if d.id == disk_id), None)
+
+    @property
+    def default_option(self) -> str | None:
+        """DSP0243: the option marked default, else the first one listed."""
+        marked = next((o.id for o in self.options if o.default), None)
+        return marked or (self.options[0].id if self.options else None)
+
+    def option(self, wanted: str | None) -> str | None:
+        if wanted is None:
+            return self.default_option
+        if not any(o.id == wanted for o in self.options):
+            known = ", ".join(o.id for o in self.options) or "none"
+            raise InvalidInput(f"no deployment option {wanted!r}; the package has: {known}",
+                               field="deployment_option")
+        return wanted
+
 
 def units(text: str | None) -> int:
-    """'byte * 2^30', 'byte*2^20', 'MegaBytes', 'GB', 'byte * 1024' -> a multiplier."""
+    """'byte * 2^30', 'byte*2^20', 'byte * 10^6', 'MegaBytes', 'GB', 'byte * 1024' -> a
+    multiplier."""
     if not text:
         return 1
     t = text.strip().lower().replace(" ", "")
@@ -81,8 +222,24 @@ def units(text: str | None) -> int:
     raise InvalidInput(f"unknown allocation units {text!r}", field="ovf")
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+def host_resource(text: str) -> tuple[str, str]:
+    """'ovf:/disk/vmdisk1', '/disk/vmdisk1', 'ovf:/file/f1', oVirt's 'fileid/diskid'."""
+    t = text.strip()
+    m = re.fullmatch(r"(?:ovf:)?/(disk|file)/(.+)", t)
+    if m:
+        return m.group(1), m.group(2)
+    return "disk", t.rsplit("/", 1)[-1]
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {text!r} is not a whole number", field="ovf") from exc
+
+
+def _local(tag: Any) -> str:
+    return str(tag).rsplit("}", 1)[-1]
 
 
 def _attr(el: Any, name: str) -> str | None:
@@ -92,12 +249,8 @@ def _attr(el: Any, name: str) -> str | None:
     return None
 
 
-def _children(el: Any, name: str) -> list[Any]:
-    return [c for c in el if _local(c.tag) == name]
-
-
 def _is(el: Any, name: str) -> bool:
-    """`<DiskSection>`, or oVirt's `<Section xsi:type="ovf:DiskSection_Type">`."""
+    """`<DiskSection>`, or 0.9's and oVirt's `<Section xsi:type="ovf:DiskSection_Type">`."""
     tag = _local(el.tag)
     if tag == name:
         return True
@@ -105,13 +258,21 @@ def _is(el: Any, name: str) -> bool:
     return tag in ("Section", "Content") and xsi_type.rsplit(":", 1)[-1] == f"{name}_Type"
 
 
-def _find(el: Any, name: str) -> Any | None:
-    return next((c for c in el.iter() if _is(c, name)), None)
+def _sections(el: Any, name: str) -> list[Any]:
+    return [c for c in el if _is(c, name)]
+
+
+def _section(el: Any, name: str) -> Any | None:
+    return next(iter(_sections(el, name)), None)
 
 
 def _text(el: Any, name: str) -> str | None:
     found = next((c for c in el if _local(c.tag) == name), None)
     return found.text.strip() if found is not None and found.text else None
+
+
+def _bool(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("true", "1")
 
 
 def parse(xml: bytes | str, source: str = "descriptor") -> OvfPackage:
@@ -126,123 +287,206 @@ def parse(xml: bytes | str, source: str = "descriptor") -> OvfPackage:
         raise InvalidInput(f"{source}: not an OVF envelope (root is {_local(root.tag)})",
                            field="ovf")
     ns = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
-    version = "2.0" if ns == NS_OVF2 else (_attr(root, "version") or "1.0")
-    refs = _find(root, "References")
-    files = [OvfFile(id=_attr(f, "id") or "", href=_attr(f, "href") or "",
-                     size=int(s) if (s := _attr(f, "size")) else None)
-             for f in (_children(refs, "File") if refs is not None else [])]
-    disks = []
-    section = _find(root, "DiskSection")
-    for d in _children(section, "Disk") if section is not None else []:
-        cap = _attr(d, "capacity")
-        if cap is None:
-            raise InvalidInput(f"{source}: disk {_attr(d, 'diskId')} has no capacity", field="ovf")
-        try:
-            capacity = int(cap) * units(_attr(d, "capacityAllocationUnits"))
-        except ValueError as exc:
-            raise InvalidInput(f"{source}: disk capacity {cap!r} is not a number",
-                               field="ovf") from exc
-        disks.append(OvfDisk(id=_attr(d, "diskId") or "", file_ref=_attr(d, "fileRef"),
-                             capacity_bytes=capacity, format=_attr(d, "format")))
-    net_section = _find(root, "NetworkSection")
-    networks = [_attr(n, "name") or "" for n in
-                (_children(net_section, "Network") if net_section is not None else [])]
-    systems = [_system(vs) for vs in root.iter() if _is(vs, "VirtualSystem")]
-    if not systems:
-        raise InvalidInput(f"{source}: no VirtualSystem", field="ovf")
-    for f in files:
-        if "/" in f.href or "\\" in f.href or f.href.startswith(".") or not f.href:
-            raise InvalidInput(f"{source}: file reference {f.href!r} leaves the package",
-                               field="ovf")
-    return OvfPackage(version=version, files=files, disks=disks, networks=networks,
-                      systems=systems)
+    version = envelope_version(ns, _attr(root, "version"))
+    if version is None:
+        raise InvalidInput(f"{source}: envelope namespace {ns or '(none)'!r} is not OVF 0.9, "
+                           "1.x or 2.x", field="ovf")
+    return _Reader(source).read(root, version)
 
 
-def _system(vs: Any) -> VirtualSystem:
-    sys_ = VirtualSystem(id=_attr(vs, "id") or "vm", name=_text(vs, "Name") or _attr(vs, "id")
-                         or "vm")
-    os_section = next((c for c in vs if _is(c, "OperatingSystemSection")), None)
-    if os_section is not None:
-        sys_.os_id = _attr(os_section, "id")
-        sys_.os_description = _text(os_section, "Description") or _attr(os_section, "osType")
-    product = next((c for c in vs if _is(c, "ProductSection")), None)
-    if product is not None:
-        sys_.product = {k: v for k in ("Product", "Vendor", "Version", "FullVersion")
-                        if (v := _text(product, k))}
-    hw = next((c for c in vs.iter() if _is(c, "VirtualHardwareSection")), None)
-    for item in hw if hw is not None else []:
-        if _local(item.tag) not in ("Item", "StorageItem", "EthernetPortItem"):
-            continue
-        rtype = _text(item, "ResourceType")
-        qty = _text(item, "VirtualQuantity")
-        if rtype == RT_CPU and qty:
-            sys_.cpus = int(qty)
-        elif rtype == RT_MEMORY and qty:
-            sys_.memory_bytes = int(qty) * units(_text(item, "AllocationUnits") or "byte * 2^20")
-        elif rtype == RT_NIC:
-            sys_.nics.append(_text(item, "Connection") or "")
-        elif rtype == RT_DISK:
-            host = _text(item, "HostResource") or ""
-            sys_.disks.append(host.rsplit("/", 1)[-1])
-    return sys_
+class _Reader:
+    """One descriptor's reading: collects what the sections say, then checks references."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, what: str) -> InvalidInput:
+        return InvalidInput(f"{self.source}: {what}", field="ovf")
+
+    def read(self, root: Any, version: str) -> OvfPackage:
+        files = self._files(root)
+        disks = self._disks(root)
+        net = _section(root, "NetworkSection")
+        networks = [_attr(n, "name") or "" for n in net if _local(n.tag) == "Network"] \
+            if net is not None else []
+        options = self._options(root)
+        content = next((c for c in root if _is(c, "VirtualSystem")
+                        or _is(c, "VirtualSystemCollection")), None)
+        if content is None:
+            raise self.fail("no VirtualSystem")
+        collection = _attr(content, "id") if _is(content, "VirtualSystemCollection") else None
+        systems = [self._system(vs) for vs in content.iter() if _is(vs, "VirtualSystem")]
+        if not systems:
+            raise self.fail("no VirtualSystem")
+        shared = [p for ps in _sections(root, "ProductSection") for p in self._properties(ps)]
+        if collection is not None:
+            shared += [p for ps in _sections(content, "ProductSection")
+                       for p in self._properties(ps)]
+        pkg = OvfPackage(version=version, files=files, disks=disks, networks=networks,
+                         systems=systems, options=options, collection=collection,
+                         properties=shared)
+        for vs in systems:
+            vs.default_option = pkg.default_option
+        self._check_references(pkg)
+        self._resolve_capacities(pkg)
+        return pkg
+
+    def _files(self, root: Any) -> list[OvfFile]:
+        refs = _section(root, "References")
+        files = []
+        for f in (c for c in refs if _local(c.tag) == "File") if refs is not None else []:
+            fid, href = _attr(f, "id") or "", _attr(f, "href") or ""
+            where = f"References/File[@id={fid!r}]"
+            if not href or "/" in href or "\\" in href or href.startswith(".") or ":" in href:
+                raise self.fail(f"{where}: file reference {href!r} leaves the package (only "
+                                "plain names of files inside it are accepted)")
+            size = _attr(f, "size")
+            chunk = _attr(f, "chunkSize")
+            compression = _attr(f, "compression")
+            if compression not in (None, "", "identity", "gzip"):
+                raise self.fail(f"{where}: compression {compression!r} is not supported "
+                                "(gzip is)")
+            files.append(OvfFile(
+                id=fid, href=href,
+                size=_int(size, f"{where} ovf:size") if size is not None else None,
+                compression="gzip" if compression == "gzip" else None,
+                chunk_size=_int(chunk, f"{where} ovf:chunkSize") if chunk else None))
+        self._unique([f.id for f in files], "References/File ovf:id")
+        self._unique([f.href for f in files], "References/File ovf:href")
+        return files
+
+    def _disks(self, root: Any) -> list[OvfDisk]:
+        section = _section(root, "DiskSection")
+        disks = []
+        for d in (c for c in section if _local(c.tag) == "Disk") if section is not None else []:
+            did = _attr(d, "diskId") or ""
+            where = f"DiskSection/Disk[@diskId={did!r}]"
+            cap = _attr(d, "capacity")
+            if not did:
+                raise self.fail("DiskSection/Disk without ovf:diskId")
+            if cap is None:
+                raise self.fail(f"{where} has no ovf:capacity")
+            mult = units(_attr(d, "capacityAllocationUnits"))
+            ref = _PROPERTY_REF.match(cap.strip())
+            disks.append(OvfDisk(
+                id=did, file_ref=_attr(d, "fileRef") or None,
+                capacity_bytes=0 if ref else _int(cap, f"{where} ovf:capacity") * mult,
+                format=_attr(d, "format"), capacity=cap.strip() if ref else None,
+                capacity_units=mult))
+        self._unique([d.id for d in disks], "DiskSection/Disk ovf:diskId")
+        return disks
+
+    def _options(self, root: Any) -> list[DeploymentOption]:
+        section = _section(root, "DeploymentOptionSection")
+        options = [DeploymentOption(id=_attr(c, "id") or "", label=_text(c, "Label"),
+                                    description=_text(c, "Description"),
+                                    default=_bool(_attr(c, "default")))
+                   for c in (section if section is not None else []) if _local(c.tag) ==
+                   "Configuration"]
+        self._unique([o.id for o in options], "DeploymentOptionSection/Configuration ovf:id")
+        return options
+
+    def _system(self, vs: Any) -> VirtualSystem:
+        sys_ = VirtualSystem(id=_attr(vs, "id") or "vm",
+                             name=_text(vs, "Name") or _attr(vs, "id") or "vm")
+        os_section = _section(vs, "OperatingSystemSection")
+        if os_section is not None:
+            sys_.os_id = _attr(os_section, "id")
+            sys_.os_description = _text(os_section, "Description") or _attr(os_section, "osType")
+        for ps in _sections(vs, "ProductSection"):
+            sys_.product.update({k: v for k in ("Product", "Vendor", "Version", "FullVersion")
+                                 if (v := _text(ps, k)) and k not in sys_.product})
+            sys_.properties += self._properties(ps)
+        sys_.eulas = [t for e in _sections(vs, "EulaSection") if (t := _text(e, "License"))]
+        annotation = _section(vs, "AnnotationSection")
+        sys_.annotation = _text(annotation, "Annotation") if annotation is not None else None
+        hw_sections = _sections(vs, "VirtualHardwareSection")
+        for hw in hw_sections[:1]:  # further sections describe other virtualization platforms
+            sys_.items = [self._item(it, sys_.id) for it in hw
+                          if _local(it.tag) in ("Item", "StorageItem", "EthernetPortItem")]
+        return sys_
+
+    def _item(self, it: Any, system: str) -> Item:
+        instance = _text(it, "InstanceID") or _text(it, "InstanceId") or ""
+        configs = _attr(it, "configuration")
+        return Item(
+            instance_id=instance, resource_type=_text(it, "ResourceType") or "",
+            quantity=_text(it, "VirtualQuantity"), units=_text(it, "AllocationUnits"),
+            host_resource=_text(it, "HostResource"), connection=_text(it, "Connection"),
+            parent=_text(it, "Parent"), address_on_parent=_text(it, "AddressOnParent"),
+            subtype=_text(it, "ResourceSubType"),
+            name=_text(it, "ElementName") or _text(it, "Caption"),
+            configurations=frozenset(configs.split()) if configs is not None else None)
+
+    def _properties(self, ps: Any) -> list[Property]:
+        cls, inst = _attr(ps, "class"), _attr(ps, "instance")
+        props, category = [], None
+        for c in ps:
+            tag = _local(c.tag)
+            if tag == "Category":
+                category = (c.text or "").strip() or None
+            if tag != "Property":
+                continue
+            key = _attr(c, "key")
+            if not key:
+                raise self.fail("ProductSection/Property without ovf:key")
+            full = ".".join(p for p in (cls, key, inst) if p)
+            props.append(Property(
+                key=key, id=full, type=_attr(c, "type") or "string",
+                default=_attr(c, "value") or "",
+                user_configurable=_bool(_attr(c, "userConfigurable")),
+                password=_bool(_attr(c, "password")), label=_text(c, "Label"),
+                description=_text(c, "Description"), qualifiers=_attr(c, "qualifiers"),
+                category=category, cls=cls, instance=inst))
+        return props
+
+    def _unique(self, values: list[str], what: str) -> None:
+        seen: set[str] = set()
+        for v in values:
+            if v in seen:
+                raise self.fail(f"two elements share {what} {v!r}")
+            seen.add(v)
+
+    def _check_references(self, pkg: OvfPackage) -> None:
+        file_ids = {f.id for f in pkg.files}
+        disk_ids = {d.id for d in pkg.disks}
+        option_ids = {o.id for o in pkg.options}
+        for d in pkg.disks:
+            if d.file_ref and d.file_ref not in file_ids:
+                raise self.fail(f"DiskSection/Disk[@diskId={d.id!r}] ovf:fileRef "
+                                f"{d.file_ref!r} names no References/File")
+        for vs in pkg.systems:
+            ids = [i.instance_id for i in vs.items if i.configurations is None]
+            self._unique(ids, f"VirtualSystem {vs.id!r} Item InstanceID")
+            for item in vs.items:
+                where = f"VirtualSystem {vs.id!r} Item {item.instance_id!r}"
+                for c in item.configurations or ():
+                    if c not in option_ids:
+                        raise self.fail(f"{where}: ovf:configuration names {c!r}, which is "
+                                        "not in the DeploymentOptionSection")
+                if not item.host_resource:
+                    continue
+                kind, ref = host_resource(item.host_resource)
+                known = disk_ids if kind == "disk" else file_ids
+                if ref not in known:
+                    raise self.fail(f"{where}: HostResource {item.host_resource!r} names no "
+                                    f"{'Disk' if kind == 'disk' else 'File'}")
+
+    def _resolve_capacities(self, pkg: OvfPackage) -> None:
+        for d in pkg.disks:
+            if d.capacity is None:
+                continue
+            key = _PROPERTY_REF.match(d.capacity).group(1)  # type: ignore[union-attr]
+            prop = find_property(pkg, key)
+            if prop is None:
+                raise self.fail(f"DiskSection/Disk[@diskId={d.id!r}] ovf:capacity "
+                                f"{d.capacity!r} names no ProductSection property")
+            d.capacity_bytes = _int(prop.default or "0", f"property {key}") * d.capacity_units
 
 
-def write(pkg: OvfPackage, version: str = "1.0") -> bytes:
-    """A descriptor most tools import: OVF 1.0 by default (2.0 on request), units in MB/bytes."""
-    ns = NS_OVF2 if version.startswith("2") else NS_OVF1
-    ET.register_namespace("ovf", ns)
-    ET.register_namespace("rasd", NS_RASD)
-    ET.register_namespace("vssd", NS_VSSD)
+def every_property(pkg: OvfPackage) -> list[Property]:
+    return [*pkg.properties, *(p for vs in pkg.systems for p in vs.properties)]
 
-    def q(tag: str, n: str = ns) -> str:
-        return f"{{{n}}}{tag}"
-    env = ET.Element(q("Envelope"), {q("version"): version if version.startswith("2") else "1.0"})
-    refs = ET.SubElement(env, q("References"))
-    for f in pkg.files:
-        attrs = {q("id"): f.id, q("href"): f.href}
-        if f.size is not None:
-            attrs[q("size")] = str(f.size)
-        ET.SubElement(refs, q("File"), attrs)
-    ds = ET.SubElement(env, q("DiskSection"))
-    ET.SubElement(ds, q("Info")).text = "Virtual disks"
-    for d in pkg.disks:
-        attrs = {q("diskId"): d.id, q("capacity"): str(d.capacity_bytes),
-                 q("capacityAllocationUnits"): "byte", q("format"): d.format or VMDK_STREAM}
-        if d.file_ref:
-            attrs[q("fileRef")] = d.file_ref
-        ET.SubElement(ds, q("Disk"), attrs)
-    nsec = ET.SubElement(env, q("NetworkSection"))
-    ET.SubElement(nsec, q("Info")).text = "Networks"
-    for n in pkg.networks:
-        net = ET.SubElement(nsec, q("Network"), {q("name"): n})
-        ET.SubElement(net, q("Description")).text = n
-    for vs in pkg.systems:
-        el = ET.SubElement(env, q("VirtualSystem"), {q("id"): vs.id})
-        ET.SubElement(el, q("Info")).text = "A virtual machine"
-        ET.SubElement(el, q("Name")).text = vs.name
-        if vs.product:
-            ps = ET.SubElement(el, q("ProductSection"))
-            ET.SubElement(ps, q("Info")).text = "Product"
-            for k, v in vs.product.items():
-                ET.SubElement(ps, q(k)).text = v
-        os_el = ET.SubElement(el, q("OperatingSystemSection"), {q("id"): vs.os_id or "1"})
-        ET.SubElement(os_el, q("Info")).text = "Guest OS"
-        if vs.os_description:
-            ET.SubElement(os_el, q("Description")).text = vs.os_description
-        hw = ET.SubElement(el, q("VirtualHardwareSection"))
-        ET.SubElement(hw, q("Info")).text = "Virtual hardware"
-        items: list[dict[str, str]] = [
-            {"ElementName": f"{vs.cpus} virtual CPU(s)", "ResourceType": RT_CPU,
-             "VirtualQuantity": str(vs.cpus)},
-            {"ElementName": f"{vs.memory_bytes // 2**20} MB of memory", "ResourceType": RT_MEMORY,
-             "AllocationUnits": "byte * 2^20", "VirtualQuantity": str(vs.memory_bytes // 2**20)},
-            *({"ElementName": f"Ethernet {i + 1}", "ResourceType": RT_NIC, "Connection": n}
-              for i, n in enumerate(vs.nics)),
-            *({"ElementName": f"Hard disk {i + 1}", "ResourceType": RT_DISK,
-               "HostResource": f"ovf:/disk/{d}"} for i, d in enumerate(vs.disks)),
-        ]
-        for i, item in enumerate(items, start=1):
-            it = ET.SubElement(hw, q("Item"))
-            for k in sorted({**item, "InstanceID": str(i)}):
-                ET.SubElement(it, q(k, NS_RASD)).text = {**item, "InstanceID": str(i)}[k]
-    return ET.tostring(env, xml_declaration=True, encoding="utf-8")
+
+def find_property(pkg: OvfPackage, key: str) -> Property | None:
+    return next((p for p in every_property(pkg) if key in (p.id, p.key)), None)

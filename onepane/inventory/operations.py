@@ -72,6 +72,8 @@ class Operations:
         self.store = events.store
         self.locations = locations
         self.runner = runner
+        # Set by the core to the image catalog's: what a location boots for a catalog image.
+        self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
         for kind, handler in {
             "instance.create": self._do_create, "instance.start": self._do_action,
             "instance.stop": self._do_action, "instance.reboot": self._do_action,
@@ -125,12 +127,19 @@ class Operations:
     def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
+        image, user_data = req.image, None
+        if self.boot_image is not None and req.image.startswith("img-"):
+            boot = self.boot_image(req.image, req.location, req.deployment_option, req.properties)
+            image, user_data = boot.provider_image_id, boot.user_data
+        elif req.deployment_option or req.properties:
+            raise InvalidInput("deployment options and properties belong to catalog images "
+                               "(img-...)", field="properties")
         # In the caller's thread, not the location's pool: a pool busy with slow jobs must not
         # hold up the answer to a new request.
-        self.locations.provider(req.location).validate(req.image, req.size)
+        self.locations.provider(req.location).validate(image, req.size)
         inst_id = new_id("inst")
-        params = {"name": req.name, "image": req.image, "size": req.size, "tags": req.tags,
-                  "network": self._provider_network(req)}
+        params = {"name": req.name, "image": image, "size": req.size, "tags": req.tags,
+                  "network": self._provider_network(req), "user_data": user_data}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
@@ -319,7 +328,8 @@ class Operations:
         p = job.params
         obs = provider.create_instance(InstanceSpec(onepane_id=job.target or "", name=p["name"],
                                                     image=p["image"], size=p["size"],
-                                                    tags=p["tags"], network=p.get("network")))
+                                                    tags=p["tags"], network=p.get("network"),
+                                                    user_data=p.get("user_data")))
         with self.events.tx() as s:
             row = self._instance(s, job.target or "")
             row.provider_id, row.state = obs.provider_id, obs.state

@@ -41,6 +41,7 @@ class InstanceSpec:
     size: str
     tags: dict[str, str] = field(default_factory=dict)
     network: str | None = None
+    user_data: str | None = None  # e.g. a catalog image's OVF environment document
 
 
 @dataclass

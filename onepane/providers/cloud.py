@@ -29,6 +29,7 @@ from ..errors import (
     PermanentProviderError,
     ProviderAuthError,
     TransientProviderError,
+    Unsupported,
 )
 from ..model import InstanceState
 from .base import (
@@ -191,6 +192,11 @@ class CloudProvider(Provider):
             kwargs["ex_clienttoken"] = spec.onepane_id
             if spec.network:
                 kwargs["ex_subnet"] = self._subnet(spec.network)
+        if spec.user_data:
+            if not self.driver_name.startswith(("ec2", "openstack")):
+                raise Unsupported(f"location {self.location} cannot pass user data (the image's "
+                                  "OVF properties) to an instance", field="properties")
+            kwargs["ex_userdata"] = spec.user_data
         node = self._call(self.driver.create_node, name=spec.name, size=size, image=image, **kwargs)
         return self._observe(node)
 

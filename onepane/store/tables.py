@@ -174,6 +174,11 @@ class CatalogImageRow(Base):
     product: Mapped[dict[str, Any]] = mapped_column(default=dict)
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What the OVF said beyond the hardware: deployment options and each one's hardware,
+    # properties, blank disks, EULAs, OS id (None for a plain disk).
+    ovf: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    appliance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class ImageReplicaRow(Base):

@@ -4,6 +4,7 @@ centers and EC2 on moto's server, boot it where it can run, export it again."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     server = start_server("dns_port = 0\n" + config(moto))
     src = make_disk(tmp_path)
     vmdk = tmp_path / "disk1.vmdk"
-    disk.convert(src, vmdk, "vmdk")
+    disk.convert(src, vmdk, "vmdk", "qcow2")
     archive = pack(tmp_path, "web01", VMWARE.format(size=vmdk.stat().st_size), {"disk1.vmdk": vmdk})
 
     r = cli(server, "-o", "json", "images", "import", str(archive), "--name", "web01")
@@ -39,7 +40,7 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
         ("aws-us-east-1", "dc-a", "dc-b"), "ready")
     assert reps["dc-a"]["format"] == "qcow2" and reps["aws-us-east-1"]["format"] == "vmdk"
     local = server.state_dir / "locations" / "dc-a" / "vm-images" / reps["dc-a"]["provider_image_id"]
-    assert disk.identical(src, local)  # checksummed on the way, compared here by content
+    assert disk.identical(src, "qcow2", local, "qcow2")  # checksummed on the way, compared here by content
     ami = reps["aws-us-east-1"]["provider_image_id"]
     ec2 = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
                        aws_access_key_id="x", aws_secret_access_key="x")
@@ -60,11 +61,11 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     again = ova.read_ova(out, tmp_path / "again")
     vs = again.descriptor.systems[0]
     assert (vs.cpus, vs.memory_bytes) == (2, 2048 * 2**20)
-    assert disk.identical(src, again.directory / "disk1.vmdk")
+    assert disk.identical(src, "qcow2", again.directory / "web01-disk1.vmdk", "vmdk")
     qcow = tmp_path / "export.qcow2"
     assert cli(server, "images", "export", img["id"], "-o", str(qcow), "--format",
                "qcow2").returncode == 0
-    assert disk.info(qcow).format == "qcow2" and disk.identical(src, qcow)
+    assert disk.info(qcow, "qcow2").format == "qcow2" and disk.identical(src, "qcow2", qcow, "qcow2")
 
     # bad input through the API: nothing is kept
     bad = tmp_path / "bad.ova"
@@ -74,3 +75,28 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     assert len(json.loads(cli(server, "-o", "json", "images", "catalog").stdout)) == 2
     r = cli(server, "images", "replicate", img["id"], "--to", "nowhere")
     assert r.returncode == 3
+
+
+def test_the_reported_leak_is_refused_and_leaves_nothing(start_server: Any, moto: str,
+                                                         tmp_path: Path) -> None:
+    """The issue's reproduction: a qcow2 backed by a server file, and a VMDK descriptor whose
+    extent names one, plain and inside an OVA. Each is a 422 naming the trick; no catalog
+    entry, no blob, no scratch folder is left."""
+    server = start_server("dns_port = 0\n" + config(moto))
+    leak = tmp_path / "leak.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname",
+                    str(leak), "1M"], check=True)
+    extent = tmp_path / "extent.vmdk"
+    extent.write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                      'createType="monolithicFlat"\n\nRW 2048 FLAT "/etc/hostname" 0\n')
+    plain = [(leak, "backing file"), (extent, "VMDK descriptor")]
+    in_ova = [(pack(tmp_path, f"x-{f.stem}", VMWARE.format(size=f.stat().st_size),
+                    {"disk1.vmdk": f}), match) for f, match in plain]
+    for path, match in plain + in_ova:
+        r = cli(server, "images", "import", str(path), "--name", "leak")
+        assert r.returncode == 2, (path, r.stdout, r.stderr)
+        assert match in r.stderr and "refused" in r.stderr, r.stderr
+    assert json.loads(cli(server, "-o", "json", "images", "catalog").stdout) == []
+    blobs = server.state_dir / "blobs"
+    assert not list((blobs / "sha256").iterdir())
+    assert not [p for p in blobs.iterdir() if p.name.startswith(".")]  # no scratch left
