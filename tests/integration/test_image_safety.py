@@ -154,7 +154,7 @@ def test_declared_format_must_match_the_content(tmp_path: Path) -> None:
     qcow = tmp_path / "disk.qcow2"
     qemu_img("create", "-f", "qcow2", str(qcow), "1M")
     archive = pack(tmp_path, "web01", VMWARE.format(size=qcow.stat().st_size), {"disk1.vmdk": qcow})
-    with pytest.raises(InvalidInput, match="declared .*vmdk.* but its content is qcow2"):
+    with pytest.raises(InvalidInput, match=r"declared .*vmdk.* but its content is qcow2"):
         ova.read_ova(archive, tmp_path / "out")
 
 
