@@ -144,9 +144,11 @@ class VirtualSystem:
         hw = Hardware()
         for item in chosen.values():
             if item.resource_type == RT_CPU and item.quantity:
-                hw.cpus = _int(item.quantity, f"Item {item.instance_id} VirtualQuantity")
+                hw.cpus = _int(item.quantity, f"VirtualSystem {self.id!r} Item "
+                                              f"{item.instance_id!r} VirtualQuantity")
             elif item.resource_type == RT_MEMORY and item.quantity:
-                hw.memory_bytes = (_int(item.quantity, f"Item {item.instance_id} VirtualQuantity")
+                hw.memory_bytes = (_int(item.quantity, f"VirtualSystem {self.id!r} Item "
+                                                       f"{item.instance_id!r} VirtualQuantity")
                                    * units(item.units or "byte * 2^20"))
             elif item.resource_type == RT_NIC:
                 hw.nics.append(item.connection or "")
@@ -327,6 +329,8 @@ class _Reader:
                          properties=shared)
         for vs in systems:
             vs.default_option = pkg.default_option
+            for option in [o.id for o in options] or [None]:
+                vs.hardware(option)  # numbers and units are checked now, not at first use
         self._check_references(pkg)
         self._resolve_capacities(pkg)
         return pkg
@@ -364,8 +368,9 @@ class _Reader:
             cap = _attr(d, "capacity")
             if not did:
                 raise self.fail("DiskSection/Disk without ovf:diskId")
-            if cap is None:
+            if cap is None and not _attr(d, "fileRef"):
                 raise self.fail(f"{where} has no ovf:capacity")
+            cap = cap or "0"  # Ganeti leaves it out; the file's own virtual size then counts
             mult = units(_attr(d, "capacityAllocationUnits"))
             ref = _PROPERTY_REF.match(cap.strip())
             disks.append(OvfDisk(
