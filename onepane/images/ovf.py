@@ -329,8 +329,8 @@ class _Reader:
                          properties=shared)
         for vs in systems:
             vs.default_option = pkg.default_option
-            for option in [o.id for o in options] or [None]:
-                vs.hardware(option)  # numbers and units are checked now, not at first use
+            for option in [o.id for o in options] or [""]:
+                vs.hardware(option or None)  # numbers and units are checked now, not at first use
         self._check_references(pkg)
         self._resolve_capacities(pkg)
         return pkg
