@@ -102,6 +102,7 @@ class Item:
     connection: str | None = None
     parent: str | None = None
     address_on_parent: str | None = None
+    address: str | None = None  # a controller's own bus address
     subtype: str | None = None
     name: str | None = None
     configurations: frozenset[str] | None = None
@@ -419,6 +420,7 @@ class _Reader:
             quantity=_text(it, "VirtualQuantity"), units=_text(it, "AllocationUnits"),
             host_resource=_text(it, "HostResource"), connection=_text(it, "Connection"),
             parent=_text(it, "Parent"), address_on_parent=_text(it, "AddressOnParent"),
+            address=_text(it, "Address"),
             subtype=_text(it, "ResourceSubType"),
             name=_text(it, "ElementName") or _text(it, "Caption"),
             configurations=frozenset(configs.split()) if configs is not None else None)

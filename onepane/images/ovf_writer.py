@@ -43,7 +43,7 @@ def build_items(per_option: dict[str | None, Hardware], default: str | None) -> 
              *_varying(RT_MEMORY, "2", per_option, default,
                        lambda h: str(h.memory_bytes // 2**20), "byte * 2^20"),
              Item(instance_id=CONTROLLER_ID, resource_type=RT_SCSI, subtype="lsilogic",
-                  name="SCSI Controller 0")]
+                  name="SCSI Controller 0", address="0")]
     next_id = 4
     all_disks = list(dict.fromkeys(d for h in per_option.values() for d in h.disks))
     for n, disk_id in enumerate(all_disks):
@@ -203,6 +203,7 @@ def _rasd(item: Item) -> dict[str, str]:
               "VirtualQuantity": item.quantity, "AllocationUnits": item.units,
               "HostResource": item.host_resource, "Connection": item.connection,
               "Parent": item.parent, "AddressOnParent": item.address_on_parent,
+              "Address": item.address,
               "ResourceSubType": item.subtype}
     if item.resource_type == RT_NIC:
         fields["AutomaticAllocation"] = "true"

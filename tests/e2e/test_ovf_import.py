@@ -1,0 +1,146 @@
+"""OVF packages as producers write them, through the CLI and API of a real onepane: deployment
+options, properties set at boot (on EC2 on moto, as the OVF environment in the user data),
+appliances, folders, gzip, warnings; and exports that an independent tool (the Common OVF Tool)
+and qemu-img accept."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+from tests.e2e.test_cli import VENV_BIN, cli, config
+from tests.integration.test_ovf_producers import descriptor, ova_of, vmdk
+
+
+def run_json(server: Any, *args: str) -> Any:
+    r = cli(server, "-o", "json", *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: Path) -> None:
+    server = start_server("dns_port = 0\n" + config(moto))
+    disk = vmdk(tmp_path, "csr-disk1.vmdk", size="16M")
+    iso = b"\0" * 2048
+    csr = ova_of(tmp_path, "csr", descriptor("cisco-csr1000v.ovf", disk1_size=disk.stat().st_size,
+                                             iso_size=len(iso)),
+                 {"csr-disk1.vmdk": disk, "csr-config.iso": iso}, manifest="sha1")
+
+    # a deployment option picked at import: its CPUs, memory and NICs
+    big = run_json(server, "images", "import", str(csr), "--name", "csr-big",
+                   "--deployment-option", "4CPU-8GB")
+    assert (big["cpus"], big["memory_mb"], len(big["networks"])) == (4, 8192, 3)
+    img = run_json(server, "images", "import", str(csr), "--name", "csr")
+    assert (img["cpus"], img["memory_mb"], img["deployment_option"]) == (2, 4096, "2CPU-4GB")
+    assert [o["id"] for o in img["deployment_options"]] == ["1CPU-4GB", "2CPU-4GB", "4CPU-4GB",
+                                                             "4CPU-8GB"]
+    props = {p["key"]: p for p in img["properties"]}
+    assert props["hostname"]["user_configurable"] and props["hostname"]["label"] == "Router Name"
+    assert any("csr-config.iso" in w for w in img["warnings"])
+    r = cli(server, "images", "import", str(csr), "--name", "x", "--deployment-option", "9CPU")
+    assert r.returncode == 2 and "no deployment option '9CPU'" in r.stderr
+    shown = cli(server, "images", "show", img["id"])
+    assert "4CPU-8GB" in shown.stdout and "Router Name" in shown.stdout
+
+    # properties at boot: checked against their types, handed over as the OVF environment
+    run_json(server, "images", "replicate", img["id"], "--to", "aws-us-east-1")
+    r = cli(server, "instances", "create", "r1", "--location", "aws-us-east-1", "--image",
+            img["id"], "--size", "t2.micro", "--property", "enable-ssh-server=maybe")
+    assert r.returncode == 2 and "properties.enable-ssh-server" in r.stderr, r.stderr
+    r = cli(server, "instances", "create", "r1", "--location", "dc-a", "--image", img["id"],
+            "--size", "small")
+    assert r.returncode == 2 and "replicate it first" in r.stderr
+    job = run_json(server, "instances", "create", "r1", "--location", "aws-us-east-1", "--image",
+                   img["id"], "--size", "t2.micro", "--property", "hostname=edge-1",
+                   "--property", "enable-ssh-server=TRUE", "--deployment-option", "4CPU-4GB")
+    assert job["status"] == "succeeded"
+    inst = run_json(server, "instances", "show", job["target"])
+    ec2 = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    attr = ec2.describe_instance_attribute(InstanceId=inst["provider_id"], Attribute="userData")
+    env = base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert 'key="com.cisco.csr1000v.hostname.1" oe:value="edge-1"' in env
+    assert 'key="com.cisco.csr1000v.enable-ssh-server.1" oe:value="true"' in env
+
+    # an appliance: every system of the collection, grouped
+    web, db = vmdk(tmp_path, "web-disk.vmdk", size="8M"), vmdk(tmp_path, "db-disk.vmdk", size="8M")
+    lamp = ova_of(tmp_path, "lamp", descriptor("collection-lamp.ovf", disk1_size=web.stat().st_size,
+                                               disk2_size=db.stat().st_size),
+                  {"web-disk.vmdk": web, "db-disk.vmdk": db})
+    first = run_json(server, "images", "import", str(lamp), "--name", "lamp")
+    members = first["appliance"]["members"]
+    assert len(members) == 2 and first["appliance"]["collection"] == "LAMP"
+    names = {i["name"]: i for i in run_json(server, "images", "catalog")}
+    assert {"lamp-webtier", "lamp-dbtier"} <= set(names)
+    assert names["lamp-dbtier"]["cpus"] == 2
+
+    # the folder form, a gzip-compressed OVA, and a descriptor sent alone
+    folder = tmp_path / "vbox"
+    folder.mkdir()
+    (folder / "ubuntu.ovf").write_text(descriptor("virtualbox-2.0.ovf"))
+    shutil.copy(vmdk(tmp_path, "u.vmdk", size="8M"), folder / "ubuntu-disk001.vmdk")
+    assert run_json(server, "images", "import", str(folder / "ubuntu.ovf"),
+                    "--name", "vbox")["memory_mb"] == 512
+    assert run_json(server, "images", "import", str(folder), "--name", "vbox2")["cpus"] == 1
+    gz = tmp_path / "csr.ova.gz"
+    gz.write_bytes(gzip.compress(csr.read_bytes()))
+    assert run_json(server, "images", "import", str(gz), "--name", "csr-gz")["cpus"] == 2
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as h:
+        r = h.post("/v1/catalog", params={"name": "alone"},
+                   content=(folder / "ubuntu.ovf").read_bytes())
+        assert r.status_code == 422 and "OVF descriptor without its files" in r.json()["detail"]
+        bad = descriptor("cisco-csr1000v.ovf", disk1_size="12kB", iso_size=1)
+        r = h.post("/v1/catalog", params={"name": "bad"},
+                   content=ova_of(tmp_path, "bad", bad, {"csr-disk1.vmdk": disk}).read_bytes())
+        assert r.status_code == 422 and "ovf:size '12kB'" in r.json()["detail"]
+        assert r.json()["errors"][0]["field"] == "ovf"
+
+    # a declared size that differs: imported with a warning the user sees, when a manifest verifies
+    off = ova_of(tmp_path, "off", descriptor("cisco-csr1000v.ovf", disk1_size=disk.stat().st_size + 1,
+                                             iso_size=len(iso)),
+                 {"csr-disk1.vmdk": disk, "csr-config.iso": iso}, manifest="sha256")
+    r = cli(server, "images", "import", str(off), "--name", "off")
+    assert r.returncode == 0 and "warning:" in r.stderr and "the descriptor says" in r.stderr
+
+    # exports: the Common OVF Tool reads them without error or tamper warning, SHA-1 manifest
+    # first, disks streamOptimized (a monolithicSparse source is converted, not relabelled)
+    legacy_disk = vmdk(tmp_path, "legacy-disk1.vmdk", "monolithicSparse", size="8M")
+    legacy = ova_of(tmp_path, "legacy", descriptor("ovf-0.9-vmware.ovf",
+                                                   disk1_size=legacy_disk.stat().st_size),
+                    {"legacy-disk1.vmdk": legacy_disk})
+    legacy_img = run_json(server, "images", "import", str(legacy), "--name", "legacy")
+    for image_id in (img["id"], legacy_img["id"], members[1]):
+        out = tmp_path / f"{image_id}.ova"
+        assert cli(server, "images", "export", image_id, "-o", str(out)).returncode == 0
+        with tarfile.open(out) as tar:
+            names_in = tar.getnames()
+            assert names_in[0].endswith(".ovf") and names_in[1].endswith(".mf")
+            manifest = tar.extractfile(names_in[1]).read().decode()  # type: ignore[union-attr]
+            assert manifest.startswith("SHA1(")
+            tar.extractall(tmp_path / f"x-{image_id}", filter="data")
+        for member in names_in[2:]:
+            info = json.loads(subprocess.run(
+                ["qemu-img", "info", "-f", "vmdk", "--output=json", str(tmp_path / f"x-{image_id}" / member)],
+                capture_output=True, text=True, check=True).stdout)
+            assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+        cot = subprocess.run([str(VENV_BIN / "cot"), "info", "-v", str(out)], capture_output=True,
+                             text=True)
+        assert cot.returncode == 0, cot.stderr
+        assert "WARNING" not in cot.stderr + cot.stdout and "ERROR" not in cot.stderr, cot.stderr
+    again = run_json(server, "images", "import", str(tmp_path / f"{img['id']}.ova"), "--name", "rt")
+    assert (again["deployment_options"], again["deployment_option"]) == (
+        img["deployment_options"], img["deployment_option"])
+    assert [(p["id"], p["type"], p["user_configurable"]) for p in again["properties"]] == [
+        (p["id"], p["type"], p["user_configurable"]) for p in img["properties"]]
+    r = cli(server, "images", "export", members[1], "-o", str(tmp_path / "db.vhdx"), "--format",
+            "vhdx")
+    assert r.returncode == 0  # one file disk (the data disk is blank): one vhdx
