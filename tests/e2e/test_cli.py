@@ -59,6 +59,9 @@ def test_three_locations_one_inventory(start_server: Any, moto: str) -> None:
                 "--image", image, "--size", size, "--tag", "app=shop")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["status"] == "succeeded"
+    # EC2 answers RunInstances with "pending"; an observation of every location now (rather
+    # than the next background sync) makes the states below the providers' current ones.
+    assert cli(server, "sync").returncode == 0
 
     r = cli(server, "-o", "json", "instances", "list", "--tag", "app=shop")
     assert r.returncode == 0, r.stderr
