@@ -249,7 +249,9 @@ def instances_create(
     name: str,
     location: Annotated[str, typer.Option()],
     image: Annotated[str, typer.Option()],
-    size: Annotated[str, typer.Option()],
+    size: Annotated[str, typer.Option(
+        help="a size of the location; for a catalog image, auto picks the smallest that gives "
+             "its deployment option's CPUs and memory")],
     tag: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
     network: Annotated[str | None, typer.Option()] = None,
     deployment_option: Annotated[str | None, typer.Option(

@@ -93,6 +93,8 @@ class BootImage(BaseModel):
     provider_image_id: str
     deployment_option: str | None
     user_data: str | None  # the OVF environment document, when the image has properties
+    cpus: int  # what the deployment option asks for, for `--size auto`
+    memory_mb: int
 
 
 class Catalog:
@@ -256,8 +258,10 @@ class Catalog:
         if prop_defs or values:
             resolved = properties.resolve(prop_defs, values)
             user_data = properties.environment(meta.get("system_id") or img.name, resolved)
+        hw = meta.get("hardware", {}).get(chosen or "") or {}
         return BootImage(provider_image_id=rep.provider_image_id, deployment_option=chosen,
-                         user_data=user_data)
+                         user_data=user_data, cpus=hw.get("cpus") or img.cpus,
+                         memory_mb=(hw.get("memory_bytes") or 0) // 2**20 or img.memory_mb)
 
     def blob(self, sha: str) -> Path:
         return self.blobs / "sha256" / sha

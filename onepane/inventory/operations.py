@@ -66,6 +66,18 @@ def every(fetch: Callable[..., Page[Any]], **kw: Any) -> Iterator[Any]:
             return
 
 
+def fitting_size(provider: Provider, cpus: int, memory_mb: int, option: str | None) -> str:
+    """The smallest size (memory first, then CPUs) that gives a catalog image's deployment
+    option what it asks for: `--size auto`."""
+    fits = [s for s in provider.list_sizes()
+            if (s.cpu or 0) >= cpus and (s.memory_mb or 0) >= memory_mb]
+    if not fits:
+        raise InvalidInput(f"no size at {provider.location} has {cpus} CPUs and {memory_mb} MiB "
+                           f"(what {'option ' + option if option else 'the image'} asks for)",
+                           field="size")
+    return min(fits, key=lambda s: (s.memory_mb or 0, s.cpu or 0, s.provider_id)).provider_id
+
+
 class Operations:
     def __init__(self, events: EventLog, locations: Locations, runner: JobRunner) -> None:
         self.events = events
@@ -127,23 +139,26 @@ class Operations:
     def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
-        image, user_data = req.image, None
+        image, user_data, size = req.image, None, req.size
+        provider = self.locations.provider(req.location)
         if self.boot_image is not None and req.image.startswith("img-"):
             boot = self.boot_image(req.image, req.location, req.deployment_option, req.properties)
             image, user_data = boot.provider_image_id, boot.user_data
+            if size == "auto":
+                size = fitting_size(provider, boot.cpus, boot.memory_mb, boot.deployment_option)
         elif req.deployment_option or req.properties:
             raise InvalidInput("deployment options and properties belong to catalog images "
                                "(img-...)", field="properties")
         # In the caller's thread, not the location's pool: a pool busy with slow jobs must not
         # hold up the answer to a new request.
-        self.locations.provider(req.location).validate(image, req.size)
+        provider.validate(image, size)
         inst_id = new_id("inst")
-        params = {"name": req.name, "image": image, "size": req.size, "tags": req.tags,
+        params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
                   "network": self._provider_network(req), "user_data": user_data}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
-                              size=req.size, state=InstanceState.pending, tags=req.tags,
+                              size=size, state=InstanceState.pending, tags=req.tags,
                               network=req.network))
         return self._submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
                             f"create instance {req.name} ({inst_id}) at {req.location}")

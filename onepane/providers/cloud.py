@@ -232,7 +232,7 @@ class CloudProvider(Provider):
 
     def list_sizes(self) -> list[ObservedSize]:
         return [ObservedSize(provider_id=s.id, memory_mb=s.ram, disk_gb=s.disk,
-                             cpu=(s.extra or {}).get("cpu"))
+                             cpu=_cpus(s.extra or {}))
                 for s in self._size_map().values()]
 
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
@@ -397,3 +397,13 @@ class CloudProvider(Provider):
             if s.id == subnet_id:
                 return s
         raise InvalidInput(f"no subnet {subnet_id!r} at {self.location}", field="network")
+
+
+def _cpus(extra: dict[str, Any]) -> float | None:
+    """Drivers name it differently: `cpu` (most), `vcpu` as a string (EC2's price list)."""
+    for key in ("cpu", "vcpu", "vcpus"):
+        try:
+            return float(extra[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None

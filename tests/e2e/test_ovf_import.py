@@ -76,6 +76,15 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
     assert 'key="com.cisco.csr1000v.hostname.1" oe:value="edge-1"' in env
     assert 'key="com.cisco.csr1000v.enable-ssh-server.1" oe:value="true"' in env
 
+    # --size auto: the smallest size that gives the option its CPUs and memory
+    job = run_json(server, "instances", "create", "r2", "--location", "aws-us-east-1", "--image",
+                   img["id"], "--size", "auto", "--deployment-option", "4CPU-8GB")
+    chosen = run_json(server, "instances", "show", job["target"])["size"]
+    sizes = {x["id"]: x for x in run_json(server, "locations", "sizes", "aws-us-east-1")}
+    assert sizes[chosen]["cpu"] >= 4 and sizes[chosen]["memory_mb"] >= 8192
+    assert not [x for x in sizes.values() if (x["cpu"] or 0) >= 4 and (x["memory_mb"] or 0) >= 8192
+                and x["memory_mb"] < sizes[chosen]["memory_mb"]]
+
     # an appliance: every system of the collection, grouped
     web, db = vmdk(tmp_path, "web-disk.vmdk", size="8M"), vmdk(tmp_path, "db-disk.vmdk", size="8M")
     lamp = ova_of(tmp_path, "lamp", descriptor("collection-lamp.ovf", disk1_size=web.stat().st_size,
