@@ -41,7 +41,8 @@ def build(core: Core) -> Templates:
             tpl.native[m.id] = (loc.name, size.provider_id)
             attrs: dict[str, float] = {}
             if size.cpu:
-                attrs["occi.compute.cores"] = float(size.cpu)
+                cores = float(size.cpu)  # an Integer in GFD.224; fractional vCPUs stay as they are
+                attrs["occi.compute.cores"] = int(cores) if cores.is_integer() else cores
             if size.memory_mb:
                 attrs["occi.compute.memory"] = round(size.memory_mb / 1024, 3)
             tpl.size_attrs[m.id] = attrs
