@@ -151,8 +151,6 @@ class Catalog:
                            option: str | None) -> list[CatalogImageRow]:
         desc = pkg.descriptor
         chosen = desc.option(option)
-        if not any(d.file_ref for d in desc.disks):
-            raise InvalidInput("the package has no disk", field="file")
         group = new_id("app") if desc.collection is not None else None
         rows = []
         for vs in desc.systems:

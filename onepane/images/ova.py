@@ -11,6 +11,7 @@ descriptor claims.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import io
@@ -84,9 +85,10 @@ def read_ova(archive: Path, dest: Path, limit: int = DEFAULT_LIMIT,
         raise InvalidInput(f"{source}: {archive.stat().st_size} bytes is over the "
                            f"{limit}-byte limit", field="ova")
     dest.mkdir(parents=True)
+    # Beside `dest`, not in it: a member of the same name must not overwrite the tar being read.
+    unwrapped = dest.with_name(dest.name + ".unwrapped.tar")
     try:
         if is_gzip(archive):  # a gzip-compressed OVA (.ova.gz, or renamed)
-            unwrapped = dest / ".unwrapped.tar"
             gunzip(archive, unwrapped, limit, source)
             archive = unwrapped
         if not tarfile.is_tarfile(archive):
@@ -109,11 +111,13 @@ def read_ova(archive: Path, dest: Path, limit: int = DEFAULT_LIMIT,
             for m in members:
                 with tar.extractfile(m) as src, (dest / m.name).open("wb") as out:  # type: ignore[union-attr]
                     shutil.copyfileobj(src, out, 1024 * 1024)
-        (dest / ".unwrapped.tar").unlink(missing_ok=True)
+        unwrapped.unlink(missing_ok=True)
         return verify_directory(dest, members[0].name, source, limit)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    finally:
+        unwrapped.unlink(missing_ok=True)
 
 
 def verify_directory(directory: Path, descriptor_name: str, source: str,
@@ -157,8 +161,7 @@ def _assemble(f: ovf.OvfFile, directory: Path, source: str, verified: set[str],
     path = directory / f.href
     packaged = [path]
     if f.chunk_size:
-        parts = sorted(p for p in directory.glob(f"{glob_escape(f.href)}.*")
-                       if re.fullmatch(r"\d{9}", p.name[len(f.href) + 1:]))
+        parts = chunks(directory, f.href)
         if not parts:
             raise InvalidInput(f"{source}: referenced file {f.href!r} (split in "
                                f"{f.chunk_size}-byte chunks) has no {f.href}.000000000",
@@ -192,8 +195,10 @@ def _assemble(f: ovf.OvfFile, directory: Path, source: str, verified: set[str],
         packed.unlink()
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def chunks(directory: Path, href: str) -> list[Path]:
+    """The parts ovftool's `ovf:chunkSize` splits a file into: `href.000000000`, ... in order."""
+    return sorted(p for p in directory.glob(f"{glob.escape(href)}.*")
+                  if re.fullmatch(r"\d{9}", p.name[len(href) + 1:]))
 
 
 def _check_manifest(mf: Path, directory: Path, source: str) -> set[str]:
@@ -249,8 +254,7 @@ def pack_folder(descriptor: Path, out: Path) -> None:
             names.append(extra)
     for f in pkg.files:
         if f.chunk_size:
-            names += sorted(p.name for p in folder.glob(f"{glob_escape(f.href)}.*")
-                            if re.fullmatch(r"\d{9}", p.name[len(f.href) + 1:]))
+            names += [p.name for p in chunks(folder, f.href)]
         elif (folder / f.href).is_file():
             names.append(f.href)
         else:
