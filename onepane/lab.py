@@ -16,7 +16,8 @@ from pathlib import Path
 from .config import Settings
 from .core import Core
 from .model import LocationCreate, ProviderKind
-from .providers.netns import CATCH_ALL, NetnsProvider, ensure_catch_all
+from .providers.dcnet import CATCH_ALL, ensure_catch_all
+from .providers.netns import NetnsProvider
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ class ProviderKind(StrEnum):
     local = "local"
     netns = "netns"
     cloud = "cloud"
+    vm = "vm"
 
 
 class InstanceState(StrEnum):
@@ -77,6 +78,8 @@ class Location(BaseModel):
     status_detail: str | None = None
     last_sync: datetime | None = None
     capabilities: dict[str, bool] = Field(default_factory=dict)
+    unsupported: dict[str, str] = Field(default_factory=dict,
+                                        description="what the location cannot do, and why")
 
 
 # ---- instances -------------------------------------------------------------------------------

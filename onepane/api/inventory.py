@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidInput, Unsupported
+from ..errors import InvalidInput
 from ..model import (
     Event,
     Image,
@@ -30,6 +30,7 @@ from ..model import (
     VolumeAttach,
     VolumeCreate,
 )
+from ..providers.base import Feature
 from .deps import admin, core, operator, viewer
 from .uploads import save_body
 
@@ -83,10 +84,9 @@ def cut_location(request: Request, name: str, body: Cut | None = None) -> dict[s
     """Failure drill: make a netns location unreachable (silently, or with its link down)."""
     c = core(request)
     provider = c.locations.provider(name)
-    if not provider.capabilities.cut:
-        raise Unsupported(f"location {name} cannot be cut off", field="location")
+    provider.require(Feature.cut)
     mode = (body or Cut()).mode
-    provider.cut(mode)  # type: ignore[attr-defined]
+    provider.cut(mode)
     c.events.emit("location.cut", f"location {name} cut off ({mode})", severity="warning",
                   location=name)
     return {"location": name, "cut": True, "mode": mode}
@@ -96,9 +96,8 @@ def cut_location(request: Request, name: str, body: Cut | None = None) -> dict[s
 def restore_location(request: Request, name: str) -> dict[str, Any]:
     c = core(request)
     provider = c.locations.provider(name)
-    if not provider.capabilities.cut:
-        raise Unsupported(f"location {name} cannot be cut off", field="location")
-    provider.restore()  # type: ignore[attr-defined]
+    provider.require(Feature.cut)
+    provider.restore()
     c.events.emit("location.restored", f"location {name} reconnected", location=name)
     return {"location": name, "cut": False}
 
@@ -211,12 +210,11 @@ async def upload_app_image(request: Request, name: str) -> Image:
     """Upload an app image (.tar.gz with onepane-app.json) to a process-based location."""
     c = core(request)
     provider = c.locations.provider(name)
-    if not provider.capabilities.image_import:
-        raise Unsupported(f"location {name} cannot import images", field="location")
+    provider.require(Feature.app_images)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.tar.gz"
         await save_body(request, path, MAX_UPLOAD)
-        img = await run_in_threadpool(provider.import_image, path)  # type: ignore[attr-defined]
+        img = await run_in_threadpool(provider.import_image, path)
     c.events.emit("image.imported", f"app image {img.name} imported at {name}", location=name,
                   subject=img.name)
     return Image(id=img.provider_id, name=img.name, location=name, extra=img.extra)

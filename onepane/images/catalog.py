@@ -20,12 +20,12 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from ..errors import InvalidInput, NotFound, OnepaneError, Unsupported
+from ..errors import InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..inventory.jobs import JobRunner
 from ..inventory.views import job_view
 from ..model import Job, JobStatus, new_id, slug
-from ..providers.base import Provider
+from ..providers.base import Feature, Provider
 from ..providers.copy import sha256_of
 from ..providers.registry import Registry
 from ..store.tables import CatalogImageRow, ImageReplicaRow, JobRow
@@ -338,8 +338,7 @@ class Catalog:
         self.get(image_id)
         for loc in locations:
             provider = self.registry.get(loc)
-            if not provider.capabilities.disk_images:
-                raise Unsupported(f"location {loc} cannot take disk images", field="to")
+            provider.require(Feature.disk_images, "to")
         jobs = []
         for loc in locations:
             job_id = new_id("job")

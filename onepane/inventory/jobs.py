@@ -35,9 +35,16 @@ class JobRunner:
         self.attempts = attempts
         self.backoff = backoff
         self._handlers: dict[str, tuple[Handler, Failure | None]] = {}
+        self._repeatable: dict[str, Callable[[Provider], bool]] = {}
 
-    def register(self, kind: str, handler: Handler, on_failure: Failure | None = None) -> None:
+    def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
+                 repeatable: Callable[[Provider], bool] | None = None) -> None:
+        """`repeatable(provider)` says whether running the handler twice is safe there; where
+        it is not (a create on a provider that cannot recognise a retry), a failed attempt is
+        never retried and an attempt a crash interrupted is not run again."""
         self._handlers[kind] = (handler, on_failure)
+        if repeatable is not None:
+            self._repeatable[kind] = repeatable
 
     def submit(self, job_id: str, location: str) -> None:
         self.registry.submit(location, self._run, job_id)
@@ -58,21 +65,37 @@ class JobRunner:
             job = s.get(JobRow, job_id)
             if job is None or job.status in (JobStatus.succeeded, JobStatus.failed):
                 return
+            interrupted = job.status == JobStatus.running and job.attempts > 0
             job.status = JobStatus.running
         handler, on_failure = self._handlers[job.kind]
+        try:
+            provider = self.registry.get(job.location or "")
+        except NotFound:
+            self._finish(job_id, JobStatus.failed, error={"detail": "location is gone"})
+            return
+        repeatable = self._repeatable.get(job.kind, lambda _p: True)(provider)
+        if interrupted and not repeatable:
+            exc = OnepaneError(f"{job.kind} was interrupted and {provider.location} cannot "
+                               "recognise a retried one, so it is not run again; the next "
+                               "inventory sync shows whether it happened")
+            if on_failure:
+                on_failure(job, exc)
+            self._finish(job_id, JobStatus.failed, error=exc.problem())
+            return
 
         def attempt() -> dict[str, Any] | None:
             with self.events.store.tx() as s:
                 row = s.get(JobRow, job_id)
                 assert row is not None
                 row.attempts += 1
-            return handler(self.registry.get(job.location or ""), job)
+            return handler(provider, job)
 
         def retrying(n: int, exc: Exception) -> None:
             log.info("job %s attempt %d failed transiently: %s", job_id, n, exc)
 
         try:
-            result = with_retry(attempt, attempts=self.attempts, base=self.backoff,
+            result = with_retry(attempt, attempts=self.attempts if repeatable else 1,
+                                base=self.backoff,
                                 on_retry=retrying)
         except OnepaneError as exc:
             problem = exc.problem()

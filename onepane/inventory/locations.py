@@ -146,10 +146,10 @@ class Locations:
 
     def _view(self, row: LocationRow) -> Location:
         try:
-            caps = self.registry.get(row.name).capabilities.as_dict()
+            caps = self.registry.get(row.name).capabilities
         except NotFound:
-            caps = {}
-        return location_view(row, caps)
+            return location_view(row)
+        return location_view(row, caps.as_dict(), caps.reasons())
 
 
 def _with_timeout(fn: object, timeout: float, name: str) -> None:

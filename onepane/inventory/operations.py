@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, Unsupported
+from ..errors import Conflict, InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..model import (
     Image,
@@ -32,13 +32,13 @@ from ..model import (
     VolumeCreate,
     new_id,
 )
-from ..providers.base import InstanceSpec, Provider
+from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
 from .jobs import JobRunner
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
 
-ACTIONS = {"start": "stop_start", "stop": "stop_start", "reboot": "reboot"}
+ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Feature.reboot}
 MAX_PAGE = 1000
 
 
@@ -94,6 +94,8 @@ class Operations:
             "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
         }.items():
             runner.register(kind, handler, self._on_failure)
+        runner.register("instance.create", self._do_create, self._on_failure,
+                        repeatable=lambda p: p.capabilities.supports(Feature.idempotent_create))
 
     # ---- instances -----------------------------------------------------------------------
 
@@ -172,9 +174,7 @@ class Operations:
             return existing
         inst = self.get_instance(instance_id)
         provider = self.locations.provider(inst.location)
-        if not getattr(provider.capabilities, ACTIONS[action]):
-            raise Unsupported(f"location {inst.location} cannot {action} instances",
-                              field="action")
+        provider.require(ACTIONS[action], "action")
         if inst.state in (InstanceState.pending, InstanceState.missing):
             raise Conflict(f"instance {instance_id} is {inst.state}; cannot {action} it",
                            field="state")
@@ -244,7 +244,7 @@ class Operations:
     def create_volume(self, req: VolumeCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
-        self._require(req.location, "volumes")
+        self._require(req.location, Feature.volumes)
         vol_id = new_id("vol")
 
         def rows(s: Any) -> None:
@@ -306,7 +306,7 @@ class Operations:
     def create_network(self, req: NetworkCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
-        self._require(req.location, "networks")
+        self._require(req.location, Feature.networks)
         net_id = new_id("net")
 
         def rows(s: Any) -> None:
@@ -487,11 +487,9 @@ class Operations:
         nxt = encode_cursor(items[-1].id) if len(rows) > limit else None
         return Page[Any](items=items, next_cursor=nxt)
 
-    def _require(self, location: str, capability: str) -> Provider:
+    def _require(self, location: str, feature: Feature) -> Provider:
         provider = self.locations.provider(location)
-        if not getattr(provider.capabilities, capability):
-            raise Unsupported(f"location {location} does not support {capability}",
-                              field="location")
+        provider.require(feature)
         return provider
 
     def _instance(self, s: Session, instance_id: str) -> InstanceRow:

@@ -8,12 +8,13 @@ from ..model import Instance, InstanceState, Job, JobStatus, Location, Network, 
 from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
 
 
-def location_view(row: LocationRow, capabilities: dict[str, bool] | None = None) -> Location:
+def location_view(row: LocationRow, capabilities: dict[str, bool] | None = None,
+                  unsupported: dict[str, str] | None = None) -> Location:
     return Location(name=row.name, provider=ProviderKind(row.provider), region=row.region,
                     driver=row.driver, labels=row.labels, options=row.options,
                     has_credentials=row.credentials_enc is not None, status=row.status,
                     status_detail=row.status_detail, last_sync=row.last_sync,
-                    capabilities=capabilities or {})
+                    capabilities=capabilities or {}, unsupported=unsupported or {})
 
 
 def instance_view(row: InstanceRow, provider: str | None = None) -> Instance:

@@ -8,27 +8,67 @@ cloud fills only its own pool and never stalls the others.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import InvalidInput, Unsupported
 from ..model import InstanceState
 
 
+class Feature(StrEnum):
+    """What a provider may or may not be able to do. The values read as verbs in messages."""
+
+    volumes = "volumes"
+    networks = "networks"
+    stop_start = "stop_start"
+    reboot = "reboot"
+    app_images = "image_import"  # app images (tar.gz) uploaded to a process data center
+    disk_images = "disk_images"  # VM disk images from the catalog, stored and bootable there
+    user_data = "user_data"  # an OVF environment / user data handed to the instance
+    cut = "cut"  # can be cut off from the network for drills
+    console = "console"  # an instance's console (or process) output can be read
+    live_migration = "live_migration"  # a running instance moves to another location of its kind
+    idempotent_create = "idempotent_create"  # a retried create finds the first one
+
+
+VERBS = {
+    Feature.volumes: "have volumes", Feature.networks: "create networks",
+    Feature.stop_start: "start or stop instances", Feature.reboot: "reboot instances",
+    Feature.app_images: "import app images", Feature.disk_images: "take disk images",
+    Feature.user_data: "pass user data (an image's OVF properties) to an instance",
+    Feature.cut: "be cut off", Feature.console: "show an instance's console",
+    Feature.live_migration: "move a running instance",
+    Feature.idempotent_create: "recognise a retried create",
+}
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    volumes: bool = False
-    networks: bool = False
-    stop_start: bool = False
-    reboot: bool = False
-    image_import: bool = False
-    cut: bool = False  # can be cut off from the network for drills (netns)
-    disk_images: bool = False  # can store (and register) VM disk images from the catalog
+    """What a location cannot do, each with the reason a user reads ("dc-a cannot have
+    volumes: ..."): checked once, before any work starts, instead of failing late."""
+
+    missing: Mapping[Feature, str] = field(default_factory=dict)
+
+    @classmethod
+    def all_but(cls, **missing: str) -> Capabilities:
+        return cls({Feature[k]: why for k, why in missing.items()})
+
+    def supports(self, feature: Feature) -> bool:
+        return feature not in self.missing
+
+    def require(self, feature: Feature, location: str, field: str = "location") -> None:
+        if feature in self.missing:
+            raise Unsupported(f"location {location} cannot {VERBS[feature]}: "
+                              f"{self.missing[feature]}", field=field)
 
     def as_dict(self) -> dict[str, bool]:
-        return asdict(self)
+        return {f.value: f not in self.missing for f in Feature}
+
+    def reasons(self) -> dict[str, str]:
+        return {f.value: why for f, why in self.missing.items()}
 
 
 @dataclass
@@ -42,6 +82,8 @@ class InstanceSpec:
     tags: dict[str, str] = field(default_factory=dict)
     network: str | None = None
     user_data: str | None = None  # e.g. a catalog image's OVF environment document
+    disks: list[int] = field(default_factory=list)  # extra blank disks (bytes) after the boot disk
+    nics: int = 1  # network interfaces, where the provider makes them (VMs)
 
 
 @dataclass
@@ -91,7 +133,10 @@ class ObservedSize:
 
 
 class Provider(ABC):
-    """One location's driver. Every method returns or raises a typed ProviderError."""
+    """One location's driver. Every method returns or raises a typed ProviderError.
+
+    The verbs a provider *may* offer are all declared here and raise one `Unsupported` error,
+    carrying the reason from `capabilities`, unless the provider overrides them."""
 
     capabilities = Capabilities()
     disk_formats: tuple[str, ...] = ()  # the disk formats it stores or boots, preferred first
@@ -108,12 +153,22 @@ class Provider(ABC):
     def close(self) -> None:
         """Release what setup() took that must not outlive onepane (never the instances)."""
 
+    def teardown(self) -> None:
+        """Remove the location and everything in it (tests, drills, `locations remove --force`)."""
+
     def validate(self, image: str, size: str) -> None:
         """Reject an instance request before anything is recorded: bad input leaves no trace."""
         sizes = [s.provider_id for s in self.list_sizes()]
         if size not in sizes:
             raise InvalidInput(f"unknown size {size!r} at {self.location}; available: "
                                f"{', '.join(sizes[:20])}", field="size")
+
+    def require(self, feature: Feature, field: str = "location") -> None:
+        self.capabilities.require(feature, self.location, field)
+
+    def _unsupported(self, feature: Feature, field: str = "location") -> NoReturn:
+        self.require(feature, field)
+        raise Unsupported(f"location {self.location} cannot {VERBS[feature]}", field=field)
 
     # instances
     @abstractmethod
@@ -126,13 +181,24 @@ class Provider(ABC):
     def destroy_instance(self, provider_id: str) -> None: ...
 
     def start_instance(self, provider_id: str) -> None:
-        raise Unsupported(f"location {self.location} cannot start/stop instances", field="action")
+        self._unsupported(Feature.stop_start, "action")
 
     def stop_instance(self, provider_id: str) -> None:
-        raise Unsupported(f"location {self.location} cannot start/stop instances", field="action")
+        self._unsupported(Feature.stop_start, "action")
 
     def reboot_instance(self, provider_id: str) -> None:
-        raise Unsupported(f"location {self.location} cannot reboot instances", field="action")
+        self._unsupported(Feature.reboot, "action")
+
+    def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
+        """The last `max_bytes` of what the instance wrote to its console."""
+        self._unsupported(Feature.console, "instance")
+
+    def live_migrate(self, provider_id: str, target: Provider, bound_s: float,
+                     on_phase: Callable[[str, float, dict[str, Any]], None]) -> ObservedInstance:
+        """Move a running instance to `target` (a location of the same kind) without stopping
+        it. `on_phase(name, seconds, details)` reports each phase as it ends. On failure the
+        instance keeps running here."""
+        self._unsupported(Feature.live_migration, "to")
 
     # catalog
     @abstractmethod
@@ -140,6 +206,10 @@ class Provider(ABC):
 
     @abstractmethod
     def list_sizes(self) -> list[ObservedSize]: ...
+
+    def import_image(self, source: Path) -> ObservedImage:
+        """Install an app image (a tar.gz with onepane-app.json)."""
+        self._unsupported(Feature.app_images)
 
     def usage(self, provider_id: str) -> tuple[float, int] | None:
         """CPU percent (100 = one core) and resident memory in bytes of a running instance,
@@ -151,27 +221,42 @@ class Provider(ABC):
         return []
 
     def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
-        raise Unsupported(f"location {self.location} has no volumes", field="location")
+        self._unsupported(Feature.volumes)
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
-        raise Unsupported(f"location {self.location} has no volumes", field="location")
+        self._unsupported(Feature.volumes)
 
     def detach_volume(self, volume_id: str) -> None:
-        raise Unsupported(f"location {self.location} has no volumes", field="location")
+        self._unsupported(Feature.volumes)
 
     def delete_volume(self, volume_id: str) -> None:
-        raise Unsupported(f"location {self.location} has no volumes", field="location")
+        self._unsupported(Feature.volumes)
 
     # disk images from the catalog
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
                     progress: Callable[[float], None]) -> str:
         """Copy a disk here, verify it arrived intact, register it; return the provider's id.
         Idempotent: an image already there with the same digest is not sent again."""
-        raise Unsupported(f"location {self.location} cannot import disk images", field="location")
+        self._unsupported(Feature.disk_images)
 
     # networks
     def list_networks(self) -> list[ObservedNetwork]:
         return []
 
     def create_network(self, name: str, cidr: str) -> ObservedNetwork:
-        raise Unsupported(f"location {self.location} cannot create networks", field="location")
+        self._unsupported(Feature.networks)
+
+    # failure drills
+    def cut(self, mode: str = "silent") -> None:
+        """Make the location unreachable: `silent` (packets vanish) or `down` (link down)."""
+        self._unsupported(Feature.cut)
+
+    def restore(self) -> None:
+        self._unsupported(Feature.cut)
+
+    def is_cut(self) -> bool:
+        return False
+
+    def kill_instance(self, provider_id: str) -> None:
+        """Kill without changing the desired state: what a crash looks like (drills, tests)."""
+        self._unsupported(Feature.cut, "instance")

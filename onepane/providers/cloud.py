@@ -29,11 +29,11 @@ from ..errors import (
     PermanentProviderError,
     ProviderAuthError,
     TransientProviderError,
-    Unsupported,
 )
 from ..model import InstanceState
 from .base import (
     Capabilities,
+    Feature,
     InstanceSpec,
     ObservedImage,
     ObservedInstance,
@@ -128,6 +128,34 @@ class _Progress:
             yield data
 
 
+def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
+    """What a Libcloud driver cannot do, read from which of NodeDriver's verbs it overrides."""
+    missing: dict[Feature, str] = {
+        Feature.app_images: "app images run in process data centers; clouds boot disk images",
+        Feature.cut: "a cloud cannot be cut off from this machine; drills use netns or vm "
+                     "locations",
+        Feature.live_migration: "a cloud moves no running server to another provider",
+        Feature.console: "onepane does not read cloud consoles yet",
+    }
+    if d.create_volume is NodeDriver.create_volume:
+        missing[Feature.volumes] = f"Libcloud's {name} driver creates no volumes"
+    if not hasattr(d, "ex_create_network"):
+        missing[Feature.networks] = f"Libcloud's {name} driver creates no networks"
+    if d.stop_node is NodeDriver.stop_node and not hasattr(d, "ex_stop_node"):
+        missing[Feature.stop_start] = f"Libcloud's {name} driver cannot stop a server"
+    if d.reboot_node is NodeDriver.reboot_node:
+        missing[Feature.reboot] = f"Libcloud's {name} driver cannot reboot a server"
+    if not name.startswith("ec2"):
+        missing[Feature.disk_images] = ("onepane registers disk images only through EC2's "
+                                        "S3 + RegisterImage path")
+        missing[Feature.idempotent_create] = (
+            f"Libcloud's {name} driver keeps no tag or client token by which a retried create "
+            "finds the server an earlier attempt made")
+    if not name.startswith(("ec2", "openstack")):
+        missing[Feature.user_data] = f"Libcloud's {name} driver takes no user data"
+    return Capabilities(missing)
+
+
 class CloudProvider(Provider):
     def __init__(self, location: str, driver: str, region: str, credentials: dict[str, str],
                  options: dict[str, Any] | None = None) -> None:
@@ -140,15 +168,8 @@ class CloudProvider(Provider):
         self.region = region
         self._lock = threading.Lock()
         d = type(self.driver)
-        self.capabilities = Capabilities(
-            volumes=d.create_volume is not NodeDriver.create_volume,
-            networks=hasattr(d, "ex_create_network"),
-            stop_start=d.stop_node is not NodeDriver.stop_node or hasattr(d, "ex_stop_node"),
-            reboot=d.reboot_node is not NodeDriver.reboot_node,
-            image_import=False,
-            disk_images=driver.startswith("ec2"),
-        )
-        if self.capabilities.disk_images:
+        self.capabilities = cloud_capabilities(driver, d)
+        if self.capabilities.supports(Feature.disk_images):
             self.disk_formats = ("vmdk", "raw")
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -193,9 +214,7 @@ class CloudProvider(Provider):
             if spec.network:
                 kwargs["ex_subnet"] = self._subnet(spec.network)
         if spec.user_data:
-            if not self.driver_name.startswith(("ec2", "openstack")):
-                raise Unsupported(f"location {self.location} cannot pass user data (the image's "
-                                  "OVF properties) to an instance", field="properties")
+            self.require(Feature.user_data, "properties")
             kwargs["ex_userdata"] = spec.user_data
         node = self._call(self.driver.create_node, name=spec.name, size=size, image=image, **kwargs)
         return self._observe(node)
@@ -244,7 +263,7 @@ class CloudProvider(Provider):
         Up to S3's single-PUT limit the file is sent in one streamed PUT and S3's ETag (the MD5
         of what it received) must match ours: verified at the destination without reading the
         object back. Larger disks go multipart and are read back and hashed (SHA-256)."""
-        if not self.capabilities.disk_images:
+        if not self.capabilities.supports(Feature.disk_images):
             return super().import_disk(image_id, name, path, fmt, sha256, progress)
         ami_name = f"{name}-{image_id}"[:120]
         for img in self._call(self.driver.list_images, ex_owner="self",

@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import TransientProviderError
+
 CHUNK = 1024 * 1024  # small: three replications at once stay within the memory target
 
 
@@ -32,3 +34,19 @@ def resumable_copy(src: Path, dst: Path, progress: Callable[[float], None]) -> N
             done += len(block)
             progress(100.0 * done / total if total else 100.0)
     partial.replace(dst)
+
+
+def into_store(store: Path, image_id: str, src: Path, fmt: str, sha256: str,
+               progress: Callable[[float], None]) -> str:
+    """A catalog disk into a data center's image store: copied (resuming an interrupted copy),
+    verified against the catalog's digest, skipped when already there. Returns the file name,
+    the image's id at that location."""
+    store.mkdir(parents=True, exist_ok=True)
+    final = store / f"{image_id}.{fmt}"
+    if final.exists() and sha256_of(final) == sha256:
+        return final.name
+    resumable_copy(src, final, progress)
+    if sha256_of(final) != sha256:
+        final.unlink()
+        raise TransientProviderError(f"{final.name}: checksum mismatch after the copy")
+    return final.name

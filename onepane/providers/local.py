@@ -32,7 +32,6 @@ from ..errors import (
     NotFound,
     OnepaneError,
     PermanentProviderError,
-    TransientProviderError,
 )
 from ..images.app import AppManifest, install_app_image, read_manifest
 from ..model import InstanceState, new_id
@@ -74,8 +73,10 @@ class ProcessRecord:
 
 
 class LocalProvider(Provider):
-    capabilities = Capabilities(volumes=True, networks=True, stop_start=True, reboot=True,
-                                image_import=True, disk_images=True)
+    capabilities = Capabilities.all_but(
+        cut="its processes share the host's network; use a netns location for drills",
+        live_migration="a process is restarted, not moved, between data centers; "
+                       "use vm locations for live moves")
     disk_formats = ("qcow2",)
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
@@ -130,6 +131,8 @@ class LocalProvider(Provider):
             rec = ProcessRecord(id=spec.onepane_id, name=spec.name, image=spec.image, size=spec.size,
                                 host=self.bind_host, port=port, tags=dict(spec.tags))
             existing.parent.mkdir(parents=True)
+            if spec.user_data:
+                (existing.parent / "user-data").write_text(spec.user_data)
             try:
                 self._spawn(rec, manifest)
             except Exception:
@@ -185,8 +188,16 @@ class LocalProvider(Provider):
                     sum(p.memory_info().rss for p in procs if p.is_running()))
         return None
 
+    def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
+        """What the process wrote to stdout and stderr (its console)."""
+        log = self._record_path(provider_id).parent / "output.log"
+        self._load(provider_id)
+        with contextlib.suppress(FileNotFoundError), open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - max_bytes))
+            return f.read().decode(errors="replace")
+        return ""
+
     def kill_instance(self, provider_id: str) -> None:
-        """Kill without changing the desired state: what a crash looks like (drills, tests)."""
         rec = self._load(provider_id)
         if rec.pid and self._alive(rec):
             with contextlib.suppress(ProcessLookupError):
@@ -215,16 +226,7 @@ class LocalProvider(Provider):
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
                     progress: Callable[[float], None]) -> str:
         """Into this data center's image store, resuming a copy an interruption cut short."""
-        store = self.root / "vm-images"
-        store.mkdir(parents=True, exist_ok=True)
-        final = store / f"{image_id}.{fmt}"
-        if final.exists() and copy.sha256_of(final) == sha256:
-            return final.name
-        copy.resumable_copy(path, final, progress)
-        if copy.sha256_of(final) != sha256:
-            final.unlink()
-            raise TransientProviderError(f"{final.name}: checksum mismatch after the copy")
-        return final.name
+        return copy.into_store(self.root / "vm-images", image_id, path, fmt, sha256, progress)
 
     # ---- volumes: sparse files -----------------------------------------------------------
 
@@ -324,6 +326,8 @@ class LocalProvider(Provider):
                "HOST": rec.host, "PORT": str(rec.port), "ONEPANE_INSTANCE_ID": rec.id,
                "ONEPANE_INSTANCE_NAME": rec.name, "ONEPANE_LOCATION": self.location,
                "ONEPANE_DATA_DIR": str(inst_dir)}
+        if (inst_dir / "user-data").exists():
+            env["ONEPANE_USER_DATA_FILE"] = str(inst_dir / "user-data")
         with open(inst_dir / "output.log", "ab") as log:
             try:
                 proc = subprocess.Popen(self._command(argv), cwd=self.images_dir / rec.image,

@@ -27,12 +27,15 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
     if kind == ProviderKind.netns:
         from .netns import NetnsProvider
         return NetnsProvider(name, state_dir, options)
+    if kind == ProviderKind.vm:
+        from .vm.provider import VmProvider
+        return VmProvider(name, state_dir, options)
     if kind == ProviderKind.cloud:
         if not driver:
             raise InvalidInput("cloud locations need a Libcloud driver name", field="driver")
         from .cloud import CloudProvider
         return CloudProvider(name, driver, region, credentials, options)
-    raise InvalidInput(f"unknown provider {kind!r}; use local, netns or cloud", field="provider")
+    raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm or cloud", field="provider")
 
 
 class Registry:

@@ -76,6 +76,7 @@ class HealthMonitor:
                     self.loop.call_soon_threadsafe(self._spawn, deployment, t)
                 else:
                     current[key].check = t.check
+                    current[key].location = t.location  # a live move keeps the guest and its state
 
     def forget(self, deployment: str) -> None:
         self.set_targets(deployment, [])

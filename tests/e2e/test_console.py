@@ -15,7 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.providers.dcnet import CATCH_ALL
+from onepane.providers.netns import NetnsProvider
 from onepane.traffic.drill import Load
 from tests.helpers import free_port, wait_for
 from tests.integration.test_images import make_disk

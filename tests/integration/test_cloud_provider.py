@@ -11,7 +11,7 @@ import pytest
 
 from onepane.errors import InvalidInput, NotFound, TransientProviderError
 from onepane.model import InstanceState
-from onepane.providers.base import InstanceSpec
+from onepane.providers.base import Feature, InstanceSpec
 from onepane.providers.cloud import CloudProvider
 from tests.helpers import free_port
 
@@ -31,7 +31,9 @@ def boto(moto: str):  # type: ignore[no-untyped-def]
 
 def test_ec2_instances_lifecycle(moto: str) -> None:
     p = ec2(moto)
-    assert p.capabilities.volumes and p.capabilities.networks and p.capabilities.stop_start
+    assert all(p.capabilities.supports(f) for f in (Feature.volumes, Feature.networks,
+                                                    Feature.stop_start, Feature.disk_images,
+                                                    Feature.idempotent_create))
     p.validate(AMI, "t2.micro")
     obs = p.create_instance(InstanceSpec("inst-c1", "web", AMI, "t2.micro", tags={"app": "x"}))
     assert obs.state in (InstanceState.pending, InstanceState.running)
@@ -112,7 +114,8 @@ def test_libcloud_dummy_driver() -> None:
     p.reboot_instance(obs.provider_id)
     p.destroy_instance(obs.provider_id)
     assert len(p.list_instances()) == before
-    assert not p.capabilities.volumes
+    assert not p.capabilities.supports(Feature.volumes)
+    assert "creates no volumes" in p.capabilities.reasons()["volumes"]
 
 
 @pytest.mark.parametrize("single_put_max", [None, 1024])

@@ -13,7 +13,8 @@ import pytest
 
 from onepane.model import InstanceState
 from onepane.providers.base import InstanceSpec
-from onepane.providers.netns import CATCH_ALL, NetnsProvider
+from onepane.providers.dcnet import CATCH_ALL
+from onepane.providers.netns import NetnsProvider
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

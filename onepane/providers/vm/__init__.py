@@ -1,0 +1,1 @@
+"""The `vm` provider: libvirt/QEMU virtual machines in namespace data centers."""

@@ -1,0 +1,130 @@
+"""libvirt domain XML: built from a plain description, and onepane's metadata read back.
+
+Built with ElementTree (never string formatting) so no name, tag or path can inject XML; read
+back with defusedxml because a domain's XML comes from a daemon onepane does not control.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import defusedxml.ElementTree as SafeET
+
+META_NS = "https://onepane.dev/xmlns/instance/1"
+ET.register_namespace("onepane", META_NS)
+
+
+@dataclass
+class Disk:
+    path: Path
+    format: str = "qcow2"
+    target: str = "vda"
+
+
+@dataclass
+class Nic:
+    mac: str
+    bridge: str
+
+
+@dataclass
+class DomainSpec:
+    name: str
+    vcpus: int
+    memory_mb: int
+    disks: list[Disk]
+    nics: list[Nic]
+    console_log: Path
+    accel: str = "qemu"  # "kvm" where KVM works
+    firmware_config: dict[str, str] = field(default_factory=dict)  # fw_cfg name -> string
+    firmware_files: dict[str, Path] = field(default_factory=dict)  # fw_cfg name -> file
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    dom = ET.Element("domain", {"type": spec.accel})
+    _sub(dom, "name", spec.name)
+    _sub(dom, "memory", str(spec.memory_mb), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus))
+    meta = _sub(dom, "metadata")
+    _sub(meta, f"{{{META_NS}}}instance", json.dumps(spec.metadata, sort_keys=True))
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "boot", dev="hd")
+    if spec.firmware_config or spec.firmware_files:
+        sysinfo = _sub(dom, "sysinfo", type="fwcfg")
+        for name, value in spec.firmware_config.items():
+            _sub(sysinfo, "entry", value, name=name)
+        for name, path in spec.firmware_files.items():
+            _sub(sysinfo, "entry", name=name, file=str(path))
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+    devices = _sub(dom, "devices")
+    for disk in spec.disks:
+        d = _sub(devices, "disk", type="file", device="disk")
+        _sub(d, "driver", name="qemu", type=disk.format, cache="none", io="threads")
+        _sub(d, "source", file=str(disk.path))
+        _sub(d, "target", dev=disk.target, bus="virtio")
+    for nic in spec.nics:
+        n = _sub(devices, "interface", type="bridge")
+        _sub(n, "mac", address=nic.mac)
+        _sub(n, "source", bridge=nic.bridge)
+        _sub(n, "model", type="virtio")
+        _sub(n, "rom", enabled="no")
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(spec.console_log), append="on")
+    _sub(serial, "target", port="0")
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def read_metadata(xml: str) -> dict[str, Any] | None:
+    """onepane's metadata in a domain's XML; None for a domain onepane did not make."""
+    root = SafeET.fromstring(xml)
+    el = root.find(f"metadata/{{{META_NS}}}instance")
+    if el is None or not el.text:
+        return None
+    data = json.loads(el.text)
+    return data if isinstance(data, dict) else None
+
+
+def disk_paths(xml: str) -> dict[str, Path]:
+    """target dev -> source file of every file disk."""
+    root = SafeET.fromstring(xml)
+    out = {}
+    for d in root.findall("devices/disk"):
+        src, tgt = d.find("source"), d.find("target")
+        if src is not None and tgt is not None and src.get("file"):
+            out[tgt.get("dev", "")] = Path(src.get("file", ""))
+    return out
+
+
+def with_disk_paths(xml: str, paths: dict[str, Path]) -> str:
+    """The same domain with some disks' files replaced (a migration's destination XML)."""
+    root = SafeET.fromstring(xml)
+    for d in root.findall("devices/disk"):
+        src, tgt = d.find("source"), d.find("target")
+        if src is not None and tgt is not None and tgt.get("dev") in paths:
+            src.set("file", str(paths[tgt.get("dev", "")]))
+    return ET.tostring(root, encoding="unicode")
+
+
+def with_console_log(xml: str, path: Path) -> str:
+    root = SafeET.fromstring(xml)
+    for src in root.findall("devices/serial/source"):
+        src.set("path", str(path))
+    return ET.tostring(root, encoding="unicode")

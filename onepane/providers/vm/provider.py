@@ -1,0 +1,526 @@
+"""A private data center of real virtual machines: libvirt domains in the location's namespace.
+
+Instances are QEMU guests that libvirt runs (`type='qemu'`, plain emulation, unless the location
+says `accel = "kvm"` where KVM works), booted from catalog disk images replicated here. Each VM's
+disk is a thin qcow2 overlay on the image, so a boot costs no copy. A guest gets its address
+through the firmware config (`opt/onepane/net`: "ADDRESS/PREFIX GATEWAY") from an address book
+shared by every vm location, which lets a live move keep it. The guest's app listens on port 80.
+
+The domain itself is the record: onepane's id, name, image, size and tags live in the domain's
+metadata, so a restarted onepane (or a second libvirt client) reads the same truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    PermanentProviderError,
+    TransientProviderError,
+)
+from ...model import InstanceState, new_id
+from .. import copy
+from ..base import (
+    Capabilities,
+    InstanceSpec,
+    ObservedImage,
+    ObservedInstance,
+    ObservedNetwork,
+    ObservedSize,
+    ObservedVolume,
+    Provider,
+)
+from ..dcnet import DataCenterNet
+from . import guestnet
+from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
+from .hypervisor import Hypervisor
+
+SIZES: dict[str, tuple[int, int]] = {  # name -> (vCPUs, MiB)
+    "vm.tiny": (1, 128),
+    "vm.small": (1, 256),
+    "vm.medium": (1, 512),
+    "vm.large": (2, 1024),
+    "vm.xlarge": (2, 2048),
+    "vm.2xlarge": (4, 4096),
+}
+APP_PORT = 80
+DISK_TARGETS = [f"vd{c}" for c in "abcdefghijklmnop"]
+MAX_EXTRA_DISK_BYTES = 2 * 1024**4
+
+
+class VmOptions(BaseModel):
+    """A vm location's options; a misspelt one is refused with its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=1, le=254, description="its link to the host is 10.200.<index>.0/24")
+    accel: Literal["qemu", "kvm"] = "qemu"
+    stop_timeout: float = Field(default=30.0, gt=0, le=600,
+                                description="seconds an ACPI shutdown may take before a hard stop")
+
+
+def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
+    try:
+        return VmOptions.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"location {location}: options.{where}: {first['msg']}",
+                           field=f"options.{where}") from exc
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError as exc:
+        raise PermanentProviderError("vm locations need libvirt-python (pip install "
+                                     "'onepane[vm]'; ./run installs it)") from exc
+    # libvirt prints every error to stderr by default; onepane reports them itself.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+def translate(exc: Exception) -> OnepaneError:
+    lv = _libvirt()
+    code = exc.get_error_code() if isinstance(exc, lv.libvirtError) else None
+    if code in (lv.VIR_ERR_NO_DOMAIN,):
+        return NotFound(str(exc))
+    if code in (lv.VIR_ERR_NO_CONNECT, lv.VIR_ERR_RPC, lv.VIR_ERR_SYSTEM_ERROR,
+                lv.VIR_ERR_OPERATION_TIMEOUT, lv.VIR_ERR_AGENT_UNRESPONSIVE):
+        return TransientProviderError(f"libvirt: {exc}")
+    return PermanentProviderError(f"libvirt: {exc}")
+
+
+class VmProvider(Provider):
+    capabilities = Capabilities.all_but(
+        app_images="a VM data center boots disk images; app images run in process data "
+                   "centers")
+    disk_formats = ("qcow2", "raw")
+
+    def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
+        super().__init__(location)
+        self.options = vm_options(location, options or {})
+        self.root = state_dir / "locations" / location
+        self.net = DataCenterNet(location, self.options.index)
+        self.hypervisor = Hypervisor(location, self.net.ns, self.root / "libvirt")
+        self.addresses = guestnet.AddressBook(state_dir)
+        self._conn: Any = None
+        self._lock = threading.RLock()
+
+    # ---- layout and connection -----------------------------------------------------------
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "vm-images"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.root / "instances"
+
+    def instance_dir(self, instance_id: str) -> Path:
+        if "/" in instance_id or instance_id.startswith("."):
+            raise NotFound(f"no instance {instance_id!r} at {self.location}")
+        return self.instances_dir / instance_id
+
+    def connection(self) -> Any:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    if self._conn.isAlive():
+                        return self._conn
+            lv = _libvirt()
+            try:
+                self._conn = lv.open(self.hypervisor.uri)
+            except lv.libvirtError as exc:
+                raise TransientProviderError(f"libvirtd of {self.location}: {exc}") from exc
+            return self._conn
+
+    @contextlib.contextmanager
+    def _libvirt_errors(self) -> Iterator[None]:
+        lv = _libvirt()
+        try:
+            yield
+        except lv.libvirtError as exc:
+            raise translate(exc) from exc
+
+    def setup(self) -> None:
+        for d in (self.images_dir, self.instances_dir, self.root / "volumes"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.net.setup()
+        guestnet.setup_bridge(self.net)
+        self.hypervisor.start()
+        self.connection()
+        for dom in self._domains():  # host routes do not survive a host reboot; domains do
+            meta = self._meta(dom)
+            if meta and dom.isActive():
+                guestnet.route_to(meta["address"], self.net)
+
+    def check(self) -> None:
+        with self._libvirt_errors():
+            self.connection().getLibVersion()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+    def teardown(self) -> None:
+        """Destroy every VM, stop the hypervisor and delete the namespace."""
+        with contextlib.suppress(OnepaneError):
+            for dom in self._domains():
+                with contextlib.suppress(OnepaneError):
+                    self.destroy_instance(dom.name())
+        self.close()
+        self.hypervisor.stop()
+        self.net.teardown()
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def validate(self, image: str, size: str) -> None:
+        super().validate(image, size)
+        self._image_path(image)
+
+    def list_instances(self) -> list[ObservedInstance]:
+        out = []
+        for dom in self._domains():
+            with contextlib.suppress(OnepaneError):
+                if (obs := self._observe(dom)) is not None:
+                    out.append(obs)
+        return out
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        with self._lock:
+            existing = self._find(spec.onepane_id)
+            if existing is not None:  # a retry of a create that already happened
+                if not existing.isActive():
+                    self._start(existing)
+                return self._observed(existing)
+            base = self._image_path(spec.image)
+            if spec.size not in SIZES:
+                raise InvalidInput(f"unknown size {spec.size!r}; this location offers "
+                                   f"{', '.join(SIZES)}", field="size")
+            if len(spec.disks) > len(DISK_TARGETS) - 1 or any(
+                    not 0 < b <= MAX_EXTRA_DISK_BYTES for b in spec.disks):
+                raise InvalidInput("a VM takes up to 15 extra disks of up to 2 TiB each",
+                                   field="disks")
+            d = self.instance_dir(spec.onepane_id)
+            d.mkdir(parents=True, exist_ok=True)
+            try:
+                xml = self._define_xml(spec, base, d)
+                with self._libvirt_errors():
+                    dom = self.connection().defineXML(xml)
+                self._start(dom)
+            except Exception:
+                self._forget(spec.onepane_id)
+                raise
+            return self._observed(dom)
+
+    def start_instance(self, provider_id: str) -> None:
+        dom = self._domain(provider_id)
+        if not dom.isActive():
+            self._start(dom)
+
+    def stop_instance(self, provider_id: str) -> None:
+        """ACPI power button first; a guest that ignores it is stopped hard after the timeout."""
+        dom = self._domain(provider_id)
+        with self._libvirt_errors():
+            if not dom.isActive():
+                return
+            with contextlib.suppress(_libvirt().libvirtError):
+                dom.shutdown()
+            deadline = time.monotonic() + self.options.stop_timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if dom.isActive():
+                dom.destroy()
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self.stop_instance(provider_id)
+        self.start_instance(provider_id)
+
+    def destroy_instance(self, provider_id: str) -> None:
+        lv = _libvirt()
+        with self._lock:
+            dom = self._find(provider_id)
+            if dom is not None:
+                with self._libvirt_errors():
+                    if dom.isActive():
+                        with contextlib.suppress(lv.libvirtError):
+                            dom.destroy()
+                    with contextlib.suppress(lv.libvirtError):  # gone meanwhile: fine
+                        dom.undefine()
+            self._detach_all(provider_id)
+            self._forget(provider_id)
+
+    def kill_instance(self, provider_id: str) -> None:
+        """Pull the plug without changing what onepane wants: what a crash looks like."""
+        with self._libvirt_errors():
+            self._domain(provider_id).destroy()
+
+    def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
+        self._domain(provider_id)
+        log = self.instance_dir(provider_id) / "console.log"
+        with contextlib.suppress(FileNotFoundError), open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - max_bytes))
+            return f.read().decode(errors="replace")
+        return ""
+
+    def live_migrate(self, provider_id: str, target: Provider, bound_s: float,
+                     on_phase: Callable[[str, float, dict[str, Any]], None]) -> ObservedInstance:
+        from .migration import migrate
+        if not isinstance(target, VmProvider):
+            raise InvalidInput(f"{target.location} is not a vm location; a running VM moves only "
+                               "to another vm location", field="to")
+        return migrate(self, target, provider_id, bound_s, on_phase)
+
+    # ---- catalog -------------------------------------------------------------------------
+
+    def list_images(self) -> list[ObservedImage]:
+        return [ObservedImage(provider_id=p.name, name=p.stem, extra={"kind": "disk",
+                                                                      "format": p.suffix[1:]})
+                for p in sorted(self.images_dir.glob("*"))
+                if p.suffix[1:] in self.disk_formats and not p.name.startswith(".")]
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize(provider_id=k, cpu=c, memory_mb=m) for k, (c, m) in SIZES.items()]
+
+    def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
+                    progress: Callable[[float], None]) -> str:
+        return copy.into_store(self.images_dir, image_id, path, fmt, sha256, progress)
+
+    # ---- volumes: qcow2 files attached as virtio disks -----------------------------------
+
+    def list_volumes(self) -> list[ObservedVolume]:
+        return [ObservedVolume(provider_id=k, **v) for k, v in self._volumes().items()]
+
+    def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
+        with self._lock:
+            vols = self._volumes()
+            vid = new_id("vvol")
+            _qemu_img("create", "-q", "-f", "qcow2", str(self._volume_path(vid)), f"{size_gb}G")
+            vols[vid] = {"name": name, "size_gb": size_gb, "state": "available",
+                         "attached_to": None, "device": None}
+            self._save_volumes(vols)
+            return ObservedVolume(provider_id=vid, **vols[vid])
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        lv = _libvirt()
+        with self._lock:
+            vols = self._volumes()
+            vol = self._volume(vols, volume_id)
+            dom = self._domain(instance_id)
+            if vol["attached_to"] and vol["attached_to"] != instance_id:
+                raise Conflict(f"volume {volume_id} is attached to {vol['attached_to']}",
+                               field="volume")
+            target = Path(device).name
+            if target not in DISK_TARGETS[1:]:
+                raise InvalidInput(f"device {device!r}: use /dev/vdb ... /dev/vdp", field="device")
+            flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive()
+                                                   else 0)
+            with self._libvirt_errors():
+                dom.attachDeviceFlags(self._volume_xml(volume_id, target), flags)
+            vol.update(attached_to=instance_id, device=device, state="in-use")
+            self._save_volumes(vols)
+
+    def detach_volume(self, volume_id: str) -> None:
+        lv = _libvirt()
+        with self._lock:
+            vols = self._volumes()
+            vol = self._volume(vols, volume_id)
+            if vol["attached_to"] and (dom := self._find(vol["attached_to"])) is not None:
+                flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (
+                    lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+                with self._libvirt_errors():
+                    dom.detachDeviceFlags(self._volume_xml(volume_id, Path(vol["device"]).name),
+                                          flags)
+            vol.update(attached_to=None, device=None, state="available")
+            self._save_volumes(vols)
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self._lock:
+            vols = self._volumes()
+            if volume_id not in vols:
+                return
+            if vols[volume_id]["attached_to"]:
+                raise Conflict(f"volume {volume_id} is attached; detach it first", field="volume")
+            del vols[volume_id]
+            self._volume_path(volume_id).unlink(missing_ok=True)
+            self._save_volumes(vols)
+
+    # ---- networks ------------------------------------------------------------------------
+
+    def list_networks(self) -> list[ObservedNetwork]:
+        return [ObservedNetwork(provider_id="guest", name="guest",
+                                cidr=str(guestnet.GUEST_NET))]
+
+    def create_network(self, name: str, cidr: str) -> ObservedNetwork:
+        raise Conflict(f"location {self.location} has one guest network ({guestnet.GUEST_NET}, "
+                       "shared by every vm location so a moved VM keeps its address); "
+                       "more networks are not built yet", field="cidr")
+
+    # ---- failure drills ------------------------------------------------------------------
+
+    def cut(self, mode: str = "silent") -> None:
+        self.net.cut(mode)
+
+    def restore(self) -> None:
+        self.net.restore()
+
+    def is_cut(self) -> bool:
+        return self.net.is_cut()
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _define_xml(self, spec: InstanceSpec, base: Path, d: Path) -> str:
+        address = self.addresses.allocate(spec.onepane_id)
+        cpus, memory = SIZES[spec.size]
+        root = d / "disk0.qcow2"
+        fmt = base.suffix[1:]
+        _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(root))
+        disks = [Disk(root)]
+        for n, size in enumerate(spec.disks, start=1):
+            extra = d / f"disk{n}.qcow2"
+            _qemu_img("create", "-q", "-f", "qcow2", str(extra), str(size))
+            disks.append(Disk(extra, target=DISK_TARGETS[n]))
+        files = {}
+        if spec.user_data:
+            (d / "ovf-env.xml").write_text(spec.user_data)
+            files["opt/onepane/ovf-env"] = d / "ovf-env.xml"
+        nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
+        nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
+        meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
+                "tags": spec.tags, "address": address}
+        return domain_xml(DomainSpec(
+            name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
+            console_log=d / "console.log", accel=self.options.accel,
+            firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
+                                                f"{guestnet.GATEWAY}"},
+            firmware_files=files, metadata=meta))
+
+    def _start(self, dom: Any) -> None:
+        meta = self._meta(dom) or {}
+        with self._libvirt_errors():
+            dom.create()
+        if meta.get("address"):
+            guestnet.route_to(meta["address"], self.net)
+
+    def _forget(self, instance_id: str) -> None:
+        address = self.addresses.get(instance_id)
+        if address:
+            guestnet.unroute(address)
+            self.addresses.release(instance_id)
+        shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+    def _domains(self) -> list[Any]:
+        with self._libvirt_errors():
+            return list(self.connection().listAllDomains())
+
+    def _find(self, instance_id: str) -> Any | None:
+        lv = _libvirt()
+        try:
+            return self.connection().lookupByName(instance_id)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(exc) from exc
+
+    def _domain(self, instance_id: str) -> Any:
+        dom = self._find(instance_id)
+        if dom is None:
+            raise NotFound(f"no instance {instance_id!r} at {self.location}")
+        return dom
+
+    def _meta(self, dom: Any) -> dict[str, Any] | None:
+        with self._libvirt_errors():
+            return read_metadata(dom.XMLDesc(0))
+
+    def _observed(self, dom: Any) -> ObservedInstance:
+        obs = self._observe(dom)
+        if obs is None:
+            raise PermanentProviderError(f"domain {dom.name()} has no onepane metadata")
+        return obs
+
+    def _observe(self, dom: Any) -> ObservedInstance | None:
+        lv = _libvirt()
+        meta = self._meta(dom)
+        if meta is None:
+            return None
+        with self._libvirt_errors():
+            state, _reason = dom.state()
+        states = {lv.VIR_DOMAIN_RUNNING: InstanceState.running,
+                  lv.VIR_DOMAIN_BLOCKED: InstanceState.running,
+                  lv.VIR_DOMAIN_PAUSED: InstanceState.running,  # onepane pauses only to move
+                  lv.VIR_DOMAIN_SHUTDOWN: InstanceState.running,
+                  lv.VIR_DOMAIN_SHUTOFF: InstanceState.stopped,
+                  lv.VIR_DOMAIN_PMSUSPENDED: InstanceState.stopped,
+                  lv.VIR_DOMAIN_CRASHED: InstanceState.error}
+        return ObservedInstance(provider_id=dom.name(), name=meta.get("name", dom.name()),
+                                state=states.get(state, InstanceState.unknown),
+                                image=meta.get("image", ""), size=meta.get("size", ""),
+                                addresses=[meta["address"]] if meta.get("address") else [],
+                                ports={"app": APP_PORT}, tags=dict(meta.get("tags") or {}),
+                                onepane_id=meta.get("id"))
+
+    def _image_path(self, image: str) -> Path:
+        path = self.images_dir / image
+        if "/" in image or image.startswith(".") or not path.is_file():
+            names = ", ".join(i.provider_id for i in self.list_images()) or "none"
+            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
+                               "(replicate a catalog image here first)", field="image")
+        return path
+
+    def _volume_path(self, volume_id: str) -> Path:
+        return self.root / "volumes" / f"{volume_id}.qcow2"
+
+    def _volume_xml(self, volume_id: str, target: str) -> str:
+        return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                f"<source file='{self._volume_path(volume_id)}'/>"
+                f"<target dev='{target}' bus='virtio'/></disk>")
+
+    def _volumes(self) -> dict[str, dict[str, Any]]:
+        path = self.root / "volumes.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
+        tmp = self.root / "volumes.json.tmp"
+        tmp.write_text(json.dumps(vols))
+        tmp.replace(self.root / "volumes.json")
+
+    def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
+        if volume_id not in vols:
+            raise NotFound(f"no volume {volume_id!r} at {self.location}")
+        return vols[volume_id]
+
+    def _detach_all(self, instance_id: str) -> None:
+        vols = self._volumes()
+        for vol in vols.values():
+            if vol["attached_to"] == instance_id:
+                vol.update(attached_to=None, device=None, state="available")
+        self._save_volumes(vols)
+
+
+def _extra_mac(address: str, n: int) -> str:
+    """The n-th extra NIC's MAC: the guest's MAC with the second octet counting up."""
+    return f"52:{0x54 + n:02x}" + guestnet.mac_for(address)[5:]
+
+
+def _qemu_img(*args: str) -> None:
+    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PermanentProviderError(f"qemu-img {args[0]}: {proc.stderr.strip()}")
