@@ -244,6 +244,18 @@ def instances_show(instance_id: str) -> None:
     show(client().get(f"/v1/instances/{instance_id}"))
 
 
+@instances_app.command("console")
+def instances_console(instance_id: str,
+                      max_bytes: Annotated[int, typer.Option(help="how much of the end")] = 65536
+                      ) -> None:
+    """What the instance wrote to its console (a VM's serial port, a process's output)."""
+    out = client().get(f"/v1/instances/{instance_id}/console", max_bytes=max_bytes)
+    if ctx.output == Output.json:
+        show(out)
+    else:
+        sys.stdout.write(out["output"])
+
+
 @instances_app.command("create")
 def instances_create(
     name: str,
@@ -626,10 +638,30 @@ def deployments_delete(name: str) -> None:
 
 
 @app.command()
-def move(deployment: str, to: Annotated[str, typer.Option(help="the location to move to")]) -> None:
-    """Planned move: check the target is healthy, shift traffic there, drain the source."""
-    dep = client().post(f"/v1/deployments/{deployment}/move", {"to": to}, idempotent_key=False)
-    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+def move(deployment: str, to: Annotated[str, typer.Option(help="the location to move to")],
+         live: Annotated[bool, typer.Option(help="move the running VM itself, keeping its "
+                                                  "address and connections")] = False,
+         bound: Annotated[float, typer.Option(help="seconds a live move may take before it "
+                                                   "is cancelled")] = 300.0) -> None:
+    """Planned move: check the target is healthy, shift traffic there, drain the source.
+    With --live, the running VM moves to TO and traffic follows once it runs there."""
+    c = client()
+    if not live:
+        dep = c.post(f"/v1/deployments/{deployment}/move", {"to": to}, idempotent_key=False)
+        show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+        return
+    started = c.post(f"/v1/deployments/{deployment}/move",
+                     {"to": to, "live": True, "bound_s": bound}, idempotent_key=False)
+    phases = []
+    for job in started["jobs"]:
+        finish_quietly = c.wait(job["id"], timeout=bound + 60)
+        phases += [{"instance": finish_quietly["target"], **p}
+                   for p in (finish_quietly.get("result") or {}).get("phases", [])]
+    if ctx.output == Output.json:
+        show({"deployment": deployment, "to": to, "phases": phases})
+    else:
+        show(phases, ["instance", "phase", "seconds", "downtime_ms", "disk_bytes",
+                      "memory_iterations", "total_ms"])
 
 
 @app.command()

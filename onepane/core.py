@@ -9,6 +9,7 @@ import logging
 
 from .auth import AccessKeys, Tokens
 from .config import Settings
+from .deploy.mobility import LiveMoves
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
 from .events import EventLog
@@ -45,6 +46,8 @@ class Core:
         self.deployments = Deployments(self.events, self.locations)
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
         self.ops.boot_image = self.catalog.boot_image
+        self.deployments.boot_image = self.catalog.boot_image
+        self.moves = LiveMoves(self.events, self.locations, self.runner, self.ops, self.deployments)
         self.metrics = Metrics(self.store, raw_retention=settings.metrics_raw_retention,
                                retention=settings.metrics_retention)
         self.alerts = Alerts(self.events, settings.webhooks)

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..deploy.service import Deployment
 from ..deploy.spec import parse_spec
@@ -61,12 +61,21 @@ def delete_deployment(request: Request, name: str) -> None:
 
 class Move(BaseModel):
     to: str
+    live: bool = Field(default=False, description="move the running VM itself (vm locations)")
+    bound_s: float = Field(default=300.0, gt=0, le=3600,
+                           description="a live move that has not converged by then is cancelled")
 
 
-@router.post("/{name}/move", dependencies=[operator])
-def move_deployment(request: Request, name: str, body: Move) -> Deployment:
-    """Planned move: the target must be healthy; traffic shifts there and the source drains."""
-    return core(request).deployments.move(name, body.to)
+@router.post("/{name}/move", dependencies=[operator], response_model=None)
+def move_deployment(request: Request, name: str, body: Move) -> Deployment | dict[str, Any]:
+    """Planned move: the target must be healthy; traffic shifts there and the source drains.
+    With `live`, the running VM moves instead (202 and the jobs; each phase is an event)."""
+    c = core(request)
+    if body.live:
+        jobs = c.moves.start(name, body.to, body.bound_s)
+        return {"deployment": name, "to": body.to, "live": True,
+                "jobs": [j.model_dump(mode="json") for j in jobs]}
+    return c.deployments.move(name, body.to)
 
 
 @router.post("/{name}/failover", dependencies=[operator])

@@ -136,6 +136,14 @@ def get_instance(request: Request, instance_id: str) -> Instance:
     return core(request).ops.get_instance(instance_id)
 
 
+@router.get("/instances/{instance_id}/console", dependencies=[operator])
+def instance_console(request: Request, instance_id: str,
+                     max_bytes: Annotated[int, Query(ge=1, le=1048576)] = 65536) -> dict[str, Any]:
+    """The last bytes the instance wrote to its console (a VM's serial port, a process's
+    output). Operators only: consoles print what a viewer should not necessarily read."""
+    return core(request).ops.console(instance_id, max_bytes)
+
+
 @router.post("/instances/{instance_id}/{action}", status_code=202, dependencies=[operator])
 def instance_action(request: Request, response: Response, instance_id: str,
                     action: Literal["start", "stop", "reboot"], key: IdemKey = None) -> Job:

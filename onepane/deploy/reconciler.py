@@ -115,9 +115,15 @@ class Reconciler:
             loc for loc, w in decision.weights.items() if w > 0}
 
         healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
-        plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
-        for loc in set(by_loc) | set(plan.replicas):
-            self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
+        if {i.id for i in instances} & self.ops.moving():
+            # A live move is under way: no policy acts on a VM that is between two places,
+            # and no replica is added or removed until the move has updated the spec.
+            desired = {loc: len(by_loc.get(loc, [])) for loc in spec.replicas}
+        else:
+            plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
+            desired = plan.replicas
+            for loc in set(by_loc) | set(plan.replicas):
+                self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
         self._replacing &= {i.id for i in instances}  # forget replicas that are gone
         running = [i for i in instances if i.state == InstanceState.running and i.addresses
                    and "app" in i.ports and i.location in spec.replicas]
@@ -133,7 +139,7 @@ class Reconciler:
             "weights": decision.weights,
             "locations": {loc: {"replicas": sum(1 for i in by_loc.get(loc, [])
                                                 if i.state not in BROKEN),
-                                "desired": plan.replicas.get(loc, 0),
+                                "desired": desired.get(loc, 0),
                                 "healthy": healthy_at[loc],
                                 "up": loc in healthy}
                           for loc in spec.replicas},

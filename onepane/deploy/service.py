@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,6 +47,8 @@ class Deployments:
     def __init__(self, events: EventLog, locations: Locations) -> None:
         self.events = events
         self.locations = locations
+        # Set by the core to the catalog's: what a location boots for a catalog image (img-...).
+        self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
 
     def list(self) -> list[Deployment]:
         with self.events.store.tx() as s:
@@ -70,7 +73,10 @@ class Deployments:
                 raise InvalidInput(f"replicas.{loc}: cannot be placed at {loc}: it {why}",
                                    field=f"replicas.{loc}")
             try:
-                provider.validate(spec.image, spec.size)
+                image = spec.image
+                if self.boot_image is not None and image.startswith("img-"):
+                    image = self.boot_image(image, loc, None, {}).provider_image_id
+                provider.validate(image, spec.size)
             except InvalidInput as exc:
                 raise InvalidInput(f"replicas.{loc}: {exc.detail}", field=f"replicas.{loc}") from exc
         with self.events.tx() as s:

@@ -95,6 +95,8 @@ class BootImage(BaseModel):
     user_data: str | None  # the OVF environment document, when the image has properties
     cpus: int  # what the deployment option asks for, for `--size auto`
     memory_mb: int
+    extra_disks: list[int] = []  # capacities (bytes) of the option's disks after the boot disk
+    nics: int = 1
 
 
 class Catalog:
@@ -257,9 +259,16 @@ class Catalog:
             resolved = properties.resolve(prop_defs, values)
             user_data = properties.environment(meta.get("system_id") or img.name, resolved)
         hw = meta.get("hardware", {}).get(chosen or "") or {}
+        capacity = {d.get("id"): d.get("capacity_bytes") or d.get("virtual_size") or 0
+                    for d in [*img.disks, *meta.get("blank_disks", [])]}
+        boot_disk = img.disks[0].get("id") if img.disks else None
+        # Only the boot disk is replicated; the option's other disks start blank at their size.
+        extra = [capacity.get(d) or 0 for d in hw.get("disks", []) if d != boot_disk]
         return BootImage(provider_image_id=rep.provider_image_id, deployment_option=chosen,
                          user_data=user_data, cpus=hw.get("cpus") or img.cpus,
-                         memory_mb=(hw.get("memory_bytes") or 0) // 2**20 or img.memory_mb)
+                         memory_mb=(hw.get("memory_bytes") or 0) // 2**20 or img.memory_mb,
+                         extra_disks=[b for b in extra if b > 0],
+                         nics=max(1, len(hw.get("nics") or img.networks or [""])))
 
     def blob(self, sha: str) -> Path:
         return self.blobs / "sha256" / sha

@@ -113,7 +113,9 @@ class Locations:
             s.delete(row)
             self.events.emit("location.removed", f"location {name} removed", location=name,
                              session=s)
-        self.registry.remove(name)
+        provider = self.registry.remove(name)
+        if provider is not None:
+            provider.close()
 
     def set_status(self, name: str, status: str, detail: str | None) -> None:
         with self.events.tx() as s:

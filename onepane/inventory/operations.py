@@ -40,6 +40,7 @@ from .views import instance_view, instance_view_from_columns, job_view, network_
 
 ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Feature.reboot}
 MAX_PAGE = 1000
+LIVE_MOVE = "instance.live_move"
 
 
 def encode_cursor(last_id: str) -> str:
@@ -142,10 +143,12 @@ class Operations:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
         image, user_data, size = req.image, None, req.size
+        hardware: dict[str, Any] = {}
         provider = self.locations.provider(req.location)
         if self.boot_image is not None and req.image.startswith("img-"):
             boot = self.boot_image(req.image, req.location, req.deployment_option, req.properties)
             image, user_data = boot.provider_image_id, boot.user_data
+            hardware = {"disks": boot.extra_disks, "nics": boot.nics}
             if size == "auto":
                 size = fitting_size(provider, boot.cpus, boot.memory_mb, boot.deployment_option)
         elif req.deployment_option or req.properties:
@@ -156,13 +159,13 @@ class Operations:
         provider.validate(image, size)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
-                  "network": self._provider_network(req), "user_data": user_data}
+                  "network": self._provider_network(req), "user_data": user_data, **hardware}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
                               size=size, state=InstanceState.pending, tags=req.tags,
                               network=req.network))
-        return self._submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
+        return self.submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
                             f"create instance {req.name} ({inst_id}) at {req.location}")
 
     def instance_action(self, instance_id: str, action: str,
@@ -178,14 +181,14 @@ class Operations:
         if inst.state in (InstanceState.pending, InstanceState.missing):
             raise Conflict(f"instance {instance_id} is {inst.state}; cannot {action} it",
                            field="state")
-        return self._submit(f"instance.{action}", instance_id, inst.location, {}, idempotency_key,
+        return self.submit(f"instance.{action}", instance_id, inst.location, {}, idempotency_key,
                             None, f"{action} instance {inst.name} ({instance_id})")
 
     def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key)) is not None:
             return existing
         inst = self.get_instance(instance_id)
-        return self._submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
+        return self.submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
                             None, f"destroy instance {inst.name} ({instance_id})")
 
     def retag(self, resource_id: str, add: dict[str, str], remove: dict[str, str | None]) -> None:
@@ -250,7 +253,7 @@ class Operations:
         def rows(s: Any) -> None:
             s.add(VolumeRow(id=vol_id, name=req.name, location=req.location, size_gb=req.size_gb,
                             state="creating", tags=req.tags))
-        return self._submit("volume.create", vol_id, req.location,
+        return self.submit("volume.create", vol_id, req.location,
                             {"name": req.name, "size_gb": req.size_gb}, idempotency_key, rows,
                             f"create volume {req.name} ({vol_id}, {req.size_gb} GB)")
 
@@ -264,7 +267,7 @@ class Operations:
             raise Conflict(f"volume {volume_id} is attached to {vol.attached_to}", field="volume")
         if not vol.provider_id or not inst.provider_id:
             raise Conflict("volume or instance is still being created", field="volume")
-        return self._submit("volume.attach", volume_id, vol.location,
+        return self.submit("volume.attach", volume_id, vol.location,
                             {"instance": inst.id, "instance_pid": inst.provider_id,
                              "device": req.device}, None, None,
                             f"attach volume {volume_id} to {inst.id} as {req.device}")
@@ -273,7 +276,7 @@ class Operations:
         vol = self.get_volume(volume_id)
         if not vol.attached_to:
             raise Conflict(f"volume {volume_id} is not attached", field="volume")
-        return self._submit("volume.detach", volume_id, vol.location, {}, None, None,
+        return self.submit("volume.detach", volume_id, vol.location, {}, None, None,
                             f"detach volume {volume_id}")
 
     def delete_volume(self, volume_id: str) -> Job:
@@ -281,7 +284,7 @@ class Operations:
         if vol.attached_to:
             raise Conflict(f"volume {volume_id} is attached to {vol.attached_to}; detach it first",
                            field="volume")
-        return self._submit("volume.delete", volume_id, vol.location, {}, None, None,
+        return self.submit("volume.delete", volume_id, vol.location, {}, None, None,
                             f"delete volume {volume_id}")
 
     # ---- networks ------------------------------------------------------------------------
@@ -312,7 +315,7 @@ class Operations:
         def rows(s: Any) -> None:
             s.add(NetworkRow(id=net_id, name=req.name, location=req.location, cidr=req.cidr,
                              state="creating"))
-        return self._submit("network.create", net_id, req.location,
+        return self.submit("network.create", net_id, req.location,
                             {"name": req.name, "cidr": req.cidr}, idempotency_key, rows,
                             f"create network {req.name} ({req.cidr}) at {req.location}")
 
@@ -344,7 +347,9 @@ class Operations:
         obs = provider.create_instance(InstanceSpec(onepane_id=job.target or "", name=p["name"],
                                                     image=p["image"], size=p["size"],
                                                     tags=p["tags"], network=p.get("network"),
-                                                    user_data=p.get("user_data")))
+                                                    user_data=p.get("user_data"),
+                                                    disks=p.get("disks") or [],
+                                                    nics=p.get("nics") or 1))
         with self.events.tx() as s:
             row = self._instance(s, job.target or "")
             row.provider_id, row.state = obs.provider_id, obs.state
@@ -442,7 +447,7 @@ class Operations:
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _submit(self, kind: str, target: str, location: str, params: dict[str, Any],
+    def submit(self, kind: str, target: str, location: str, params: dict[str, Any],
                 idempotency_key: str | None, rows: Any, message: str) -> Job:
         job_id = new_id("job")
         try:
@@ -460,6 +465,13 @@ class Operations:
             raise
         self.runner.submit(job_id, location)
         return self.get_job(job_id)
+
+    def moving(self) -> set[str]:
+        """Instances a live move is carrying right now (one indexed query)."""
+        with self.store.tx() as s:
+            return set(s.scalars(select(JobRow.target).where(
+                JobRow.kind == LIVE_MOVE, JobRow.status.in_([JobStatus.queued,
+                                                             JobStatus.running]))))
 
     def _provider_network(self, req: InstanceCreate) -> str | None:
         """A onepane network id (net-...) becomes the provider's own id; others pass through."""
@@ -503,6 +515,15 @@ class Operations:
         if row is None:
             raise NotFound(f"no volume {volume_id!r}", field="volume")
         return row
+
+    def console(self, instance_id: str, max_bytes: int = 65536) -> dict[str, Any]:
+        inst = self.get_instance(instance_id)
+        provider = self.locations.provider(inst.location)
+        provider.require(Feature.console, "instance")
+        pid = self._provider_id(instance_id)
+        output = self.locations.registry.run(
+            inst.location, lambda p: p.console_output(pid, max_bytes), timeout=30)
+        return {"instance": instance_id, "location": inst.location, "output": output}
 
     def _provider_id(self, instance_id: str) -> str:
         inst = self.get_instance(instance_id)

@@ -88,6 +88,8 @@ class InventorySync:
             for obs in observed:
                 row = by_pid.get(obs.provider_id) or by_id.get(obs.onepane_id or "")
                 if row is None:
+                    if obs.onepane_id and s.get(InstanceRow, obs.onepane_id) is not None:
+                        continue  # known at another location: a live move under way
                     if obs.name not in creating:  # else: a create whose job has not reported yet
                         self._appeared(s, name, obs)
                     continue

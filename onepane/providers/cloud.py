@@ -188,7 +188,10 @@ class CloudProvider(Provider):
     def validate(self, image: str, size: str) -> None:
         super().validate(image, size)
         if type(self.driver).get_image is NodeDriver.get_image:
-            return  # the driver cannot look one image up; the create will tell
+            # The driver cannot look one image up: its list answers instead.
+            if image not in {i.id for i in self._call(self.driver.list_images)}:
+                raise InvalidInput(f"image {image!r} not found at {self.location}", field="image")
+            return
         try:
             self._call(self.driver.get_image, image)
         except PermanentProviderError as exc:
@@ -220,16 +223,19 @@ class CloudProvider(Provider):
         return self._observe(node)
 
     def start_instance(self, provider_id: str) -> None:
+        self.require(Feature.stop_start, "action")
         node = self._node(provider_id)
         start = getattr(self.driver, "ex_start_node", None) or self.driver.start_node
         self._call(start, node)
 
     def stop_instance(self, provider_id: str) -> None:
+        self.require(Feature.stop_start, "action")
         node = self._node(provider_id)
         stop = getattr(self.driver, "ex_stop_node", None) or self.driver.stop_node
         self._call(stop, node)
 
     def reboot_instance(self, provider_id: str) -> None:
+        self.require(Feature.reboot, "action")
         self._call(self.driver.reboot_node, self._node(provider_id))
 
     def destroy_instance(self, provider_id: str) -> None:
@@ -324,17 +330,21 @@ class CloudProvider(Provider):
         return [self._observe_volume(v) for v in self._call(self.driver.list_volumes)]
 
     def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
+        self.require(Feature.volumes)
         vol = self._call(self.driver.create_volume, size_gb, name, location=self._zone())
         return self._observe_volume(vol)
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        self.require(Feature.volumes)
         self._call(self.driver.attach_volume, self._node(instance_id), self._volume(volume_id),
                    device)
 
     def detach_volume(self, volume_id: str) -> None:
+        self.require(Feature.volumes)
         self._call(self.driver.detach_volume, self._volume(volume_id))
 
     def delete_volume(self, volume_id: str) -> None:
+        self.require(Feature.volumes)
         try:
             vol = self._volume(volume_id)
         except NotFound:
@@ -352,6 +362,7 @@ class CloudProvider(Provider):
                 for n in self._call(lister)]
 
     def create_network(self, name: str, cidr: str) -> ObservedNetwork:
+        self.require(Feature.networks)
         creator = getattr(self.driver, "ex_create_network", None)
         if creator is None:
             return super().create_network(name, cidr)

@@ -108,6 +108,11 @@ class LocalProvider(Provider):
             if not (self.images_dir / app.name).exists():
                 install_app_image(app, self.images_dir)
 
+    def teardown(self) -> None:
+        """Stop every instance's process (the files stay with the state directory)."""
+        for rec in self._records():
+            self._terminate(rec)
+
     # ---- instances -----------------------------------------------------------------------
 
     def validate(self, image: str, size: str) -> None:

@@ -41,8 +41,7 @@ class NetnsProvider(LocalProvider):
 
     def teardown(self) -> None:
         """Stop every instance, delete the namespace and wait until its veth is gone."""
-        for rec in self._records():
-            self._terminate(rec)
+        super().teardown()
         self.net.teardown()
 
     # ---- failure drills ------------------------------------------------------------------

@@ -29,7 +29,7 @@ Done = Callable[["Upstream", int, "Message | None", "str | None", bool], None]
 class Message:
     """A parsed request or response (httptools callbacks land here)."""
 
-    __slots__ = ("body", "done", "head_only", "headers", "reason", "url")
+    __slots__ = ("body", "done", "head_only", "headers", "headers_done", "reason", "url")
 
     def __init__(self, head_only: bool = False) -> None:
         self.reset(head_only)
@@ -41,6 +41,7 @@ class Message:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.done = False
+        self.headers_done = False
         self.head_only = head_only
 
     def on_url(self, url: bytes) -> None:
@@ -53,6 +54,7 @@ class Message:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.headers_done = True
         if self.head_only:
             self.done = True
 
@@ -105,7 +107,12 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.done is not None:
+        if self.done is not None and exc is None and self.resp is not None \
+                and self.resp.headers_done and _close_delimited(self.resp.headers):
+            # HTTP/1.0 style: no length, no chunks, the body ends where the connection does
+            # (busybox httpd's CGI answers, for one).
+            self._finish(self.parser.get_status_code(), None)
+        elif self.done is not None:
             self._finish(0, f"closed by backend{f': {exc}' if exc else ''}")
 
     def _timeout(self) -> None:
@@ -213,6 +220,14 @@ class Exchange:
             proxy.balancer.mark_down(backend)
             proxy.pool.drop(backend)
             proxy.stats.retried += 1
+            spent = loop.time() - self.started
+            if isinstance(exc, TimeoutError) and proxy.balancer.choose(self.tried) is None \
+                    and spent + proxy.settings.connect_timeout < proxy.settings.attempt_timeout:
+                # The only backend left did not answer a SYN in time (a VM's live move pauses
+                # it and switches its route; the kernel would resend only after a second):
+                # fresh connection attempts, within the request's attempt timeout, rather
+                # than an error at once.
+                self.tried.discard(backend)
             self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
             return
         self.send(up, reused=False)
@@ -298,3 +313,8 @@ class UpstreamPool:
         for up in self.idle.pop(b, []):
             if up.transport:
                 up.transport.close()
+
+
+def _close_delimited(headers: list[tuple[bytes, bytes]]) -> bool:
+    names = {k.lower(): v.lower() for k, v in headers}
+    return b"content-length" not in names and b"chunked" not in names.get(b"transfer-encoding", b"")

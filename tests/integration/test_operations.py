@@ -14,7 +14,7 @@ from onepane.config import Settings
 from onepane.core import Core
 from onepane.errors import InvalidInput, NotFound, TransientProviderError
 from onepane.model import InstanceCreate, InstanceState, LocationCreate
-from onepane.providers.base import InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
+from onepane.providers.base import Capabilities, InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
 from onepane.providers.local import LocalProvider
 from tests.conftest import ec2_location
 from tests.helpers import kill_instances, wait_for
@@ -125,6 +125,34 @@ def test_a_hung_provider_does_not_stall_the_others(core: Core, tmp_path: Path) -
         assert all(core.ops.get_job(j).status in ("queued", "running") for j in stuck)
     finally:
         hung.release.set()
+
+
+class Forgetful(Flaky):
+    """A data center that cannot recognise a retried create (like Libcloud's dummy driver)."""
+
+    capabilities = Capabilities.all_but(
+        idempotent_create="it keeps no token by which a retried create finds the first one")
+
+
+def test_a_create_is_never_retried_where_a_retry_could_make_a_second_server(
+        core: Core, tmp_path: Path) -> None:
+    flaky = Forgetful("dc-b", tmp_path, failures=1)
+    swap(core, flaky)
+    job = done(core, create(core, "web", "dc-b"))
+    assert job.status == "failed" and job.attempts == 1 and flaky.calls == 1
+
+    flaky.failures = 0
+    job_id = create(core, "web2", "dc-b")
+    assert done(core, job_id).status == "succeeded"
+    with core.store.tx() as s:  # as if onepane died while the create was under way
+        from onepane.store.tables import JobRow
+        row = s.get(JobRow, job_id)
+        assert row is not None
+        row.status = "running"
+    core.runner.resume()
+    job = done(core, job_id)
+    assert job.status == "failed" and "not run again" in job.error["detail"]
+    assert flaky.calls == 2  # the interrupted create was not sent a second time
 
 
 def test_jobs_resume_after_a_restart(core: Core, tmp_path: Path) -> None:

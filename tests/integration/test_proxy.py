@@ -128,3 +128,31 @@ def test_tcp_mode_and_reload(proxy: Any, tmp_path: Path) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:  # raw bytes pass through
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert b'"location": "b"' in s.recv(4096) + s.recv(4096)
+
+
+def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -> None:
+    """HTTP/1.0 style answers (no length, no chunks: busybox httpd's CGI) end at EOF."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nline 1\n")
+                conn.sendall(b"line 2\nend\n")
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        url = proxy([{"name": "old", "backends": [["127.0.0.1", server.getsockname()[1]]]}])
+        with httpx.Client() as http:
+            for _ in range(3):  # and the closed upstream is never reused
+                r = http.get(url + "/cgi-bin/state")
+                assert r.status_code == 200 and r.text == "line 1\nline 2\nend\n"
+    finally:
+        server.close()
+

@@ -3,8 +3,9 @@
 Every `vm` location has a bridge with the same gateway address *and the same MAC*, so a guest
 moved to another data center keeps its address and its ARP cache. The host reaches each guest
 through a /32 route via the location that runs it; a live move switches that one route. The
-address book is one file for all vm locations of a state directory, locked while it changes,
-so two locations never hand out the same address.
+address book is one file for the whole host, locked while it changes, because the guest network
+and the host routes are the host's: two onepane state directories on one machine (a test run
+beside a running onepane) must not hand out the same address either.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import fcntl
 import ipaddress
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +56,19 @@ def unroute(address: str) -> None:
     ip("route", "del", f"{address}/32", check=False)
 
 
+BOOK = Path(os.environ.get("ONEPANE_VM_ADDRESS_BOOK", "/var/lib/onepane/vm-addresses.json"))
+
+
 class AddressBook:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "vm-addresses.json"
+    """instance -> address, for every onepane on this host. Keys are `<state dir>|<instance>`;
+    entries of a state directory that no longer exists are dropped on the next allocation."""
+
+    def __init__(self, state_dir: Path, path: Path = BOOK) -> None:
+        self.path = path
+        self.owner = str(state_dir.resolve())
+
+    def _key(self, instance_id: str) -> str:
+        return f"{self.owner}|{instance_id}"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, str]]:
@@ -73,19 +85,21 @@ class AddressBook:
 
     def allocate(self, instance_id: str) -> str:
         with self._locked() as book:
-            if instance_id in book:
-                return book[instance_id]
+            if self._key(instance_id) in book:
+                return book[self._key(instance_id)]
+            for key in [k for k in book if not Path(k.split("|", 1)[0]).exists()]:
+                del book[key]  # a state directory that is gone (a finished test run)
             used = set(book.values())
             for host in list(GUEST_NET.hosts())[FIRST_HOST - 1:]:
                 if str(host) not in used:
-                    book[instance_id] = str(host)
+                    book[self._key(instance_id)] = str(host)
                     return str(host)
         raise Conflict(f"no guest address left in {GUEST_NET}", field="location")
 
     def get(self, instance_id: str) -> str | None:
         with self._locked() as book:
-            return book.get(instance_id)
+            return book.get(self._key(instance_id))
 
     def release(self, instance_id: str) -> None:
         with self._locked() as book:
-            book.pop(instance_id, None)
+            book.pop(self._key(instance_id), None)

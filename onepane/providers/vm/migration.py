@@ -60,7 +60,10 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             lv.VIR_MIGRATE_PARAM_DISKS_URI: f"unix://{sockets / 'disks.sock'}",
             lv.VIR_MIGRATE_PARAM_DEST_XML: xml.replace(str(src_dir), str(dst_dir)),
             lv.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(disk_paths(xml)),
+            lv.VIR_MIGRATE_PARAM_BANDWIDTH: src.options.migration_bandwidth,
         }
+        with contextlib.suppress(lv.libvirtError):  # an older libvirt takes it only mid-move
+            dom.migrateSetMaxDowntime(src.options.migration_downtime_ms, 0)
         flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PERSIST_DEST
                  | lv.VIR_MIGRATE_NON_SHARED_DISK)
         watch = _Watch(dom, t0, bound_s, on_phase)

@@ -71,6 +71,12 @@ class VmOptions(BaseModel):
     accel: Literal["qemu", "kvm"] = "qemu"
     stop_timeout: float = Field(default=30.0, gt=0, le=600,
                                 description="seconds an ACPI shutdown may take before a hard stop")
+    migration_bandwidth: int = Field(
+        default=64, ge=1, le=100_000,
+        description="MiB/s a live move may use. Unbounded, the copy starves an emulated guest's "
+                    "CPU and it stops answering for the whole memory phase")
+    migration_downtime_ms: int = Field(default=100, ge=1, le=60_000,
+                                       description="the pause a live move may cost at its end")
 
 
 def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
@@ -174,10 +180,15 @@ class VmProvider(Provider):
             self.connection().getLibVersion()
 
     def close(self) -> None:
+        """Leave the hypervisor running while it runs VMs (they must outlive onepane, like
+        every instance); stop it when it runs none."""
         with self._lock:
             if self._conn is not None:
                 with contextlib.suppress(Exception):
+                    busy = any(d.isActive() for d in self._conn.listAllDomains())
                     self._conn.close()
+                    if not busy:
+                        self.hypervisor.stop()
                 self._conn = None
 
     def teardown(self) -> None:

@@ -1,0 +1,182 @@
+"""One contract, every provider: what onepane's services may rely on whatever the location is.
+
+The same tests run against process data centers (local, netns), VM data centers (vm: libvirt and
+QEMU), a Libcloud cloud (EC2 on moto's server) and Libcloud's dummy driver. A new provider is
+done when it passes here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onepane.errors import InvalidInput, NotFound, Unsupported
+from onepane.providers.base import Feature, InstanceSpec, Provider
+from onepane.providers.copy import sha256_of
+from onepane.providers.dcnet import CATCH_ALL
+from onepane.providers.registry import build_provider
+from tests.conftest import ec2_location
+
+
+@dataclass
+class Case:
+    provider: Provider
+    image: str
+    size: str
+
+
+def _local(tmp: Path, **_: Any) -> Case:
+    return Case(build_provider("c-local", "local", state_dir=tmp, region="", driver=None,
+                               credentials={}, options={}), "httpecho", "nano")
+
+
+def _netns(tmp: Path, **_: Any) -> Case:
+    return Case(build_provider("c-netns", "netns", state_dir=tmp, region="", driver=None,
+                               credentials={}, options={"index": 241}), "httpecho", "nano")
+
+
+def _vm(tmp: Path, guest_disk: Path, **_: Any) -> Case:
+    p = build_provider("c-vm", "vm", state_dir=tmp, region="", driver=None, credentials={},
+                       options={"index": 242})
+    p.setup()
+    image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
+                          lambda _pct: None)
+    return Case(p, image, "vm.tiny")
+
+
+def _ec2(tmp: Path, moto: str, **_: Any) -> Case:
+    loc = ec2_location(moto)
+    return Case(build_provider("c-ec2", "cloud", state_dir=tmp, region="us-east-1",
+                               driver="ec2-compat", credentials=loc["credentials"],  # type: ignore[arg-type]
+                               options=loc["options"]), "ami-760aaa0f", "t2.micro")  # type: ignore[arg-type]
+
+
+def _dummy(tmp: Path, **_: Any) -> Case:
+    return Case(build_provider("c-dummy", "cloud", state_dir=tmp, region="", driver="dummy",
+                               credentials={}, options={}), "1", "1")
+
+
+CASES: dict[str, Callable[..., Case]] = {"local": _local, "netns": _netns, "vm": _vm,
+                                         "ec2-on-moto": _ec2, "libcloud-dummy": _dummy}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def guest_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("guest")
+    subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(out)], check=True,
+                   capture_output=True, timeout=300)
+    return out / "guest.qcow2"
+
+
+@pytest.fixture(params=list(CASES))
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
+    kind = request.param
+    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                                capture_output=True, text=True).stdout
+    extra: dict[str, Any] = {}
+    if kind == "vm":
+        extra["guest_disk"] = request.getfixturevalue("guest_disk")
+    if kind == "ec2-on-moto":
+        extra["moto"] = request.getfixturevalue("moto")
+    c = CASES[kind](tmp_path, **extra)
+    c.provider.setup()
+    try:
+        yield c
+    finally:
+        with contextlib.suppress(Exception):
+            for inst in c.provider.list_instances():
+                if inst.onepane_id and inst.onepane_id.startswith("inst-k"):
+                    c.provider.destroy_instance(inst.provider_id)
+        c.provider.teardown()
+        c.provider.close()
+        if not had_catch_all:
+            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def spec(case: Case, n: int, **kw: Any) -> InstanceSpec:
+    return InstanceSpec(onepane_id=f"inst-k{n}", name=f"contract-{n}", image=case.image,
+                        size=case.size, **kw)
+
+
+def test_every_missing_capability_says_why(case: Case) -> None:
+    caps = case.provider.capabilities
+    for feature, reason in caps.missing.items():
+        assert isinstance(feature, Feature) and len(reason) > 10, (feature, reason)
+    assert caps.as_dict().keys() == {f.value for f in Feature}
+
+
+def test_create_is_idempotent_per_onepane_id_where_declared(case: Case) -> None:
+    p = case.provider
+    first = p.create_instance(spec(case, 1))
+    if not p.capabilities.supports(Feature.idempotent_create):
+        # declared, so the job runner never retries a create here (tests/integration)
+        assert "retried create" in p.capabilities.reasons()["idempotent_create"] or \
+            "earlier attempt" in p.capabilities.reasons()["idempotent_create"]
+        p.destroy_instance(first.provider_id)
+        return
+    again = p.create_instance(spec(case, 1))
+    assert again.provider_id == first.provider_id
+    mine = [i for i in p.list_instances() if i.onepane_id == "inst-k1"]
+    assert len(mine) == 1
+    p.destroy_instance(first.provider_id)
+
+
+def test_destroy_twice_is_fine_and_a_destroyed_instance_leaves_listings(case: Case) -> None:
+    p = case.provider
+    obs = p.create_instance(spec(case, 2))
+    assert obs.provider_id in {i.provider_id for i in p.list_instances()}
+    p.destroy_instance(obs.provider_id)
+    p.destroy_instance(obs.provider_id)
+    assert obs.provider_id not in {i.provider_id for i in p.list_instances()}
+
+
+def test_validate_names_the_field(case: Case) -> None:
+    p = case.provider
+    p.validate(case.image, case.size)
+    with pytest.raises(InvalidInput) as exc:
+        p.validate(case.image, "no-such-size")
+    assert exc.value.field == "size"
+    with pytest.raises(InvalidInput) as exc:
+        p.validate("no-such-image-anywhere", case.size)
+    assert exc.value.field == "image"
+
+
+def test_acting_on_an_unknown_instance_is_not_found(case: Case) -> None:
+    p = case.provider
+    p.destroy_instance("inst-knever")  # destroying what is gone succeeds
+    if p.capabilities.supports(Feature.stop_start):
+        with pytest.raises(NotFound):
+            p.stop_instance("inst-knever")
+
+
+VERBS: dict[Feature, Callable[[Provider], Any]] = {
+    Feature.volumes: lambda p: p.create_volume("v", 1),
+    Feature.networks: lambda p: p.create_network("n", "10.99.0.0/24"),
+    Feature.stop_start: lambda p: p.stop_instance("inst-knever"),
+    Feature.reboot: lambda p: p.reboot_instance("inst-knever"),
+    Feature.app_images: lambda p: p.import_image(Path("/nonexistent.tar.gz")),
+    Feature.disk_images: lambda p: p.import_disk("img-x", "x", Path("/nonexistent"), "qcow2",
+                                                 "0" * 64, lambda _pct: None),
+    Feature.cut: lambda p: p.cut("silent"),
+    Feature.console: lambda p: p.console_output("inst-knever"),
+    Feature.live_migration: lambda p: p.live_migrate("inst-knever", p, 1.0,
+                                                     lambda *_a: None),
+}
+
+
+def test_an_unsupported_verb_raises_the_one_error_with_its_reason(case: Case) -> None:
+    p = case.provider
+    for feature, reason in p.capabilities.missing.items():
+        call = VERBS.get(feature)
+        if call is None:
+            continue
+        with pytest.raises(Unsupported) as exc:
+            call(p)
+        assert reason in exc.value.detail and p.location in exc.value.detail

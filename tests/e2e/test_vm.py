@@ -1,0 +1,253 @@
+"""VM data centers end to end: a real guest built from Debian packages, exported and imported as
+an OVA, replicated, booted by libvirt/QEMU in a namespace data center, and live-moved to another
+one under HTTP load through the data plane.
+
+TCG boots take seconds, so one server and one set of VMs serve the whole module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from onepane.providers.dcnet import CATCH_ALL
+from onepane.providers.vm.provider import VmProvider
+from tests.conftest import Server, ec2_location
+from tests.e2e.test_cli import cli
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+VM_LOCATIONS = {"vm-a": 211, "vm-b": 212}
+
+
+@pytest.fixture(scope="session")
+def guest_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("guest")
+    subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(out)], check=True,
+                   capture_output=True, timeout=300)
+    return out / "guest.qcow2"
+
+
+@pytest.fixture(scope="module")
+def vm_server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Server]:
+    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                                capture_output=True, text=True).stdout
+    state = tmp_path_factory.mktemp("vmstate")
+    aws = ec2_location(moto_url)
+    config = "sync_interval = 0.5\n" + "".join(
+        f'\n[locations.{name}]\nprovider = "vm"\nregion = "{name}"\noptions = {{ index = {i} }}\n'
+        for name, i in VM_LOCATIONS.items()) + (
+        f'\n[locations.{aws["name"]}]\nprovider = "cloud"\ndriver = "ec2-compat"\n'
+        f'region = "us-east-1"\ncredentials = {{ key = "AKIDTESTING", secret = "s3cr3t" }}\n'
+        f'options = {{ host = "127.0.0.1", port = {aws["options"]["port"]}, secure = false }}\n')  # type: ignore[index]
+    server = None
+    try:
+        server = Server(state, config)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        for name, index in VM_LOCATIONS.items():
+            with contextlib.suppress(Exception):
+                VmProvider(name, state, {"index": index}).teardown()
+        if not had_catch_all:
+            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> Any:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
+
+
+def http_get(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        return httpx.get(url, timeout=timeout).text
+    except httpx.HTTPError:
+        return None
+
+
+def guest_state(text: str) -> dict[str, float]:
+    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    return {"uptime": float(fields["uptime"]), "counter": float(fields["counter"])}
+
+
+@pytest.fixture(scope="module")
+def catalog_image(vm_server: Server, guest_disk: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> str:
+    """The guest disk imported, exported by onepane as an OVA, and that OVA imported again."""
+    plain = ok(cli(vm_server, "-o", "json", "images", "import", str(guest_disk), "--name", "guest"))
+    ova = tmp_path_factory.mktemp("ova") / "guest.ova"
+    ok(cli(vm_server, "images", "export", plain["id"], "-o", str(ova)))
+    img = ok(cli(vm_server, "-o", "json", "images", "import", str(ova), "--name", "guest-ova"))
+    return str(img["id"])
+
+
+def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_image: str) -> None:
+    ok(cli(vm_server, "images", "replicate", catalog_image, "--to", "vm-a,aws-us-east-1"))
+    shown = ok(cli(vm_server, "-o", "json", "images", "show", catalog_image))
+    assert {r["location"]: r["state"] for r in shown["replicas"]} == {
+        "vm-a": "ready", "aws-us-east-1": "ready"}
+
+    job = ok(cli(vm_server, "-o", "json", "instances", "create", "g1", "--location", "vm-a",
+                 "--image", catalog_image, "--size", "auto"))
+    inst = ok(cli(vm_server, "-o", "json", "instances", "show", job["target"]))
+    assert inst["state"] == "running" and inst["size"] == "vm.medium"  # the OVF's 1 CPU, 512 MiB
+    url = f"http://{inst['addresses'][0]}/cgi-bin/state"
+    answer = wait_for(lambda: http_get(url), 120, what="HTTP from inside the guest")
+    assert f"ip={inst['addresses'][0]}/24" in answer
+
+    console = ok(cli(vm_server, "instances", "console", inst["id"]))
+    assert "onepane-guest: ready" in console
+
+    ok(cli(vm_server, "instances", "stop", inst["id"]))  # ACPI: the guest powers itself off
+    assert ok(cli(vm_server, "-o", "json", "instances", "show", inst["id"]))["state"] == "stopped"
+    assert http_get(url, 1) is None
+    ok(cli(vm_server, "instances", "destroy", inst["id"]))
+    listed = ok(cli(vm_server, "-o", "json", "instances", "list", "--location", "vm-a"))
+    assert inst["id"] not in {i["id"] for i in listed}
+    assert f"{inst['addresses'][0]} " not in subprocess.run(
+        ["ip", "route", "show"], capture_output=True, text=True).stdout
+
+
+class Load(threading.Thread):
+    """Requests through the data plane at a steady rate on keep-alive connections."""
+
+    def __init__(self, url: str, rate: float = 40.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.period = url, 1.0 / rate
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failed: list[str] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as c:
+            while not self.stop.is_set():
+                t = time.monotonic()
+                try:
+                    r = c.get(self.url)
+                    if r.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failed.append(f"HTTP {r.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+                self.stop.wait(max(0.0, self.period - (time.monotonic() - t)))
+
+
+class Stream(threading.Thread):
+    """One long response held open across the move: it must end with every line."""
+
+    def __init__(self, host: str, port: int, lines: int) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port, self.lines = host, port, lines
+        self.body = ""
+        self.error: str | None = None
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("GET", f"/cgi-bin/stream?{self.lines}")
+            self.body = conn.getresponse().read().decode()
+        except (OSError, http.client.HTTPException) as exc:
+            self.error = repr(exc)
+        finally:
+            conn.close()
+
+
+def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: str,
+                                            tmp_path: Path) -> None:
+    ok(cli(vm_server, "images", "replicate", catalog_image, "--to", "vm-a"))
+    spec = tmp_path / "web.yaml"
+    spec.write_text(f"name: web-vm\nimage: {catalog_image}\nsize: vm.small\nreplicas: {{vm-a: 1}}\n"
+                    "health: {path: /, interval: 0.5, timeout: 1.0}\nattempt_timeout: 30\n")
+    ok(cli(vm_server, "deployments", "apply", "-f", str(spec)))
+
+    def serving() -> dict[str, Any] | None:
+        dep = ok(cli(vm_server, "-o", "json", "deployments", "show", "web-vm"))
+        up = (dep["status"].get("locations") or {}).get("vm-a", {}).get("up")
+        return dep if dep["primary"] == "vm-a" and up else None
+    dep = wait_for(serving, 180, what="the VM deployment serving at vm-a")
+    host, port = dep["listen"].rsplit(":", 1)
+    front = f"http://{dep['listen']}"
+    before = guest_state(wait_for(lambda: http_get(f"{front}/cgi-bin/state"), 30, what="state"))
+
+    load, stream = Load(f"{front}/"), Stream(host, int(port), 80)  # 8 s of lines
+    load.start()
+    stream.start()
+    wait_for(lambda: load.ok >= 20, 30, what="load flowing")
+    moved = ok(cli(vm_server, "-o", "json", "move", "web-vm", "--to", "vm-b", "--live"))
+    wait_for(lambda: load.ok >= 60, 30, what="load after the move")
+    load.stop.set()
+    load.join(15)
+    stream.join(30)
+
+    phases = {p["phase"]: p for p in moved["phases"]}
+    assert set(phases) == {"mirror", "switchover"}
+    assert phases["mirror"]["disk_bytes"] > 0  # vm-b did not hold the image: the disk was copied
+    assert 0 < phases["switchover"]["downtime_ms"] < 5000
+    assert load.failed == [], load.failed[:5]
+    assert stream.error is None and stream.body.rstrip().endswith("end"), stream.error
+    assert stream.body.count("line ") == 80
+
+    after = guest_state(http_get(f"{front}/cgi-bin/state") or "")
+    assert after["uptime"] > before["uptime"] and after["counter"] >= before["counter"]
+    dep = ok(cli(vm_server, "-o", "json", "deployments", "show", "web-vm"))
+    assert dep["primary"] == "vm-b" and dep["spec"]["replicas"] == {"vm-a": 0, "vm-b": 1}
+    insts = ok(cli(vm_server, "-o", "json", "instances", "list", "--tag",
+                   "onepane:deployment=web-vm"))
+    assert [i["location"] for i in insts] == ["vm-b"]
+    kinds = {e["kind"] for e in ok(cli(vm_server, "-o", "json", "events", "--limit", "100"))}
+    assert {"move.mirror", "move.switchover", "traffic.move"} <= kinds
+
+    # A move that cannot finish within its bound is cancelled; the VM keeps running where it was.
+    r = cli(vm_server, "move", "web-vm", "--to", "vm-a", "--live", "--bound", "0.2")
+    assert r.returncode != 0 and "did not converge" in " ".join(r.stderr.split())
+    insts = ok(cli(vm_server, "-o", "json", "instances", "list", "--tag",
+                   "onepane:deployment=web-vm"))
+    assert [(i["location"], i["state"]) for i in insts] == [("vm-b", "running")]
+    assert guest_state(http_get(f"{front}/cgi-bin/state", 10) or "")["uptime"] > after["uptime"]
+    ok(cli(vm_server, "deployments", "delete", "web-vm"))
+
+
+def test_vm_replicas_fail_over_when_their_data_center_goes_silent(vm_server: Server,
+                                                                  catalog_image: str,
+                                                                  tmp_path: Path) -> None:
+    """Deployments, health checks, the traffic manager and the data plane, unchanged, over VMs."""
+    ok(cli(vm_server, "images", "replicate", catalog_image, "--to", "vm-a,vm-b"))
+    spec = tmp_path / "ha.yaml"
+    spec.write_text(f"name: ha-vm\nimage: {catalog_image}\nsize: vm.tiny\n"
+                    "replicas: {vm-a: 1, vm-b: 1}\ntraffic: {order: [vm-a, vm-b]}\n"
+                    "health: {path: /, interval: 0.5, timeout: 1.0}\nattempt_timeout: 2\n")
+    ok(cli(vm_server, "deployments", "apply", "-f", str(spec)))
+
+    def status() -> dict[str, Any]:
+        return ok(cli(vm_server, "-o", "json", "deployments", "show", "ha-vm"))  # type: ignore[no-any-return]
+
+    def both_up() -> dict[str, Any] | None:
+        dep = status()
+        locs = dep["status"].get("locations") or {}
+        return dep if all(locs.get(loc, {}).get("up") for loc in ("vm-a", "vm-b")) else None
+    dep = wait_for(both_up, 240, what="VM replicas up in both data centers")
+    assert dep["primary"] == "vm-a"
+    front = f"http://{dep['listen']}/cgi-bin/state"
+    ok(cli(vm_server, "locations", "cut", "vm-a", "--mode", "silent"))
+    try:
+        wait_for(lambda: status()["primary"] == "vm-b", 60, what="failover to vm-b")
+        answer = wait_for(lambda: http_get(front, 5), 30, what="an answer through the data plane")
+        vm_b = [i for i in ok(cli(vm_server, "-o", "json", "instances", "list", "--location",
+                                  "vm-b")) if i["tags"].get("onepane:deployment") == "ha-vm"]
+        assert f"ip={vm_b[0]['addresses'][0]}/24" in answer  # served by the VM in vm-b
+    finally:
+        ok(cli(vm_server, "locations", "restore", "vm-a"))
+    ok(cli(vm_server, "deployments", "delete", "ha-vm"))
