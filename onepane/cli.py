@@ -660,8 +660,8 @@ def move(deployment: str, to: Annotated[str, typer.Option(help="the location to 
     if ctx.output == Output.json:
         show({"deployment": deployment, "to": to, "phases": phases})
     else:
-        show(phases, ["instance", "phase", "seconds", "downtime_ms", "disk_bytes",
-                      "memory_iterations", "total_ms"])
+        show(phases, ["instance", "phase", "seconds", "disk_bytes", "memory_iterations",
+                      "memory_bytes", "downtime_ms", "total_ms"])
 
 
 @app.command()

@@ -79,8 +79,9 @@ class LiveMoves:
 
         def on_phase(phase: str, seconds: float, details: dict[str, Any]) -> None:
             phases.append({"phase": phase, "seconds": round(seconds, 3), **details})
-            extra = (f", downtime {details['downtime_ms']} ms" if details.get("downtime_ms")
-                     is not None else "")
+            extra = (f" (QEMU's downtime {details['downtime_ms']} ms, traffic switched "
+                     f"{details['route_switched_ms']} ms after the destination ran)"
+                     if details.get("downtime_ms") is not None else "")
             self.events.emit(f"move.{phase}", f"{name}: live move {source} -> {to}: {phase} "
                              f"took {seconds:.2f} s{extra}", location=to, subject=name,
                              data={"instance": inst_id, "seconds": round(seconds, 3), **details})

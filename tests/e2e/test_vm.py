@@ -193,9 +193,11 @@ def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: st
     stream.join(30)
 
     phases = {p["phase"]: p for p in moved["phases"]}
-    assert set(phases) == {"mirror", "switchover"}
+    assert list(phases) == ["mirror", "memory", "switchover"]
+    assert phases["memory"]["memory_iterations"] >= 1
     assert phases["mirror"]["disk_bytes"] > 0  # vm-b did not hold the image: the disk was copied
     assert 0 < phases["switchover"]["downtime_ms"] < 5000
+    assert phases["switchover"]["seconds"] * 1000 == pytest.approx(phases["switchover"]["downtime_ms"])
     assert load.failed == [], load.failed[:5]
     assert stream.error is None and stream.body.rstrip().endswith("end"), stream.error
     assert stream.body.count("line ") == 80
@@ -208,7 +210,7 @@ def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: st
                    "onepane:deployment=web-vm"))
     assert [i["location"] for i in insts] == ["vm-b"]
     kinds = {e["kind"] for e in ok(cli(vm_server, "-o", "json", "events", "--limit", "100"))}
-    assert {"move.mirror", "move.switchover", "traffic.move"} <= kinds
+    assert {"move.mirror", "move.memory", "move.switchover", "traffic.move"} <= kinds
 
     # A move that cannot finish within its bound is cancelled; the VM keeps running where it was.
     r = cli(vm_server, "move", "web-vm", "--to", "vm-a", "--live", "--bound", "0.2")

@@ -96,11 +96,13 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
         switch.resumed = switch.switched = time.monotonic()
     resumed, switched = switch.resumed or switch.switched, switch.switched
     stats = _completed_stats(dom)
-    on_phase("switchover", switched - watch.memory_started, {
-        "downtime_ms": stats.get("downtime"), "route_switched_ms": round(1000 * (switched - resumed), 1),
+    on_phase("memory", resumed - watch.memory_started, {
         "memory_iterations": stats.get("memory_iteration"),
-        "memory_bytes": stats.get("memory_processed"), "disk_bytes": stats.get("disk_processed"),
-        "total_ms": round(1000 * (switched - t0))})
+        "memory_bytes": stats.get("memory_processed")})
+    downtime = stats.get("downtime")
+    on_phase("switchover", (downtime or 0) / 1000, {
+        "downtime_ms": downtime, "route_switched_ms": round(1000 * (switched - resumed), 1),
+        "disk_bytes": stats.get("disk_processed"), "total_ms": round(1000 * (switched - t0))})
     with contextlib.suppress(lv.libvirtError):
         dom.undefine()
     shutil.rmtree(src_dir, ignore_errors=True)
