@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
 from tests.helpers import free_port, kill_instances, port_open, wait_for
 
@@ -128,3 +129,14 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A page in Debian's chromium, headless, through Playwright; dialogs are accepted."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        pg = browser.new_page(viewport={"width": 1280, "height": 800})
+        pg.on("dialog", lambda d: d.accept())
+        yield pg
+        browser.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.netns import NetnsProvider
@@ -23,7 +23,6 @@ from tests.integration.test_images import make_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 NETNS = {"ns-a": 237, "ns-b": 238}
 
 
@@ -41,16 +40,6 @@ def server(start_server: Any) -> Iterator[Any]:
         NetnsProvider(name, s.state_dir, {"index": index}).teardown()
     if not had:
         subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        pg = browser.new_page(viewport={"width": 1280, "height": 800})
-        pg.on("dialog", lambda d: d.accept())
-        yield pg
-        browser.close()
 
 
 def open_page(page: Page, url: str, route: str) -> None:

@@ -19,11 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.vm.provider import VmProvider
 from tests.conftest import Server, ec2_location
 from tests.e2e.test_cli import cli
+from tests.e2e.test_console import open_page
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.root
@@ -110,6 +112,15 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     console = ok(cli(vm_server, "instances", "console", inst["id"]))
     assert "onepane-guest: ready" in console
 
+    # a qcow2 volume hot-plugged into the running guest and out again
+    vol = ok(cli(vm_server, "-o", "json", "volumes", "create", "data", "--location", "vm-a",
+                 "--size-gb", "1"))["target"]
+    ok(cli(vm_server, "volumes", "attach", vol, "--instance", inst["id"], "--device", "/dev/vdb"))
+    vols = {v["id"]: v for v in ok(cli(vm_server, "-o", "json", "volumes", "list"))}
+    assert vols[vol]["state"] == "in-use" and vols[vol]["attached_to"] == inst["id"]
+    ok(cli(vm_server, "volumes", "detach", vol))
+    ok(cli(vm_server, "volumes", "delete", vol))
+
     ok(cli(vm_server, "instances", "stop", inst["id"]))  # ACPI: the guest powers itself off
     assert ok(cli(vm_server, "-o", "json", "instances", "show", inst["id"]))["state"] == "stopped"
     assert http_get(url, 1) is None
@@ -166,7 +177,7 @@ class Stream(threading.Thread):
 
 
 def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: str,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, page: Page) -> None:
     ok(cli(vm_server, "images", "replicate", catalog_image, "--to", "vm-a"))
     spec = tmp_path / "web.yaml"
     spec.write_text(f"name: web-vm\nimage: {catalog_image}\nsize: vm.small\nreplicas: {{vm-a: 1}}\n"
@@ -219,6 +230,19 @@ def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: st
                    "onepane:deployment=web-vm"))
     assert [(i["location"], i["state"]) for i in insts] == [("vm-b", "running")]
     assert guest_state(http_get(f"{front}/cgi-bin/state", 10) or "")["uptime"] > after["uptime"]
+
+    # and back from the console: the deployment page offers the live move
+    page.goto(vm_server.url)
+    page.fill("#token", vm_server.token or "")
+    page.click("#login-form button")
+    open_page(page, vm_server.url, "#/deployments/web-vm")
+    expect(page.locator("#primary")).to_have_text("vm-b")
+    page.select_option("#live-to", "vm-a")
+    page.click("#live-move")
+    expect(page.locator("#primary")).to_have_text("vm-a", timeout=90_000)
+    expect(page.locator('#timeline li[data-kind="move.switchover"]')).to_have_count(2)
+    back = guest_state(http_get(f"{front}/cgi-bin/state", 10) or "")
+    assert back["uptime"] > after["uptime"]  # still the same guest
     ok(cli(vm_server, "deployments", "delete", "web-vm"))
 
 
