@@ -587,7 +587,8 @@ def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
               for loc, v in (st.get("locations") or {}).items()}
     sla = st.get("sla") or {}
     return {**d, "serving": st.get("serving"), "health": health,
-            "availability": f"{sla['availability']}% (target {sla['target']}%)" if sla else "",
+            "availability": ("measuring (warm-up)" if sla.get("measuring") else
+                             f"{sla['availability']}% (target {sla['target']}%)") if sla else "",
             "error_budget": f"{sla['error_budget']['remaining_pct']}% left" if sla else ""}
 
 

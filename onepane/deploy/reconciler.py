@@ -127,6 +127,13 @@ class Reconciler:
         self._replacing &= {i.id for i in instances}  # forget replicas that are gone
         running = [i for i in instances if i.state == InstanceState.running and i.addresses
                    and "app" in i.ports and i.location in spec.replicas]
+        checked_up = {t.key: t for t in up}
+        for inst in instances:  # no longer checked because it stopped: say so, as a crash does
+            if inst.id in checked_up and inst.state in (InstanceState.stopped, InstanceState.error):
+                self.events.emit("health.down", f"{dep.name}: replica {inst.id} at {inst.location} "
+                                 f"is down (instance {inst.state})", severity="warning",
+                                 location=inst.location, subject=dep.name,
+                                 data={"instance": inst.id, "reason": str(inst.state)})
         self.health.set_targets(dep.name, [
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
                    check=spec.health) for i in running])
@@ -202,8 +209,9 @@ class Reconciler:
             budget = old.get("error_budget") or {}
             measured = float(old.get("measured_s") or 0)
             down = float(budget.get("used_down_s") or 0)
-            tracker = self._sla[dep.name] = SlaTracker(spec.sla.target, up_s=measured - down,
-                                                       down_s=down)
+            tracker = self._sla[dep.name] = SlaTracker(
+                spec.sla.target, up_s=measured - down, down_s=down,
+                violated=bool(old.get("violated")), warm_up=spec.sla.warm_up)
         tracker.target = spec.sla.target
         crossing = tracker.observe(time.monotonic(), available)
         if crossing:

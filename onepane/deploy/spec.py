@@ -59,6 +59,9 @@ class Traffic(Strict):
 
 class Sla(Strict):
     target: float = Field(default=99.9, gt=0, le=100, description="availability, percent")
+    warm_up: float = Field(default=60.0, ge=0, le=86400,
+                           description="seconds after a start (or onepane's restart) before "
+                                       "unavailability counts, unless it is available sooner")
 
 
 class FailurePolicy(Strict):

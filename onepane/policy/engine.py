@@ -57,6 +57,8 @@ class PolicyState:
     scale: autoscale.ScaleState = field(default_factory=autoscale.ScaleState)
     failures: failure.FailureState = field(default_factory=failure.FailureState)
     active: set[str] | None = None  # locations the schedule had active at the last pass
+    serving: set[str] | None = None  # locations traffic went to at the last pass
+    draining: dict[str, float] = field(default_factory=dict)  # former primary -> keep until
     warned_placement: dict[str, str] = field(default_factory=dict)  # log a violation once
 
 
@@ -85,6 +87,7 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
                 replicas[loc] = 0
 
     if pol.autoscale is not None:
+        actions += _capacity_follows_traffic(spec, obs, state, now)
         for loc in sorted(obs.serving):
             if replicas.get(loc, 0) == 0:
                 continue  # off by schedule or placement: nothing to scale
@@ -94,6 +97,16 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
                 actions.append(Action("scale_out" if d.after > d.before else "scale_in", d.reason,
                                       loc, data={"from": d.before, "to": d.after}))
             replicas[loc] = state.scale.locations[loc].replicas
+        for loc, until in list(state.draining.items()):
+            st = state.scale.locations.get(loc)
+            if loc in obs.serving or now >= until or st is None:
+                del state.draining[loc]
+                if st is not None and loc not in obs.serving:
+                    st.replicas = min(max(spec.replicas.get(loc, 0), pol.autoscale.min),
+                                      pol.autoscale.max)  # back to its own count
+                continue
+            if replicas.get(loc, 0):
+                replicas[loc] = max(replicas[loc], st.replicas)  # until its cooldown is over
 
     live = set()
     for r in obs.replicas:
@@ -110,6 +123,35 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
             actions.append(Action(fd.action, fd.reason, r.location, r.id))
     failure.forget(state.failures, live)
     return Plan(replicas, actions)
+
+
+def _capacity_follows_traffic(spec: DeploymentSpec, obs: Observation, state: PolicyState,
+                              now: float) -> list[Action]:
+    """After a failover the new primary gets the replicas the old one had been scaled to (the
+    load arrives with the traffic, and autoscaling from the spec's count would take sustain +
+    cooldown per step); the old one keeps its replicas until its scale-in cooldown is over."""
+    pol = spec.policies.autoscale
+    assert pol is not None
+    prev, state.serving = state.serving, set(obs.serving)
+    if prev is None or prev == obs.serving:
+        return []
+    actions = []
+    left = prev - obs.serving
+    carried = max((state.scale.locations[o].replicas for o in left if o in state.scale.locations),
+                  default=0)
+    for new in sorted(obs.serving - prev):
+        base = spec.replicas.get(new, 0)
+        st = state.scale.locations.setdefault(
+            new, autoscale.LocationScale(min(max(base, pol.min), pol.max)))
+        want = min(carried, pol.max)
+        if base and want > st.replicas:
+            before, st.replicas, st.last_change = st.replicas, want, now
+            actions.append(Action("scale_out", f"capacity follows traffic: {', '.join(sorted(left))} "
+                                  f"served with {carried} replicas", new,
+                                  data={"from": before, "to": want}))
+    for old in left:
+        state.draining[old] = now + pol.cooldown_in
+    return actions
 
 
 def _metric(name: str, obs: Observation, loc: str) -> float | None:

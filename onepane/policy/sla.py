@@ -2,6 +2,11 @@
 
 A deployment is *available* while at least one location that serves it has a healthy replica.
 Time is integrated between observations, so the figure does not depend on how often they come.
+
+Measuring starts after a warm-up: when the deployment is first seen available, or `warm_up`
+seconds after the tracker started, whichever comes first. A new deployment's replicas take
+seconds to boot and a restarted onepane's health checks start from nothing; counting that time
+as an outage raised an `sla.violation` for every new deployment and after every restart.
 """
 
 from __future__ import annotations
@@ -18,10 +23,21 @@ class SlaTracker:
     last: float | None = None
     available: bool | None = None
     violated: bool = False
+    warm_up: float = 60.0
+    warm_until: float | None = None
+    measuring: bool = False
 
     def observe(self, now: float, available: bool) -> str | None:
         """Account the time since the last observation to the state seen then. Returns
         "violation" or "recovered" when availability crosses the target."""
+        if not self.measuring:
+            if self.warm_until is None:
+                self.warm_until = now + self.warm_up
+            if not available and now < self.warm_until:
+                return None  # still warming up: not counted
+            self.measuring = True
+            self.last, self.available = now, available
+            return None
         if self.last is not None and self.available is not None:
             dt = max(0.0, now - self.last)
             if self.available:
@@ -48,5 +64,6 @@ class SlaTracker:
 
     def report(self) -> dict[str, Any]:
         return {"target": self.target, "availability": round(self.availability(), 4),
+                "measuring": not self.measuring,
                 "measured_s": round(self.up_s + self.down_s, 1), "violated": self.violated,
                 "error_budget": self.budget()}

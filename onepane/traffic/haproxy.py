@@ -56,7 +56,10 @@ class SlotState:
 
 
 def slot_prefix(location: str, backup: bool) -> str:
-    return ("b_" if backup else "n_") + re.sub(r"[^A-Za-z0-9_]", "_", location)
+    """`n_<location>_` (normal) or `b_<location>_` (backup); HAProxy appends the slot number.
+    The trailing `_` keeps a location whose name ends in a digit (`drill-1`) apart from its
+    slot numbers when `show stat` is read back."""
+    return ("b_" if backup else "n_") + re.sub(r"[^A-Za-z0-9_]", "_", location) + "_"
 
 
 def shape_of(config: DataPlaneConfig, current: Shape | None) -> Shape:

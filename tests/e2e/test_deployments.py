@@ -115,3 +115,28 @@ def test_bad_specs_are_rejected_with_the_field(start_server: Any, tmp_path: Path
     assert r.returncode == 2 and "traffic.order" in r.stderr
     assert json.loads(cli(server, "-o", "json", "deployments", "list").stdout) == []
     assert json.loads(cli(server, "-o", "json", "instances", "list").stdout) == []
+
+
+def test_a_stopped_replica_is_reported_down_and_a_new_deployment_warms_up(
+        start_server: Any, tmp_path: Path) -> None:
+    server = start_server("sync_interval = 0.3\n")
+    port = free_port()
+    f = tmp_path / "shop.yaml"
+    f.write_text(spec(port))
+    assert cli(server, "deployments", "apply", "-f", str(f)).returncode == 0
+    first = deployment(server)["status"].get("sla") or {}
+    wait_for(lambda: all(v["up"] for v in deployment(server)["status"]["locations"].values()),
+             30, what="both replicas healthy")
+    sla = deployment(server)["status"]["sla"]
+    assert sla["measuring"] is False and sla["availability"] == 100.0
+    assert first == {} or first["measuring"] is True  # booting replicas were not an outage
+    events = json.loads(cli(server, "-o", "json", "events", "--limit", "500").stdout)
+    assert not [e for e in events if e["kind"] == "sla.violation"]
+
+    inst = json.loads(cli(server, "-o", "json", "instances", "list", "--location", "dc-b").stdout)[0]
+    assert cli(server, "instances", "stop", inst["id"]).returncode == 0
+    down = wait_for(lambda: [e for e in json.loads(cli(server, "-o", "json", "events", "--kind",
+                                                       "health.down").stdout)
+                             if e["data"].get("instance") == inst["id"]], 20,
+                    what="health.down for the stopped replica")
+    assert "stopped" in down[0]["message"]

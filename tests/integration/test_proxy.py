@@ -156,3 +156,26 @@ def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -
     finally:
         server.close()
 
+
+
+def test_haproxy_counts_locations_whose_names_end_in_a_digit(tmp_path: Path) -> None:
+    from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
+    from onepane.traffic.haproxy import HaproxyDataPlane
+    pa, a = httpecho("drill-1")
+    pb, b = httpecho("aws-us-east-1")
+    plane = HaproxyDataPlane("digits", tmp_path)
+    port = free_port()
+    try:
+        plane.apply(DataPlaneConfig(listen=f"127.0.0.1:{port}", mode="http", policy="weighted",
+                                    pools=(PoolConfig("drill-1", (tuple(a),)),  # type: ignore[arg-type]
+                                           PoolConfig("aws-us-east-1", (tuple(b),)))))  # type: ignore[arg-type]
+        with httpx.Client() as http:
+            seen = {http.get(f"http://127.0.0.1:{port}/").json()["location"] for _ in range(10)}
+        assert seen == {"drill-1", "aws-us-east-1"}
+        counts = plane.stats()["by_location"]
+        assert counts["drill-1"] + counts["aws-us-east-1"] == 10 and min(counts.values()) > 0
+    finally:
+        plane.stop()
+        for p in (pa, pb):
+            p.kill()
+            p.wait()

@@ -91,6 +91,25 @@ def test_autoscale_out_after_sustain_in_after_cooldown_and_no_flapping() -> None
     assert step(3).replicas["dc-a"] == 1  # at min
 
 
+def test_capacity_follows_traffic_after_a_failover() -> None:
+    s = spec(autoscale={"min": 1, "max": 4, "scale_out_above": 50, "scale_in_below": 10,
+                        "sustain": 1, "cooldown_out": 1, "cooldown_in": 30})
+    state, clock = engine.PolicyState(), Clock()
+    for _ in range(4):  # dc-a serves under load and scales out to 3
+        clock.tick(1)
+        plan = engine.evaluate(s, obs(300, 1), state, clock.mono, clock.wall)
+    assert plan.replicas == {"dc-a": 3, "dc-b": 1}
+    clock.tick(1)  # dc-a fails: traffic goes to dc-b
+    plan = engine.evaluate(s, obs(0, 0, serving=("dc-b",)), state, clock.mono, clock.wall)
+    assert plan.replicas == {"dc-a": 3, "dc-b": 3}  # dc-b at once at dc-a's capacity
+    assert [(a.kind, a.location, a.data) for a in plan.actions] == [
+        ("scale_out", "dc-b", {"from": 1, "to": 3})]
+    assert "capacity follows traffic: dc-a served with 3 replicas" in plan.actions[0].reason
+    clock.tick(31)  # the old primary scales back after its cooldown
+    plan = engine.evaluate(s, obs(0, 0, serving=("dc-b",)), state, clock.mono, clock.wall)
+    assert plan.replicas["dc-a"] == 1
+
+
 def test_autoscale_on_cpu_and_p95() -> None:
     s = spec(autoscale={"metric": "cpu_percent", "scale_out_above": 80, "scale_in_below": 20,
                         "sustain": 0, "cooldown_out": 0})

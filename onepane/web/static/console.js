@@ -76,8 +76,10 @@ async function overview() {
       { title: "primary", cell: d => d.primary || "" },
       { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
           h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
-      { title: "availability", cell: d => d.status.sla ? h("span", { class: d.status.sla.violated ? "bad" : "ok" },
-          `${d.status.sla.availability}% of ${d.status.sla.target}%`) : "" },
+      { title: "availability", cell: d => !d.status.sla ? "" : d.status.sla.measuring
+          ? h("span", { title: "warm-up: availability counts once the deployment first serves" }, "measuring")
+          : h("span", { class: d.status.sla.violated ? "bad" : "ok" },
+            `${d.status.sla.availability}% of ${d.status.sla.target}%`) },
     ], deps));
   ready();
 }
@@ -182,10 +184,33 @@ async function deployments(name) {
   let current = null;
   async function render() {
     const subject = encodeURIComponent(name);
-    const [d, moves, decisions] = await Promise.all([api(`/v1/deployments/${name}`),
+    const [d, moves, decisions, phases, locations] = await Promise.all([api(`/v1/deployments/${name}`),
       api(`/v1/events?subject=${subject}&kind=traffic.&limit=1000`),
-      api(`/v1/events?subject=${subject}&kind=policy.&limit=1000`)]);
-    const evs = { items: [...moves.items, ...decisions.items].sort((a, b) => a.id - b.id) };
+      api(`/v1/events?subject=${subject}&kind=policy.&limit=1000`),
+      api(`/v1/events?subject=${subject}&kind=move.&limit=1000`), api("/v1/locations")]);
+    const evs = { items: [...moves.items, ...decisions.items, ...phases.items].sort((a, b) => a.id - b.id) };
+    // Live moves: offered when the primary can move a running VM, to locations of its kind.
+    const byName = Object.fromEntries(locations.map(l => [l.name, l]));
+    const here = byName[d.primary];
+    const targets = here && here.capabilities.live_migration ? locations.filter(l =>
+      l.name !== d.primary && l.provider === here.provider && l.capabilities.live_migration) : [];
+    const liveTo = h("select", { id: "live-to" }, targets.map(l => h("option", { value: l.name }, l.name)));
+    const liveMove = async () => {
+      const to = liveTo.value;
+      if (!confirm(`Move ${name}'s running VM from ${d.primary} to ${to}? Its memory, disk, address and open connections move with it.`)) return;
+      try {
+        const started = await api(`/v1/deployments/${name}/move`, { method: "POST", body: { to, live: true } });
+        for (const job of started.jobs) {
+          for (;;) {
+            const j = await api(`/v1/jobs/${job.id}`);
+            if (j.status === "failed") throw new Error(j.error.detail);
+            if (j.status === "succeeded") break;
+            await new Promise(r => setTimeout(r, 250));
+          }
+        }
+      } catch (err) { alert(err.message); }
+      render();
+    };
     current = d;
     const locs = d.status.locations || {};
     const act = (path, body, question) => async () => {
@@ -207,13 +232,17 @@ async function deployments(name) {
         { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up,
             onclick: act("move", { to: l }, `Move ${name} to ${l}?`) }, `Move to ${l}`) },
       ], Object.entries(locs)),
+      d.status.sla && d.status.sla.measuring ? h("p", { id: "sla" },
+        `SLA: measuring (warm-up, target ${d.status.sla.target}%)`) :
       d.status.sla ? h("p", { id: "sla", class: d.status.sla.violated ? "bad" : "ok" },
         `SLA: availability ${d.status.sla.availability}% (target ${d.status.sla.target}%) · `,
         d.status.sla.error_budget.remaining_pct < 0 ? "error budget exhausted " :
           `error budget left ${d.status.sla.error_budget.remaining_pct}% `,
         `(${d.status.sla.error_budget.used_down_s} s down of ${d.status.sla.error_budget.allowed_down_s} s allowed)`) : "",
       h("p", {}, h("button", { id: "failover", onclick: act("failover", undefined,
-        `Fail ${name} over to the next healthy location?`) }, "Fail over now"))));
+        `Fail ${name} over to the next healthy location?`) }, "Fail over now"),
+        targets.length ? h("span", {}, " · live move the running VM to ", liveTo, " ",
+          h("button", { id: "live-move", onclick: liveMove }, "Move live")) : "")));
     timeline.replaceChildren(h("div", { class: "card" }, h("h3", {}, "Failovers, moves and policy decisions"),
       h("ul", { class: "timeline", id: "timeline" }, evs.items.slice().reverse().map(e =>
         h("li", { "data-kind": e.kind }, `${e.ts.replace("T", " ").slice(0, 19)} · ${e.message}`)))));
