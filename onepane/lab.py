@@ -47,7 +47,8 @@ def netns_lab(state_dir: Path, locations: dict[str, int], **settings: object) ->
 
 def fail(core: Core, location: str, failure: str) -> float:
     """Make a location fail the way drills do: `kill` its instances' processes (connections
-    are refused) or cut it off `silent`ly (packets vanish). Returns when it happened."""
+    are refused), cut it off `silent`ly (packets vanish) or take its link `down`. Returns when
+    it happened."""
     provider = core.registry.get(location)
     assert isinstance(provider, NetnsProvider)
     at = time.monotonic()
@@ -55,12 +56,12 @@ def fail(core: Core, location: str, failure: str) -> float:
         for inst in core.ops.list_instances(location=location).items:
             provider.kill_instance(inst.id)
     else:
-        provider.cut("silent")
+        provider.cut(failure)
     return at
 
 
 def recover(core: Core, location: str, failure: str) -> None:
     """Undo a silent cut; killed instances are replaced by the reconciler on its own."""
     provider = core.registry.get(location)
-    if failure == "silent" and isinstance(provider, NetnsProvider):
+    if failure in ("silent", "down") and isinstance(provider, NetnsProvider):
         provider.restore()

@@ -33,6 +33,8 @@ from .spec import DeploymentSpec
 
 log = logging.getLogger(__name__)
 TAG = "onepane:deployment"
+DEFAULT_ATTEMPT_TIMEOUT = {"builtin": 5.0, "haproxy": 1.5}
+DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.15}
 BROKEN = {InstanceState.error, InstanceState.missing}
 
 
@@ -60,6 +62,7 @@ class Reconciler:
         self.health = HealthMonitor()
         self.planes: dict[str, DataPlane] = {}
         self._replacing: set[str] = set()
+        self._adopting: dict[str, float] = {}  # deployment -> hold its adopted plane until
         self._restarting: dict[str, str] = {}  # instance -> its restart job
         self._replica_ever_up: dict[str, set[str]] = {}  # deployment -> replicas that passed a check
         self._ever_up: dict[str, set[str]] = defaultdict(set)
@@ -261,11 +264,27 @@ class Reconciler:
         config = DataPlaneConfig(listen=dep.listen, mode=spec.protocol,
                                  policy="ordered" if spec.traffic.mode == "active-passive"
                                  else "weighted", pools=pools,
-                                 attempt_timeout=spec.attempt_timeout)
+                                 attempt_timeout=spec.attempt_timeout or DEFAULT_ATTEMPT_TIMEOUT[
+                                     spec.data_plane], hedge_factor=spec.hedge,
+                                 connect_timeout=spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT[
+                                     spec.data_plane])
         plane = self.planes.get(dep.name)
         if plane is None:
             plane = self.planes[dep.name] = make_data_plane(spec.data_plane, dep.name,
                                                             self.workdir)
+            if plane.pid() is not None:
+                # Serving since before this onepane started (a restart, a crash): adopt it and
+                # let it keep its last configuration until the health checks have spoken.
+                # Pools built from the empty snapshot of a fresh start would refuse every
+                # request for as long as the checks take to rise.
+                h = spec.health
+                self._adopting[dep.name] = time.monotonic() + h.interval * (h.rise + 1) + h.timeout
+        until = self._adopting.get(dep.name)
+        if until is not None:
+            targets = self.health.snapshot(dep.name)
+            if time.monotonic() < until and not (targets and all(t.up for t in targets)):
+                return
+            del self._adopting[dep.name]
         if plane.applied != config:
             plane.apply(config)
 

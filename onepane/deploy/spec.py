@@ -140,7 +140,22 @@ class DeploymentSpec(Strict):
     data_plane: Literal["builtin", "haproxy"] = "builtin"
     protocol: Literal["http", "tcp"] = "http"
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
-    attempt_timeout: float = Field(default=5.0, gt=0, le=300)
+    attempt_timeout: float | None = Field(
+        default=None, gt=0, le=300,
+        description="seconds one attempt at a backend may take before the request is retried "
+                    "elsewhere. Default: 5 s on the built-in plane (which hedges slow requests "
+                    "sooner), 1.5 s on HAProxy (which cannot hedge, so this bounds a silent "
+                    "failover there; raise it for backends slower than that)")
+    connect_timeout: float | None = Field(
+        default=None, gt=0, le=60,
+        description="seconds a connection to a backend may take before it counts as failed "
+                    "and the request goes elsewhere. Default: 0.25 s built-in, 0.15 s HAProxy "
+                    "(HAProxy waits this long again before a retry). Raise it for locations "
+                    "across a WAN whose connects take longer")
+    hedge: float = Field(default=3.0, ge=0, le=100,
+                         description="built-in data plane: an idempotent request slower than k x "
+                                     "its backend's recent p99 (at least 100 ms) gets a second "
+                                     "copy at another backend, first answer wins; 0: never")
     sla: Sla = Field(default_factory=Sla)
     policies: Policies = Field(default_factory=Policies)
 

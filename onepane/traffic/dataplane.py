@@ -41,6 +41,7 @@ class DataPlaneConfig:
     pools: tuple[PoolConfig, ...]
     attempt_timeout: float = 5.0
     connect_timeout: float = 0.25
+    hedge_factor: float = 3.0  # built-in plane: hedge after k x a backend's recent p99 (0: off)
 
 
 class DataPlane(ABC):
@@ -123,6 +124,7 @@ class BuiltinDataPlane(DataPlane):
         body = {"listen": config.listen, "mode": config.mode, "policy": config.policy,
                 "attempt_timeout": config.attempt_timeout,
                 "connect_timeout": config.connect_timeout,
+                "hedge_factor": config.hedge_factor,
                 "pools": [{"name": p.name, "weight": p.weight,
                            "backends": [list(b) for b in p.backends]} for p in config.pools]}
         tmp = self.config_path.with_suffix(".tmp")

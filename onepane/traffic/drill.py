@@ -28,6 +28,8 @@ class Switch:
     first_new_s: float | None  # from the cut to the first answer from another location
     p99_ms: float  # latency of the requests started in the window after the cut
     requests: int
+    worst_ms: float = 0.0  # the slowest request that was in flight at the cut or started after
+    p50_elevated_s: float = 0.0  # how long p50 (per 250 ms) stayed above 2x its value before
 
 
 @dataclass
@@ -86,4 +88,21 @@ class Load:
         return Switch(failed=len(failed),
                       last_failure_s=max(s.end for s in failed) - cut_at if failed else None,
                       first_new_s=min(s.end for s in new) - cut_at if new else None,
-                      p99_ms=p99, requests=len(after))
+                      p99_ms=p99, requests=len(after),
+                      worst_ms=max(((s.end - s.start) * 1000 for s in after), default=0.0),
+                      p50_elevated_s=self._p50_elevated(cut_at))
+
+    def _p50_elevated(self, cut_at: float, bucket: float = 0.25) -> float:
+        """From the cut to the end of the last 250 ms bucket (by request start) whose median
+        latency was above twice the median of the 2 s before the cut."""
+        samples = self.snapshot()
+        before = sorted(s.end - s.start for s in samples if cut_at - 2 <= s.start < cut_at)
+        if not before:
+            return 0.0
+        limit = 2 * before[len(before) // 2]
+        buckets: dict[int, list[float]] = {}
+        for s in samples:
+            if s.start >= cut_at:
+                buckets.setdefault(int((s.start - cut_at) / bucket), []).append(s.end - s.start)
+        slow = [k for k, v in buckets.items() if sorted(v)[len(v) // 2] > limit]
+        return (max(slow) + 1) * bucket if slow else 0.0

@@ -82,19 +82,24 @@ def render(shape: Shape, sock: Path) -> str:
         f"    timeout connect {int(shape.connect_timeout * 1000)}ms",
         "    timeout client 30s",
         f"    timeout server {int(shape.attempt_timeout * 1000)}ms",
+        "    timeout queue 1s",  # never hold a new request long behind a server that is full
         "    retries 6",
-        "    option redispatch 1",
+        "    option redispatch 1",  # every retry goes to another server
     ]
     if http:
-        lines.append("    retry-on conn-failure empty-response response-timeout 502 503 504")
+        lines.append("    retry-on all-retryable-errors")
     lines += [
         "frontend fe",
         f"    bind {shape.listen}",
         "    default_backend be",
         "backend be",
         "    balance roundrobin",
-        "    default-server check inter 250ms fall 2 rise 2 observe layer4 error-limit 1 "
-        "on-error mark-down",
+        # Passive observation marks a server down at its first failed connection (layer4, not
+        # layer7: one 500 from an application must not move a location's traffic); a request
+        # that timed out is retried on another server (retry-on). Active checks every 250 ms,
+        # 100 ms while a server changes state, bring it back after two good ones.
+        "    default-server check inter 250ms fastinter 100ms downinter 500ms fall 2 rise 2 "
+        "observe layer4 error-limit 1 on-error mark-down",
     ]
     for loc in shape.locations:
         for backup in (False, True):
@@ -140,11 +145,39 @@ class HaproxyDataPlane(DataPlane):
             raise PermanentProviderError("haproxy is not installed (apt-get install haproxy)")
         shape = shape_of(config, self.shape)
         pid = self.pid()
+        if pid is not None and self.shape is None:
+            self._adopt(shape)
         if pid is None or shape != self.shape:
             self._start(shape, pid)
             self.shape, self.slots = shape, {}
         self._converge(desired_slots(config, shape))
         self.applied = config
+
+    def _adopt(self, shape: Shape) -> None:
+        """A HAProxy serving since before this onepane started: if it runs this very shape,
+        take its slots as they are (no reload, nothing parked), so the first converge changes
+        only what differs."""
+        with contextlib.suppress(OSError):
+            if self.config_path.read_text() != render(shape, self.sock):
+                return
+        self.shape, self.slots = shape, self._read_slots()
+
+    def _read_slots(self) -> dict[str, SlotState]:
+        lines = self.command("show servers state be").splitlines()
+        header = next((ln[2:].split() for ln in lines if ln.startswith("# ")), [])
+        need = ("srv_name", "srv_addr", "srv_admin_state", "srv_uweight", "srv_port")
+        if not all(k in header for k in need):
+            return {}
+        i = {k: header.index(k) for k in need}
+        out = {}
+        for ln in lines:
+            parts = ln.split()
+            if ln.startswith("#") or len(parts) <= max(i.values()) or not parts[0].isdigit():
+                continue
+            armed = parts[i["srv_admin_state"]] == "0"
+            addr = (parts[i["srv_addr"]], int(parts[i["srv_port"]])) if armed else None
+            out[parts[i["srv_name"]]] = SlotState(addr, int(parts[i["srv_uweight"]]))
+        return out
 
     # ---- runtime API ---------------------------------------------------------------------
 

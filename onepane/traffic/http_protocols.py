@@ -175,7 +175,8 @@ class Client(asyncio.Protocol):
 class Exchange:
     """One client request and its attempts at backends."""
 
-    __slots__ = ("client", "keep", "method", "raw", "started", "tried")
+    __slots__ = ("answered", "client", "hedge_timer", "inflight", "keep", "method", "raw",
+                 "started", "tried", "ups")
 
     def __init__(self, client: Client, method: bytes, req: Message, keep: bool) -> None:
         self.client, self.method, self.keep = client, method, keep
@@ -188,13 +189,36 @@ class Exchange:
         head += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n"]
         self.raw = b"".join(head) + body
         self.tried: set[Backend] = set()
+        self.answered = False
+        self.inflight = 0  # attempts under way (two while a hedge races the first)
+        self.ups: set[Upstream] = set()
+        self.hedge_timer: asyncio.TimerHandle | None = None
         self.attempt("no backend available")
 
+    def hedge(self) -> None:
+        """A second copy of an idempotent request elsewhere, racing the first: when it has been
+        slower than its backend's recent p99 x k, or at once when that backend is marked down
+        (a location that went silent answers nothing; waiting for the attempt timeout would
+        hold the request for seconds). The first answer wins."""
+        self.hedge_timer = None
+        proxy = self.client.proxy
+        if self.answered or self.method not in IDEMPOTENT \
+                or len(self.tried) >= proxy.settings.attempts \
+                or proxy.balancer.choose(self.tried) is None:
+            return
+        proxy.stats.hedged += 1
+        self.attempt("hedged")
+
     def attempt(self, last: str) -> None:
+        if self.answered:
+            return
         proxy = self.client.proxy
         choice = proxy.balancer.choose(self.tried) if len(self.tried) < proxy.settings.attempts \
             else None
+        if choice is None and self.inflight:
+            return  # another attempt is still under way: its answer decides
         if choice is None:
+            self._done()
             proxy.stats.failed += 1
             msg = f"onepane: no backend could serve the request ({last})\n".encode()
             self.client._reply(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
@@ -203,6 +227,7 @@ class Exchange:
             return
         backend = choice[1]
         self.tried.add(backend)
+        self.inflight += 1
         up = proxy.pool.take(backend)
         if up is not None:
             self.send(up, reused=True)
@@ -217,8 +242,11 @@ class Exchange:
                 loop.create_connection(lambda: Upstream(backend), *backend),
                 proxy.settings.connect_timeout)
         except (TimeoutError, OSError) as exc:
-            proxy.balancer.mark_down(backend)
+            self.inflight -= 1
+            proxy.backend_down(backend)
             proxy.pool.drop(backend)
+            if self.answered:
+                return
             proxy.stats.retried += 1
             spent = loop.time() - self.started
             if isinstance(exc, TimeoutError) and proxy.balancer.choose(self.tried) is None \
@@ -230,28 +258,61 @@ class Exchange:
                 self.tried.discard(backend)
             self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
             return
+        if self.answered:  # a hedge won meanwhile
+            self.inflight -= 1
+            if up.transport is not None:
+                up.transport.close()
+            return
         self.send(up, reused=False)
 
     def send(self, up: Upstream, reused: bool) -> None:
         head_only = self.method == b"HEAD"
+        proxy = self.client.proxy
+        sent = asyncio.get_running_loop().time()
 
         def done(up: Upstream, status: int, resp: Message | None, error: str | None,
                  got_any: bool) -> None:
+            self.ups.discard(up)
+            proxy.watching(up.backend, self, False)
+            self.inflight -= 1
+            if resp is not None:
+                proxy.latency.record(up.backend, asyncio.get_running_loop().time() - sent)
             self.finished(up, status, resp, error, got_any, reused)
-        up.send(self.raw, head_only, self.client.proxy.settings.attempt_timeout, done)
+        self.ups.add(up)
+        proxy.watching(up.backend, self, True)
+        up.send(self.raw, head_only, proxy.settings.attempt_timeout, done)
+        if self.method in IDEMPOTENT and self.hedge_timer is None:
+            delay = proxy.hedge_delay(up.backend)
+            if delay is not None:
+                self.hedge_timer = asyncio.get_running_loop().call_later(delay, self.hedge)
+
+    def _done(self) -> None:
+        """The request is answered (or given up): stop the hedge and the attempts that lost."""
+        self.answered = True
+        if self.hedge_timer is not None:
+            self.hedge_timer.cancel()
+            self.hedge_timer = None
+        for other in list(self.ups):
+            if other.transport is not None:
+                other.transport.abort()  # its late answer must not reach the pool
 
     def finished(self, up: Upstream, status: int, resp: Message | None, error: str | None,
                  got_any: bool, reused: bool) -> None:
         proxy = self.client.proxy
         b = up.backend
+        if self.answered:
+            if up.transport is not None:
+                up.transport.close()
+            return
         if resp is None:
             if reused and not got_any and error != "timeout":
                 self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
                 self.attempt(error or "")
                 return
-            proxy.balancer.mark_down(b)
+            proxy.backend_down(b)
             proxy.pool.drop(b)
             if self.method not in IDEMPOTENT:
+                self._done()
                 self.client._reply(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
                                    self.keep)
                 return
@@ -268,6 +329,7 @@ class Exchange:
             proxy.stats.retried += 1
             self.attempt(f"{b[0]}:{b[1]} answered {status}")
             return
+        self._done()
         proxy.stats.record(asyncio.get_running_loop().time() - self.started, choice_pool(proxy, b))
         self.client._reply(render(status, resp), self.keep)
 

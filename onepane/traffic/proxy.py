@@ -18,8 +18,10 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .balancer import Backend, Balancer, Pool
 from .http_protocols import Client, UpstreamPool
@@ -35,6 +37,8 @@ class Settings:
     attempt_timeout: float = 5.0
     attempts: int = 4
     probe_interval: float = 0.25
+    hedge_factor: float = 3.0  # hedge after k x the backend's recent p99; 0: never
+    hedge_min: float = 0.1  # seconds: never sooner than this
 
 
 def load(path: Path) -> tuple[Settings, Balancer]:
@@ -43,10 +47,30 @@ def load(path: Path) -> tuple[Settings, Balancer]:
     s = Settings(listen=(host, int(port)), mode=cfg.get("mode", "http"),
                  connect_timeout=cfg.get("connect_timeout", 0.25),
                  attempt_timeout=cfg.get("attempt_timeout", 5.0), attempts=cfg.get("attempts", 4),
-                 probe_interval=cfg.get("probe_interval", 0.25))
+                 probe_interval=cfg.get("probe_interval", 0.25),
+                 hedge_factor=cfg.get("hedge_factor", 3.0), hedge_min=cfg.get("hedge_min", 0.1))
     pools = [Pool(name=p["name"], weight=int(p.get("weight", 1)),
                   backends=[(b[0], int(b[1])) for b in p["backends"]]) for p in cfg["pools"]]
     return s, Balancer(pools=pools, policy=cfg.get("policy", "ordered"))
+
+
+class Latency:
+    """Each backend's recent answer times, and their p99 (recomputed every 32 answers)."""
+
+    WINDOW, EVERY, ENOUGH = 256, 32, 20
+
+    def __init__(self) -> None:
+        self.recent: dict[Backend, deque[float]] = {}
+        self.p99: dict[Backend, float] = {}
+        self.count: dict[Backend, int] = {}
+
+    def record(self, b: Backend, seconds: float) -> None:
+        window = self.recent.setdefault(b, deque(maxlen=self.WINDOW))
+        window.append(seconds)
+        n = self.count[b] = self.count.get(b, 0) + 1
+        if n % self.EVERY == 0 or n == self.ENOUGH:
+            ordered = sorted(window)
+            self.p99[b] = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 class Stats:
@@ -54,7 +78,7 @@ class Stats:
     control plane (and the console's charts) can read them without talking to the proxy."""
 
     def __init__(self) -> None:
-        self.served = self.retried = self.failed = 0
+        self.served = self.retried = self.failed = self.hedged = 0
         self.by_pool: dict[str, int] = {}
         self.window: list[float] = []
 
@@ -70,6 +94,7 @@ class Stats:
         pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 3)) if lat \
             else (lambda q: None)
         return {"ts": time.time(), "served": self.served, "retried": self.retried,
+                "hedged": self.hedged,
                 "failed": self.failed, "by_location": dict(self.by_pool),
                 "p50_ms": pick(0.5), "p95_ms": pick(0.95), "p99_ms": pick(0.99)}
 
@@ -80,13 +105,49 @@ class Proxy:
         self.settings, self.balancer = load(config)
         self.pool = UpstreamPool()
         self.stats = Stats()
+        self.latency = Latency()
+        self.waiting: dict[Backend, set[Any]] = {}  # backend -> exchanges waiting on it
 
     def reload(self) -> None:
         settings, balancer = load(self.config)
         balancer.down = {b: t for b, t in self.balancer.down.items()
                          if any(b in p.backends for p in balancer.pools)}
+        serving = balancer.serving_pool()
         self.settings, self.balancer = settings, balancer
         log.info("configuration reloaded: %s", [p.name for p in balancer.pools])
+        # The control plane moved traffic away from these backends (its health checks saw
+        # them fail): requests still waiting on them are sent elsewhere now.
+        if balancer.policy == "ordered" and serving is not None:
+            for b in [b for b in self.waiting if b not in serving.backends]:
+                self._hedge_waiting(b)
+
+    # ---- hedging ---------------------------------------------------------------------------
+
+    def watching(self, b: Backend, exchange: Any, on: bool) -> None:
+        if on:
+            self.waiting.setdefault(b, set()).add(exchange)
+        elif (s := self.waiting.get(b)) is not None:
+            s.discard(exchange)
+            if not s:
+                del self.waiting[b]
+
+    def backend_down(self, b: Backend) -> None:
+        """Mark a backend down and re-send the idempotent requests waiting on it at once."""
+        self.balancer.mark_down(b)
+        self._hedge_waiting(b)
+
+    def _hedge_waiting(self, b: Backend) -> None:
+        for exchange in list(self.waiting.get(b, ())):
+            exchange.hedge()
+
+    def hedge_delay(self, b: Backend) -> float | None:
+        if self.settings.hedge_factor <= 0:
+            return None
+        p99 = self.latency.p99.get(b)
+        if p99 is None:  # too few answers to know what slow is for this backend
+            return min(self.settings.attempt_timeout, max(1.0, self.settings.hedge_min))
+        return min(self.settings.attempt_timeout,
+                   max(self.settings.hedge_min, self.settings.hedge_factor * p99))
 
     # ---- TCP -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ the data plane outliving the control plane."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import dns.message
 import dns.query
 import dns.rcode
 import httpx
+import pytest
 
+from onepane.traffic.drill import Load
 from tests.e2e.test_cli import cli
 from tests.helpers import free_port, port_open, wait_for
 
@@ -140,3 +143,46 @@ def test_a_stopped_replica_is_reported_down_and_a_new_deployment_warms_up(
                              if e["data"].get("instance") == inst["id"]], 20,
                     what="health.down for the stopped replica")
     assert "stopped" in down[0]["message"]
+
+
+@pytest.mark.parametrize(("plane", "sig", "during_failover"), [
+    ("builtin", signal.SIGKILL, False), ("haproxy", signal.SIGKILL, True),
+    ("builtin", signal.SIGTERM, True), ("haproxy", signal.SIGTERM, False)])
+def test_a_control_plane_stopped_and_restarted_costs_no_request(
+        start_server: Any, tmp_path: Path, plane: str, sig: int, during_failover: bool) -> None:
+    """onepane stopped (SIGTERM) or killed (kill -9) under steady load, also while dc-a's
+    replica dies: the data plane keeps serving (moving to dc-b on its own); the restarted
+    onepane adopts it and holds its configuration until its own health checks have spoken."""
+    from tests.conftest import Server
+    config = "sync_interval = 0.5\ndns_port = 0\n"
+    server = start_server(config)
+    port = free_port()
+    f = tmp_path / "shop.yaml"
+    f.write_text(spec(port, plane))
+    assert cli(server, "deployments", "apply", "-f", str(f)).returncode == 0
+    wait_for(lambda: all(v["up"] for v in deployment(server)["status"]["locations"].values()),
+             30, what="both replicas healthy")
+    load = Load(f"http://127.0.0.1:{port}/", clients=2).start()
+    restarted = None
+    try:
+        wait_for(lambda: len(load.snapshot()) > 50, 10, what="load flowing")
+        if during_failover:
+            for rec in (server.state_dir / "locations" / "dc-a" / "instances").glob("*/instance.json"):
+                os.killpg(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+        server.proc.send_signal(sig)
+        server.proc.wait(20)
+        n = len(load.snapshot())
+        wait_for(lambda: len(load.snapshot()) > n + 100, 10, what="served while onepane is dead")
+        restarted = Server(server.state_dir, config)
+        wait_for(lambda: all(v["up"] for v in deployment(restarted)["status"]["locations"]
+                             .values()), 30, what="the restarted onepane's checks")
+        n = len(load.snapshot())
+        wait_for(lambda: len(load.snapshot()) > n + 200, 10, what="served after the restart")
+    finally:
+        load.stop()
+        if restarted is not None:
+            restarted.proc.terminate()
+            restarted.proc.wait(15)
+    assert load.failures() == [], load.failures()[:3]
+    served = {s.where for s in load.snapshot()}
+    assert served == ({"dc-a", "dc-b"} if during_failover else {"dc-a"})  # no spurious failover

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -25,12 +28,17 @@ class Backend(ThreadingHTTPServer):
 
     def __init__(self, name: str, status: int = 200) -> None:
         self.name, self.status, self.posts = name, status, 0
+        self.silent = threading.Event()  # set: take requests and never answer (a silent cut)
+        self.released = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def reply(self) -> None:
+                if outer.silent.is_set():
+                    outer.released.wait(60)
+                    return
                 body = json.dumps({"location": outer.name}).encode()
                 self.send_response(outer.status)
                 self.send_header("Content-Length", str(len(body)))
@@ -60,11 +68,12 @@ class Backend(ThreadingHTTPServer):
 def proxy(tmp_path: Path) -> Iterator[Any]:
     procs = []
 
-    def start(pools: list[dict[str, Any]], mode: str = "http", policy: str = "ordered") -> str:
+    def start(pools: list[dict[str, Any]], mode: str = "http", policy: str = "ordered",
+              **settings: Any) -> str:
         port = free_port()
         cfg = tmp_path / f"p{port}.json"
         cfg.write_text(json.dumps({"listen": f"127.0.0.1:{port}", "mode": mode, "policy": policy,
-                                   "pools": pools, "attempt_timeout": 1.0}))
+                                   "pools": pools, "attempt_timeout": 1.0, **settings}))
         p = subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy", str(cfg)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append((p, cfg))
@@ -178,4 +187,82 @@ def test_haproxy_counts_locations_whose_names_end_in_a_digit(tmp_path: Path) -> 
         plane.stop()
         for p in (pa, pb):
             p.kill()
+            p.wait()
+
+
+def test_a_request_waiting_on_a_backend_gone_silent_is_answered_elsewhere(proxy: Any) -> None:
+    """Hedging: slower than k x the backend's recent p99, a GET gets a second copy at the next
+    location; the first answer wins. Without it this request would wait its 30 s attempt
+    timeout (the client below gives up after 10 s)."""
+    a, b = Backend("a"), Backend("b")
+    url = proxy([{"name": "a", "backends": [a.addr]}, {"name": "b", "backends": [b.addr]}],
+                attempt_timeout=30.0)
+    try:
+        with httpx.Client(timeout=10) as http:
+            assert {http.get(url).json()["location"] for _ in range(40)} == {"a"}
+            a.silent.set()
+            assert http.get(url).json() == {"location": "b"}
+            with pytest.raises(httpx.ReadTimeout):  # a POST is never hedged: it could be applied
+                http.post(url, content=b"x", timeout=1.5)  # twice; it waits for its answer
+            assert b.posts == 0
+    finally:
+        a.released.set()
+
+
+def test_requests_waiting_on_a_location_the_control_plane_leaves_are_resent(
+        proxy: Any, tmp_path: Path) -> None:
+    """No hedging here: the reload that moves traffic away (health checks saw the location
+    fail) re-sends what was waiting there at once."""
+    a, b = Backend("a"), Backend("b")
+    url = proxy([{"name": "a", "backends": [a.addr]}, {"name": "b", "backends": [b.addr]}],
+                attempt_timeout=30.0, hedge_factor=0)
+    port = int(url.rsplit(":", 1)[1])
+    cfg = tmp_path / f"p{port}.json"
+    pid = next(p.pid for p in psutil.process_iter(["cmdline"])
+               if str(cfg) in (p.info["cmdline"] or []))
+    answers: list[Any] = []
+    a.silent.set()
+    try:
+        t = threading.Thread(target=lambda: answers.append(httpx.get(url, timeout=10).json()))
+        t.start()
+        wait_for(lambda: a.silent.is_set() and t.is_alive(), 2, what="the request waiting at a")
+        settings = json.loads(cfg.read_text())
+        settings["pools"] = [{"name": "b", "backends": [b.addr]}, {"name": "a", "backends": [a.addr]}]
+        cfg.write_text(json.dumps(settings))
+        os.kill(pid, signal.SIGHUP)
+        t.join(15)
+        assert answers == [{"location": "b"}]
+    finally:
+        a.released.set()
+
+
+def test_haproxy_stops_sending_to_a_dead_server_after_its_first_failure(tmp_path: Path) -> None:
+    from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
+    from onepane.traffic.haproxy import HaproxyDataPlane
+    pa, a = httpecho("dc-a")
+    pb, b = httpecho("dc-b")
+    plane = HaproxyDataPlane("dead", tmp_path)
+    port = free_port()
+    try:
+        plane.apply(DataPlaneConfig(listen=f"127.0.0.1:{port}", mode="http", policy="ordered",
+                                    pools=(PoolConfig("dc-a", (tuple(a),)),  # type: ignore[arg-type]
+                                           PoolConfig("dc-b", (tuple(b),))),  # type: ignore[arg-type]
+                                    connect_timeout=0.15, attempt_timeout=1.5))
+        url = f"http://127.0.0.1:{port}/"
+        with httpx.Client() as http:
+            assert http.get(url).json()["location"] == "dc-a"
+            pa.kill()
+            pa.wait()
+            answers = [http.get(url).json()["location"] for _ in range(30)]
+        assert answers == ["dc-b"] * 30  # no request failed
+        rows = list(csv.DictReader(plane.command("show stat").lstrip("# ").splitlines()))
+        dead = next(r for r in rows if r["svname"].startswith("n_dc_a_") and r["status"] != "MAINT")
+        # one failed connection marked it down (observe layer4, error-limit 1): the 29 requests
+        # after it never went there
+        assert int(dead["econ"] or 0) + int(dead["wretr"] or 0) <= 2, dead
+    finally:
+        plane.stop()
+        for p in (pa, pb):
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
             p.wait()
