@@ -172,10 +172,21 @@ def locations_add(
     driver: Annotated[str | None, typer.Option(help="Libcloud driver, e.g. ec2, gce, openstack")] = None,
     region: Annotated[str, typer.Option()] = "local",
     key: Annotated[str | None, typer.Option(envvar="ONEPANE_CLOUD_KEY")] = None,
-    secret: Annotated[str | None, typer.Option(envvar="ONEPANE_CLOUD_SECRET")] = None,
+    secret: Annotated[str | None, typer.Option(
+        envvar="ONEPANE_CLOUD_SECRET", help="visible to other users in `ps`: prefer the "
+        "environment variable or --secret-file")] = None,
+    secret_file: Annotated[Path | None, typer.Option(
+        help="read the secret from this file, or from standard input with -")] = None,
     option: Annotated[list[str] | None, typer.Option(help="driver option key=value")] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
 ) -> None:
+    if secret_file is not None:
+        try:
+            secret = (sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
+                      ).strip()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {secret_file}: {exc.strerror}",
+                               field="secret-file") from exc
     creds = {k: v for k, v in {"key": key, "secret": secret}.items() if v is not None}
     opts: dict[str, Any] = {}
     for k, v in pairs(option, "option").items():

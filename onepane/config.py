@@ -6,12 +6,14 @@ two local data centers, `dc-a` and `dc-b`, so `./run` works on a bare machine.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidInput
 from .model import LocationCreate, ProviderKind
@@ -21,6 +23,8 @@ DEFAULT_PORT = 8640
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     state_dir: Path = Field(default_factory=lambda: Path(".onepane").resolve())
     database_url: str | None = None
     api_host: str = "127.0.0.1"
@@ -84,7 +88,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{path or 'settings'}: {where}: {first['msg']}", field=where) from exc
+        loc = list(first["loc"])
+        if len(loc) > 1 and loc[0] == "locations" and isinstance(loc[1], int):
+            with contextlib.suppress(IndexError, KeyError, TypeError):
+                loc[1] = raw["locations"][loc[1]]["name"]  # name it, not its position
+        where = ".".join(str(p) for p in loc)
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            known = (LocationCreate.model_fields if len(loc) > 2 and loc[0] == "locations"
+                     else Settings.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
+            msg = f"unknown setting{f'; did you mean {close[0]!r}?' if close else ''}"
+        raise InvalidInput(f"{path or 'settings'}: {where}: {msg}", field=where) from exc
     settings.state_dir = settings.state_dir.resolve()
     return settings

@@ -33,6 +33,7 @@ class Core:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.chmod(0o700)  # keys, tokens, the database: the owner's only
         self.store = Store(settings.db_url)
         self.events = EventLog(self.store)
         self.registry = Registry(settings.workers_per_location)

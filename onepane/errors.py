@@ -51,6 +51,12 @@ class InvalidInput(OnepaneError):
     exit_code = 2
 
 
+class IdempotencyMismatch(InvalidInput):
+    """An Idempotency-Key (or EC2 ClientToken) reused for a different request."""
+
+    title = "Idempotency key reused for another request"
+
+
 class Unsupported(InvalidInput):
     """The location's provider lacks the capability the request needs."""
 

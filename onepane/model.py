@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -9,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -147,6 +148,15 @@ class NetworkCreate(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     location: str
     cidr: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+
+    @field_validator("cidr")
+    @classmethod
+    def _a_network(cls, v: str) -> str:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not a network: {exc}") from None
+        return v
 
 
 class Network(BaseModel):

@@ -20,12 +20,11 @@ TOKEN_FILE = "admin.token"
 
 
 def ensure_admin_token(core: Core) -> str | None:
-    """Make the first admin token on first start, readable by the owner only; return it."""
+    """Make the first admin token on first start, readable by the owner only. Returns it only
+    when it was just made: it is printed once, never again on later starts (nor logged)."""
     path = core.settings.state_dir / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    if core.tokens.count():
-        return None  # tokens exist and the file was removed on purpose
+    if path.exists() or core.tokens.count():
+        return None  # made before (or the file was removed on purpose)
     _, token = core.tokens.create("admin", "admin")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -67,9 +66,10 @@ def serve(settings: Settings) -> None:
     if settings.dev:
         print("  auth     off (--dev, loopback only)", flush=True)
     elif token:
-        print(f"  token    {token}", flush=True)
-        print(f"           (also in {settings.state_dir / TOKEN_FILE}; "
-              f"export ONEPANE_TOKEN=... for the CLI)", flush=True)
+        print(f"  token    {token}   (shown this once; also in {settings.state_dir / TOKEN_FILE},"
+              " mode 0600, which the CLI reads)", flush=True)
+    elif (settings.state_dir / TOKEN_FILE).exists():
+        print(f"  token    in {settings.state_dir / TOKEN_FILE} (the CLI reads it)", flush=True)
     print(f"  state    {settings.db_url.split('@')[-1]}", flush=True)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level="warning", loop="uvloop", http="httptools",

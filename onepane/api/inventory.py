@@ -35,7 +35,10 @@ from .deps import admin, core, operator, viewer
 from .uploads import save_body
 
 router = APIRouter(prefix="/v1")
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+IdemKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+    description="makes a retried request safe: the same key returns the first request's job; "
+                "a key is bound to its request, and reusing it for another one is a 422")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 MAX_UPLOAD = 512 * 1024 * 1024
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from ..errors import OnepaneError
@@ -27,6 +30,26 @@ def install(app: FastAPI) -> None:
         body = {"type": "https://onepane.dev/problems/InvalidInput", "title": "Invalid input",
                 "status": 422, "detail": detail, "errors": errors}
         return JSONResponse(body, status_code=422, media_type=MEDIA)
+
+    @app.exception_handler(DataError)
+    async def bad_data(_: Request, exc: DataError) -> JSONResponse:
+        """The store refused a value (PostgreSQL: a NUL character in text, a number out of
+        range): the request's fault, and the transaction was rolled back whole."""
+        reason = "text must not contain NUL characters" if "NUL" in str(exc.orig) \
+            else "a value the store cannot hold"
+        body = {"type": "https://onepane.dev/problems/InvalidInput", "title": "Invalid input",
+                "status": 422, "detail": reason}
+        return JSONResponse(body, status_code=422, media_type=MEDIA)
+
+    @app.middleware("http")
+    async def no_nul(request: Request, call_next: Any) -> Any:
+        """A NUL character in the path or the query is refused the same way on every store."""
+        raw = request.scope.get("query_string", b"") + request.scope.get("raw_path", b"")
+        if b"%00" in raw or b"\x00" in raw or "\x00" in request.url.path:
+            body = {"type": "https://onepane.dev/problems/InvalidInput", "title": "Invalid input",
+                    "status": 422, "detail": "the URL must not contain NUL characters"}
+            return JSONResponse(body, status_code=422, media_type=MEDIA)
+        return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..inventory.locations import Locations
 from ..policy.placement import violation
+from ..providers.base import Provider
 from ..store.tables import DeploymentRow
 from ..traffic.manager import next_healthy
 from .spec import DeploymentSpec
@@ -35,6 +37,10 @@ def view(row: DeploymentRow) -> Deployment:
     return Deployment(name=row.name, spec=row.spec, primary=row.primary, listen=row.listen,
                       status=row.status, generation=row.generation, created_at=row.created_at,
                       updated_at=row.updated_at)
+
+
+def _validate(provider: Provider, image: str, size: str) -> None:
+    provider.validate(image, size)
 
 
 def free_port(host: str) -> int:
@@ -66,7 +72,7 @@ class Deployments:
         require = spec.policies.placement.require
         for loc in spec.replicas:
             try:
-                provider = self.locations.provider(loc)
+                self.locations.provider(loc)
             except NotFound as exc:
                 raise InvalidInput(f"replicas.{loc}: no such location", field=f"replicas.{loc}") from exc
             if (why := violation(require, self.locations.get(loc).labels)) is not None:
@@ -76,7 +82,8 @@ class Deployments:
                 image = spec.image
                 if self.boot_image is not None and image.startswith("img-"):
                     image = self.boot_image(image, loc, None, {}).provider_image_id
-                provider.validate(image, spec.size)
+                self.locations.registry.run(loc, partial(_validate, image=image, size=spec.size),
+                                            timeout=10)
             except InvalidInput as exc:
                 raise InvalidInput(f"replicas.{loc}: {exc.detail}", field=f"replicas.{loc}") from exc
         with self.events.tx() as s:

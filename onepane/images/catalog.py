@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from ..errors import InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
-from ..inventory.jobs import JobRunner
+from ..inventory.jobs import JobRunner, chain_key
 from ..inventory.views import job_view
 from ..model import Job, JobStatus, new_id, slug
 from ..providers.base import Feature, Provider
@@ -362,7 +362,7 @@ class Catalog:
                 self.events.emit("job.queued", f"replicate image {image_id} to {loc}",
                                  location=loc, subject=image_id, session=s,
                                  data={"job": job_id, "kind": "image.replicate"})
-            self.runner.submit(job_id, loc)
+            self.runner.submit(job_id, loc, chain_key("image.replicate", image_id, loc))
             jobs.append(job_id)
         with self.events.store.tx() as s:
             return [job_view(r) for r in (s.get(JobRow, j) for j in jobs) if r is not None]

@@ -8,6 +8,8 @@ find what an earlier attempt made; destroys of what is gone succeed).
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,15 @@ Handler = Callable[[Provider, JobRow], dict[str, Any] | None]
 Failure = Callable[[JobRow, OnepaneError], None]
 
 
+def chain_key(kind: str, target: str | None, location: str | None) -> str | None:
+    """Jobs with one key run one at a time, in the order they were submitted: a reboot then a
+    stop of one instance must end stopped, and two replications of one image to one location
+    must not upload it twice."""
+    if target is None:
+        return None
+    return f"{target}@{location}" if kind == "image.replicate" else target
+
+
 class JobRunner:
     def __init__(self, events: EventLog, registry: Registry, *, attempts: int = 5,
                  backoff: float = 0.2) -> None:
@@ -36,6 +47,8 @@ class JobRunner:
         self.backoff = backoff
         self._handlers: dict[str, tuple[Handler, Failure | None]] = {}
         self._repeatable: dict[str, Callable[[Provider], bool]] = {}
+        self._chains: dict[str, deque[tuple[str, str]]] = {}  # key -> jobs waiting their turn
+        self._chain_lock = threading.Lock()
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -46,16 +59,48 @@ class JobRunner:
         if repeatable is not None:
             self._repeatable[kind] = repeatable
 
-    def submit(self, job_id: str, location: str) -> None:
-        self.registry.submit(location, self._run, job_id)
+    def submit(self, job_id: str, location: str, chain: str | None = None) -> None:
+        if chain is None:
+            self.registry.submit(location, self._run, job_id)
+            return
+        with self._chain_lock:
+            if chain in self._chains:  # another job of this resource is under way: queue
+                self._chains[chain].append((job_id, location))
+                return
+            self._chains[chain] = deque()
+        self._submit_link(job_id, location, chain)
+
+    def _submit_link(self, job_id: str, location: str, chain: str) -> None:
+        try:
+            self.registry.submit(location, self._run_link, job_id, chain)
+        except NotFound:
+            self._finish(job_id, JobStatus.failed, error={"detail": "location is gone"})
+            self._next_link(chain)
+
+    def _run_link(self, job_id: str, chain: str) -> None:
+        try:
+            self._run(job_id)
+        finally:
+            self._next_link(chain)
+
+    def _next_link(self, chain: str) -> None:
+        with self._chain_lock:
+            waiting = self._chains.get(chain)
+            if not waiting:
+                self._chains.pop(chain, None)
+                return
+            job_id, location = waiting.popleft()
+        self._submit_link(job_id, location, chain)
 
     def resume(self) -> int:
         with self.events.store.tx() as s:
             rows = list(s.scalars(select(JobRow).where(
-                JobRow.status.in_([JobStatus.queued, JobStatus.running]))))
+                JobRow.status.in_([JobStatus.queued, JobStatus.running])).order_by(
+                JobRow.created_at, JobRow.id)))
         for row in rows:
             try:
-                self.submit(row.id, row.location or "")
+                self.submit(row.id, row.location or "", chain_key(row.kind, row.target,
+                                                                   row.location))
             except NotFound:
                 self._finish(row.id, JobStatus.failed, error={"detail": "location is gone"})
         return len(rows)

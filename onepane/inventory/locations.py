@@ -110,7 +110,8 @@ class Locations:
             for table in (InstanceRow, VolumeRow, NetworkRow):
                 for child in s.scalars(select(table).where(table.location == name)):
                     s.delete(child)
-            s.delete(row)
+            s.flush()  # the rows that point at the location go first (no ORM relationship
+            s.delete(row)  # orders these deletes; SQLite and PostgreSQL enforce the keys)
             self.events.emit("location.removed", f"location {name} removed", location=name,
                              session=s)
         provider = self.registry.remove(name)

@@ -7,6 +7,8 @@ recorded as desired state plus a job, then carried out by the job runner.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, InvalidInput, NotFound, OnepaneError
+from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..model import (
     Image,
@@ -34,13 +36,14 @@ from ..model import (
 )
 from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
-from .jobs import JobRunner
+from .jobs import JobRunner, chain_key
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
 
 ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Feature.reboot}
 MAX_PAGE = 1000
 LIVE_MOVE = "instance.live_move"
+VALIDATE_TIMEOUT_S = 10.0
 
 
 def encode_cursor(last_id: str) -> str:
@@ -65,6 +68,13 @@ def every(fetch: Callable[..., Page[Any]], **kw: Any) -> Iterator[Any]:
         yield from page.items
         if not (cursor := page.next_cursor):
             return
+
+
+def fingerprint(kind: str, request: Any) -> str:
+    """What an idempotency key is bound to: the operation and its arguments, canonically."""
+    body = request.model_dump(mode="json") if hasattr(request, "model_dump") else request
+    return hashlib.sha256(json.dumps([kind, body], sort_keys=True, default=str).encode()
+                          ).hexdigest()[:32]
 
 
 def fitting_size(provider: Provider, cpus: int, memory_mb: int, option: str | None) -> str:
@@ -140,7 +150,7 @@ class Operations:
             return instance_view(row, loc.provider if loc else None)
 
     def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
-        if (existing := self._job_for_key(idempotency_key)) is not None:
+        if (existing := self._job_for_key(idempotency_key, "instance.create", req)) is not None:
             return existing
         image, user_data, size = req.image, None, req.size
         hardware: dict[str, Any] = {}
@@ -154,9 +164,10 @@ class Operations:
         elif req.deployment_option or req.properties:
             raise InvalidInput("deployment options and properties belong to catalog images "
                                "(img-...)", field="properties")
-        # In the caller's thread, not the location's pool: a pool busy with slow jobs must not
-        # hold up the answer to a new request.
-        provider.validate(image, size)
+        # In the location's pool with a deadline: a hung endpoint answers 503 for its own
+        # location's requests and holds no API thread for long.
+        self.locations.registry.run(req.location, lambda p: p.validate(image, size),
+                                    timeout=VALIDATE_TIMEOUT_S)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
                   "network": self._provider_network(req), "user_data": user_data, **hardware}
@@ -166,14 +177,15 @@ class Operations:
                               size=size, state=InstanceState.pending, tags=req.tags,
                               network=req.network))
         return self.submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
-                            f"create instance {req.name} ({inst_id}) at {req.location}")
+                           f"create instance {req.name} ({inst_id}) at {req.location}", req)
 
     def instance_action(self, instance_id: str, action: str,
                         idempotency_key: str | None = None) -> Job:
         if action not in ACTIONS:
             raise InvalidInput(f"unknown action {action!r}; use start, stop or reboot",
                                field="action")
-        if (existing := self._job_for_key(idempotency_key)) is not None:
+        if (existing := self._job_for_key(idempotency_key, f"instance.{action}",
+                                          instance_id)) is not None:
             return existing
         inst = self.get_instance(instance_id)
         provider = self.locations.provider(inst.location)
@@ -182,14 +194,15 @@ class Operations:
             raise Conflict(f"instance {instance_id} is {inst.state}; cannot {action} it",
                            field="state")
         return self.submit(f"instance.{action}", instance_id, inst.location, {}, idempotency_key,
-                            None, f"{action} instance {inst.name} ({instance_id})")
+                           None, f"{action} instance {inst.name} ({instance_id})", instance_id)
 
     def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
-        if (existing := self._job_for_key(idempotency_key)) is not None:
+        if (existing := self._job_for_key(idempotency_key, "instance.destroy",
+                                          instance_id)) is not None:
             return existing
         inst = self.get_instance(instance_id)
         return self.submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
-                            None, f"destroy instance {inst.name} ({instance_id})")
+                           None, f"destroy instance {inst.name} ({instance_id})", instance_id)
 
     def retag(self, resource_id: str, add: dict[str, str], remove: dict[str, str | None]) -> None:
         """Set and remove onepane tags on an instance or volume (not pushed to the provider).
@@ -245,7 +258,7 @@ class Operations:
             return volume_view(self._volume(s, volume_id))
 
     def create_volume(self, req: VolumeCreate, idempotency_key: str | None = None) -> Job:
-        if (existing := self._job_for_key(idempotency_key)) is not None:
+        if (existing := self._job_for_key(idempotency_key, "volume.create", req)) is not None:
             return existing
         self._require(req.location, Feature.volumes)
         vol_id = new_id("vol")
@@ -254,8 +267,8 @@ class Operations:
             s.add(VolumeRow(id=vol_id, name=req.name, location=req.location, size_gb=req.size_gb,
                             state="creating", tags=req.tags))
         return self.submit("volume.create", vol_id, req.location,
-                            {"name": req.name, "size_gb": req.size_gb}, idempotency_key, rows,
-                            f"create volume {req.name} ({vol_id}, {req.size_gb} GB)")
+                           {"name": req.name, "size_gb": req.size_gb}, idempotency_key, rows,
+                           f"create volume {req.name} ({vol_id}, {req.size_gb} GB)", req)
 
     def attach_volume(self, volume_id: str, req: VolumeAttach) -> Job:
         vol = self.get_volume(volume_id)
@@ -307,7 +320,7 @@ class Operations:
             return network_view(row)
 
     def create_network(self, req: NetworkCreate, idempotency_key: str | None = None) -> Job:
-        if (existing := self._job_for_key(idempotency_key)) is not None:
+        if (existing := self._job_for_key(idempotency_key, "network.create", req)) is not None:
             return existing
         self._require(req.location, Feature.networks)
         net_id = new_id("net")
@@ -316,8 +329,8 @@ class Operations:
             s.add(NetworkRow(id=net_id, name=req.name, location=req.location, cidr=req.cidr,
                              state="creating"))
         return self.submit("network.create", net_id, req.location,
-                            {"name": req.name, "cidr": req.cidr}, idempotency_key, rows,
-                            f"create network {req.name} ({req.cidr}) at {req.location}")
+                           {"name": req.name, "cidr": req.cidr}, idempotency_key, rows,
+                           f"create network {req.name} ({req.cidr}) at {req.location}", req)
 
     # ---- jobs ----------------------------------------------------------------------------
 
@@ -448,8 +461,11 @@ class Operations:
     # ---- internals -----------------------------------------------------------------------
 
     def submit(self, kind: str, target: str, location: str, params: dict[str, Any],
-                idempotency_key: str | None, rows: Any, message: str) -> Job:
+               idempotency_key: str | None, rows: Any, message: str,
+               bound_to: Any = None) -> Job:
         job_id = new_id("job")
+        if idempotency_key:
+            params = {**params, "_request": fingerprint(kind, bound_to)}
         try:
             with self.events.tx() as s:
                 if rows:
@@ -463,7 +479,7 @@ class Operations:
             if (existing := self._job_for_key(idempotency_key)) is not None:
                 return existing
             raise
-        self.runner.submit(job_id, location)
+        self.runner.submit(job_id, location, chain_key(kind, target, location))
         return self.get_job(job_id)
 
     def moving(self) -> set[str]:
@@ -485,12 +501,28 @@ class Operations:
                 raise Conflict(f"network {req.network} is still being created", field="network")
             return net.provider_id
 
-    def _job_for_key(self, key: str | None) -> Job | None:
-        if not key:
+    def _job_for_key(self, key: str | None, kind: str | None = None,
+                     request: Any = None) -> Job | None:
+        """The job an earlier request with this key made, if that request was this one. A key
+        is bound to what it was first used for (the operation and its arguments, like the
+        IETF Idempotency-Key draft's method + path + body): reusing it for anything else is
+        refused, never answered with the other request's job."""
+        if key is None:
             return None
+        if not key or len(key) > 128 or any(not 0x21 <= ord(c) <= 0x7E for c in key):
+            raise InvalidInput("Idempotency-Key must be 1 to 128 visible ASCII characters",
+                               field="Idempotency-Key")
         with self.store.tx() as s:
             row = s.scalar(select(JobRow).where(JobRow.idempotency_key == key))
-            return job_view(row) if row else None
+            if row is None:
+                return None
+            bound = (row.params or {}).get("_request")
+            if kind is not None and bound is not None and bound != fingerprint(kind, request):
+                raise IdempotencyMismatch(
+                    f"Idempotency-Key {key!r} was used for another request ({row.kind} "
+                    f"{row.target or ''}); use a new key for a new request",
+                    field="Idempotency-Key")
+            return job_view(row)
 
     def _page(self, q: Select[Any], limit: int, view: Any, columns: bool = False) -> Page[Any]:
         with self.store.tx() as s:

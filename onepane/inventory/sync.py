@@ -90,6 +90,9 @@ class InventorySync:
                 if row is None:
                     if obs.onepane_id and s.get(InstanceRow, obs.onepane_id) is not None:
                         continue  # known at another location: a live move under way
+                    if obs.onepane_id and s.scalar(select(JobRow.id).where(
+                            JobRow.target == obs.onepane_id, JobRow.kind == "instance.destroy")):
+                        continue  # destroyed by onepane while this listing was taken: no ghost
                     if obs.name not in creating:  # else: a create whose job has not reported yet
                         self._appeared(s, name, obs)
                     continue

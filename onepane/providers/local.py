@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from .. import atomic
 from ..apps import BUILTIN_APPS
 from ..errors import (
     Conflict,
@@ -54,6 +56,7 @@ SIZES: dict[str, tuple[float, int]] = {
     "large": (2.0, 2048),
 }
 STOP_GRACE_S = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,6 +110,48 @@ class LocalProvider(Provider):
         for app in BUILTIN_APPS:
             if not (self.images_dir / app.name).exists():
                 install_app_image(app, self.images_dir)
+        self._recover()
+
+    def _recover(self) -> None:
+        """After a crash: a create that recorded its instance but not yet its process adopts the
+        process if it started (else starts it); a process of this location that no record
+        names is stopped. Records and processes agree again before the first request."""
+        with self._lock:
+            known = set()
+            for rec in self._records():
+                known.add(rec.id)
+                if rec.pid is None and rec.desired == "running":
+                    with contextlib.suppress(OnepaneError):
+                        self._adopt_or_spawn(rec)
+            for pid, inst_id in self._our_processes().items():
+                if inst_id not in known:
+                    log.warning("%s: stopping process %d of unknown instance %s",
+                                self.location, pid, inst_id)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+
+    def _our_processes(self) -> dict[int, str]:
+        """Session leaders started by this location: pid -> the instance id in their env."""
+        out = {}
+        for p in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(p.pid) != p.pid or p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                env = p.environ()
+                if env.get("ONEPANE_LOCATION") == self.location and "ONEPANE_INSTANCE_ID" in env \
+                        and env.get("ONEPANE_DATA_DIR", "").startswith(str(self.instances_dir)):
+                    out[p.pid] = env["ONEPANE_INSTANCE_ID"]
+        return out
+
+    def _adopt_or_spawn(self, rec: ProcessRecord) -> None:
+        orphan = next((pid for pid, i in self._our_processes().items() if i == rec.id), None)
+        if orphan is None:
+            self._spawn(rec, self._manifest(rec.image))
+            return
+        rec.pid = orphan
+        with contextlib.suppress(psutil.Error):
+            rec.started = psutil.Process(orphan).create_time()
+        self._save(rec)
 
     def teardown(self) -> None:
         """Stop every instance's process (the files stay with the state directory)."""
@@ -126,8 +171,11 @@ class LocalProvider(Provider):
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
         with self._lock:
             existing = self._record_path(spec.onepane_id)
-            if existing.exists():  # a retry of a create that already happened
-                return self._observe(self._load(spec.onepane_id))
+            if existing.exists():  # a retry of a create that already happened (or began)
+                rec = self._load(spec.onepane_id)
+                if rec.pid is None and rec.desired == "running":
+                    self._adopt_or_spawn(rec)
+                return self._observe(rec)
             manifest = self._manifest(spec.image)
             if spec.size not in SIZES:
                 raise InvalidInput(f"unknown size {spec.size!r}; this location offers "
@@ -135,9 +183,10 @@ class LocalProvider(Provider):
             port = manifest.port if isinstance(manifest.port, int) else self._free_port()
             rec = ProcessRecord(id=spec.onepane_id, name=spec.name, image=spec.image, size=spec.size,
                                 host=self.bind_host, port=port, tags=dict(spec.tags))
-            existing.parent.mkdir(parents=True)
+            existing.parent.mkdir(parents=True, exist_ok=True)
             if spec.user_data:
                 (existing.parent / "user-data").write_text(spec.user_data)
+            self._save(rec)  # the record first: a crash from here on leaves no untracked process
             try:
                 self._spawn(rec, manifest)
             except Exception:
@@ -306,7 +355,7 @@ class LocalProvider(Provider):
                                    field="cidr")
             nid = new_id("lnet")
             nets[nid] = {"name": name, "cidr": str(net), "state": "available"}
-            (self.root / "networks.json").write_text(json.dumps(nets))
+            atomic.write_json(self.root / "networks.json", nets)
             return ObservedNetwork(provider_id=nid, **nets[nid])
 
     # ---- internals -----------------------------------------------------------------------
@@ -406,9 +455,7 @@ class LocalProvider(Provider):
 
     def _save(self, rec: ProcessRecord) -> None:
         path = self._record_path(rec.id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(rec)))
-        tmp.replace(path)
+        atomic.write_json(path, asdict(rec))
 
     def _records(self) -> list[ProcessRecord]:
         out = []
@@ -424,7 +471,7 @@ class LocalProvider(Provider):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
-        (self.root / "volumes.json").write_text(json.dumps(vols))
+        atomic.write_json(self.root / "volumes.json", vols)
 
     def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
         if volume_id not in vols:

@@ -7,16 +7,19 @@ workers, while the other locations' calls keep flowing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, TransientProviderError
 from ..model import ProviderKind
 from .base import Provider
 
 T = TypeVar("T")
+QUICK_WORKERS = 2
 
 
 def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver: str | None,
@@ -44,19 +47,27 @@ class Registry:
         self._providers: dict[str, Provider] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
+        self._quick: dict[str, ThreadPoolExecutor] = {}
+        self._running: dict[str, dict[int, float]] = {}  # location -> call -> when it started
 
     def add(self, provider: Provider, workers: int | None = None) -> None:
         with self._lock:
             self._providers[provider.location] = provider
             self._pools[provider.location] = ThreadPoolExecutor(
                 max_workers=workers or self.workers, thread_name_prefix=f"loc-{provider.location}")
+            # Interactive calls (validate a request, read a console) get their own two workers:
+            # they must not queue behind long jobs, nor a hung endpoint take more than these.
+            self._quick[provider.location] = ThreadPoolExecutor(
+                max_workers=QUICK_WORKERS, thread_name_prefix=f"ask-{provider.location}")
 
     def remove(self, name: str) -> Provider | None:
         with self._lock:
             pool = self._pools.pop(name, None)
+            quick = self._quick.pop(name, None)
             provider = self._providers.pop(name, None)
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
+        for p in (pool, quick):
+            if p:
+                p.shutdown(wait=False, cancel_futures=True)
         return provider
 
     def get(self, name: str) -> Provider:
@@ -73,14 +84,45 @@ class Registry:
         return self._pools[name].submit(fn, *args)
 
     def run(self, name: str, fn: Callable[[Provider], T], timeout: float | None = 120) -> T:
-        """Run fn(provider) in the location's pool and wait for it."""
+        """Run fn(provider) in the location's pool and wait for it, at most `timeout` seconds.
+
+        A location whose every worker has been stuck longer than that is not asked again: the
+        caller gets a 503 at once instead of one more thread parked on a hung endpoint (45
+        creates at a hung cloud once held the API's threads for everyone)."""
         provider = self.get(name)
-        return self._pools[name].submit(fn, provider).result(timeout)
+        with self._lock:
+            started = self._running.setdefault(name, {})
+            now = time.monotonic()
+            if timeout is not None and len(started) >= QUICK_WORKERS and \
+                    all(now - t > timeout for t in started.values()):
+                raise TransientProviderError(
+                    f"location {name} is not answering: {len(started)} calls have waited over "
+                    f"{timeout:.0f} s")
+        token = object()
+
+        def tracked(p: Provider) -> T:
+            with self._lock:
+                self._running.setdefault(name, {})[id(token)] = time.monotonic()
+            try:
+                return fn(p)
+            finally:
+                with self._lock:
+                    self._running.get(name, {}).pop(id(token), None)
+        future = self._quick[name].submit(tracked, provider)
+        try:
+            return future.result(timeout)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise TransientProviderError(f"location {name} did not answer within "
+                                         f"{timeout:.0f} s") from exc
+
 
     def close(self) -> None:
         with self._lock:
-            pools, providers = list(self._pools.values()), list(self._providers.values())
+            pools = list(self._pools.values()) + list(self._quick.values())
+            providers = list(self._providers.values())
             self._pools.clear()
+            self._quick.clear()
             self._providers.clear()
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +58,10 @@ class Store:
 
     def migrate(self) -> None:
         migrate(self.engine)
+        db = self.engine.url.database
+        if self.engine.url.get_backend_name() == "sqlite" and db and db != ":memory:":
+            with contextlib.suppress(OSError):
+                os.chmod(db, 0o600)  # the store holds sealed credentials and token hashes
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -128,6 +128,19 @@ def test_credentials_never_returned_or_logged(start_server: Any, moto: str) -> N
     assert "very-secret-value" not in server.log()
     db = Path(server.state_dir / "onepane.db").read_bytes()
     assert b"very-secret-value" not in db  # stored encrypted
+    assert (server.state_dir / "onepane.db").stat().st_mode & 0o077 == 0
+    assert server.state_dir.stat().st_mode & 0o077 == 0
+    # a secret from standard input (never in `ps`); a bad one is refused before it is stored
+    port = int(moto.rsplit(":", 1)[1])
+    env = {**os.environ, "ONEPANE_URL": server.url, "ONEPANE_TOKEN": server.token or ""}
+    r = subprocess.run([str(VENV_BIN / "onepane"), "locations", "add", "aws2", "--provider",
+                        "cloud", "--driver", "ec2-compat", "--region", "us-east-1", "--key", "k",
+                        "--secret-file", "-", "--option", "host=127.0.0.1", "--option",
+                        f"port={port}", "--option", "secure=false"],
+                       input="from-stdin-secret\n", capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "from-stdin-secret" not in server.log() + r.stdout + r.stderr
 
 
 def test_openapi_documents_every_route(start_server: Any) -> None:
@@ -158,3 +171,40 @@ def test_upload_an_app_image_and_run_it(start_server: Any, tmp_path: Path) -> No
     (app / "onepane-app.json").write_text('{"name": "Bad Name", "command": []}')
     r = cli(server, "images", "upload", "dc-b", str(app))
     assert r.returncode == 2 and "manifest" in r.stderr
+
+
+def test_idempotency_keys_are_bound_to_their_request(start_server: Any) -> None:
+    server = start_server("")
+    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    body = {"name": "web", "location": "dc-a", "image": "httpecho", "size": "nano"}
+    first = http.post("/v1/instances", json=body, headers={"Idempotency-Key": "k-1"})
+    again = http.post("/v1/instances", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]  # the retry gets the first request's job
+    other = http.post("/v1/instances", json={**body, "name": "db"},
+                      headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+    target = first.json()["target"]
+    gone = http.delete(f"/v1/instances/{target}", headers={"Idempotency-Key": "k-1"})
+    assert gone.status_code == 422  # not the create's job: nothing deleted by mistake either
+    assert http.get(f"/v1/instances/{target}").status_code == 200
+    for bad in ("", "a b", "x" * 129):
+        r = http.post("/v1/instances", json=body, headers={"Idempotency-Key": bad})
+        assert r.status_code == 422, (bad, r.text)
+    assert len(http.get("/v1/instances").json()["items"]) == 1
+
+
+def test_bad_input_is_a_4xx_that_leaves_nothing_behind(start_server: Any) -> None:
+    server = start_server("")
+    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    assert http.get("/v1/instances", params={"name": "a\x00b"}).status_code == 422
+    r = http.post("/v1/networks", json={"name": "n2", "location": "dc-a", "cidr": "10.9.0.0/33"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.cidr"
+    # a location that had a network can be removed (its rows go first)
+    assert http.post("/v1/locations", json={"name": "dc-c", "provider": "local"}).status_code == 201
+    job = http.post("/v1/networks", json={"name": "n1", "location": "dc-c",
+                                          "cidr": "10.9.0.0/24"}).json()
+    wait_for(lambda: http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded", 10,
+             what="network created")
+    assert http.delete("/v1/locations/dc-c", params={"force": "true"}).status_code == 204
+    assert http.get("/v1/networks").json()["items"] == []

@@ -130,3 +130,37 @@ def test_volumes_and_networks(dc: LocalProvider) -> None:
         dc.create_network("broken", "10.50.0.0/99")
     assert [n.name for n in dc.list_networks()] == ["backend"]
     dc.destroy_instance("inst-4")
+
+
+def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProvider,
+                                                                     tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    # 1. killed after the record was written, before the process started: started on recovery
+    first = dc.create_instance(InstanceSpec("inst-r1", "web", "httpecho", "nano"))
+    rec = dc._load("inst-r1")
+    psutil.Process(rec.pid).kill()
+    dc._save(replace(rec, pid=None, started=None))
+    # 2. killed after the process started, before its pid was recorded: adopted, not doubled
+    dc.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano"))
+    pid2 = dc._load("inst-r2").pid
+    dc._save(replace(dc._load("inst-r2"), pid=None, started=None))
+    # 3. a process no record names (its record lost): stopped
+    dc.create_instance(InstanceSpec("inst-r3", "web", "httpecho", "nano"))
+    pid3 = dc._load("inst-r3").pid
+    (dc.instances_dir / "inst-r3" / "instance.json").unlink()
+
+    again = LocalProvider("dc-t", tmp_path, {})  # onepane restarted
+    again.setup()
+    r1, r2 = again._load("inst-r1"), again._load("inst-r2")
+    assert r1.pid is not None and psutil.pid_exists(r1.pid)
+    assert r2.pid == pid2  # the same process, adopted
+    wait_for(lambda: not psutil.pid_exists(pid3) or psutil.Process(pid3).status() == "zombie",
+             5, what="the unknown process stopped")
+    assert sorted(again._our_processes().values()) == ["inst-r1", "inst-r2"]
+    assert {i.provider_id: i.state for i in again.list_instances()} == {
+        "inst-r1": InstanceState.running, "inst-r2": InstanceState.running}
+    # and a retried create of a recorded one returns it, no second process
+    assert again.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano")).provider_id \
+        == "inst-r2" and again._load("inst-r2").pid == pid2
+    assert first.provider_id == "inst-r1"

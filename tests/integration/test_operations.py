@@ -127,6 +127,36 @@ def test_a_hung_provider_does_not_stall_the_others(core: Core, tmp_path: Path) -
         hung.release.set()
 
 
+class Unanswering(Hanging):
+    """An endpoint that accepts and never answers, even the quick questions (validate)."""
+
+    def validate(self, image: str, size: str) -> None:
+        self.release.wait(30)
+
+
+def test_a_hung_endpoint_answers_503_for_its_own_requests_only(core: Core, tmp_path: Path,
+                                                               monkeypatch: Any) -> None:
+    import onepane.inventory.operations as operations
+    from onepane.errors import TransientProviderError as Transient
+    monkeypatch.setattr(operations, "VALIDATE_TIMEOUT_S", 0.5)
+    hung = Unanswering("dc-b", tmp_path)
+    swap(core, hung)
+    try:
+        errors = []
+        for i in range(6):  # the first two wait their deadline; the rest are refused at once
+            with pytest.raises(Transient) as exc:
+                create(core, f"stuck-{i}", "dc-b")
+            errors.append(exc.value.detail)
+        assert "did not answer within" in errors[0]
+        assert all("is not answering" in e for e in errors[2:])
+        assert core.ops.list_instances(location="dc-b").items == []  # nothing recorded
+        # and everyone else is served as usual meanwhile
+        assert done(core, create(core, "fine", "dc-a")).status == "succeeded"
+        assert [loc.name for loc in core.locations.list()] == ["dc-a", "dc-b"]
+    finally:
+        hung.release.set()
+
+
 class Forgetful(Flaky):
     """A data center that cannot recognise a retried create (like Libcloud's dummy driver)."""
 
@@ -153,6 +183,39 @@ def test_a_create_is_never_retried_where_a_retry_could_make_a_second_server(
     job = done(core, job_id)
     assert job.status == "failed" and "not run again" in job.error["detail"]
     assert flaky.calls == 2  # the interrupted create was not sent a second time
+
+
+class Slow(LocalProvider):
+    """A data center whose reboots take a while: a stop sent meanwhile must wait its turn."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.calls: list[str] = []
+        self.rebooting = threading.Event()
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self.calls.append("reboot")
+        self.rebooting.set()
+        threading.Event().wait(0.5)  # the provider is slow, not the test waiting on it
+        super().reboot_instance(provider_id)  # (its own stop + start are not recorded)
+        self.rebooting.clear()
+        self.calls.append("rebooted")
+
+    def stop_instance(self, provider_id: str) -> None:
+        if not self.rebooting.is_set():
+            self.calls.append("stop")
+        super().stop_instance(provider_id)
+
+
+def test_actions_on_one_instance_run_in_the_order_they_were_sent(core: Core, tmp_path: Path) -> None:
+    slow = Slow("dc-b", tmp_path)
+    swap(core, slow)
+    inst = done(core, create(core, "web", "dc-b")).target
+    reboot = core.ops.instance_action(inst, "reboot")
+    stop = core.ops.instance_action(inst, "stop")
+    assert done(core, reboot.id).status == "succeeded" and done(core, stop.id).status == "succeeded"
+    assert slow.calls == ["reboot", "rebooted", "stop"]
+    assert slow.list_instances()[0].state == InstanceState.stopped
 
 
 def test_jobs_resume_after_a_restart(core: Core, tmp_path: Path) -> None:
@@ -216,3 +279,13 @@ def test_asking_for_a_missing_capability_is_refused(core: Core) -> None:
         core.ops.create_volume(VolumeCreate(name="data", location="dummy", size_gb=1))
     assert exc.value.status == 422 and exc.value.field == "location"
     assert core.ops.list_volumes().items == []
+
+
+def test_a_destroy_racing_a_sync_leaves_no_ghost(core: Core) -> None:
+    inst = done(core, create(core, "web")).target
+    provider = core.registry.get("dc-a")
+    listing = provider.list_instances()  # the sync looked just before the destroy...
+    assert done(core, core.ops.destroy_instance(inst).id).status == "succeeded"
+    core.sync._fold_instances("dc-a", provider, listing)  # ...and folds what it saw after it
+    assert core.ops.list_instances(location="dc-a").items == []
+    assert not [e for e in core.events.list(kind="drift.", limit=100).items]

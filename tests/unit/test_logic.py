@@ -52,7 +52,7 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
     assert s.locations[0].labels == {"pci": "yes"}
     assert [loc.name for loc in load_settings(None).locations] == ["dc-a", "dc-b"]
     cfg.write_text('[locations.dc-x]\nprovider = "mainframe"\n')
-    with pytest.raises(InvalidInput, match=r"locations\.0\.provider"):
+    with pytest.raises(InvalidInput, match=r"locations\.dc-x\.provider"):  # by name
         load_settings(cfg)
     cfg.write_text("api_port = = 1")
     with pytest.raises(InvalidInput, match=r"onepane\.toml"):

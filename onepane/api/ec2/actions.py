@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...core import Core
-from ...errors import NotFound
+from ...errors import IdempotencyMismatch, NotFound
 from ...inventory.operations import every
 from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
 from . import shapes
@@ -140,7 +140,12 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         req = InstanceCreate(name=name, location=zone, image=image, size=size, tags=tags,
                              network=network)
         key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
-        inst = ctx.core.ops.get_instance(ctx.core.ops.create_instance(req, key).target or "")
+        try:
+            job = ctx.core.ops.create_instance(req, key)
+        except IdempotencyMismatch as exc:
+            raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used "
+                           "before with other parameters") from exc
+        inst = ctx.core.ops.get_instance(job.target or "")
         if (inst.image, inst.size, inst.location) != (image, size, zone):
             raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
                            "with other parameters")
@@ -300,8 +305,13 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     tags = _tag_specs(p, "volume")
     token = p.get("ClientToken")
     name = slug(tags.get("Name")) or "ec2-volume"
-    job = ctx.core.ops.create_volume(VolumeCreate(name=name, location=zone, size_gb=size, tags=tags),
-                                     f"ec2:{ctx.key_id}:{token}" if token else None)
+    try:
+        job = ctx.core.ops.create_volume(
+            VolumeCreate(name=name, location=zone, size_gb=size, tags=tags),
+            f"ec2:{ctx.key_id}:{token}" if token else None)
+    except IdempotencyMismatch as exc:
+        raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
+                       "with other parameters") from exc
     return shapes.volume(ctx.core.ops.get_volume(job.target or ""))
 
 

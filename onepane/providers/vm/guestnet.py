@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from ... import atomic
 from ...errors import Conflict
 from ..dcnet import DataCenterNet, ip
 
@@ -79,9 +80,7 @@ class AddressBook:
             before = dict(book)
             yield book
             if book != before:
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(book, indent=1))
-                tmp.replace(self.path)
+                atomic.write_text(self.path, json.dumps(book, indent=1), mode=0o644)
 
     def allocate(self, instance_id: str) -> str:
         with self._locked() as book:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ... import atomic
 from ...errors import (
     Conflict,
     InvalidInput,
@@ -509,9 +510,7 @@ class VmProvider(Provider):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
-        tmp = self.root / "volumes.json.tmp"
-        tmp.write_text(json.dumps(vols))
-        tmp.replace(self.root / "volumes.json")
+        atomic.write_json(self.root / "volumes.json", vols)
 
     def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
         if volume_id not in vols:
