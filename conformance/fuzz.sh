@@ -58,11 +58,13 @@ TOKEN=$(cat "$STATE/admin.token")
 echo "schemathesis $ST_VERSION over http://127.0.0.1:$PORT/openapi.json (${FUZZ_DB:-sqlite}, ${SECONDS_BUDGET}s)"
 set +e
 "$VENV/bin/st" run "http://127.0.0.1:$PORT/openapi.json" -H "Authorization: Bearer $TOKEN" \
-  --checks not_a_server_error --max-time "$SECONDS_BUDGET" --workers 1 \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance --max-time "$SECONDS_BUDGET" --workers 1 \
   --phases examples,coverage,fuzzing --report junit --report-junit-path "$WORK/junit.xml" \
   --warnings off | tail -40
 set -e
 ERRORS=$(grep -c "Server error" "$WORK/junit.xml" 2>/dev/null || true)
+UNDOCUMENTED=$(grep -c "Undocumented" "$WORK/junit.xml" 2>/dev/null || true)
+echo "responses the schema does not document: ${UNDOCUMENTED:-0}"
 FIVE=$(grep -c '" 500 \|" 50[0-9] ' "$WORK/server.log" 2>/dev/null || true)
 echo "server log: ${FIVE:-0} lines with a 5xx status"
 echo "RESULT fuzz_server_errors ${ERRORS:-0} count target <= 0"

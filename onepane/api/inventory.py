@@ -252,7 +252,9 @@ def list_events(request: Request, after: int | None = None, kind: str | None = N
                                       limit=limit)
 
 
-@router.get("/events/stream", dependencies=[viewer])
+@router.get("/events/stream", dependencies=[viewer], response_class=StreamingResponse,
+            responses={200: {"description": "server-sent events, one per event written",
+                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def stream_events(request: Request, kind: str | None = None) -> StreamingResponse:
     """Server-sent events: every event as it is written."""
     c = core(request)

@@ -14,6 +14,19 @@ from ..errors import OnepaneError
 
 MEDIA = "application/problem+json"
 
+_PROBLEM = {"content": {MEDIA: {"schema": {"type": "object", "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}}}}}}
+# What every route may answer besides its success: documented once, for every route, so that
+# clients (and schemathesis' conformance checks) know them.
+RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"description": why, **_PROBLEM} for code, why in {
+        400: "malformed request", 401: "no or unknown token", 403: "the token's role may not",
+        404: "no such resource", 409: "conflicts with the resource's state",
+        413: "upload too large", 422: "invalid input, naming the field",
+        502: "the provider refused the operation (its reason in detail)",
+        503: "a location or the store is not answering; retry later"}.items()}
+
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(OnepaneError)

@@ -93,6 +93,9 @@ class Locations:
                 provider = self._build(spec)
                 provider.setup()
                 self.registry.add(provider)
+                for note in provider.recovered:  # what a crash had left, and what became of it
+                    self.events.emit("location.recovered", f"{row.name}: {note}",
+                                     severity="warning", location=row.name)
             except OnepaneError as exc:
                 log.warning("location %s unavailable: %s", row.name, exc.detail)
                 self.set_status(row.name, "error", exc.detail)
@@ -116,6 +119,12 @@ class Locations:
                              session=s)
         provider = self.registry.remove(name)
         if provider is not None:
+            if force:  # what onepane ran there goes with it (processes, namespaces, VMs)
+                try:
+                    provider.teardown()
+                except OnepaneError as exc:
+                    log.warning("location %s removed, but its teardown failed: %s", name,
+                                exc.detail)
             provider.close()
 
     def set_status(self, name: str, status: str, detail: str | None) -> None:

@@ -143,6 +143,9 @@ class Provider(ABC):
 
     def __init__(self, location: str) -> None:
         self.location = location
+        # What setup() found a crash had left (a half-made instance, an orphan process) and
+        # what it did about it; the locations service turns each into an event.
+        self.recovered: list[str] = []
 
     def setup(self) -> None:
         """Prepare the location (directories, namespaces); idempotent."""

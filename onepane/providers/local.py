@@ -122,9 +122,12 @@ class LocalProvider(Provider):
                 known.add(rec.id)
                 if rec.pid is None and rec.desired == "running":
                     with contextlib.suppress(OnepaneError):
-                        self._adopt_or_spawn(rec)
+                        self.recovered.append(f"instance {rec.id}: a create was interrupted; "
+                                              f"{self._adopt_or_spawn(rec)}")
             for pid, inst_id in self._our_processes().items():
                 if inst_id not in known:
+                    self.recovered.append(f"stopped process {pid} of instance {inst_id}, "
+                                          "which no record names")
                     log.warning("%s: stopping process %d of unknown instance %s",
                                 self.location, pid, inst_id)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -143,15 +146,16 @@ class LocalProvider(Provider):
                     out[p.pid] = env["ONEPANE_INSTANCE_ID"]
         return out
 
-    def _adopt_or_spawn(self, rec: ProcessRecord) -> None:
+    def _adopt_or_spawn(self, rec: ProcessRecord) -> str:
         orphan = next((pid for pid, i in self._our_processes().items() if i == rec.id), None)
         if orphan is None:
             self._spawn(rec, self._manifest(rec.image))
-            return
+            return f"started it (process {rec.pid})"
         rec.pid = orphan
         with contextlib.suppress(psutil.Error):
             rec.started = psutil.Process(orphan).create_time()
         self._save(rec)
+        return f"adopted its process {orphan}"
 
     def teardown(self) -> None:
         """Stop every instance's process (the files stay with the state directory)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 
 from tests.conftest import VENV_BIN
 from tests.helpers import wait_for
@@ -206,5 +207,14 @@ def test_bad_input_is_a_4xx_that_leaves_nothing_behind(start_server: Any) -> Non
                                           "cidr": "10.9.0.0/24"}).json()
     wait_for(lambda: http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded", 10,
              what="network created")
+    job = http.post("/v1/instances", json={"name": "w", "location": "dc-c", "image": "httpecho",
+                                           "size": "nano"}).json()
+    wait_for(lambda: http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded", 10,
+             what="instance created")
+    rec = server.state_dir / "locations" / "dc-c" / "instances" / job["target"] / "instance.json"
+    pid = json.loads(rec.read_text())["pid"]
+    assert http.delete("/v1/locations/dc-c").status_code == 409  # instances there: not without force
     assert http.delete("/v1/locations/dc-c", params={"force": "true"}).status_code == 204
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10,
+             what="its process stopped")
     assert http.get("/v1/networks").json()["items"] == []
