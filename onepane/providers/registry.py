@@ -20,6 +20,7 @@ from .base import Provider
 
 T = TypeVar("T")
 QUICK_WORKERS = 2
+QUICK_BACKLOG = 8  # callers (API threads) one location may hold waiting at a time
 
 
 def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver: str | None,
@@ -49,6 +50,7 @@ class Registry:
         self._lock = threading.Lock()
         self._quick: dict[str, ThreadPoolExecutor] = {}
         self._running: dict[str, dict[int, float]] = {}  # location -> call -> when it started
+        self._waiting: dict[str, int] = {}  # location -> callers waiting for an answer
 
     def add(self, provider: Provider, workers: int | None = None) -> None:
         with self._lock:
@@ -98,6 +100,11 @@ class Registry:
                 raise TransientProviderError(
                     f"location {name} is not answering: {len(started)} calls have waited over "
                     f"{timeout:.0f} s")
+            if self._waiting.get(name, 0) >= QUICK_BACKLOG:
+                raise TransientProviderError(
+                    f"location {name} is slow to answer: {QUICK_BACKLOG} requests are already "
+                    "waiting for it; retry later")
+            self._waiting[name] = self._waiting.get(name, 0) + 1
         token = object()
 
         def tracked(p: Provider) -> T:
@@ -108,13 +115,17 @@ class Registry:
             finally:
                 with self._lock:
                     self._running.get(name, {}).pop(id(token), None)
-        future = self._quick[name].submit(tracked, provider)
         try:
-            return future.result(timeout)
-        except FutureTimeout as exc:
-            future.cancel()
-            raise TransientProviderError(f"location {name} did not answer within "
-                                         f"{timeout:.0f} s") from exc
+            future = self._quick[name].submit(tracked, provider)
+            try:
+                return future.result(timeout)
+            except FutureTimeout as exc:
+                future.cancel()
+                raise TransientProviderError(f"location {name} did not answer within "
+                                             f"{timeout:.0f} s") from exc
+        finally:
+            with self._lock:
+                self._waiting[name] -= 1
 
 
     def close(self) -> None:
