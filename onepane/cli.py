@@ -690,6 +690,11 @@ def main() -> None:
         where = f" [{exc.field}]" if exc.field else ""
         err.print(f"[red]error[/red]{escape(where)}: {escape(exc.detail)}")
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a local file the command was given: bad input, not a crash
+        name = exc.filename or ""
+        err.print(f"[red]error[/red]: {escape(str(name))}{': ' if name else ''}"
+                  f"{escape(exc.strerror or str(exc))}")
+        sys.exit(InvalidInput.exit_code)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ driver's own settings (`ex_force_auth_url`, `project`, `datacenter`, ...) need n
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -58,6 +59,7 @@ _STATES = {
     NodeState.STOPPING: InstanceState.stopped,
     NodeState.ERROR: InstanceState.error,
 }
+_STATUS_5XX = re.compile(r"(status[_ ]?code\W{0,3}|HTTP\W?)5\d\d\b", re.IGNORECASE)
 _TRANSIENT_CODES = ("RequestLimitExceeded", "Throttling", "InternalError", "ServiceUnavailable",
                     "Unavailable", "InsufficientInstanceCapacity")
 
@@ -101,7 +103,9 @@ def translate(exc: Exception) -> OnepaneError:
     if isinstance(exc, MalformedResponseError):
         return TransientProviderError(f"malformed reply: {exc}")
     text = str(exc)
-    if any(code in text for code in _TRANSIENT_CODES):
+    # Libcloud's storage drivers (S3 among them) report a 5xx as a LibcloudError whose text
+    # carries the status ("Unexpected status code, status_code=503"): as transient as any 5xx.
+    if any(code in text for code in _TRANSIENT_CODES) or _STATUS_5XX.search(text):
         return TransientProviderError(text)
     if isinstance(exc, (LibcloudError, Exception)):
         return PermanentProviderError(text or type(exc).__name__)

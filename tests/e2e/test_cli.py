@@ -218,3 +218,12 @@ def test_bad_input_is_a_4xx_that_leaves_nothing_behind(start_server: Any) -> Non
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10,
              what="its process stopped")
     assert http.get("/v1/networks").json()["items"] == []
+
+
+def test_a_missing_local_file_is_exit_2_with_its_name() -> None:
+    env = {**os.environ, "ONEPANE_URL": "http://127.0.0.1:9", "ONEPANE_TOKEN": "x"}
+    for args in (["deployments", "apply", "-f", "/missing.yaml"],
+                 ["images", "upload", "dc-a", "/missing-app"]):
+        r = subprocess.run([str(VENV_BIN / "onepane"), *args], capture_output=True, text=True,
+                           env=env, timeout=30)
+        assert r.returncode == 2 and "No such file" in r.stderr and "Traceback" not in r.stderr

@@ -83,3 +83,14 @@ def test_libcloud_errors_are_sorted() -> None:
     assert isinstance(translate(ConnectionRefusedError("x")), TransientProviderError)
     assert isinstance(translate(Exception("RequestLimitExceeded: slow down")), TransientProviderError)
     assert isinstance(translate(Exception("InvalidAMIID.NotFound: no")), PermanentProviderError)
+
+
+def test_storage_5xx_is_transient_and_retried() -> None:
+    from libcloud.common.types import LibcloudError
+
+    from onepane.errors import PermanentProviderError, TransientProviderError
+    from onepane.providers.cloud import translate
+    assert isinstance(translate(LibcloudError("Unexpected status code, status_code=503")),
+                      TransientProviderError)
+    assert isinstance(translate(LibcloudError("Unexpected status code, status_code=403")),
+                      PermanentProviderError)
