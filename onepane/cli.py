@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import __version__
 from .client import Client, JobFailed
 from .errors import InvalidInput, OnepaneError
 from .images import ova
@@ -683,12 +684,53 @@ def failover(deployment: str) -> None:
     show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
 
 
+GLOBAL_VALUES = {"--url", "--token"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`-o json`, `--url` and `--token` work anywhere on the command line, as the README says:
+    moved before the subcommand, where Typer reads them. `-o` is global only with `json` or
+    `table` (`images export -o FILE` keeps its own); `--` ends the hoisting."""
+    head: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("-o", "--output") and value in ("json", "table"):
+            head += [arg, value]
+            i += 2
+            continue
+        if arg.startswith("--output=") or arg in ("-ojson", "-otable"):
+            head.append(arg)
+        elif arg in GLOBAL_VALUES and value is not None:
+            head += [arg, value]
+            i += 2
+            continue
+        elif any(arg.startswith(f"{g}=") for g in GLOBAL_VALUES):
+            head.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return head + rest
+
+
 def main() -> None:
+    if "--version" in sys.argv[1:2] or sys.argv[1:] == ["version"]:
+        print(f"onepane {__version__}")
+        return
+    sys.argv[1:] = hoist_global_options(sys.argv[1:])
     try:
         app()
     except OnepaneError as exc:
         where = f" [{exc.field}]" if exc.field else ""
-        err.print(f"[red]error[/red]{escape(where)}: {escape(exc.detail)}")
+        detail = exc.detail
+        if exc.field and detail.startswith(f"{exc.field}: "):
+            detail = detail[len(exc.field) + 2:]  # the field is named once
+        err.print(f"[red]error[/red]{escape(where)}: {escape(detail)}")
         sys.exit(exc.exit_code)
     except OSError as exc:  # a local file the command was given: bad input, not a crash
         name = exc.filename or ""

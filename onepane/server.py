@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -12,7 +13,7 @@ import uvicorn
 from .api.app import create_app
 from .config import Settings
 from .core import Core
-from .errors import InvalidInput
+from .errors import Conflict, InvalidInput
 from .memory import bound_malloc
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,20 @@ def check_dev_mode(settings: Settings) -> None:
                            f"not on {host}", field="dev")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Before anything starts or "up" is printed: a busy port is the user's to fix."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise Conflict(f"cannot listen on {host}:{port}: {exc.strerror}; choose another "
+                           "port with --port or ONEPANE_API_PORT", field="api_port") from exc
+
+
 def serve(settings: Settings) -> None:
     check_dev_mode(settings)
+    check_port_free(settings.api_host, settings.api_port)
     bound_malloc()
     core = Core(settings)
     core.start()

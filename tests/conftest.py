@@ -140,3 +140,12 @@ def page() -> Iterator[Page]:
         pg.on("dialog", lambda d: d.accept())
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def guest_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bootable test guest (scripts/build-test-disk.sh), built once per run (~5 s)."""
+    out = tmp_path_factory.mktemp("guest")
+    subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts" / "build-test-disk.sh"),
+                    str(out)], check=True, capture_output=True, timeout=300)
+    return out / "guest.qcow2"

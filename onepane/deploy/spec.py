@@ -199,6 +199,9 @@ def parse_spec(text: str | bytes | dict[str, Any], source: str = "spec") -> Depl
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise InvalidInput(f"{source}:{where} not valid YAML/JSON: "
                                f"{getattr(exc, 'problem', exc)}", field="spec") from exc
+    if data is None:
+        raise InvalidInput(f"{source}: the spec is empty; it needs at least name, image and "
+                           "replicas", field="spec")
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: a deployment spec is a mapping, not {type(data).__name__}",
                            field="spec")

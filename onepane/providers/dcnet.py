@@ -121,3 +121,18 @@ class DataCenterNet:
         routes = ip("-n", self.ns, "route", "show", "type", "blackhole", check=False).stdout
         link = ip("-n", self.ns, "link", "show", self.ns_if, check=False).stdout
         return self.gateway in routes or "state DOWN" in link
+
+
+class CutByNamespace:
+    """The drill verbs of a provider that stands on a DataCenterNet (`self.net`)."""
+
+    net: DataCenterNet
+
+    def cut(self, mode: str = "silent") -> None:
+        self.net.cut(mode)
+
+    def restore(self) -> None:
+        self.net.restore()
+
+    def is_cut(self) -> bool:
+        return self.net.is_cut()

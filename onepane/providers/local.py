@@ -48,6 +48,7 @@ from .base import (
     ObservedVolume,
     Provider,
 )
+from .volumetable import VolumeTable
 
 SIZES: dict[str, tuple[float, int]] = {
     "nano": (0.25, 64),
@@ -89,6 +90,7 @@ class LocalProvider(Provider):
         self._lock = threading.RLock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._usage: dict[int, psutil.Process] = {}  # kept: cpu_percent() measures between calls
+        self.volumes = VolumeTable(location, self.root / "volumes.json")
 
     # ---- layout --------------------------------------------------------------------------
 
@@ -229,7 +231,7 @@ class LocalProvider(Provider):
         self._terminate(rec)
         limits.remove_limits(f"{self.location}-{provider_id}")
         with self._lock:
-            self._detach_all(provider_id)
+            self.volumes.detach_all(provider_id)
             shutil.rmtree(path.parent, ignore_errors=True)
 
     def usage(self, provider_id: str) -> tuple[float, int] | None:
@@ -290,56 +292,43 @@ class LocalProvider(Provider):
 
     def list_volumes(self) -> list[ObservedVolume]:
         with self._lock:
-            return [ObservedVolume(provider_id=k, **v) for k, v in self._volumes().items()]
+            return self.volumes.observed()
 
     def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
         with self._lock:
-            vols = self._volumes()
+            vols = self.volumes.load()
             vid = new_id("lvol")
             with open(self.root / "volumes" / f"{vid}.img", "wb") as f:
                 f.truncate(size_gb * 1024**3)
-            vols[vid] = {"name": name, "size_gb": size_gb, "state": "available",
-                         "attached_to": None, "device": None}
-            self._save_volumes(vols)
-            return ObservedVolume(provider_id=vid, **vols[vid])
+            return self.volumes.add(vols, vid, name, size_gb)
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         with self._lock:
-            vols = self._volumes()
-            vol = self._volume(vols, volume_id)
+            vols = self.volumes.load()
+            vol = self.volumes.get(vols, volume_id)
             self._load(instance_id)
-            if vol["attached_to"] and vol["attached_to"] != instance_id:
-                raise Conflict(f"volume {volume_id} is attached to {vol['attached_to']}",
-                               field="volume")
+            self.volumes.attachable(vol, volume_id, instance_id)
             link = self._record_path(instance_id).parent / "volumes" / Path(device).name
             link.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 link.unlink()
             link.symlink_to(self.root / "volumes" / f"{volume_id}.img")
             vol.update(attached_to=instance_id, device=device, state="in-use")
-            self._save_volumes(vols)
+            self.volumes.save(vols)
 
     def detach_volume(self, volume_id: str) -> None:
         with self._lock:
-            vols = self._volumes()
-            vol = self._volume(vols, volume_id)
+            vols = self.volumes.load()
+            vol = self.volumes.get(vols, volume_id)
             if vol["attached_to"] and vol["device"]:
                 link = self._record_path(vol["attached_to"]).parent / "volumes" / Path(vol["device"]).name
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
-            vol.update(attached_to=None, device=None, state="available")
-            self._save_volumes(vols)
+            self.volumes.detached(vols, vol)
 
     def delete_volume(self, volume_id: str) -> None:
         with self._lock:
-            vols = self._volumes()
-            if volume_id not in vols:
-                return
-            if vols[volume_id]["attached_to"]:
-                raise Conflict(f"volume {volume_id} is attached; detach it first", field="volume")
-            del vols[volume_id]
-            (self.root / "volumes" / f"{volume_id}.img").unlink(missing_ok=True)
-            self._save_volumes(vols)
+            self.volumes.delete(volume_id, self.root / "volumes" / f"{volume_id}.img")
 
     # ---- networks: address plans kept per location ---------------------------------------
 
@@ -469,25 +458,6 @@ class LocalProvider(Provider):
                 if rec.desired != "destroyed":
                     out.append(rec)
         return out
-
-    def _volumes(self) -> dict[str, dict[str, Any]]:
-        path = self.root / "volumes.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
-        atomic.write_json(self.root / "volumes.json", vols)
-
-    def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
-        if volume_id not in vols:
-            raise NotFound(f"no volume {volume_id!r} at {self.location}")
-        return vols[volume_id]
-
-    def _detach_all(self, instance_id: str) -> None:
-        vols = self._volumes()
-        for vol in vols.values():
-            if vol["attached_to"] == instance_id:
-                vol.update(attached_to=None, device=None, state="available")
-        self._save_volumes(vols)
 
     def _networks(self) -> dict[str, dict[str, Any]]:
         path = self.root / "networks.json"

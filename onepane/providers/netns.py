@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from .base import Capabilities
-from .dcnet import DataCenterNet, location_index
+from .dcnet import CutByNamespace, DataCenterNet, location_index
 from .local import LocalProvider
 
 FIRST_PORT = 20000
 
 
-class NetnsProvider(LocalProvider):
+class NetnsProvider(CutByNamespace, LocalProvider):
     capabilities = Capabilities.all_but(
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
@@ -43,17 +43,6 @@ class NetnsProvider(LocalProvider):
         """Stop every instance, delete the namespace and wait until its veth is gone."""
         super().teardown()
         self.net.teardown()
-
-    # ---- failure drills ------------------------------------------------------------------
-
-    def cut(self, mode: str = "silent") -> None:
-        self.net.cut(mode)
-
-    def restore(self) -> None:
-        self.net.restore()
-
-    def is_cut(self) -> bool:
-        return self.net.is_cut()
 
     # ---- internals -----------------------------------------------------------------------
 

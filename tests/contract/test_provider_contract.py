@@ -67,14 +67,6 @@ CASES: dict[str, Callable[..., Case]] = {"local": _local, "netns": _netns, "vm":
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def guest_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("guest")
-    subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(out)], check=True,
-                   capture_output=True, timeout=300)
-    return out / "guest.qcow2"
-
-
 @pytest.fixture(params=list(CASES))
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     kind = request.param

@@ -227,3 +227,25 @@ def test_a_missing_local_file_is_exit_2_with_its_name() -> None:
         r = subprocess.run([str(VENV_BIN / "onepane"), *args], capture_output=True, text=True,
                            env=env, timeout=30)
         assert r.returncode == 2 and "No such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_busy_api_port_is_said_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([str(VENV_BIN / "onepane"), "up", "--port", str(port), "--state-dir",
+                            str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "onepane is up" not in r.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(r.stderr.split())
+    assert not (tmp_path / "state" / "admin.token").exists()  # nothing was set up
+
+
+def test_version_and_output_option_anywhere() -> None:
+    r = subprocess.run([str(VENV_BIN / "onepane"), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("onepane ")
+    env = {**os.environ, "ONEPANE_URL": "http://127.0.0.1:9", "ONEPANE_TOKEN": "x"}
+    r = subprocess.run([str(VENV_BIN / "onepane"), "locations", "list", "-o", "json"],
+                       capture_output=True, text=True, env=env)
+    assert "No such option" not in r.stderr and "cannot reach" in r.stderr

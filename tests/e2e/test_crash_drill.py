@@ -14,12 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from onepane.providers.local import LocalProvider
-from tests.conftest import Server
+from tests.conftest import Server, ec2_location
 from tests.helpers import wait_for
 
 POINTS = 20
@@ -52,10 +53,17 @@ def send(server: Server, op: tuple[str, str, Any], key: str) -> httpx.Response |
 def test_kill_9_anywhere_loses_and_doubles_nothing(tmp_path: Path, db: str,
                                                    request: pytest.FixtureRequest) -> None:
     rng = random.Random(20261126)
+    moto = request.getfixturevalue("moto")
+    aws = ec2_location(moto)
     config = "sync_interval = 0.5\ndns_port = 0\n"
     if db == "postgres":
         url = fresh_database(request.getfixturevalue("postgres_url"), "onepane_drill")
         config += f'database_url = "{url}"\n'
+    config += ('[locations.dc-a]\nprovider = "local"\n[locations.dc-b]\nprovider = "local"\n'
+               f'[locations.{aws["name"]}]\nprovider = "cloud"\ndriver = "ec2-compat"\n'
+               f'region = "us-east-1"\ncredentials = {{ key = "k", secret = "s" }}\n'
+               f'options = {{ host = "127.0.0.1", port = {aws["options"]["port"]}, '  # type: ignore[index]
+               f'secure = false }}\n')
     state = tmp_path / "state"
     server = Server(state, config)
     created: dict[str, str] = {}  # key -> instance id
@@ -67,7 +75,8 @@ def test_kill_9_anywhere_loses_and_doubles_nothing(tmp_path: Path, db: str,
     try:
         for i in range(POINTS):
             if i in (4, 11):  # replications, twice: the second finds the first's work
-                op = ("POST", f"/v1/catalog/{image}/replicate", {"to": ["dc-a", "dc-b"]})
+                op = ("POST", f"/v1/catalog/{image}/replicate",
+                      {"to": ["dc-a", "dc-b", aws["name"]]})
             elif created and i % 3 == 2:  # every third point destroys one of the instances
                 victim_key = rng.choice(sorted(created))
                 op = ("DELETE", f"/v1/instances/{created.pop(victim_key)}", None)
@@ -95,7 +104,8 @@ def test_kill_9_anywhere_loses_and_doubles_nothing(tmp_path: Path, db: str,
         with api(server) as http:
             wait_for(lambda: all(loc["status"] == "ok" for loc in http.get("/v1/locations").json()),
                      15, what="every location healthy")
-            rows = http.get("/v1/instances", params={"limit": 1000}).json()["items"]
+            rows = [r for r in http.get("/v1/instances", params={"limit": 1000}).json()["items"]
+                    if r["location"] in ("dc-a", "dc-b")]
         assert sorted(r["id"] for r in rows) == sorted(created.values())  # no ghost, no loss
         assert all(r["state"] == "running" and r["origin"] != "discovered" for r in rows)
         running = {}
@@ -110,7 +120,12 @@ def test_kill_9_anywhere_loses_and_doubles_nothing(tmp_path: Path, db: str,
         assert sorted(running) == sorted(created.values())
         with api(server) as http:
             replicas = http.get(f"/v1/catalog/{image}").json()["replicas"]
-        assert {r["location"]: r["state"] for r in replicas} == {"dc-a": "ready", "dc-b": "ready"}
+        assert {r["location"]: r["state"] for r in replicas} == {
+            "dc-a": "ready", "dc-b": "ready", aws["name"]: "ready"}
+        amis = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                            aws_access_key_id="k", aws_secret_access_key="s").describe_images(
+            Owners=["self"])["Images"]
+        assert [a["Name"] for a in amis if image in a["Name"]] == [f"drill-{image}"]  # one AMI
         for loc in ("dc-a", "dc-b"):  # one copy each, nothing half-written left behind
             files = sorted(p.name for p in (state / "locations" / loc / "vm-images").iterdir())
             assert files == [f"{image}.qcow2"], files

@@ -33,14 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VM_LOCATIONS = {"vm-a": 211, "vm-b": 212}
 
 
-@pytest.fixture(scope="session")
-def guest_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("guest")
-    subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(out)], check=True,
-                   capture_output=True, timeout=300)
-    return out / "guest.qcow2"
-
-
 @pytest.fixture(scope="module")
 def vm_server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Server]:
     had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],

@@ -167,27 +167,36 @@ def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -
 
 
 
-def test_haproxy_counts_locations_whose_names_end_in_a_digit(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def haproxy_over(tmp_path: Path, names: tuple[str, str], policy: str,
+                 **timeouts: float) -> Iterator[tuple[Any, int, list[subprocess.Popen[bytes]]]]:
+    """HAProxy as onepane drives it, over two httpecho backends named after their locations."""
     from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
     from onepane.traffic.haproxy import HaproxyDataPlane
-    pa, a = httpecho("drill-1")
-    pb, b = httpecho("aws-us-east-1")
-    plane = HaproxyDataPlane("digits", tmp_path)
+    (pa, a), (pb, b) = httpecho(names[0]), httpecho(names[1])
+    plane = HaproxyDataPlane(names[0], tmp_path)
     port = free_port()
     try:
-        plane.apply(DataPlaneConfig(listen=f"127.0.0.1:{port}", mode="http", policy="weighted",
-                                    pools=(PoolConfig("drill-1", (tuple(a),)),  # type: ignore[arg-type]
-                                           PoolConfig("aws-us-east-1", (tuple(b),)))))  # type: ignore[arg-type]
+        plane.apply(DataPlaneConfig(listen=f"127.0.0.1:{port}", mode="http", policy=policy,
+                                    pools=(PoolConfig(names[0], (tuple(a),)),  # type: ignore[arg-type]
+                                           PoolConfig(names[1], (tuple(b),))),  # type: ignore[arg-type]
+                                    **timeouts))
+        yield plane, port, [pa, pb]
+    finally:
+        plane.stop()
+        for p in (pa, pb):
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            p.wait()
+
+
+def test_haproxy_counts_locations_whose_names_end_in_a_digit(tmp_path: Path) -> None:
+    with haproxy_over(tmp_path, ("drill-1", "aws-us-east-1"), "weighted") as (plane, port, _):
         with httpx.Client() as http:
             seen = {http.get(f"http://127.0.0.1:{port}/").json()["location"] for _ in range(10)}
         assert seen == {"drill-1", "aws-us-east-1"}
         counts = plane.stats()["by_location"]
         assert counts["drill-1"] + counts["aws-us-east-1"] == 10 and min(counts.values()) > 0
-    finally:
-        plane.stop()
-        for p in (pa, pb):
-            p.kill()
-            p.wait()
 
 
 def test_a_request_waiting_on_a_backend_gone_silent_is_answered_elsewhere(proxy: Any) -> None:
@@ -237,17 +246,8 @@ def test_requests_waiting_on_a_location_the_control_plane_leaves_are_resent(
 
 
 def test_haproxy_stops_sending_to_a_dead_server_after_its_first_failure(tmp_path: Path) -> None:
-    from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
-    from onepane.traffic.haproxy import HaproxyDataPlane
-    pa, a = httpecho("dc-a")
-    pb, b = httpecho("dc-b")
-    plane = HaproxyDataPlane("dead", tmp_path)
-    port = free_port()
-    try:
-        plane.apply(DataPlaneConfig(listen=f"127.0.0.1:{port}", mode="http", policy="ordered",
-                                    pools=(PoolConfig("dc-a", (tuple(a),)),  # type: ignore[arg-type]
-                                           PoolConfig("dc-b", (tuple(b),))),  # type: ignore[arg-type]
-                                    connect_timeout=0.15, attempt_timeout=1.5))
+    with haproxy_over(tmp_path, ("dc-a", "dc-b"), "ordered", connect_timeout=0.15,
+                      attempt_timeout=1.5) as (plane, port, (pa, _pb)):
         url = f"http://127.0.0.1:{port}/"
         with httpx.Client() as http:
             assert http.get(url).json()["location"] == "dc-a"
@@ -260,9 +260,3 @@ def test_haproxy_stops_sending_to_a_dead_server_after_its_first_failure(tmp_path
         # one failed connection marked it down (observe layer4, error-limit 1): the 29 requests
         # after it never went there
         assert int(dead["econ"] or 0) + int(dead["wretr"] or 0) <= 2, dead
-    finally:
-        plane.stop()
-        for p in (pa, pb):
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            p.wait()

@@ -94,3 +94,20 @@ def test_storage_5xx_is_transient_and_retried() -> None:
                       TransientProviderError)
     assert isinstance(translate(LibcloudError("Unexpected status code, status_code=403")),
                       PermanentProviderError)
+
+
+def test_global_options_work_anywhere_on_the_command_line() -> None:
+    from onepane.cli import hoist_global_options
+    assert hoist_global_options(["keys", "create", "laptop", "--role", "operator", "-o", "json"]) \
+        == ["-o", "json", "keys", "create", "laptop", "--role", "operator"]
+    assert hoist_global_options(["instances", "list", "--url", "http://x", "--token=t"]) \
+        == ["--url", "http://x", "--token=t", "instances", "list"]
+    # `images export -o FILE` keeps its own -o
+    assert hoist_global_options(["images", "export", "img-1", "-o", "out.ova"]) \
+        == ["images", "export", "img-1", "-o", "out.ova"]
+
+
+def test_an_empty_spec_says_so() -> None:
+    from onepane.deploy.spec import parse_spec
+    with pytest.raises(InvalidInput, match="the spec is empty"):
+        parse_spec("")

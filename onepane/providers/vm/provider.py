@@ -13,7 +13,6 @@ metadata, so a restarted onepane (or a second libvirt client) reads the same tru
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import threading
@@ -24,7 +23,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ... import atomic
 from ...errors import (
     Conflict,
     InvalidInput,
@@ -45,7 +43,8 @@ from ..base import (
     ObservedVolume,
     Provider,
 )
-from ..dcnet import DataCenterNet
+from ..dcnet import CutByNamespace, DataCenterNet
+from ..volumetable import VolumeTable
 from . import guestnet
 from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
 from .hypervisor import Hypervisor
@@ -112,7 +111,7 @@ def translate(exc: Exception) -> OnepaneError:
     return PermanentProviderError(f"libvirt: {exc}")
 
 
-class VmProvider(Provider):
+class VmProvider(CutByNamespace, Provider):
     capabilities = Capabilities.all_but(
         app_images="a VM data center boots disk images; app images run in process data "
                    "centers")
@@ -125,6 +124,7 @@ class VmProvider(Provider):
         self.net = DataCenterNet(location, self.options.index)
         self.hypervisor = Hypervisor(location, self.net.ns, self.root / "libvirt")
         self.addresses = guestnet.AddressBook(state_dir)
+        self.volumes = VolumeTable(location, self.root / "volumes.json")
         self._conn: Any = None
         self._lock = threading.RLock()
 
@@ -277,7 +277,7 @@ class VmProvider(Provider):
                             dom.destroy()
                     with contextlib.suppress(lv.libvirtError):  # gone meanwhile: fine
                         dom.undefine()
-            self._detach_all(provider_id)
+            self.volumes.detach_all(provider_id)
             self._forget(provider_id)
 
     def kill_instance(self, provider_id: str) -> None:
@@ -319,27 +319,22 @@ class VmProvider(Provider):
     # ---- volumes: qcow2 files attached as virtio disks -----------------------------------
 
     def list_volumes(self) -> list[ObservedVolume]:
-        return [ObservedVolume(provider_id=k, **v) for k, v in self._volumes().items()]
+        return self.volumes.observed()
 
     def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
         with self._lock:
-            vols = self._volumes()
+            vols = self.volumes.load()
             vid = new_id("vvol")
             _qemu_img("create", "-q", "-f", "qcow2", str(self._volume_path(vid)), f"{size_gb}G")
-            vols[vid] = {"name": name, "size_gb": size_gb, "state": "available",
-                         "attached_to": None, "device": None}
-            self._save_volumes(vols)
-            return ObservedVolume(provider_id=vid, **vols[vid])
+            return self.volumes.add(vols, vid, name, size_gb)
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         lv = _libvirt()
         with self._lock:
-            vols = self._volumes()
-            vol = self._volume(vols, volume_id)
+            vols = self.volumes.load()
+            vol = self.volumes.get(vols, volume_id)
             dom = self._domain(instance_id)
-            if vol["attached_to"] and vol["attached_to"] != instance_id:
-                raise Conflict(f"volume {volume_id} is attached to {vol['attached_to']}",
-                               field="volume")
+            self.volumes.attachable(vol, volume_id, instance_id)
             target = Path(device).name
             if target not in DISK_TARGETS[1:]:
                 raise InvalidInput(f"device {device!r}: use /dev/vdb ... /dev/vdp", field="device")
@@ -348,32 +343,24 @@ class VmProvider(Provider):
             with self._libvirt_errors():
                 dom.attachDeviceFlags(self._volume_xml(volume_id, target), flags)
             vol.update(attached_to=instance_id, device=device, state="in-use")
-            self._save_volumes(vols)
+            self.volumes.save(vols)
 
     def detach_volume(self, volume_id: str) -> None:
         lv = _libvirt()
         with self._lock:
-            vols = self._volumes()
-            vol = self._volume(vols, volume_id)
+            vols = self.volumes.load()
+            vol = self.volumes.get(vols, volume_id)
             if vol["attached_to"] and (dom := self._find(vol["attached_to"])) is not None:
                 flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (
                     lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
                 with self._libvirt_errors():
                     dom.detachDeviceFlags(self._volume_xml(volume_id, Path(vol["device"]).name),
                                           flags)
-            vol.update(attached_to=None, device=None, state="available")
-            self._save_volumes(vols)
+            self.volumes.detached(vols, vol)
 
     def delete_volume(self, volume_id: str) -> None:
         with self._lock:
-            vols = self._volumes()
-            if volume_id not in vols:
-                return
-            if vols[volume_id]["attached_to"]:
-                raise Conflict(f"volume {volume_id} is attached; detach it first", field="volume")
-            del vols[volume_id]
-            self._volume_path(volume_id).unlink(missing_ok=True)
-            self._save_volumes(vols)
+            self.volumes.delete(volume_id, self._volume_path(volume_id))
 
     # ---- networks ------------------------------------------------------------------------
 
@@ -385,17 +372,6 @@ class VmProvider(Provider):
         raise Conflict(f"location {self.location} has one guest network ({guestnet.GUEST_NET}, "
                        "shared by every vm location so a moved VM keeps its address); "
                        "more networks are not built yet", field="cidr")
-
-    # ---- failure drills ------------------------------------------------------------------
-
-    def cut(self, mode: str = "silent") -> None:
-        self.net.cut(mode)
-
-    def restore(self) -> None:
-        self.net.restore()
-
-    def is_cut(self) -> bool:
-        return self.net.is_cut()
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -504,25 +480,6 @@ class VmProvider(Provider):
         return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 f"<source file='{self._volume_path(volume_id)}'/>"
                 f"<target dev='{target}' bus='virtio'/></disk>")
-
-    def _volumes(self) -> dict[str, dict[str, Any]]:
-        path = self.root / "volumes.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _save_volumes(self, vols: dict[str, dict[str, Any]]) -> None:
-        atomic.write_json(self.root / "volumes.json", vols)
-
-    def _volume(self, vols: dict[str, dict[str, Any]], volume_id: str) -> dict[str, Any]:
-        if volume_id not in vols:
-            raise NotFound(f"no volume {volume_id!r} at {self.location}")
-        return vols[volume_id]
-
-    def _detach_all(self, instance_id: str) -> None:
-        vols = self._volumes()
-        for vol in vols.values():
-            if vol["attached_to"] == instance_id:
-                vol.update(attached_to=None, device=None, state="available")
-        self._save_volumes(vols)
 
 
 def _extra_mac(address: str, n: int) -> str:
