@@ -57,6 +57,7 @@ TOKEN=$(cat "$STATE/admin.token")
 
 echo "schemathesis $ST_VERSION over http://127.0.0.1:$PORT/openapi.json (${FUZZ_DB:-sqlite}, ${SECONDS_BUDGET}s)"
 set +e
+cd "$WORK"  # schemathesis keeps a cache (.schemathesis/) where it runs: not in the repository
 "$VENV/bin/st" run "http://127.0.0.1:$PORT/openapi.json" -H "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance --max-time "$SECONDS_BUDGET" --workers 1 \
   --phases examples,coverage,fuzzing --report junit --report-junit-path "$WORK/junit.xml" \

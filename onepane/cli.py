@@ -12,10 +12,12 @@ import os
 import sys
 import tarfile
 import tempfile
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -541,17 +543,46 @@ def events(kind: Annotated[str | None, typer.Option(help="prefix, e.g. drift.")]
         page = c.get("/v1/events", kind=kind, location=location, limit=1000,
                      after=page["next_cursor"])
         items += page["items"]
-    show(items[-limit:], ["id", "ts", "severity", "kind", "location", "subject", "message"])
+    show(items[-limit:] if limit > 0 else [],
+         ["id", "ts", "severity", "kind", "location", "subject", "message"])
     if follow:
-        with c.http.stream("GET", "/v1/events/stream", params={"kind": kind} if kind else None,
-                           timeout=None) as r:
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    ev = json.loads(line[6:])
-                    if ctx.output == Output.json:
-                        print(json.dumps(ev), flush=True)
-                    else:
-                        out.print(f"{ev['ts']} {ev['severity']:7} {ev['kind']:20} {ev['message']}")
+        sys.stdout.flush()
+        follow_events(c, kind, location, items[-1]["id"] if items else 0)
+
+
+def follow_events(c: Client, kind: str | None, location: str | None, last: int) -> None:
+    """Print events as they come; when the stream breaks (onepane restarted, the network
+    hiccuped), reconnect with backoff and first print what was missed, from the last id seen."""
+    def emit(ev: dict[str, Any]) -> None:
+        if location and ev.get("location") != location:
+            return
+        if ctx.output == Output.json:
+            print(json.dumps(ev), flush=True)
+        else:
+            out.print(f"{ev['ts']} {ev['severity']:7} {ev['kind']:20} {escape(ev['message'])}")
+
+    backoff = 0.5
+    while True:
+        try:
+            for ev in c.get("/v1/events", kind=kind, location=location, limit=1000,
+                            after=last)["items"]:  # what happened while away
+                emit(ev)
+                last = max(last, ev["id"])
+            with c.http.stream("GET", "/v1/events/stream",
+                               params={"kind": kind} if kind else None, timeout=None) as r:
+                r.raise_for_status()
+                backoff = 0.5
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        ev = json.loads(line[6:])
+                        if ev["id"] > last:
+                            emit(ev)
+                            last = ev["id"]
+        except (httpx.HTTPError, OnepaneError) as exc:
+            err.print(f"[dim]event stream interrupted ({escape(str(exc) or type(exc).__name__)})"
+                      f"; reconnecting in {backoff:.1f} s[/dim]")
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
 
 
 @app.command()
@@ -605,10 +636,20 @@ def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @deployments_app.command("apply")
-def deployments_apply(file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON spec")]) -> None:
-    """Create or update a deployment from a spec file."""
-    dep = client().request("POST", "/v1/deployments", content=file.read_bytes(),
-                           headers={"Content-Type": "application/yaml"})
+def deployments_apply(
+        file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON spec")],
+        force: Annotated[bool, typer.Option(help="apply even if it would serve nowhere now")] = False,
+) -> None:
+    """Create or update a deployment from a spec file, and show the status of *this* spec."""
+    c = client()
+    dep = c.request("POST", "/v1/deployments", content=file.read_bytes(),
+                    params={"force": "true"} if force else None,
+                    headers={"Content-Type": "application/yaml"})
+    deadline = time.monotonic() + 10  # until the reconciler has looked at this generation
+    while (dep["status"].get("observed_generation") or 0) < dep["generation"] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+        dep = c.get(f"/v1/deployments/{dep['name']}")
     show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
 
 
@@ -677,6 +718,61 @@ def move(deployment: str, to: Annotated[str, typer.Option(help="the location to 
                       "memory_bytes", "downtime_ms", "total_ms"])
 
 
+def status_report(c: Client) -> dict[str, Any]:
+    """The server, locations, deployments and jobs at a glance, and what to do about anything
+    that is not well (one call per part: this is what `onepane status` shows)."""
+    locs = c.get("/v1/locations")
+    deps = c.get("/v1/deployments")
+    running = c.get("/v1/jobs", status="running", limit=1000)["items"]
+    queued = c.get("/v1/jobs", status="queued", limit=1000)["items"]
+    failed = c.get("/v1/jobs", status="failed", limit=20)["items"]
+    todo = []
+    for loc in locs:
+        if loc["status"] not in ("ok", "unknown"):
+            todo.append(f"location {loc['name']} is {loc['status']}: {loc.get('status_detail')}"
+                        f" (onepane locations show {loc['name']}; onepane sync)")
+    for d in deps:
+        st = d.get("status") or {}
+        where = st.get("locations") or {}
+        primary = d.get("primary")
+        if not st:
+            todo.append(f"deployment {d['name']} has no status yet: is its reconciler running?")
+        elif not any(v.get("up") for v in where.values()):
+            todo.append(f"deployment {d['name']} has no healthy replica anywhere (onepane "
+                        f"events --kind health.; onepane deployments show {d['name']})")
+        elif primary and not (where.get(primary) or {}).get("up"):
+            todo.append(f"deployment {d['name']}: its primary {primary} is down (onepane "
+                        f"failover {d['name']})")
+    if failed:
+        todo.append(f"{len(failed)} recent jobs failed (onepane jobs list --status failed)")
+    return {"server": {"url": str(c.http.base_url), "version": __version__},
+            "locations": [{"name": loc["name"], "provider": loc["provider"],
+                           "status": loc["status"]} for loc in locs],
+            "deployments": [{"name": d["name"], "primary": d.get("primary"),
+                             "serving": (d.get("status") or {}).get("serving"),
+                             "listen": d.get("listen")} for d in deps],
+            "jobs": {"running": len(running), "queued": len(queued),
+                     "recently_failed": len(failed)},
+            "todo": todo or ["nothing: every location answers and every deployment serves"]}
+
+
+@app.command()
+def status() -> None:
+    """Is onepane well? The server, locations, deployments, jobs, and what to do if not."""
+    report = status_report(client())
+    if ctx.output == Output.json:
+        show(report)
+        return
+    out.print(f"onepane {report['server']['version']} at {report['server']['url']}")
+    show(report["locations"], ["name", "provider", "status"], title="locations")
+    show(report["deployments"], ["name", "primary", "serving", "listen"], title="deployments")
+    jobs = report["jobs"]
+    out.print(f"jobs: {jobs['running']} running, {jobs['queued']} queued, "
+              f"{jobs['recently_failed']} failed recently")
+    for line in report["todo"]:
+        out.print(f"- {escape(line)}")
+
+
 @app.command()
 def failover(deployment: str) -> None:
     """Move traffic to the next healthy location now."""
@@ -725,6 +821,8 @@ def main() -> None:
     sys.argv[1:] = hoist_global_options(sys.argv[1:])
     try:
         app()
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, the conventional way
+        sys.exit(130)
     except OnepaneError as exc:
         where = f" [{exc.field}]" if exc.field else ""
         detail = exc.detail

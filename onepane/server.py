@@ -87,8 +87,10 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level="warning", loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    app.state.server = server  # event streams watch it to end cleanly on shutdown
     try:
-        uvicorn.Server(config).run()
+        server.run()
     finally:
         core.stop()
 

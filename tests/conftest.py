@@ -80,9 +80,10 @@ def postgres_url() -> Iterator[str]:
 class Server:
     """`onepane up` as a real process, with its own state directory."""
 
-    def __init__(self, state_dir: Path, config: str, dev: bool = False) -> None:
+    def __init__(self, state_dir: Path, config: str, dev: bool = False,
+                 port: int | None = None) -> None:
         self.state_dir = state_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = state_dir / "onepane.toml"
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,12 @@ def list_deployments(request: Request) -> list[Deployment]:
 
 
 @router.post("", status_code=201, dependencies=[operator])
-async def apply_deployment(request: Request) -> Deployment:
-    """Create or update from a spec in JSON or YAML (Content-Type application/json or yaml)."""
+async def apply_deployment(request: Request, force: bool = False) -> Deployment:
+    """Create or update from a spec in JSON or YAML (Content-Type application/json or yaml).
+    A spec that would serve from nowhere right now is refused unless `force`."""
     body = await request.body()
     spec = parse_spec(body, "request body")
-    return core(request).deployments.apply(spec)
+    return core(request).deployments.apply(spec, force)
 
 
 @router.get("/{name}", dependencies=[viewer])

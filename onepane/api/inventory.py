@@ -268,13 +268,22 @@ async def stream_events(request: Request, kind: str | None = None) -> StreamingR
     unsubscribe = c.events.subscribe(deliver)
 
     async def body() -> AsyncIterator[str]:
+        server = getattr(request.app.state, "server", None)
+        quiet = 0.0
         try:
             yield ": connected\n\n"
             while True:
                 try:
-                    ev = await asyncio.wait_for(queue.get(), timeout=15)
+                    ev = await asyncio.wait_for(queue.get(), timeout=1.0)
                 except TimeoutError:
-                    yield ": keep-alive\n\n"
+                    # A stopping server ends its streams itself, cleanly, instead of having
+                    # them cancelled under it (which printed tracebacks at every Ctrl-C).
+                    if server is not None and server.should_exit:
+                        return
+                    quiet += 1.0
+                    if quiet >= 15:
+                        quiet = 0.0
+                        yield ": keep-alive\n\n"
                     continue
                 yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {ev.model_dump_json()}\n\n"
         finally:

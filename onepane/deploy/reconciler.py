@@ -154,6 +154,7 @@ class Reconciler:
                                 "up": loc in healthy}
                           for loc in spec.replicas},
             "sla": sla,
+            "observed_generation": dep.generation,  # the spec this status describes
         }
         self.deployments.set_status(dep.name, decision.primary, status, decision.reason,
                                     read_primary=dep.primary)
@@ -278,11 +279,14 @@ class Reconciler:
                 # Pools built from the empty snapshot of a fresh start would refuse every
                 # request for as long as the checks take to rise.
                 h = spec.health
-                self._adopting[dep.name] = time.monotonic() + h.interval * (h.rise + 1) + h.timeout
+                self._adopting[dep.name] = time.monotonic() + max(
+                    10.0, 5 * (h.interval * (h.rise + h.fall) + h.timeout))
         until = self._adopting.get(dep.name)
         if until is not None:
+            # Until every replica's checks have settled (risen, or fallen), or a cap passes.
             targets = self.health.snapshot(dep.name)
-            if time.monotonic() < until and not (targets and all(t.up for t in targets)):
+            settled = targets and all(t.up or t.failures >= t.check.fall for t in targets)
+            if time.monotonic() < until and not settled:
                 return
             del self._adopting[dep.name]
         if plane.applied != config:

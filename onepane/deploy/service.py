@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..inventory.locations import Locations
 from ..policy.placement import violation
+from ..policy.schedule import active_locations
 from ..providers.base import Provider
 from ..store.tables import DeploymentRow
 from ..traffic.manager import next_healthy
@@ -67,8 +68,10 @@ class Deployments:
     def spec(self, name: str) -> DeploymentSpec:
         return DeploymentSpec.model_validate(self.get(name).spec)
 
-    def apply(self, spec: DeploymentSpec) -> Deployment:
-        """Create or update. Every location must exist and offer the image and size."""
+    def apply(self, spec: DeploymentSpec, force: bool = False) -> Deployment:
+        """Create or update. Every location must exist and offer the image and size, and the
+        spec must leave somewhere to serve from *now* (unless forced)."""
+        self._serves_somewhere_now(spec, force)
         require = spec.policies.placement.require
         for loc in spec.replicas:
             try:
@@ -103,6 +106,21 @@ class Deployments:
                 self.events.emit("deployment.updated", f"deployment {spec.name} updated "
                                  f"(generation {row.generation})", subject=spec.name, session=s)
         return self.get(spec.name)
+
+    def _serves_somewhere_now(self, spec: DeploymentSpec, force: bool) -> None:
+        """A schedule whose windows are all closed right now would take every replica away the
+        moment the spec is applied (the README's example once did, at 03:31 on a Thursday)."""
+        now = datetime.now(UTC)
+        open_now = active_locations(spec.policies.schedule, spec.replicas, now)
+        serving = {loc for loc in open_now if spec.replicas.get(loc, 0) > 0}
+        if serving or force:
+            return
+        when = now.strftime("%a %H:%M UTC")
+        why = ("no schedule window is open now" if spec.policies.schedule
+               else "every location has 0 replicas")
+        raise InvalidInput(f"{spec.name} would serve nowhere now ({when}): {why}; fix the spec, "
+                           "or apply it with --force (API: ?force=true) to mean it",
+                           field="policies.schedule" if spec.policies.schedule else "replicas")
 
     def delete(self, name: str) -> None:
         with self.events.tx() as s:

@@ -81,6 +81,11 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
                 actions.append(Action("schedule_on", f"a schedule window opened at {loc}", loc))
             for loc in sorted(state.active - active):
                 actions.append(Action("schedule_off", f"no schedule window is open for {loc}", loc))
+        else:  # the first look says what it decided too, not only later changes
+            for loc in sorted(replicas):
+                actions.append(Action("schedule_on", f"a schedule window is open at {loc}", loc)
+                               if loc in active else
+                               Action("schedule_off", f"no schedule window is open for {loc}", loc))
         state.active = active
         for loc in replicas:
             if loc not in active:

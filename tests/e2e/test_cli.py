@@ -249,3 +249,56 @@ def test_version_and_output_option_anywhere() -> None:
     r = subprocess.run([str(VENV_BIN / "onepane"), "locations", "list", "-o", "json"],
                        capture_output=True, text=True, env=env)
     assert "No such option" not in r.stderr and "cannot reach" in r.stderr
+
+
+def test_status_says_what_is_well_and_what_to_do(start_server: Any) -> None:
+    server = start_server("")
+    r = cli(server, "status")
+    assert r.returncode == 0, r.stderr
+    assert "dc-a" in r.stdout and "nothing: every location answers" in r.stdout
+    report = json.loads(cli(server, "status", "-o", "json").stdout)
+    assert {loc["name"] for loc in report["locations"]} == {"dc-a", "dc-b"}
+    assert report["jobs"] == {"running": 0, "queued": 0, "recently_failed": 0}
+
+
+def test_events_follow_survives_a_restart_and_ctrl_c_is_quiet(start_server: Any) -> None:
+    import signal
+    import threading
+
+    from tests.conftest import Server
+    from tests.helpers import wait_for
+    server = start_server("")
+    env = {**os.environ, "ONEPANE_URL": server.url, "ONEPANE_TOKEN": server.token or ""}
+    follower = subprocess.Popen([str(VENV_BIN / "onepane"), "-o", "json", "events", "--follow",
+                                 "--kind", "instance.", "--limit", "0"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[str] = []
+        lines: list[str] = []
+
+        def read() -> None:  # a reader thread: the condition below must never block
+            for line in follower.stdout:  # type: ignore[union-attr]
+                lines.append(line)
+                if line.startswith("{") and json.loads(line)["kind"] == "instance.created":
+                    seen.append(json.loads(line)["message"].split()[1])  # "instance NAME (..."
+        threading.Thread(target=read, daemon=True).start()
+        wait_for(lambda: lines, 15, what="the follower listening")  # it printed its (empty) list
+        http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+        body = {"name": "one", "location": "dc-a", "image": "httpecho", "size": "nano"}
+        http.post("/v1/instances", json=body)
+        server.proc.send_signal(signal.SIGINT)  # Ctrl-C with a follower attached
+        server.proc.wait(15)
+        assert "Traceback" not in server.log()
+        again = Server(server.state_dir, "", port=server.port)  # restarted where it was
+        httpx.post(f"{again.url}/v1/instances", json={**body, "name": "two"},
+                   headers={"Authorization": f"Bearer {again.token}"})
+        wait_for(lambda: sorted(seen) == ["one", "two"], 30,
+                 what="events from before and after the restart")
+        again.proc.terminate()
+        again.proc.wait(15)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(10)
+    assert follower.returncode == 130
+    assert "Traceback" not in (follower.stderr.read() if follower.stderr else "")
+    assert "Traceback" not in again.log()

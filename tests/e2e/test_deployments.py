@@ -186,3 +186,19 @@ def test_a_control_plane_stopped_and_restarted_costs_no_request(
     assert load.failures() == [], load.failures()[:3]
     served = {s.where for s in load.snapshot()}
     assert served == ({"dc-a", "dc-b"} if during_failover else {"dc-a"})  # no spurious failover
+
+
+def test_a_spec_that_would_serve_nowhere_now_needs_force(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("sync_interval = 0.5\ndns_port = 0\n")
+    f = tmp_path / "night.yaml"
+    # open one minute a year: closed now (unless this runs at midnight on New Year's Day)
+    f.write_text(spec(free_port()) + 'policies: {schedule: [{cron: "0 0 1 1 *", duration: 60}]}\n')
+    r = cli(server, "deployments", "apply", "-f", str(f))
+    assert r.returncode == 2 and "would serve nowhere now" in " ".join(r.stderr.split())
+    assert cli(server, "-o", "json", "deployments", "list").stdout.strip() == "[]"
+    r = cli(server, "-o", "json", "deployments", "apply", "-f", str(f), "--force")
+    assert r.returncode == 0, r.stderr
+    dep = json.loads(r.stdout)
+    assert dep["status"]["observed_generation"] == dep["generation"]  # the new spec's status
+    events = json.loads(cli(server, "-o", "json", "events", "--kind", "policy.").stdout)
+    assert {e["kind"] for e in events} == {"policy.schedule_off"}  # the first look, said

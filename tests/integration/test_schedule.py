@@ -51,7 +51,8 @@ def test_replicas_follow_the_schedule_as_the_clock_moves(core: Core) -> None:
         "name": "office", "image": "httpecho", "size": "nano", "replicas": {"dc-a": 1, "dc-b": 1},
         "policies": {"schedule": [
             {"cron": "0 8 * * 1-5", "duration": 3600, "locations": ["dc-a"]},  # weekdays 8-9 at dc-a
-            {"cron": "0 12 * * *", "duration": 1800}]}}))  # every day 12:00-12:30 everywhere
+            {"cron": "0 12 * * *", "duration": 1800}]}}),  # every day 12:00-12:30 everywhere
+        force=True)  # closed by the injected clock at first, and maybe by the real one too
     assert running(core) == {}
     clock.now = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     wait_for(lambda: running(core) == {"dc-a": 1}, 20, what="dc-a on at 08:00")
@@ -62,6 +63,7 @@ def test_replicas_follow_the_schedule_as_the_clock_moves(core: Core) -> None:
     clock.now = datetime(2026, 11, 28, 8, 30, tzinfo=UTC)  # Saturday: the weekday window stays shut
     wait_for(lambda: running(core) == {}, 20, what="off on Saturday morning")
     kinds = [(e.kind, e.location) for e in core.events.list(kind="policy.", limit=50).items]
-    assert kinds == [("policy.schedule_on", "dc-a"), ("policy.schedule_off", "dc-a"),
+    assert kinds == [("policy.schedule_off", "dc-a"), ("policy.schedule_off", "dc-b"),  # first look
+                     ("policy.schedule_on", "dc-a"), ("policy.schedule_off", "dc-a"),
                      ("policy.schedule_on", "dc-a"), ("policy.schedule_on", "dc-b"),
                      ("policy.schedule_off", "dc-a"), ("policy.schedule_off", "dc-b")]

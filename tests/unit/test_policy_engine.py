@@ -188,3 +188,10 @@ def test_a_replica_that_never_passed_a_check_is_left_to_failover() -> None:
     crashed = [engine.Replica("inst-1", "dc-a", "error", 0, ever_healthy=False)]
     acts = engine.evaluate(s, obs(replicas=crashed), engine.PolicyState(), 0, MONDAY_0759).actions
     assert [a.kind for a in acts] == ["replace"]
+
+
+def test_the_first_look_at_a_schedule_says_what_it_decided() -> None:
+    s = spec(schedule=[{"cron": "0 8 * * 1-5", "duration": 3600, "locations": ["dc-a"]}])
+    plan = engine.evaluate(s, obs(), engine.PolicyState(), 0, MONDAY_0759)
+    assert [(a.kind, a.location) for a in plan.actions] == [("schedule_off", "dc-a"),
+                                                            ("schedule_off", "dc-b")]
