@@ -2,7 +2,7 @@
 
 For failure drills, the failover tests and bench/failover.py. Needs root. The catch-all
 blackhole route is installed before the first namespace and removed only after the last veth
-is gone (RECIPES.md §6), so drill traffic never leaves the machine.
+is gone (see docs/architecture.md, "Drills"), so drill traffic never leaves the machine.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def ec2_location(moto_url: str, name: str = "aws-us-east-1") -> dict[str, object
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (RECIPES.md §5); ./test installs the server."""
+    """A throwaway PostgreSQL cluster (initdb as the postgres user, trust auth on loopback);
+    ./test installs the server."""
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     if not bins or os.geteuid() != 0:
         pytest.fail("PostgreSQL server not installed (./test installs Debian's postgresql)")

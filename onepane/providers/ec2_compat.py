@@ -1,9 +1,9 @@
 """Libcloud's EC2 driver, adapted to EC2-compatible endpoints that are not AWS (moto, ...).
 
-Why each fix exists (RECIPES.md §1): such endpoints answer in a namespace without the trailing
-slash, reject zero-based list parameters, omit <return> on some replies, add <Type> to errors,
-need InstanceId on DetachVolume and page DescribeInstances, which libcloud's list_nodes() never
-follows.
+Why each fix exists (found driving moto's server with the stock driver): such endpoints answer
+in a namespace without the trailing slash, reject zero-based list parameters, omit <return> on
+some replies, add <Type> to errors, need InstanceId on DetachVolume and page DescribeInstances,
+which libcloud's list_nodes() never follows.
 Against real AWS use the plain `ec2` driver; none of this is needed there.
 """
 
