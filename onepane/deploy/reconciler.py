@@ -283,9 +283,12 @@ class Reconciler:
                     10.0, 5 * (h.interval * (h.rise + h.fall) + h.timeout))
         until = self._adopting.get(dep.name)
         if until is not None:
-            # Until every replica's checks have settled (risen, or fallen), or a cap passes.
+            # Until every replica's checks have settled (risen, or fallen) and one of them is
+            # up, or a cap passes: pools with nobody in them would only turn requests away
+            # that the adopted plane, routing around what it saw fail, still serves.
             targets = self.health.snapshot(dep.name)
-            settled = targets and all(t.up or t.failures >= t.check.fall for t in targets)
+            settled = any(t.up for t in targets) and all(
+                t.up or t.failures >= t.check.fall for t in targets)
             if time.monotonic() < until and not settled:
                 return
             del self._adopting[dep.name]
