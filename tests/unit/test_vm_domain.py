@@ -10,10 +10,8 @@ from onepane.providers.vm.domain import (
     Disk,
     DomainSpec,
     Nic,
-    disk_paths,
     domain_xml,
     read_metadata,
-    with_disk_paths,
 )
 from onepane.providers.vm.guestnet import mac_for
 from onepane.providers.vm.provider import _extra_mac
@@ -44,13 +42,6 @@ def test_the_ovf_hardware_and_environment_reach_the_domain() -> None:
     assert entries["opt/onepane/ovf-env"].get("file") == "/s/inst-1/ovf-env.xml"
     assert read_metadata(xml) == {"id": "inst-1", "name": "web <&> \"x\"", "tags": {"a": "b"}}
     assert ET.fromstring(domain_xml(spec(accel="kvm"))).get("type") == "kvm"
-
-
-def test_a_migration_destination_gets_its_own_disk_paths() -> None:
-    xml = domain_xml(spec())
-    moved = with_disk_paths(xml, {"vda": Path("/t/inst-1/disk0.qcow2")})
-    assert disk_paths(moved) == {"vda": Path("/t/inst-1/disk0.qcow2"),
-                                 "vdb": Path("/s/inst-1/disk1.qcow2")}
 
 
 def test_every_nic_of_a_guest_has_its_own_stable_mac() -> None:

@@ -111,20 +111,3 @@ def disk_paths(xml: str) -> dict[str, Path]:
         if src is not None and tgt is not None and src.get("file"):
             out[tgt.get("dev", "")] = Path(src.get("file", ""))
     return out
-
-
-def with_disk_paths(xml: str, paths: dict[str, Path]) -> str:
-    """The same domain with some disks' files replaced (a migration's destination XML)."""
-    root = SafeET.fromstring(xml)
-    for d in root.findall("devices/disk"):
-        src, tgt = d.find("source"), d.find("target")
-        if src is not None and tgt is not None and tgt.get("dev") in paths:
-            src.set("file", str(paths[tgt.get("dev", "")]))
-    return ET.tostring(root, encoding="unicode")
-
-
-def with_console_log(xml: str, path: Path) -> str:
-    root = SafeET.fromstring(xml)
-    for src in root.findall("devices/serial/source"):
-        src.set("path", str(path))
-    return ET.tostring(root, encoding="unicode")
