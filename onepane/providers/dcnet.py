@@ -69,6 +69,13 @@ class DataCenterNet:
         ensure_catch_all()
         have_ns = self.ns in ip("netns", "list").stdout.split()
         have_veth = ip("link", "show", self.host_if, check=False).returncode == 0
+        peer_inside = have_ns and ip("-n", self.ns, "link", "show", self.ns_if,
+                                     check=False).returncode == 0
+        if have_veth and not peer_inside:
+            # The host end survived a namespace that was deleted while a process still held it
+            # (its peer lives on in that orphan): deleting one end of a veth deletes both.
+            ip("link", "del", self.host_if, check=False)
+            have_veth = False
         if have_ns and not have_veth:  # half-built by a run that died: start over
             ip("netns", "del", self.ns, check=False)
             have_ns = False

@@ -78,8 +78,8 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     if kind == "ec2-on-moto":
         extra["moto"] = request.getfixturevalue("moto")
     c = CASES[kind](tmp_path, **extra)
-    c.provider.setup()
     try:
+        c.provider.setup()
         yield c
     finally:
         with contextlib.suppress(Exception):

@@ -58,3 +58,30 @@ def test_instances_live_in_the_namespace_and_can_be_cut_off(dc: NetnsProvider) -
     dc.restore()
     wait_for(lambda: httpx.get(url, timeout=1).status_code == 200, what="link back up")
     assert dc.list_instances()[0].state == InstanceState.running
+
+
+def test_setup_rebuilds_a_link_whose_peer_was_left_in_an_orphan_namespace(tmp_path: Path) -> None:
+    """What a crashed run leaves: the host end of the veth, its peer in a namespace that lost its
+    name while a process still held it. CI met this; setup must start over, not fail."""
+    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                                capture_output=True, text=True).stdout
+    index, orphan = INDEX + 1, "op-orphan-test"
+    subprocess.run(["ip", "netns", "add", orphan], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", f"op-h{index}", "type", "veth", "peer", "name",
+                        f"op-c{index}"], check=True)
+        subprocess.run(["ip", "link", "set", f"op-c{index}", "netns", orphan], check=True)
+        p = NetnsProvider("nso", tmp_path, {"index": index})
+        subprocess.run(["ip", "netns", "add", p.net.ns], check=True)  # a namespace without the peer
+        try:
+            p.setup()
+            inside = subprocess.run(["ip", "-n", p.net.ns, "-br", "link", "show", f"op-c{index}"],
+                                    capture_output=True, text=True, check=True).stdout
+            assert "UP" in inside
+        finally:
+            p.teardown()
+    finally:
+        subprocess.run(["ip", "netns", "del", orphan], check=False)
+        subprocess.run(["ip", "link", "del", f"op-h{index}"], check=False, capture_output=True)
+        if not had_catch_all:
+            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
