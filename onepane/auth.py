@@ -12,7 +12,7 @@ import threading
 from sqlalchemy import func, select
 
 from .errors import Forbidden, NotFound, Unauthorized
-from .model import new_id
+from .model import new_id, utc_iso
 from .secrets import Vault, hash_token, new_token
 from .store.db import Store
 from .store.tables import AccessKeyRow, TokenRow
@@ -48,6 +48,12 @@ class Tokens:
         _delete(self.store, TokenRow, token_id, "token")
         with self._lock:
             self._cache.clear()
+
+    def list(self) -> list[dict[str, str]]:
+        """Who holds a token and with which role; never the token or its hash."""
+        with self.store.tx() as s:
+            return [{"id": r.id, "name": r.name, "role": r.role, "created_at": utc_iso(r.created_at)}
+                    for r in s.scalars(select(TokenRow).order_by(TokenRow.created_at))]
 
     def role_of(self, token: str | None) -> str:
         if not token:
@@ -98,7 +104,7 @@ class AccessKeys:
     def list(self) -> list[dict[str, str]]:
         with self.store.tx() as s:
             return [{"access_key_id": r.id, "name": r.name, "role": r.role,
-                     "created_at": r.created_at.isoformat()}
+                     "created_at": utc_iso(r.created_at)}
                     for r in s.scalars(select(AccessKeyRow).order_by(AccessKeyRow.created_at))]
 
     def secret_and_role(self, key_id: str) -> tuple[str, str] | None:

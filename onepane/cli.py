@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 import tempfile
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,14 +103,27 @@ def show(data: Any, columns: list[str] | None = None, title: str | None = None) 
     out.print(table)
 
 
+ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, str) and ISO_TIME.match(v):
+        return human_time(v)
     if isinstance(v, dict):
         return ",".join(f"{k}={x}" for k, x in v.items())
     if isinstance(v, list):
         return ",".join(str(x) for x in v)
     return str(v)
+
+
+def human_time(iso: str) -> str:
+    """Tables show every time the same way: UTC, to the second, with `Z` (as the API writes)."""
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -142,15 +157,53 @@ def up(
     config: Annotated[Path | None, typer.Option(help="onepane.toml")] = None,
     dev: Annotated[bool, typer.Option(help="no authentication; loopback only")] = False,
     host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option(help="API port (8640)")] = None,
+    dns_port: Annotated[str | None, typer.Option(
+        help="DNS port (8653); 0: any free port; off: no DNS")] = None,
     state_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
-    """Start onepane: API, inventory sync and job runner."""
+    """Start onepane: API, console, EC2 and OCCI front ends, DNS, inventory sync and jobs."""
     from .config import load_settings
     from .server import serve
     settings = load_settings(config, dev=dev or None, api_host=host, api_port=port,
-                             state_dir=state_dir)
+                             dns_port=dns_port, state_dir=state_dir)
     serve(settings)
+
+
+@app.command()
+def down(
+    config: Annotated[Path | None, typer.Option(help="onepane.toml")] = None,
+    state_dir: Annotated[Path | None, typer.Option()] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Stop onepane and what it runs on this machine: the server, every data plane, every
+    instance at a process or VM location. Cloud servers keep running; specs and the inventory
+    stay, so the next `onepane up` brings deployments back."""
+    from .config import load_settings
+    from .shutdown import execute, instances, plan
+    settings = load_settings(config, state_dir=state_dir)
+    if not (settings.state_dir / "onepane.db").exists() and settings.database_url is None:
+        raise InvalidInput(f"{settings.state_dir}: no onepane state here (use --state-dir)",
+                           field="state-dir")
+    todo = plan(settings)
+    if ctx.output == Output.table:
+        server = f"the server (pid {todo.server_pid})" if todo.server_pid else "no running server"
+        err.print(f"This stops {server}, {len(todo.data_planes)} data planes and the instances at "
+                  + (", ".join(f"{k} ({instances(v)})" for k, v in todo.locations.items())
+                     or "no location")
+                  + ".")
+        if todo.left_running:
+            err.print("Left running (cloud): " + ", ".join(
+                f"{k} ({instances(v)})" for k, v in todo.left_running.items()))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("onepane down asks first; add --yes to run it without a terminal",
+                               field="yes")
+        if not typer.confirm("Stop them?", default=False, err=True):
+            raise typer.Exit(1)
+    done = execute(settings, todo)
+    show({**todo.as_dict(), "done": done} if ctx.output == Output.json else
+         [{"done": line} for line in done] or [{"done": "nothing was running"}], ["done"])
 
 
 # ---- locations -------------------------------------------------------------------------------
@@ -206,6 +259,21 @@ def _scalar(v: str) -> Any:
         return int(v)
     except ValueError:
         return v
+
+
+@locations_app.command("label")
+def locations_label(
+    name: str,
+    changes: Annotated[list[str], typer.Argument(help="key=value sets a label, key- removes it")],
+) -> None:
+    """Change a location's labels (placement policies read them)."""
+    patch: dict[str, str | None] = {}
+    for item in changes:
+        if item.endswith("-") and "=" not in item:
+            patch[item[:-1]] = None
+        else:
+            patch.update(pairs([item], "label"))
+    show(client().request("PATCH", f"/v1/locations/{name}", json={"labels": patch}), LOC_COLS)
 
 
 @locations_app.command("remove")
@@ -410,6 +478,9 @@ def images_import(path: Path, name: Annotated[str, typer.Option()],
                                    params=params)
     for warning in img.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {warning}")
+    if img.get("reused") and ctx.output == Output.table:
+        err.print(f"the catalog already holds this content as {img['name']} {img['version']}: "
+                  f"kept {img['id']}")
     if img.get("appliance") and ctx.output == Output.table:
         err.print(f"appliance {img['appliance']['name']}: "
                   f"{len(img['appliance']['members'])} systems imported "
@@ -437,9 +508,12 @@ def _packed(path: Path, tmp: Path) -> Path:
 
 @images_app.command("catalog")
 def images_catalog() -> None:
-    """Logical images and where each one is ready."""
+    """Logical images, where each one is ready, and where it boots (`*`: ready, not bootable
+    there; `onepane images show` says why)."""
     imgs = client().get("/v1/catalog")
-    rows = [{**i, "replicas": {r["location"]: r["state"] for r in i["replicas"]}} for i in imgs]
+    rows = [{**i, "replicas": {r["location"]: r["state"] + ("" if r.get("bootable") or
+                                                            r["state"] != "ready" else "*")
+                               for r in i["replicas"]}} for i in imgs]
     show(rows if ctx.output == Output.table else imgs,
          ["id", "name", "version", "os", "cpus", "memory_mb", "replicas"])
 
@@ -462,7 +536,15 @@ def images_show(image_id: str) -> None:
         show(img["appliance"], ["name", "collection", "members"])
     for warning in img.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {warning}")
-    show(img["replicas"], ["location", "state", "format", "provider_image_id", "error"])
+    show(_replica_rows(img), REPLICA_COLS)
+
+
+REPLICA_COLS = ["location", "state", "format", "provider_image_id", "boots", "error"]
+
+
+def _replica_rows(img: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**r, "boots": "yes" if r.get("bootable") else f"no: {r.get('not_bootable_because')}"}
+            for r in img["replicas"]]
 
 
 @images_app.command("replicate")
@@ -487,8 +569,7 @@ def images_replicate(image_id: str, to: Annotated[str, typer.Option(help="LOC[,L
             if all(reps.get(loc, {}).get("state") in ("ready", "failed") for loc in tasks):
                 break
             _time.sleep(0.2)
-    show(img["replicas"] if ctx.output == Output.table else img,
-         ["location", "state", "format", "provider_image_id", "error"])
+    show(_replica_rows(img) if ctx.output == Output.table else img, REPLICA_COLS)
     if any(r["state"] == "failed" for r in img["replicas"] if r["location"] in tasks):
         raise JobFailed("replication failed at " + ", ".join(
             r["location"] for r in img["replicas"] if r["state"] == "failed"))
@@ -518,7 +599,9 @@ JOB_COLS = ["id", "kind", "target", "location", "status", "attempts", "created_a
 
 @jobs_app.command("list")
 def jobs_list(status: Annotated[str | None, typer.Option()] = None, limit: int = 50) -> None:
-    show(client().get("/v1/jobs", status=status, limit=limit)["items"], JOB_COLS)
+    """The newest jobs, listed oldest first like every listing (the newest is the last line)."""
+    newest_first = client().get("/v1/jobs", status=status, limit=limit)["items"]
+    show(newest_first[::-1], JOB_COLS)
 
 
 @jobs_app.command("show")
@@ -559,7 +642,7 @@ def follow_events(c: Client, kind: str | None, location: str | None, last: int) 
         if ctx.output == Output.json:
             print(json.dumps(ev), flush=True)
         else:
-            out.print(f"{ev['ts']} {ev['severity']:7} {ev['kind']:20} {escape(ev['message'])}")
+            out.print(f"{human_time(ev['ts'])} {ev['severity']:7} {ev['kind']:20} {escape(ev['message'])}")
 
     backoff = 0.5
     while True:
@@ -595,6 +678,12 @@ def sync() -> None:
 @tokens_app.command("create")
 def tokens_create(name: str, role: str = "operator") -> None:
     show(client().post("/v1/tokens", {"name": name, "role": role}, idempotent_key=False))
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Every token's id, name and role (a token itself is shown only when it is created)."""
+    show(client().get("/v1/tokens"), ["id", "name", "role", "created_at"])
 
 
 @tokens_app.command("revoke")
@@ -653,6 +742,43 @@ def deployments_apply(
     show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
 
 
+@deployments_app.command("wait")
+def deployments_wait(name: str, timeout: Annotated[float, typer.Option(help="seconds")] = 120
+                     ) -> None:
+    """Wait until the deployment serves and every replica it wants is healthy (exit 1 if that
+    takes longer than --timeout): what scripts do between `apply` and using the service."""
+    c = client()
+    deadline = time.monotonic() + timeout
+    while True:
+        dep = c.get(f"/v1/deployments/{name}")
+        if _settled(dep):
+            break
+        if time.monotonic() > deadline:
+            show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+            raise JobFailed(f"deployment {name} did not settle within {timeout:g}s")
+        time.sleep(0.2)
+    show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
+
+
+def _until_serving(c: Client, dep: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    """After a move or failover, return once the data plane sends traffic to the new primary
+    (the API answers when the decision is stored; the reconciler applies it a moment later)."""
+    deadline = time.monotonic() + timeout
+    while (dep.get("status") or {}).get("serving") != [dep["primary"]] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+        dep = c.get(f"/v1/deployments/{dep['name']}")
+    return dep
+
+
+def _settled(dep: dict[str, Any]) -> bool:
+    st = dep.get("status") or {}
+    where = st.get("locations") or {}
+    return ((st.get("observed_generation") or 0) >= dep["generation"] and bool(st.get("serving"))
+            and bool(where) and all(v["healthy"] >= (v.get("desired") or v["replicas"])
+                                    for v in where.values()))
+
+
 @deployments_app.command("list")
 def deployments_list() -> None:
     deps = client().get("/v1/deployments")
@@ -680,10 +806,21 @@ def deployments_metrics(
     rows = []
     for sr in data["series"]:
         values = [p[1] for p in sr["points"]]
+        unit, scale = METRIC_UNITS.get(sr["name"], ("", 1.0))
+        def fmt(x: float, unit: str = unit, scale: float = scale) -> str:
+            return f"{x / scale:,.2f} {unit}".rstrip()
         rows.append({"metric": sr["name"], "location": sr["location"], "instance": sr["instance"],
-                     "points": len(values), "latest": round(values[-1], 2),
-                     "mean": round(sum(values) / len(values), 2), "max": round(max(values), 2)})
+                     "points": len(values), "latest": fmt(values[-1]),
+                     "mean": fmt(sum(values) / len(values)), "max": fmt(max(values))})
     show(rows, ["metric", "location", "instance", "points", "latest", "mean", "max"])
+
+
+# What each stored series measures, and how people read it (JSON keeps the raw numbers).
+METRIC_UNITS: dict[str, tuple[str, float]] = {
+    "rps": ("req/s", 1.0), "errors_per_s": ("err/s", 1.0), "p95_ms": ("ms", 1.0),
+    "check_ms": ("ms", 1.0), "cpu_percent": ("%", 1.0), "memory_bytes": ("MiB", 1024.0 ** 2),
+    "up": ("", 1.0),
+}
 
 
 @deployments_app.command("delete")
@@ -702,6 +839,7 @@ def move(deployment: str, to: Annotated[str, typer.Option(help="the location to 
     c = client()
     if not live:
         dep = c.post(f"/v1/deployments/{deployment}/move", {"to": to}, idempotent_key=False)
+        dep = _until_serving(c, dep)
         show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
         return
     started = c.post(f"/v1/deployments/{deployment}/move",
@@ -776,7 +914,8 @@ def status() -> None:
 @app.command()
 def failover(deployment: str) -> None:
     """Move traffic to the next healthy location now."""
-    dep = client().post(f"/v1/deployments/{deployment}/failover", idempotent_key=False)
+    c = client()
+    dep = _until_serving(c, c.post(f"/v1/deployments/{deployment}/failover", idempotent_key=False))
     show(_dep_row(dep) if ctx.output == Output.table else dep, DEP_COLS)
 
 

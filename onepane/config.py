@@ -63,8 +63,10 @@ _ENV = {
     "ONEPANE_API_HOST": "api_host",
     "ONEPANE_API_PORT": "api_port",
     "ONEPANE_SYNC_INTERVAL": "sync_interval",
+    "ONEPANE_DNS_HOST": "dns_host",
     "ONEPANE_DNS_PORT": "dns_port",
 }
+OFF = ("off", "none", "")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -84,6 +86,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         if env in os.environ:
             raw[key] = os.environ[env]
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(raw.get("dns_port"), str) and raw["dns_port"].strip().lower() in OFF:
+        raw["dns_port"] = None  # `off` in a flag, the environment or the file: no DNS
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
@@ -19,6 +19,12 @@ def slug(value: str | None) -> str:
     """Any title (an EC2 Name tag, an OCCI title) as a name NAME_PATTERN accepts; "" if none."""
     return re.sub(r"[^a-z0-9-]+", "-", (value or "").lower()).strip("-")[:63].strip("-")
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:/=+-@]{1,128}$"
+
+
+def utc_iso(when: datetime) -> str:
+    """The one notation for a time on the wire and in tables: ISO 8601 in UTC with `Z`
+    (what pydantic writes for the models, so hand-built documents match them)."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id(prefix: str) -> str:
@@ -65,6 +71,22 @@ class LocationCreate(Strict):
     credentials: dict[str, str] = Field(default_factory=dict, description="Never returned")
     options: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class LocationUpdate(Strict):
+    """A JSON merge patch (RFC 7396) of a location's labels: a value sets, `null` removes."""
+    labels: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_shape(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for key, value in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}", key):
+                raise ValueError(f"label key {key!r}: 1-63 letters, digits, _ . : / -, "
+                                 "starting with a letter or digit")
+            if value is not None and len(value) > 255:
+                raise ValueError(f"label {key}: at most 255 characters")
+        return v
 
 
 class Location(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
 from pathlib import Path
 
 import uvicorn
@@ -13,8 +12,10 @@ import uvicorn
 from .api.app import create_app
 from .config import Settings
 from .core import Core
-from .errors import Conflict, InvalidInput
+from .errors import InvalidInput
 from .memory import bound_malloc
+from .ports import check_free
+from .shutdown import remove_pid, write_pid
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "admin.token"
@@ -46,21 +47,22 @@ def check_dev_mode(settings: Settings) -> None:
                            f"not on {host}", field="dev")
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_ports(settings: Settings) -> None:
     """Before anything starts or "up" is printed: a busy port is the user's to fix."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise Conflict(f"cannot listen on {host}:{port}: {exc.strerror}; choose another "
-                           "port with --port or ONEPANE_API_PORT", field="api_port") from exc
+    check_free(settings.api_host, settings.api_port, what="serve the API", field="api_port",
+               hint="choose another port with --port, ONEPANE_API_PORT or api_port in the file")
+    if settings.dns_port is not None:
+        check_free(settings.dns_host, settings.dns_port, what="serve DNS", field="dns_port",
+                   udp=True, hint="choose another port with --dns-port, ONEPANE_DNS_PORT or "
+                   "dns_port in the file (0: any free port; off: no DNS)")
 
 
 def serve(settings: Settings) -> None:
     check_dev_mode(settings)
-    check_port_free(settings.api_host, settings.api_port)
+    check_ports(settings)
     bound_malloc()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    write_pid(settings.state_dir)  # for `onepane down`
     core = Core(settings)
     core.start()
     token = ensure_admin_token(core)
@@ -93,6 +95,7 @@ def serve(settings: Settings) -> None:
         server.run()
     finally:
         core.stop()
+        remove_pid(settings.state_dir)
 
 
 def state_token(state_dir: Path) -> str | None:

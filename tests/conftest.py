@@ -88,7 +88,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = state_dir / "onepane.toml"
         state_dir.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(config)
+        # Tests never share the default DNS port (8653): one that needs DNS names its own.
+        cfg.write_text(config if "dns_port" in config else "dns_port = 0\n" + config)
         self.log_path = state_dir / "server.log"
         args = [str(VENV_BIN / "onepane"), "up", "--config", str(cfg), "--port", str(self.port),
                 "--state-dir", str(state_dir)]

@@ -22,6 +22,7 @@ from ..model import (
     Job,
     Location,
     LocationCreate,
+    LocationUpdate,
     Network,
     NetworkCreate,
     Page,
@@ -64,6 +65,13 @@ def add_location(request: Request, spec: LocationCreate) -> Location:
 @router.get("/locations/{name}", dependencies=[viewer])
 def get_location(request: Request, name: str) -> Location:
     return core(request).locations.get(name)
+
+
+@router.patch("/locations/{name}", dependencies=[admin])
+def edit_location(request: Request, name: str, body: LocationUpdate) -> Location:
+    """Change labels (a merge patch: a value sets, null removes). Placement policies see the
+    change at their next evaluation; a location from the config file keeps the edit on restart."""
+    return core(request).locations.edit_labels(name, body.labels)
 
 
 @router.delete("/locations/{name}", status_code=204, dependencies=[admin])
@@ -316,6 +324,12 @@ def create_token(request: Request, body: Annotated[TokenCreate, Body()]) -> dict
     tid, token = core(request).tokens.create(body.name, body.role)
     return {"id": tid, "token": token, "role": body.role,
             "note": "shown once; onepane stores only its hash"}
+
+
+@router.get("/tokens", dependencies=[admin])
+def list_tokens(request: Request) -> list[dict[str, str]]:
+    """Every token's id, name, role and creation time (the tokens themselves are not kept)."""
+    return core(request).tokens.list()
 
 
 @router.delete("/tokens/{token_id}", status_code=204, dependencies=[admin])

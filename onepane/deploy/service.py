@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -17,6 +16,7 @@ from ..events import EventLog
 from ..inventory.locations import Locations
 from ..policy.placement import violation
 from ..policy.schedule import active_locations
+from ..ports import check_free, free_port
 from ..providers.base import Provider
 from ..store.tables import DeploymentRow
 from ..traffic.manager import next_healthy
@@ -42,12 +42,6 @@ def view(row: DeploymentRow) -> Deployment:
 
 def _validate(provider: Provider, image: str, size: str) -> None:
     provider.validate(image, size)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Deployments:
@@ -93,6 +87,14 @@ class Deployments:
             row = s.get(DeploymentRow, spec.name)
             if row is None:
                 host, port = spec.listen.rsplit(":", 1)
+                taken = s.scalar(select(DeploymentRow.name).where(
+                    DeploymentRow.listen == spec.listen))
+                if taken is not None:
+                    raise Conflict(f"listen {spec.listen} is deployment {taken}'s; choose "
+                                   "another port, or 0 for any free one", field="listen")
+                check_free(host, int(port), what="serve the deployment", field="listen",
+                           hint="another program has it; choose another port in the spec's "
+                           "listen, or 0 for any free one")
                 listen = f"{host}:{port if port != '0' else free_port(host)}"
                 row = DeploymentRow(name=spec.name, spec=spec.model_dump(), listen=listen,
                                     status={})

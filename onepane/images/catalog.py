@@ -17,8 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
@@ -57,6 +58,25 @@ def _ovf_meta(desc: ovf.OvfPackage, vs: ovf.VirtualSystem,
     }
 
 
+def _twin_key(row: CatalogImageRow) -> tuple[Any, ...]:
+    return (row.name, row.version, row.source, row.cpus, row.memory_mb,
+            tuple(d["sha256"] for d in row.disks), (row.ovf or {}).get("default_option"))
+
+
+def _stored_twin(s: Session, rows: list[CatalogImageRow]) -> str | None:
+    """The id of the stored image that these new rows repeat exactly (same name, version,
+    hardware and disk contents, every member of an appliance), if any."""
+    firsts: list[str] = []
+    for row in rows:
+        stored = s.scalars(select(CatalogImageRow).where(
+            CatalogImageRow.name == row.name, CatalogImageRow.version == row.version)).all()
+        twin = next((t for t in stored if _twin_key(t) == _twin_key(row)), None)
+        if twin is None:
+            return None
+        firsts.append(twin.id)
+    return firsts[0] if firsts else None
+
+
 class Replica(BaseModel):
     location: str
     state: str
@@ -64,6 +84,8 @@ class Replica(BaseModel):
     progress: float
     provider_image_id: str | None
     error: str | None
+    bootable: bool = Field(default=False, description="an instance can boot from it there")
+    not_bootable_because: str | None = None
 
 
 class CatalogImage(BaseModel):
@@ -85,6 +107,8 @@ class CatalogImage(BaseModel):
     appliance: dict[str, Any] | None = None  # the systems imported together from one collection
     warnings: list[str] = []
     ovf: dict[str, Any] | None = None
+    reused: bool = Field(default=False, description="an import that repeated a stored image "
+                         "(same name, version and content) returns that image with this set")
 
 
 class BootImage(BaseModel):
@@ -142,6 +166,12 @@ class Catalog:
                     memory_mb=512, disks=[self._store_blob(path, found, digest)], networks=[],
                     product={}, source="disk")]
         with self.events.tx() as s:
+            same = _stored_twin(s, rows)
+            if same is not None:  # a retried or repeated import: the image it made, not a twin
+                self.events.emit("image.import.reused", f"{label}: same content as image "
+                                 f"{rows[0].name} {rows[0].version} ({same}); kept that one",
+                                 subject=same, session=s)
+                return self.get(same).model_copy(update={"reused": True})
             for row in rows:
                 s.add(row)
                 self.events.emit("image.imported", f"image {row.name} {row.version} ({row.id}) "
@@ -228,12 +258,24 @@ class Catalog:
                 product=row.product, source=row.source,
                 replicas=[Replica(location=r.location, state=r.state, format=r.format,
                                   progress=r.progress, provider_image_id=r.provider_image_id,
-                                  error=r.error) for r in reps],
+                                  error=r.error, **self._bootability(r)) for r in reps],
                 deployment_option=meta.get("default_option"),
                 deployment_options=meta.get("options", []),
                 properties=[_shown(p) for p in meta.get("properties", [])],
                 eulas=meta.get("eulas", []), appliance=row.appliance,
                 warnings=list(row.warnings or []), ovf=meta or None)
+
+    def _bootability(self, rep: ImageReplicaRow) -> dict[str, Any]:
+        """Whether an instance can boot from this replica, and if not, the reason to show."""
+        try:
+            missing = self.registry.get(rep.location).capabilities.missing
+        except NotFound:
+            return {"bootable": False, "not_bootable_because": "the location is not running"}
+        if Feature.boot_images in missing:
+            return {"bootable": False, "not_bootable_because": missing[Feature.boot_images]}
+        if rep.state != "ready":
+            return {"bootable": False, "not_bootable_because": f"the replica is {rep.state}"}
+        return {"bootable": True, "not_bootable_because": None}
 
     def boot_image(self, image_id: str, location: str, option: str | None,
                    values: dict[str, str]) -> BootImage:

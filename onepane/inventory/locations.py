@@ -6,6 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -80,7 +81,8 @@ class Locations:
                                  location=spec.name, session=s)
             else:
                 row.provider, row.region, row.driver = spec.provider, spec.region, spec.driver
-                row.labels, row.options = spec.labels, spec.options
+                row.labels = merge_labels(spec.labels, row.label_edits or {})
+                row.options = spec.options
                 row.credentials_enc = self.vault.seal(spec.credentials)
 
     def start_all(self) -> None:
@@ -127,6 +129,20 @@ class Locations:
                                 exc.detail)
             provider.close()
 
+    def edit_labels(self, name: str, changes: dict[str, str | None]) -> Location:
+        """Apply a merge patch to the labels. The edit is remembered apart, so that a location
+        from the configuration file keeps it across restarts (file labels, then the edits)."""
+        with self.events.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is None:
+                raise NotFound(f"no location {name!r}", field="location")
+            row.label_edits = {**(row.label_edits or {}), **changes}
+            row.labels = merge_labels(row.labels, changes)
+            shown = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in changes.items())
+            self.events.emit("location.labels", f"location {name} labels: {shown}",
+                             location=name, data={"labels": row.labels}, session=s)
+        return self.get(name)
+
     def set_status(self, name: str, status: str, detail: str | None) -> None:
         with self.events.tx() as s:
             row = s.get(LocationRow, name)
@@ -162,6 +178,11 @@ class Locations:
         except NotFound:
             return location_view(row)
         return location_view(row, caps.as_dict(), caps.reasons())
+
+
+def merge_labels(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, str]:
+    merged = {**base, **changes}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def _with_timeout(fn: object, timeout: float, name: str) -> None:

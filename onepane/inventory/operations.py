@@ -156,6 +156,7 @@ class Operations:
         hardware: dict[str, Any] = {}
         provider = self.locations.provider(req.location)
         if self.boot_image is not None and req.image.startswith("img-"):
+            provider.require(Feature.boot_images, "image")
             boot = self.boot_image(req.image, req.location, req.deployment_option, req.properties)
             image, user_data = boot.provider_image_id, boot.user_data
             hardware = {"disks": boot.extra_disks, "nics": boot.nics}

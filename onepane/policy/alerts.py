@@ -22,7 +22,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from ..events import EventLog
-from ..model import Event
+from ..model import Event, utc_iso
 
 log = logging.getLogger(__name__)
 DEFAULT_EVENTS = ["policy.*", "sla.*", "traffic.failover", "replica.replaced"]
@@ -94,7 +94,7 @@ class Alerts:
 
     def _deliver(self, d: Delivery) -> None:
         body = json.dumps({"id": d.event.id, "kind": d.event.kind, "severity": d.event.severity,
-                           "ts": d.event.ts.isoformat(), "location": d.event.location,
+                           "ts": utc_iso(d.event.ts), "location": d.event.location,
                            "subject": d.event.subject, "message": d.event.message,
                            "data": d.event.data}).encode()
         delay = d.hook.backoff

@@ -26,7 +26,8 @@ class Feature(StrEnum):
     stop_start = "stop_start"
     reboot = "reboot"
     app_images = "image_import"  # app images (tar.gz) uploaded to a process data center
-    disk_images = "disk_images"  # VM disk images from the catalog, stored and bootable there
+    disk_images = "disk_images"  # VM disk images from the catalog, stored there
+    boot_images = "boot_images"  # an instance boots from such a disk image
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -38,6 +39,7 @@ VERBS = {
     Feature.volumes: "have volumes", Feature.networks: "create networks",
     Feature.stop_start: "start or stop instances", Feature.reboot: "reboot instances",
     Feature.app_images: "import app images", Feature.disk_images: "take disk images",
+    Feature.boot_images: "boot disk images",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",

@@ -150,8 +150,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
     if d.reboot_node is NodeDriver.reboot_node:
         missing[Feature.reboot] = f"Libcloud's {name} driver cannot reboot a server"
     if not name.startswith("ec2"):
-        missing[Feature.disk_images] = ("onepane registers disk images only through EC2's "
-                                        "S3 + RegisterImage path")
+        missing[Feature.disk_images] = missing[Feature.boot_images] = (
+            "onepane registers disk images only through EC2's S3 + RegisterImage path")
         missing[Feature.idempotent_create] = (
             f"Libcloud's {name} driver keeps no tag or client token by which a retried create "
             "finds the server an earlier attempt made")

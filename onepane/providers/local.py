@@ -76,8 +76,13 @@ class ProcessRecord:
     exit_code: int | None = None
 
 
+PROCESSES_ONLY = ("a process data center keeps disk images (to replicate and export them) but "
+                  "runs processes, not VMs; boot them at a vm location")
+
+
 class LocalProvider(Provider):
     capabilities = Capabilities.all_but(
+        boot_images=PROCESSES_ONLY,
         cut="its processes share the host's network; use a netns location for drills",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")

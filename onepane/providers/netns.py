@@ -11,13 +11,14 @@ from typing import Any
 
 from .base import Capabilities
 from .dcnet import CutByNamespace, DataCenterNet, location_index
-from .local import LocalProvider
+from .local import PROCESSES_ONLY, LocalProvider
 
 FIRST_PORT = 20000
 
 
 class NetnsProvider(CutByNamespace, LocalProvider):
     capabilities = Capabilities.all_but(
+        boot_images=PROCESSES_ONLY,
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
 

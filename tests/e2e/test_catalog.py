@@ -31,6 +31,11 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
             "--version", "2")
     blobs = list((server.state_dir / "blobs" / "sha256").iterdir())
     assert len(blobs) == 1
+    # the same content under the same name and version is the image already there
+    r = cli(server, "-o", "json", "images", "import", str(archive), "--name", "web01")
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["id"], json.loads(r.stdout)["reused"]) == (img["id"], True)
+    assert not img["reused"]
 
     r = cli(server, "-o", "json", "images", "replicate", img["id"], "--to",
             "dc-a,dc-b,aws-us-east-1")
@@ -39,6 +44,12 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     assert {k: v["state"] for k, v in reps.items()} == dict.fromkeys(
         ("aws-us-east-1", "dc-a", "dc-b"), "ready")
     assert reps["dc-a"]["format"] == "qcow2" and reps["aws-us-east-1"]["format"] == "vmdk"
+    # ready everywhere, bootable only where a VM can run it, and the catalog says why
+    assert reps["aws-us-east-1"]["bootable"] and not reps["dc-a"]["bootable"]
+    assert "runs processes, not VMs" in reps["dc-a"]["not_bootable_because"]
+    r = cli(server, "instances", "create", "nope", "--location", "dc-a", "--image", img["id"],
+            "--size", "small")
+    assert r.returncode == 2 and "cannot boot disk images" in r.stderr, r.stderr
     local = server.state_dir / "locations" / "dc-a" / "vm-images" / reps["dc-a"]["provider_image_id"]
     assert disk.identical(src, "qcow2", local, "qcow2")  # checksummed on the way, compared here by content
     ami = reps["aws-us-east-1"]["provider_image_id"]

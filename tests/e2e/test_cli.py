@@ -218,6 +218,16 @@ def test_bad_input_is_a_4xx_that_leaves_nothing_behind(start_server: Any) -> Non
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10,
              what="its process stopped")
     assert http.get("/v1/networks").json()["items"] == []
+    # a deployment's port held by another program: 409 naming listen, no deployment kept
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = f"127.0.0.1:{s.getsockname()[1]}"
+        r = http.post("/v1/deployments", json={"name": "busy", "image": "httpecho", "size": "nano",
+                                               "listen": busy, "replicas": {"dc-a": 1}})
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "listen", r.text
+    assert http.get("/v1/deployments/busy").status_code == 404
 
 
 def test_a_missing_local_file_is_exit_2_with_its_name() -> None:
@@ -229,7 +239,7 @@ def test_a_missing_local_file_is_exit_2_with_its_name() -> None:
         assert r.returncode == 2 and "No such file" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_busy_api_port_is_said_before_anything_starts(tmp_path: Path) -> None:
+def test_a_busy_port_is_said_before_anything_starts(tmp_path: Path) -> None:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,8 +248,18 @@ def test_a_busy_api_port_is_said_before_anything_starts(tmp_path: Path) -> None:
         r = subprocess.run([str(VENV_BIN / "onepane"), "up", "--port", str(port), "--state-dir",
                             str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 4 and "onepane is up" not in r.stdout
-    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(r.stderr.split())
+    said = " ".join(r.stderr.split())
+    assert f"cannot serve the API on 127.0.0.1:{port}" in said and "--port" in said
     assert not (tmp_path / "state" / "admin.token").exists()  # nothing was set up
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # DNS is UDP
+        s.bind(("127.0.0.1", 0))
+        dns = s.getsockname()[1]
+        r = subprocess.run([str(VENV_BIN / "onepane"), "up", "--port", "0", "--dns-port",
+                            str(dns), "--state-dir", str(tmp_path / "state")],
+                           capture_output=True, text=True, timeout=60)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 4 and f"cannot serve DNS on 127.0.0.1:{dns}" in said, r.stderr
+    assert "--dns-port" in said and "ONEPANE_DNS_PORT" in said
 
 
 def test_version_and_output_option_anywhere() -> None:
@@ -303,3 +323,75 @@ def test_events_follow_survives_a_restart_and_ctrl_c_is_quiet(start_server: Any)
     assert follower.returncode == 130
     assert "Traceback" not in (follower.stderr.read() if follower.stderr else "")
     assert "Traceback" not in again.log()
+
+
+def test_tokens_list_labels_edit_and_one_time_notation(start_server: Any) -> None:
+    from tests.conftest import Server
+    server = start_server('[locations.dc-a]\nprovider = "local"\nlabels = { site = "a", tier = "1" }\n')
+    r = cli(server, "-o", "json", "tokens", "create", "ci", "--role", "viewer")
+    created = json.loads(r.stdout)
+    listed = json.loads(cli(server, "tokens", "list", "-o", "json").stdout)
+    assert {(t["name"], t["role"]) for t in listed} >= {("ci", "viewer")}
+    assert all("token" not in t and "token_hash" not in t for t in listed)
+    assert all(t["created_at"].endswith("Z") for t in listed)  # one notation: UTC with Z
+    assert cli(server, "tokens", "list", token=created["token"]).returncode == 5  # admin only
+
+    r = cli(server, "-o", "json", "locations", "label", "dc-a", "country=de", "tier-")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["labels"] == {"site": "a", "country": "de"}
+    assert cli(server, "locations", "label", "dc-a", "bad key=x").returncode == 2
+    assert cli(server, "locations", "label", "nowhere", "a=b").returncode == 3
+    # an edit survives a restart, laid over the labels of the configuration file
+    server.stop()
+    again = Server(server.state_dir, (server.state_dir / "onepane.toml").read_text(),
+                   port=server.port)
+    try:
+        loc = json.loads(cli(again, "-o", "json", "locations", "show", "dc-a").stdout)
+        assert loc["labels"] == {"site": "a", "country": "de"}
+        assert loc["last_sync"] is None or loc["last_sync"].endswith("Z")
+        for n in range(3):
+            cli(again, "instances", "create", f"j{n}", "--location", "dc-a", "--image", "httpecho",
+                "--size", "nano")
+        jobs = json.loads(cli(again, "-o", "json", "jobs", "list").stdout)
+        stamps = [j["created_at"] for j in jobs]
+        assert stamps == sorted(stamps) and all(s.endswith("Z") for s in stamps)  # newest last
+        events = json.loads(cli(again, "-o", "json", "events").stdout)
+        assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+        table = cli(again, "jobs", "list").stdout
+        assert "Z" in table and "+00:00" not in table
+    finally:
+        again.stop()
+
+
+def test_down_stops_the_server_its_data_planes_and_instances(start_server: Any) -> None:
+    server = start_server("sync_interval = 0.5\n")
+    http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    r = http.post("/v1/deployments", json={"name": "shop", "image": "httpecho", "size": "nano",
+                                           "replicas": {"dc-a": 1, "dc-b": 1}})
+    assert r.status_code in (200, 201), r.text
+    listen = r.json()["listen"]
+    wait_for(lambda: httpx.get(f"http://{listen}/", timeout=1).status_code == 200, 60,
+             what="shop serving")
+    pids = [json.loads(p.read_text())["pid"]
+            for p in server.state_dir.glob("locations/*/instances/*/instance.json")]
+    plane = int(next((server.state_dir / "traffic").glob("*.pid")).read_text().split()[0])
+    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in [*pids, plane])
+
+    args = [str(VENV_BIN / "onepane"), "down", "--state-dir", str(server.state_dir)]
+    r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 2 and "--yes" in r.stderr  # it asks first; no terminal: no stop
+    assert server.proc.poll() is None
+
+    r = subprocess.run([*args, "--yes", "-o", "json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["server_pid"] == server.proc.pid and report["locations"] == {"dc-a": 1, "dc-b": 1}
+    assert server.proc.wait(30) is not None
+
+    def gone(pid: int) -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert all(gone(p) for p in [*pids, plane])
+    assert "Traceback" not in server.log()
+    # nothing left to stop: a second down says so
+    r = subprocess.run([*args, "--yes"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "no running server" in " ".join(r.stderr.split())

@@ -137,6 +137,8 @@ def test_load_spike_scales_out_then_in_after_cooldown(server: Server, data_plane
     assert max(p[1] for p in rps["points"]) > 40
     shown = cli(server, "-o", "json", "deployments", "metrics", "shop", "--name", "rps")
     assert shown.returncode == 0 and json.loads(shown.stdout)["series"][0]["name"] == "rps"
+    table = cli(server, "deployments", "metrics", "shop", "--name", "memory_bytes").stdout
+    assert "MiB" in table, table  # people read MiB, %, ms; JSON keeps raw numbers
     prom = api(server).get("/metrics").text
     assert 'onepane_replica_cpu_percent{deployment="shop"' in prom
     assert 'onepane_policy_decisions_total{deployment="shop",kind="scale_out"}' in prom
