@@ -377,6 +377,17 @@ def instances_stop(instance_id: str, wait: bool = True) -> None:
     _action(instance_id, "stop", wait)
 
 
+@instances_app.command("suspend")
+def instances_suspend(instance_id: str, wait: bool = True) -> None:
+    """Pause it with its memory kept (VM locations); `resume` (or `start`) goes on."""
+    _action(instance_id, "suspend", wait)
+
+
+@instances_app.command("resume")
+def instances_resume(instance_id: str, wait: bool = True) -> None:
+    _action(instance_id, "resume", wait)
+
+
 @instances_app.command("reboot")
 def instances_reboot(instance_id: str, wait: bool = True) -> None:
     _action(instance_id, "reboot", wait)

@@ -14,6 +14,7 @@ from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
 from .events import EventLog
 from .images.catalog import Catalog
+from .inventory.annotations import Annotations
 from .inventory.jobs import JobRunner
 from .inventory.locations import Locations
 from .inventory.operations import Operations
@@ -40,6 +41,7 @@ class Core:
         self.vault = Vault(load_key(settings.state_dir))
         self.tokens = Tokens(self.store)
         self.access_keys = AccessKeys(self.store, self.vault)
+        self.annotations = Annotations(self.store)
         self.locations = Locations(settings.state_dir, self.events, self.registry, self.vault)
         self.runner = JobRunner(self.events, self.registry)
         self.ops = Operations(self.events, self.locations, self.runner)

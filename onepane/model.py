@@ -43,6 +43,7 @@ class InstanceState(StrEnum):
     pending = "pending"  # asked for, not yet at the provider
     running = "running"
     stopped = "stopped"
+    suspended = "suspended"  # paused with its memory kept (a VM location's suspend)
     rebooting = "rebooting"
     error = "error"  # the process/VM died or the provider reports a fault
     missing = "missing"  # known to onepane, gone from the provider (drift)

@@ -88,6 +88,7 @@ def serve(settings: Settings) -> None:
     print(f"  state    {settings.db_url.split('@')[-1]}", flush=True)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level="warning", loop="uvloop", http="httptools",
+                            server_header=False,  # one Server header: the front ends' own
                             timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     app.state.server = server  # event streams watch it to end cleanly on shutdown

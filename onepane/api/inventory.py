@@ -157,7 +157,8 @@ def instance_console(request: Request, instance_id: str,
 
 @router.post("/instances/{instance_id}/{action}", status_code=202, dependencies=[operator])
 def instance_action(request: Request, response: Response, instance_id: str,
-                    action: Literal["start", "stop", "reboot"], key: IdemKey = None) -> Job:
+                    action: Literal["start", "stop", "reboot", "suspend", "resume"],
+                    key: IdemKey = None) -> Job:
     return accepted(response, core(request).ops.instance_action(instance_id, action, key))
 
 

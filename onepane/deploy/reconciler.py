@@ -132,7 +132,8 @@ class Reconciler:
                    and "app" in i.ports and i.location in spec.replicas]
         checked_up = {t.key: t for t in up}
         for inst in instances:  # no longer checked because it stopped: say so, as a crash does
-            if inst.id in checked_up and inst.state in (InstanceState.stopped, InstanceState.error):
+            if inst.id in checked_up and inst.state in (InstanceState.stopped, InstanceState.suspended,
+                                                        InstanceState.error):
                 self.events.emit("health.down", f"{dep.name}: replica {inst.id} at {inst.location} "
                                  f"is down (instance {inst.state})", severity="warning",
                                  location=inst.location, subject=dep.name,

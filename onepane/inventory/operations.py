@@ -40,7 +40,9 @@ from .jobs import JobRunner, chain_key
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
 
-ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Feature.reboot}
+ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Feature.reboot,
+           "suspend": Feature.suspend, "resume": Feature.suspend}
+ENDS_IN = {"stop": InstanceState.stopped, "suspend": InstanceState.suspended}
 MAX_PAGE = 1000
 LIVE_MOVE = "instance.live_move"
 VALIDATE_TIMEOUT_S = 10.0
@@ -100,6 +102,7 @@ class Operations:
         for kind, handler in {
             "instance.create": self._do_create, "instance.start": self._do_action,
             "instance.stop": self._do_action, "instance.reboot": self._do_action,
+            "instance.suspend": self._do_action, "instance.resume": self._do_action,
             "instance.destroy": self._do_destroy, "volume.create": self._do_volume_create,
             "volume.attach": self._do_volume_attach, "volume.detach": self._do_volume_detach,
             "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
@@ -183,7 +186,7 @@ class Operations:
     def instance_action(self, instance_id: str, action: str,
                         idempotency_key: str | None = None) -> Job:
         if action not in ACTIONS:
-            raise InvalidInput(f"unknown action {action!r}; use start, stop or reboot",
+            raise InvalidInput(f"unknown action {action!r}; use {', '.join(ACTIONS)}",
                                field="action")
         if (existing := self._job_for_key(idempotency_key, f"instance.{action}",
                                           instance_id)) is not None:
@@ -225,6 +228,27 @@ class Operations:
             self.events.emit("tags.changed", f"tags of {resource_id} changed", location=row.location,
                              subject=resource_id, session=s,
                              data={"set": sorted(add), "removed": sorted(remove)})
+
+    def connect_network(self, instance_id: str, network_id: str | None) -> Instance:
+        """Join an existing instance to a network of its location (None: leave it), where the
+        location's networks are address plans that an instance joins at any time."""
+        with self.events.tx() as s:
+            row = self._instance(s, instance_id)
+            self.locations.provider(row.location).require(Feature.attach_network, "network")
+            if network_id is not None:
+                net = s.get(NetworkRow, network_id)
+                if net is None or net.location != row.location:
+                    raise InvalidInput(f"no network {network_id!r} at {row.location}",
+                                       field="network")
+                if row.network not in (None, network_id):
+                    raise Conflict(f"instance {instance_id} is on network {row.network} already",
+                                   field="network")
+            row.network = network_id
+            self.events.emit("instance.network", f"instance {row.name} ({instance_id}) "
+                             + (f"joined network {network_id}" if network_id else
+                                "left its network"), location=row.location, subject=instance_id,
+                             session=s)
+        return self.get_instance(instance_id)
 
     def list_images(self, locations: list[str] | None = None, name: str | None = None,
                     limit: int = 200) -> list[Image]:
@@ -377,7 +401,7 @@ class Operations:
         action = job.kind.split(".", 1)[1]
         pid = self._provider_id(job.target or "")
         getattr(provider, f"{action}_instance")(pid)
-        state = InstanceState.stopped if action == "stop" else InstanceState.running
+        state = ENDS_IN.get(action, InstanceState.running)
         with self.events.tx() as s:
             row = self._instance(s, job.target or "")
             row.state = state

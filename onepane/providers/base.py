@@ -28,6 +28,8 @@ class Feature(StrEnum):
     app_images = "image_import"  # app images (tar.gz) uploaded to a process data center
     disk_images = "disk_images"  # VM disk images from the catalog, stored there
     boot_images = "boot_images"  # an instance boots from such a disk image
+    attach_network = "attach_network"  # an existing instance joins (or leaves) a network
+    suspend = "suspend"  # an instance pauses with its memory kept, and resumes
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -40,6 +42,8 @@ VERBS = {
     Feature.stop_start: "start or stop instances", Feature.reboot: "reboot instances",
     Feature.app_images: "import app images", Feature.disk_images: "take disk images",
     Feature.boot_images: "boot disk images",
+    Feature.attach_network: "connect an existing instance to a network",
+    Feature.suspend: "suspend instances (keeping their memory)",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
@@ -193,6 +197,12 @@ class Provider(ABC):
 
     def reboot_instance(self, provider_id: str) -> None:
         self._unsupported(Feature.reboot, "action")
+
+    def suspend_instance(self, provider_id: str) -> None:
+        self._unsupported(Feature.suspend, "action")
+
+    def resume_instance(self, provider_id: str) -> None:
+        self._unsupported(Feature.suspend, "action")
 
     def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
         """The last `max_bytes` of what the instance wrote to its console."""

@@ -141,6 +141,9 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         Feature.live_migration: "a cloud moves no running server to another provider",
         Feature.console: "onepane does not read cloud consoles yet",
     }
+    missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
+    missing[Feature.attach_network] = ("a cloud server's network is chosen when it is created; "
+                                       "onepane does not attach interfaces later")
     if d.create_volume is NodeDriver.create_volume:
         missing[Feature.volumes] = f"Libcloud's {name} driver creates no volumes"
     if not hasattr(d, "ex_create_network"):

@@ -80,9 +80,13 @@ PROCESSES_ONLY = ("a process data center keeps disk images (to replicate and exp
                   "runs processes, not VMs; boot them at a vm location")
 
 
+NO_SUSPEND = "a process data center stops and starts processes; it does not freeze them"
+
+
 class LocalProvider(Provider):
     capabilities = Capabilities.all_but(
         boot_images=PROCESSES_ONLY,
+        suspend=NO_SUSPEND,
         cut="its processes share the host's network; use a netns location for drills",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")

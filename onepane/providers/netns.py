@@ -11,7 +11,7 @@ from typing import Any
 
 from .base import Capabilities
 from .dcnet import CutByNamespace, DataCenterNet, location_index
-from .local import PROCESSES_ONLY, LocalProvider
+from .local import NO_SUSPEND, PROCESSES_ONLY, LocalProvider
 
 FIRST_PORT = 20000
 
@@ -19,6 +19,7 @@ FIRST_PORT = 20000
 class NetnsProvider(CutByNamespace, LocalProvider):
     capabilities = Capabilities.all_but(
         boot_images=PROCESSES_ONLY,
+        suspend=NO_SUSPEND,
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
 

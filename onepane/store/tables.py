@@ -215,3 +215,27 @@ class ImageReplicaRow(Base):
     progress: Mapped[float] = mapped_column(default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AnnotationRow(Base):
+    """What a standard front end keeps about a resource beyond onepane's model: OCCI's
+    mutable attributes (title, summary) and the client-defined mixins that tag it."""
+
+    __tablename__ = "annotations"
+    resource: Mapped[str] = mapped_column(String(80), primary_key=True)  # inst-..., vol-..., ...
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CategoryDefRow(Base):
+    """A category a client defined (an OCCI user mixin), with its collection's path."""
+
+    __tablename__ = "category_defs"
+    id: Mapped[str] = mapped_column(String(512), primary_key=True)  # scheme + term
+    term: Mapped[str] = mapped_column(String(128))
+    scheme: Mapped[str] = mapped_column(String(384))
+    title: Mapped[str] = mapped_column(String(256), default="")
+    location: Mapped[str] = mapped_column(String(256), unique=True)
+    depends: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

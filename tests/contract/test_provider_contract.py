@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from onepane.errors import InvalidInput, NotFound, Unsupported
+from onepane.model import InstanceState
 from onepane.providers.base import Feature, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.registry import build_provider
 from tests.conftest import ec2_location
+from tests.helpers import wait_for
 
 
 @dataclass
@@ -129,6 +131,28 @@ def test_destroy_twice_is_fine_and_a_destroyed_instance_leaves_listings(case: Ca
     assert obs.provider_id not in {i.provider_id for i in p.list_instances()}
 
 
+def state_of(p: Provider, provider_id: str) -> InstanceState | None:
+    return next((i.state for i in p.list_instances() if i.provider_id == provider_id), None)
+
+
+def test_suspend_keeps_the_instance_and_resume_or_start_goes_on_where_declared(case: Case) -> None:
+    p = case.provider
+    if not p.capabilities.supports(Feature.suspend):
+        return  # its reason is checked above, and the verb's error below
+    obs = p.create_instance(spec(case, 3))
+    wait_for(lambda: state_of(p, obs.provider_id) == InstanceState.running, 120,
+             what="running")
+    p.suspend_instance(obs.provider_id)
+    assert state_of(p, obs.provider_id) == InstanceState.suspended
+    p.suspend_instance(obs.provider_id)  # again: nothing to do
+    p.start_instance(obs.provider_id)  # start goes on from where it was
+    assert state_of(p, obs.provider_id) == InstanceState.running
+    p.suspend_instance(obs.provider_id)
+    p.resume_instance(obs.provider_id)
+    assert state_of(p, obs.provider_id) == InstanceState.running
+    p.destroy_instance(obs.provider_id)
+
+
 def test_validate_names_the_field(case: Case) -> None:
     p = case.provider
     p.validate(case.image, case.size)
@@ -157,6 +181,7 @@ VERBS: dict[Feature, Callable[[Provider], Any]] = {
     Feature.disk_images: lambda p: p.import_disk("img-x", "x", Path("/nonexistent"), "qcow2",
                                                  "0" * 64, lambda _pct: None),
     Feature.cut: lambda p: p.cut("silent"),
+    Feature.suspend: lambda p: p.suspend_instance("inst-knever"),
     Feature.console: lambda p: p.console_output("inst-knever"),
     Feature.live_migration: lambda p: p.live_migrate("inst-knever", p, 1.0,
                                                      lambda *_a: None),

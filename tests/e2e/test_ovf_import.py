@@ -63,7 +63,7 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
     assert r.returncode == 2 and "properties.enable-ssh-server" in said(r), r.stderr
     r = cli(server, "instances", "create", "r1", "--location", "dc-a", "--image", img["id"],
             "--size", "small")
-    assert r.returncode == 2 and "replicate it first" in said(r)
+    assert r.returncode == 2 and "cannot boot disk images" in said(r)  # a process location
     job = run_json(server, "instances", "create", "r1", "--location", "aws-us-east-1", "--image",
                    img["id"], "--size", "t2.micro", "--property", "hostname=edge-1",
                    "--property", "enable-ssh-server=TRUE", "--deployment-option", "4CPU-4GB")

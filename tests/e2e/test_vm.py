@@ -113,6 +113,19 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     ok(cli(vm_server, "volumes", "detach", vol))
     ok(cli(vm_server, "volumes", "delete", vol))
 
+    # OCCI's suspend is a real one here: the guest freezes with its memory and goes on after
+    occi = httpx.Client(base_url=f"{vm_server.url}/occi/", timeout=120, headers={
+        "Authorization": f"Bearer {vm_server.token}", "Accept": "application/occi+json"})
+    before = guest_state(wait_for(lambda: http_get(url), 30, what="state"))
+    r = occi.post(f"compute/{inst['id']}", params={"action": "suspend"})
+    assert r.status_code == 200 and r.json()["attributes"]["occi.compute.state"] == "suspended", r.text
+    assert http_get(url, 1) is None  # frozen: no answer
+    r = occi.post(f"compute/{inst['id']}", params={"action": "start"})
+    assert r.status_code == 200 and r.json()["attributes"]["occi.compute.state"] == "active", r.text
+    after = guest_state(wait_for(lambda: http_get(url), 30, what="answers again"))
+    assert after["counter"] > before["counter"]  # the same guest, not a fresh boot
+    assert 0 < after["uptime"] - before["uptime"] < 60
+
     ok(cli(vm_server, "instances", "stop", inst["id"]))  # ACPI: the guest powers itself off
     assert ok(cli(vm_server, "-o", "json", "instances", "show", inst["id"]))["state"] == "stopped"
     assert http_get(url, 1) is None

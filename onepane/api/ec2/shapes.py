@@ -19,6 +19,7 @@ STATES: dict[str, tuple[int, str]] = {
     InstanceState.running: (16, "running"),
     InstanceState.rebooting: (16, "running"),
     InstanceState.stopped: (80, "stopped"),
+    InstanceState.suspended: (80, "stopped"),  # EC2's hibernated instances are "stopped" too
     InstanceState.error: (80, "stopped"),
     InstanceState.missing: (48, "terminated"),
     InstanceState.unknown: (0, "pending"),

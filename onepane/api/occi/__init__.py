@@ -1,429 +1,280 @@
 """OGF OCCI 1.2 front end (Core, Infrastructure, HTTP protocol) at /occi/.
 
-Query interface at /occi/-/ (and /.well-known/org/ogf/occi/-/); collections compute/, storage/,
-network/, networkinterface/, storagelink/. Renderings text/plain, text/occi and
-application/occi+json by content negotiation (text/uri-list too, for collections). Same bearer
-tokens and roles as the native API; like the EC2 front end it only translates.
+The query interface is at /occi/-/ (also /-/ and /.well-known/org/ogf/occi/-/); every kind
+and mixin has a collection at its location (compute/, storage/, network/, networkinterface/,
+storagelink/, entity/, resource/, link/, mixin/...). Renderings text/plain, text/occi+plain,
+text/occi and application/occi+json by content negotiation (text/uri-list for collections).
+Same bearer tokens and roles as the native API; like the EC2 front end it only translates.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from ...core import Core
-from ...errors import Conflict, NotFound, OnepaneError
-from ...inventory.operations import every
-from ...model import InstanceCreate, NetworkCreate, VolumeAttach, VolumeCreate, slug
-from ..deps import core, header_lists, operator, viewer
-from . import entities, render
-from .categories import (
-    ACTIONS,
-    KIND_BY_ID,
-    KINDS,
-    MIXINS,
-    NET_MIXIN,
-    Category,
-    action_scheme,
-)
+from ...errors import OnepaneError
+from ..deps import header_lists, operator, viewer
+from . import changes, render
+from .categories import KINDS, Category
 from .entities import Entity, OcciError
-from .parse import Parsed, parse
+from .parse import parse
+from .protocol import MAX_BODY, Call, check_version, reply, text
 from .templates import TemplateCache
+from .views import Model, matches
 
 router = APIRouter(include_in_schema=False)
-SERVER = "onepane OCCI/1.2"
-COLLECTIONS = ("compute", "storage", "network", "networkinterface", "storagelink")
-ACCEPTABLE = (render.TEXT_PLAIN, render.TEXT_OCCI, render.JSON, "application/json", render.URI_LIST)
-DEFAULT_DEVICE = "/dev/vdb"
-COMPUTE_ACTIONS = {"start": "start", "stop": "stop", "restart": "reboot", "suspend": "stop"}
+QUERY_PATHS = ("/occi/-/", "/-/", "/.well-known/org/ogf/occi/-/")
+READ, WRITE = ["GET", "HEAD"], ["POST", "PUT", "DELETE"]
+PAGE_MAX = 1000
 
 
 # ---- routes -----------------------------------------------------------------------------------
 
-@router.get("/occi/-/", dependencies=[viewer])
-@router.get("/.well-known/org/ogf/occi/-/", dependencies=[viewer])
-async def query_interface(request: Request) -> Response:
-    return await _answer(request, _query_interface)
+async def query_read(request: Request) -> Response:
+    return await _answer(request, _query_get)
 
 
-@router.get("/occi/{collection}/", dependencies=[viewer])
-async def list_collection(request: Request, collection: str) -> Response:
-    return await _answer(request, _list, collection)
+async def query_write(request: Request) -> Response:
+    return await _answer(request, _query_change)
 
 
-@router.post("/occi/{collection}/", dependencies=[operator])
-async def create(request: Request, collection: str) -> Response:
-    return await _answer(request, _create, collection)
+for _path in QUERY_PATHS:
+    router.add_api_route(_path, query_read, methods=READ, dependencies=[viewer])
+    router.add_api_route(_path, query_write, methods=WRITE, dependencies=[operator])
 
 
-@router.get("/occi/{collection}/{eid}", dependencies=[viewer])
-async def get_entity(request: Request, collection: str, eid: str) -> Response:
-    return await _answer(request, _get, collection, eid)
+@router.api_route("/occi/{path:path}", methods=READ, dependencies=[viewer])
+async def read(request: Request, path: str) -> Response:
+    return await _answer(request, _read, path)
 
 
-@router.post("/occi/{collection}/{eid}", dependencies=[operator])
-async def act(request: Request, collection: str, eid: str) -> Response:
-    return await _answer(request, _action, collection, eid)
+@router.api_route("/occi/{path:path}", methods=WRITE, dependencies=[operator])
+async def write(request: Request, path: str) -> Response:
+    return await _answer(request, _write, path)
 
 
-@router.delete("/occi/{collection}/{eid}", dependencies=[operator])
-async def delete(request: Request, collection: str, eid: str) -> Response:
-    return await _answer(request, _delete, collection, eid)
-
-
-@router.api_route("/occi/{collection}/{eid}", methods=["PUT"], dependencies=[operator])
-async def put(request: Request, collection: str, eid: str) -> Response:
-    return _text(405, "PUT is not supported: create with POST to the collection (onepane picks the "
-                 "id), change state with actions", {"Allow": "GET, POST, DELETE"})
-
-
-# ---- plumbing ---------------------------------------------------------------------------------
-
-class Call:
-    """One request: what came in (parsed lazily) and how to answer it."""
-
-    def __init__(self, request: Request, body: bytes) -> None:
-        self.request = request
-        self.core: Core = core(request)
-        self.body = body
-        self.base = str(request.base_url).rstrip("/") + "/occi/"
-        self.accept = negotiate(request.headers.get("accept", ""))
-        self.cache: TemplateCache = request.app.state.occi_templates  # made by create_app
-
-    def parsed(self) -> Parsed:
-        ctype = self.request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not ctype and not self.body.strip():
-            ctype = "text/occi"  # everything, if anything, is in the headers
-        return parse(ctype, self.body, header_lists(self.request))
-
-
-async def _answer(request: Request, fn: Any, *args: Any) -> Response:
+async def _answer(request: Request, fn: Callable[..., Response], *args: Any) -> Response:
     try:
-        call = Call(request, await request.body())
+        check_version(request)
+        body = await _body(request)
+        call = Call(request, body)
         return await run_in_threadpool(fn, call, *args)
     except OcciError as exc:
-        return _text(exc.status, exc.message)
+        return text(exc.status, exc.message)
     except OnepaneError as exc:
-        status = {404: 404, 409: 409, 401: 401, 403: 403}.get(exc.status, 400 if exc.status < 500
-                                                               else exc.status)
-        where = f"{exc.field}: " if exc.field else ""
-        return _text(status, where + exc.detail)
+        status = exc.status if exc.status in (401, 403, 404, 409, 503) else \
+            (400 if exc.status < 500 else 502)
+        where = f"{exc.field}: " if exc.field and not exc.detail.startswith(exc.field) else ""
+        return text(status, where + exc.detail)
     except ValidationError as exc:
         first = exc.errors()[0]
-        return _text(400, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+        return text(400, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
 
 
-def negotiate(accept: str) -> str:
-    """The best of our media types for an Accept header; text/plain when anything goes."""
-    if not accept.strip():
-        return render.TEXT_PLAIN
-    choices = []
-    for n, part in enumerate(accept.split(",")):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        choices.append((-q, n, media.lower()))
-    for _, _, media in sorted(choices):
-        if media in ("*/*", "text/*"):
-            return render.TEXT_PLAIN
-        if media == "application/*":
-            return render.JSON
-        if media in ACCEPTABLE:
-            return render.JSON if media == "application/json" else media
-    raise OcciError(406, f"none of {accept!r} can be rendered; onepane renders "
-                    f"{', '.join(ACCEPTABLE)}")
-
-
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(message.rstrip() + "\n", status_code=status, media_type="text/plain",
-                    headers={"Server": SERVER, **(headers or {})})
-
-
-def _lines(call: Call, status: int, lines: render.Lines, json_doc: dict[str, Any] | None,
-           headers: dict[str, str] | None = None) -> Response:
-    headers = {"Server": SERVER, **(headers or {})}
-    if call.accept == render.JSON and json_doc is not None:
-        return Response(render.dumps(json_doc), status, headers, media_type=render.JSON)
-    if call.accept == render.URI_LIST:
-        urls = [v for k, v in lines if k == "X-OCCI-Location"]
-        if len(urls) != len(lines):
-            raise OcciError(406, "text/uri-list renders collections only")
-        return Response("".join(u + "\n" for u in urls), status, headers, media_type=render.URI_LIST)
-    if call.accept == render.TEXT_OCCI:
-        resp = Response("OK\n" if not lines else "", status, headers, media_type=render.TEXT_OCCI)
-        for k, v in lines:
-            resp.raw_headers.append((k.lower().encode(), v.encode()))
-        return resp
-    body = "".join(f"{k}: {v}\n" for k, v in lines) or "OK\n"
-    return Response(body, status, headers, media_type=render.TEXT_PLAIN)
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise OcciError(413, f"the body is over {MAX_BODY} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise OcciError(413, f"the body is over {MAX_BODY} bytes")
+    return body
 
 
 # ---- query interface --------------------------------------------------------------------------
 
-def _query_interface(call: Call) -> Response:
-    tpl = call.cache.get(call.core)
-    cats: list[Category] = [*KINDS.values(), *MIXINS.values(), *ACTIONS.values(), *tpl.all()]
-    wanted = call.request.query_params.get("category")
+def _query_get(call: Call) -> Response:
+    m = Model(call)
+    cats = m.categories()
+    wanted = [*call.request.query_params.getlist("category"), *_filter_categories(call)]
     if wanted:
-        cats = [c for c in cats if wanted in (c.id, c.term)]
+        cats = [c for c in cats if any(w in (c.id, c.term) for w in wanted)]
         if not cats:
-            raise OcciError(404, f"no category {wanted!r}")
-    return _lines(call, 200, render.categories_text(cats, call.base),
-                  render.categories_json(cats, call.base))
+            raise OcciError(404, f"no category {', '.join(wanted)}")
+    return reply(call, 200, render.categories_text(cats, call.root),
+                 render.categories_json(cats, call.root))
 
 
-# ---- collections ------------------------------------------------------------------------------
-
-def _collection(name: str) -> None:
-    if name not in COLLECTIONS:
-        raise OcciError(404, f"no collection {name!r}; onepane serves {', '.join(COLLECTIONS)}")
-
-
-def _all(call: Call, collection: str) -> list[Entity]:
-    ops, tpl = call.core.ops, call.cache.get(call.core)
-    if collection == "storage":
-        return [entities.storage(v, tpl) for v in every(ops.list_volumes)]
-    if collection == "network":
-        return [entities.network(n, tpl) for n in every(ops.list_networks)]
-    if collection == "storagelink":
-        return [entities.storagelink(v) for v in every(ops.list_volumes) if v.attached_to]
-    instances = list(every(ops.list_instances))
-    if collection == "networkinterface":
-        return [entities.networkinterface(i) for i in instances if i.network]
-    vols = [v for v in every(ops.list_volumes) if v.attached_to]
-    return [entities.compute(i, tpl, vols) for i in instances]
+def _query_change(call: Call) -> Response:
+    if call.request.method == "PUT":
+        raise OcciError(405, "the query interface takes GET, POST (define a mixin) and DELETE")
+    m = Model(call)
+    p = _categories_request(call)
+    if call.request.method == "POST":
+        changes.define_mixins(m, p)
+    else:
+        changes.delete_mixins(m, p)
+    return reply(call, 200, [], None)
 
 
-def _list(call: Call, collection: str) -> Response:
-    _collection(collection)
-    found = [e for e in _all(call, collection) if _matches(call, e)]
+def _categories_request(call: Call) -> Any:
+    """Mixin definitions in any rendering (JSON: {"mixins": [{term, scheme, location}]})."""
+    if call.content_type in (render.JSON, "application/json"):
+        import json
+
+        from .parse import CategoryRequest, Parsed
+        try:
+            doc = json.loads(call.body or b"{}")
+            items = doc.get("mixins", [])
+            return Parsed(categories=[CategoryRequest(
+                str(i["scheme"]) + str(i["term"]), str(i["term"]), str(i["scheme"]), "mixin",
+                {k: str(i[k]) for k in ("title", "location") if k in i}
+                | ({"rel": str(i["depends"][0])} if i.get("depends") else {}))
+                for i in items])
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise OcciError(400, "a mixin definition in JSON is {\"mixins\": [{\"term\": …, "
+                            "\"scheme\": …, \"location\": …}]}") from exc
+    return call.parsed()
+
+
+def _filter_categories(call: Call) -> list[str]:
+    """Category filters sent as text/occi headers (the way GFD.223 recommends)."""
+    headers = header_lists(call.request)
+    if "category" not in headers:
+        return []
+    return [c.id for c in parse("text/occi", b"", {"category": headers["category"]}).categories]
+
+
+def _filter_attributes(call: Call) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for attr in call.request.query_params.getlist("attribute"):
+        name, _, value = attr.partition("=")
+        out[name] = value.strip('"')
+    headers = header_lists(call.request)
+    if "x-occi-attribute" in headers:
+        out.update(parse("text/occi", b"", {"x-occi-attribute": headers["x-occi-attribute"]})
+                   .attributes)
+    return out
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+def _read(call: Call, path: str) -> Response:
+    m = Model(call)
+    collection = m.collection(path)
+    if collection is not None:
+        return _list(call, m, collection)
+    e = _entity(m, path)
+    return _entity_reply(call, 200, e)
+
+
+def _list(call: Call, m: Model, collection: Category) -> Response:
+    wanted = [*call.request.query_params.getlist("category"), *_filter_categories(call)]
+    found = [e for e in m.members(collection) if matches(e, wanted, _filter_attributes(call))]
+    found, headers = _page(call, found)
     lines = render.locations_text(found, call.base)
-    doc = render.collection_json(found, call.base, links=collection in ("storagelink", "networkinterface"))
-    return _lines(call, 200, lines, doc)
+    return reply(call, 200, lines, render.collection_json(found, call.base), headers)
 
 
-def _matches(call: Call, e: Entity) -> bool:
+def _page(call: Call, found: list[Entity]) -> tuple[list[Entity], dict[str, str]]:
+    """`?limit=N&offset=M`; the reply says where the next page is (Link rel="next")."""
     q = call.request.query_params
-    for cat in q.getlist("category"):
-        if not any(cat in (c.id, c.term) for c in [e.kind, *e.mixins]):
-            return False
-    for attr in q.getlist("attribute"):
-        name, sep, value = attr.partition("=")
-        if sep and str(e.attributes.get(name)) != value:
-            return False
-        if not sep and not any(attr in str(v) for v in e.attributes.values()):
-            return False
-    return True
-
-
-def _one(call: Call, collection: str, eid: str) -> Entity:
-    _collection(collection)
-    ops, tpl = call.core.ops, call.cache.get(call.core)
     try:
-        if collection == "compute":
-            inst = ops.get_instance(eid)
-            vols = [v for v in every(ops.list_volumes, location=inst.location) if v.attached_to == eid]
-            return entities.compute(inst, tpl, vols)
-        if collection == "storage":
-            return entities.storage(ops.get_volume(eid), tpl)
-        if collection == "network":
-            return entities.network(ops.get_network(eid), tpl)
-        if collection == "storagelink":
-            vol = ops.get_volume(eid)
-            if vol.attached_to:
-                return entities.storagelink(vol)
-        if collection == "networkinterface":
-            inst = ops.get_instance(eid)
-            if inst.network:
-                return entities.networkinterface(inst)
-    except NotFound:
-        pass
-    raise OcciError(404, f"no {collection} {eid!r}")
+        limit = int(q.get("limit", PAGE_MAX))
+        offset = int(q.get("offset", 0))
+    except ValueError as exc:
+        raise OcciError(400, "limit and offset are whole numbers") from exc
+    if not 1 <= limit <= PAGE_MAX or offset < 0:
+        raise OcciError(400, f"limit is 1..{PAGE_MAX} and offset at least 0")
+    page = found[offset:offset + limit]
+    headers = {"X-OCCI-Total": str(len(found))}
+    if offset + limit < len(found):
+        url = call.request.url.include_query_params(limit=limit, offset=offset + limit)
+        headers["Link"] = f'<{url}>; rel="next"'
+    return page, headers
 
 
-def _get(call: Call, collection: str, eid: str) -> Response:
-    e = _one(call, collection, eid)
-    return _lines(call, 200, render.entity_text(e, call.base), render.entity_json(e, call.base))
+def _entity(m: Model, path: str) -> Entity:
+    kind, _, eid = path.rstrip("/").rpartition("/")
+    if kind not in KINDS or not eid:
+        raise OcciError(404, f"nothing at /occi/{path}; GET /occi/-/ lists the collections")
+    return m.entity(kind, eid)
 
 
-# ---- create -----------------------------------------------------------------------------------
-
-def _create(call: Call, collection: str) -> Response:
-    _collection(collection)
-    p = call.parsed()
-    if p.actions:
-        raise OcciError(400, "an action category in a creation request; invoke actions with "
-                        "POST <entity>?action=<term>")
-    kind = _kind(p, collection)
-    _check_attributes(p, kind, call)
-    eid = {"compute": _create_compute, "storage": _create_storage, "network": _create_network,
-           "storagelink": _create_storagelink, "networkinterface": _create_networkinterface
-           }[collection](call, p)
-    if collection == "storagelink":  # the attach job runs on: render the link as it will be
-        e = entities.storagelink(call.core.ops.get_volume(eid).model_copy(update={
-            "attached_to": _ref(p, "source", "compute"),
-            "device": str(p.attributes.get("occi.storagelink.deviceid") or DEFAULT_DEVICE)}),
-            state="inactive")
-    else:
-        e = _one(call, collection, eid)
-    return _lines(call, 201, render.entity_text(e, call.base), render.entity_json(e, call.base),
-                  {"Location": call.base + e.location})
+def _entity_reply(call: Call, status: int, e: Entity, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return reply(call, status, render.entity_text(e, call.base, call.root),
+                 render.entity_json(e, call.base), headers)
 
 
-def _kind(p: Parsed, collection: str) -> Category:
-    if len(p.kinds) != 1:
-        raise OcciError(400, f"a creation request needs exactly one kind category, got {len(p.kinds)}")
-    kind = KIND_BY_ID.get(p.kinds[0])
-    if kind is None:
-        raise OcciError(400, f"unknown kind {p.kinds[0]!r}; GET /occi/-/ lists the kinds")
-    if kind.term != collection:
-        raise OcciError(400, f"kind {kind.term!r} cannot be created in the {collection}/ collection")
-    return kind
+# ---- writing ----------------------------------------------------------------------------------
 
-
-def _check_attributes(p: Parsed, kind: Category, call: Call) -> None:
-    tpl = call.cache.get(call.core)
-    known = {a.name for c in (kind, KINDS["entity"], KINDS["resource"], KINDS["link"],
-                              *MIXINS.values()) for a in c.attributes}
-    for m in p.mixins:
-        if m not in MIXINS and m not in {c.id for c in tpl.all()}:
-            raise OcciError(400, f"unknown mixin {m!r}; GET /occi/-/ lists the mixins")
-    for name in p.attributes:
-        if name not in known:
-            raise OcciError(400, f"attribute {name!r} is not defined for kind {kind.term!r} or its mixins")
-
-
-def _location(call: Call, p: Parsed) -> str | None:
-    tpl = call.cache.get(call.core)
-    locs = [tpl.native[m][0] for m in p.mixins if m in tpl.locations]
-    return locs[0] if locs else None
-
-
-def _name(p: Parsed, fallback: str) -> str:
-    raw = (p.attributes.get("occi.core.title") or p.attributes.get("occi.compute.hostname")
-           or p.attributes.get("occi.network.label"))
-    return slug(str(raw) if raw else None) or fallback
-
-
-def _create_compute(call: Call, p: Parsed) -> str:
-    tpl = call.cache.get(call.core)
-    os_tpls = [tpl.native[m] for m in p.mixins if m in tpl.os]
-    res_tpls = [tpl.native[m] for m in p.mixins if m in tpl.resource]
-    if len(os_tpls) != 1:
-        raise OcciError(400, "a compute needs exactly one os_tpl mixin (an image); GET "
-                        "/occi/-/?category=os_tpl lists them")
-    if len(res_tpls) > 1:
-        raise OcciError(400, "a compute takes at most one resource_tpl mixin")
-    loc = _location(call, p) or os_tpls[0][0]
-    for where, what in [*os_tpls, *res_tpls]:
-        if where != loc:
-            raise OcciError(400, f"template {what!r} belongs to location {where!r}, not {loc!r}")
-    size = res_tpls[0][1] if res_tpls else tpl.default_size.get(loc)
-    if size is None:
-        raise OcciError(400, f"location {loc} lists no sizes; give a resource_tpl mixin")
-    network = None
-    for link in p.links:
-        target = link.target.rstrip("/").split("/")
-        if len(target) < 2 or target[-2] != "network":
-            raise OcciError(400, f"a compute can link to a network only, not {link.target!r}")
-        network = target[-1]
-    job = call.core.ops.create_instance(InstanceCreate(
-        name=_name(p, "occi-compute"), location=loc, image=os_tpls[0][1], size=size, network=network))
-    return job.target or ""
-
-
-def _create_storage(call: Call, p: Parsed) -> str:
-    size = p.attributes.get("occi.storage.size")
-    if not isinstance(size, int | float) or isinstance(size, bool) or size <= 0:
-        raise OcciError(400, "occi.storage.size (GiB, a positive number) is required")
-    loc = _location(call, p) or call.core.locations.default()
-    job = call.core.ops.create_volume(VolumeCreate(name=_name(p, "occi-storage"), location=loc,
-                                                   size_gb=math.ceil(size)))
-    return job.target or ""
-
-
-def _create_network(call: Call, p: Parsed) -> str:
-    cidr = p.attributes.get("occi.network.address")
-    if NET_MIXIN + "ipnetwork" not in p.mixins or not isinstance(cidr, str):
-        raise OcciError(400, "a network needs the ipnetwork mixin with occi.network.address "
-                        "(a CIDR such as 10.1.0.0/24)")
-    loc = _location(call, p) or call.core.locations.default()
-    job = call.core.ops.create_network(NetworkCreate(name=_name(p, "occi-network"), location=loc,
-                                                     cidr=cidr))
-    return job.target or ""
-
-
-def _create_storagelink(call: Call, p: Parsed) -> str:
-    source = _ref(p, "source", "compute")
-    target = _ref(p, "target", "storage")
-    device = str(p.attributes.get("occi.storagelink.deviceid") or DEFAULT_DEVICE)
-    call.core.ops.attach_volume(target, VolumeAttach(instance=source, device=device))
-    return target
-
-
-def _create_networkinterface(call: Call, p: Parsed) -> str:
-    raise OcciError(400, "onepane attaches a network when a compute is created: give a Link to "
-                    "the network in the compute's creation request")
-
-
-def _ref(p: Parsed, end: str, collection: str) -> str:
-    value = p.attributes.get(f"occi.core.{end}")
-    if not isinstance(value, str):
-        raise OcciError(400, f"occi.core.{end} (the {collection} this link connects) is required")
-    parts = value.rstrip("/").split("/")
-    if len(parts) < 2 or parts[-2] != collection:
-        raise OcciError(400, f"occi.core.{end} must be a {collection} location, not {value!r}")
-    return parts[-1]
-
-
-# ---- actions and delete -----------------------------------------------------------------------
-
-def _action(call: Call, collection: str, eid: str) -> Response:
-    term = call.request.query_params.get("action")
-    if not term:
-        raise OcciError(400, "POST to an entity invokes an action (?action=<term>); onepane does not "
-                        "update attributes in place")
-    _collection(collection)
-    p = call.parsed()
-    wanted = action_scheme(collection) + term
-    if wanted not in ACTIONS:
-        raise OcciError(400, f"{collection} has no action {term!r}")
-    if p.actions and p.actions != [wanted]:
-        raise OcciError(400, f"the action category {p.actions[0]!r} does not match ?action={term}")
-    e = _one(call, collection, eid)
-    if collection != "compute":
-        raise OcciError(400, f"onepane's providers cannot {term} a {collection}")
-    if wanted not in {a.id for a in e.actions}:
-        raise OcciError(400, f"{term} is not applicable now: the compute is "
-                        f"{e.attributes.get('occi.compute.state')}")
+def _write(call: Call, path: str) -> Response:
+    m = Model(call)
+    method = call.request.method
+    collection = m.collection(path)
+    if collection is not None:
+        return _write_collection(call, m, collection, method)
     try:
-        call.core.ops.instance_action(eid, COMPUTE_ACTIONS[term])
-    except Conflict as exc:
-        raise OcciError(409, exc.detail) from exc
-    return _lines(call, 200, [], None)
+        e = _entity(m, path)
+    except OcciError as exc:
+        kind, _, client_id = path.rstrip("/").rpartition("/")
+        if exc.status != 404 or method != "PUT" or kind not in KINDS:
+            raise
+        e = changes.create_at(m, KINDS[kind], client_id, call.parsed())
+        return _entity_reply(call, 201, e, {"Location": call.base + e.location})
+    if method == "DELETE":
+        changes.delete(m, e)
+        return reply(call, 200, [], None)
+    p = call.parsed()
+    if method == "POST" and (term := call.request.query_params.get("action")):
+        return _entity_reply(call, 200, changes.act(m, e, term, p))
+    if method == "POST" and p.actions:
+        raise OcciError(400, "an action is invoked with ?action=<term> in the URL")
+    return _entity_reply(call, 200, changes.update(m, e, p, full=method == "PUT"))
 
 
-def _delete(call: Call, collection: str, eid: str) -> Response:
-    _one(call, collection, eid)
-    ops = call.core.ops
-    if collection == "compute":
-        ops.destroy_instance(eid)
-    elif collection == "storage":
-        ops.delete_volume(eid)
-    elif collection == "storagelink":
-        ops.detach_volume(eid)
-    else:
-        raise OcciError(400, f"onepane cannot delete a {collection}")
-    return _lines(call, 200, [], None)
+def _write_collection(call: Call, m: Model, collection: Category, method: str) -> Response:
+    p = call.parsed()
+    if method == "POST" and collection.cls == "kind" and not _locations(call):
+        e = changes.create(m, collection, p)
+        return _entity_reply(call, 201, e, {"Location": call.base + e.location})
+    if collection.cls == "kind":
+        if method == "POST":
+            raise OcciError(400, "POST to a kind's collection creates one entity")
+        if method == "PUT":
+            raise OcciError(405, "PUT is not defined on a kind's collection")
+        urls = _locations(call)
+        if not urls:
+            raise OcciError(400, "name the entities to delete (X-OCCI-Location); onepane does "
+                            "not delete a whole collection at once")
+        for u in urls:
+            changes.delete(m, m.by_url(u, collection.term if collection.term not in (
+                "entity", "resource", "link") else None))
+        return reply(call, 200, [], None)
+    changes.tag(m, collection, _locations(call), add=method != "DELETE", replace=method == "PUT")
+    return reply(call, 200, [], None)
+
+
+def _locations(call: Call) -> list[str]:
+    """Entity locations in a request: X-OCCI-Location lines or headers, a text/uri-list, or
+    JSON {"locations": [...]}."""
+    ctype = call.content_type
+    if ctype == render.URI_LIST:
+        return [line.strip() for line in call.body.decode("utf-8", "replace").splitlines()
+                if line.strip() and not line.startswith("#")]
+    if ctype in (render.JSON, "application/json"):
+        import json
+        try:
+            doc = json.loads(call.body or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise OcciError(400, f"malformed JSON: {exc}") from exc
+        locs = doc.get("locations", []) if isinstance(doc, dict) else []
+        if not isinstance(locs, list) or not all(isinstance(x, str) for x in locs):
+            raise OcciError(400, "$.locations must be a list of URLs")
+        return list(locs)
+    if ctype in (render.TEXT_PLAIN, render.TEXT_OCCI_PLAIN, ""):
+        return [line.split(":", 1)[1].strip() for line in
+                call.body.decode("utf-8", "replace").splitlines()
+                if line.lower().startswith("x-occi-location:")]
+    values = header_lists(call.request).get("x-occi-location", [])
+    return [u.strip() for v in values for u in v.split(",") if u.strip()]
 
 
 __all__ = ["TemplateCache", "router"]

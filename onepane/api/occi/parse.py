@@ -4,6 +4,7 @@ what is wrong and where (the line, the header or the JSON path)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from .entities import OcciError
 _TERM = r"[a-zA-Z][a-zA-Z0-9_.-]*"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _CATEGORY = re.compile(rf'^\s*(?P<term>{_TERM})\s*;\s*scheme\s*=\s*"(?P<scheme>[^"]+)"\s*;'
-                       rf'\s*class\s*=\s*"(?P<cls>kind|mixin|action)"\s*(?P<rest>(;.*)?)$')
+                       rf'\s*class\s*=\s*(?P<q>"?)(?P<cls>kind|mixin|action)(?P=q)\s*(?P<rest>(;.*)?)$')
 _ATTRIBUTE = re.compile(rf"^\s*(?P<name>[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*)\s*=\s*"
                         rf"(?P<value>{_QUOTED}|[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false)\s*$")
 _LINK = re.compile(r'^\s*<(?P<target>[^>]+)>\s*;\s*rel\s*=\s*"(?P<rel>[^"]+)"(?P<rest>(\s*;.*)?)$')
@@ -30,7 +31,19 @@ class LinkRequest:
 
 
 @dataclass
+class CategoryRequest:
+    """A category as a client rendered it (a filter, or a mixin it defines)."""
+
+    id: str
+    term: str
+    scheme: str
+    cls: str
+    params: dict[str, str] = field(default_factory=dict)  # title, rel, location, ...
+
+
+@dataclass
 class Parsed:
+    categories: list[CategoryRequest] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     mixins: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
@@ -45,7 +58,7 @@ def parse(media_type: str, body: bytes, headers: dict[str, list[str]]) -> Parsed
         lines = [(name, value) for name in HEADERS for raw in headers.get(name, [])
                  for value in split_values(raw)]
         return parse_lines(lines, "header")
-    if media_type in ("text/plain", ""):
+    if media_type in ("text/plain", "text/occi+plain", ""):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -95,12 +108,16 @@ def parse_lines(lines: list[tuple[str, str]], unit: str) -> Parsed:
                                 'term; scheme="..."; class="kind|mixin|action"')
             cid = m["scheme"] + m["term"]
             {"kind": p.kinds, "mixin": p.mixins, "action": p.actions}[m["cls"]].append(cid)
+            params = {k["k"].lower(): (attr_value(k["v"].strip()) if k["v"].strip().startswith('"')
+                                       else k["v"].strip()) for k in _PARAM.finditer(m["rest"])}
+            p.categories.append(CategoryRequest(cid, m["term"], m["scheme"], m["cls"],
+                                                {k: str(v) for k, v in params.items()}))
         elif name == "x-occi-attribute":
             m = _ATTRIBUTE.match(value)
             if not m:
                 raise OcciError(400, f"{where}: malformed attribute {value.strip()[:100]!r}; expected "
                                 'name="string", name=number or name=true|false')
-            p.attributes[m["name"]] = attr_value(m["value"])
+            p.attributes[m["name"]] = checked_value(m["name"], m["value"])
         elif name == "link":
             m = _LINK.match(value)
             if not m:
@@ -121,6 +138,13 @@ def parse_lines(lines: list[tuple[str, str]], unit: str) -> Parsed:
     return p
 
 
+def checked_value(name: str, raw: str) -> Any:
+    value = attr_value(raw)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OcciError(400, f"{name}: {raw[:40]} is not a finite number")
+    return value
+
+
 def attr_value(raw: str) -> Any:
     if raw.startswith('"'):
         return re.sub(r"\\(.)", r"\1", raw[1:-1])
@@ -130,11 +154,19 @@ def attr_value(raw: str) -> Any:
     return int(number) if number.is_integer() and "." not in raw and "e" not in raw.lower() else number
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(body: bytes) -> Parsed:
     try:
-        doc = json.loads(body or b"{}")
+        doc = json.loads(body or b"{}", parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OcciError(400, f"malformed JSON: {exc}") from exc
+    except ValueError as exc:  # NaN, Infinity
+        raise OcciError(400, f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise OcciError(400, "malformed JSON: nested too deeply") from exc
     if not isinstance(doc, dict):
         raise OcciError(400, "the JSON rendering must be an object")
     p = Parsed()
@@ -149,6 +181,9 @@ def parse_json(body: bytes) -> Parsed:
         raise OcciError(400, "$.mixins must be a list of category identifiers (scheme#term)")
     p.mixins = mixins
     p.attributes = _attributes(doc, "$")
+    for key in ("title", "summary"):  # GFD.226 renders these beside the attributes too
+        if isinstance(doc.get(key), str):
+            p.attributes.setdefault(f"occi.core.{key}", doc[key])
     for key in ("source", "target"):
         if key in doc:
             ref = doc[key]
@@ -183,4 +218,6 @@ def _attributes(doc: dict[str, Any], path: str) -> dict[str, Any]:
     for k, v in attrs.items():
         if not isinstance(v, str | int | float | bool) or v is None:
             raise OcciError(400, f"{path}.attributes.{k} must be a string, number or boolean")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise OcciError(400, f"{path}.attributes.{k} is not a finite number")
     return dict(attrs)

@@ -1,15 +1,23 @@
-"""OCCI 1.2 renderings: text/plain (in the body), text/occi (in headers), application/occi+json,
-and text/uri-list for collections."""
+"""OCCI 1.2 renderings: text/plain and text/occi+plain (GFD.229, in the body), text/occi (the
+same lines as headers), application/occi+json (GFD.226), and text/uri-list for collections.
+
+Category `location`s are absolute paths (`/occi/compute/`): a URI reference that resolves the
+same against any URL of this server, and what clients that join the endpoint and the location
+expect. Entity references are absolute URLs. JSON documents leave out empty arrays (the
+schema's arrays have at least one item) and give every kind and mixin its location.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-from .categories import Category
+from .categories import Attribute, Category
 from .entities import Entity
 
 TEXT_PLAIN, TEXT_OCCI, JSON, URI_LIST = "text/plain", "text/occi", "application/occi+json", "text/uri-list"
+TEXT_OCCI_PLAIN = "text/occi+plain"
 Lines = list[tuple[str, str]]
 
 
@@ -22,12 +30,20 @@ def quote(value: str) -> str:
 def attr_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
         return repr(value)
     return quote(str(value))
 
 
-def category_line(c: Category, base: str, *, full: bool) -> str:
+def attribute_def(a: Attribute) -> str:
+    """GFD.229: one property group, `name{required immutable}`."""
+    props = [p for p, on in (("required", a.required), ("immutable", not a.mutable)) if on]
+    return a.name + ("{" + " ".join(props) + "}" if props else "")
+
+
+def category_line(c: Category, root: str, *, full: bool) -> str:
     parts = [c.term, f"scheme={quote(c.scheme)}", f"class={quote(c.cls)}"]
     if c.title:
         parts.append(f"title={quote(c.title)}")
@@ -36,22 +52,20 @@ def category_line(c: Category, base: str, *, full: bool) -> str:
         if rel:
             parts.append(f"rel={quote(rel)}")
         if c.location:
-            parts.append(f"location={quote(base + c.location)}")
+            parts.append(f"location={quote(root + c.location)}")
         if c.attributes:
-            parts.append("attributes=" + quote(" ".join(
-                a.name + ("{required}" if a.required else "") + ("" if a.mutable else "{immutable}")
-                for a in c.attributes)))
+            parts.append("attributes=" + quote(" ".join(attribute_def(a) for a in c.attributes)))
         if c.actions:
             parts.append(f"actions={quote(' '.join(c.actions))}")
     return "; ".join(parts)
 
 
-def categories_text(cats: list[Category], base: str) -> Lines:
-    return [("Category", category_line(c, base, full=True)) for c in cats]
+def categories_text(cats: list[Category], root: str) -> Lines:
+    return [("Category", category_line(c, root, full=True)) for c in cats]
 
 
-def entity_text(e: Entity, base: str) -> Lines:
-    lines: Lines = [("Category", category_line(c, base, full=False)) for c in [e.kind, *e.mixins]]
+def entity_text(e: Entity, base: str, root: str) -> Lines:
+    lines: Lines = [("Category", category_line(c, root, full=False)) for c in [e.kind, *e.mixins]]
     for link in e.links:
         assert link.target is not None
         extra = "".join(f"; {k}={attr_value(v)}" for k, v in link.attributes.items()
@@ -74,43 +88,72 @@ def locations_text(entities: list[Entity], base: str) -> Lines:
 # ---- JSON -------------------------------------------------------------------------------------
 
 def _attr_defs(c: Category) -> dict[str, Any]:
-    return {a.name: {"mutable": a.mutable, "required": a.required, "type": a.type,
-                     **({"description": a.description} if a.description else {})}
-            for a in c.attributes}
+    out = {}
+    for a in c.attributes:
+        d: dict[str, Any] = {"mutable": a.mutable, "required": a.required, "type": a.json_type}
+        if a.description:
+            d["description"] = a.description
+        if a.values:
+            d["pattern"] = "^(" + "|".join(a.values) + ")$"
+        out[a.name] = d
+    return out
 
 
-def categories_json(cats: list[Category], base: str) -> dict[str, Any]:
-    out: dict[str, list[dict[str, Any]]] = {"kinds": [], "mixins": [], "actions": []}
+def _category_json(c: Category, root: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"term": c.term, "scheme": c.scheme}
+    if c.title:
+        item["title"] = c.title
+    if c.attributes:
+        item["attributes"] = _attr_defs(c)
+    if c.cls == "action":
+        return item
+    if c.actions:
+        item["actions"] = list(c.actions)
+    if c.cls == "kind" and c.parent:
+        item["parent"] = c.parent
+    if c.cls == "mixin":
+        if c.parent:
+            item["depends"] = [c.parent]
+        if c.applies:
+            item["applies"] = list(c.applies)
+    if c.location:
+        item["location"] = root + c.location
+    return item
+
+
+def categories_json(cats: list[Category], root: str) -> dict[str, Any]:
+    out: dict[str, list[dict[str, Any]]] = {}
     for c in cats:
-        item: dict[str, Any] = {"term": c.term, "scheme": c.scheme, "title": c.title,
-                                "attributes": _attr_defs(c)}
-        if c.cls == "kind":
-            item.update(actions=list(c.actions), **({"parent": c.parent} if c.parent else {}),
-                        **({"location": base + c.location} if c.location else {}))
-        elif c.cls == "mixin":
-            item.update(actions=list(c.actions), depends=[c.parent] if c.parent else [],
-                        applies=list(c.applies))
-        out[c.cls + "s"].append(item)
+        out.setdefault(c.cls + "s", []).append(_category_json(c, root))
     return out
 
 
 def entity_json(e: Entity, base: str) -> dict[str, Any]:
     attrs = {k: (base + v if k in ("occi.core.source", "occi.core.target") else v)
              for k, v in e.attributes.items()}
-    out: dict[str, Any] = {"kind": e.kind.id, "mixins": [m.id for m in e.mixins], "attributes": attrs,
-                           "actions": [a.id for a in e.actions], "id": e.id, "title": e.title,
-                           "location": base + e.location}
+    out: dict[str, Any] = {"kind": e.kind.id, "id": e.id, "attributes": attrs}
+    if e.mixins:
+        out["mixins"] = [m.id for m in e.mixins]
+    if e.actions:
+        out["actions"] = [a.id for a in e.actions]
+    if e.title:
+        out["title"] = e.title
     if e.source and e.target:
         out["source"] = {"location": base + e.source[0], "kind": e.source[1]}
         out["target"] = {"location": base + e.target[0], "kind": e.target[1]}
-    else:
+    elif e.links:
         out["links"] = [entity_json(link, base) for link in e.links]
+    if e.source is None and e.attributes.get("occi.core.summary"):
+        out["summary"] = str(e.attributes["occi.core.summary"])
     return out
 
 
-def collection_json(entities: list[Entity], base: str, *, links: bool) -> dict[str, Any]:
-    return {"links" if links else "resources": [entity_json(e, base) for e in entities]}
+def collection_json(entities: list[Entity], base: str) -> dict[str, Any]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in entities:
+        out.setdefault("links" if e.source else "resources", []).append(entity_json(e, base))
+    return out
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1)
+    return json.dumps(doc, indent=1, allow_nan=False)

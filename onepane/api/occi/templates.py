@@ -3,6 +3,7 @@ images on each request would make a listing as slow as the slowest cloud."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -40,9 +41,8 @@ def build(core: Core) -> Templates:
             tpl.resource[m.id] = m
             tpl.native[m.id] = (loc.name, size.provider_id)
             attrs: dict[str, float] = {}
-            if size.cpu:
-                cores = float(size.cpu)  # an Integer in GFD.224; fractional vCPUs stay as they are
-                attrs["occi.compute.cores"] = int(cores) if cores.is_integer() else cores
+            if size.cpu:  # an Integer in GFD.224: a fractional vCPU counts as a whole core
+                attrs["occi.compute.cores"] = max(1, math.ceil(float(size.cpu)))
             if size.memory_mb:
                 attrs["occi.compute.memory"] = round(size.memory_mb / 1024, 3)
             tpl.size_attrs[m.id] = attrs
@@ -53,8 +53,9 @@ def build(core: Core) -> Templates:
         images = core.ops.list_images(limit=10_000)
     except Exception:
         images = []
-    for img in images:
+    for img in sorted(images, key=lambda i: (i.location, i.id)):
         m = os_tpl(img.location, img.id, f"{img.name} at {img.location}")
         tpl.os[m.id] = m
         tpl.native[m.id] = (img.location, img.id)
+        tpl.default_os.setdefault(img.location, m.id)
     return tpl

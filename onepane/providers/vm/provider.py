@@ -113,6 +113,8 @@ def translate(exc: Exception) -> OnepaneError:
 
 class VmProvider(CutByNamespace, Provider):
     capabilities = Capabilities.all_but(
+        attach_network="a VM's interface is chosen when it is created (onepane does not "
+                       "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
                    "centers")
     disk_formats = ("qcow2", "raw")
@@ -247,6 +249,24 @@ class VmProvider(CutByNamespace, Provider):
         dom = self._domain(provider_id)
         if not dom.isActive():
             self._start(dom)
+        else:
+            self.resume_instance(provider_id)
+
+    def suspend_instance(self, provider_id: str) -> None:
+        """Pause the guest's CPUs; its memory stays where it is until resume."""
+        dom = self._domain(provider_id)
+        with self._libvirt_errors():
+            if not dom.isActive():
+                raise Conflict(f"instance {provider_id} is not running; cannot suspend it",
+                               field="state")
+            if dom.state()[0] != _libvirt().VIR_DOMAIN_PAUSED:
+                dom.suspend()
+
+    def resume_instance(self, provider_id: str) -> None:
+        dom = self._domain(provider_id)
+        with self._libvirt_errors():
+            if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
+                dom.resume()
 
     def stop_instance(self, provider_id: str) -> None:
         """ACPI power button first; a guest that ignores it is stopped hard after the timeout."""
@@ -254,6 +274,8 @@ class VmProvider(CutByNamespace, Provider):
         with self._libvirt_errors():
             if not dom.isActive():
                 return
+            if dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
+                dom.resume()  # a suspended guest cannot hear the power button
             with contextlib.suppress(_libvirt().libvirtError):
                 dom.shutdown()
             deadline = time.monotonic() + self.options.stop_timeout
@@ -450,10 +472,13 @@ class VmProvider(CutByNamespace, Provider):
         if meta is None:
             return None
         with self._libvirt_errors():
-            state, _reason = dom.state()
+            state, reason = dom.state()
+        # paused by a suspend; paused to move (a live migration's last step) is still running
+        user_paused = state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER
         states = {lv.VIR_DOMAIN_RUNNING: InstanceState.running,
                   lv.VIR_DOMAIN_BLOCKED: InstanceState.running,
-                  lv.VIR_DOMAIN_PAUSED: InstanceState.running,  # onepane pauses only to move
+                  lv.VIR_DOMAIN_PAUSED: InstanceState.suspended if user_paused
+                  else InstanceState.running,
                   lv.VIR_DOMAIN_SHUTDOWN: InstanceState.running,
                   lv.VIR_DOMAIN_SHUTOFF: InstanceState.stopped,
                   lv.VIR_DOMAIN_PMSUSPENDED: InstanceState.stopped,

@@ -30,7 +30,7 @@ function table(columns, rows, rowAttrs = () => ({})) {
     h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => h("td", {}, c.cell(r)))))));
 }
 
-const stateClass = s => ({ running: "ok", ok: "ok", stopped: "warning", pending: "warning" }[s] || "bad");
+const stateClass = s => ({ running: "ok", ok: "ok", stopped: "warning", suspended: "warning", pending: "warning" }[s] || "bad");
 const badge = s => h("span", { class: stateClass(s) }, s);
 const ready = () => main.setAttribute("data-ready", location.hash || "#/overview");
 
@@ -97,7 +97,7 @@ async function inventory() {
   main.replaceChildren(h("h2", {}, "Inventory"),
     h("div", { class: "filters" },
       locSelect,
-      select("state", ["running", "stopped", "pending", "error", "missing"]),
+      select("state", ["running", "stopped", "suspended", "pending", "error", "missing"]),
       h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } })),
     body);
 
