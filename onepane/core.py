@@ -15,9 +15,13 @@ from .deploy.service import Deployments
 from .events import EventLog
 from .images.catalog import Catalog
 from .inventory.annotations import Annotations
+from .inventory.firewall import SecurityGroups
 from .inventory.jobs import JobRunner
+from .inventory.keypairs import KeyPairs
 from .inventory.locations import Locations
 from .inventory.operations import Operations
+from .inventory.records import Records
+from .inventory.snapshots import Snapshots
 from .inventory.sync import InventorySync
 from .periodic import Periodic
 from .policy.alerts import Alerts
@@ -42,11 +46,15 @@ class Core:
         self.tokens = Tokens(self.store)
         self.access_keys = AccessKeys(self.store, self.vault)
         self.annotations = Annotations(self.store)
+        self.key_pairs = KeyPairs(self.store)
+        self.records = Records(self.store)
         self.locations = Locations(settings.state_dir, self.events, self.registry, self.vault)
         self.runner = JobRunner(self.events, self.registry)
         self.ops = Operations(self.events, self.locations, self.runner)
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
         self.deployments = Deployments(self.events, self.locations)
+        self.snapshots = Snapshots(self.ops)
+        self.security_groups = SecurityGroups(self.events)
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
         self.ops.boot_image = self.catalog.boot_image
         self.deployments.boot_image = self.catalog.boot_image

@@ -116,6 +116,8 @@ class InstanceCreate(Strict):
     size: str = Field(min_length=1, max_length=64)
     tags: dict[str, str] = Field(default_factory=dict)
     network: str | None = None
+    user_data: str | None = Field(default=None, max_length=16384,
+                                  description="handed to the instance where its location can")
     # For a catalog image (img-...): the OVF deployment option and property values to boot with.
     deployment_option: str | None = Field(default=None, max_length=128)
     properties: dict[str, str] = Field(default_factory=dict)

@@ -106,6 +106,7 @@ class Operations:
             "instance.destroy": self._do_destroy, "volume.create": self._do_volume_create,
             "volume.attach": self._do_volume_attach, "volume.detach": self._do_volume_detach,
             "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
+            "network.delete": self._do_network_delete,
         }.items():
             runner.register(kind, handler, self._on_failure)
         runner.register("instance.create", self._do_create, self._on_failure,
@@ -155,7 +156,7 @@ class Operations:
     def create_instance(self, req: InstanceCreate, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key, "instance.create", req)) is not None:
             return existing
-        image, user_data, size = req.image, None, req.size
+        image, user_data, size = req.image, req.user_data, req.size
         hardware: dict[str, Any] = {}
         provider = self.locations.provider(req.location)
         if self.boot_image is not None and req.image.startswith("img-"):
@@ -168,6 +169,11 @@ class Operations:
         elif req.deployment_option or req.properties:
             raise InvalidInput("deployment options and properties belong to catalog images "
                                "(img-...)", field="properties")
+        if req.user_data is not None:
+            if req.image.startswith("img-"):
+                raise InvalidInput("a catalog image gets its OVF environment as user data; give "
+                                   "properties instead", field="user_data")
+            provider.require(Feature.user_data, "user_data")
         # In the location's pool with a deadline: a hung endpoint answers 503 for its own
         # location's requests and holds no API thread for long.
         self.locations.registry.run(req.location, lambda p: p.validate(image, size),
@@ -357,6 +363,17 @@ class Operations:
                            {"name": req.name, "cidr": req.cidr}, idempotency_key, rows,
                            f"create network {req.name} ({req.cidr}) at {req.location}", req)
 
+    def delete_network(self, network_id: str) -> Job:
+        net = self.get_network(network_id)
+        with self.store.tx() as s:
+            users = s.scalar(select(func.count()).select_from(InstanceRow).where(
+                InstanceRow.network == network_id)) or 0
+        if users:
+            raise Conflict(f"network {network_id} has {users} instances; destroy or move them "
+                           "first", field="dependency")
+        return self.submit("network.delete", network_id, net.location, {}, None, None,
+                           f"delete network {net.name} ({network_id})")
+
     # ---- jobs ----------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
@@ -418,6 +435,9 @@ class Operations:
         with self.events.tx() as s:
             row = s.get(InstanceRow, job.target)
             if row is not None:
+                for vol in s.scalars(select(VolumeRow).where(VolumeRow.attached_to == row.id)):
+                    # the provider let go of them with the instance; the inventory says so now
+                    vol.attached_to, vol.device, vol.state = None, None, "available"
                 s.delete(row)
                 self.events.emit("instance.destroyed", f"instance {row.name} ({row.id}) destroyed",
                                  location=row.location, subject=row.id, session=s)
@@ -470,6 +490,20 @@ class Operations:
             self.events.emit("network.created", f"network {row.name} ({row.cidr}) created",
                              location=row.location, subject=row.id, session=s)
         return {"provider_id": obs.provider_id}
+
+    def _do_network_delete(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        with self.store.tx() as s:
+            row = s.get(NetworkRow, job.target)
+            pid = row.provider_id if row else None
+        if pid:
+            provider.delete_network(pid)
+        with self.events.tx() as s:
+            row = s.get(NetworkRow, job.target)
+            if row is not None:
+                s.delete(row)
+                self.events.emit("network.deleted", f"network {row.name} ({row.id}) deleted",
+                                 location=row.location, subject=row.id, session=s)
+        return {}
 
     def _on_failure(self, job: JobRow, exc: OnepaneError) -> None:
         """A create that failed for good leaves no half-made row behind."""

@@ -30,6 +30,7 @@ class Feature(StrEnum):
     boot_images = "boot_images"  # an instance boots from such a disk image
     attach_network = "attach_network"  # an existing instance joins (or leaves) a network
     suspend = "suspend"  # an instance pauses with its memory kept, and resumes
+    snapshots = "snapshots"  # point-in-time copies of volumes, and volumes made from them
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -44,6 +45,7 @@ VERBS = {
     Feature.boot_images: "boot disk images",
     Feature.attach_network: "connect an existing instance to a network",
     Feature.suspend: "suspend instances (keeping their memory)",
+    Feature.snapshots: "snapshot volumes",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
@@ -198,6 +200,17 @@ class Provider(ABC):
     def reboot_instance(self, provider_id: str) -> None:
         self._unsupported(Feature.reboot, "action")
 
+    def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        """A point-in-time copy of a volume; returns the provider's id for it."""
+        self._unsupported(Feature.snapshots, "volume")
+
+    def delete_snapshot(self, provider_snapshot_id: str) -> None:
+        self._unsupported(Feature.snapshots, "snapshot")
+
+    def volume_from_snapshot(self, provider_snapshot_id: str, name: str,
+                             size_gb: int) -> ObservedVolume:
+        self._unsupported(Feature.snapshots, "snapshot")
+
     def suspend_instance(self, provider_id: str) -> None:
         self._unsupported(Feature.suspend, "action")
 
@@ -260,6 +273,10 @@ class Provider(ABC):
 
     def create_network(self, name: str, cidr: str) -> ObservedNetwork:
         self._unsupported(Feature.networks)
+
+    def delete_network(self, provider_id: str) -> None:
+        """Deleting one that is gone succeeds."""
+        self._unsupported(Feature.networks, "network")
 
     # failure drills
     def cut(self, mode: str = "silent") -> None:

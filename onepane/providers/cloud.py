@@ -30,6 +30,7 @@ from ..errors import (
     PermanentProviderError,
     ProviderAuthError,
     TransientProviderError,
+    Unsupported,
 )
 from ..model import InstanceState
 from .base import (
@@ -141,6 +142,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         Feature.live_migration: "a cloud moves no running server to another provider",
         Feature.console: "onepane does not read cloud consoles yet",
     }
+    if d.create_volume_snapshot is NodeDriver.create_volume_snapshot:
+        missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
     missing[Feature.attach_network] = ("a cloud server's network is chosen when it is created; "
                                        "onepane does not attach interfaces later")
@@ -358,6 +361,33 @@ class CloudProvider(Provider):
             return
         self._call(self.driver.destroy_volume, vol)
 
+    def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        self.require(Feature.snapshots, "volume")
+        snap = self._call(self.driver.create_volume_snapshot, self._volume(volume_id), snapshot_id)
+        return str(snap.id)
+
+    def delete_snapshot(self, provider_snapshot_id: str) -> None:
+        self.require(Feature.snapshots, "snapshot")
+        for snap in self._snapshots():
+            if str(snap.id) == provider_snapshot_id:
+                self._call(self.driver.destroy_volume_snapshot, snap)
+
+    def _snapshots(self) -> list[Any]:
+        """Every snapshot of the account (EC2's driver lists them all; the base class only a
+        volume's)."""
+        return list(self._call(self.driver.list_snapshots))  # type: ignore[attr-defined]
+
+    def volume_from_snapshot(self, provider_snapshot_id: str, name: str,
+                             size_gb: int) -> ObservedVolume:
+        self.require(Feature.snapshots, "snapshot")
+        snap = next((s for s in self._snapshots()
+                     if str(s.id) == provider_snapshot_id), None)
+        if snap is None:
+            raise NotFound(f"no snapshot {provider_snapshot_id!r} at {self.location}")
+        vol = self._call(self.driver.create_volume, size_gb, name, location=self._zone(),
+                         snapshot=snap)
+        return self._observe_volume(vol)
+
     # ---- networks ------------------------------------------------------------------------
 
     def list_networks(self) -> list[ObservedNetwork]:
@@ -375,6 +405,17 @@ class CloudProvider(Provider):
             return super().create_network(name, cidr)
         n = self._call(creator, cidr, name=name)
         return ObservedNetwork(provider_id=n.id, name=name, cidr=getattr(n, "cidr_block", cidr))
+
+    def delete_network(self, provider_id: str) -> None:
+        self.require(Feature.networks, "network")
+        deleter = getattr(self.driver, "ex_delete_network", None)
+        lister = getattr(self.driver, "ex_list_networks", None)
+        if deleter is None or lister is None:
+            raise Unsupported(f"Libcloud's driver at {self.location} deletes no networks",
+                              field="network")
+        for n in self._call(lister):
+            if str(n.id) == provider_id:
+                self._call(deleter, n)
 
     # ---- internals -----------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from .base import (
     ObservedVolume,
     Provider,
 )
-from .volumetable import VolumeTable
+from .volumetable import FileSnapshots, VolumeTable
 
 SIZES: dict[str, tuple[float, int]] = {
     "nano": (0.25, 64),
@@ -83,7 +83,7 @@ PROCESSES_ONLY = ("a process data center keeps disk images (to replicate and exp
 NO_SUSPEND = "a process data center stops and starts processes; it does not freeze them"
 
 
-class LocalProvider(Provider):
+class LocalProvider(FileSnapshots, Provider):
     capabilities = Capabilities.all_but(
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
@@ -335,6 +335,13 @@ class LocalProvider(Provider):
                     link.unlink()
             self.volumes.detached(vols, vol)
 
+    def _volume_path(self, volume_id: str) -> Path:
+        return self.root / "volumes" / f"{volume_id}.img"
+
+    def _grow(self, path: Path, size_gb: int) -> None:
+        if path.stat().st_size < size_gb * 1024**3:
+            os.truncate(path, size_gb * 1024**3)
+
     def delete_volume(self, volume_id: str) -> None:
         with self._lock:
             self.volumes.delete(volume_id, self.root / "volumes" / f"{volume_id}.img")
@@ -467,6 +474,12 @@ class LocalProvider(Provider):
                 if rec.desired != "destroyed":
                     out.append(rec)
         return out
+
+    def delete_network(self, provider_id: str) -> None:
+        with self._lock:
+            nets = self._networks()
+            if nets.pop(provider_id, None) is not None:
+                atomic.write_json(self.root / "networks.json", nets)
 
     def _networks(self) -> dict[str, dict[str, Any]]:
         path = self.root / "networks.json"

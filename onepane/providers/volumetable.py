@@ -70,3 +70,55 @@ class VolumeTable:
             if vol["attached_to"] == instance_id:
                 vol.update(attached_to=None, device=None, state="available")
         self.save(vols)
+
+
+class FileSnapshots:
+    """Snapshots of a data center whose volumes are files: a sparse copy of the file, kept
+    beside the volumes; a volume made from one is a copy again, grown to the size asked."""
+
+    volumes: VolumeTable
+    root: Path
+    _lock: Any
+
+    def _volume_path(self, volume_id: str) -> Path:
+        raise NotImplementedError
+
+    def _grow(self, path: Path, size_gb: int) -> None:
+        raise NotImplementedError
+
+    def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        with self._lock:
+            self.volumes.get(self.volumes.load(), volume_id)
+            src = self._volume_path(volume_id)
+            dst = self.root / "snapshots" / f"{snapshot_id}{src.suffix}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _sparse_copy(src, dst)
+            return dst.name
+
+    def delete_snapshot(self, provider_snapshot_id: str) -> None:
+        (self.root / "snapshots" / Path(provider_snapshot_id).name).unlink(missing_ok=True)
+
+    def volume_from_snapshot(self, provider_snapshot_id: str, name: str,
+                             size_gb: int) -> ObservedVolume:
+        src = self.root / "snapshots" / Path(provider_snapshot_id).name
+        if not src.exists():
+            raise NotFound(f"no snapshot {provider_snapshot_id!r} at {self.volumes.location}")
+        with self._lock:
+            vols = self.volumes.load()
+            vid = src.stem.replace("snap-", "vsnap-", 1) + "-" + str(len(vols))
+            dst = self._volume_path(vid)
+            _sparse_copy(src, dst)
+            self._grow(dst, size_gb)
+            return self.volumes.add(vols, vid, name, size_gb)
+
+
+def _sparse_copy(src: Path, dst: Path) -> None:
+    import subprocess
+    part = dst.with_name(dst.name + ".partial")
+    proc = subprocess.run(["cp", "--sparse=always", str(src), str(part)], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        part.unlink(missing_ok=True)
+        from ..errors import PermanentProviderError
+        raise PermanentProviderError(f"copying {src.name}: {proc.stderr.strip()}")
+    part.replace(dst)

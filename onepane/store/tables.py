@@ -239,3 +239,55 @@ class CategoryDefRow(Base):
     location: Mapped[str] = mapped_column(String(256), unique=True)
     depends: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KeyPairRow(Base):
+    """An SSH key pair's public half, by name; handed to instances created with it."""
+
+    __tablename__ = "key_pairs"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)
+    key_type: Mapped[str] = mapped_column(String(16), default="rsa")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroupRow(Base):
+    """Firewall rules for a set of instances (enforced where a location can; see firewall.py)."""
+
+    __tablename__ = "security_groups"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255))
+    network: Mapped[str | None] = mapped_column(String(32))  # None: not tied to a network
+    ingress: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    egress: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    members: Mapped[list[str]] = mapped_column(JSON, default=list)  # instance ids
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SnapshotRow(Base):
+    """A point-in-time copy of a volume, kept by the volume's location."""
+
+    __tablename__ = "snapshots"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(32))
+    location: Mapped[str] = mapped_column(String(40))
+    size_gb: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    provider_id: Mapped[str | None] = mapped_column(String(128))
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecordRow(Base):
+    """An object a standard front end keeps for its clients that changes nothing in onepane
+    by itself (an EC2 VPC's address plan, an internet gateway, a route table, DHCP options)."""
+
+    __tablename__ = "records"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -25,6 +25,13 @@ from ...errors import (
     Unsupported,
 )
 from ..deps import RANK, core, header_lists
+from . import (  # noqa: F401 - they register their actions
+    account,
+    instance_details,
+    keys_groups_snapshots,
+    routing,
+    vpc,
+)
 from .actions import ACTIONS, Context
 from .sigv4 import SignatureError, SignedRequest, verify
 from .wire import API_VERSION, Ec2Error, decode_params, render, render_error
@@ -66,9 +73,13 @@ def handle(request: Request, body: bytes) -> Response:
         raise Ec2Error("InvalidAction", f"the action {name} is not valid for this web service; "
                        f"onepane serves {', '.join(sorted(ACTIONS))}")
     needed, fn = ACTIONS[name]
+    dry_run = str(params.pop("DryRun", "false")).lower() == "true"
     if RANK[role] < RANK[needed]:
         raise Ec2Error("UnauthorizedOperation", f"you are not authorized to perform {name}: it "
                        f"needs the {needed} role, the key has {role}", 403)
+    if dry_run:  # allowed, and nothing is done (what `--dry-run` asks of every action)
+        raise Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is "
+                       "set.", 412)
     ctx = Context(core=c, key_id=key_id, region=c.settings.ec2_region,
                   endpoint=str(request.base_url).rstrip("/") + "/ec2/")
     try:
@@ -107,16 +118,25 @@ def translate(exc: OnepaneError) -> Ec2Error:
     field = exc.field or ""
     if isinstance(exc, NotFound):
         code = {"instance": "InvalidInstanceID.NotFound", "volume": "InvalidVolume.NotFound",
-                "location": "InvalidParameterValue"}.get(field, "InvalidParameterValue")
+                "location": "InvalidParameterValue", "key_name": "InvalidKeyPair.NotFound",
+                "security_group": "InvalidGroup.NotFound", "rule": "InvalidPermission.NotFound",
+                "snapshot": "InvalidSnapshot.NotFound", "network": "InvalidSubnetID.NotFound",
+                "image": "InvalidAMIID.NotFound", "vpc": "InvalidVpcID.NotFound",
+                "igw": "InvalidInternetGatewayID.NotFound", "rtb": "InvalidRouteTableID.NotFound",
+                "dopt": "InvalidDhcpOptionID.NotFound"}.get(field, "InvalidParameterValue")
         return Ec2Error(code, exc.detail)
     if isinstance(exc, Unsupported):
         return Ec2Error("UnsupportedOperation", exc.detail)
     if isinstance(exc, InvalidInput):
-        code = {"image": "InvalidAMIID.NotFound", "location": "InvalidParameterValue"}.get(
+        code = {"image": "InvalidAMIID.NotFound", "location": "InvalidParameterValue",
+                "public_key": "InvalidKey.Format", "size": "InvalidParameterValue"}.get(
             field, "InvalidParameterValue")
         return Ec2Error(code, f"{field}: {exc.detail}" if field else exc.detail)
     if isinstance(exc, Conflict):
-        code = "IncorrectState" if field == "volume" else "IncorrectInstanceState"
+        code = {"volume": "IncorrectState", "key_name": "InvalidKeyPair.Duplicate",
+                "security_group": "InvalidGroup.Duplicate", "dependency": "DependencyViolation",
+                "default": "CannotDelete", "duplicate": "InvalidPermission.Duplicate",
+                "snapshot": "IncorrectState"}.get(field, "IncorrectInstanceState")
         return Ec2Error(code, exc.detail)
     if isinstance(exc, Forbidden):
         return Ec2Error("UnauthorizedOperation", exc.detail, 403)

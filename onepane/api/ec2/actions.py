@@ -6,6 +6,9 @@ idempotency and roles are the services' (DESIGN.md, Interfaces).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,7 +74,49 @@ def DescribeAvailabilityZones(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
 # ---- instances --------------------------------------------------------------------------------
 
 INSTANCE_FILTERS = {"instance-id", "instance-state-name", "availability-zone", "instance-type",
-                    "image-id", "tag-key", "tag-value"}
+                    "image-id", "tag-key", "tag-value", "private-ip-address", "private-dns-name",
+                    "ip-address", "key-name", "reservation-id", "subnet-id", "vpc-id",
+                    "instance.group-id", "instance.group-name", "group-id", "group-name"}
+
+
+def extras(ctx: Context) -> shapes.Extras:
+    """Groups, key names and attached volumes of every instance: three lookups for a listing,
+    not three per instance."""
+    out = shapes.Extras()
+    for g in ctx.core.security_groups.find():
+        for m in g.members:
+            out.groups.setdefault(m, []).append((g.id, g.name))
+    notes = ctx.core.annotations.all()
+    out.key_names = {k: str(n.attributes["ec2.keyName"]) for k, n in notes.items()
+                     if "ec2.keyName" in n.attributes}
+    out.vpcs = {k: str(n.attributes["ec2.vpc"]) for k, n in notes.items()
+                if "ec2.vpc" in n.attributes}
+    out.source_dest = {k: bool(n.attributes["ec2.sourceDestCheck"]) for k, n in notes.items()
+                       if "ec2.sourceDestCheck" in n.attributes}
+    out.reservations = {k: (str(n.attributes["ec2.reservation"]),
+                            int(n.attributes.get("ec2.launchIndex", 0)))
+                        for k, n in notes.items() if "ec2.reservation" in n.attributes}
+    for v in every(ctx.core.ops.list_volumes):
+        if v.attached_to:
+            out.volumes.setdefault(v.attached_to, []).append(v)
+    return out
+
+
+def reservations(insts: list[Instance], ex: shapes.Extras) -> list[dict[str, Any]]:
+    """Instances grouped as they were launched: one RunInstances is one reservation."""
+    groups: dict[str, list[tuple[int, Instance]]] = {}
+    for inst in insts:
+        rid, index = ex.reservations.get(inst.id, ("r-" + inst.id.split("-", 1)[1], 0))
+        groups.setdefault(rid, []).append((index, inst))
+    out = []
+    for rid, members_ in groups.items():
+        ordered = [i for _, i in sorted(members_, key=lambda x: x[0])]
+        body = shapes.reservation(ordered, ex, rid)
+        for item, (index, _) in zip(body["instancesSet"], sorted(members_, key=lambda x: x[0]),
+                                    strict=True):
+            item["amiLaunchIndex"] = index
+        out.append(body)
+    return out
 
 
 @action(READ_ONLY)
@@ -84,9 +129,10 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidParameterCombination",
                        "MaxResults cannot be used together with InstanceId")
     ops = ctx.core.ops
+    ex = extras(ctx)
     if ids:
         found = [_instance_or_terminated(ctx, i) for i in ids]
-        return {"reservationSet": [shapes.reservation([i]) for i in found if _keep(flt, i)]}
+        return {"reservationSet": reservations([i for i in found if _keep(flt, i, ex)], ex)}
     # Push what SQL can do (one zone, single-valued tags) into the query; filter the rest here.
     zones = flt.get("availability-zone", [])
     tags = {k[4:]: v[0] for k, v in flt.items() if k.startswith("tag:") and len(v) == 1}
@@ -96,17 +142,32 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     want = max_results or 1_000_000
     while len(out) < want:
         page = ops.list_instances(limit=min(1000, want - len(out)), cursor=cursor, **kw)
-        out.extend(i for i in page.items if _keep(flt, i))
+        out.extend(i for i in page.items if _keep(flt, i, ex))
         cursor = page.next_cursor
         if not cursor:
             break
-    return {"reservationSet": [shapes.reservation([i]) for i in out],
-            "nextToken": cursor if max_results else None}
+    return {"reservationSet": reservations(out, ex), "nextToken": cursor if max_results else None}
 
 
-def _keep(flt: dict[str, list[str]], inst: Instance) -> bool:
+def _keep(flt: dict[str, list[str]], inst: Instance, ex: shapes.Extras) -> bool:
     if not flt:
         return True
+    private, public = shapes.split_addresses(inst.addresses)
+    groups = ex.groups.get(inst.id, [])
+    net_hex = inst.network.split("-", 1)[1] if inst.network else None
+    if not (_match(flt, "private-ip-address", private or "")
+            and _match(flt, "private-dns-name", shapes.private_dns(private))
+            and _match(flt, "ip-address", public or "")
+            and _match(flt, "key-name", ex.key_names.get(inst.id, ""))
+            and _match(flt, "reservation-id", ex.reservations.get(
+                inst.id, ("r-" + inst.id.split("-", 1)[1], 0))[0])
+            and _match(flt, "subnet-id", f"subnet-{net_hex}" if net_hex else "")
+            and _match(flt, "vpc-id", f"vpc-{net_hex}" if net_hex else "")
+            and _match_any(flt, "instance.group-id", [g for g, _ in groups])
+            and _match_any(flt, "group-id", [g for g, _ in groups])
+            and _match_any(flt, "instance.group-name", [n for _, n in groups])
+            and _match_any(flt, "group-name", [n for _, n in groups])):
+        return False
     if not (_match(flt, "instance-id", shapes.instance_id(inst.id))
             and _match(flt, "instance-state-name", shapes.state_of(inst)["name"])
             and _match(flt, "availability-zone", inst.location)
@@ -114,7 +175,7 @@ def _keep(flt: dict[str, list[str]], inst: Instance) -> bool:
             and _match_any(flt, "tag-key", inst.tags.keys())
             and _match_any(flt, "tag-value", inst.tags.values())):
         return False
-    return all(inst.tags.get(k[4:]) in v for k, v in flt.items() if k.startswith("tag:"))
+    return tags_match(flt, inst.tags)
 
 
 @action(WRITE)
@@ -127,18 +188,37 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("MissingParameter", "the request must contain MinCount and MaxCount")
     if low > high:
         raise Ec2Error("InvalidParameterValue", "MinCount must not be larger than MaxCount")
-    zone = (p.get("Placement") or {}).get("AvailabilityZone") or ctx.core.locations.default()
+    for unhonoured in ("BlockDeviceMapping", "KernelId", "RamdiskId", "Ipv6Address",
+                       "PrivateIpAddress", "NetworkInterface",
+                       "ElasticGpuSpecification", "CpuOptions", "HibernationOptions"):
+        if members(p, unhonoured) if isinstance(p.get(unhonoured), list) else p.get(unhonoured):
+            raise Ec2Error("UnsupportedOperation", f"{unhonoured}: onepane cannot honour it "
+                           "(instances get their location's disks, kernel and network)")
     network = shapes.to_onepane(p["SubnetId"], "subnet") if p.get("SubnetId") else None
+    placed = (p.get("Placement") or {}).get("AvailabilityZone")
+    zone = placed or ctx.core.locations.default()
+    if network:
+        net = ctx.core.ops.get_network(network)
+        if placed and placed != net.location:
+            raise Ec2Error("InvalidParameterValue", f"subnet {p['SubnetId']} is in "
+                           f"{net.location}, not {placed}")
+        zone = net.location  # the subnet says where the instance goes
     tags = _tag_specs(p, "instance")
     token = p.get("ClientToken")
     if token and len(token) > 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
+    key_name = p.get("KeyName")
+    if key_name:
+        ctx.core.key_pairs.get(key_name)
+    groups = _groups_for(ctx, p, network)
+    user_data = _user_data(p)
+    protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
     base = slug(tags.get("Name")) or "ec2"
-    insts = []
+    insts: list[Instance] = []
     for n in range(high):
         name = base if high == 1 else f"{base[:58]}-{n}"
         req = InstanceCreate(name=name, location=zone, image=image, size=size, tags=tags,
-                             network=network)
+                             network=network, user_data=user_data)
         key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
         try:
             job = ctx.core.ops.create_instance(req, key)
@@ -146,14 +226,50 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used "
                            "before with other parameters") from exc
         inst = ctx.core.ops.get_instance(job.target or "")
-        if (inst.image, inst.size, inst.location) != (image, size, zone):
+        first = ctx.core.annotations.get(insts[0].id if insts else inst.id).attributes
+        if (inst.image, inst.size, inst.location) != (image, size, zone) or \
+                (token and first.get("ec2.count") not in (None, high)):
             raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
                            "with other parameters")
         insts.append(inst)
-    body = shapes.reservation(insts)
+    rid = "r-" + insts[0].id.split("-", 1)[1]
+    for n, inst in enumerate(insts):
+        set_ec2_notes(ctx, inst.id, reservation=rid, launchIndex=n, count=high,
+                      keyName=key_name, userData=p.get("UserData"),
+                      disableApiTermination=protect)
+        ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
+    ex = extras(ctx)
+    body = reservations(insts, ex)[0]
     for item in body["instancesSet"]:
         item["clientToken"] = token
     return body
+
+
+def set_ec2_notes(ctx: Context, resource: str, **values: Any) -> None:
+    note = ctx.core.annotations.get(resource)
+    attrs = {**note.attributes, **{f"ec2.{k}": v for k, v in values.items() if v is not None}}
+    ctx.core.annotations.put(resource, attrs, note.categories)
+
+
+def _groups_for(ctx: Context, p: dict[str, Any], network: str | None) -> list[Any]:
+    sg = ctx.core.security_groups
+    if network:  # a subnet's groups are its VPC's
+        vpc = ctx.core.annotations.get(network).attributes.get("ec2.vpc")
+        network = str(vpc) if vpc else "vpc-" + network.split("-", 1)[1]
+    ids = [g for g in members(p, "SecurityGroupId")]
+    names = members(p, "SecurityGroup")
+    found = [sg.get(g) for g in ids] + [sg.by_name(n, network) for n in names]
+    return found or [sg.default(network)]
+
+
+def _user_data(p: dict[str, Any]) -> str | None:
+    raw = p.get("UserData")
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError) as exc:
+        raise Ec2Error("InvalidParameterValue", "UserData must be base64 (of UTF-8 text)") from exc
 
 
 @action(WRITE)
@@ -179,23 +295,40 @@ def TerminateInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 def _act(ctx: Context, p: dict[str, Any], verb: str,
          current: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """AWS's element order: instanceId, currentState, previousState (clients read it so)."""
     ids = members(p, "InstanceId")
     if not ids:
         raise Ec2Error("MissingParameter", "the request must contain the parameter InstanceId")
-    insts = [_instance(ctx, i) for i in ids]  # every id checked before anything is done
+    found = [_instance_or_terminated(ctx, i) if verb == "destroy" else _instance(ctx, i)
+             for i in ids]  # every id checked before anything is done
+    if verb == "destroy":
+        for inst in found:
+            if ctx.core.annotations.get(inst.id).attributes.get("ec2.disableApiTermination"):
+                raise Ec2Error("OperationNotPermitted", f"the instance "
+                               f"{shapes.instance_id(inst.id)} may not be terminated: change "
+                               "its disableApiTermination attribute first")
     out = []
-    for inst in insts:
-        if verb == "destroy":
+    for inst in found:
+        before = shapes.state_of(inst)
+        now = current
+        if verb == "destroy" and inst.state == InstanceState.missing:
+            now = before  # terminating what is terminated succeeds and changes nothing
+        elif verb == "destroy":
             ctx.core.ops.destroy_instance(inst.id)
+            ctx.core.security_groups.leave_all(inst.id)
         else:
             ctx.core.ops.instance_action(inst.id, verb)
-        out.append({"instanceId": shapes.instance_id(inst.id), "previousState": shapes.state_of(inst),
-                    "currentState": current})
+        out.append({"instanceId": shapes.instance_id(inst.id), "currentState": now,
+                    "previousState": before})
     return out
 
 
 def _instance(ctx: Context, ec2_id: str) -> Instance:
-    return ctx.core.ops.get_instance(shapes.to_onepane(ec2_id, "instance"))
+    try:
+        return ctx.core.ops.get_instance(shapes.to_onepane(ec2_id, "instance"))
+    except NotFound as exc:  # named as the caller named it
+        raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{ec2_id}' does not "
+                       "exist") from exc
 
 
 def _instance_or_terminated(ctx: Context, ec2_id: str) -> Instance:
@@ -204,7 +337,7 @@ def _instance_or_terminated(ctx: Context, ec2_id: str) -> Instance:
     log's: onepane keeps no tombstone rows."""
     try:
         return _instance(ctx, ec2_id)
-    except NotFound:
+    except Ec2Error:
         native = shapes.to_onepane(ec2_id, "instance")
         gone = ctx.core.events.list(kind="instance.destroyed", subject=native, limit=1).items
         if not gone:
@@ -222,15 +355,33 @@ def _instance_or_terminated(ctx: Context, ec2_id: str) -> Instance:
 @action(READ_ONLY)
 def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = filters(p)
-    _check_filters(flt, {"image-id", "name", "availability-zone"})
-    ids = set(members(p, "ImageId"))
+    _check_filters(flt, {"image-id", "name", "availability-zone", "state", "owner-id",
+                         "architecture", "root-device-type", "image-type"}, tags=True)
+    ids = members(p, "ImageId")
+    notes = ctx.core.annotations.all()
     images = ctx.core.ops.list_images(flt.get("availability-zone"), limit=100_000)
-    return {"imagesSet": [shapes.image(i) for i in images
+    one: dict[str, Any] = {}
+    for i in images:  # an image present in several zones is one entry
+        one.setdefault(i.id, i)
+    if missing := set(ids) - set(one):
+        raise Ec2Error("InvalidAMIID.NotFound", f"the image id '[{sorted(missing)[0]}]' does "
+                       "not exist")
+    def tags(image_id: str) -> dict[str, str]:
+        return dict(notes[image_id].attributes.get("ec2.tags") or {}) if image_id in notes \
+            else {}
+    return {"imagesSet": [shapes.image(i, tags(i.id)) for i in one.values()
                           if (not ids or i.id in ids) and _match(flt, "image-id", i.id)
-                          and _match(flt, "name", i.name)]}
+                          and _match(flt, "name", i.name) and _match(flt, "state", "available")
+                          and _match(flt, "owner-id", shapes.OWNER)
+                          and _match(flt, "architecture", "x86_64")
+                          and _match(flt, "root-device-type", "ebs")
+                          and _match(flt, "image-type", "machine") and tags_match(flt, tags(i.id))]}
 
 
 # ---- tags -------------------------------------------------------------------------------------
+
+MAX_TAGS, MAX_KEY, MAX_VALUE = 50, 128, 256
+
 
 @action(WRITE)
 def CreateTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
@@ -238,36 +389,130 @@ def CreateTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     tags = {t.get("Key", ""): t.get("Value", "") for t in members(p, "Tag")}
     if not tags or "" in tags:
         raise Ec2Error("MissingParameter", "the request must contain Tag.N.Key")
-    for rid in resources:
-        ctx.core.ops.retag(rid, tags, {})
+    _check_tags(tags)
+    for kind, rid in resources:
+        current = _tags_of(ctx, kind, rid)
+        if len({**current, **tags}) > MAX_TAGS:
+            raise Ec2Error("TagLimitExceeded", f"a resource has at most {MAX_TAGS} tags")
+    for kind, rid in resources:
+        _retag(ctx, kind, rid, tags, {})
     return {"return": True}
 
 
 @action(WRITE)
 def DeleteTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    remove = {t.get("Key", ""): t.get("Value") for t in members(p, "Tag")}
-    for rid in _tag_targets(ctx, p):
-        ctx.core.ops.retag(rid, {}, remove)
+    """Without Tag.N, every tag of the resources goes (as in EC2)."""
+    given = members(p, "Tag")
+    for t in given:
+        if str(t.get("Key", "")).startswith("aws:"):
+            raise Ec2Error("InvalidParameterValue", "tags starting with aws: are reserved")
+    for kind, rid in _tag_targets(ctx, p):
+        remove: dict[str, str | None] = {t.get("Key", ""): t.get("Value") for t in given} \
+            if given else dict.fromkeys(_tags_of(ctx, kind, rid))
+        _retag(ctx, kind, rid, {}, remove)
     return {"return": True}
 
 
-def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[str]:
+def _check_tags(tags: dict[str, str]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise Ec2Error("TagLimitExceeded", f"at most {MAX_TAGS} tags per resource")
+    for k, v in tags.items():
+        if len(k) > MAX_KEY:
+            raise Ec2Error("InvalidParameterValue", f"tag key {k[:20]!r}...: at most {MAX_KEY} "
+                           "characters")
+        if len(v) > MAX_VALUE:
+            raise Ec2Error("InvalidParameterValue", f"the value of tag {k!r}: at most "
+                           f"{MAX_VALUE} characters")
+        if k.startswith("aws:"):
+            raise Ec2Error("InvalidParameterValue", f"tag {k!r}: keys starting with aws: are "
+                           "reserved")
+
+
+def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[tuple[str, str]]:
     ids = members(p, "ResourceId")
     if not ids:
         raise Ec2Error("MissingParameter", "the request must contain ResourceId.N")
     out = []
     for rid in ids:
         if rid.startswith("vol-"):
-            out.append(ctx.core.ops.get_volume(shapes.to_onepane(rid, "volume")).id)
+            out.append(("volume", ctx.core.ops.get_volume(shapes.to_onepane(rid, "volume")).id))
+        elif rid.startswith("snap-"):
+            out.append(("snapshot", ctx.core.snapshots.get(rid).id))
+        elif rid.startswith("i-"):
+            out.append(("instance", _instance(ctx, rid).id))
+        elif rid.split("-", 1)[0] in OTHER_KINDS:
+            if not ec2_exists(ctx, rid):
+                raise Ec2Error(f"Invalid{OTHER_KINDS[rid.split('-', 1)[0]]}ID.NotFound",
+                               f"the ID '{rid}' does not exist")
+            out.append(("other", rid))
+        elif any(i.id == rid for i in ctx.core.ops.list_images(limit=100_000)):
+            out.append(("other", rid))  # an image, by the id its location gives it
         else:
-            out.append(_instance(ctx, rid).id)
+            raise Ec2Error("InvalidID", f"the ID {rid!r} is not valid here")
     return out
+
+
+# Resources whose tags live in their annotations, keyed by the EC2 id, and their error names.
+OTHER_KINDS = {"vpc": "Vpc", "subnet": "Subnet", "sg": "Group", "igw": "InternetGateway",
+               "rtb": "RouteTable", "dopt": "DhcpOptions", "ami": "AMI", "eni": "NetworkInterface"}
+
+
+def ec2_exists(ctx: Context, rid: str) -> bool:
+    from .vpc import all_vpcs
+    kind = rid.split("-", 1)[0]
+    if kind == "vpc":
+        return rid in {v["vpcId"] for v in all_vpcs(ctx)}
+    if kind == "subnet":
+        try:
+            ctx.core.ops.get_network(shapes.to_onepane(rid, "subnet"))
+            return True
+        except NotFound:
+            return False
+    if kind == "sg":
+        return rid in {g.id for g in ctx.core.security_groups.find()}
+    if kind == "ami":
+        return any(i.id == rid for i in ctx.core.ops.list_images(limit=100_000))
+    return rid in {r.id for k in ("igw", "rtb", "dopt") for r in ctx.core.records.find(k)}
+
+
+def other_tags(ctx: Context, rid: str) -> dict[str, str]:
+    return dict(ctx.core.annotations.get(rid).attributes.get("ec2.tags") or {})
+
+
+def _tags_of(ctx: Context, kind: str, rid: str) -> dict[str, str]:
+    if kind == "snapshot":
+        return ctx.core.snapshots.get(rid).tags
+    if kind == "volume":
+        return ctx.core.ops.get_volume(rid).tags
+    if kind == "other":
+        return other_tags(ctx, rid)
+    return ctx.core.ops.get_instance(rid).tags
+
+
+def _retag(ctx: Context, kind: str, rid: str, add: dict[str, str],
+           remove: dict[str, str | None]) -> None:
+    if kind == "snapshot":
+        ctx.core.snapshots.retag(rid, add, remove)
+    elif kind == "other":
+        tags = {**other_tags(ctx, rid), **add}
+        for k, v in remove.items():
+            if k in tags and (v is None or tags[k] == v):
+                del tags[k]
+        note = ctx.core.annotations.get(rid)
+        ctx.core.annotations.put(rid, {**note.attributes, "ec2.tags": tags}, note.categories)
+    else:
+        ctx.core.ops.retag(rid, add, remove)
 
 
 @action(READ_ONLY)
 def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = filters(p)
     _check_filters(flt, {"resource-id", "resource-type", "key", "value"})
+    if bad := set(flt.get("resource-type", [])) - {
+            "instance", "volume", "snapshot", "image", "vpc", "subnet", "security-group",
+            "internet-gateway", "route-table", "dhcp-options"}:
+        raise Ec2Error("InvalidParameterValue", f"resource-type {sorted(bad)[0]!r}: onepane "
+                       "tags instances, volumes and snapshots")
     rows: list[dict[str, str]] = []
     if _match(flt, "resource-type", "instance"):
         for inst in every(ctx.core.ops.list_instances):
@@ -278,8 +523,26 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         for vol in every(ctx.core.ops.list_volumes):
             rows.extend({"resourceId": vol.id, "resourceType": "volume", "key": k, "value": v}
                         for k, v in sorted(vol.tags.items()))
-    return {"tagSet": [r for r in rows if _match(flt, "resource-id", r["resourceId"])
-                       and _match(flt, "key", r["key"]) and _match(flt, "value", r["value"])]}
+    for rid, note in ctx.core.annotations.all().items():
+        kind = {"vpc": "vpc", "subnet": "subnet", "sg": "security-group",
+                "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
+                "ami": "image"}.get(rid.split("-", 1)[0]) or (
+                    "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
+        if kind and _match(flt, "resource-type", kind):
+            rows.extend({"resourceId": rid, "resourceType": kind, "key": k, "value": v}
+                        for k, v in sorted((note.attributes.get("ec2.tags") or {}).items()))
+    if _match(flt, "resource-type", "snapshot"):
+        for snap in ctx.core.snapshots.find():
+            rows.extend({"resourceId": snap.id, "resourceType": "snapshot", "key": k, "value": v}
+                        for k, v in sorted(snap.tags.items()))
+    rows = [r for r in rows if _match(flt, "resource-id", r["resourceId"])
+            and _match(flt, "key", r["key"]) and _match(flt, "value", r["value"])]
+    limit = integer(p, "MaxResults", None, low=5, high=1000)
+    start = integer(p, "NextToken", 0, low=0) or 0
+    if limit is None:
+        return {"tagSet": rows[start:]}
+    nxt = str(start + limit) if start + limit < len(rows) else None
+    return {"tagSet": rows[start:start + limit], "nextToken": nxt}
 
 
 def _tag_specs(p: dict[str, Any], kind: str) -> dict[str, str]:
@@ -291,6 +554,7 @@ def _tag_specs(p: dict[str, Any], kind: str) -> dict[str, str]:
         tags.update({t.get("Key", ""): t.get("Value", "") for t in members(spec, "Tag")})
     if "" in tags:
         raise Ec2Error("InvalidParameterValue", "a tag needs a non-empty Key")
+    _check_tags(tags)
     return tags
 
 
@@ -300,11 +564,21 @@ def _tag_specs(p: dict[str, Any], kind: str) -> dict[str, str]:
 def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     zone = required(p, "AvailabilityZone")
     size = integer(p, "Size", low=1, high=16384)
-    if size is None:
-        raise Ec2Error("MissingParameter", "the request must contain the parameter Size")
+    if p.get("VolumeType") not in (None, "standard", "gp2", "gp3"):
+        raise Ec2Error("InvalidParameterValue", f"VolumeType {p['VolumeType']!r}: onepane's "
+                       "volumes are one kind (standard; gp2 and gp3 are taken as it)")
+    if str(p.get("Encrypted", "false")).lower() == "true" or p.get("Iops") or p.get("KmsKeyId"):
+        raise Ec2Error("UnsupportedOperation", "onepane's volumes are not encrypted and have no "
+                       "provisioned IOPS")
     tags = _tag_specs(p, "volume")
     token = p.get("ClientToken")
     name = slug(tags.get("Name")) or "ec2-volume"
+    if p.get("SnapshotId"):
+        job = ctx.core.snapshots.restore(p["SnapshotId"], name, zone, size, tags)
+        ctx.core.annotations.put(job.target or "", {"ec2.snapshot": p["SnapshotId"]}, [])
+        return shapes.volume(ctx.core.ops.get_volume(job.target or ""), p["SnapshotId"])
+    if size is None:
+        raise Ec2Error("MissingParameter", "the request must contain the parameter Size")
     try:
         job = ctx.core.ops.create_volume(
             VolumeCreate(name=name, location=zone, size_gb=size, tags=tags),
@@ -320,6 +594,9 @@ def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     inst = _instance(ctx, required(p, "InstanceId"))
     device = required(p, "Device")
+    if vol.location != inst.location:
+        raise Ec2Error("InvalidVolume.ZoneMismatch", f"volume {vol.id} is in {vol.location}, "
+                       f"instance {shapes.instance_id(inst.id)} in {inst.location}")
     ctx.core.ops.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(inst.id), "device": device,
             "status": "attaching", "attachTime": vol.created_at}
@@ -343,66 +620,51 @@ def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(READ_ONLY)
 def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = filters(p)
-    _check_filters(flt, {"volume-id", "availability-zone", "status", "attachment.instance-id"},
+    _check_filters(flt, {"volume-id", "availability-zone", "status", "attachment.instance-id",
+                         "snapshot-id", "size", "attachment.status", "attachment.device"},
                    tags=True)
     ids = members(p, "VolumeId")
     vols = ([ctx.core.ops.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
             else list(every(ctx.core.ops.list_volumes)))
+    notes = ctx.core.annotations.all()
     out = []
-    for v in map(shapes.volume, vols):
+    for v in (shapes.volume(x, str(notes[x.id].attributes.get("ec2.snapshot", ""))
+                            if x.id in notes else "") for x in vols):
         attached = [a["instanceId"] for a in v["attachmentSet"]]
         tags = {t["key"]: t["value"] for t in v["tagSet"]}
         if (_match(flt, "volume-id", v["volumeId"]) and _match(flt, "status", v["status"])
                 and _match(flt, "availability-zone", v["availabilityZone"])
                 and _match_any(flt, "attachment.instance-id", attached)
-                and all(tags.get(k[4:]) in vals for k, vals in flt.items() if k.startswith("tag:"))):
+                and _match(flt, "snapshot-id", v["snapshotId"]) and _match(flt, "size", str(v["size"]))
+                and _match_any(flt, "attachment.status", [a["status"] for a in v["attachmentSet"]])
+                and _match_any(flt, "attachment.device", [a["device"] for a in v["attachmentSet"]])
+                and tags_match(flt, tags)):
             out.append(v)
     return {"volumeSet": out}
-
-
-# ---- networks ---------------------------------------------------------------------------------
-
-@action(READ_ONLY)
-def DescribeVpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"vpc-id", "cidr", "state"})
-    ids = {shapes.to_onepane(v, "vpc") for v in members(p, "VpcId")}
-    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
-    if missing := ids - {n.id for n in nets}:
-        raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID 'vpc-{sorted(missing)[0][4:]}' "
-                       "does not exist")
-    return {"vpcSet": [v for v in map(shapes.vpc, nets) if _match(flt, "vpc-id", v["vpcId"])
-                       and _match(flt, "cidr", v["cidrBlock"]) and _match(flt, "state", v["state"])]}
-
-
-@action(READ_ONLY)
-def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "state"})
-    ids = {shapes.to_onepane(v, "subnet") for v in members(p, "SubnetId")}
-    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
-    if missing := ids - {n.id for n in nets}:
-        raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID 'subnet-{sorted(missing)[0][4:]}'"
-                       " does not exist")
-    return {"subnetSet": [s for s in map(shapes.subnet, nets)
-                          if _match(flt, "subnet-id", s["subnetId"]) and _match(flt, "vpc-id", s["vpcId"])
-                          and _match(flt, "availability-zone", s["availabilityZone"])
-                          and _match(flt, "cidr-block", s["cidrBlock"])
-                          and _match(flt, "state", s["state"])]}
 
 
 # ---- filters ----------------------------------------------------------------------------------
 
 def _check_filters(flt: dict[str, list[str]], known: set[str], *, tags: bool = False) -> None:
     for name in flt:
-        if name not in known and not (tags and name.startswith("tag:")):
+        if name not in known and not (tags and (name.startswith("tag:") or
+                                                 name in ("tag-key", "tag-value"))):
             raise Ec2Error("InvalidParameterValue", f"the filter {name!r} is invalid here; "
                            f"supported: {', '.join(sorted(known))}{', tag:<key>' if tags else ''}")
 
 
+def tags_match(flt: dict[str, list[str]], tags: dict[str, str]) -> bool:
+    """`tag:<key>`, `tag-key` and `tag-value` filters, with wildcards."""
+    return (_match_any(flt, "tag-key", tags.keys()) and _match_any(flt, "tag-value", tags.values())
+            and all(k[4:] in tags and _match(flt, k, tags[k[4:]])
+                    for k in flt if k.startswith("tag:")))
+
+
 def _match(flt: dict[str, list[str]], name: str, value: str) -> bool:
-    return name not in flt or value in flt[name]
+    """EC2 filter values may hold wildcards: `*` any run of characters, `?` one."""
+    return name not in flt or any(fnmatch.fnmatchcase(str(value), pattern)
+                                  for pattern in flt[name])
 
 
 def _match_any(flt: dict[str, list[str]], name: str, values: Any) -> bool:
-    return name not in flt or any(v in flt[name] for v in values)
+    return name not in flt or any(_match(flt, name, v) for v in values)

@@ -7,10 +7,27 @@ network `net-0193a...` is both `vpc-0193a...` and its one subnet `subnet-0193a..
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...model import Image, Instance, InstanceState, Location, Network, Volume
 from .wire import Ec2Error
+
+ROOT_DEVICE = "/dev/sda1"
+
+
+@dataclass
+class Extras:
+    """What an instance's EC2 shape needs beyond the instance, looked up once for a listing:
+    security groups, key names and attached volumes by instance id."""
+
+    groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # id -> (sg, name)
+    key_names: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, list[Volume]] = field(default_factory=dict)
+    reservations: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (r-, index)
+    vpcs: dict[str, str] = field(default_factory=dict)  # network id -> its EC2 VPC
+    source_dest: dict[str, bool] = field(default_factory=dict)  # instance -> sourceDestCheck
 
 OWNER = "000000000000"
 # EC2 state codes: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceState.html
@@ -54,15 +71,44 @@ def state_of(inst: Instance) -> dict[str, Any]:
     return {"code": code, "name": name}
 
 
-def instance(inst: Instance, index: int = 0) -> dict[str, Any]:
-    private = inst.addresses[0] if inst.addresses else None
-    public = inst.addresses[1] if len(inst.addresses) > 1 else None
+def split_addresses(addresses: list[str]) -> tuple[str | None, str | None]:
+    """(private, public): by what each address is, whatever order a provider listed them in."""
+    private = public = None
+    for a in addresses:
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            continue
+        if ip.is_global and public is None:
+            public = a
+        elif not ip.is_global and private is None:
+            private = a
+    return private, public
+
+
+def private_dns(address: str | None) -> str:
+    return f"ip-{address.replace('.', '-')}.onepane.internal" if address else ""
+
+
+def block_devices(inst: Instance, volumes: list[Volume]) -> list[dict[str, Any]]:
+    return [{"deviceName": v.device or "", "ebs": {
+        "volumeId": v.id, "status": "attached", "attachTime": v.created_at,
+        "deleteOnTermination": False}} for v in volumes if v.attached_to == inst.id]
+
+
+def instance(inst: Instance, index: int = 0, extras: Extras | None = None) -> dict[str, Any]:
+    extras = extras or Extras()
+    private, public = split_addresses(inst.addresses)
+    groups = extras.groups.get(inst.id, [])
+    vpc = extras.vpcs.get(inst.network, "vpc-" + inst.network.split("-", 1)[1]) \
+        if inst.network else None
     return {
         "instanceId": instance_id(inst.id),
         "imageId": inst.image,
         "instanceState": state_of(inst),
-        "privateDnsName": "",
+        "privateDnsName": private_dns(private),
         "dnsName": "",
+        "keyName": extras.key_names.get(inst.id),
         "reason": "",
         "amiLaunchIndex": index,
         "productCodes": [],
@@ -72,22 +118,31 @@ def instance(inst: Instance, index: int = 0) -> dict[str, Any]:
         "monitoring": {"state": "disabled"},
         "privateIpAddress": private,
         "ipAddress": public,
-        "groupSet": [],
+        "groupSet": [{"groupId": g, "groupName": n} for g, n in groups],
         "architecture": "x86_64",
         "rootDeviceType": "ebs",
-        "blockDeviceMapping": [],
+        "rootDeviceName": ROOT_DEVICE,
+        "blockDeviceMapping": block_devices(inst, extras.volumes.get(inst.id, [])),
         "virtualizationType": "hvm",
         "hypervisor": "xen",
         "tagSet": tag_set(inst.tags),
+        "subnetId": "subnet-" + inst.network.split("-", 1)[1] if inst.network else None,
+        "vpcId": vpc,
+        "sourceDestCheck": extras.source_dest.get(inst.id, True) if inst.network else None,
+        "networkInterfaceSet": [network_interface(inst, vpc, groups, extras.source_dest.get(
+            inst.id, True))] if inst.network and vpc else None,
     }
 
 
-def reservation(insts: list[Instance]) -> dict[str, Any]:
-    return {"reservationId": "r-" + insts[0].id.split("-", 1)[1], "ownerId": OWNER,
-            "groupSet": [], "instancesSet": [instance(i, n) for n, i in enumerate(insts)]}
+def reservation(insts: list[Instance], extras: Extras | None = None,
+                reservation_id: str | None = None) -> dict[str, Any]:
+    """One reservation: what one RunInstances made (launch indexes in order)."""
+    return {"reservationId": reservation_id or "r-" + insts[0].id.split("-", 1)[1],
+            "ownerId": OWNER, "groupSet": [],
+            "instancesSet": [instance(i, n, extras) for n, i in enumerate(insts)]}
 
 
-def volume(vol: Volume) -> dict[str, Any]:
+def volume(vol: Volume, snapshot: str = "") -> dict[str, Any]:
     status = {"creating": "creating", "available": "available", "in-use": "in-use",
               "deleting": "deleting"}.get(vol.state, "error")
     attachments = []
@@ -95,7 +150,7 @@ def volume(vol: Volume) -> dict[str, Any]:
         attachments.append({"volumeId": vol.id, "instanceId": instance_id(vol.attached_to),
                             "device": vol.device or "", "status": "attached",
                             "attachTime": vol.created_at, "deleteOnTermination": False})
-    return {"volumeId": vol.id, "size": vol.size_gb, "snapshotId": "",
+    return {"volumeId": vol.id, "size": vol.size_gb, "snapshotId": snapshot,
             "availabilityZone": vol.location, "status": status, "createTime": vol.created_at,
             "attachmentSet": attachments, "volumeType": "standard", "encrypted": False,
             "tagSet": tag_set(vol.tags)}
@@ -125,9 +180,35 @@ def zone(loc: Location, region: str) -> dict[str, Any]:
                                                                   loc.status}]}
 
 
-def image(img: Image) -> dict[str, Any]:
+def image(img: Image, tags: dict[str, str] | None = None) -> dict[str, Any]:
     return {"imageId": img.id, "imageLocation": f"{img.location}/{img.name}",
             "imageState": "available", "imageOwnerId": OWNER, "isPublic": False,
             "architecture": "x86_64", "imageType": "machine", "name": img.name,
-            "rootDeviceType": "ebs", "virtualizationType": "hvm", "hypervisor": "xen",
-            "tagSet": tag_set({"onepane:location": img.location})}
+            "rootDeviceType": "ebs", "rootDeviceName": ROOT_DEVICE,
+            "blockDeviceMapping": [{"deviceName": ROOT_DEVICE, "ebs": {
+                "deleteOnTermination": True, "volumeType": "standard", "encrypted": False}}],
+            "virtualizationType": "hvm", "hypervisor": "xen",
+            "tagSet": tag_set({**(tags or {}), "onepane:location": img.location})}
+
+
+def network_interface(inst: Instance, vpc: str, groups: list[tuple[str, str]],
+                      source_dest_check: bool) -> dict[str, Any]:
+    """An instance in a subnet has one interface: onepane's record of its place in the
+    network. A process has no MAC of its own; the one shown is derived from the instance id
+    (locally administered), so that it is stable."""
+    hex_id = inst.id.split("-", 1)[1]
+    private, public = split_addresses(inst.addresses)
+    mac = "02:" + ":".join(hex_id[-10:][i:i + 2] for i in range(0, 10, 2))
+    assert inst.network is not None
+    return {"networkInterfaceId": "eni-" + hex_id, "subnetId": "subnet-" + inst.network.split(
+                "-", 1)[1], "vpcId": vpc, "description": "", "ownerId": OWNER,
+            "status": "in-use", "macAddress": mac, "privateIpAddress": private,
+            "privateDnsName": private_dns(private), "sourceDestCheck": source_dest_check,
+            "groupSet": [{"groupId": g, "groupName": n} for g, n in groups],
+            "attachment": {"attachmentId": "eni-attach-" + hex_id, "deviceIndex": 0,
+                           "status": "attached", "attachTime": inst.created_at,
+                           "deleteOnTermination": True},
+            "privateIpAddressesSet": [{"privateIpAddress": private, "primary": True,
+                                       "privateDnsName": private_dns(private)}]
+            if private else [],
+            "association": {"publicIp": public, "ipOwnerId": OWNER} if public else None}

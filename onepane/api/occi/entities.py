@@ -73,7 +73,7 @@ class Context:
 
     def annotate(self, e: Entity, key: str) -> Entity:
         note = self.notes.get(key, NO_NOTES)
-        e.attributes.update({k: v for k, v in note.attributes.items() if not k.startswith("_")})
+        e.attributes.update({k: v for k, v in note.attributes.items() if k.startswith("occi.")})
         e.mixins += [self.user_mixins[c] for c in note.categories if c in self.user_mixins]
         if alias := note.attributes.get("_path"):  # created with PUT at a path of the client's
             e.alias, e.location = str(alias), str(alias)

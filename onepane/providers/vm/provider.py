@@ -44,7 +44,7 @@ from ..base import (
     Provider,
 )
 from ..dcnet import CutByNamespace, DataCenterNet
-from ..volumetable import VolumeTable
+from ..volumetable import FileSnapshots, VolumeTable
 from . import guestnet
 from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
 from .hypervisor import Hypervisor
@@ -111,7 +111,7 @@ def translate(exc: Exception) -> OnepaneError:
     return PermanentProviderError(f"libvirt: {exc}")
 
 
-class VmProvider(CutByNamespace, Provider):
+class VmProvider(CutByNamespace, FileSnapshots, Provider):
     capabilities = Capabilities.all_but(
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
@@ -383,6 +383,9 @@ class VmProvider(CutByNamespace, Provider):
     def delete_volume(self, volume_id: str) -> None:
         with self._lock:
             self.volumes.delete(volume_id, self._volume_path(volume_id))
+
+    def _grow(self, path: Path, size_gb: int) -> None:
+        _qemu_img("resize", "-q", "-f", "qcow2", str(path), f"{size_gb}G")
 
     # ---- networks ------------------------------------------------------------------------
 

@@ -1,0 +1,176 @@
+"""An instance's attributes, console and password, as EC2 tools read and change them. What
+EC2 has and onepane's model does not (termination protection, the user data as sent) is kept
+in the instance's annotations under `ec2.`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from ...errors import OnepaneError
+from ...model import Instance
+from . import shapes
+from .actions import READ_ONLY, WRITE, Context, _instance, action
+from .wire import Ec2Error, members
+
+ATTRIBUTES = ("instanceType", "kernel", "ramdisk", "userData", "disableApiTermination",
+              "instanceInitiatedShutdownBehavior", "rootDeviceName", "blockDeviceMapping",
+              "productCodes", "sourceDestCheck", "groupSet", "ebsOptimized", "sriovNetSupport",
+              "enaSupport")
+MUTABLE = {"disableApiTermination": "DisableApiTermination",
+           "instanceInitiatedShutdownBehavior": "InstanceInitiatedShutdownBehavior",
+           "userData": "UserData"}
+
+
+def ec2_notes(ctx: Context, inst: Instance) -> dict[str, Any]:
+    return {k[4:]: v for k, v in ctx.core.annotations.get(inst.id).attributes.items()
+            if k.startswith("ec2.")}
+
+
+def set_notes(ctx: Context, inst: Instance, **values: Any) -> None:
+    note = ctx.core.annotations.get(inst.id)
+    attrs = {**note.attributes, **{f"ec2.{k}": v for k, v in values.items()}}
+    ctx.core.annotations.put(inst.id, attrs, note.categories)
+
+
+@action(READ_ONLY)
+def DescribeInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    name = p.get("Attribute")
+    if name not in ATTRIBUTES:
+        raise Ec2Error("InvalidParameterValue", f"Attribute {name!r} is not one of "
+                       f"{', '.join(ATTRIBUTES)}")
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    notes = ec2_notes(ctx, inst)
+    out: dict[str, Any] = {"instanceId": shapes.instance_id(inst.id)}
+    value: Any
+    if name == "instanceType":
+        out["instanceType"] = {"value": inst.size}
+    elif name in ("kernel", "ramdisk"):
+        out[name] = {"value": None}
+    elif name == "userData":
+        out["userData"] = {"value": notes.get("userData")}
+    elif name == "disableApiTermination":
+        out["disableApiTermination"] = {"value": bool(notes.get("disableApiTermination"))}
+    elif name == "instanceInitiatedShutdownBehavior":
+        value = notes.get("instanceInitiatedShutdownBehavior", "stop")
+        out["instanceInitiatedShutdownBehavior"] = {"value": value}
+    elif name == "rootDeviceName":
+        out["rootDeviceName"] = {"value": shapes.ROOT_DEVICE}
+    elif name == "blockDeviceMapping":
+        out["blockDeviceMapping"] = shapes.block_devices(inst, _volumes_of(ctx, inst))
+    elif name == "groupSet":
+        out["groupSet"] = [{"groupId": g.id, "groupName": g.name}
+                           for g in ctx.core.security_groups.of(inst.id)]
+    elif name == "sourceDestCheck":
+        if not inst.network:
+            raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
+                           "instances in a VPC")
+        out["sourceDestCheck"] = {"value": notes.get("sourceDestCheck", True)}
+    elif name == "productCodes":
+        out["productCodes"] = []
+    else:
+        out[name] = {"value": False}
+    return out
+
+
+@action(WRITE)
+def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    given = {k: p[v] for k, v in MUTABLE.items() if isinstance(p.get(v), dict)}
+    name = p.get("Attribute")
+    if name is not None:
+        if name not in ATTRIBUTES:
+            raise Ec2Error("InvalidParameterValue", f"Attribute {name!r} is not one of "
+                           f"{', '.join(ATTRIBUTES)}")
+        if given:
+            raise Ec2Error("InvalidParameterCombination", "give Attribute and Value, or one "
+                           "attribute's own parameter, not both")
+        if "Value" not in p:
+            raise Ec2Error("MissingParameter", "the request must contain the parameter Value")
+        given = {name: {"Value": p["Value"]}}
+    if "GroupId" in p:  # membership is onepane's to keep (groups are not enforced yet)
+        if given or name is not None:
+            raise Ec2Error("InvalidParameterCombination", "change one attribute at a time")
+        sg = ctx.core.security_groups
+        wanted = [sg.get(g).id for g in members(p, "GroupId")]
+        sg.leave_all(inst.id)
+        sg.join(inst.id, wanted, inst.location)
+        return {"return": True}
+    if "SourceDestCheck" in p or name == "sourceDestCheck":
+        if not inst.network:
+            raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
+                           "instances in a VPC")
+        value = (p.get("SourceDestCheck") or {}).get("Value", p.get("Value"))
+        set_notes(ctx, inst, sourceDestCheck=str(value).lower() == "true")
+        return {"return": True}
+    others = [k for k in ("InstanceType", "BlockDeviceMapping", "Kernel", "Ramdisk",
+                          "EbsOptimized") if k in p]
+    if not given and not others:
+        raise Ec2Error("InvalidParameterCombination", "name one attribute to change")
+    if len(given) + len(others) > 1:
+        raise Ec2Error("InvalidParameterCombination", "change one attribute at a time")
+    if "InstanceType" in p and inst.state.value == "running":
+        raise Ec2Error("IncorrectInstanceState", "the instance type can change only while it "
+                       "is stopped")
+    if others or set(given) - set(MUTABLE):
+        what = others[0] if others else next(iter(given))
+        raise Ec2Error("UnsupportedOperation", f"onepane cannot change {what} of an existing "
+                       "instance; make a new one")
+    attr, body = next(iter(given.items()))
+    value = body.get("Value")
+    if attr == "disableApiTermination":
+        if str(value).lower() not in ("true", "false"):
+            raise Ec2Error("InvalidParameterValue", "DisableApiTermination is true or false")
+        set_notes(ctx, inst, disableApiTermination=str(value).lower() == "true")
+    elif attr == "instanceInitiatedShutdownBehavior":
+        if value not in ("stop", "terminate"):
+            raise Ec2Error("InvalidParameterValue", "InstanceInitiatedShutdownBehavior is stop "
+                           "or terminate")
+        set_notes(ctx, inst, instanceInitiatedShutdownBehavior=value)
+    else:
+        raise Ec2Error("UnsupportedOperation", "onepane hands user data to an instance when it "
+                       "is created; changing it later would not reach it")
+    return {"return": True}
+
+
+@action(WRITE)
+def ResetInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """EC2 resets kernel, ramdisk and sourceDestCheck; every other attribute is refused."""
+    name = p.get("Attribute")
+    if name not in ("kernel", "ramdisk", "sourceDestCheck"):
+        raise Ec2Error("InvalidParameterValue", f"Attribute {name!r}: only kernel, ramdisk and "
+                       "sourceDestCheck can be reset")
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    if name == "sourceDestCheck":
+        if not inst.network:
+            raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
+                           "instances in a VPC")
+        set_notes(ctx, inst, sourceDestCheck=True)
+    return {"return": True}
+
+
+@action(READ_ONLY)
+def GetConsoleOutput(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    try:
+        text = str(ctx.core.ops.console(inst.id).get("output", ""))
+    except OnepaneError:
+        text = ""  # a location without consoles: EC2 answers with no output, not an error
+    return {"instanceId": shapes.instance_id(inst.id), "timestamp": datetime.now(UTC),
+            "output": base64.b64encode(text.encode()[-65536:]).decode()}
+
+
+@action(READ_ONLY)
+def GetPasswordData(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Windows' generated password: onepane's instances have none, so it is empty (as EC2's
+    is for every Linux instance)."""
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    return {"instanceId": shapes.instance_id(inst.id), "timestamp": datetime.now(UTC),
+            "passwordData": ""}
+
+
+def _volumes_of(ctx: Context, inst: Instance) -> list[Any]:
+    from ...inventory.operations import every
+    return [v for v in every(ctx.core.ops.list_volumes, location=inst.location)
+            if v.attached_to == inst.id]

@@ -1,0 +1,205 @@
+"""Key pairs, security groups and snapshots in EC2's shapes, onto onepane's services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...inventory.firewall import Group, Rule
+from ...inventory.keypairs import KeyPair, decode_material
+from ...inventory.snapshots import Snapshot
+from . import shapes
+from .actions import READ_ONLY, WRITE, Context, _check_filters, _match, action, tags_match
+from .wire import Ec2Error, filters, integer, members, required
+
+# ---- key pairs --------------------------------------------------------------------------------
+
+
+def _key(k: KeyPair) -> dict[str, Any]:
+    return {"keyName": k.name, "keyFingerprint": k.fingerprint, "keyType": k.key_type,
+            "keyPairId": "key-" + k.fingerprint.replace(":", "")[:17]}
+
+
+@action(WRITE)
+def CreateKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    kp, private = ctx.core.key_pairs.create(required(p, "KeyName"))
+    return {**_key(kp), "keyMaterial": private}
+
+
+@action(WRITE)
+def ImportKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    name = required(p, "KeyName")
+    material = decode_material(p.get("PublicKeyMaterial") or "")
+    if not material:
+        raise Ec2Error("MissingParameter", "the request must contain PublicKeyMaterial")
+    return _key(ctx.core.key_pairs.import_public(name, material))
+
+
+@action(READ_ONLY)
+def DescribeKeyPairs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    flt = filters(p)
+    _check_filters(flt, {"key-name", "fingerprint", "key-pair-id"})
+    keys = ctx.core.key_pairs.find(members(p, "KeyName") or None)
+    return {"keySet": [_key(k) for k in keys if _match(flt, "key-name", k.name)
+                       and _match(flt, "fingerprint", k.fingerprint)]}
+
+
+@action(WRITE)
+def DeleteKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    ctx.core.key_pairs.delete(required(p, "KeyName"))
+    return {"return": True}
+
+
+# ---- security groups --------------------------------------------------------------------------
+
+def _permissions(rules: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"ipProtocol": r["protocol"], "fromPort": r["from_port"], "toPort": r["to_port"],
+             "groups": [{"groupId": g, "groupName": names.get(g, ""), "userId": shapes.OWNER}
+                        for g in r["groups"]],
+             "ipRanges": [{"cidrIp": c} for c in r["cidrs"]]} for r in rules]
+
+
+def _group(g: Group, names: dict[str, str], tags: dict[str, str]) -> dict[str, Any]:
+    return {"ownerId": shapes.OWNER, "groupId": g.id, "groupName": g.name,
+            "groupDescription": g.description,
+            "vpcId": _vpc_id(g.network),
+            "ipPermissions": _permissions(g.ingress, names),
+            "ipPermissionsEgress": _permissions(g.egress, names),
+            # onepane's own word on it: the rules are kept, not enforced (see firewall.py)
+            "tagSet": shapes.tag_set({**tags, "onepane:enforced": "false"})}
+
+
+@action(WRITE)
+def CreateSecurityGroup(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vpc = p.get("VpcId") or None
+    if vpc:
+        from .vpc import all_vpcs
+        if vpc not in {v["vpcId"] for v in all_vpcs(ctx)}:
+            raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vpc}' does not exist")
+    g = ctx.core.security_groups.create(required(p, "GroupName"), required(p, "GroupDescription"),
+                                        vpc)
+    return {"groupId": g.id, "return": True}
+
+
+@action(WRITE)
+def DeleteSecurityGroup(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    ctx.core.security_groups.delete(_group_id(ctx, p))
+    return {"return": True}
+
+
+@action(READ_ONLY)
+def DescribeSecurityGroups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    sg = ctx.core.security_groups
+    groups = sg.find(members(p, "GroupId") or None)
+    if wanted := members(p, "GroupName"):
+        if missing := set(wanted) - {g.name for g in groups}:
+            raise Ec2Error("InvalidGroup.NotFound", f"the security group {sorted(missing)[0]!r} "
+                           "does not exist")
+        groups = [g for g in groups if g.name in wanted]
+    flt = filters(p)
+    _check_filters(flt, {"group-id", "group-name", "vpc-id", "description"}, tags=True)
+    names = {g.id: g.name for g in sg.find()}
+    notes = ctx.core.annotations.all()
+
+    def tags(g: Group) -> dict[str, str]:
+        return dict(notes[g.id].attributes.get("ec2.tags") or {}) if g.id in notes else {}
+    return {"securityGroupInfo": [
+        _group(g, names, tags(g)) for g in groups if tags_match(flt, tags(g)) if _match(flt, "group-id", g.id)
+        and _match(flt, "group-name", g.name) and _match(flt, "description", g.description)
+        and _match(flt, "vpc-id", _vpc_id(g.network) or "")]}
+
+
+def _vpc_id(network: str | None) -> str | None:
+    """A group's network: an EC2 VPC's id, or a onepane network's VPC."""
+    if network is None or network.startswith("vpc-"):
+        return network
+    return "vpc-" + network.split("-", 1)[1]
+
+
+def _group_id(ctx: Context, p: dict[str, Any]) -> str:
+    if p.get("GroupId"):
+        return str(ctx.core.security_groups.get(p["GroupId"]).id)
+    if p.get("GroupName"):
+        return ctx.core.security_groups.by_name(p["GroupName"]).id
+    raise Ec2Error("MissingParameter", "the request must contain GroupId or GroupName")
+
+
+def _rules(ctx: Context, p: dict[str, Any]) -> list[Rule]:
+    perms = members(p, "IpPermissions")
+    if not perms and p.get("IpProtocol"):  # the flat, older form
+        perms = [{"IpProtocol": p["IpProtocol"], "FromPort": p.get("FromPort"),
+                  "ToPort": p.get("ToPort"), "IpRanges": [{"CidrIp": p["CidrIp"]}]
+                  if p.get("CidrIp") else [],
+                  "Groups": [{"GroupName": p["SourceSecurityGroupName"]}]
+                  if p.get("SourceSecurityGroupName") else []}]
+    if not perms:
+        raise Ec2Error("MissingParameter", "the request must contain IpPermissions")
+    out = []
+    for perm in perms:
+        groups = []
+        for g in members(perm, "Groups"):
+            groups.append(g["GroupId"] if g.get("GroupId") else
+                          ctx.core.security_groups.by_name(g.get("GroupName", "")).id)
+        out.append(Rule(str(perm.get("IpProtocol", "")),
+                        integer(perm, "FromPort", None, low=-1, high=65535),
+                        integer(perm, "ToPort", None, low=-1, high=65535),
+                        [r.get("CidrIp", "") for r in members(perm, "IpRanges")], groups))
+    return out
+
+
+def _change(ctx: Context, p: dict[str, Any], direction: str, add: bool) -> dict[str, Any]:
+    ctx.core.security_groups.change(_group_id(ctx, p), direction, _rules(ctx, p), add=add)
+    return {"return": True}
+
+
+@action(WRITE)
+def AuthorizeSecurityGroupIngress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return _change(ctx, p, "ingress", True)
+
+
+@action(WRITE)
+def RevokeSecurityGroupIngress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return _change(ctx, p, "ingress", False)
+
+
+@action(WRITE)
+def AuthorizeSecurityGroupEgress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return _change(ctx, p, "egress", True)
+
+
+@action(WRITE)
+def RevokeSecurityGroupEgress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return _change(ctx, p, "egress", False)
+
+
+# ---- snapshots --------------------------------------------------------------------------------
+
+def _snapshot(s: Snapshot) -> dict[str, Any]:
+    return {"snapshotId": s.id, "volumeId": s.volume_id, "status": s.state,
+            "startTime": s.created_at, "progress": "100%" if s.state == "completed" else "0%",
+            "ownerId": shapes.OWNER, "volumeSize": s.size_gb, "description": s.description,
+            "encrypted": False, "tagSet": shapes.tag_set(s.tags)}
+
+
+@action(WRITE)
+def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    return _snapshot(ctx.core.snapshots.create(vol.id, str(p.get("Description") or "")))
+
+
+@action(READ_ONLY)
+def DescribeSnapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    flt = filters(p)
+    _check_filters(flt, {"snapshot-id", "volume-id", "status", "description", "owner-id"},
+                   tags=True)
+    snaps = ctx.core.snapshots.find(members(p, "SnapshotId") or None)
+    return {"snapshotSet": [
+        _snapshot(s) for s in snaps if _match(flt, "snapshot-id", s.id)
+        and _match(flt, "volume-id", s.volume_id) and _match(flt, "status", s.state)
+        and _match(flt, "description", s.description) and _match(flt, "owner-id", shapes.OWNER)
+        and tags_match(flt, s.tags)]}
+
+
+@action(WRITE)
+def DeleteSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    ctx.core.snapshots.delete(required(p, "SnapshotId"))
+    return {"return": True}

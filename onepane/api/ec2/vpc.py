@@ -1,0 +1,185 @@
+"""VPCs and subnets. A subnet is a onepane network at the subnet's zone (location); a VPC is
+the address plan its subnets come from, kept as a record. A onepane network made outside EC2
+shows as a VPC of its own with one subnet, as before VPCs could be made here."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ...inventory.operations import every
+from ...model import Network, NetworkCreate
+from . import shapes
+from .actions import READ_ONLY, WRITE, Context, _check_filters, _match, action, tags_match
+from .wire import Ec2Error, filters, members, required
+
+VPC = "vpc"
+
+
+def _cidr(raw: str, low: int, high: int, code: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        raise Ec2Error("InvalidParameterValue", f"{raw!r} is not a CIDR block") from exc
+    if not isinstance(net, ipaddress.IPv4Network) or not low <= net.prefixlen <= high:
+        raise Ec2Error(code, f"the CIDR {raw!r} is invalid: use a /{low} to /{high} IPv4 block")
+    return net
+
+
+def _vpc_of(ctx: Context, net: Network) -> str:
+    vpc = ctx.core.annotations.get(net.id).attributes.get("ec2.vpc")
+    return str(vpc) if vpc else "vpc-" + net.id.split("-", 1)[1]
+
+
+def _vpc_shape(vid: str, cidr: str, tags: dict[str, str], dhcp: str = "default"
+               ) -> dict[str, Any]:
+    return {"vpcId": vid, "ownerId": shapes.OWNER, "state": "available", "cidrBlock": cidr,
+            "dhcpOptionsId": dhcp, "instanceTenancy": "default", "isDefault": False,
+            "cidrBlockAssociationSet": [{"associationId": vid.replace("vpc-", "vpc-cidr-assoc-"),
+                                         "cidrBlock": cidr,
+                                         "cidrBlockState": {"state": "associated"}}],
+            "tagSet": shapes.tag_set(tags)}
+
+
+def all_vpcs(ctx: Context) -> list[dict[str, Any]]:
+    from .actions import other_tags
+    made = [_vpc_shape(r.id, r.attributes["cidr"], other_tags(ctx, r.id),
+                       r.attributes.get("dhcp") or "default") for r in ctx.core.records.find(VPC)]
+    own = [_vpc_shape("vpc-" + n.id.split("-", 1)[1], n.cidr or "", {"Name": n.name})
+           for n in every(ctx.core.ops.list_networks)
+           if not ctx.core.annotations.get(n.id).attributes.get("ec2.vpc")]
+    return made + own
+
+
+@action(WRITE)
+def CreateVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    cidr = _cidr(required(p, "CidrBlock"), 16, 28, "InvalidVpc.Range")
+    if p.get("InstanceTenancy", "default") != "default":
+        raise Ec2Error("UnsupportedOperation", "onepane has no dedicated tenancy")
+    rec = ctx.core.records.add(VPC, "vpc", {"cidr": str(cidr)})
+    ctx.core.security_groups.default(rec.id)
+    from .routing import make_main_table
+    make_main_table(ctx, rec.id, str(cidr))
+    return {"vpc": _vpc_shape(rec.id, str(cidr), {})}
+
+
+@action(WRITE)
+def DeleteVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vid = required(p, "VpcId")
+    ctx.core.records.get(VPC, vid, "vpc")
+    if any(_vpc_of(ctx, n) == vid for n in every(ctx.core.ops.list_networks)):
+        raise Ec2Error("DependencyViolation", f"the vpc {vid!r} has subnets; delete them first")
+    for g in ctx.core.security_groups.find():
+        if g.network == vid and g.name != "default":
+            raise Ec2Error("DependencyViolation", f"the vpc {vid!r} has security group {g.id}")
+    for kind in ("igw", "rtb"):
+        for r in ctx.core.records.find(kind):
+            if r.attributes.get("vpc") == vid and not r.attributes.get("main"):
+                raise Ec2Error("DependencyViolation", f"the vpc {vid!r} has {r.id}")
+    ctx.core.security_groups.drop_network(vid)
+    for r in ctx.core.records.find("rtb"):
+        if r.attributes.get("vpc") == vid:
+            ctx.core.records.delete(r.id)
+    ctx.core.records.delete(vid)
+    return {"return": True}
+
+
+@action(READ_ONLY)
+def DescribeVpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    flt = filters(p)
+    _check_filters(flt, {"vpc-id", "cidr", "cidr-block", "state", "is-default",
+                         "dhcp-options-id"}, tags=True)
+    vpcs = all_vpcs(ctx)
+    ids = members(p, "VpcId")
+    if missing := set(ids) - {v["vpcId"] for v in vpcs}:
+        raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{sorted(missing)[0]}' does not "
+                       "exist")
+    out = []
+    for v in vpcs:
+        tags = {t["key"]: t["value"] for t in v["tagSet"]}
+        if ((not ids or v["vpcId"] in ids) and _match(flt, "vpc-id", v["vpcId"])
+                and _match(flt, "cidr", v["cidrBlock"]) and _match(flt, "cidr-block", v["cidrBlock"])
+                and _match(flt, "state", v["state"]) and _match(flt, "is-default", "false")
+                and _match(flt, "dhcp-options-id", v["dhcpOptionsId"])
+                and tags_match(flt, tags)):
+            out.append(v)
+    return {"vpcSet": out}
+
+
+@action(READ_ONLY)
+def DescribeVpcAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vid = required(p, "VpcId")
+    if vid not in {v["vpcId"] for v in all_vpcs(ctx)}:
+        raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vid}' does not exist")
+    name = p.get("Attribute")
+    if name not in ("enableDnsSupport", "enableDnsHostnames"):
+        raise Ec2Error("InvalidParameterValue", "Attribute is enableDnsSupport or "
+                       "enableDnsHostnames")
+    return {"vpcId": vid, name: {"value": name == "enableDnsSupport"}}
+
+
+# ---- subnets ----------------------------------------------------------------------------------
+
+def _subnet_shape(ctx: Context, net: Network) -> dict[str, Any]:
+    body = shapes.subnet(net)
+    body["vpcId"] = _vpc_of(ctx, net)
+    tags = ctx.core.annotations.get(body["subnetId"]).attributes.get("ec2.tags")
+    body["tagSet"] = shapes.tag_set(dict(tags or {"Name": net.name}))
+    size = ipaddress.ip_network(net.cidr).num_addresses if net.cidr else 256
+    body["availableIpAddressCount"] = max(0, size - 5)  # as EC2: network, broadcast, 3 reserved
+    return body
+
+
+@action(WRITE)
+def CreateSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vid = required(p, "VpcId")
+    vpc = ctx.core.records.get(VPC, vid, "vpc")
+    cidr = _cidr(required(p, "CidrBlock"), 16, 28, "InvalidSubnet.Range")
+    if not cidr.subnet_of(ipaddress.ip_network(vpc.attributes["cidr"])):  # type: ignore[arg-type]
+        raise Ec2Error("InvalidSubnet.Range", f"the CIDR {cidr} is not within the vpc's "
+                       f"{vpc.attributes['cidr']}")
+    for n in every(ctx.core.ops.list_networks):
+        if _vpc_of(ctx, n) == vid and n.cidr and ipaddress.ip_network(n.cidr).overlaps(cidr):
+            raise Ec2Error("InvalidSubnet.Conflict", f"the CIDR {cidr} conflicts with subnet "
+                           f"subnet-{n.id.split('-', 1)[1]}")
+    zone = p.get("AvailabilityZone") or ctx.core.locations.default()
+    job = ctx.core.ops.create_network(NetworkCreate(
+        name=f"subnet-{str(cidr.network_address).replace('.', '-')}-{cidr.prefixlen}",
+        location=zone, cidr=str(cidr)))
+    ctx.core.annotations.put(job.target or "", {"ec2.vpc": vid}, [])
+    return {"subnet": _subnet_shape(ctx, ctx.core.ops.get_network(job.target or ""))}
+
+
+@action(WRITE)
+def DeleteSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    net = ctx.core.ops.get_network(shapes.to_onepane(required(p, "SubnetId"), "subnet"))
+    try:
+        ctx.core.ops.delete_network(net.id)
+    except Exception as exc:
+        if "instances" in str(exc):
+            raise Ec2Error("DependencyViolation", str(exc)) from exc
+        raise
+    ctx.core.annotations.forget(net.id)
+    return {"return": True}
+
+
+@action(READ_ONLY)
+def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    flt = filters(p)
+    _check_filters(flt, {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "cidr",
+                         "state", "cidrBlock"}, tags=True)
+    ids = {shapes.to_onepane(v, "subnet") for v in members(p, "SubnetId")}
+    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
+    if missing := ids - {n.id for n in nets}:
+        raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID 'subnet-"
+                       f"{sorted(missing)[0][4:]}' does not exist")
+    out = []
+    for s in (_subnet_shape(ctx, n) for n in nets):
+        tags = {t["key"]: t["value"] for t in s["tagSet"]}
+        if (_match(flt, "subnet-id", s["subnetId"]) and _match(flt, "vpc-id", s["vpcId"])
+                and _match(flt, "availability-zone", s["availabilityZone"])
+                and _match(flt, "cidr-block", s["cidrBlock"]) and _match(flt, "cidr", s["cidrBlock"])
+                and _match(flt, "cidrBlock", s["cidrBlock"]) and _match(flt, "state", s["state"])
+                and tags_match(flt, tags)):
+            out.append(s)
+    return {"subnetSet": out}

@@ -1,0 +1,217 @@
+"""Security groups: named sets of firewall rules that instances belong to.
+
+onepane keeps the groups, their rules and their members. No location enforces them yet: each
+group says so (`enforced: false` and the reason), and an instance that joins a group with
+rules writes a `security_group.not_enforced` event, so that nobody believes a port is closed
+because a rule says it. Enforcement is a location's to add (nftables in a namespace location
+is the first candidate)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from ..errors import Conflict, InvalidInput, NotFound
+from ..events import EventLog
+from ..model import new_id
+from ..store.tables import SecurityGroupRow
+
+NOT_ENFORCED = ("no onepane location enforces security groups yet: the rules are kept and "
+                "reported, and traffic is not filtered by them")
+PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
+ALL_TRAFFIC = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
+               "groups": []}
+
+
+@dataclass
+class Rule:
+    protocol: str  # "tcp", "udp", "icmp", "-1" (all) or an IP protocol number
+    from_port: int | None
+    to_port: int | None
+    cidrs: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "from_port": self.from_port, "to_port": self.to_port,
+                "cidrs": sorted(self.cidrs), "groups": sorted(self.groups)}
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    name: str
+    description: str
+    network: str | None
+    ingress: list[dict[str, Any]]
+    egress: list[dict[str, Any]]
+    members: list[str]
+    enforced: bool = False
+    why_not: str = NOT_ENFORCED
+
+
+def check_rule(rule: Rule) -> Rule:
+    proto = PROTOCOLS.get(str(rule.protocol).lower(), str(rule.protocol))
+    if not (proto == "-1" or (proto.isdigit() and 0 <= int(proto) <= 255)):
+        raise InvalidInput(f"unknown protocol {rule.protocol!r}; use tcp, udp, icmp, -1 or a "
+                           "number", field="protocol")
+    name = {"6": "tcp", "17": "udp", "1": "icmp"}.get(proto, proto)
+    lo, hi = rule.from_port, rule.to_port
+    if name in ("tcp", "udp"):
+        if lo is None or hi is None or not (0 <= lo <= hi <= 65535):
+            raise InvalidInput(f"{name} rules need 0 <= FromPort <= ToPort <= 65535",
+                               field="from_port")
+    elif name == "icmp":
+        if lo is None or hi is None or not (-1 <= lo <= 255 and -1 <= hi <= 255):
+            raise InvalidInput("icmp rules take a type and code between -1 and 255",
+                               field="from_port")
+    else:
+        lo = hi = None
+    for cidr in rule.cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise InvalidInput(f"{cidr!r} is not a CIDR block", field="cidr") from exc
+    if not rule.cidrs and not rule.groups:
+        raise InvalidInput("a rule needs a CIDR block or a group", field="cidr")
+    return Rule(name, lo, hi, [str(ipaddress.ip_network(c, strict=False)) for c in rule.cidrs],
+                list(rule.groups))
+
+
+class SecurityGroups:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.store = events.store
+
+    def find(self, ids: list[str] | None = None) -> list[Group]:
+        self.default(None)
+        with self.store.tx() as s:
+            rows = [_view(r) for r in s.scalars(select(SecurityGroupRow).order_by(
+                SecurityGroupRow.created_at))]
+        if ids:
+            if missing := set(ids) - {g.id for g in rows}:
+                raise NotFound(f"the security group {sorted(missing)[0]!r} does not exist",
+                               field="security_group")
+            rows = [g for g in rows if g.id in ids]
+        return rows
+
+    def get(self, group_id: str) -> Group:
+        return self.find([group_id])[0]
+
+    def by_name(self, name: str, network: str | None = None) -> Group:
+        found = [g for g in self.find() if g.name == name and g.network == network]
+        if not found:
+            raise NotFound(f"the security group {name!r} does not exist", field="security_group")
+        return found[0]
+
+    def default(self, network: str | None) -> Group:
+        """Every network (and the space outside networks) has a group named `default`, made
+        when first needed: all egress, and ingress from its own members."""
+        with self.store.tx() as s:
+            row = s.scalar(select(SecurityGroupRow).where(
+                SecurityGroupRow.name == "default", SecurityGroupRow.network.is_(None)
+                if network is None else SecurityGroupRow.network == network))
+            if row is None:
+                gid = new_id("sg")
+                row = SecurityGroupRow(id=gid, name="default", description="default group",
+                                       network=network, egress=[dict(ALL_TRAFFIC)],
+                                       ingress=[{**ALL_TRAFFIC, "cidrs": [], "groups": [gid]}],
+                                       members=[])
+                s.add(row)
+                s.flush()
+            return _view(row)
+
+    def create(self, name: str, description: str, network: str | None) -> Group:
+        if not name or len(name) > 255 or not description or len(description) > 255:
+            raise InvalidInput("a security group needs a name and a description (1-255 "
+                               "characters)", field="name" if not name else "description")
+        if name.startswith("sg-"):
+            raise InvalidInput("a group name cannot start with sg-", field="name")
+        with self.store.tx() as s:
+            clash = s.scalar(select(SecurityGroupRow.id).where(
+                SecurityGroupRow.name == name, SecurityGroupRow.network.is_(None)
+                if network is None else SecurityGroupRow.network == network))
+            if clash or name == "default":
+                raise Conflict(f"the security group {name!r} already exists",
+                               field="security_group")
+            row = SecurityGroupRow(id=new_id("sg"), name=name, description=description,
+                                   network=network, ingress=[],
+                                   egress=[dict(ALL_TRAFFIC)] if network else [], members=[])
+            s.add(row)
+            s.flush()
+            self.events.emit("security_group.created", f"security group {name} ({row.id}) "
+                             "created; not enforced: " + NOT_ENFORCED, subject=row.id, session=s)
+            return _view(row)
+
+    def delete(self, group_id: str) -> None:
+        with self.store.tx() as s:
+            row = s.get(SecurityGroupRow, group_id)
+            if row is None:
+                raise NotFound(f"the security group {group_id!r} does not exist",
+                               field="security_group")
+            if row.name == "default":
+                raise Conflict("the default group cannot be deleted", field="default")
+            if row.members:
+                raise Conflict(f"security group {group_id} has instances "
+                               f"({', '.join(row.members[:3])})", field="dependency")
+            s.delete(row)
+
+    def change(self, group_id: str, direction: str, rules: list[Rule], *, add: bool) -> Group:
+        rules = [check_rule(r) for r in rules]
+        with self.store.tx() as s:
+            row = s.get(SecurityGroupRow, group_id)
+            if row is None:
+                raise NotFound(f"the security group {group_id!r} does not exist",
+                               field="security_group")
+            current: list[dict[str, Any]] = list(getattr(row, direction))
+            for rule in rules:
+                for g in rule.groups:
+                    if s.get(SecurityGroupRow, g) is None:
+                        raise NotFound(f"the security group {g!r} does not exist",
+                                       field="security_group")
+                d = rule.as_dict()
+                if add and d in current:
+                    raise Conflict("the rule already exists", field="duplicate")
+                if not add and d not in current:
+                    raise NotFound("the rule does not exist in this group", field="rule")
+                current = [*current, d] if add else [x for x in current if x != d]
+            setattr(row, direction, current)
+            return _view(row)
+
+    def join(self, instance_id: str, group_ids: list[str], location: str) -> None:
+        with self.store.tx() as s:
+            for gid in group_ids:
+                row = s.get(SecurityGroupRow, gid)
+                if row is None:
+                    raise NotFound(f"the security group {gid!r} does not exist",
+                                   field="security_group")
+                row.members = [*row.members, instance_id] if instance_id not in row.members \
+                    else row.members
+                if row.ingress or row.egress:
+                    self.events.emit("security_group.not_enforced",
+                                     f"instance {instance_id} at {location} joined {row.name} "
+                                     f"({gid}); not enforced: {NOT_ENFORCED}", severity="warning",
+                                     location=location, subject=instance_id, session=s)
+
+    def drop_network(self, network: str) -> None:
+        """The network is gone: so are its groups (the caller checked they are unused)."""
+        with self.store.tx() as s:
+            for row in s.scalars(select(SecurityGroupRow).where(
+                    SecurityGroupRow.network == network)):
+                s.delete(row)
+
+    def leave_all(self, instance_id: str) -> None:
+        with self.store.tx() as s:
+            for row in s.scalars(select(SecurityGroupRow)):
+                if instance_id in (row.members or []):
+                    row.members = [m for m in row.members if m != instance_id]
+
+    def of(self, instance_id: str) -> list[Group]:
+        return [g for g in self.find() if instance_id in g.members]
+
+
+def _view(r: SecurityGroupRow) -> Group:
+    return Group(r.id, r.name, r.description, r.network, list(r.ingress or []),
+                 list(r.egress or []), list(r.members or []))
