@@ -103,6 +103,7 @@ class Operations:
             "instance.create": self._do_create, "instance.start": self._do_action,
             "instance.stop": self._do_action, "instance.reboot": self._do_action,
             "instance.suspend": self._do_action, "instance.resume": self._do_action,
+            "instance.resize": self._do_resize,
             "instance.destroy": self._do_destroy, "volume.create": self._do_volume_create,
             "volume.attach": self._do_volume_attach, "volume.detach": self._do_volume_detach,
             "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
@@ -205,6 +206,28 @@ class Operations:
                            field="state")
         return self.submit(f"instance.{action}", instance_id, inst.location, {}, idempotency_key,
                            None, f"{action} instance {inst.name} ({instance_id})", instance_id)
+
+    def resize_instance(self, instance_id: str, size: str) -> Job:
+        """A stopped instance takes another of its location's sizes (at its next start)."""
+        inst = self.get_instance(instance_id)
+        provider = self.locations.provider(inst.location)
+        provider.require(Feature.resize, "size")
+        if inst.state != InstanceState.stopped:
+            raise Conflict(f"instance {instance_id} is {inst.state}; stop it to resize it",
+                           field="state")
+        self.locations.registry.run(inst.location, lambda p: p.validate(inst.image, size),
+                                    timeout=VALIDATE_TIMEOUT_S)
+        return self.submit("instance.resize", instance_id, inst.location, {"size": size}, None,
+                           None, f"resize instance {inst.name} ({instance_id}) to {size}")
+
+    def _do_resize(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        provider.resize_instance(self._provider_id(job.target or ""), job.params["size"])
+        with self.events.tx() as s:
+            row = self._instance(s, job.target or "")
+            row.size = job.params["size"]
+            self.events.emit("instance.resized", f"instance {row.name} ({row.id}) is now "
+                             f"{row.size}", location=row.location, subject=row.id, session=s)
+        return {"size": job.params["size"]}
 
     def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key, "instance.destroy",

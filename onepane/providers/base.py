@@ -31,6 +31,7 @@ class Feature(StrEnum):
     attach_network = "attach_network"  # an existing instance joins (or leaves) a network
     suspend = "suspend"  # an instance pauses with its memory kept, and resumes
     snapshots = "snapshots"  # point-in-time copies of volumes, and volumes made from them
+    resize = "resize"  # a stopped instance takes another size
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -46,6 +47,7 @@ VERBS = {
     Feature.attach_network: "connect an existing instance to a network",
     Feature.suspend: "suspend instances (keeping their memory)",
     Feature.snapshots: "snapshot volumes",
+    Feature.resize: "resize instances",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
@@ -210,6 +212,10 @@ class Provider(ABC):
     def volume_from_snapshot(self, provider_snapshot_id: str, name: str,
                              size_gb: int) -> ObservedVolume:
         self._unsupported(Feature.snapshots, "snapshot")
+
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        """A stopped instance takes `size` at its next start."""
+        self._unsupported(Feature.resize, "size")
 
     def suspend_instance(self, provider_id: str) -> None:
         self._unsupported(Feature.suspend, "action")

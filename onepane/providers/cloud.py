@@ -144,6 +144,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
     }
     if d.create_volume_snapshot is NodeDriver.create_volume_snapshot:
         missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
+    if not hasattr(d, "ex_change_node_size"):
+        missing[Feature.resize] = f"Libcloud's {name} driver cannot change a server's size"
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
     missing[Feature.attach_network] = ("a cloud server's network is chosen when it is created; "
                                        "onepane does not attach interfaces later")
@@ -360,6 +362,14 @@ class CloudProvider(Provider):
         except NotFound:
             return
         self._call(self.driver.destroy_volume, vol)
+
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        self.require(Feature.resize, "size")
+        sizes = self._size_map()
+        if size not in sizes:
+            raise InvalidInput(f"unknown size {size!r} at {self.location}", field="size")
+        self._call(self.driver.ex_change_node_size, self._node(provider_id),  # type: ignore[attr-defined]
+                   sizes[size])
 
     def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
         self.require(Feature.snapshots, "volume")

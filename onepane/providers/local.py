@@ -225,6 +225,19 @@ class LocalProvider(FileSnapshots, Provider):
             self._save(rec)
         self._terminate(rec)
 
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        """The size is the process's resource limits, applied when it starts."""
+        if size not in SIZES:
+            raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
+                               field="size")
+        with self._lock:
+            rec = self._load(provider_id)
+            if self._alive(rec):
+                raise Conflict(f"instance {provider_id} is running; stop it to resize it",
+                               field="state")
+            rec.size = size
+            self._save(rec)
+
     def reboot_instance(self, provider_id: str) -> None:
         self.stop_instance(provider_id)
         self.start_instance(provider_id)

@@ -135,8 +135,10 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         return {"reservationSet": reservations([i for i in found if _keep(flt, i, ex)], ex)}
     # Push what SQL can do (one zone, single-valued tags) into the query; filter the rest here.
     zones = flt.get("availability-zone", [])
-    tags = {k[4:]: v[0] for k, v in flt.items() if k.startswith("tag:") and len(v) == 1}
-    kw: dict[str, Any] = {"location": zones[0] if len(zones) == 1 else None, "tags": tags or None}
+    tags = {k[4:]: v[0] for k, v in flt.items() if k.startswith("tag:") and len(v) == 1
+            and not set(v[0]) & set("*?")}  # a wildcard is matched here, not in SQL
+    one_zone = zones[0] if len(zones) == 1 and not set(zones[0]) & set("*?") else None
+    kw: dict[str, Any] = {"location": one_zone, "tags": tags or None}
     out: list[Instance] = []
     cursor = p.get("NextToken") or None
     want = max_results or 1_000_000

@@ -104,15 +104,22 @@ def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         value = (p.get("SourceDestCheck") or {}).get("Value", p.get("Value"))
         set_notes(ctx, inst, sourceDestCheck=str(value).lower() == "true")
         return {"return": True}
-    others = [k for k in ("InstanceType", "BlockDeviceMapping", "Kernel", "Ramdisk",
-                          "EbsOptimized") if k in p]
+    if "InstanceType" in p or name == "instanceType":
+        typed = p.get("InstanceType")
+        size = typed.get("Value") if isinstance(typed, dict) else None
+        size = size or (p.get("Value") if name == "instanceType" else None)
+        if not size:
+            raise Ec2Error("MissingParameter", "the request must contain the new instance type")
+        if inst.state.value != "stopped":
+            raise Ec2Error("IncorrectInstanceState", "the instance type can change only while "
+                           "it is stopped")
+        ctx.core.ops.resize_instance(inst.id, str(size))
+        return {"return": True}
+    others = [k for k in ("BlockDeviceMapping", "Kernel", "Ramdisk", "EbsOptimized") if k in p]
     if not given and not others:
         raise Ec2Error("InvalidParameterCombination", "name one attribute to change")
     if len(given) + len(others) > 1:
         raise Ec2Error("InvalidParameterCombination", "change one attribute at a time")
-    if "InstanceType" in p and inst.state.value == "running":
-        raise Ec2Error("IncorrectInstanceState", "the instance type can change only while it "
-                       "is stopped")
     if others or set(given) - set(MUTABLE):
         what = others[0] if others else next(iter(given))
         raise Ec2Error("UnsupportedOperation", f"onepane cannot change {what} of an existing "

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# EC2 conformance: OpenStack's EC2 API tests (PyPI ec2api-tempest-plugin 1.7.0 with tempest
+# 47.0.0) against a fresh onepane with local data centers (dc-a, dc-b) and EC2 on moto's server.
+#
+#   conformance/ec2.sh [REGEX]     default: every API test (ec2api_tempest_plugin.api)
+#
+# tempest lives in its own venv (.cache/ec2-tempest). Prints pass/fail/skip per class and,
+# last, `RESULT ec2_tempest_passed N count target >= 70`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE=$ROOT/.cache/ec2-tempest
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -f "$CACHE/ready-1.7.0" ]; then
+  rm -rf "$CACHE" && "$PY" -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install -q "ec2api-tempest-plugin==1.7.0" "tempest==47.0.0" \
+    2>&1 | grep -v "^WARNING: Location" || true
+  touch "$CACHE/ready-1.7.0"
+fi
+exec "$ROOT/.venv/bin/python" conformance/ec2/run.py --tempest "$CACHE/venv/bin/tempest" \
+  --regex "${1:-ec2api_tempest_plugin.api}" --target "${EC2_TARGET:-70}"
