@@ -118,6 +118,8 @@ class InstanceCreate(Strict):
     network: str | None = None
     user_data: str | None = Field(default=None, max_length=16384,
                                   description="handed to the instance where its location can")
+    ssh_keys: list[str] = Field(default_factory=list, max_length=10,
+                                description="OpenSSH public keys the instance lets in")
     # For a catalog image (img-...): the OVF deployment option and property values to boot with.
     deployment_option: str | None = Field(default=None, max_length=128)
     properties: dict[str, str] = Field(default_factory=dict)

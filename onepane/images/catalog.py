@@ -382,6 +382,20 @@ class Catalog:
         ova.write_ova(pkg, files, out, ovf_version, img.name)
         return out
 
+    def capture(self, location: str, provider_id: str, name: str) -> CatalogImage:
+        """An instance's disk as a catalog image (flattened, inspected like any upload) that
+        is then replicated back to its location, so the image boots where it came from."""
+        provider = self.registry.get(location)
+        provider.require(Feature.capture_image, "instance")
+        with tempfile.TemporaryDirectory(dir=self.blobs, prefix=".capture-") as tmp:
+            disk_path = Path(tmp) / "disk"
+            self.registry.run(location, lambda p: p.export_disk(provider_id, disk_path),
+                              timeout=1800)
+            img = self.import_file(disk_path, name, label=f"{provider_id} at {location}")
+        if not img.replicas or location not in {r.location for r in img.replicas}:
+            self.replicate(img.id, [location])
+        return self.get(img.id)
+
     # ---- replication ---------------------------------------------------------------------
 
     def replicate(self, image_id: str, locations: list[str]) -> list[Job]:

@@ -181,7 +181,8 @@ class Operations:
                                     timeout=VALIDATE_TIMEOUT_S)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
-                  "network": self._provider_network(req), "user_data": user_data, **hardware}
+                  "network": self._provider_network(req), "user_data": user_data,
+                  "ssh_keys": req.ssh_keys, **hardware}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
@@ -427,7 +428,8 @@ class Operations:
                                                     tags=p["tags"], network=p.get("network"),
                                                     user_data=p.get("user_data"),
                                                     disks=p.get("disks") or [],
-                                                    nics=p.get("nics") or 1))
+                                                    nics=p.get("nics") or 1,
+                                                    ssh_keys=p.get("ssh_keys") or []))
         with self.events.tx() as s:
             row = self._instance(s, job.target or "")
             row.provider_id, row.state = obs.provider_id, obs.state

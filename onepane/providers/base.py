@@ -32,6 +32,7 @@ class Feature(StrEnum):
     suspend = "suspend"  # an instance pauses with its memory kept, and resumes
     snapshots = "snapshots"  # point-in-time copies of volumes, and volumes made from them
     resize = "resize"  # a stopped instance takes another size
+    capture_image = "capture_image"  # an instance's disk becomes an image
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -48,6 +49,7 @@ VERBS = {
     Feature.suspend: "suspend instances (keeping their memory)",
     Feature.snapshots: "snapshot volumes",
     Feature.resize: "resize instances",
+    Feature.capture_image: "make an image of an instance's disk",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
@@ -94,6 +96,7 @@ class InstanceSpec:
     user_data: str | None = None  # e.g. a catalog image's OVF environment document
     disks: list[int] = field(default_factory=list)  # extra blank disks (bytes) after the boot disk
     nics: int = 1  # network interfaces, where the provider makes them (VMs)
+    ssh_keys: list[str] = field(default_factory=list)  # OpenSSH public keys to let in
 
 
 @dataclass
@@ -212,6 +215,11 @@ class Provider(ABC):
     def volume_from_snapshot(self, provider_snapshot_id: str, name: str,
                              size_gb: int) -> ObservedVolume:
         self._unsupported(Feature.snapshots, "snapshot")
+
+    def export_disk(self, provider_id: str, dest: Path) -> str:
+        """Write the instance's boot disk, whole (no backing file), to `dest`; returns its
+        format. Crash-consistent while it runs: stop it first for a clean image."""
+        self._unsupported(Feature.capture_image, "instance")
 
     def resize_instance(self, provider_id: str, size: str) -> None:
         """A stopped instance takes `size` at its next start."""

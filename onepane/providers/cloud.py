@@ -19,7 +19,15 @@ from typing import Any
 import requests
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError
-from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize, StorageVolume
+from libcloud.compute.base import (
+    Node,
+    NodeAuthSSHKey,
+    NodeDriver,
+    NodeImage,
+    NodeLocation,
+    NodeSize,
+    StorageVolume,
+)
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 
@@ -146,6 +154,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
     if not hasattr(d, "ex_change_node_size"):
         missing[Feature.resize] = f"Libcloud's {name} driver cannot change a server's size"
+    missing[Feature.capture_image] = ("onepane does not copy a cloud server's disk into its "
+                                      "catalog yet")
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
     missing[Feature.attach_network] = ("a cloud server's network is chosen when it is created; "
                                        "onepane does not attach interfaces later")
@@ -231,6 +241,11 @@ class CloudProvider(Provider):
         if spec.user_data:
             self.require(Feature.user_data, "properties")
             kwargs["ex_userdata"] = spec.user_data
+        if spec.ssh_keys:
+            if "ssh_key" not in (self.driver.features or {}).get("create_node", []):
+                raise Unsupported(f"Libcloud's driver at {self.location} takes no SSH key",
+                                  field="key_name")
+            kwargs["auth"] = NodeAuthSSHKey(spec.ssh_keys[0])
         node = self._call(self.driver.create_node, name=spec.name, size=size, image=image, **kwargs)
         return self._observe(node)
 

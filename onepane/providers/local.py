@@ -87,6 +87,7 @@ class LocalProvider(FileSnapshots, Provider):
     capabilities = Capabilities.all_but(
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
+        capture_image="a process has no disk to make an image of; upload an app image instead",
         cut="its processes share the host's network; use a netns location for drills",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
@@ -201,6 +202,9 @@ class LocalProvider(FileSnapshots, Provider):
             existing.parent.mkdir(parents=True, exist_ok=True)
             if spec.user_data:
                 (existing.parent / "user-data").write_text(spec.user_data)
+            if spec.ssh_keys:  # the app reads them from ONEPANE_SSH_AUTHORIZED_KEYS
+                (existing.parent / "authorized_keys").write_text(
+                    "".join(k.strip() + "\n" for k in spec.ssh_keys))
             self._save(rec)  # the record first: a crash from here on leaves no untracked process
             try:
                 self._spawn(rec, manifest)
@@ -404,6 +408,8 @@ class LocalProvider(FileSnapshots, Provider):
                "ONEPANE_DATA_DIR": str(inst_dir)}
         if (inst_dir / "user-data").exists():
             env["ONEPANE_USER_DATA_FILE"] = str(inst_dir / "user-data")
+        if (inst_dir / "authorized_keys").exists():
+            env["ONEPANE_SSH_AUTHORIZED_KEYS"] = str(inst_dir / "authorized_keys")
         with open(inst_dir / "output.log", "ab") as log:
             try:
                 proc = subprocess.Popen(self._command(argv), cwd=self.images_dir / rec.image,

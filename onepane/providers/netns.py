@@ -20,6 +20,7 @@ class NetnsProvider(CutByNamespace, LocalProvider):
     capabilities = Capabilities.all_but(
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
+        capture_image="a process has no disk to make an image of; upload an app image instead",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
 

@@ -84,6 +84,15 @@ def test_key_pairs_security_groups_and_snapshots(start_server: Any) -> None:
     run = ec2.run_instances(**RUN, KeyName="laptop", SecurityGroupIds=[gid])
     inst = run["Instances"][0]
     assert inst["KeyName"] == "laptop" and inst["SecurityGroups"][0]["GroupId"] == gid
+    native = "inst-" + inst["InstanceId"][2:]
+    keys = server.state_dir / "locations" / "dc-a" / "instances" / native / "authorized_keys"
+    wait_for(keys.exists, 30, what="the key handed to the instance")
+    assert keys.read_text().startswith("ssh-rsa ")  # where the process finds it
+    def told() -> bool:
+        pid = json.loads((keys.parent / "instance.json").read_text())["pid"]
+        return bool(pid) and b"ONEPANE_SSH_AUTHORIZED_KEYS=" in Path(
+            f"/proc/{pid}/environ").read_bytes()
+    wait_for(told, 30, what="the process told where its keys are")
     assert error_code(ec2.delete_security_group, GroupId=gid) == "DependencyViolation"
     assert error_code(ec2.run_instances, **RUN, KeyName="nope") == "InvalidKeyPair.NotFound"
     events = httpx.get(f"{server.url}/v1/events", params={"kind": "security_group."},

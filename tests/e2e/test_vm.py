@@ -126,6 +126,16 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     assert after["counter"] > before["counter"]  # the same guest, not a fresh boot
     assert 0 < after["uptime"] - before["uptime"] < 60
 
+    # EC2's CreateImage: the guest's disk becomes a catalog image that boots where it was made
+    from tests.e2e.test_ec2_api import access_key, ec2_client
+    ec2 = ec2_client(vm_server, access_key(vm_server))
+    made = ec2.create_image(InstanceId="i-" + inst["id"].split("-", 1)[1], Name="g1 golden")
+    assert made["ImageId"].startswith("img-")
+    wait_for(lambda: ec2.describe_images(ImageIds=[made["ImageId"]])["Images"][0]["State"]
+             == "available", 120, what="the captured image ready at vm-a")
+    captured = ok(cli(vm_server, "-o", "json", "images", "show", made["ImageId"]))
+    assert captured["source"] == "disk" and captured["disks"][0]["format"] == "qcow2"
+
     ok(cli(vm_server, "instances", "stop", inst["id"]))  # ACPI: the guest powers itself off
     assert ok(cli(vm_server, "-o", "json", "instances", "show", inst["id"]))["state"] == "stopped"
     assert http_get(url, 1) is None

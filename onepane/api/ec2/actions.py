@@ -210,8 +210,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if token and len(token) > 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
     key_name = p.get("KeyName")
-    if key_name:
-        ctx.core.key_pairs.get(key_name)
+    ssh_keys = [ctx.core.key_pairs.get(key_name).public_key] if key_name else []
     groups = _groups_for(ctx, p, network)
     user_data = _user_data(p)
     protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
@@ -220,7 +219,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for n in range(high):
         name = base if high == 1 else f"{base[:58]}-{n}"
         req = InstanceCreate(name=name, location=zone, image=image, size=size, tags=tags,
-                             network=network, user_data=user_data)
+                             network=network, user_data=user_data, ssh_keys=ssh_keys)
         key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
         try:
             job = ctx.core.ops.create_instance(req, key)
@@ -365,13 +364,19 @@ def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     one: dict[str, Any] = {}
     for i in images:  # an image present in several zones is one entry
         one.setdefault(i.id, i)
-    if missing := set(ids) - set(one):
+    if missing := set(ids) - set(one) - {c.id for c in ctx.core.catalog.all()}:
         raise Ec2Error("InvalidAMIID.NotFound", f"the image id '[{sorted(missing)[0]}]' does "
                        "not exist")
     def tags(image_id: str) -> dict[str, str]:
         return dict(notes[image_id].attributes.get("ec2.tags") or {}) if image_id in notes \
             else {}
-    return {"imagesSet": [shapes.image(i, tags(i.id)) for i in one.values()
+    zones = flt.get("availability-zone")
+    catalog = [shapes.catalog_image(c, tags(c.id)) for c in ctx.core.catalog.all()
+               if (not ids or c.id in ids) and (not zones or any(
+                   _match(flt, "availability-zone", r.location) for r in c.replicas))
+               and _match(flt, "image-id", c.id) and _match(flt, "name", c.name)
+               and tags_match(flt, tags(c.id))]
+    return {"imagesSet": catalog + [shapes.image(i, tags(i.id)) for i in one.values()
                           if (not ids or i.id in ids) and _match(flt, "image-id", i.id)
                           and _match(flt, "name", i.name) and _match(flt, "state", "available")
                           and _match(flt, "owner-id", shapes.OWNER)

@@ -181,3 +181,18 @@ def _volumes_of(ctx: Context, inst: Instance) -> list[Any]:
     from ...inventory.operations import every
     return [v for v in every(ctx.core.ops.list_volumes, location=inst.location)
             if v.attached_to == inst.id]
+
+
+@action(WRITE)
+def CreateImage(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """The instance's disk becomes a catalog image, replicated back to its location (VM
+    locations; elsewhere the reason is the answer)."""
+    inst = _instance(ctx, p.get("InstanceId") or "")
+    name = p.get("Name") or ""
+    if not name or len(name) > 128:
+        raise Ec2Error("InvalidParameterValue", "Name is 1-128 characters")
+    if inst.provider_id is None:
+        raise Ec2Error("IncorrectInstanceState", "the instance is not made yet")
+    from ...model import slug
+    img = ctx.core.catalog.capture(inst.location, inst.provider_id, slug(name) or "image")
+    return {"imageId": img.id}

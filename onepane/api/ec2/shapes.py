@@ -191,6 +191,17 @@ def image(img: Image, tags: dict[str, str] | None = None) -> dict[str, Any]:
             "tagSet": tag_set({**(tags or {}), "onepane:location": img.location})}
 
 
+def catalog_image(img: Any, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """A catalog image (img-...): onepane's own, bootable where a replica is ready."""
+    ready = [r.location for r in img.replicas if r.state == "ready" and r.bootable]
+    return {"imageId": img.id, "imageLocation": f"onepane/{img.name}/{img.version}",
+            "imageState": "available" if ready else "pending", "imageOwnerId": OWNER,
+            "isPublic": False, "architecture": "x86_64", "imageType": "machine",
+            "name": img.name, "rootDeviceType": "ebs", "rootDeviceName": ROOT_DEVICE,
+            "virtualizationType": "hvm", "hypervisor": "kvm",
+            "tagSet": tag_set({**(tags or {}), "onepane:catalog": "true"})}
+
+
 def network_interface(inst: Instance, vpc: str, groups: list[tuple[str, str]],
                       source_dest_check: bool) -> dict[str, Any]:
     """An instance in a subnet has one interface: onepane's record of its place in the

@@ -253,6 +253,14 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         else:
             self.resume_instance(provider_id)
 
+    def export_disk(self, provider_id: str, dest: Path) -> str:
+        """The overlay and its base image, flattened into one qcow2. A running guest's disk is
+        read shared (-U): crash-consistent, as EC2's CreateImage with NoReboot."""
+        self._domain(provider_id)
+        _qemu_img("convert", "-q", "-U", "-O", "qcow2", str(self.instance_dir(provider_id) /
+                                                      "disk0.qcow2"), str(dest))
+        return "qcow2"
+
     def suspend_instance(self, provider_id: str) -> None:
         """Pause the guest's CPUs; its memory stays where it is until resume."""
         dom = self._domain(provider_id)
@@ -416,6 +424,9 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         if spec.user_data:
             (d / "ovf-env.xml").write_text(spec.user_data)
             files["opt/onepane/ovf-env"] = d / "ovf-env.xml"
+        if spec.ssh_keys:  # the guest reads them from its firmware config
+            (d / "authorized_keys").write_text("".join(k.strip() + "\n" for k in spec.ssh_keys))
+            files["opt/onepane/ssh-keys"] = d / "authorized_keys"
         nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
         nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
         meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
