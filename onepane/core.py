@@ -12,10 +12,11 @@ from .config import Settings
 from .deploy.mobility import LiveMoves
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
+from .errors import OnepaneError
 from .events import EventLog
 from .images.catalog import Catalog
 from .inventory.annotations import Annotations
-from .inventory.firewall import SecurityGroups
+from .inventory.firewall import Enforcer, SecurityGroups
 from .inventory.jobs import JobRunner
 from .inventory.keypairs import KeyPairs
 from .inventory.locations import Locations
@@ -26,6 +27,7 @@ from .inventory.sync import InventorySync
 from .periodic import Periodic
 from .policy.alerts import Alerts
 from .policy.metrics import Metrics
+from .providers.base import Feature
 from .providers.registry import Registry
 from .secrets import Vault, load_key
 from .store.db import Store
@@ -55,6 +57,9 @@ class Core:
         self.deployments = Deployments(self.events, self.locations)
         self.snapshots = Snapshots(self.ops)
         self.security_groups = SecurityGroups(self.events)
+        self.enforcer = Enforcer(self.security_groups, self.ops)
+        self.security_groups.enforced_at = self._enforces
+        self.security_groups.changed = self.enforcer.apply_all
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
         self.ops.boot_image = self.catalog.boot_image
         self.deployments.boot_image = self.catalog.boot_image
@@ -66,6 +71,7 @@ class Core:
                                      settings.state_dir / "traffic", settings.reconcile_interval,
                                      metrics=self.metrics)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval)
+        self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0)
         self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
@@ -80,6 +86,7 @@ class Core:
             self.sync.start()
             self.reconciler.start()
             self.sampler.start()
+            self.firewall.start()
             self.alerts.start()
             if self.settings.dns_port is not None:
                 try:
@@ -91,6 +98,12 @@ class Core:
                     log.warning("DNS disabled: cannot bind %s:%s (%s)", self.settings.dns_host,
                                 self.settings.dns_port, exc)
 
+    def _enforces(self, location: str) -> bool:
+        try:
+            return self.registry.get(location).capabilities.supports(Feature.firewall)
+        except OnepaneError:
+            return False
+
     def _sample(self) -> None:
         self.reconciler.sample_metrics()
         self.metrics.flush()
@@ -100,6 +113,7 @@ class Core:
         if self.dns:
             self.dns.stop()
         self.sampler.stop()
+        self.firewall.stop()
         self.alerts.stop()
         self.reconciler.stop()
         self.sync.stop()

@@ -1,14 +1,16 @@
 """Security groups: named sets of firewall rules that instances belong to.
 
-onepane keeps the groups, their rules and their members. No location enforces them yet: each
-group says so (`enforced: false` and the reason), and an instance that joins a group with
-rules writes a `security_group.not_enforced` event, so that nobody believes a port is closed
-because a rule says it. Enforcement is a location's to add (nftables in a namespace location
-is the first candidate)."""
+onepane keeps the groups, their rules and their members, and a location that can enforce them
+does (`Feature.firewall`: a netns location, with nftables inside its namespace, for inbound
+TCP). Elsewhere the rules are kept and not enforced, and said so: an instance that joins a
+group with rules at such a location writes a `security_group.not_enforced` event, so that
+nobody believes a port is closed because a rule says it."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +21,9 @@ from ..events import EventLog
 from ..model import new_id
 from ..store.tables import SecurityGroupRow
 
-NOT_ENFORCED = ("no onepane location enforces security groups yet: the rules are kept and "
+NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
+ENFORCED_WHERE = "at netns locations (inbound TCP); kept, not enforced, elsewhere"
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
 ALL_TRAFFIC = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
                "groups": []}
@@ -84,6 +87,9 @@ class SecurityGroups:
     def __init__(self, events: EventLog) -> None:
         self.events = events
         self.store = events.store
+        # Set by the core: does a location enforce groups, and what to do after a change.
+        self.enforced_at: Callable[[str], bool] = lambda location: False
+        self.changed: Callable[[], None] = lambda: None
 
     def find(self, ids: list[str] | None = None) -> list[Group]:
         self.default(None)
@@ -178,7 +184,9 @@ class SecurityGroups:
                     raise NotFound("the rule does not exist in this group", field="rule")
                 current = [*current, d] if add else [x for x in current if x != d]
             setattr(row, direction, current)
-            return _view(row)
+            view = _view(row)
+        self.changed()
+        return view
 
     def join(self, instance_id: str, group_ids: list[str], location: str) -> None:
         with self.store.tx() as s:
@@ -189,7 +197,7 @@ class SecurityGroups:
                                    field="security_group")
                 row.members = [*row.members, instance_id] if instance_id not in row.members \
                     else row.members
-                if row.ingress or row.egress:
+                if (row.ingress or row.egress) and not self.enforced_at(location):
                     self.events.emit("security_group.not_enforced",
                                      f"instance {instance_id} at {location} joined {row.name} "
                                      f"({gid}); not enforced: {NOT_ENFORCED}", severity="warning",
@@ -202,11 +210,14 @@ class SecurityGroups:
                     SecurityGroupRow.network == network)):
                 s.delete(row)
 
+        self.changed()
+
     def leave_all(self, instance_id: str) -> None:
         with self.store.tx() as s:
             for row in s.scalars(select(SecurityGroupRow)):
                 if instance_id in (row.members or []):
                     row.members = [m for m in row.members if m != instance_id]
+        self.changed()
 
     def of(self, instance_id: str) -> list[Group]:
         return [g for g in self.find() if instance_id in g.members]
@@ -215,3 +226,61 @@ class SecurityGroups:
 def _view(r: SecurityGroupRow) -> Group:
     return Group(r.id, r.name, r.description, r.network, list(r.ingress or []),
                  list(r.egress or []), list(r.members or []))
+
+
+log = logging.getLogger(__name__)
+
+
+class Enforcer:
+    """Hands each enforcing location the ingress rules of its instances: after every change of
+    a group or of its members, and now and then (an instance's port is known only once it
+    runs). A location is told again only when its picture changed."""
+
+    def __init__(self, groups: SecurityGroups, ops: Any) -> None:
+        self.groups = groups
+        self.ops = ops
+        self._applied: dict[str, str] = {}
+
+    def apply_all(self) -> None:
+        from ..errors import OnepaneError
+        from ..providers.base import Feature
+        from .operations import every
+        registry = self.ops.locations.registry
+        enforcing = []
+        for name in registry.names():
+            try:
+                if registry.get(name).capabilities.supports(Feature.firewall):
+                    enforcing.append(name)
+            except OnepaneError:
+                continue
+        if not enforcing:  # the common case: nothing to hand out, nothing to read
+            return
+        groups = self.groups.find()
+        member_of: dict[str, list[Group]] = {}
+        for g in groups:
+            for m in g.members:
+                member_of.setdefault(m, []).append(g)
+        peers_wanted = any(r["groups"] for g in groups for r in g.ingress)
+        addresses = {i.id: i.addresses for i in every(self.ops.list_instances)} \
+            if peers_wanted else {}
+        for name in enforcing:
+            ingress: dict[str, list[dict[str, Any]]] = {}
+            for inst in every(self.ops.list_instances, location=name):
+                if inst.id not in member_of or not inst.provider_id:
+                    continue
+                rules = []
+                for g in member_of[inst.id]:
+                    for r in g.ingress:
+                        peers = [f"{a}/32" for gid in r["groups"] for other in groups
+                                 if other.id == gid for m in other.members
+                                 for a in addresses.get(m, []) if ":" not in a]
+                        rules.append({**r, "cidrs": sorted({*r["cidrs"], *peers})})
+                ingress[inst.provider_id] = rules
+            picture = repr(sorted(ingress.items()))
+            if self._applied.get(name) == picture:
+                continue
+            try:
+                registry.run(name, lambda p, ing=ingress: p.enforce(ing), timeout=10)
+                self._applied[name] = picture
+            except OnepaneError as exc:
+                log.warning("security groups at %s: %s", name, exc.detail)

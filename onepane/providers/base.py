@@ -33,6 +33,7 @@ class Feature(StrEnum):
     snapshots = "snapshots"  # point-in-time copies of volumes, and volumes made from them
     resize = "resize"  # a stopped instance takes another size
     capture_image = "capture_image"  # an instance's disk becomes an image
+    firewall = "firewall"  # security groups' ingress rules are enforced
     user_data = "user_data"  # an OVF environment / user data handed to the instance
     cut = "cut"  # can be cut off from the network for drills
     console = "console"  # an instance's console (or process) output can be read
@@ -50,6 +51,7 @@ VERBS = {
     Feature.snapshots: "snapshot volumes",
     Feature.resize: "resize instances",
     Feature.capture_image: "make an image of an instance's disk",
+    Feature.firewall: "enforce security groups",
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
@@ -220,6 +222,12 @@ class Provider(ABC):
         """Write the instance's boot disk, whole (no backing file), to `dest`; returns its
         format. Crash-consistent while it runs: stop it first for a clean image."""
         self._unsupported(Feature.capture_image, "instance")
+
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]]) -> None:
+        """Filter inbound traffic: for each instance (provider id) in a group, only what one
+        of its rules allows (protocol, port range, source CIDRs) reaches it. Instances not
+        named are not filtered. Called with the whole picture each time."""
+        self._unsupported(Feature.firewall, "security_group")
 
     def resize_instance(self, provider_id: str, size: str) -> None:
         """A stopped instance takes `size` at its next start."""

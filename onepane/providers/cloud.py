@@ -154,6 +154,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
     if not hasattr(d, "ex_change_node_size"):
         missing[Feature.resize] = f"Libcloud's {name} driver cannot change a server's size"
+    missing[Feature.firewall] = ("onepane does not pass security groups to a cloud yet; netns "
+                                 "locations enforce them")
     missing[Feature.capture_image] = ("onepane does not copy a cloud server's disk into its "
                                       "catalog yet")
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"

@@ -88,6 +88,8 @@ class LocalProvider(FileSnapshots, Provider):
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
         capture_image="a process has no disk to make an image of; upload an app image instead",
+        firewall="its processes share the host's network: filtering them would filter the host "
+                 "(netns locations enforce security groups)",
         cut="its processes share the host's network; use a netns location for drills",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")

@@ -6,9 +6,11 @@ on a port of its own.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..errors import PermanentProviderError
 from .base import Capabilities
 from .dcnet import CutByNamespace, DataCenterNet, location_index
 from .local import NO_SUSPEND, PROCESSES_ONLY, LocalProvider
@@ -41,6 +43,35 @@ class NetnsProvider(CutByNamespace, LocalProvider):
     def setup(self) -> None:
         self.net.setup()
         super().setup()
+
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]]) -> None:
+        """nftables inside the namespace: one table, replaced whole each time. Each instance
+        in a group listens on its own port of the namespace's address, so its rules are
+        matched on that port; established connections and loopback always pass."""
+        lines = ["table inet onepane_sg {", " chain input {",
+                 "  type filter hook input priority 0; policy accept;",
+                 "  ct state established,related accept", '  iifname "lo" accept']
+        for rec in self._records():
+            rules = ingress.get(rec.id)
+            if rules is None:
+                continue
+            for r in rules:
+                proto = r["protocol"]
+                lo, hi = r.get("from_port"), r.get("to_port")
+                if proto not in ("tcp", "-1") or (lo is not None and hi is not None
+                                                  and not lo <= rec.port <= hi):
+                    continue
+                sources = [c for c in r.get("cidrs", []) if ":" not in c]
+                if sources:
+                    lines.append(f"  tcp dport {rec.port} ip saddr {{ {', '.join(sources)} }} "
+                                 "accept")
+            lines.append(f"  tcp dport {rec.port} drop")
+        lines += [" }", "}"]
+        script = "table inet onepane_sg\ndelete table inet onepane_sg\n" + "\n".join(lines) + "\n"
+        proc = subprocess.run(self.net.exec_argv(["nft", "-f", "-"]), input=script,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise PermanentProviderError(f"nft at {self.location}: {proc.stderr.strip()}")
 
     def teardown(self) -> None:
         """Stop every instance, delete the namespace and wait until its veth is gone."""

@@ -79,7 +79,8 @@ def test_key_pairs_security_groups_and_snapshots(start_server: Any) -> None:
          "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}]) == "InvalidParameterValue"
     group = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]
     assert group["IpPermissions"][0]["FromPort"] == 80
-    assert {"Key": "onepane:enforced", "Value": "false"} in group["Tags"]  # never silently
+    enforced = {t["Key"]: t["Value"] for t in group["Tags"]}["onepane:enforced"]
+    assert "not enforced, elsewhere" in enforced  # never silently
 
     run = ec2.run_instances(**RUN, KeyName="laptop", SecurityGroupIds=[gid])
     inst = run["Instances"][0]
@@ -228,3 +229,51 @@ def test_the_tempest_classes_that_pass_whole(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     totals = json.loads(r.stdout.strip().splitlines()[-2])
     assert totals["FAILED"] == 0 and totals["ok"] >= 40, r.stdout[-4000:]
+
+
+def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any) -> None:
+    """At a netns location a group's ingress rules are nftables rules inside the namespace:
+    what they allow connects, what they do not is dropped (a timeout, not a refusal)."""
+    import socket
+    import subprocess as sp
+
+    from onepane.providers.dcnet import CATCH_ALL
+    from onepane.providers.netns import NetnsProvider
+    had = CATCH_ALL in sp.run(["ip", "route", "show", "type", "blackhole"], capture_output=True,
+                              text=True).stdout
+    server = start_server('[locations.sg-n]\nprovider = "netns"\noptions = { index = 234 }\n')
+    try:
+        ec2 = ec2_client(server, access_key(server))
+        gid = ec2.create_security_group(GroupName="web", Description="web")["GroupId"]
+        iid = ec2.run_instances(**{**RUN, "Placement": {"AvailabilityZone": "sg-n"}},
+                                SecurityGroupIds=[gid])["Instances"][0]["InstanceId"]
+
+        def endpoint() -> tuple[str, int] | None:
+            inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+            if inst["State"]["Name"] != "running":
+                return None
+            native = httpx.get(f"{server.url}/v1/instances/inst-{iid[2:]}", headers={
+                "Authorization": f"Bearer {server.token}"}).json()
+            return native["addresses"][0], native["ports"]["app"]
+        host, port = wait_for(endpoint, 30, what="running in the namespace")
+
+        def reachable() -> bool:
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(lambda: not reachable(), 15, what="no rule: inbound dropped")
+        perm = [{"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535,
+                 "IpRanges": [{"CidrIp": "10.200.0.0/16"}]}]
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perm)
+        wait_for(reachable, 15, what="allowed from the host's side of the link")
+        ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=perm)
+        wait_for(lambda: not reachable(), 15, what="revoked: dropped again")
+        tags = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]["Tags"]
+        assert any(t["Key"] == "onepane:enforced" and "netns" in t["Value"] for t in tags)
+    finally:
+        server.stop()
+        NetnsProvider("sg-n", server.state_dir, {"index": 234}).teardown()
+        if not had:
+            sp.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...inventory.firewall import Group, Rule
+from ...inventory.firewall import ENFORCED_WHERE, Group, Rule
 from ...inventory.keypairs import KeyPair, decode_material
 from ...inventory.snapshots import Snapshot
 from . import shapes
@@ -65,7 +65,7 @@ def _group(g: Group, names: dict[str, str], tags: dict[str, str]) -> dict[str, A
             "ipPermissions": _permissions(g.ingress, names),
             "ipPermissionsEgress": _permissions(g.egress, names),
             # onepane's own word on it: the rules are kept, not enforced (see firewall.py)
-            "tagSet": shapes.tag_set({**tags, "onepane:enforced": "false"})}
+            "tagSet": shapes.tag_set({**tags, "onepane:enforced": ENFORCED_WHERE})}
 
 
 @action(WRITE)

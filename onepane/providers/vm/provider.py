@@ -114,6 +114,7 @@ def translate(exc: Exception) -> OnepaneError:
 class VmProvider(CutByNamespace, FileSnapshots, Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
+        firewall="security groups are not enforced at VM locations yet (netns locations do)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
