@@ -120,6 +120,8 @@ class InstanceCreate(Strict):
                                   description="handed to the instance where its location can")
     ssh_keys: list[str] = Field(default_factory=list, max_length=10,
                                 description="OpenSSH public keys the instance lets in")
+    security_groups: list[str] = Field(default_factory=list, max_length=5,
+                                       description="onepane group ids, for a cloud's firewall")
     # For a catalog image (img-...): the OVF deployment option and property values to boot with.
     deployment_option: str | None = Field(default=None, max_length=128)
     properties: dict[str, str] = Field(default_factory=dict)

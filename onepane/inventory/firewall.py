@@ -23,7 +23,8 @@ from ..store.tables import SecurityGroupRow
 
 NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
-ENFORCED_WHERE = "at netns locations (inbound TCP); kept, not enforced, elsewhere"
+ENFORCED_WHERE = ("at netns locations (inbound TCP) and EC2 clouds (their own groups); kept, not "
+                  "enforced, elsewhere")
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
 ALL_TRAFFIC = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
                "groups": []}
@@ -276,11 +277,12 @@ class Enforcer:
                                  for a in addresses.get(m, []) if ":" not in a]
                         rules.append({**r, "cidrs": sorted({*r["cidrs"], *peers})})
                 ingress[inst.provider_id] = rules
-            picture = repr(sorted(ingress.items()))
+            picture = repr((sorted(ingress.items()), sorted((g.id, g.ingress) for g in groups)))
             if self._applied.get(name) == picture:
                 continue
             try:
-                registry.run(name, lambda p, ing=ingress: p.enforce(ing), timeout=10)
+                own = {g.id: g.ingress for g in groups}
+                registry.run(name, lambda p, ing=ingress, o=own: p.enforce(ing, o), timeout=10)
                 self._applied[name] = picture
             except OnepaneError as exc:
                 log.warning("security groups at %s: %s", name, exc.detail)

@@ -182,7 +182,7 @@ class Operations:
         inst_id = new_id("inst")
         params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
                   "network": self._provider_network(req), "user_data": user_data,
-                  "ssh_keys": req.ssh_keys, **hardware}
+                  "ssh_keys": req.ssh_keys, "groups": req.security_groups, **hardware}
 
         def rows(s: Any) -> None:
             s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
@@ -429,7 +429,8 @@ class Operations:
                                                     user_data=p.get("user_data"),
                                                     disks=p.get("disks") or [],
                                                     nics=p.get("nics") or 1,
-                                                    ssh_keys=p.get("ssh_keys") or []))
+                                                    ssh_keys=p.get("ssh_keys") or [],
+                                                    security_groups=p.get("groups") or []))
         with self.events.tx() as s:
             row = self._instance(s, job.target or "")
             row.provider_id, row.state = obs.provider_id, obs.state

@@ -99,6 +99,7 @@ class InstanceSpec:
     disks: list[int] = field(default_factory=list)  # extra blank disks (bytes) after the boot disk
     nics: int = 1  # network interfaces, where the provider makes them (VMs)
     ssh_keys: list[str] = field(default_factory=list)  # OpenSSH public keys to let in
+    security_groups: list[str] = field(default_factory=list)  # onepane group ids it is in
 
 
 @dataclass
@@ -223,10 +224,12 @@ class Provider(ABC):
         format. Crash-consistent while it runs: stop it first for a clean image."""
         self._unsupported(Feature.capture_image, "instance")
 
-    def enforce(self, ingress: dict[str, list[dict[str, Any]]]) -> None:
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
+                groups: dict[str, list[dict[str, Any]]]) -> None:
         """Filter inbound traffic: for each instance (provider id) in a group, only what one
-        of its rules allows (protocol, port range, source CIDRs) reaches it. Instances not
-        named are not filtered. Called with the whole picture each time."""
+        of its rules allows (protocol, port range, source CIDRs) reaches it; instances not
+        named are not filtered. `groups` has each group's own rules, for providers whose
+        firewall has groups of its own (a cloud's). Called with the whole picture each time."""
         self._unsupported(Feature.firewall, "security_group")
 
     def resize_instance(self, provider_id: str, size: str) -> None:

@@ -154,8 +154,9 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
     if not hasattr(d, "ex_change_node_size"):
         missing[Feature.resize] = f"Libcloud's {name} driver cannot change a server's size"
-    missing[Feature.firewall] = ("onepane does not pass security groups to a cloud yet; netns "
-                                 "locations enforce them")
+    if not hasattr(d, "ex_create_security_group"):
+        missing[Feature.firewall] = (f"Libcloud's {name} driver has no security groups to pass "
+                                     "onepane's to")
     missing[Feature.capture_image] = ("onepane does not copy a cloud server's disk into its "
                                       "catalog yet")
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
@@ -243,6 +244,13 @@ class CloudProvider(Provider):
         if spec.user_data:
             self.require(Feature.user_data, "properties")
             kwargs["ex_userdata"] = spec.user_data
+        if spec.security_groups:  # the cloud's own groups, named after onepane's (rules: enforce)
+            self.require(Feature.firewall, "security_group")
+            ids = [self._cloud_group(g) for g in spec.security_groups]
+            if spec.network:  # Libcloud takes group ids only together with a subnet
+                kwargs["ex_security_group_ids"] = ids
+            else:
+                kwargs["ex_security_groups"] = [f"onepane-{g}" for g in spec.security_groups]
         if spec.ssh_keys:
             if "ssh_key" not in (self.driver.features or {}).get("create_node", []):
                 raise Unsupported(f"Libcloud's driver at {self.location} takes no SSH key",
@@ -388,6 +396,38 @@ class CloudProvider(Provider):
         self._call(self.driver.ex_change_node_size, self._node(provider_id),  # type: ignore[attr-defined]
                    sizes[size])
 
+    # ---- security groups: one cloud group per onepane group, its rules kept the same ----
+
+    def _cloud_group(self, group_id: str) -> str:
+        """The cloud group's id (made now if it is not there yet)."""
+        name = f"onepane-{group_id}"
+        drv: Any = self.driver
+        found = [g for g in self._call(drv.ex_get_security_groups) if g.name == name]
+        if found:
+            return str(found[0].id)
+        made = self._call(drv.ex_create_security_group, name, f"onepane security group {group_id}")
+        return str(made["group_id"])
+
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
+                groups: dict[str, list[dict[str, Any]]]) -> None:
+        """Each onepane group that instances here use has a cloud group of the same name
+        prefix; its inbound rules are made the same as the onepane group's."""
+        self.require(Feature.firewall, "security_group")
+        drv: Any = self.driver
+        for sg in self._call(drv.ex_get_security_groups):
+            if not sg.name.startswith("onepane-sg-"):
+                continue
+            wanted = {_rule_key(r) for r in groups.get(sg.name.removeprefix("onepane-"), [])}
+            have = {_rule_key({"protocol": r["protocol"], "from_port": _int(r["from_port"]),
+                               "to_port": _int(r["to_port"]), "cidrs": r["cidr_ips"]})
+                    for r in sg.ingress_rules if r.get("cidr_ips")}
+            for proto, lo, hi, cidrs in wanted - have:
+                self._call(drv.ex_authorize_security_group_ingress, sg.id, lo, hi,
+                           cidr_ips=list(cidrs), protocol=proto)
+            for proto, lo, hi, cidrs in have - wanted:
+                self._call(drv.ex_revoke_security_group_ingress, sg.id, lo, hi,
+                           cidr_ips=list(cidrs), protocol=proto)
+
     def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
         self.require(Feature.snapshots, "volume")
         snap = self._call(self.driver.create_volume_snapshot, self._volume(volume_id), snapshot_id)
@@ -512,3 +552,15 @@ def _cpus(extra: dict[str, Any]) -> float | None:
         except (KeyError, TypeError, ValueError):
             continue
     return None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rule_key(r: dict[str, Any]) -> tuple[str, int | None, int | None, tuple[str, ...]]:
+    proto = "-1" if r["protocol"] in ("-1", "all") else str(r["protocol"])
+    return (proto, r.get("from_port"), r.get("to_port"), tuple(sorted(r.get("cidrs") or [])))

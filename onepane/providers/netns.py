@@ -44,7 +44,8 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         self.net.setup()
         super().setup()
 
-    def enforce(self, ingress: dict[str, list[dict[str, Any]]]) -> None:
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
+                groups: dict[str, list[dict[str, Any]]]) -> None:
         """nftables inside the namespace: one table, replaced whole each time. Each instance
         in a group listens on its own port of the namespace's address, so its rules are
         matched on that port; established connections and loopback always pass."""

@@ -277,3 +277,38 @@ def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any)
         NetnsProvider("sg-n", server.state_dir, {"index": 234}).teardown()
         if not had:
             sp.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def test_security_groups_reach_a_cloud_as_its_own(start_server: Any, moto: str) -> None:
+    """At an EC2 location a onepane group becomes a cloud group of the same name prefix, the
+    instance is launched in it, and the group's rules follow onepane's."""
+    import boto3
+
+    from tests.e2e.test_cli import config
+    from tests.e2e.test_ec2_api import AWS_AMI
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+    cloud = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                         aws_access_key_id="x", aws_secret_access_key="x")
+    gid = ec2.create_security_group(GroupName="api", Description="api")["GroupId"]
+    perm = [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+             "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}]
+    ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perm)
+    iid = ec2.run_instances(ImageId=AWS_AMI, InstanceType="t2.micro", MinCount=1, MaxCount=1,
+                            Placement={"AvailabilityZone": "aws-us-east-1"},
+                            SecurityGroupIds=[gid])["Instances"][0]["InstanceId"]
+    name = f"onepane-{gid}"
+
+    def cloud_rules() -> list[tuple[int, str]]:
+        found = cloud.describe_security_groups(Filters=[{"Name": "group-name",
+                                                         "Values": [name]}])["SecurityGroups"]
+        return sorted((p.get("FromPort", -1), r["CidrIp"]) for g in found
+                      for p in g["IpPermissions"] for r in p.get("IpRanges", []))
+    wait_for(lambda: cloud_rules() == [(443, "10.1.0.0/16")], 30, what="the rule at the cloud")
+    node = cloud.describe_instances(Filters=[{"Name": "tag:onepane:id",
+                                              "Values": [f"inst-{iid[2:]}"]}])
+    groups = [g["GroupName"] for r in node["Reservations"] for i in r["Instances"]
+              for g in i["SecurityGroups"]]
+    assert name in groups  # launched in it
+    ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=perm)
+    wait_for(lambda: cloud_rules() == [], 30, what="revoked at the cloud too")

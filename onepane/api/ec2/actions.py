@@ -18,6 +18,7 @@ from ...core import Core
 from ...errors import IdempotencyMismatch, NotFound
 from ...inventory.operations import every
 from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
+from ...providers.base import Feature
 from . import shapes
 from .wire import Ec2Error, filters, integer, members, required
 
@@ -212,6 +213,8 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     key_name = p.get("KeyName")
     ssh_keys = [ctx.core.key_pairs.get(key_name).public_key] if key_name else []
     groups = _groups_for(ctx, p, network)
+    cloud_groups = [g.id for g in groups] if ctx.core.locations.provider(zone).capabilities \
+        .supports(Feature.firewall) and ctx.core.locations.get(zone).provider == "cloud" else []
     user_data = _user_data(p)
     protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
     base = slug(tags.get("Name")) or "ec2"
@@ -219,7 +222,8 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for n in range(high):
         name = base if high == 1 else f"{base[:58]}-{n}"
         req = InstanceCreate(name=name, location=zone, image=image, size=size, tags=tags,
-                             network=network, user_data=user_data, ssh_keys=ssh_keys)
+                             network=network, user_data=user_data, ssh_keys=ssh_keys,
+                             security_groups=cloud_groups)
         key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
         try:
             job = ctx.core.ops.create_instance(req, key)
