@@ -70,6 +70,14 @@ class Tokens:
             self._cache[digest] = role
         return role
 
+    def identify(self, token: str) -> dict[str, str]:
+        """Which token this is (its id, name and role), for "who am I"; never the token."""
+        with self.store.tx() as s:
+            row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(token)))
+            if row is None:
+                raise Unauthorized("invalid token")
+            return {"id": row.id, "name": row.name, "role": row.role}
+
     def count(self) -> int:
         with self.store.tx() as s:
             return s.scalar(select(func.count()).select_from(TokenRow)) or 0

@@ -13,6 +13,8 @@ def create_app(core: Core) -> FastAPI:
     app = FastAPI(
         title="onepane",
         version=__version__,
+        docs_url=None,  # served below from bundled assets: /docs works with no internet
+        redoc_url=None,
         description="One API over every cloud and data center. Authenticate with "
                     "`Authorization: Bearer <token>`. Long operations return 202 and a job.",
     )

@@ -327,6 +327,16 @@ def create_token(request: Request, body: Annotated[TokenCreate, Body()]) -> dict
             "note": "shown once; onepane stores only its hash"}
 
 
+@router.get("/whoami", dependencies=[viewer])
+def whoami(request: Request) -> dict[str, str]:
+    """The token in use: its name and role (the console shows who is logged in)."""
+    c = core(request)
+    if c.settings.dev:
+        return {"id": "dev", "name": "dev mode (no authentication)", "role": "admin"}
+    auth = request.headers.get("authorization", "")
+    return c.tokens.identify(auth.removeprefix("Bearer ").strip())
+
+
 @router.get("/tokens", dependencies=[admin])
 def list_tokens(request: Request) -> list[dict[str, str]]:
     """Every token's id, name, role and creation time (the tokens themselves are not kept)."""

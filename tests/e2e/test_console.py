@@ -131,3 +131,22 @@ def test_console(server: Any, page: Page) -> None:
     # log out: the token is gone from the tab
     page.click("#logout")
     expect(page.locator("#token")).to_be_visible()
+
+
+def test_docs_offline_favicon_and_who_is_logged_in(start_server: Any, page: Page) -> None:
+    """/docs renders from bundled assets (no request leaves the machine), the console has a
+    favicon, and the header says whose token is in use and its role."""
+    s = start_server("")
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(req.url))
+    page.goto(f"{s.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("onepane", timeout=15_000)
+    assert seen and all(u.startswith(s.url) or u.startswith("data:") for u in seen), seen
+    assert httpx.get(f"{s.url}/favicon.ico").headers["content-type"].startswith("image/svg")
+    viewer = httpx.post(f"{s.url}/v1/tokens", json={"name": "night-shift", "role": "viewer"},
+                        headers={"Authorization": f"Bearer {s.token}"}).json()["token"]
+    page.goto(s.url + "/")
+    page.fill("#token", viewer)
+    page.click("#login-form button")
+    expect(page.locator("#who")).to_have_text("night-shift · viewer")
+    assert page.locator('link[rel="icon"]').count() == 1

@@ -39,6 +39,7 @@ const ready = () => main.setAttribute("data-ready", location.hash || "#/overview
 function showLogin() {
   stopPage();
   document.getElementById("logout").hidden = true;
+  document.getElementById("who").textContent = "";
   main.replaceChildren(document.getElementById("login").content.cloneNode(true));
   document.getElementById("login-form").addEventListener("submit", async e => {
     e.preventDefault();
@@ -392,6 +393,9 @@ async function route() {
   main.removeAttribute("data-ready");
   if (!sessionStorage.getItem(TOKEN_KEY)) { showLogin(); return; }
   document.getElementById("logout").hidden = false;
+  api("/v1/whoami").then(me => {
+    document.getElementById("who").textContent = `${me.name} · ${me.role}`;
+  }).catch(() => {});
   const [, page = "overview", arg] = (location.hash || "#/overview").split("/");
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.hash === `#/${page}`));
   try { await (pages[page] || overview)(arg && decodeURIComponent(arg)); }
