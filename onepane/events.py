@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -74,10 +75,23 @@ class EventLog:
         return unsubscribe
 
     def list(self, *, after: int | None = None, limit: int = 100, kind: str | None = None,
-             subject: str | None = None, location: str | None = None) -> Page[Event]:
-        q = select(EventRow).order_by(EventRow.id).limit(limit + 1)
+             subject: str | None = None, location: str | None = None,
+             before: int | None = None, severity: list[str] | None = None,
+             since: datetime | None = None, until: datetime | None = None) -> Page[Event]:
+        """Oldest first from `after`; with `before`, the newest `limit` older than it (a page
+        back in time), still oldest first, and `next_cursor` is the id to go further back."""
+        q = select(EventRow).limit(limit + 1)
+        q = q.order_by(EventRow.id.desc()) if before is not None else q.order_by(EventRow.id)
         if after is not None:
             q = q.where(EventRow.id > after)
+        if before is not None:
+            q = q.where(EventRow.id < before)
+        if severity:
+            q = q.where(EventRow.severity.in_(severity))
+        if since is not None:
+            q = q.where(EventRow.ts >= since)
+        if until is not None:
+            q = q.where(EventRow.ts < until)
         if kind:
             q = q.where(EventRow.kind.startswith(kind))
         if subject:
@@ -87,5 +101,8 @@ class EventLog:
         with self.store.tx() as s:
             rows = list(s.scalars(q))
         items = [event_view(r) for r in rows[:limit]]
+        if before is not None:
+            nxt = str(items[-1].id) if len(rows) > limit else None
+            return Page[Event](items=items[::-1], next_cursor=nxt)
         nxt = str(items[-1].id) if len(rows) > limit else None
         return Page[Event](items=items, next_cursor=nxt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -256,9 +257,16 @@ def get_job(request: Request, job_id: str) -> Job:
 @router.get("/events", dependencies=[viewer])
 def list_events(request: Request, after: int | None = None, kind: str | None = None,
                 subject: str | None = None, location: str | None = None,
-                limit: Limit = 100) -> Page[Event]:
+                limit: Limit = 100, before: int | None = None,
+                severity: Annotated[str | None, Query(
+                    pattern=r"^(info|warning|error)(,(info|warning|error))*$")] = None,
+                since: datetime | None = None, until: datetime | None = None) -> Page[Event]:
+    """The event log, oldest first after `after`; `before` pages back in time (the newest
+    before that id); `severity` (comma list), `since`/`until` (ISO 8601) narrow it."""
     return core(request).events.list(after=after, kind=kind, subject=subject, location=location,
-                                      limit=limit)
+                                      limit=limit, before=before,
+                                      severity=severity.split(",") if severity else None,
+                                      since=since, until=until)
 
 
 @router.get("/events/stream", dependencies=[viewer], response_class=StreamingResponse,

@@ -150,3 +150,20 @@ def test_docs_offline_favicon_and_who_is_logged_in(start_server: Any, page: Page
     page.click("#login-form button")
     expect(page.locator("#who")).to_have_text("night-shift · viewer")
     assert page.locator('link[rel="icon"]').count() == 1
+
+    # events: the server filters by severity and time range and pages back in time
+    http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
+    for n in range(105):  # 105 more events, all info
+        http.patch("/v1/locations/dc-a", json={"labels": {"n": str(n)}}).raise_for_status()
+    page.goto(s.url + "/#/events")
+    expect(page.locator("main[data-ready]")).to_be_attached(timeout=10_000)
+    expect(page.locator("#events-feed tr")).to_have_count(100)
+    page.click("#events-older")
+    expect(page.locator("#events-feed tr")).not_to_have_count(100)
+    page.select_option("#event-severity", "error")
+    expect(page.locator('#events-feed tr[data-severity="info"]')).to_have_count(0)
+    page.select_option("#event-range", "900")
+    page.fill("#event-filter", "location.labels")
+    expect(page.locator("#events-feed tr")).to_have_count(0)  # errors only: none of those
+    page.select_option("#event-severity", "")
+    expect(page.locator("#events-feed tr")).to_have_count(100)

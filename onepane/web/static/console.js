@@ -337,21 +337,46 @@ async function images() {
 // ---- events -----------------------------------------------------------------------------------
 
 async function events() {
-  let filter = "";
+  // Filters the server applies (kind prefix, severity, time range) and paging back in time:
+  // the newest 100 first, "Older" for the 100 before them.
+  const state = { kind: "", severity: "", range: "", oldest: null };
   const tbody = h("tbody", { id: "events-feed" });
-  const row = e => h("tr", { "data-kind": e.kind }, h("td", {}, e.ts.replace("T", " ").slice(0, 23)),
+  const row = e => h("tr", { "data-kind": e.kind, "data-severity": e.severity },
+    h("td", {}, e.ts.replace("T", " ").slice(0, 19) + "Z"),
     h("td", { class: e.severity }, e.severity), h("td", {}, e.kind), h("td", {}, e.location || ""),
     h("td", {}, e.subject || ""), h("td", {}, e.message));
-  async function load() {
-    const page = await api(`/v1/events?limit=1000${filter ? "&kind=" + encodeURIComponent(filter) : ""}`);
-    tbody.replaceChildren(...page.items.slice(-200).reverse().map(row));
+  const older = h("button", { id: "events-older", onclick: () => load(true) }, "Older");
+  function query(before) {
+    const q = new URLSearchParams({ limit: "100", before: String(before) });
+    if (state.kind) q.set("kind", state.kind);
+    if (state.severity) q.set("severity", state.severity);
+    if (state.range) q.set("since", new Date(Date.now() - Number(state.range) * 1000).toISOString());
+    return `/v1/events?${q}`;
   }
+  async function load(more = false) {
+    const page = await api(query(more && state.oldest ? state.oldest : 2 ** 53));
+    const rows = page.items.slice().reverse().map(row);  // newest on top
+    if (more) tbody.append(...rows); else tbody.replaceChildren(...rows);
+    state.oldest = page.items.length ? page.items[0].id : state.oldest;
+    older.disabled = !page.next_cursor;
+  }
+  const matches = e => (!state.kind || e.kind.startsWith(state.kind))
+    && (!state.severity || state.severity.split(",").includes(e.severity));
   main.replaceChildren(h("h2", {}, "Events ", h("small", { id: "live" }, "(live)")),
-    h("div", { class: "filters" }, h("input", { id: "event-filter", placeholder: "kind prefix, e.g. traffic.",
-      oninput: e => { filter = e.target.value; load(); } })),
-    h("table", {}, h("thead", {}, h("tr", {}, ["time", "severity", "kind", "location", "subject", "message"].map(t => h("th", {}, t)))), tbody));
+    h("div", { class: "filters" },
+      h("input", { id: "event-filter", placeholder: "kind prefix, e.g. traffic.",
+        oninput: e => { state.kind = e.target.value; load(); } }),
+      h("select", { id: "event-severity", onchange: e => { state.severity = e.target.value; load(); } },
+        ...[["", "any severity"], ["warning,error", "warnings and errors"], ["error", "errors"]]
+          .map(([v, t]) => h("option", { value: v }, t))),
+      h("select", { id: "event-range", onchange: e => { state.range = e.target.value; load(); } },
+        ...[["", "all time"], ["900", "last 15 min"], ["3600", "last hour"], ["86400", "last 24 h"],
+            ["604800", "last 7 days"]].map(([v, t]) => h("option", { value: v }, t)))),
+    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {},
+      ["time (UTC)", "severity", "kind", "location", "subject", "message"].map(t => h("th", {}, t)))), tbody)),
+    older);
   await load();
-  stopPage = follow(e => { if (!filter || e.kind.startsWith(filter)) { const r = row(e); r.className = "new"; tbody.prepend(r); } });
+  stopPage = follow(e => { if (matches(e)) { const r = row(e); r.className = "new"; tbody.prepend(r); } });
   ready();
 }
 
