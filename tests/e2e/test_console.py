@@ -6,6 +6,7 @@ center is cut off, move it back from the deployments page. Screenshots go to doc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +168,61 @@ def test_docs_offline_favicon_and_who_is_logged_in(start_server: Any, page: Page
     expect(page.locator("#events-feed tr")).to_have_count(0)  # errors only: none of those
     page.select_option("#event-severity", "")
     expect(page.locator("#events-feed tr")).to_have_count(100)
+
+
+def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path: Path) -> None:
+    """Everything from the page: a deployment applied from the editor (the API's field errors
+    shown by it), a token made (its secret shown once), an image uploaded with progress and
+    replicated; the traffic map follows a failover without a reload; at 400 px nothing
+    scrolls sideways."""
+    s = start_server("sync_interval = 0.5\n")
+    page.goto(s.url + "/")
+    page.fill("#token", s.token)
+    page.click("#login-form button")
+    open_page(page, s.url, "#/manage")
+    page.fill("#spec", "name: shop\nimage: httpecho\nsize: small\nreplicas: {dc-a: 1}\n"
+                       "listen: 127.0.0.1:0\nbogus: 1\n")
+    page.click("#apply")
+    expect(page.locator('#spec-errors li[data-field="bogus"]')).to_have_count(1)
+    port = free_port()
+    page.fill("#spec", f"name: shop\nimage: httpecho\nsize: nano\nreplicas: {{dc-a: 1, dc-b: 1}}\n"
+                       f"listen: 127.0.0.1:{port}\n"
+                       "health: {interval: 0.2, timeout: 0.2, rise: 1, fall: 1}\n"
+                       "traffic: {mode: active-passive, order: [dc-a, dc-b]}\n")
+    page.click("#apply")
+    expect(page.locator("#spec-result .ok")).to_contain_text("applied: shop")
+
+    page.fill("#token-name", "deploy-bot")
+    page.click("#create-token")
+    expect(page.locator("#new-secret")).to_have_text(re.compile(r"^op_"))
+    expect(page.locator('tr[data-token="deploy-bot"]')).to_have_count(1)
+
+    disk = tmp_path / "tiny.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    page.set_input_files("#image-file", str(disk))
+    page.fill("#image-name", "tiny")
+    page.select_option("#image-targets", ["dc-a"])
+    page.click("#upload")
+    expect(page.locator("#image-result .ok")).to_contain_text("imported img-")
+    assert page.locator("#upload-progress").get_attribute("value") == "100"
+    open_page(page, s.url, "#/images")
+    expect(page.locator('[data-replica="dc-a:ready"]')).to_have_count(1, timeout=15_000)
+
+    # the map: shop is served at dc-a; a failover moves the thick line without a reload
+    http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
+    wait_for(lambda: all(v["up"] for v in http.get("/v1/deployments/shop").json()["status"]
+                         .get("locations", {"x": {"up": False}}).values()), 30, what="both up")
+    open_page(page, s.url, "#/overview")
+    node = page.locator('[data-map-deployment="shop"]')
+    expect(node).to_have_attribute("data-serving", "dc-a", timeout=10_000)
+    http.post("/v1/deployments/shop/failover").raise_for_status()
+    expect(node).to_have_attribute("data-serving", "dc-b", timeout=5_000)
+    page.screenshot(path=str(SHOTS / "map.png"), full_page=True)
+
+    page.set_viewport_size({"width": 400, "height": 800})
+    for route in ("#/overview", "#/inventory", "#/events", "#/manage", "#/deployments"):
+        open_page(page, s.url, route)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, (route, width)
+    open_page(page, s.url, "#/manage")
+    page.screenshot(path=str(SHOTS / "manage-400px.png"), full_page=True)

@@ -4,6 +4,7 @@
 const main = document.getElementById("main");
 const TOKEN_KEY = "onepane-token";
 let stopPage = () => {};
+let routeGen = 0;  // which navigation is current: a page whose data arrives late draws nothing
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -17,12 +18,24 @@ function h(tag, attrs = {}, ...children) {
 
 async function api(path, opts = {}) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
+  let body = opts.body && JSON.stringify(opts.body);
   if (opts.body) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { ...opts, headers, body: opts.body && JSON.stringify(opts.body) });
+  if (opts.yaml !== undefined) { headers["Content-Type"] = "application/yaml"; body = opts.yaml; }
+  const r = await fetch(path, { ...opts, headers, body });
   if (r.status === 401) { showLogin(); throw new Error("not logged in"); }
   const data = r.status === 204 ? null : await r.json();
-  if (!r.ok) throw new Error(data?.detail || r.statusText);
+  if (!r.ok) { const e = new Error(data?.detail || r.statusText); e.problem = data; throw e; }
   return data;
+}
+
+async function waitJob(job) {
+  for (let i = 0; i < 600; i++) {
+    const j = await api(`/v1/jobs/${job.id}`);
+    if (j.status === "succeeded") return j;
+    if (j.status === "failed") throw new Error(j.error?.detail || "failed");
+    await new Promise(r => setTimeout(r, 100));
+  }
+  return job;
 }
 
 function table(columns, rows, rowAttrs = () => ({})) {
@@ -30,8 +43,13 @@ function table(columns, rows, rowAttrs = () => ({})) {
     h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => h("td", {}, c.cell(r)))))));
 }
 
+// Only what makes sense now: a running instance is not started, a stopped one not stopped.
+const ACTIONS_BY_STATE = { running: ["stop", "reboot", "destroy"], stopped: ["start", "destroy"],
+  suspended: ["resume", "stop", "destroy"], error: ["start", "destroy"], pending: ["destroy"],
+  missing: ["destroy"], rebooting: ["destroy"] };
 const stateClass = s => ({ running: "ok", ok: "ok", stopped: "warning", suspended: "warning", pending: "warning" }[s] || "bad");
 const badge = s => h("span", { class: stateClass(s) }, s);
+const stale = gen => gen !== routeGen;
 const ready = () => main.setAttribute("data-ready", location.hash || "#/overview");
 
 // ---- login ------------------------------------------------------------------------------------
@@ -55,14 +73,77 @@ document.getElementById("logout").addEventListener("click", () => {
 
 // ---- overview ---------------------------------------------------------------------------------
 
+// The traffic map: every location a node (state, instances, labels), every deployment a row
+// whose lines go to its locations: solid and thick where it is served, dashed to standbys.
+// It follows the event stream: a failover or a move redraws it as it happens.
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function trafficMap(locs, summary, deps) {
+  const w = 170 + Math.max(2, locs.length) * 150, rowH = 44;
+  const hgt = 110 + Math.max(1, deps.length) * rowH;
+  const pos = Object.fromEntries(locs.map((l, i) => [l.name, 170 + 75 + i * 150]));
+  const svg = s("svg", { id: "traffic-map", viewBox: `0 0 ${w} ${hgt}`, role: "img",
+    style: `max-width: ${w}px`,
+    "aria-label": "traffic map: locations and where each deployment is served" });
+  locs.forEach(l => {
+    const n = Object.values(summary[l.name] || {}).reduce((a, b) => a + b, 0);
+    const g = s("a", { href: `#/inventory`, "data-map-location": l.name },
+      s("rect", { x: pos[l.name] - 60, y: 10, width: 120, height: 56, rx: 8,
+        class: "map-node " + (l.status === "ok" ? "ok" : l.status === "unknown" ? "warning" : "bad") }),
+      s("text", { x: pos[l.name], y: 32, "text-anchor": "middle", class: "map-title" }, l.name),
+      s("text", { x: pos[l.name], y: 52, "text-anchor": "middle", class: "map-sub" },
+        `${l.provider} · ${n} inst.`));
+    svg.append(g);
+  });
+  deps.forEach((d, i) => {
+    const y = 100 + i * rowH;
+    const serving = new Set(d.status.serving || []);
+    const row = s("a", { href: `#/deployments/${d.name}`, "data-map-deployment": d.name,
+      "data-serving": [...serving].join(",") });
+    row.append(s("text", { x: 10, y: y + 4, class: "map-title" }, d.name));
+    Object.entries(d.status.locations || {}).forEach(([l, v]) => {
+      if (pos[l] === undefined) return;
+      row.append(s("line", { x1: 120, y1: y, x2: pos[l], y2: 66,
+        class: "map-edge " + (serving.has(l) ? "serving" : "standby") + (v.up ? "" : " down"),
+        "data-edge": `${d.name}:${l}` }));
+    });
+    svg.append(row);
+  });
+  return svg;
+}
+
 async function overview() {
+  const gen = routeGen;
   const [locs, summary, deps] = await Promise.all([
     api("/v1/locations"), api("/v1/inventory/summary"), api("/v1/deployments")]);
   const problems = l => (l.status !== "ok" ? 2 : 0) + ((summary[l.name]?.error || 0) + (summary[l.name]?.missing || 0) ? 1 : 0);
   locs.sort((a, b) => problems(b) - problems(a) || a.name.localeCompare(b.name));
   const total = s => Object.values(s || {}).reduce((a, b) => a + b, 0);
+  const failed = await api("/v1/jobs?status=failed&limit=5").catch(() => ({ items: [] }));
+  if (stale(gen)) return;
+  const allStates = {};
+  for (const st of Object.values(summary)) for (const [k, n] of Object.entries(st)) allStates[k] = (allStates[k] || 0) + n;
+  const alerts = [
+    ...locs.filter(l => !["ok", "unknown"].includes(l.status)).map(l => `location ${l.name} is ${l.status}: ${l.status_detail || ""}`),
+    ...deps.filter(d => d.status.sla?.violated).map(d => `deployment ${d.name} is below its SLA (${d.status.sla.availability}% of ${d.status.sla.target}%)`),
+    ...deps.filter(d => Object.keys(d.status.locations || {}).length && !Object.values(d.status.locations).some(v => v.up)).map(d => `deployment ${d.name} has no healthy replica`),
+    ...failed.items.map(j => `job ${j.kind} ${j.target || ""} failed: ${j.error?.detail || ""}`)];
+  const mapBox = h("div", { class: "card map", id: "map" }, trafficMap(locs, summary, deps));
   main.replaceChildren(
-    h("h2", {}, "Overview"),
+    h("h2", {}, "Overview ", h("small", { id: "live" }, "(live)")),
+    h("div", { class: "totals", id: "totals" },
+      h("span", { class: "pill" }, `${locs.length} locations`),
+      h("span", { class: "pill" }, `${deps.length} deployments`),
+      ...Object.entries(allStates).map(([k, n]) => h("span", { class: "pill " + stateClass(k) }, `${n} ${k}`))),
+    h("div", { class: "card", id: "alerts" }, h("h3", {}, "Alerts"),
+      alerts.length ? h("ul", {}, alerts.map(a => h("li", { class: "error" }, a))) : h("p", { class: "ok" }, "Nothing needs attention.")),
+    mapBox,
     h("div", { class: "grid" }, locs.map(l => h("div", { class: "card location", "data-location": l.name },
       h("h3", {}, l.name, " ", badge(l.status)),
       h("div", {}, `${l.provider}${l.driver ? " / " + l.driver : ""} · ${l.region}`),
@@ -83,6 +164,17 @@ async function overview() {
             `${d.status.sla.availability}% of ${d.status.sla.target}%`) },
     ], deps));
   ready();
+  // the map follows what happens: traffic and health events redraw it at once
+  const redraw = async () => {
+    const [l2, s2, d2] = await Promise.all([api("/v1/locations"), api("/v1/inventory/summary"),
+      api("/v1/deployments")]);
+    mapBox.replaceChildren(trafficMap(l2, s2, d2));
+  };
+  stopPage = follow(ev => {
+    if (!/^(traffic|health|deployment|location)\./.test(ev.kind)) return;
+    // the decision is the event; the data plane applies it a moment later: look again then
+    for (const ms of [0, 250, 600, 1000]) setTimeout(redraw, ms);
+  });
 }
 
 // ---- inventory --------------------------------------------------------------------------------
@@ -121,7 +213,7 @@ async function inventory() {
     { title: "state", cell: i => badge(i.state) }, { title: "image", cell: i => i.image },
     { title: "size", cell: i => i.size },
     { title: "address", cell: i => `${i.addresses[0] || ""}${i.ports.app ? ":" + i.ports.app : ""}` },
-    { title: "", cell: i => ["start", "stop", "reboot", "destroy"].map(a =>
+    { title: "", cell: i => (ACTIONS_BY_STATE[i.state] || ["destroy"]).map(a =>
         h("button", { "data-action": a, onclick: () => act(i, a) }, a)) },
   ];
   const rowAttrs = i => ({ "data-instance": i.id, "data-location": i.location });
@@ -166,7 +258,9 @@ async function inventory() {
 // ---- deployments ------------------------------------------------------------------------------
 
 async function deployments(name) {
+  const gen = routeGen;
   const deps = await api("/v1/deployments");
+  if (stale(gen)) return;
   if (!name && deps.length) name = deps[0].name;
   const top = h("div"), timeline = h("div");
   const rateBox = h("div", { id: "chart-rate" }), latBox = h("div", { id: "chart-latency" }),
@@ -218,7 +312,12 @@ async function deployments(name) {
       if (!confirm(question)) return;
       try { await api(`/v1/deployments/${name}/${path}`, { method: "POST", body }); }
       catch (err) { alert(err.message); }
-      render();
+      // the decision is stored at once; the data plane follows a moment later: show both
+      for (let i = 0; i < 50; i++) {
+        await render();
+        if (current && (current.status.serving || []).join() === (current.primary || "")) break;
+        await new Promise(r => setTimeout(r, 100));
+      }
     };
     top.replaceChildren(h("div", { class: "card" },
       h("h3", {}, name, " · primary ", h("span", { id: "primary", class: "ok" }, d.primary || "none")),
@@ -302,14 +401,20 @@ async function deployments(name) {
   const timer = setInterval(() => { sample(); }, 1000);
   sample();
   // live: every traffic or health event for this deployment redraws the page
-  const unfollow = follow(ev => { if (ev.subject === name) render(); });
+  const unfollow = follow(ev => {
+    if (ev.subject !== name) return;
+    render();
+    if (ev.kind.startsWith("traffic.")) setTimeout(render, 400);  // the data plane follows
+  });
   stopPage = () => { clearInterval(timer); unfollow(); };
 }
 
 // ---- images -----------------------------------------------------------------------------------
 
 async function images() {
+  const gen = routeGen;
   const [locs, catalog] = await Promise.all([api("/v1/locations"), api("/v1/catalog")]);
+  if (stale(gen)) return;
   main.replaceChildren(h("h2", {}, "Images"), h("h3", {}, "Catalog"),
     catalog.length ? table([
       { title: "name", cell: i => `${i.name} ${i.version}` }, { title: "id", cell: i => i.id },
@@ -332,6 +437,125 @@ async function images() {
     const t = setTimeout(() => { if (location.hash.startsWith("#/images")) route(); }, 1000);
     stopPage = () => clearTimeout(t);
   }
+}
+
+// ---- manage: what the CLI does for day-to-day work --------------------------------------------
+
+const SAMPLE_SPEC = `name: shop
+image: httpecho
+size: small
+replicas: {dc-a: 1, dc-b: 1}
+listen: 127.0.0.1:0
+traffic: {mode: active-passive, order: [dc-a, dc-b]}
+`;
+
+async function manage() {
+  const gen = routeGen;
+  const [locs, tokens, keys] = await Promise.all([api("/v1/locations"),
+    api("/v1/tokens").catch(() => null), api("/v1/access-keys").catch(() => null)]);
+  if (stale(gen)) return;
+  const out = id => h("div", { id, class: "result" });
+
+  // a deployment from YAML, with the API's field errors next to the editor
+  const spec = h("textarea", { id: "spec", rows: "10", spellcheck: "false" }, SAMPLE_SPEC);
+  const specOut = out("spec-result");
+  const apply = async () => {
+    specOut.replaceChildren();
+    try {
+      const d = await api("/v1/deployments", { method: "POST", yaml: spec.value });
+      specOut.replaceChildren(h("span", { class: "ok" }, `applied: ${d.name} (generation ${d.generation}) `),
+        h("a", { href: `#/deployments/${d.name}` }, "open"));
+    } catch (err) {
+      const errs = err.problem?.errors || [];
+      specOut.replaceChildren(h("div", { class: "error" }, err.message),
+        h("ul", { id: "spec-errors" }, errs.map(e => h("li", { "data-field": e.field || "" },
+          h("code", {}, e.field || ""), " ", e.reason || e.message || ""))));
+    }
+  };
+
+  // an instance
+  const f = { name: h("input", { id: "new-name", placeholder: "name", value: "web-1" }),
+    location: h("select", { id: "new-location" }, locs.map(l => h("option", { value: l.name }, l.name))),
+    image: h("input", { id: "new-image", value: "httpecho" }), size: h("input", { id: "new-size", value: "nano" }) };
+  const instOut = out("instance-result");
+  const create = async () => {
+    instOut.replaceChildren("creating…");
+    try {
+      const job = await api("/v1/instances", { method: "POST", body: { name: f.name.value,
+        location: f.location.value, image: f.image.value, size: f.size.value } });
+      await waitJob(job);
+      instOut.replaceChildren(h("span", { class: "ok" }, `created ${job.target}`));
+    } catch (err) { instOut.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
+
+  // an image: uploaded with a progress bar, then replicated where asked
+  const file = h("input", { id: "image-file", type: "file" });
+  const imgName = h("input", { id: "image-name", placeholder: "name", value: "base" });
+  const bar = h("progress", { id: "upload-progress", max: "100", value: "0" });
+  const targets = h("select", { id: "image-targets", multiple: true, size: String(Math.min(4, locs.length)) },
+    locs.map(l => h("option", { value: l.name }, l.name)));
+  const imgOut = out("image-result");
+  const upload = () => {
+    if (!file.files.length) return;
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/v1/catalog?name=${encodeURIComponent(imgName.value)}`);
+    xhr.setRequestHeader("Authorization", `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = e => { if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total); };
+    xhr.onload = async () => {
+      const body = JSON.parse(xhr.responseText || "{}");
+      if (xhr.status >= 300) { imgOut.replaceChildren(h("span", { class: "error" }, body.detail || xhr.statusText)); return; }
+      bar.value = 100;
+      const to = [...targets.selectedOptions].map(o => o.value);
+      if (to.length) await api(`/v1/catalog/${body.id}/replicate`, { method: "POST", body: { to } });
+      imgOut.replaceChildren(h("span", { class: "ok" }, `imported ${body.id}`), " ",
+        h("a", { href: "#/images" }, "replication progress"));
+    };
+    xhr.send(file.files[0]);
+  };
+
+  // tokens and access keys: a secret is shown once, here
+  const secretOut = out("secret-result");
+  const tokName = h("input", { id: "token-name", placeholder: "name", value: "ci" });
+  const tokRole = h("select", { id: "token-role" }, ["viewer", "operator", "admin"].map(r => h("option", { value: r }, r)));
+  const tokBox = h("div", { class: "scroll" });
+  const showTokens = list => tokBox.replaceChildren(table([
+    { title: "name", cell: t => t.name }, { title: "role", cell: t => t.role },
+    { title: "created", cell: t => t.created_at.slice(0, 19) + "Z" },
+    { title: "", cell: t => h("button", { onclick: revoke(`/v1/tokens/${t.id}`, `token ${t.name}`) }, "revoke") }],
+    list, t => ({ "data-token": t.name })));
+  const makeToken = async () => {
+    try {
+      const t = await api("/v1/tokens", { method: "POST", body: { name: tokName.value, role: tokRole.value } });
+      secretOut.replaceChildren(h("div", {}, "Token (shown once): ", h("code", { id: "new-secret" }, t.token)));
+      showTokens(await api("/v1/tokens"));
+    } catch (err) { secretOut.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
+  function revoke(path, what) {
+    return async () => {
+      if (!confirm(`Revoke ${what}?`)) return;
+      await api(path, { method: "DELETE" }); route();
+    };
+  }
+  if (tokens) showTokens(tokens);
+  main.replaceChildren(h("h2", {}, "Manage"),
+    h("div", { class: "card" }, h("h3", {}, "Apply a deployment"), spec,
+      h("p", {}, h("button", { id: "apply", onclick: apply }, "Apply")), specOut),
+    h("div", { class: "card" }, h("h3", {}, "Create an instance"),
+      h("div", { class: "filters" }, f.name, f.location, f.image, f.size,
+        h("button", { id: "create-instance", onclick: create }, "Create")), instOut),
+    h("div", { class: "card" }, h("h3", {}, "Import an image"),
+      h("div", { class: "filters" }, file, imgName, h("label", {}, "replicate to ", targets),
+        h("button", { id: "upload", onclick: upload }, "Import")), bar, imgOut),
+    tokens ? h("div", { class: "card" }, h("h3", {}, "Tokens"),
+      h("div", { class: "filters" }, tokName, tokRole, h("button", { id: "create-token", onclick: makeToken }, "Create token")),
+      secretOut, tokBox) : h("p", {}, "Tokens and keys need the admin role."),
+    keys ? h("div", { class: "card" }, h("h3", {}, "EC2 access keys"),
+      h("div", { class: "scroll" }, table([{ title: "key id", cell: k => k.access_key_id }, { title: "name", cell: k => k.name },
+        { title: "role", cell: k => k.role },
+        { title: "", cell: k => h("button", { onclick: revoke(`/v1/access-keys/${k.access_key_id}`, `key ${k.name}`) }, "revoke") }],
+        keys))) : "");
+  ready();
 }
 
 // ---- events -----------------------------------------------------------------------------------
@@ -411,10 +635,11 @@ function follow(onEvent) {
 
 // ---- routing ----------------------------------------------------------------------------------
 
-const pages = { overview, inventory, deployments, images, events };
+const pages = { overview, inventory, deployments, images, events, manage };
 
 async function route() {
   stopPage(); stopPage = () => {};
+  const gen = ++routeGen;
   main.removeAttribute("data-ready");
   if (!sessionStorage.getItem(TOKEN_KEY)) { showLogin(); return; }
   document.getElementById("logout").hidden = false;
