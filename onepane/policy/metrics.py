@@ -30,6 +30,8 @@ class Live:
     rps: dict[str, float] = field(default_factory=dict)  # location -> requests/s
     errors_per_s: float = 0.0
     p95_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # instance -> percent
     memory: dict[str, int] = field(default_factory=dict)  # instance -> bytes
     check_ms: dict[str, float] = field(default_factory=dict)  # instance -> latency
@@ -87,6 +89,7 @@ class Metrics:
                     live.errors_per_s = max(0, failed - prev.failed) / dt
                 self._last[deployment] = Counters(at, by_loc, failed)
             live.p95_ms = stats.get("p95_ms")
+            live.p50_ms, live.p99_ms = stats.get("p50_ms"), stats.get("p99_ms")
         for r in replicas:
             rid = r["id"]
             live.location_of[rid] = r["location"]
@@ -114,6 +117,8 @@ class Metrics:
         if live.rps:
             add("errors_per_s", live.errors_per_s)
         add("p95_ms", live.p95_ms)
+        add("p50_ms", live.p50_ms)
+        add("p99_ms", live.p99_ms)
         for rid, loc in live.location_of.items():
             add("up", 1.0 if live.up.get(rid) else 0.0, loc, rid)
             add("check_ms", live.check_ms.get(rid), loc, rid)

@@ -101,6 +101,11 @@ def test_console(server: Any, page: Page) -> None:
         expect(page.locator("#sla")).to_contain_text("error budget")
         page.wait_for_timeout(3000)
         page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
+        # the same charts over stored metrics: a range instead of the live samples
+        page.select_option("#chart-range", "3600")
+        expect(page.locator("#chart-latency .u-legend")).to_contain_text("p99", timeout=10_000)
+        expect(page.locator("#chart-rate canvas")).to_have_count(1)
+        page.screenshot(path=str(SHOTS / "deployments-1h.png"), full_page=True)
     finally:
         load.stop()
     assert load.failures() == [] and len(load.samples) > 50

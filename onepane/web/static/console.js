@@ -264,16 +264,24 @@ async function deployments(name) {
   if (!name && deps.length) name = deps[0].name;
   const top = h("div"), timeline = h("div");
   const rateBox = h("div", { id: "chart-rate" }), latBox = h("div", { id: "chart-latency" }),
-    healthBox = h("div", { id: "chart-health" }), replicasBox = h("div", { id: "replicas" });
+    healthBox = h("div", { id: "chart-health" }), replicasBox = h("div", { id: "replicas" }),
+    errBox = h("div", { id: "chart-errors" });
+  let range = 0;  // 0: live, sampled while the page is open; else seconds of stored metrics
   main.replaceChildren(h("h2", {}, "Deployments"),
     h("div", { class: "filters" }, deps.map(d => h("a", { class: "pill", href: `#/deployments/${d.name}` }, d.name))),
     top);
   if (!name) { top.append("No deployments yet: onepane deployments apply -f spec.yaml"); ready(); return; }
   main.append(h("div", { class: "card" }, h("h3", {}, "Replicas (live, from the metrics the policies read)"),
       replicasBox),
-    h("div", { class: "card" }, h("h3", {}, "Requests per second, by location"), rateBox,
-      h("h3", {}, "Latency through the data plane (ms)"), latBox,
-      h("h3", {}, "Healthy replicas"), healthBox),
+    h("div", { class: "card" },
+      h("div", { class: "filters" }, h("label", {}, "time range ", h("select", { id: "chart-range",
+        onchange: e => { range = Number(e.target.value); Object.keys(charts).forEach(k => delete charts[k]); history(); } },
+        ...[["0", "live"], ["900", "15 min"], ["3600", "1 h"], ["86400", "24 h"], ["604800", "7 days"]]
+          .map(([v, t]) => h("option", { value: v }, t))))),
+      h("h3", {}, "Requests per second, by location"), rateBox,
+      h("h3", {}, "Latency through the data plane (ms): p50, p95, p99"), latBox,
+      h("h3", {}, "Errors per second"), errBox,
+      h("h3", {}, "Healthy replicas, by location"), healthBox),
     timeline);
 
   let current = null;
@@ -353,10 +361,13 @@ async function deployments(name) {
   const samples = [];
   const charts = {};
   const colors = ["#1f6feb", "#d97706", "#16a34a", "#db2777"];
-  function plot(key, box, labels, data) {
+  function plot(key, box, labels, data, unit = "") {
     if (!window.uPlot || !data[0].length) return;
-    const opts = { width: Math.min(900, main.clientWidth - 40), height: 150,
-      series: [{}, ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4] }))] };
+    const opts = { width: Math.max(280, box.clientWidth || main.clientWidth - 60), height: 170,
+      legend: { live: false },
+      axes: [{}, { size: 80, values: (u, ticks) => ticks.map(v => `${+v.toFixed(2)}${unit}`) }],
+      series: [{}, ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4], width: 2,
+        value: (u, v) => v == null ? "—" : `${v.toFixed(2)}${unit}` }))] };
     if (!charts[key] || charts[key].series.length !== labels.length + 1) {
       box.replaceChildren();
       charts[key] = new uPlot(opts, data, box);
@@ -376,14 +387,31 @@ async function deployments(name) {
       { title: "memory", cell: ([id]) => live.memory[id] === undefined ? "—" : `${(live.memory[id] / 2 ** 20).toFixed(0)} MiB` },
     ], Object.entries(live.location_of), ([id]) => ({ "data-instance": id })));
   }
+  // Stored metrics over a range: one x axis (every sample time), a series per line.
+  async function history() {
+    if (!range) return;
+    const m = await api(`/v1/deployments/${name}/metrics?since=${range}`).catch(() => ({ series: [] }));
+    const xsSet = new Set();
+    for (const sr of m.series) for (const p of sr.points) xsSet.add(p[0]);
+    const xs = [...xsSet].sort((a, b) => a - b);
+    const at = Object.fromEntries(xs.map((x, i) => [x, i]));
+    const line = pick => { const out = xs.map(() => null); for (const sr of m.series.filter(pick))
+      for (const p of sr.points) out[at[p[0]]] = (out[at[p[0]]] ?? 0) + p[1]; return out; };
+    const locs = [...new Set(m.series.filter(sr => sr.name === "rps" || sr.name === "up").map(sr => sr.location))].filter(Boolean);
+    plot("rate", rateBox, locs, [xs, ...locs.map(l => line(sr => sr.name === "rps" && sr.location === l))], " req/s");
+    plot("lat", latBox, ["p50", "p95", "p99"], [xs, ...["p50_ms", "p95_ms", "p99_ms"].map(n => line(sr => sr.name === n))], " ms");
+    plot("err", errBox, ["errors"], [xs, line(sr => sr.name === "errors_per_s")], "/s");
+    plot("health", healthBox, locs, [xs, ...locs.map(l => line(sr => sr.name === "up" && sr.location === l))]);
+  }
   async function sample() {
     replicas();
+    if (range) return;  // a stored range is drawn once, not sampled
     const t = await api(`/v1/deployments/${name}/traffic`).catch(() => ({}));
     if (!current || !t.ts) return;
     samples.push({ t, health: current.status.locations || {} });
     if (samples.length > 300) samples.shift();
     const locs = Object.keys(current.status.locations || {});
-    const xs = [], rate = locs.map(() => []), lat = [], health = locs.map(() => []);
+    const xs = [], rate = locs.map(() => []), lat = [[], [], []], health = locs.map(() => []), errs = [];
     for (let i = 1; i < samples.length; i++) {
       const a = samples[i - 1].t, b = samples[i].t, dt = Math.max(0.001, b.ts - a.ts);
       xs.push(b.ts);
@@ -391,10 +419,12 @@ async function deployments(name) {
         rate[j].push(Math.max(0, ((b.by_location || {})[l] || 0) - ((a.by_location || {})[l] || 0)) / dt);
         health[j].push(samples[i].health[l]?.healthy ?? 0);
       });
-      lat.push(b.p50_ms ?? null);
+      lat[0].push(b.p50_ms ?? null); lat[1].push(b.p95_ms ?? null); lat[2].push(b.p99_ms ?? null);
+      errs.push(Math.max(0, (b.failed || 0) - (a.failed || 0)) / dt);
     }
-    plot("rate", rateBox, locs, [xs, ...rate]);
-    plot("lat", latBox, ["p50"], [xs, lat]);
+    plot("rate", rateBox, locs, [xs, ...rate], " req/s");
+    plot("lat", latBox, ["p50", "p95", "p99"], [xs, ...lat], " ms");
+    plot("err", errBox, ["errors"], [xs, errs], "/s");
     plot("health", healthBox, locs, [xs, ...health]);
   }
   await render();
