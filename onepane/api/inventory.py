@@ -120,7 +120,10 @@ def restore_location(request: Request, name: str) -> dict[str, Any]:
 def list_instances(request: Request, location: str | None = None, provider: str | None = None,
                    state: str | None = None, name: str | None = None,
                    tag: Annotated[list[str] | None, Query(description="key=value")] = None,
-                   limit: Limit = 100, cursor: str | None = None) -> Page[Instance]:
+                   limit: Limit = 100, cursor: str | None = None,
+                   sort: Annotated[str | None, Query(
+                       pattern=r"^-?(created|name|state|location|image|size)$",
+                       description="a column, `-` first for descending")] = None) -> Page[Instance]:
     tags = {}
     for t in tag or []:
         if "=" not in t:
@@ -128,7 +131,8 @@ def list_instances(request: Request, location: str | None = None, provider: str 
         k, v = t.split("=", 1)
         tags[k] = v
     return core(request).ops.list_instances(location=location, provider=provider, state=state,
-                                            name=name, tags=tags, limit=limit, cursor=cursor)
+                                            name=name, tags=tags, limit=limit, cursor=cursor,
+                                            sort=sort)
 
 
 @router.get("/inventory/summary", dependencies=[viewer])

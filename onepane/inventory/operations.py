@@ -52,6 +52,36 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
+SORTABLE = {"created": InstanceRow.id, "name": InstanceRow.name, "state": InstanceRow.state,
+            "location": InstanceRow.location, "image": InstanceRow.image,
+            "size": InstanceRow.size}
+SORT_FIELD = {"id": "id", "name": "name", "state": "state", "location": "location",
+              "image": "image", "size": "size"}
+
+
+def encode_sort_cursor(value: Any, last_id: str) -> str:
+    raw = json.dumps([str(value), last_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_sort_cursor(cursor: str) -> tuple[str, str]:
+    """A page's end: (its sort value, its id); an old plain-id cursor still reads."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("malformed cursor", field="cursor") from exc
+    if raw.startswith("["):
+        try:
+            value, last = json.loads(raw)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput("malformed cursor", field="cursor") from exc
+        if not isinstance(last, str) or not re.fullmatch(r"[a-z]+-[0-9a-f]+", last):
+            raise InvalidInput("malformed cursor", field="cursor")
+        return str(value), last
+    last = decode_cursor(cursor)
+    return last, last
+
+
 def decode_cursor(cursor: str) -> str:
     try:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -118,12 +148,19 @@ class Operations:
     def list_instances(self, *, location: str | None = None, provider: str | None = None,
                        state: str | None = None, tags: dict[str, str] | None = None,
                        name: str | None = None, limit: int = 100,
-                       cursor: str | None = None) -> Page[Instance]:
+                       cursor: str | None = None, sort: str | None = None) -> Page[Instance]:
+        """`sort`: name, state, location, image, size or created, `-` first for descending;
+        pages are keyset pages over (that column, id), so every page costs the same."""
         limit = max(1, min(limit, MAX_PAGE))
+        column, descending = SORTABLE.get((sort or "created").lstrip("-")), (sort or "").startswith("-")
+        if column is None:
+            raise InvalidInput(f"sort by one of {', '.join(SORTABLE)} (- first: descending)",
+                               field="sort")
         # Plain columns, not ORM entities: hydrating 100 objects per page was most of its cost.
         q = (select(*InstanceRow.__table__.c, LocationRow.provider.label("provider_kind"))
-             .join(LocationRow, LocationRow.name == InstanceRow.location)
-             .order_by(InstanceRow.id).limit(limit + 1))
+             .join(LocationRow, LocationRow.name == InstanceRow.location).limit(limit + 1))
+        order = [column.desc(), InstanceRow.id.desc()] if descending else [column, InstanceRow.id]
+        q = q.order_by(*dict.fromkeys(order))
         if location:
             q = q.where(InstanceRow.location == location)
         if provider:
@@ -135,8 +172,18 @@ class Operations:
         for k, v in (tags or {}).items():
             q = q.where(InstanceRow.tags[k].as_string() == v)
         if cursor:
-            q = q.where(InstanceRow.id > decode_cursor(cursor))
-        return self._page(q, limit, instance_view_from_columns, columns=True)
+            value, last = decode_sort_cursor(cursor)
+            after = (column < value) | ((column == value) & (InstanceRow.id < last)) if descending \
+                else (column > value) | ((column == value) & (InstanceRow.id > last))
+            q = q.where(InstanceRow.id < last if descending and column is InstanceRow.id else
+                        InstanceRow.id > last if column is InstanceRow.id else after)
+        page = self._page(q, limit, instance_view_from_columns, columns=True)
+        if page.next_cursor and page.items:
+            tail = page.items[-1]
+            page.next_cursor = encode_sort_cursor(
+                getattr(tail, SORT_FIELD[column.key]) if column is not InstanceRow.id else tail.id,
+                tail.id)
+        return page
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Instance counts per location and state, for the overview (one GROUP BY)."""

@@ -231,3 +231,43 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
         assert width <= 400, (route, width)
     open_page(page, s.url, "#/manage")
     page.screenshot(path=str(SHOTS / "manage-400px.png"), full_page=True)
+
+
+def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server: Any,
+                                                                     page: Page) -> None:
+    s = start_server("")
+    http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
+    jobs = [http.post("/v1/instances", json={"name": n, "location": loc, "image": "httpecho",
+                                             "size": "nano", "tags": {"team": team}}).json()
+            for n, loc, team in [("zeta", "dc-a", "red"), ("alpha", "dc-b", "blue"),
+                                 ("mike", "dc-a", "red")]]
+    for j in jobs:
+        wait_for(lambda j=j: http.get(f"/v1/jobs/{j['id']}").json()["status"] == "succeeded", 30,
+                 what="created")
+    page.goto(s.url + "/")
+    page.fill("#token", s.token)
+    page.click("#login-form button")
+    open_page(page, s.url, "#/inventory")
+
+    def names() -> list[str]:
+        cells = page.locator("tbody tr[data-instance] td:nth-child(2)").all_inner_texts()
+        return [t.split()[0] for t in cells]
+    page.click('a[data-sort="name"]')
+    expect(page.locator("tbody tr[data-instance]").first).to_contain_text("alpha")
+    assert names() == ["alpha", "mike", "zeta"]
+    page.click('a[data-sort="name"]')  # again: descending
+    expect(page.locator("tbody tr[data-instance]").first).to_contain_text("zeta")
+    page.fill("#filter-tag", "team=red")
+    page.press("#filter-tag", "Enter")
+    expect(page.locator("tbody tr[data-instance]")).to_have_count(2)
+    page.check('input[aria-label="select all on this page"]')
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    page.click('button[data-bulk="stop"]')
+    expect(page.locator('tbody tr[data-instance] .warning')).to_have_count(2, timeout=15_000)
+    red = http.get("/v1/instances", params={"tag": "team=red"}).json()["items"]
+    assert {i["state"] for i in red} == {"stopped"}
+    page.click("text=mike")
+    expect(page.locator("main h2")).to_contain_text("mike")
+    expect(page.locator("#instance-tags")).to_contain_text("team=red")
+    expect(page.locator("#instance-events li").first).to_be_visible()
+    expect(page.locator("#console-output")).not_to_have_text("…", timeout=10_000)

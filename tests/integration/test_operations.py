@@ -289,3 +289,25 @@ def test_a_destroy_racing_a_sync_leaves_no_ghost(core: Core) -> None:
     core.sync._fold_instances("dc-a", provider, listing)  # ...and folds what it saw after it
     assert core.ops.list_instances(location="dc-a").items == []
     assert not [e for e in core.events.list(kind="drift.", limit=100).items]
+
+
+def test_listings_sort_on_any_column_and_page_without_gaps(core: Core) -> None:
+    names = ["kiwi", "apple", "mango", "fig", "date", "banana", "cherry"]
+    jobs = [create(core, n, "dc-a" if i % 2 else "dc-b") for i, n in enumerate(names)]
+    for j in jobs:
+        assert done(core, j).status == "succeeded"
+
+    def walk(sort: str) -> list[str]:
+        out, cursor = [], None
+        while True:
+            page = core.ops.list_instances(sort=sort, limit=3, cursor=cursor)
+            out += [i.name for i in page.items]
+            if not (cursor := page.next_cursor):
+                return out
+    assert walk("name") == sorted(names)
+    assert walk("-name") == sorted(names, reverse=True)
+    by_location = walk("location")
+    assert by_location[:3] == [names[i] for i in (1, 3, 5)]  # dc-a first, then as created
+    assert sorted(walk("-created")) == sorted(names) and walk("-created")[0] == "cherry"
+    with pytest.raises(InvalidInput):
+        core.ops.list_instances(sort="secret")

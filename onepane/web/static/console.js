@@ -181,7 +181,8 @@ async function overview() {
 
 async function inventory() {
   const locsP = api("/v1/locations");  // for the filter only: do not wait for it to list
-  const f = { location: "", state: "", name: "" };
+  const f = { location: "", state: "", name: "", tag: "", sort: "" };
+  const chosen = new Set();  // instances ticked for a bulk action
   const body = h("div");
   const select = (key, options) => h("select", { id: `filter-${key}`, onchange: e => { f[key] = e.target.value; load(); } },
     h("option", { value: "" }, `all ${key}s`), options.map(o => h("option", { value: o }, o)));
@@ -191,8 +192,23 @@ async function inventory() {
     h("div", { class: "filters" },
       locSelect,
       select("state", ["running", "stopped", "suspended", "pending", "error", "missing"]),
-      h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } })),
+      h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } }),
+      h("input", { id: "filter-tag", placeholder: "tag key=value", onchange: e => { f.tag = e.target.value; load(); } })),
+    h("div", { class: "filters", id: "bulk" }, h("span", { id: "bulk-count" }, "0 selected"),
+      ...["start", "stop", "reboot", "destroy"].map(a => h("button", { "data-bulk": a, onclick: () => bulk(a) }, `${a} selected`))),
     body);
+
+  async function bulk(action) {
+    const ids = [...chosen];
+    if (!ids.length || !confirm(`${action} ${ids.length} instances?`)) return;
+    const jobs = await Promise.all(ids.map(id => (action === "destroy"
+      ? api(`/v1/instances/${id}`, { method: "DELETE" })
+      : api(`/v1/instances/${id}/${action}`, { method: "POST" })).catch(err => ({ error: err.message }))));
+    await Promise.all(jobs.filter(j => j.id).map(j => waitJob(j).catch(() => null)));
+    chosen.clear();
+    load();
+  }
+  const counted = () => { document.getElementById("bulk-count").textContent = `${chosen.size} selected`; };
 
   async function act(inst, action) {
     if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return;
@@ -207,11 +223,23 @@ async function inventory() {
     load();
   }
 
-  const columns = [
-    { title: "name", cell: i => i.name }, { title: "id", cell: i => i.id },
-    { title: "location", cell: i => i.location }, { title: "provider", cell: i => i.provider },
-    { title: "state", cell: i => badge(i.state) }, { title: "image", cell: i => i.image },
-    { title: "size", cell: i => i.size },
+  const sortable = (title, key) => ({ title: h("a", { href: "javascript:void 0", "data-sort": key,
+    onclick: () => { f.sort = f.sort === key ? `-${key}` : key; load(); } },
+    title, f.sort === key ? " ▲" : f.sort === `-${key}` ? " ▼" : "") });
+  const columns = () => [
+    { title: h("input", { type: "checkbox", "aria-label": "select all on this page", onchange: e => {
+        document.querySelectorAll("input[data-pick]").forEach(c => { c.checked = e.target.checked;
+          e.target.checked ? chosen.add(c.dataset.pick) : chosen.delete(c.dataset.pick); });
+        counted(); } }),
+      cell: i => h("input", { type: "checkbox", "data-pick": i.id, "aria-label": `select ${i.name}`,
+        onchange: e => { e.target.checked ? chosen.add(i.id) : chosen.delete(i.id); counted(); } }) },
+    { ...sortable("name", "name"), cell: i => h("a", { href: `#/instance/${i.id}` }, i.name) },
+    { title: "id", cell: i => i.id },
+    { ...sortable("location", "location"), cell: i => i.location }, { title: "provider", cell: i => i.provider },
+    { ...sortable("state", "state"), cell: i => badge(i.state) }, { ...sortable("image", "image"), cell: i => i.image },
+    { ...sortable("size", "size"), cell: i => i.size },
+    { title: "tags", cell: i => Object.entries(i.tags).filter(([k]) => !k.startsWith("onepane:"))
+        .map(([k, v]) => h("span", { class: "pill" }, `${k}=${v}`)) },
     { title: "address", cell: i => `${i.addresses[0] || ""}${i.ports.app ? ":" + i.ports.app : ""}` },
     { title: "", cell: i => (ACTIONS_BY_STATE[i.state] || ["destroy"]).map(a =>
         h("button", { "data-action": a, onclick: () => act(i, a) }, a)) },
@@ -222,17 +250,19 @@ async function inventory() {
     const mine = ++seq;
     const q = new URLSearchParams({ limit: "50" });  // a page at a time keeps rendering fast
     for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+    chosen.clear(); counted();
+    const cols = columns();
     const extras = Promise.all([api("/v1/volumes?limit=200"), api("/v1/networks?limit=200")]);
     const page = await api(`/v1/instances?${q}`);
     if (mine !== seq) return;
-    const instances = table(columns, page.items, rowAttrs);
+    const instances = table(cols, page.items, rowAttrs);
     const more = h("p");
     let cursor = page.next_cursor;
     const addMore = () => {
       more.replaceChildren(cursor ? h("button", { id: "more", onclick: async () => {
         q.set("cursor", cursor);
         const next = await api(`/v1/instances?${q}`);
-        instances.tBodies[0].append(...next.items.map(i => h("tr", rowAttrs(i), columns.map(c => h("td", {}, c.cell(i))))));
+        instances.tBodies[0].append(...next.items.map(i => h("tr", rowAttrs(i), cols.map(c => h("td", {}, c.cell(i))))));
         cursor = next.next_cursor;
         addMore();
       } }, "Load more") : "");
@@ -253,6 +283,34 @@ async function inventory() {
         { title: "cidr", cell: n => n.cidr || "" }, { title: "state", cell: n => n.state }], nets.items));
   }
   await load();
+}
+
+// ---- one instance: tags, volumes, its events, its console --------------------------------------
+
+async function instance(id) {
+  const gen = routeGen;
+  const [inst, vols, evs] = await Promise.all([api(`/v1/instances/${encodeURIComponent(id)}`),
+    api(`/v1/volumes?limit=1000`), api(`/v1/events?subject=${encodeURIComponent(id)}&before=${2 ** 53}&limit=50`)]);
+  if (stale(gen)) return;
+  const consoleBox = h("pre", { id: "console-output", class: "console" }, "…");
+  main.replaceChildren(h("h2", {}, inst.name, " ", badge(inst.state)),
+    h("div", { class: "card" }, table([{ title: "field", cell: ([k]) => k }, { title: "value", cell: ([, v]) => v }], [
+      ["id", inst.id], ["location", inst.location], ["provider id", inst.provider_id || ""],
+      ["image", inst.image], ["size", inst.size], ["addresses", inst.addresses.join(", ")],
+      ["ports", Object.entries(inst.ports).map(([k, v]) => `${k}=${v}`).join(", ")],
+      ["network", inst.network || ""], ["created", inst.created_at.slice(0, 19) + "Z"]])),
+    h("div", { class: "card" }, h("h3", {}, "Tags"), h("div", { id: "instance-tags" },
+      Object.entries(inst.tags).map(([k, v]) => h("span", { class: "pill" }, `${k}=${v}`)))),
+    h("div", { class: "card" }, h("h3", {}, "Volumes"), table([{ title: "id", cell: v => v.id },
+      { title: "name", cell: v => v.name }, { title: "size", cell: v => `${v.size_gb} GB` },
+      { title: "device", cell: v => v.device || "" }], vols.items.filter(v => v.attached_to === inst.id))),
+    h("div", { class: "card" }, h("h3", {}, "Events"), h("ul", { class: "timeline", id: "instance-events" },
+      evs.items.slice().reverse().map(e => h("li", {}, `${e.ts.slice(0, 19)}Z · ${e.message}`)))),
+    h("div", { class: "card" }, h("h3", {}, "Console"), consoleBox));
+  ready();
+  api(`/v1/instances/${encodeURIComponent(id)}/console`)
+    .then(c => { consoleBox.textContent = c.output || "(empty)"; })
+    .catch(err => { consoleBox.textContent = err.message; });
 }
 
 // ---- deployments ------------------------------------------------------------------------------
@@ -665,7 +723,7 @@ function follow(onEvent) {
 
 // ---- routing ----------------------------------------------------------------------------------
 
-const pages = { overview, inventory, deployments, images, events, manage };
+const pages = { overview, inventory, deployments, images, events, manage, instance };
 
 async function route() {
   stopPage(); stopPage = () => {};
