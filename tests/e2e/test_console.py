@@ -78,7 +78,7 @@ def test_console(server: Any, page: Page) -> None:
         expect(page.locator(f'tr[data-location="{loc}"]')).to_have_count(1)
     row = page.locator('tr[data-location="dc-a"]')
     row.locator('button[data-action="stop"]').click()
-    expect(row.locator("td").nth(4)).to_have_text("stopped", timeout=15_000)
+    expect(row.locator("td").nth(5)).to_have_text("stopped", timeout=15_000)
     page.screenshot(path=str(SHOTS / "inventory.png"), full_page=True)
 
     # deployments: a failover shows up live when the primary's data center is cut off
