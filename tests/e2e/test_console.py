@@ -197,6 +197,18 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
     page.click("#apply")
     expect(page.locator("#spec-result .ok")).to_contain_text("applied: shop")
 
+    page.fill("#loc-name", "dc-c")
+    page.fill("#loc-key", "not-a-real-key")
+    page.click("#add-location")
+    expect(page.locator("#location-result .ok")).to_contain_text("added dc-c")
+    assert page.input_value("#loc-key") == ""  # the credentials leave the page too
+    expect(page.locator('tr[data-location-row="dc-c"]')).to_contain_text("stored (never shown)")
+    page.select_option("#vol-location", "dc-b")
+    page.click("#create-volume")
+    expect(page.locator("#vn-result .ok")).to_contain_text("created vol-")
+    page.click('button[data-remove-location="dc-c"]')
+    expect(page.locator('tr[data-location-row="dc-c"]')).to_have_count(0)
+
     page.fill("#token-name", "deploy-bot")
     page.click("#create-token")
     expect(page.locator("#new-secret")).to_have_text(re.compile(r"^op_"))

@@ -626,6 +626,50 @@ async function manage() {
     };
   }
   if (tokens) showTokens(tokens);
+
+  // locations: added with credentials that are never shown again; removed with confirmation
+  const lf = { name: h("input", { id: "loc-name", placeholder: "name, e.g. dc-c" }),
+    provider: h("select", { id: "loc-provider" }, ["local", "netns", "vm", "cloud"].map(p => h("option", { value: p }, p))),
+    driver: h("input", { id: "loc-driver", placeholder: "driver (cloud), e.g. ec2" }),
+    region: h("input", { id: "loc-region", placeholder: "region", value: "local" }),
+    key: h("input", { id: "loc-key", placeholder: "key (cloud)", autocomplete: "off" }),
+    secret: h("input", { id: "loc-secret", type: "password", placeholder: "secret (cloud)", autocomplete: "off" }),
+    options: h("input", { id: "loc-options", placeholder: 'options JSON, e.g. {"index": 5}' }) };
+  const locOut = out("location-result");
+  const addLocation = async () => {
+    try {
+      const body = { name: lf.name.value, provider: lf.provider.value, region: lf.region.value || "local",
+        options: lf.options.value ? JSON.parse(lf.options.value) : {} };
+      if (lf.driver.value) body.driver = lf.driver.value;
+      if (lf.key.value || lf.secret.value) body.credentials = { key: lf.key.value, secret: lf.secret.value };
+      const l = await api("/v1/locations", { method: "POST", body });
+      lf.key.value = lf.secret.value = "";  // gone from the page as from every answer
+      locOut.replaceChildren(h("span", { class: "ok" }, `added ${l.name} (${l.status})`));
+      showLocations(await api("/v1/locations"));
+    } catch (err) { locOut.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
+  const locBox = h("div", { class: "scroll" });
+  const showLocations = list => locBox.replaceChildren(table([
+    { title: "name", cell: l => l.name }, { title: "provider", cell: l => l.provider },
+    { title: "credentials", cell: l => l.has_credentials ? "stored (never shown)" : "—" },
+    { title: "", cell: l => h("button", { "data-remove-location": l.name, onclick: async () => {
+        if (!confirm(`Remove location ${l.name}? Instances there must be gone first.`)) return;
+        try { await api(`/v1/locations/${l.name}`, { method: "DELETE" }); showLocations(await api("/v1/locations")); }
+        catch (err) { locOut.replaceChildren(h("span", { class: "error" }, err.message)); } } }, "remove") }],
+    list, l => ({ "data-location-row": l.name })));
+  showLocations(locs);
+
+  // volumes and networks
+  const vf = { name: h("input", { id: "vol-name", value: "data" }), size: h("input", { id: "vol-size", type: "number", value: "1", min: "1" }),
+    location: h("select", { id: "vol-location" }, locs.map(l => h("option", { value: l.name }, l.name))) };
+  const nf = { name: h("input", { id: "net-name", value: "backend" }), cidr: h("input", { id: "net-cidr", value: "10.50.0.0/24" }),
+    location: h("select", { id: "net-location" }, locs.map(l => h("option", { value: l.name }, l.name))) };
+  const vnOut = out("vn-result");
+  const make = (path, body) => async () => {
+    try { const job = await api(path, { method: "POST", body: body() }); await waitJob(job);
+      vnOut.replaceChildren(h("span", { class: "ok" }, `created ${job.target}`)); }
+    catch (err) { vnOut.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
   main.replaceChildren(h("h2", {}, "Manage"),
     h("div", { class: "card" }, h("h3", {}, "Apply a deployment"), spec,
       h("p", {}, h("button", { id: "apply", onclick: apply }, "Apply")), specOut),
@@ -635,6 +679,15 @@ async function manage() {
     h("div", { class: "card" }, h("h3", {}, "Import an image"),
       h("div", { class: "filters" }, file, imgName, h("label", {}, "replicate to ", targets),
         h("button", { id: "upload", onclick: upload }, "Import")), bar, imgOut),
+    h("div", { class: "card" }, h("h3", {}, "Volumes and networks"),
+      h("div", { class: "filters" }, vf.name, vf.size, vf.location, h("button", { id: "create-volume",
+        onclick: make("/v1/volumes", () => ({ name: vf.name.value, size_gb: Number(vf.size.value), location: vf.location.value })) }, "Create volume")),
+      h("div", { class: "filters" }, nf.name, nf.cidr, nf.location, h("button", { id: "create-network",
+        onclick: make("/v1/networks", () => ({ name: nf.name.value, cidr: nf.cidr.value, location: nf.location.value })) }, "Create network")),
+      vnOut),
+    tokens ? h("div", { class: "card" }, h("h3", {}, "Locations"),
+      h("div", { class: "filters" }, ...Object.values(lf), h("button", { id: "add-location", onclick: addLocation }, "Add location")),
+      locOut, locBox) : "",
     tokens ? h("div", { class: "card" }, h("h3", {}, "Tokens"),
       h("div", { class: "filters" }, tokName, tokRole, h("button", { id: "create-token", onclick: makeToken }, "Create token")),
       secretOut, tokBox) : h("p", {}, "Tokens and keys need the admin role."),
