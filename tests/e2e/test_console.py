@@ -283,3 +283,23 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     expect(page.locator("#instance-tags")).to_contain_text("team=red")
     expect(page.locator("#instance-events li").first).to_be_visible()
     expect(page.locator("#console-output")).not_to_have_text("…", timeout=10_000)
+
+
+def test_the_live_indicator_reconnects_after_a_restart(start_server: Any, page: Page) -> None:
+    from tests.conftest import Server
+    s = start_server("")
+    page.goto(s.url + "/")
+    page.fill("#token", s.token)
+    page.click("#login-form button")
+    open_page(page, s.url, "#/events")
+    expect(page.locator("#live-state")).to_have_text("● live", timeout=10_000)
+    s.stop()
+    expect(page.locator("#live-state")).to_contain_text("reconnecting", timeout=10_000)
+    again = Server(s.state_dir, (s.state_dir / "onepane.toml").read_text(), port=s.port)
+    try:
+        expect(page.locator("#live-state")).to_have_text("● live", timeout=15_000)
+        httpx.patch(f"{again.url}/v1/locations/dc-a", json={"labels": {"after": "restart"}},
+                    headers={"Authorization": f"Bearer {again.token}"}).raise_for_status()
+        expect(page.locator('#events-feed tr[data-kind="location.labels"]')).to_have_count(1)
+    finally:
+        again.stop()

@@ -746,13 +746,24 @@ async function events() {
 }
 
 // Server-sent events read through fetch, so that the token travels in a header.
+// The header's indicator says whether the page is following the stream or reconnecting.
+function liveState(state) {
+  const el = document.getElementById("live-state");
+  if (!el) return;
+  el.textContent = state === "live" ? "● live" : state === "reconnecting" ? "○ reconnecting…" : "";
+  el.className = state === "live" ? "ok" : "warning";
+}
+
 function follow(onEvent) {
   const ctrl = new AbortController();
+  let backoff = 500;
   (async () => {
     while (!ctrl.signal.aborted) {
       try {
         const r = await fetch("/v1/events/stream", { signal: ctrl.signal,
           headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` } });
+        if (!r.ok) throw new Error(r.statusText);
+        liveState("live"); backoff = 500;
         const reader = r.body.getReader();
         const dec = new TextDecoder();
         let buf = "";
@@ -768,10 +779,12 @@ function follow(onEvent) {
           }
         }
       } catch (err) { if (ctrl.signal.aborted) return; }
-      await new Promise(r => setTimeout(r, 1000));
+      liveState("reconnecting");
+      await new Promise(r => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 5000);
     }
   })();
-  return () => ctrl.abort();
+  return () => { ctrl.abort(); liveState(""); };
 }
 
 // ---- routing ----------------------------------------------------------------------------------
