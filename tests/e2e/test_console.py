@@ -43,6 +43,38 @@ def server(start_server: Any) -> Iterator[Any]:
         subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 
 
+def seed_a_day_of_metrics(db: Path, deployment: str) -> None:
+    """One-minute averages for the last 24 h, shaped like a working day's traffic."""
+    import math
+    import sqlite3
+    import time
+    now = time.time() // 60 * 60
+    rows = []
+    for m in range(24 * 60, 5, -1):
+        ts = now - m * 60
+        day = 0.5 - 0.5 * math.cos(2 * math.pi * ((ts / 3600) % 24 - 3) / 24)  # low at 03:00
+        rps = 40 + 260 * day
+        rows += [(ts, deployment, "ns-a", "", "rps", rps), (ts, deployment, "ns-b", "", "rps", 0.0),
+                 (ts, deployment, "", "", "p50_ms", 1.5 + 2 * day),
+                 (ts, deployment, "", "", "p95_ms", 4 + 6 * day),
+                 (ts, deployment, "", "", "p99_ms", 9 + 14 * day),
+                 (ts, deployment, "", "", "errors_per_s", 0.4 if m % 97 == 0 else 0.0),
+                 (ts, deployment, "ns-a", "", "up", 1.0), (ts, deployment, "ns-b", "", "up", 1.0)]
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany("INSERT INTO metric_samples (ts, deployment, location, instance, name, "
+                         "value, step) VALUES (?, ?, ?, ?, ?, ?, 60)", rows)
+
+
+def tab_to(page: Page, selector: str, presses: int = 60) -> None:
+    """Press Tab until `selector` has the focus: proof that a keyboard reaches it."""
+    page.locator("body").focus()
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement?.matches(s) ?? false", selector):
+            return
+    raise AssertionError(f"{selector} not reachable with {presses} presses of Tab")
+
+
 def open_page(page: Page, url: str, route: str) -> None:
     page.goto(f"{url}/{route}")
     expect(page.locator(f'main[data-ready="{route}"]')).to_be_attached(timeout=10_000)
@@ -101,11 +133,14 @@ def test_console(server: Any, page: Page) -> None:
         expect(page.locator("#sla")).to_contain_text("error budget")
         page.wait_for_timeout(3000)
         page.screenshot(path=str(SHOTS / "deployments.png"), full_page=True)
-        # the same charts over stored metrics: a range instead of the live samples
-        page.select_option("#chart-range", "3600")
-        expect(page.locator("#chart-latency .u-legend")).to_contain_text("p99", timeout=10_000)
+        # the same charts over stored metrics: a range instead of the live samples, with a day
+        # of one-minute history written as compaction leaves it (the picture needs a day)
+        seed_a_day_of_metrics(server.state_dir / "onepane.db", "shop")
+        page.select_option("#chart-range", "86400")
+        expect(page.locator('#chart-rate[data-range="86400"]')).to_have_count(1, timeout=10_000)
+        expect(page.locator("#chart-latency .u-legend")).to_contain_text("p99")
         expect(page.locator("#chart-rate canvas")).to_have_count(1)
-        page.screenshot(path=str(SHOTS / "deployments-1h.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / "deployments-24h.png"), full_page=True)
     finally:
         load.stop()
     assert load.failures() == [] and len(load.samples) > 50
@@ -181,6 +216,8 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
     replicated; the traffic map follows a failover without a reload; at 400 px nothing
     scrolls sideways."""
     s = start_server("sync_interval = 0.5\n")
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(req.url))
     page.goto(s.url + "/")
     page.fill("#token", s.token)
     page.click("#login-form button")
@@ -189,7 +226,9 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
                        "listen: 127.0.0.1:0\nbogus: 1\n")
     page.click("#apply")
     expect(page.locator('#spec-errors li[data-field="bogus"]')).to_have_count(1)
+    page.locator(".card", has=page.locator("#spec")).screenshot(path=str(SHOTS / "editor.png"))
     port = free_port()
+    tab_to(page, "#apply")  # the editor's button is reachable by keyboard too
     page.fill("#spec", f"name: shop\nimage: httpecho\nsize: nano\nreplicas: {{dc-a: 1, dc-b: 1}}\n"
                        f"listen: 127.0.0.1:{port}\n"
                        "health: {interval: 0.2, timeout: 0.2, rise: 1, fall: 1}\n"
@@ -243,6 +282,9 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
         assert width <= 400, (route, width)
     open_page(page, s.url, "#/manage")
     page.screenshot(path=str(SHOTS / "manage-400px.png"), full_page=True)
+    # every page, every upload and chart: nothing the console asked for left this machine
+    assert seen and all(u.startswith(s.url) or u.startswith(("data:", "blob:")) for u in seen), \
+        sorted({u for u in seen if not u.startswith(s.url)})
 
 
 def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server: Any,
@@ -264,7 +306,9 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     def names() -> list[str]:
         cells = page.locator("tbody tr[data-instance] td:nth-child(2)").all_inner_texts()
         return [t.split()[0] for t in cells]
-    page.click('a[data-sort="name"]')
+    # by keyboard alone: Tab from the top of the page reaches the sort header, Enter sorts
+    tab_to(page, 'a[data-sort="name"]')
+    page.keyboard.press("Enter")
     expect(page.locator("tbody tr[data-instance]").first).to_contain_text("alpha")
     assert names() == ["alpha", "mike", "zeta"]
     page.click('a[data-sort="name"]')  # again: descending
@@ -303,3 +347,41 @@ def test_the_live_indicator_reconnects_after_a_restart(start_server: Any, page: 
         expect(page.locator('#events-feed tr[data-kind="location.labels"]')).to_have_count(1)
     finally:
         again.stop()
+
+
+def test_the_inventory_filters_and_sorts_twenty_thousand_instances(tmp_path: Path,
+                                                                    page: Page) -> None:
+    """At 20,000 instances the server filters, sorts and pages: the page holds 50 rows, the
+    tag filter keeps exactly the matching ones, sorting by name reverses them, and "Load more"
+    continues where the first page ended."""
+    from bench.inventory import LOCATIONS, seed
+    from tests.conftest import Server
+    state = tmp_path / "state"
+    state.mkdir()
+    seed(state, 20_000)
+    s = Server(state, "sync_interval = 3600\n" + "".join(
+        f'[locations.{loc}]\nprovider = "local"\n' for loc in LOCATIONS))
+    try:
+        page.goto(s.url + "/")
+        page.fill("#token", s.token or "")
+        page.click("#login-form button")
+        open_page(page, s.url, "#/inventory")
+        rows = page.locator("tbody tr[data-instance]")
+        expect(rows).to_have_count(50)
+        page.fill("#filter-tag", "team=t3")  # i % 7 == 3: 2,857 of them
+        page.press("#filter-tag", "Enter")
+        page.click('a[data-sort="name"]')
+        page.click('a[data-sort="name"]')  # descending
+        expect(page.locator('a[data-sort="name"]')).to_contain_text("▼")
+        expect(rows.first).to_contain_text("vm-9999")  # the last name, as text, with i % 7 == 3
+        names = [t.split()[0] for t in
+                 page.locator("tbody tr[data-instance] td:nth-child(2)").all_inner_texts()]
+        assert len(names) == 50 and names == sorted(names, reverse=True)
+        assert all(int(n.removeprefix("vm-")) % 7 == 3 for n in names), names
+        page.click("#more")
+        expect(rows).to_have_count(100)
+        more = [t.split()[0] for t in
+                page.locator("tbody tr[data-instance] td:nth-child(2)").all_inner_texts()]
+        assert more[:50] == names and more == sorted(more, reverse=True)
+    finally:
+        s.stop()

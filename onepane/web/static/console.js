@@ -84,7 +84,14 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
-function trafficMap(locs, summary, deps) {
+const MAP_ROWS = 40;  // beyond this a map is neither readable nor quick to paint: the table has all
+
+// Deployments that need a look first (some location down), then by name.
+const trouble = d => Object.values(d.status.locations || {}).some(v => !v.up) ? 0 : 1;
+
+function trafficMap(locs, summary, allDeps) {
+  const deps = allDeps.length <= MAP_ROWS ? allDeps
+    : allDeps.slice().sort((a, b) => trouble(a) - trouble(b) || a.name.localeCompare(b.name)).slice(0, MAP_ROWS);
   const w = 170 + Math.max(2, locs.length) * 150, rowH = 44;
   const hgt = 110 + Math.max(1, deps.length) * rowH;
   const pos = Object.fromEntries(locs.map((l, i) => [l.name, 170 + 75 + i * 150]));
@@ -115,7 +122,9 @@ function trafficMap(locs, summary, deps) {
     });
     svg.append(row);
   });
-  return svg;
+  if (deps.length === allDeps.length) return svg;
+  return h("div", {}, svg, h("p", { class: "muted", id: "map-more" },
+    `showing ${deps.length} of ${allDeps.length} deployments, those with a location down first; all are in the table below`));
 }
 
 async function overview() {
@@ -134,6 +143,20 @@ async function overview() {
     ...deps.filter(d => d.status.sla?.violated).map(d => `deployment ${d.name} is below its SLA (${d.status.sla.availability}% of ${d.status.sla.target}%)`),
     ...deps.filter(d => Object.keys(d.status.locations || {}).length && !Object.values(d.status.locations).some(v => v.up)).map(d => `deployment ${d.name} has no healthy replica`),
     ...failed.items.map(j => `job ${j.kind} ${j.target || ""} failed: ${j.error?.detail || ""}`)];
+  const byTrouble = deps.slice().sort((a, b) => trouble(a) - trouble(b) || a.name.localeCompare(b.name));
+  const deploymentsTable = h("div", { id: "overview-deployments" });
+  const listDeployments = all => deploymentsTable.replaceChildren(table([
+      { title: "name", cell: d => h("a", { href: `#/deployments/${d.name}` }, d.name) },
+      { title: "primary", cell: d => d.primary || "" },
+      { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
+          h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
+      { title: "availability", cell: d => !d.status.sla ? "" : d.status.sla.measuring
+          ? h("span", { title: "warm-up: availability counts once the deployment first serves" }, "measuring")
+          : h("span", { class: d.status.sla.violated ? "bad" : "ok" },
+            `${d.status.sla.availability}% of ${d.status.sla.target}%`) },
+    ], all ? byTrouble : byTrouble.slice(0, MAP_ROWS)),
+    byTrouble.length > MAP_ROWS && !all ? h("button", { id: "all-deployments", onclick: () => listDeployments(true) },
+      `show all ${byTrouble.length}`) : "");
   const mapBox = h("div", { class: "card map", id: "map" }, trafficMap(locs, summary, deps));
   main.replaceChildren(
     h("h2", {}, "Overview ", h("small", { id: "live" }, "(live)")),
@@ -153,16 +176,8 @@ async function overview() {
       l.status_detail ? h("div", { class: "error" }, l.status_detail) : "",
     ))),
     h("h3", {}, "Deployments"),
-    table([
-      { title: "name", cell: d => h("a", { href: `#/deployments/${d.name}` }, d.name) },
-      { title: "primary", cell: d => d.primary || "" },
-      { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
-          h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
-      { title: "availability", cell: d => !d.status.sla ? "" : d.status.sla.measuring
-          ? h("span", { title: "warm-up: availability counts once the deployment first serves" }, "measuring")
-          : h("span", { class: d.status.sla.violated ? "bad" : "ok" },
-            `${d.status.sla.availability}% of ${d.status.sla.target}%`) },
-    ], deps));
+    deploymentsTable);
+  listDeployments(false);
   ready();
   // the map follows what happens: traffic and health events redraw it at once
   const redraw = async () => {
@@ -426,6 +441,8 @@ async function deployments(name) {
       axes: [{}, { size: 80, values: (u, ticks) => ticks.map(v => `${+v.toFixed(2)}${unit}`) }],
       series: [{}, ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4], width: 2,
         value: (u, v) => v == null ? "—" : `${v.toFixed(2)}${unit}` }))] };
+    // a stored range spans the whole window asked for, however little of it has data yet
+    if (range) opts.scales = { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - range, now]; } } };
     if (!charts[key] || charts[key].series.length !== labels.length + 1) {
       box.replaceChildren();
       charts[key] = new uPlot(opts, data, box);
@@ -460,6 +477,7 @@ async function deployments(name) {
     plot("lat", latBox, ["p50", "p95", "p99"], [xs, ...["p50_ms", "p95_ms", "p99_ms"].map(n => line(sr => sr.name === n))], " ms");
     plot("err", errBox, ["errors"], [xs, line(sr => sr.name === "errors_per_s")], "/s");
     plot("health", healthBox, locs, [xs, ...locs.map(l => line(sr => sr.name === "up" && sr.location === l))]);
+    rateBox.dataset.range = String(range);  // the charts now show this range (tests wait on it)
   }
   async function sample() {
     replicas();
@@ -557,7 +575,7 @@ async function manage() {
       const errs = err.problem?.errors || [];
       specOut.replaceChildren(h("div", { class: "error" }, err.message),
         h("ul", { id: "spec-errors" }, errs.map(e => h("li", { "data-field": e.field || "" },
-          h("code", {}, e.field || ""), " ", e.reason || e.message || ""))));
+          h("code", {}, e.field || ""), " ", (e.reason || e.message || "").replace(/^request body: [^:]*: /, "")))));
     }
   };
 
