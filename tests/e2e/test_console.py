@@ -263,6 +263,16 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
     assert page.locator("#upload-progress").get_attribute("value") == "100"
     open_page(page, s.url, "#/images")
     expect(page.locator('[data-replica="dc-a:ready"]')).to_have_count(1, timeout=15_000)
+    image_id = page.locator("tr[data-image]").first.get_attribute("data-image")
+    page.select_option('select[aria-label="replicate tiny to"]', "dc-b")
+    page.click(f'button[data-replicate="{image_id}"]')
+    expect(page.locator('[data-replica="dc-b:ready"]')).to_have_count(1, timeout=15_000)
+    with page.expect_download() as got:
+        page.click(f'button[data-export="{image_id}:qcow2"]')
+    exported = tmp_path / "exported.qcow2"
+    got.value.save_as(exported)
+    assert got.value.suggested_filename == "tiny.qcow2"
+    assert exported.read_bytes()[:4] == b"QFI\xfb"  # a qcow2 header
 
     # the map: shop is served at dc-a; a failover moves the thick line without a reload
     http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})

@@ -530,7 +530,10 @@ async function images() {
           class: "pill " + (r.state === "ready" ? "ok" : r.state === "failed" ? "bad" : "warning"),
           title: r.error || r.provider_image_id || "", "data-replica": `${r.location}:${r.state}` },
           `${r.location} ${r.state}${r.state === "ready" || r.state === "failed" ? "" : " " + r.progress + "%"}`)) },
-    ], catalog) : h("p", {}, "No images yet: onepane images import FILE --name NAME"));
+      { title: "replicate", cell: i => replicateTo(i, locs) },
+      { title: "export", cell: i => ["ova", "qcow2", "vmdk"].map(fmt => h("button", {
+          "data-export": `${i.id}:${fmt}`, onclick: e => download(i, fmt, e.target) }, fmt)) },
+    ], catalog, i => ({ "data-image": i.id })) : h("p", {}, "No images yet: onepane images import FILE --name NAME"));
   const lists = await Promise.all(locs.map(l =>
     api(`/v1/images?location=${encodeURIComponent(l.name)}&limit=50`).catch(e => ({ error: e.message }))));
   locs.forEach((l, i) => main.append(h("div", { class: "card" }, h("h3", {}, `At ${l.name}`),
@@ -543,6 +546,39 @@ async function images() {
     const t = setTimeout(() => { if (location.hash.startsWith("#/images")) route(); }, 1000);
     stopPage = () => clearTimeout(t);
   }
+}
+
+// A select of the locations an image is not at yet, and a button that replicates it there.
+function replicateTo(img, locs) {
+  const have = new Set(img.replicas.map(r => r.location));
+  const missing = locs.filter(l => !have.has(l.name));
+  if (!missing.length) return "";
+  const to = h("select", { "aria-label": `replicate ${img.name} to` },
+    missing.map(l => h("option", { value: l.name }, l.name)));
+  const go = async () => {
+    try { await api(`/v1/catalog/${img.id}/replicate`, { method: "POST", body: { to: [to.value] } }); route(); }
+    catch (err) { alert(err.message); }
+  };
+  return h("span", {}, to, h("button", { "data-replicate": img.id, onclick: go }, "replicate"));
+}
+
+// The export needs the token in a header, so it is fetched and handed to the browser as a file.
+async function download(img, fmt, button) {
+  const before = button.textContent;
+  button.disabled = true;
+  button.textContent = `${fmt}…`;
+  try {
+    const r = await fetch(`/v1/catalog/${img.id}/export?format=${fmt}`,
+      { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` } });
+    if (!r.ok) throw new Error((await r.json()).detail || r.statusText);
+    const url = URL.createObjectURL(await r.blob());
+    const a = h("a", { href: url, download: `${img.name}.${fmt}` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) { alert(`export failed: ${err.message}`); }
+  finally { button.disabled = false; button.textContent = before; }
 }
 
 // ---- manage: what the CLI does for day-to-day work --------------------------------------------
