@@ -875,7 +875,14 @@ def status_report(c: Client) -> dict[str, Any]:
     running = c.get("/v1/jobs", status="running", limit=1000)["items"]
     queued = c.get("/v1/jobs", status="queued", limit=1000)["items"]
     failed = c.get("/v1/jobs", status="failed", limit=20)["items"]
+    nodes = c.get("/v1/nodes")
     todo = []
+    if not any(n["role"] == "leader" for n in nodes):
+        todo.append("no node leads: no failover, policy or sync happens (is any node's database "
+                    "connection up?)")
+    for n in nodes:
+        if n["role"] == "down" and len(nodes) > 1:
+            todo.append(f"node {n['name']} ({n['api_url']}) is down: its jobs were taken over")
     for loc in locs:
         if loc["status"] not in ("ok", "unknown"):
             todo.append(f"location {loc['name']} is {loc['status']}: {loc.get('status_detail')}"
@@ -895,6 +902,8 @@ def status_report(c: Client) -> dict[str, Any]:
     if failed:
         todo.append(f"{len(failed)} recent jobs failed (onepane jobs list --status failed)")
     return {"server": {"url": str(c.http.base_url), "version": __version__},
+            "nodes": [{"name": n["name"], "role": n["role"], "api_url": n["api_url"],
+                       "heard_s_ago": n["heartbeat_age_s"]} for n in nodes],
             "locations": [{"name": loc["name"], "provider": loc["provider"],
                            "status": loc["status"]} for loc in locs],
             "deployments": [{"name": d["name"], "primary": d.get("primary"),
@@ -913,6 +922,7 @@ def status() -> None:
         show(report)
         return
     out.print(f"onepane {report['server']['version']} at {report['server']['url']}")
+    show(report["nodes"], ["name", "role", "api_url", "heard_s_ago"], title="nodes")
     show(report["locations"], ["name", "provider", "status"], title="locations")
     show(report["deployments"], ["name", "primary", "serving", "listen"], title="deployments")
     jobs = report["jobs"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ class Settings(BaseModel):
     metrics_raw_retention: float = Field(default=3600.0, gt=0, description="raw samples, seconds")
     metrics_retention: float = Field(default=7 * 86400.0, gt=0, description="1-minute averages")
     webhooks: list[Webhook] = Field(default_factory=list)
+    node_name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                                  description="this node's name when several share one database")
+    front_door_host: str | None = Field(default=None, description="the address this node's data "
+                                        "planes listen on, in place of the spec's host")
+    node_timeout: float = Field(default=3.0, gt=0.5, le=60, description="seconds without a "
+                                "heartbeat before a node's jobs are taken over")
     ec2_region: str = Field(default="onepane", pattern=r"^[a-z0-9-]{1,32}$",
                             description="the one region the EC2 front end shows; locations are its zones")
     locations: list[LocationCreate] = Field(
@@ -51,6 +58,16 @@ class Settings(BaseModel):
                            labels={"site": "dc-b"}),
         ]
     )
+
+    @property
+    def node(self) -> str:
+        return self.node_name or socket.gethostname().split(".")[0].lower()[:63] or "node"
+
+    @property
+    def node_dir(self) -> Path:
+        """What is this node's alone (its pid file, its data planes' files): the state directory
+        itself for a single node, a folder of it when several nodes share one directory."""
+        return self.state_dir / "nodes" / self.node_name if self.node_name else self.state_dir
 
     @property
     def db_url(self) -> str:
@@ -65,6 +82,8 @@ _ENV = {
     "ONEPANE_SYNC_INTERVAL": "sync_interval",
     "ONEPANE_DNS_HOST": "dns_host",
     "ONEPANE_DNS_PORT": "dns_port",
+    "ONEPANE_NODE_NAME": "node_name",
+    "ONEPANE_FRONT_DOOR_HOST": "front_door_host",
 }
 OFF = ("off", "none", "")
 

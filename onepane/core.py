@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from .auth import AccessKeys, Tokens
+from .cluster.control import Cluster
 from .config import Settings
 from .deploy.mobility import LiveMoves
 from .deploy.reconciler import Reconciler
@@ -52,8 +53,11 @@ class Core:
         self.records = Records(self.store)
         self.locations = Locations(settings.state_dir, self.events, self.registry, self.vault)
         self.runner = JobRunner(self.events, self.registry)
+        self.cluster = Cluster(settings, self.store, self.events, self.runner)
+        leads = self.cluster.is_leader
         self.ops = Operations(self.events, self.locations, self.runner)
-        self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval)
+        self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval,
+                                  when=leads)
         self.deployments = Deployments(self.events, self.locations)
         self.snapshots = Snapshots(self.ops)
         self.security_groups = SecurityGroups(self.events)
@@ -66,16 +70,19 @@ class Core:
         self.moves = LiveMoves(self.events, self.locations, self.runner, self.ops, self.deployments)
         self.metrics = Metrics(self.store, raw_retention=settings.metrics_raw_retention,
                                retention=settings.metrics_retention)
-        self.alerts = Alerts(self.events, settings.webhooks)
+        self.alerts = Alerts(self.events, settings.webhooks, when=leads)
         self.reconciler = Reconciler(self.events, self.ops, self.deployments,
-                                     settings.state_dir / "traffic", settings.reconcile_interval,
-                                     metrics=self.metrics)
-        self.sampler = Periodic("metrics", self._sample, settings.metrics_interval)
-        self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0)
+                                     settings.node_dir / "traffic", settings.reconcile_interval,
+                                     metrics=self.metrics, decides=leads,
+                                     fence=self.cluster.lease.fence,
+                                     front_door_host=settings.front_door_host)
+        self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)
+        self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0, leads)
         self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
         self.store.migrate()
+        self.cluster.join()
         for spec in self.settings.locations:
             self.locations.ensure(spec)
         self.locations.start_all()
@@ -83,6 +90,7 @@ class Core:
         if resumed:
             log.info("resumed %d unfinished jobs", resumed)
         if background:
+            self.cluster.start()
             self.sync.start()
             self.reconciler.start()
             self.sampler.start()
@@ -117,5 +125,6 @@ class Core:
         self.alerts.stop()
         self.reconciler.stop()
         self.sync.stop()
+        self.cluster.stop()
         self.registry.close()
         self.store.close()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from .model import Event, Page
@@ -16,6 +16,8 @@ from .store.db import Store
 from .store.tables import EventRow
 
 Listener = Callable[[Event], None]
+CHANNEL = "onepane_events"  # PostgreSQL NOTIFY channel: "an event was written", for other nodes
+WINDOW = 500  # ids below the newest seen that are looked at again (commits land out of order)
 
 
 def event_view(row: EventRow) -> Event:
@@ -28,6 +30,11 @@ class EventLog:
         self.store = store
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self.notify = store.engine.url.get_backend_name() == "postgresql"
+        self._seen: set[int] = set()  # ids published here, recent ones only
+        self._newest = 0
+        self._baseline: int | None = None
+        self._catching_up = threading.Lock()
 
     def emit(self, kind: str, message: str, *, severity: str = "info", location: str | None = None,
              subject: str | None = None, data: dict[str, Any] | None = None,
@@ -38,12 +45,34 @@ class EventLog:
         if session is not None:
             session.add(row)
             session.flush()
+            self._notify(session)
             session.info.setdefault("events", []).append(row)
         else:
             with self.store.tx() as s:
                 s.add(row)
                 s.flush()
+                self._notify(s)
             self._publish([row])
+
+    def _notify(self, session: Session) -> None:
+        if self.notify:
+            session.execute(text(f"NOTIFY {CHANNEL}"))
+
+    def catch_up(self) -> int:
+        """Publish what other nodes wrote since the last look (the relay calls this)."""
+        with self._catching_up:
+            with self.store.tx() as s:
+                if self._baseline is None:  # the first look: what is there is history
+                    self._baseline = s.scalar(select(func.max(EventRow.id))) or 0
+                    self._newest = max(self._newest, self._baseline)
+                    return 0
+            floor = max(self._baseline, self._newest - WINDOW)
+            with self.store.tx() as s:
+                rows = list(s.scalars(select(EventRow).where(EventRow.id > floor)
+                                      .order_by(EventRow.id).limit(5000)))
+            fresh = sum(1 for r in rows if r.id not in self._seen)
+            self._publish(rows)
+            return fresh
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
@@ -59,6 +88,13 @@ class EventLog:
     def _publish(self, rows: list[EventRow]) -> None:
         with self._lock:
             listeners = list(self._listeners)
+            # once each: the relay may read a row before its own writer publishes it
+            rows = [r for r in rows if r.id not in self._seen]
+            for row in rows:
+                self._seen.add(row.id)
+                self._newest = max(self._newest, row.id)
+            if len(self._seen) > 4 * WINDOW:
+                self._seen = {i for i in self._seen if i > self._newest - 2 * WINDOW}
         for row in rows:
             ev = event_view(row)
             for listener in listeners:

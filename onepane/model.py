@@ -229,6 +229,18 @@ class Job(BaseModel):
     result: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
+    node: str | None = None  # the onepane node that runs it
+
+
+class Node(BaseModel):
+    """A node of the control plane as the others see it."""
+
+    name: str
+    api_url: str
+    front_door_host: str | None
+    role: Literal["leader", "standby", "down"]
+    heartbeat_age_s: float
+    started_at: datetime
 
 
 class Event(BaseModel):

@@ -13,10 +13,12 @@ class Periodic:
     """Calls `tick` now and then every `interval` seconds on a daemon thread until stopped. A
     tick that raises is logged and the loop goes on: one bad pass must not end the loop."""
 
-    def __init__(self, name: str, tick: Callable[[], object], interval: float) -> None:
+    def __init__(self, name: str, tick: Callable[[], object], interval: float,
+                 when: Callable[[], bool] = lambda: True) -> None:
         self.name = name
         self.tick = tick
         self.interval = interval
+        self.when = when  # e.g. "this node leads": the loop idles on the others
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -32,7 +34,8 @@ class Periodic:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self.when():
+                    self.tick()
             except Exception:
                 log.exception("%s: pass failed", self.name)
             self._stop.wait(self.interval)

@@ -61,8 +61,8 @@ def serve(settings: Settings) -> None:
     check_dev_mode(settings)
     check_ports(settings)
     bound_malloc()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    write_pid(settings.state_dir)  # for `onepane down`
+    settings.node_dir.mkdir(parents=True, exist_ok=True)
+    write_pid(settings.node_dir)  # for `onepane down`
     core = Core(settings)
     core.start()
     token = ensure_admin_token(core)
@@ -86,6 +86,9 @@ def serve(settings: Settings) -> None:
     elif (settings.state_dir / TOKEN_FILE).exists():
         print(f"  token    in {settings.state_dir / TOKEN_FILE} (the CLI reads it)", flush=True)
     print(f"  state    {settings.db_url.split('@')[-1]}", flush=True)
+    if settings.node_name:
+        print(f"  node     {settings.node} ({'leader' if core.cluster.is_leader() else 'standby'}"
+              f"; nodes: onepane status)", flush=True)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level="warning", loop="uvloop", http="httptools",
                             server_header=False,  # one Server header: the front ends' own
@@ -96,7 +99,7 @@ def serve(settings: Settings) -> None:
         server.run()
     finally:
         core.stop()
-        remove_pid(settings.state_dir)
+        remove_pid(settings.node_dir)
 
 
 def state_token(state_dir: Path) -> str | None:

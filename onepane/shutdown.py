@@ -75,10 +75,10 @@ def plan(settings: Settings) -> DownPlan:
             kinds = dict(s.execute(select(LocationRow.name, LocationRow.provider)).tuples().all())
     finally:
         store.close()
-    traffic = settings.state_dir / "traffic"
+    traffic = settings.node_dir / "traffic"
     planes = sorted(p.stem for p in traffic.glob("*.pid")) if traffic.is_dir() else []
     return DownPlan(
-        server_pid=running_server(settings.state_dir),
+        server_pid=running_server(settings.node_dir),
         locations={n: counts.get(n, 0) for n, k in sorted(kinds.items()) if k in ON_THIS_MACHINE},
         left_running={n: counts.get(n, 0) for n, k in sorted(kinds.items())
                       if k not in ON_THIS_MACHINE},
@@ -94,8 +94,8 @@ def execute(settings: Settings, todo: DownPlan) -> list[str]:
         done.append(f"stopped onepane (pid {todo.server_pid})")
     for name in todo.data_planes:
         for kind in ("builtin", "haproxy"):  # each stops only a process that is its own
-            make_data_plane(kind, name, settings.state_dir / "traffic").stop()
-        (settings.state_dir / "traffic" / f"{name}.pid").unlink(missing_ok=True)
+            make_data_plane(kind, name, settings.node_dir / "traffic").stop()
+        (settings.node_dir / "traffic" / f"{name}.pid").unlink(missing_ok=True)
         done.append(f"stopped the data plane of {name}")
     store = Store(settings.db_url)
     try:

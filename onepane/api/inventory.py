@@ -26,6 +26,7 @@ from ..model import (
     LocationUpdate,
     Network,
     NetworkCreate,
+    Node,
     Page,
     Size,
     Volume,
@@ -347,6 +348,13 @@ def whoami(request: Request) -> dict[str, str]:
         return {"id": "dev", "name": "dev mode (no authentication)", "role": "admin"}
     auth = request.headers.get("authorization", "")
     return c.tokens.identify(auth.removeprefix("Bearer ").strip())
+
+
+@router.get("/nodes", dependencies=[viewer])
+def list_nodes(request: Request) -> list[Node]:
+    """The control plane's nodes, each with its role (leader, standby, down) and how long ago
+    it was last heard from."""
+    return core(request).cluster.membership.list()
 
 
 @router.get("/tokens", dependencies=[admin])

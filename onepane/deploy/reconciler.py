@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..cluster import fencing
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
@@ -48,8 +49,15 @@ def make_data_plane(kind: str, name: str, workdir: Path) -> DataPlane:
 class Reconciler:
     def __init__(self, events: EventLog, ops: Operations, deployments: Deployments,
                  workdir: Path, interval: float = 0.2, metrics: Metrics | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 decides: Callable[[], bool] = lambda: True, fence: fencing.Fence | None = None,
+                 front_door_host: str | None = None) -> None:
         self.events = events
+        # Every node feeds its own data planes; only the one that `decides` (the leader) fails
+        # over, adds and removes replicas, and writes status, each write behind its `fence`.
+        self.decides = decides
+        self.fence = fence
+        self.front_door_host = front_door_host
         self.metrics = metrics
         self.clock = clock  # wall time for schedules; injectable so tests can move it
         self.policy: dict[str, engine.PolicyState] = {}
@@ -82,14 +90,19 @@ class Reconciler:
     def run_once(self) -> None:
         deps = self.deployments.list()
         self._labels = {loc.name: loc.labels for loc in self.deployments.locations.list()}
-        for dep in deps:
-            try:
-                self.reconcile(dep)
-            except OnepaneError as exc:
-                log.warning("deployment %s: %s", dep.name, exc.detail)
-        for name in set(self.planes) - {d.name for d in deps}:
-            self.remove(name)
-        for dep_name, t in self.health.drain_transitions():
+        deciding = self.decides()
+        with fencing.deciding(self.fence if deciding else None):
+            for dep in deps:
+                try:
+                    self.reconcile(dep, deciding)
+                except OnepaneError as exc:
+                    log.warning("deployment %s: %s", dep.name, exc.detail)
+            for name in set(self.planes) - {d.name for d in deps}:
+                self.remove(name, deciding)
+        transitions = self.health.drain_transitions()
+        if not deciding:
+            return  # the leader's own checks write the health events
+        for dep_name, t in transitions:
             self.events.emit(f"health.{'up' if t.up else 'down'}",
                              f"{dep_name}: replica {t.key} at {t.location} is "
                              f"{'up' if t.up else 'down'}" + (f" ({t.last_error})" if t.last_error
@@ -97,7 +110,7 @@ class Reconciler:
                              severity="info" if t.up else "warning", location=t.location,
                              subject=dep_name, data={"instance": t.key})
 
-    def reconcile(self, dep: Deployment) -> None:
+    def reconcile(self, dep: Deployment, deciding: bool = True) -> None:
         spec = DeploymentSpec.model_validate(dep.spec)
         instances = self.ops.list_instances(tags={TAG: dep.name}, limit=1000).items
         self.instances[dep.name] = instances
@@ -118,7 +131,7 @@ class Reconciler:
             loc for loc, w in decision.weights.items() if w > 0}
 
         healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
-        if {i.id for i in instances} & self.ops.moving():
+        if not deciding or {i.id for i in instances} & self.ops.moving():
             # A live move is under way: no policy acts on a VM that is between two places,
             # and no replica is added or removed until the move has updated the spec.
             desired = {loc: len(by_loc.get(loc, [])) for loc in spec.replicas}
@@ -130,7 +143,7 @@ class Reconciler:
         self._replacing &= {i.id for i in instances}  # forget replicas that are gone
         running = [i for i in instances if i.state == InstanceState.running and i.addresses
                    and "app" in i.ports and i.location in spec.replicas]
-        checked_up = {t.key: t for t in up}
+        checked_up = {t.key: t for t in up} if deciding else {}
         for inst in instances:  # no longer checked because it stopped: say so, as a crash does
             if inst.id in checked_up and inst.state in (InstanceState.stopped, InstanceState.suspended,
                                                         InstanceState.error):
@@ -142,6 +155,8 @@ class Reconciler:
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
                    check=spec.health) for i in running])
         self._apply(dep, spec, decision, up)
+        if not deciding:
+            return
         sla = self._track_sla(dep, spec, bool(serving & healthy))
         status = {
             "mode": spec.traffic.mode,
@@ -263,7 +278,10 @@ class Reconciler:
                                  backends=tuple(sorted((t.host, t.port) for t in up
                                                        if t.location == loc)))
                       for loc in decision.order)
-        config = DataPlaneConfig(listen=dep.listen, mode=spec.protocol,
+        listen = dep.listen
+        if self.front_door_host:  # this node's own front door: its address, the spec's port
+            listen = f"{self.front_door_host}:{dep.listen.rsplit(':', 1)[1]}"
+        config = DataPlaneConfig(listen=listen, mode=spec.protocol,
                                  policy="ordered" if spec.traffic.mode == "active-passive"
                                  else "weighted", pools=pools,
                                  attempt_timeout=spec.attempt_timeout or DEFAULT_ATTEMPT_TIMEOUT[
@@ -316,7 +334,7 @@ class Reconciler:
                                  "cpu": use[0] if use else None, "memory": use[1] if use else None})
             self.metrics.observe(name, plane.stats(), replicas)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, deciding: bool = True) -> None:
         plane = self.planes.pop(name, None)
         if plane:
             plane.stop()
@@ -329,5 +347,7 @@ class Reconciler:
         self.instances.pop(name, None)
         if self.metrics:
             self.metrics.forget(name)
+        if not deciding:
+            return
         for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
             self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..cluster import fencing
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..inventory.locations import Locations
@@ -164,6 +165,7 @@ class Deployments:
         the deployment since, the decision is stale and is dropped (the next pass decides again
         from the new primary) instead of undoing the move."""
         with self.events.tx() as s:
+            fencing.check(s)  # the leader's decision: refused once another node leads
             row = s.get(DeploymentRow, name)
             if row is None:
                 return

@@ -414,7 +414,7 @@ class Catalog:
                 elif rep.state != "ready":
                     rep.state, rep.error, rep.progress = "pending", None, 0.0
                 s.add(JobRow(id=job_id, kind="image.replicate", target=image_id, location=loc,
-                             params={}, status=JobStatus.queued))
+                             params={}, status=JobStatus.queued, node=self.runner.node))
                 self.events.emit("job.queued", f"replicate image {image_id} to {loc}",
                                  location=loc, subject=image_id, session=s,
                                  data={"job": job_id, "kind": "image.replicate"})

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
@@ -38,6 +38,10 @@ def chain_key(kind: str, target: str | None, location: str | None) -> str | None
     return f"{target}@{location}" if kind == "image.replicate" else target
 
 
+class TakenOver(OnepaneError):
+    """Another node claimed the job (this one missed its heartbeats): leave it to that one."""
+
+
 class JobRunner:
     def __init__(self, events: EventLog, registry: Registry, *, attempts: int = 5,
                  backoff: float = 0.2) -> None:
@@ -49,6 +53,7 @@ class JobRunner:
         self._repeatable: dict[str, Callable[[Provider], bool]] = {}
         self._chains: dict[str, deque[tuple[str, str]]] = {}  # key -> jobs waiting their turn
         self._chain_lock = threading.Lock()
+        self.node: str | None = None  # set when the node joins: the jobs it runs carry it
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -93,10 +98,33 @@ class JobRunner:
         self._submit_link(job_id, location, chain)
 
     def resume(self) -> int:
+        """On start: this node's unfinished jobs (and those no node has claimed yet)."""
+        unfinished = JobRow.status.in_([JobStatus.queued, JobStatus.running])
         with self.events.store.tx() as s:
-            rows = list(s.scalars(select(JobRow).where(
-                JobRow.status.in_([JobStatus.queued, JobStatus.running])).order_by(
-                JobRow.created_at, JobRow.id)))
+            if self.node is not None:
+                s.execute(update(JobRow).where(unfinished, JobRow.node.is_(None))
+                          .values(node=self.node))
+            rows = list(s.scalars(select(JobRow).where(unfinished, JobRow.node == self.node)
+                                  .order_by(JobRow.created_at, JobRow.id)))
+        return self._resubmit(rows)
+
+    def take_over(self, nodes: list[str]) -> int:
+        """Claim the unfinished jobs of nodes that stopped and run them here. Each claim is one
+        conditional UPDATE (still that node's, still unfinished), so exactly one node wins it
+        even if two leaders' passes overlapped."""
+        unfinished = JobRow.status.in_([JobStatus.queued, JobStatus.running])
+        claimed: list[JobRow] = []
+        with self.events.store.tx() as s:
+            for row in s.scalars(select(JobRow).where(unfinished, JobRow.node.in_(nodes))
+                                 .order_by(JobRow.created_at, JobRow.id)).all():
+                won = s.execute(update(JobRow).where(JobRow.id == row.id, unfinished,
+                                                     JobRow.node == row.node)
+                                .values(node=self.node))
+                if won.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(row)
+        return self._resubmit(claimed)
+
+    def _resubmit(self, rows: list[JobRow]) -> int:
         for row in rows:
             try:
                 self.submit(row.id, row.location or "", chain_key(row.kind, row.target,
@@ -130,8 +158,10 @@ class JobRunner:
 
         def attempt() -> dict[str, Any] | None:
             with self.events.store.tx() as s:
-                row = s.get(JobRow, job_id)
+                row = s.get(JobRow, job_id, with_for_update=True)
                 assert row is not None
+                if self.node is not None and row.node not in (None, self.node):
+                    raise TakenOver(f"job {job_id} is node {row.node}'s now")
                 row.attempts += 1
             return handler(provider, job)
 
@@ -142,6 +172,9 @@ class JobRunner:
             result = with_retry(attempt, attempts=self.attempts if repeatable else 1,
                                 base=self.backoff,
                                 on_retry=retrying)
+        except TakenOver as exc:  # this node was thought dead; the job runs elsewhere now
+            log.warning("%s", exc.detail)
+            return
         except OnepaneError as exc:
             problem = exc.problem()
             problem["transient"] = isinstance(exc, TransientProviderError)

@@ -17,6 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..cluster import fencing
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..model import (
@@ -600,10 +601,12 @@ class Operations:
             params = {**params, "_request": fingerprint(kind, bound_to)}
         try:
             with self.events.tx() as s:
+                fencing.check(s)  # a replica the reconciler adds: only while its node leads
                 if rows:
                     rows(s)
                 s.add(JobRow(id=job_id, kind=kind, target=target, location=location, params=params,
-                             status=JobStatus.queued, idempotency_key=idempotency_key))
+                             status=JobStatus.queued, idempotency_key=idempotency_key,
+                             node=self.runner.node))
                 self.events.emit("job.queued", message, location=location, subject=target,
                                  session=s, data={"job": job_id, "kind": kind})
         except IntegrityError:

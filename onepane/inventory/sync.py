@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +28,12 @@ log = logging.getLogger(__name__)
 
 class InventorySync:
     def __init__(self, events: EventLog, registry: Registry, locations: Locations,
-                 interval: float) -> None:
+                 interval: float, when: Callable[[], bool] = lambda: True) -> None:
         self.events = events
         self.registry = registry
         self.locations = locations
-        self._loop = Periodic("inventory-sync", lambda: self.sync_all(wait=False), interval)
+        self._loop = Periodic("inventory-sync", lambda: self.sync_all(wait=False), interval,
+                              when)
         self._running: set[str] = set()
         self._lock = threading.Lock()
 

@@ -46,4 +46,5 @@ def network_view(row: NetworkRow) -> Network:
 def job_view(row: JobRow) -> Job:
     return Job(id=row.id, kind=row.kind, target=row.target, location=row.location,
                status=JobStatus(row.status), attempts=row.attempts, error=row.error,
-               result=row.result, created_at=row.created_at, finished_at=row.finished_at)
+               result=row.result, created_at=row.created_at, finished_at=row.finished_at,
+               node=row.node)

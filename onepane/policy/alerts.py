@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -58,9 +59,11 @@ class Delivery:
 
 
 class Alerts:
-    def __init__(self, events: EventLog, hooks: list[Webhook], queue_size: int = 10_000) -> None:
+    def __init__(self, events: EventLog, hooks: list[Webhook], queue_size: int = 10_000,
+                 when: Callable[[], bool] = lambda: True) -> None:
         self.events = events
         self.hooks = hooks
+        self.when = when  # one node delivers (the leader sees every node's events)
         self.queue: queue.Queue[Delivery | None] = queue.Queue(queue_size)
         self.delivered = self.failed = self.dropped = 0
         self._http = httpx.Client(timeout=5.0)
@@ -81,6 +84,8 @@ class Alerts:
         self._http.close()
 
     def _on_event(self, ev: Event) -> None:
+        if not self.when():
+            return
         for hook in self.hooks:
             if any(fnmatch.fnmatchcase(ev.kind, pattern) for pattern in hook.events):
                 try:

@@ -116,6 +116,9 @@ class JobRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # The onepane node that runs it; another takes it over (a conditional UPDATE, so exactly
+    # one does) once this one stops heartbeating.
+    node: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class EventRow(Base):
@@ -291,3 +294,27 @@ class RecordRow(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeRow(Base):
+    """One onepane node of the control plane, as it last said it was alive. `heartbeat` is
+    epoch seconds (the nodes' clocks are kept by NTP, as PostgreSQL's own replicas assume)."""
+
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_url: Mapped[str] = mapped_column(String(256), default="")
+    front_door_host: Mapped[str | None] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat: Mapped[float] = mapped_column(Float)
+
+
+class LeaseRow(Base):
+    """The leader's lease. `epoch` grows by one at every change of holder: a decision is
+    written only while the epoch its leader took is still the lease's (fencing)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
