@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,12 +69,45 @@ def onepane(state_dir: Path, config: str) -> Iterator[tuple[str, str, subprocess
 
 
 def kill_instances(state_dir: Path) -> None:
+    """Kill every instance process and data plane a run started (they outlive onepane)."""
     for rec in state_dir.glob("locations/*/instances/*/instance.json"):
         with contextlib.suppress(Exception):
             os.killpg(json.loads(rec.read_text())["pid"], signal.SIGKILL)
-    for pidfile in state_dir.glob("traffic/*.pid"):  # data planes outlive onepane too
+    # data planes: a node's own are under nodes/NAME/ when several share the directory
+    for pidfile in [*state_dir.glob("traffic/*.pid"), *state_dir.glob("nodes/*/traffic/*.pid")]:
         with contextlib.suppress(Exception):
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def postgres_cluster(database: str = "onepane") -> Iterator[str]:
+    """A throwaway PostgreSQL (Debian's server; initdb as the postgres user, trust on
+    loopback, no fsync) with one database; yields its SQLAlchemy URL. Needs root."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bins:
+        raise SystemExit("PostgreSQL server not installed (./test installs Debian's postgresql)")
+    pgbin = bins[-1]
+    d = Path(tempfile.mkdtemp(prefix="pgtest."))
+    shutil.chown(d, "postgres")
+    d.chmod(0o700)
+    port = free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       capture_output=True)
+    try:
+        pg(str(pgbin / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust",
+           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+        pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "log"), "-w", "-t", "30",
+           "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off "
+           "-c synchronous_commit=off", "start")
+        try:
+            pg(str(pgbin / "createdb"), "-h", str(d), "-p", str(port), database)
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+        finally:
+            pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def percentile(values: list[float], p: float) -> float:

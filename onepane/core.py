@@ -100,11 +100,15 @@ class Core:
                 try:
                     self.dns = DnsServer(self.deployments, self.ops, self.settings.dns_zone,
                                          self.settings.dns_ttl, (self.settings.dns_host,
-                                                                 self.settings.dns_port))
+                                                                 self.settings.dns_port),
+                                         front_doors=self._front_doors)
                     self.dns.start()
                 except OSError as exc:
                     log.warning("DNS disabled: cannot bind %s:%s (%s)", self.settings.dns_host,
                                 self.settings.dns_port, exc)
+
+    def _front_doors(self) -> list[str | None]:
+        return [n.front_door_host for n in self.cluster.membership.list() if n.role != "down"]
 
     def _enforces(self, location: str) -> bool:
         try:

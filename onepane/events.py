@@ -17,6 +17,7 @@ from .store.tables import EventRow
 
 Listener = Callable[[Event], None]
 CHANNEL = "onepane_events"  # PostgreSQL NOTIFY channel: "an event was written", for other nodes
+MAX_ID = 2**31 - 1  # the events.id column's largest value on every database
 WINDOW = 500  # ids below the newest seen that are looked at again (commits land out of order)
 
 
@@ -118,10 +119,12 @@ class EventLog:
         back in time), still oldest first, and `next_cursor` is the id to go further back."""
         q = select(EventRow).limit(limit + 1)
         q = q.order_by(EventRow.id.desc()) if before is not None else q.order_by(EventRow.id)
+        # ids are 32-bit on PostgreSQL; a larger cursor (the console's "from the newest",
+        # 2**53) means "no bound" there rather than a value the column cannot compare with
         if after is not None:
-            q = q.where(EventRow.id > after)
+            q = q.where(EventRow.id > min(after, MAX_ID))
         if before is not None:
-            q = q.where(EventRow.id < before)
+            q = q.where(EventRow.id < min(before, MAX_ID))
         if severity:
             q = q.where(EventRow.severity.in_(severity))
         if since is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from bench.common import postgres_cluster
 from tests.helpers import free_port, kill_instances, port_open, wait_for
 
 VENV_BIN = Path(sys.executable).parent
@@ -51,46 +51,27 @@ def ec2_location(moto_url: str, name: str = "aws-us-east-1") -> dict[str, object
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (initdb as the postgres user, trust auth on loopback);
-    ./test installs the server."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bins or os.geteuid() != 0:
+    """A throwaway PostgreSQL cluster (bench.common.postgres_cluster); ./test installs the
+    server."""
+    if not sorted(Path("/usr/lib/postgresql").glob("*/bin")) or os.geteuid() != 0:
         pytest.fail("PostgreSQL server not installed (./test installs Debian's postgresql)")
-    pgbin = bins[-1]
-    d = Path(tempfile.mkdtemp(prefix="pgtest."))
-    shutil.chown(d, "postgres")
-    d.chmod(0o700)
-    port = free_port()
-
-    def pg(*args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                       capture_output=True)
-    pg(str(pgbin / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust", "--no-sync",
-       "-E", "UTF8", "--locale=C.UTF-8")
-    pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "log"), "-w", "-t", "30", "-o",
-       f"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off -c synchronous_commit=off",
-       "start")
-    try:
-        pg(str(pgbin / "createdb"), "-h", str(d), "-p", str(port), "onepane_test")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/onepane_test"
-    finally:
-        pg(str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(d, ignore_errors=True)
+    with postgres_cluster("onepane_test") as url:
+        yield url
 
 
 class Server:
     """`onepane up` as a real process, with its own state directory."""
 
     def __init__(self, state_dir: Path, config: str, dev: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, config_file: str = "onepane.toml") -> None:
         self.state_dir = state_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = state_dir / "onepane.toml"
+        cfg = state_dir / config_file  # nodes sharing a state directory each have their own
         state_dir.mkdir(parents=True, exist_ok=True)
         # Tests never share the default DNS port (8653): one that needs DNS names its own.
         cfg.write_text(config if "dns_port" in config else "dns_port = 0\n" + config)
-        self.log_path = state_dir / "server.log"
+        self.log_path = cfg.with_suffix(".log")
         args = [str(VENV_BIN / "onepane"), "up", "--config", str(cfg), "--port", str(self.port),
                 "--state-dir", str(state_dir)]
         if dev:

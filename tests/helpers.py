@@ -54,6 +54,7 @@ def kill_instances(state_dir: Path) -> None:
             pid = json.loads(rec.read_text()).get("pid")
             if pid:
                 os.killpg(pid, signal.SIGKILL)
-    for pidfile in state_dir.glob("traffic/*.pid"):  # data planes outlive onepane too
+    # data planes outlive onepane too (a node's own under nodes/NAME/ when several share it)
+    for pidfile in [*state_dir.glob("traffic/*.pid"), *state_dir.glob("nodes/*/traffic/*.pid")]:
         with contextlib.suppress(Exception):
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)

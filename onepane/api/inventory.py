@@ -259,10 +259,14 @@ def get_job(request: Request, job_id: str) -> Job:
     return core(request).ops.get_job(job_id)
 
 
+# an event id: a 64-bit integer in every database (beyond it, a clear 422, not a driver error)
+EventId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+
+
 @router.get("/events", dependencies=[viewer])
-def list_events(request: Request, after: int | None = None, kind: str | None = None,
+def list_events(request: Request, after: EventId = None, kind: str | None = None,
                 subject: str | None = None, location: str | None = None,
-                limit: Limit = 100, before: int | None = None,
+                limit: Limit = 100, before: EventId = None,
                 severity: Annotated[str | None, Query(
                     pattern=r"^(info|warning|error)(,(info|warning|error))*$")] = None,
                 since: datetime | None = None, until: datetime | None = None) -> Page[Event]:

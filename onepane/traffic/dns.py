@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Callable
 
 import dns.flags
 import dns.message
@@ -31,8 +32,11 @@ TAG = "onepane:deployment"
 
 class DnsServer:
     def __init__(self, deployments: Deployments, ops: Operations, zone: str, ttl: int,
-                 bind: tuple[str, int]) -> None:
+                 bind: tuple[str, int],
+                 front_doors: Callable[[], list[str | None]] = lambda: [None]) -> None:
         self.deployments = deployments
+        # the front door host of every node alive now (None: the spec's own listen host)
+        self.front_doors = front_doors
         self.ops = ops
         self.zone = dns.name.from_text(zone)
         self.ttl = ttl
@@ -84,7 +88,13 @@ class DnsServer:
         if serving is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response.to_wire()
-        if q.rdtype == dns.rdatatype.A:
+        if q.rdtype == dns.rdatatype.A and labels[:1] == ["front"] and len(labels) == 2:
+            # front.<service>: the data planes' front doors of the nodes alive now
+            listen = self.listen(service)
+            doors = sorted({host or listen for host in self.front_doors()} - {"0.0.0.0", ""})
+            if doors:
+                response.answer.append(dns.rrset.from_text_list(q.name, self.ttl, "IN", "A", doors))
+        elif q.rdtype == dns.rdatatype.A:
             addrs = sorted({addr for addr, _, _ in serving})
             if addrs:
                 response.answer.append(dns.rrset.from_text_list(q.name, self.ttl, "IN", "A", addrs))
@@ -99,6 +109,12 @@ class DnsServer:
                                                                 records))
                 response.additional.extend(glue)
         return response.to_wire()
+
+    def listen(self, service: str) -> str:
+        for dep in self.deployments.list():
+            if (dep.spec.get("service") or dep.name) == service:
+                return dep.listen.rsplit(":", 1)[0]
+        return ""
 
     def serving(self, service: str) -> list[tuple[str, int, str]] | None:
         """(address, port, instance) of the healthy replicas in the locations that serve."""

@@ -134,15 +134,19 @@ async function overview() {
   const problems = l => (l.status !== "ok" ? 2 : 0) + ((summary[l.name]?.error || 0) + (summary[l.name]?.missing || 0) ? 1 : 0);
   locs.sort((a, b) => problems(b) - problems(a) || a.name.localeCompare(b.name));
   const total = s => Object.values(s || {}).reduce((a, b) => a + b, 0);
-  const failed = await api("/v1/jobs?status=failed&limit=5").catch(() => ({ items: [] }));
+  const [failed, nodes] = await Promise.all([api("/v1/jobs?status=failed&limit=5").catch(() => ({ items: [] })),
+    api("/v1/nodes").catch(() => [])]);
   if (stale(gen)) return;
+  const leader = nodes.find(n => n.role === "leader");
   const allStates = {};
   for (const st of Object.values(summary)) for (const [k, n] of Object.entries(st)) allStates[k] = (allStates[k] || 0) + n;
   const alerts = [
     ...locs.filter(l => !["ok", "unknown"].includes(l.status)).map(l => `location ${l.name} is ${l.status}: ${l.status_detail || ""}`),
     ...deps.filter(d => d.status.sla?.violated).map(d => `deployment ${d.name} is below its SLA (${d.status.sla.availability}% of ${d.status.sla.target}%)`),
     ...deps.filter(d => Object.keys(d.status.locations || {}).length && !Object.values(d.status.locations).some(v => v.up)).map(d => `deployment ${d.name} has no healthy replica`),
-    ...failed.items.map(j => `job ${j.kind} ${j.target || ""} failed: ${j.error?.detail || ""}`)];
+    ...failed.items.map(j => `job ${j.kind} ${j.target || ""} failed: ${j.error?.detail || ""}`),
+    ...(nodes.length && !leader ? ["no node of the control plane leads: no failover, policy or sync happens"] : []),
+    ...(nodes.length > 1 ? nodes.filter(n => n.role === "down").map(n => `node ${n.name} (${n.api_url}) is down; its jobs were taken over`) : [])];
   const byTrouble = deps.slice().sort((a, b) => trouble(a) - trouble(b) || a.name.localeCompare(b.name));
   const deploymentsTable = h("div", { id: "overview-deployments" });
   const listDeployments = all => deploymentsTable.replaceChildren(table([
@@ -163,6 +167,8 @@ async function overview() {
     h("div", { class: "totals", id: "totals" },
       h("span", { class: "pill" }, `${locs.length} locations`),
       h("span", { class: "pill" }, `${deps.length} deployments`),
+      nodes.length > 1 ? h("span", { class: "pill", id: "nodes", title: nodes.map(n => `${n.name}: ${n.role}`).join(", ") },
+        `${nodes.filter(n => n.role !== "down").length} of ${nodes.length} nodes up · leader ${leader ? leader.name : "none"}`) : "",
       ...Object.entries(allStates).map(([k, n]) => h("span", { class: "pill " + stateClass(k) }, `${n} ${k}`))),
     h("div", { class: "card", id: "alerts" }, h("h3", {}, "Alerts"),
       alerts.length ? h("ul", {}, alerts.map(a => h("li", { class: "error" }, a))) : h("p", { class: "ok" }, "Nothing needs attention.")),
