@@ -37,6 +37,7 @@ class ProviderKind(StrEnum):
     netns = "netns"
     cloud = "cloud"
     vm = "vm"
+    sim = "sim"  # simulated, for scale benches and tests
 
 
 class InstanceState(StrEnum):

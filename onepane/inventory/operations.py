@@ -36,7 +36,7 @@ from ..model import (
     new_id,
 )
 from ..providers.base import Feature, InstanceSpec, Provider
-from ..store.tables import InstanceRow, JobRow, LocationRow, NetworkRow, VolumeRow
+from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
 from .jobs import JobRunner, chain_key
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
@@ -170,8 +170,9 @@ class Operations:
             q = q.where(InstanceRow.state == state)
         if name:
             q = q.where(InstanceRow.name.contains(name, autoescape=True))
-        for k, v in (tags or {}).items():
-            q = q.where(InstanceRow.tags[k].as_string() == v)
+        for k, v in (tags or {}).items():  # through the tag index, not the JSON column
+            q = q.where(InstanceRow.id.in_(select(InstanceTagRow.instance_id).where(
+                InstanceTagRow.key == k, InstanceTagRow.value == v)))
         if cursor:
             value, last = decode_sort_cursor(cursor)
             after = (column < value) | ((column == value) & (InstanceRow.id < last)) if descending \

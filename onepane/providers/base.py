@@ -116,6 +116,16 @@ class ObservedInstance:
 
 
 @dataclass
+class Changes:
+    """What changed at a location since a token: present instances as they are now, the
+    provider ids of those that are gone, and the token to ask from next time."""
+
+    changed: list[ObservedInstance]
+    vanished: list[str]
+    token: str
+
+
+@dataclass
 class ObservedVolume:
     provider_id: str
     name: str
@@ -192,6 +202,12 @@ class Provider(ABC):
     # instances
     @abstractmethod
     def list_instances(self) -> list[ObservedInstance]: ...
+
+    def changes_since(self, token: str | None) -> Changes | None:
+        """A change feed, where the location has one: what changed since `token` (None: no
+        changes, only a token for "now", taken before a full listing). None when it has no
+        feed or no longer knows that token; the sync then lists everything."""
+        return None
 
     @abstractmethod
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance: ...

@@ -34,12 +34,15 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
     if kind == ProviderKind.vm:
         from .vm.provider import VmProvider
         return VmProvider(name, state_dir, options)
+    if kind == ProviderKind.sim:
+        from .sim import SimProvider
+        return SimProvider(name, options)
     if kind == ProviderKind.cloud:
         if not driver:
             raise InvalidInput("cloud locations need a Libcloud driver name", field="driver")
         from .cloud import CloudProvider
         return CloudProvider(name, driver, region, credentials, options)
-    raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm or cloud", field="provider")
+    raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm, cloud or sim", field="provider")
 
 
 class Registry:

@@ -14,6 +14,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .tags import keep_tags
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -55,6 +57,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        keep_tags(self._sessions)
 
     def migrate(self) -> None:
         migrate(self.engine)

@@ -77,6 +77,19 @@ class InstanceRow(Base):
     )
 
 
+class InstanceTagRow(Base):
+    """Each instance's tags again, one row a tag, so that a tag filter is an index lookup on
+    every database (the JSON column is what the API returns). Kept by store.tags."""
+
+    __tablename__ = "instance_tags"
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index("ix_instance_tags_key_value", "key", "value", "instance_id"),)
+
+
 class VolumeRow(Base):
     __tablename__ = "volumes"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -1,7 +1,8 @@
 """One contract, every provider: what onepane's services may rely on whatever the location is.
 
 The same tests run against process data centers (local, netns), VM data centers (vm: libvirt and
-QEMU), a Libcloud cloud (EC2 on moto's server) and Libcloud's dummy driver. A new provider is
+QEMU), a Libcloud cloud (EC2 on moto's server), Libcloud's dummy driver and the simulated
+data center used for scale (sim). A new provider is
 done when it passes here.
 """
 
@@ -64,8 +65,16 @@ def _dummy(tmp: Path, **_: Any) -> Case:
                                credentials={}, options={}), "1", "1")
 
 
+def _sim(tmp: Path, **_: Any) -> Case:
+    return Case(build_provider("c-sim", "sim", state_dir=tmp, region="", driver=None,
+                               credentials={}, options={"instances": 1000,
+                                                        "changes_per_minute": 600}),
+                "sim-image", "sim.small")
+
+
 CASES: dict[str, Callable[..., Case]] = {"local": _local, "netns": _netns, "vm": _vm,
-                                         "ec2-on-moto": _ec2, "libcloud-dummy": _dummy}
+                                         "ec2-on-moto": _ec2, "libcloud-dummy": _dummy,
+                                         "sim": _sim}
 ROOT = Path(__file__).resolve().parents[2]
 
 
