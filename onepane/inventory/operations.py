@@ -170,9 +170,12 @@ class Operations:
             q = q.where(InstanceRow.state == state)
         if name:
             q = q.where(InstanceRow.name.contains(name, autoescape=True))
-        for k, v in (tags or {}).items():  # through the tag index, not the JSON column
-            q = q.where(InstanceRow.id.in_(select(InstanceTagRow.instance_id).where(
-                InstanceTagRow.key == k, InstanceTagRow.value == v)))
+        for k, v in (tags or {}).items():
+            # A probe of the tag table's primary key per row, in page order: the page stops
+            # after `limit` matches instead of sorting every instance with the tag.
+            q = q.where(select(InstanceTagRow.instance_id).where(
+                InstanceTagRow.instance_id == InstanceRow.id, InstanceTagRow.key == k,
+                InstanceTagRow.value == v).exists())
         if cursor:
             value, last = decode_sort_cursor(cursor)
             after = (column < value) | ((column == value) & (InstanceRow.id < last)) if descending \

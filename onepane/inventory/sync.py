@@ -53,6 +53,7 @@ class InventorySync:
         self._lock = threading.Lock()
         self._tokens: dict[str, str | None] = {}  # location -> its change feed's last token
         self._passes: dict[str, int] = {}  # location -> passes since its last full listing
+        self._listing = threading.BoundedSemaphore(2)
 
     def start(self) -> None:
         self._loop.start()
@@ -81,8 +82,9 @@ class InventorySync:
                 self._fold_instances(name, changes.changed, vanished=changes.vanished)
                 self._tokens[name] = changes.token
             else:
-                start = provider.changes_since(None)  # "now", taken before the listing
-                self._fold_instances(name, provider.list_instances())
+                with self._listing:  # a few full listings at a time: memory stays bounded
+                    start = provider.changes_since(None)  # "now", taken before the listing
+                    self._fold_instances(name, provider.list_instances())
                 self._tokens[name] = start.token if start else None
                 self._passes[name] = 0
             self._fold_volumes(name, provider.list_volumes())
@@ -191,8 +193,11 @@ class InventorySync:
             all_rows = list(s.scalars(select(VolumeRow).where(VolumeRow.location == name)))
             rows = {r.provider_id: r for r in all_rows if r.provider_id}
             creating = {r.name for r in all_rows if r.provider_id is None}
-            inst_ids = {r.provider_id: r.id for r in s.scalars(
-                select(InstanceRow).where(InstanceRow.location == name))}
+            attached_to = [v.attached_to for v in volumes if v.attached_to]
+            inst_ids = {r[0]: r[1] for r in s.execute(
+                select(InstanceRow.provider_id, InstanceRow.id).where(
+                    InstanceRow.location == name, InstanceRow.provider_id.in_(attached_to)))
+            } if attached_to else {}
             for v in volumes:
                 row = rows.pop(v.provider_id, None)
                 attached = inst_ids.get(v.attached_to) if v.attached_to else None

@@ -74,6 +74,9 @@ class InstanceRow(Base):
     __table_args__ = (
         Index("ix_instances_location_provider_id", "location", "provider_id"),
         Index("ix_instances_state", "state"),
+        # a filtered page in the default order reads its rows in order and stops at the page
+        Index("ix_instances_location_id", "location", "id"),
+        Index("ix_instances_state_id", "state", "id"),
     )
 
 
