@@ -44,8 +44,7 @@ class EventLog:
         row = EventRow(kind=kind, severity=severity, location=location, subject=subject,
                        message=message, data=data or {})
         if session is not None:
-            session.add(row)
-            session.flush()
+            session.add(row)  # inserted at the session's next flush (its commit at the latest)
             self._notify(session)
             session.info.setdefault("events", []).append(row)
         else:

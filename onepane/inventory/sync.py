@@ -133,6 +133,7 @@ class InventorySync:
             creating = set(s.scalars(select(InstanceRow.name).where(
                 InstanceRow.location == name, InstanceRow.provider_id.is_(None))))
             seen: set[str] = set()
+            stored = self._to_change(s, observed, by_pid, by_id, busy, vanished)
             for obs in observed:
                 row = by_pid.get(obs.provider_id) or by_id.get(obs.onepane_id or "")
                 if row is None and not full and obs.onepane_id:
@@ -150,18 +151,35 @@ class InventorySync:
                 seen.add(row.id)
                 if row.id in busy or not differs(row, obs):
                     continue  # unchanged; or a job is changing it and its result is the truth
-                self._update(s, s.get(InstanceRow, row.id), obs)
+                self._update(s, stored.get(row.id) or s.get(InstanceRow, row.id), obs)
             gone = rows if full else [by_pid[p] for p in vanished or [] if p in by_pid]
             for row in gone:
                 if row.id in seen or row.id in busy or row.provider_id is None:
                     continue
-                stored = s.get(InstanceRow, row.id)
-                if stored is not None and row.state != InstanceState.missing:
-                    stored.state = InstanceState.missing
+                obj = stored.get(row.id) or s.get(InstanceRow, row.id)
+                if obj is not None and row.state != InstanceState.missing:
+                    obj.state = InstanceState.missing
                     self.events.emit("drift.vanished",
                                      f"instance {row.name} ({row.id}) vanished from {name} "
                                      f"outside onepane (was {row.state})", severity="warning",
                                      location=name, subject=row.id, session=s)
+
+    @staticmethod
+    def _to_change(s: Any, observed: list[ObservedInstance], by_pid: dict[str, Any],
+                   by_id: dict[str, Any], busy: set[str | None],
+                   vanished: list[str] | None) -> dict[str, InstanceRow]:
+        """The rows this pass will write, loaded as objects in a few queries, not one each."""
+        ids = [r.id for o in observed
+               if (r := by_pid.get(o.provider_id) or by_id.get(o.onepane_id or ""))
+               and r.id not in busy and differs(r, o)]
+        if vanished is not None:
+            ids += [by_pid[p].id for p in vanished if p in by_pid
+                    and by_pid[p].state != InstanceState.missing]
+        out: dict[str, InstanceRow] = {}
+        for chunk in batched(ids, 500):
+            out.update((r.id, r) for r in s.scalars(select(InstanceRow).where(
+                InstanceRow.id.in_(chunk))))
+        return out
 
     def _appeared(self, s: Any, name: str, obs: ObservedInstance) -> None:
         row = InstanceRow(id=new_id("inst"), name=obs.name[:64], location=name,
