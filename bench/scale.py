@@ -48,9 +48,10 @@ def seed(url: str, per_location: int) -> None:
         s.execute(insert(LocationRow), [{"name": f"sim-{n}", "provider": "sim", "region": "sim",
                                          "options": {"instances": per_location}}
                                         for n in range(LOCATIONS)])
-    for n in range(LOCATIONS):
+    for i0 in range(0, per_location, 5000):  # locations interleaved, as creates over time are
         rows, tags = [], []
-        for i in range(per_location):
+        for i, n in ((i, n) for i in range(i0, min(i0 + 5000, per_location))
+                     for n in range(LOCATIONS)):
             iid = new_id("inst")
             t = {"team": f"t{i % 7}", "env": "prod"}
             rows.append({"id": iid, "name": f"sim-{i}", "location": f"sim-{n}",
@@ -62,6 +63,8 @@ def seed(url: str, per_location: int) -> None:
         with store.tx() as s:
             s.execute(insert(InstanceRow), rows)
             s.execute(insert(InstanceTagRow), tags)
+    with store.tx() as s:  # what autovacuum would do a moment later: plan with real statistics
+        s.execute(text("ANALYZE"))
     store.close()
 
 

@@ -32,6 +32,8 @@ class EventLog:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self.notify = store.engine.url.get_backend_name() == "postgresql"
+        if self.notify:
+            store.before_commit(self._notify_at_commit)
         self._seen: set[int] = set()  # ids published here, recent ones only
         self._newest = 0
         self._baseline: int | None = None
@@ -55,8 +57,13 @@ class EventLog:
             self._publish([row])
 
     def _notify(self, session: Session) -> None:
-        if self.notify:
-            session.execute(text(f"NOTIFY {CHANNEL}"))
+        if self.notify:  # once per transaction, at its commit (see _notify_at_commit)
+            session.info["notify"] = True
+
+    @staticmethod
+    def _notify_at_commit(session: Session) -> None:
+        if session.info.pop("notify", False):
+            session.execute(text(f"NOTIFY {CHANNEL}"))  # delivered when this commit lands
 
     def catch_up(self) -> int:
         """Publish what other nodes wrote since the last look (the relay calls this)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,16 @@ class Locations:
                              location=name, data={"labels": row.labels}, session=s)
         return self.get(name)
 
-    def set_status(self, name: str, status: str, detail: str | None) -> None:
+    def synced(self, name: str) -> None:
+        """A sync pass went well: the location is ok and was synced now (one transaction)."""
+        self.set_status(name, "ok", None, synced=True)
+
+    def set_status(self, name: str, status: str, detail: str | None,
+                   synced: bool = False) -> None:
         with self.events.tx() as s:
             row = s.get(LocationRow, name)
+            if row is not None and synced:
+                row.last_sync = datetime.now(UTC)
             if row is None or (row.status, row.status_detail) == (status, detail):
                 return
             before, row.status, row.status_detail = row.status, status, detail

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,9 +17,9 @@ from ..errors import OnepaneError
 from ..events import EventLog
 from ..model import InstanceState, JobStatus, new_id
 from ..periodic import Periodic
-from ..providers.base import Changes, ObservedInstance, Provider
+from ..providers.base import Changes, Feature, ObservedInstance, Provider
 from ..providers.registry import Registry
-from ..store.tables import InstanceRow, JobRow, LocationRow, VolumeRow
+from ..store.tables import InstanceRow, JobRow, VolumeRow
 from .locations import Locations
 
 log = logging.getLogger(__name__)
@@ -87,9 +86,9 @@ class InventorySync:
                     self._fold_instances(name, provider.list_instances())
                 self._tokens[name] = start.token if start else None
                 self._passes[name] = 0
-            self._fold_volumes(name, provider.list_volumes())
-            self.locations.set_status(name, "ok", None)
-            self._touch(name)
+            if provider.capabilities.supports(Feature.volumes):
+                self._fold_volumes(name, provider.list_volumes())
+            self.locations.synced(name)
             return "ok"
         except OnepaneError as exc:
             self.locations.set_status(name, "unreachable", exc.detail)
@@ -236,9 +235,3 @@ class InventorySync:
                     row.state = "missing"
                     self.events.emit("drift.vanished", f"volume {row.id} vanished from {name}",
                                      severity="warning", location=name, subject=row.id, session=s)
-
-    def _touch(self, name: str) -> None:
-        with self.events.store.tx() as s:
-            row = s.get(LocationRow, name)
-            if row is not None:
-                row.last_sync = datetime.now(UTC)

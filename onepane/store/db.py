@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,10 @@ class Store:
         if self.engine.url.get_backend_name() == "sqlite" and db and db != ":memory:":
             with contextlib.suppress(OSError):
                 os.chmod(db, 0o600)  # the store holds sealed credentials and token hashes
+
+    def before_commit(self, hook: Callable[[Session], None]) -> None:
+        """Run `hook` in every transaction just before it commits (still inside it)."""
+        event.listen(self._sessions, "before_commit", hook)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
