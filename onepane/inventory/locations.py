@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
@@ -144,24 +145,25 @@ class Locations:
                              location=name, data={"labels": row.labels}, session=s)
         return self.get(name)
 
-    def synced(self, name: str) -> None:
-        """A sync pass went well: the location is ok and was synced now (one transaction)."""
-        self.set_status(name, "ok", None, synced=True)
-
-    def set_status(self, name: str, status: str, detail: str | None,
-                   synced: bool = False) -> None:
+    def set_status(self, name: str, status: str, detail: str | None) -> None:
         with self.events.tx() as s:
-            row = s.get(LocationRow, name)
-            if row is not None and synced:
-                row.last_sync = datetime.now(UTC)
-            if row is None or (row.status, row.status_detail) == (status, detail):
-                return
-            before, row.status, row.status_detail = row.status, status, detail
-            if before != status:
-                sev = "info" if status == "ok" else "error"
-                self.events.emit("location.status", f"location {name}: {before} -> {status}"
-                                 + (f" ({detail})" if detail else ""), severity=sev,
-                                 location=name, session=s)
+            self.record_status(s, name, status, detail)
+
+    def record_status(self, s: Session, name: str, status: str, detail: str | None,
+                      synced: bool = False) -> None:
+        """In the caller's transaction: the location's status (an event when it changes) and,
+        after a good sync pass, when it was synced."""
+        row = s.get(LocationRow, name)
+        if row is not None and synced:
+            row.last_sync = datetime.now(UTC)
+        if row is None or (row.status, row.status_detail) == (status, detail):
+            return
+        before, row.status, row.status_detail = row.status, status, detail
+        if before != status:
+            sev = "info" if status == "ok" else "error"
+            self.events.emit("location.status", f"location {name}: {before} -> {status}"
+                             + (f" ({detail})" if detail else ""), severity=sev,
+                             location=name, session=s)
 
     # ---- internals -----------------------------------------------------------------------
 

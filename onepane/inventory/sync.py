@@ -6,12 +6,14 @@ Writes happen only for what changed, so a quiet inventory costs reads, not write
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..errors import OnepaneError
 from ..events import EventLog
@@ -76,19 +78,24 @@ class InventorySync:
     def sync_location(self, name: str) -> str:
         try:
             provider = self.registry.get(name)
+            volumes = provider.capabilities.supports(Feature.volumes)
+
+            def ok(s: Session) -> None:  # in the pass's last transaction: synced, and well
+                self.locations.record_status(s, name, "ok", None, synced=True)
             changes = self._changes(name, provider)
             if changes is not None:  # the location's change feed: only what changed
-                self._fold_instances(name, changes.changed, vanished=changes.vanished)
+                self._fold_instances(name, changes.changed, vanished=changes.vanished,
+                                     then=None if volumes else ok)
                 self._tokens[name] = changes.token
             else:
                 with self._listing:  # a few full listings at a time: memory stays bounded
                     start = provider.changes_since(None)  # "now", taken before the listing
-                    self._fold_instances(name, provider.list_instances())
+                    self._fold_instances(name, provider.list_instances(),
+                                         then=None if volumes else ok)
                 self._tokens[name] = start.token if start else None
                 self._passes[name] = 0
-            if provider.capabilities.supports(Feature.volumes):
-                self._fold_volumes(name, provider.list_volumes())
-            self.locations.synced(name)
+            if volumes:
+                self._fold_volumes(name, provider.list_volumes(), then=ok)
             return "ok"
         except OnepaneError as exc:
             self.locations.set_status(name, "unreachable", exc.detail)
@@ -112,7 +119,8 @@ class InventorySync:
         return provider.changes_since(token)
 
     def _fold_instances(self, name: str, observed: list[ObservedInstance],
-                        vanished: list[str] | None = None) -> None:
+                        vanished: list[str] | None = None,
+                        then: Callable[[Session], None] | None = None) -> None:
         """Fold a listing (every instance there; the rest vanished) or a change feed's answer
         (`vanished` given: only these changed) into the store, writing only what differs."""
         full = vanished is None
@@ -124,13 +132,14 @@ class InventorySync:
                 rows = [r for chunk in batched(pids, 500) for r in s.execute(
                     select(*KEY_COLUMNS).where(InstanceRow.location == name,
                                                InstanceRow.provider_id.in_(chunk))).all()]
-            busy = set(s.scalars(select(JobRow.target).where(
+            # Asked only when needed: a quiet pass on a change feed makes one query.
+            busy: set[str | None] = set(s.scalars(select(JobRow.target).where(
                 JobRow.location == name,
-                JobRow.status.in_([JobStatus.queued, JobStatus.running]))))
+                JobRow.status.in_([JobStatus.queued, JobStatus.running])))) if rows else set()
             by_pid = {r.provider_id: r for r in rows if r.provider_id}
             by_id = {r.id: r for r in rows}
-            creating = set(s.scalars(select(InstanceRow.name).where(
-                InstanceRow.location == name, InstanceRow.provider_id.is_(None))))
+            creating = functools.cache(lambda: set(s.scalars(select(InstanceRow.name).where(
+                InstanceRow.location == name, InstanceRow.provider_id.is_(None)))))
             seen: set[str] = set()
             stored = self._to_change(s, observed, by_pid, by_id, busy, vanished)
             for obs in observed:
@@ -144,7 +153,7 @@ class InventorySync:
                     if obs.onepane_id and s.scalar(select(JobRow.id).where(
                             JobRow.target == obs.onepane_id, JobRow.kind == "instance.destroy")):
                         continue  # destroyed by onepane while this listing was taken: no ghost
-                    if obs.name not in creating:  # else: a create whose job has not reported yet
+                    if obs.name not in creating():  # else: a create whose job has not reported yet
                         self._appeared(s, name, obs)
                     continue
                 seen.add(row.id)
@@ -162,6 +171,8 @@ class InventorySync:
                                      f"instance {row.name} ({row.id}) vanished from {name} "
                                      f"outside onepane (was {row.state})", severity="warning",
                                      location=name, subject=row.id, session=s)
+            if then is not None:
+                then(s)
 
     @staticmethod
     def _to_change(s: Any, observed: list[ObservedInstance], by_pid: dict[str, Any],
@@ -205,7 +216,8 @@ class InventorySync:
         if obs.ports and row.ports != obs.ports:
             row.ports = obs.ports
 
-    def _fold_volumes(self, name: str, volumes: list[Any]) -> None:
+    def _fold_volumes(self, name: str, volumes: list[Any],
+                      then: Callable[[Session], None] | None = None) -> None:
         with self.events.tx() as s:
             all_rows = list(s.scalars(select(VolumeRow).where(VolumeRow.location == name)))
             rows = {r.provider_id: r for r in all_rows if r.provider_id}
@@ -235,3 +247,5 @@ class InventorySync:
                     row.state = "missing"
                     self.events.emit("drift.vanished", f"volume {row.id} vanished from {name}",
                                      severity="warning", location=name, subject=row.id, session=s)
+            if then is not None:
+                then(s)
