@@ -170,14 +170,20 @@ class Operations:
             q = q.where(InstanceRow.state == state)
         if name:
             q = q.where(InstanceRow.name.contains(name, autoescape=True))
+        value, last = decode_sort_cursor(cursor) if cursor else (None, None)
         for k, v in (tags or {}).items():
-            # A probe of the tag table's primary key per row, in page order: the page stops
-            # after `limit` matches instead of sorting every instance with the tag.
-            q = q.where(select(InstanceTagRow.instance_id).where(
+            # A probe of the tag table per row, in page order: the page stops after `limit`
+            # matches instead of sorting every instance with the tag. Where a planner turns it
+            # into a join over the tag index, the cursor bounds that side too, so a late page
+            # does not read the tag index from its start.
+            tagged = select(InstanceTagRow.instance_id).where(
                 InstanceTagRow.instance_id == InstanceRow.id, InstanceTagRow.key == k,
-                InstanceTagRow.value == v).exists())
+                InstanceTagRow.value == v)
+            if last is not None and column is InstanceRow.id:
+                tagged = tagged.where(InstanceTagRow.instance_id < last if descending
+                                      else InstanceTagRow.instance_id > last)
+            q = q.where(tagged.exists())
         if cursor:
-            value, last = decode_sort_cursor(cursor)
             after = (column < value) | ((column == value) & (InstanceRow.id < last)) if descending \
                 else (column > value) | ((column == value) & (InstanceRow.id > last))
             q = q.where(InstanceRow.id < last if descending and column is InstanceRow.id else
