@@ -72,7 +72,9 @@ def kill_instances(state_dir: Path) -> None:
     """Kill every instance process and data plane a run started (they outlive onepane)."""
     for rec in state_dir.glob("locations/*/instances/*/instance.json"):
         with contextlib.suppress(Exception):
-            os.killpg(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+            pid = json.loads(rec.read_text()).get("pid")
+            if pid:
+                os.killpg(pid, signal.SIGKILL)
     # data planes: a node's own are under nodes/NAME/ when several share the directory
     for pidfile in [*state_dir.glob("traffic/*.pid"), *state_dir.glob("nodes/*/traffic/*.pid")]:
         with contextlib.suppress(Exception):

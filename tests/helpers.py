@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
+from bench.common import kill_instances
+
+__all__ = ["free_port", "kill_instances", "port_open", "wait_for"]
 T = TypeVar("T")
 
 
@@ -45,16 +43,3 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
-
-
-def kill_instances(state_dir: Path) -> None:
-    """Kill every instance process a test's locations started (they outlive onepane by design)."""
-    for rec in state_dir.glob("locations/*/instances/*/instance.json"):
-        with contextlib.suppress(Exception):
-            pid = json.loads(rec.read_text()).get("pid")
-            if pid:
-                os.killpg(pid, signal.SIGKILL)
-    # data planes outlive onepane too (a node's own under nodes/NAME/ when several share it)
-    for pidfile in [*state_dir.glob("traffic/*.pid"), *state_dir.glob("nodes/*/traffic/*.pid")]:
-        with contextlib.suppress(Exception):
-            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
