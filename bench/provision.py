@@ -90,11 +90,10 @@ def via_api(count: int, moto: str, root: Path, concurrency: int) -> float:
                                                  "size": size})
             r.raise_for_status()
             job = r.json()["id"]
-            delay = 0.01
-            while (status := http.get(f"/v1/jobs/{job}").json()["status"]) not in (
-                    "succeeded", "failed"):
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.2)
+            # the server answers when the job has ended (a long poll), as the CLI does
+            while (status := http.get(f"/v1/jobs/{job}", params={"wait": 30}).json()["status"]) \
+                    not in ("succeeded", "failed"):
+                pass
             if status != "succeeded":
                 raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
 

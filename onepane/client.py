@@ -79,7 +79,9 @@ class Client:
         """Poll a job until it ends; raise JobFailed with the provider's reason if it failed."""
         deadline = time.monotonic() + timeout
         while True:
-            job: dict[str, Any] = self.get(f"/v1/jobs/{job_id}")
+            # the server holds the request until the job ends (up to `wait` seconds)
+            wait = max(0.0, min(30.0, deadline - time.monotonic()))
+            job: dict[str, Any] = self.get(f"/v1/jobs/{job_id}", wait=round(wait, 1))
             if job["status"] == "succeeded":
                 return job
             if job["status"] == "failed":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -38,6 +39,7 @@ from .deps import admin, core, operator, viewer
 from .uploads import save_body
 
 router = APIRouter(prefix="/v1")
+ENDED = ("succeeded", "failed")
 IdemKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
     description="makes a retried request safe: the same key returns the first request's job; "
@@ -255,8 +257,33 @@ def list_jobs(request: Request, status: str | None = None, target: str | None = 
 
 
 @router.get("/jobs/{job_id}", dependencies=[viewer])
-def get_job(request: Request, job_id: str) -> Job:
-    return core(request).ops.get_job(job_id)
+async def get_job(request: Request, job_id: str,
+                  wait: Annotated[float, Query(ge=0, le=60)] = 0) -> Job:
+    """The job; with `wait` (seconds, up to 60), once it has ended or when the wait is over,
+    whichever comes first: a client learns the end at once instead of polling for it."""
+    c = core(request)
+    job = await run_in_threadpool(c.ops.get_job, job_id)
+    if wait <= 0 or job.status in ENDED:
+        return job
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def on_end(jid: str) -> None:
+        if jid == job_id:
+            loop.call_soon_threadsafe(ended.set)
+    stop = c.runner.watch(on_end)
+    try:
+        deadline = loop.time() + wait
+        while (job := await run_in_threadpool(c.ops.get_job, job_id)).status not in ENDED:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            # another node may run it: look again every second even if nothing was heard
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), min(left, 1.0))
+    finally:
+        stop()
+    return job
 
 
 # an event id: a 64-bit integer in every database (beyond it, a clear 422, not a driver error)

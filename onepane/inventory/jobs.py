@@ -54,6 +54,7 @@ class JobRunner:
         self._chains: dict[str, deque[tuple[str, str]]] = {}  # key -> jobs waiting their turn
         self._chain_lock = threading.Lock()
         self.node: str | None = None  # set when the node joins: the jobs it runs carry it
+        self._watchers: list[Callable[[str], None]] = []  # told when a job ends (long polls)
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -201,3 +202,18 @@ class JobRunner:
                 return
             row.status, row.result, row.error = status, result, error
             row.finished_at = datetime.now(UTC)
+        with self._chain_lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:  # after the commit: a watcher that reads the job sees it ended
+            watcher(job_id)
+
+    def watch(self, watcher: Callable[[str], None]) -> Callable[[], None]:
+        """Call `watcher(job_id)` whenever a job of this node ends; returns the way to stop."""
+        with self._chain_lock:
+            self._watchers.append(watcher)
+
+        def stop() -> None:
+            with self._chain_lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+        return stop

@@ -395,3 +395,17 @@ def test_down_stops_the_server_its_data_planes_and_instances(start_server: Any) 
     # nothing left to stop: a second down says so
     r = subprocess.run([*args, "--yes"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "no running server" in " ".join(r.stderr.split())
+
+
+def test_a_job_is_waited_for_without_polling(start_server: Any) -> None:
+    """`GET /v1/jobs/{id}?wait=S` answers when the job has ended (or S has passed)."""
+    server = start_server("")
+    http = httpx.Client(base_url=server.url, timeout=60,
+                        headers={"Authorization": f"Bearer {server.token}"})
+    job = http.post("/v1/instances", json={"name": "waited", "location": "dc-a",
+                                           "image": "httpecho", "size": "nano"}).json()
+    assert job["status"] in ("queued", "running")
+    ended = http.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()
+    assert ended["status"] == "succeeded", ended  # one request, no polling
+    assert http.get(f"/v1/jobs/{job['id']}", params={"wait": 61}).status_code == 422
+    assert http.get("/v1/jobs/job-nope", params={"wait": 1}).status_code == 404
