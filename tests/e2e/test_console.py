@@ -332,6 +332,13 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     expect(page.locator('tbody tr[data-instance] .warning')).to_have_count(2, timeout=15_000)
     red = http.get("/v1/instances", params={"tag": "team=red"}).json()["items"]
     assert {i["state"] for i in red} == {"stopped"}
+    # the page follows events: an instance made elsewhere shows up without a reload
+    page.fill("#filter-tag", "")
+    page.press("#filter-tag", "Enter")
+    http.post("/v1/instances", json={"name": "newcomer", "location": "dc-b", "image": "httpecho",
+                                     "size": "nano"}).raise_for_status()
+    expect(page.locator("tbody tr[data-instance]", has_text="newcomer")).to_have_count(
+        1, timeout=10_000)
     page.click("text=mike")
     expect(page.locator("main h2")).to_contain_text("mike")
     expect(page.locator("#instance-tags")).to_contain_text("team=red")

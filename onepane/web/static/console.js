@@ -201,6 +201,7 @@ async function overview() {
 // ---- inventory --------------------------------------------------------------------------------
 
 async function inventory() {
+  const gen = routeGen;
   const locsP = api("/v1/locations");  // for the filter only: do not wait for it to list
   const f = { location: "", state: "", name: "", tag: "", sort: "" };
   const chosen = new Set();  // instances ticked for a bulk action
@@ -304,6 +305,14 @@ async function inventory() {
         { title: "cidr", cell: n => n.cidr || "" }, { title: "state", cell: n => n.state }], nets.items));
   }
   await load();
+  // The table follows what happens (creates, state changes, drift), a moment after the events
+  // (several at once make one reload); not while rows are ticked for a bulk action.
+  if (stale(gen)) return;
+  let pending = null;
+  stopPage = follow(ev => {
+    if (!/^(instance|drift|volume|network)\./.test(ev.kind) || pending) return;
+    pending = setTimeout(() => { pending = null; if (!chosen.size) load(); }, 300);
+  });
 }
 
 // ---- one instance: tags, volumes, its events, its console --------------------------------------
