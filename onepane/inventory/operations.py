@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,6 +48,7 @@ ENDS_IN = {"stop": InstanceState.stopped, "suspend": InstanceState.suspended}
 MAX_PAGE = 1000
 LIVE_MOVE = "instance.live_move"
 VALIDATE_TIMEOUT_S = 10.0
+VALIDATED_FOR = 30.0  # seconds a location's yes to an (image, size) is taken as still true
 
 
 def encode_cursor(last_id: str) -> str:
@@ -128,6 +130,7 @@ class Operations:
         self.store = events.store
         self.locations = locations
         self.runner = runner
+        self._validated: dict[tuple[str, str, str], float] = {}  # (location, image, size) -> until
         # Set by the core to the image catalog's: what a location boots for a catalog image.
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
         for kind, handler in {
@@ -233,10 +236,7 @@ class Operations:
                 raise InvalidInput("a catalog image gets its OVF environment as user data; give "
                                    "properties instead", field="user_data")
             provider.require(Feature.user_data, "user_data")
-        # In the location's pool with a deadline: a hung endpoint answers 503 for its own
-        # location's requests and holds no API thread for long.
-        self.locations.registry.run(req.location, lambda p: p.validate(image, size),
-                                    timeout=VALIDATE_TIMEOUT_S)
+        self._validate(req.location, image, size)
         inst_id = new_id("inst")
         params = {"name": req.name, "image": image, "size": size, "tags": req.tags,
                   "network": self._provider_network(req), "user_data": user_data,
@@ -287,6 +287,22 @@ class Operations:
             self.events.emit("instance.resized", f"instance {row.name} ({row.id}) is now "
                              f"{row.size}", location=row.location, subject=row.id, session=s)
         return {"size": job.params["size"]}
+
+    def _validate(self, location: str, image: str, size: str) -> None:
+        """Ask the location whether it has this image and size, unless it said yes within the
+        last VALIDATED_FOR seconds: a burst of creates of one kind asks once, not once each
+        (each asking a cloud's API, behind the location's few quick workers). In the
+        location's pool with a deadline: a hung endpoint answers 503 for its own location's
+        requests and holds no API thread for long."""
+        key = (location, image, size)
+        now = time.monotonic()
+        if self._validated.get(key, 0.0) > now:
+            return
+        self.locations.registry.run(location, lambda p: p.validate(image, size),
+                                    timeout=VALIDATE_TIMEOUT_S)
+        if len(self._validated) > 10_000:
+            self._validated.clear()
+        self._validated[key] = now + VALIDATED_FOR
 
     def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key, "instance.destroy",
@@ -614,9 +630,10 @@ class Operations:
                 fencing.check(s)  # a replica the reconciler adds: only while its node leads
                 if rows:
                     rows(s)
-                s.add(JobRow(id=job_id, kind=kind, target=target, location=location, params=params,
-                             status=JobStatus.queued, idempotency_key=idempotency_key,
-                             node=self.runner.node))
+                job = JobRow(id=job_id, kind=kind, target=target, location=location,
+                             params=params, status=JobStatus.queued,
+                             idempotency_key=idempotency_key, node=self.runner.node)
+                s.add(job)
                 self.events.emit("job.queued", message, location=location, subject=target,
                                  session=s, data={"job": job_id, "kind": kind})
         except IntegrityError:
@@ -624,8 +641,9 @@ class Operations:
             if (existing := self._job_for_key(idempotency_key)) is not None:
                 return existing
             raise
+        view = job_view(job)  # as committed: no second read of what was just written
         self.runner.submit(job_id, location, chain_key(kind, target, location))
-        return self.get_job(job_id)
+        return view
 
     def moving(self) -> set[str]:
         """Instances a live move is carrying right now (one indexed query)."""
