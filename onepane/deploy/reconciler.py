@@ -60,7 +60,7 @@ class Reconciler:
         self.front_door_host = front_door_host
         self.metrics = metrics
         self.clock = clock  # wall time for schedules; injectable so tests can move it
-        self.policy: dict[str, engine.PolicyState] = {}
+        self.policy = engine.Engine()
         self.decisions: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, kind) -> count
         self.instances: dict[str, list[Instance]] = {}  # the last listing, for the sampler
         self._labels: dict[str, dict[str, str]] = {}
@@ -88,6 +88,7 @@ class Reconciler:
         self.health.stop()
 
     def run_once(self) -> None:
+        self.policy.begin_pass()
         deps = self.deployments.list()
         self._labels = {loc.name: loc.labels for loc in self.deployments.locations.list()}
         deciding = self.decides()
@@ -131,12 +132,14 @@ class Reconciler:
             loc for loc, w in decision.weights.items() if w > 0}
 
         healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
-        if not deciding or {i.id for i in instances} & self.ops.moving():
-            # A live move is under way: no policy acts on a VM that is between two places,
-            # and no replica is added or removed until the move has updated the spec.
+        plan = None
+        if deciding and not {i.id for i in instances} & self.ops.moving():
+            # (A live move under way: no policy acts on a VM that is between two places, and
+            # no replica is added or removed until the move has updated the spec.)
+            plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
+        if plan is None:  # not deciding, moving, or the policy engine has not planned it yet
             desired = {loc: len(by_loc.get(loc, [])) for loc in spec.replicas}
         else:
-            plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
             desired = plan.replicas
             for loc in set(by_loc) | set(plan.replicas):
                 self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
@@ -177,7 +180,7 @@ class Reconciler:
 
     def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
               snapshot: list[Target], healthy_at: dict[str, int], serving: set[str],
-              now: float) -> engine.Plan:
+              now: float) -> engine.Plan | None:
         """Ask the policy engine, then carry out and log what it decided."""
         checks = {t.key: t.failures for t in snapshot}
         ever = self._replica_ever_up.setdefault(name, set())
@@ -194,8 +197,10 @@ class Reconciler:
             rps=dict(live.rps) if live else {},
             p95_ms=live.p95_ms if live else None,
             labels=self._labels)
-        state = self.policy.setdefault(name, engine.PolicyState())
-        plan = engine.evaluate(spec, obs, state, now, self.clock())
+        state = self.policy.state(name)
+        plan = self.policy.evaluate(name, spec, obs, now, self.clock())
+        if plan is None:
+            return None
         for act in plan.actions:
             if act.kind == "restart" and act.instance:
                 try:
@@ -342,7 +347,7 @@ class Reconciler:
         self._ever_up.pop(name, None)
         self._sla.pop(name, None)
         self._started.pop(name, None)
-        self.policy.pop(name, None)
+        self.policy.forget(name)
         self._replica_ever_up.pop(name, None)
         self.instances.pop(name, None)
         if self.metrics:

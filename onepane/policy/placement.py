@@ -13,6 +13,8 @@ def _values(label: str | None) -> set[str]:
 def violation(require: Mapping[str, str | list[str]], labels: Mapping[str, str]) -> str | None:
     """Why a location with `labels` cannot hold the deployment, or None if it can."""
     for key, wanted in require.items():
+        if wanted == labels.get(key):
+            continue  # the common case: the label is exactly the one value required
         need = {wanted} if isinstance(wanted, str) else set(wanted)
         have = _values(labels.get(key))
         missing = need - have

@@ -38,6 +38,7 @@ def state(w: Window, now: datetime) -> tuple[bool, datetime]:
     if known is not None and known[0] <= now < known[1]:
         return known[2], known[1]
     is_open, until = _compute(w, now)
+    until = until.astimezone(now.tzinfo)  # compared once a pass: same zone, no offset look-ups
     if len(_answers) > 10_000:
         _answers.clear()
     _answers[key] = (now, until, is_open)
@@ -61,11 +62,19 @@ def window_open(w: Window, now: datetime) -> bool:
 
 def active_locations(windows: list[Window], locations: Iterable[str], now: datetime) -> set[str]:
     """The locations some open window activates (all of them when there is no schedule)."""
+    return active_until(windows, locations, now)[0]
+
+
+def active_until(windows: list[Window], locations: Iterable[str], now: datetime
+                 ) -> tuple[set[str], datetime | None]:
+    """The active locations, and the first time a window opens or closes (None: no window)."""
     locs = set(locations)
-    if not windows:
-        return locs
     active: set[str] = set()
+    edge: datetime | None = None
     for w in windows:
-        if window_open(w, now):
-            active |= set(w.locations) if w.locations is not None else locs
-    return active & locs
+        is_open, until = state(w, now)
+        if is_open:
+            active |= locs if w.locations is None else set(w.locations)
+        if edge is None or until < edge:
+            edge = until
+    return (active & locs if windows else locs), edge

@@ -195,3 +195,79 @@ def test_the_first_look_at_a_schedule_says_what_it_decided() -> None:
     plan = engine.evaluate(s, obs(), engine.PolicyState(), 0, MONDAY_0759)
     assert [(a.kind, a.location) for a in plan.actions] == [("schedule_off", "dc-a"),
                                                             ("schedule_off", "dc-b")]
+
+
+# The Engine: a deployment is evaluated again only when its inputs changed or a timer is due,
+# and a pass spends at most its budget.
+
+AUTOSCALE = {"min": 1, "max": 3, "scale_out_above": 50, "scale_in_below": 10, "sustain": 2,
+             "cooldown_out": 5, "cooldown_in": 30}
+
+
+def test_the_engine_answers_unchanged_inputs_from_the_last_plan_until_a_timer_is_due() -> None:
+    s, clock, policy = spec(autoscale=AUTOSCALE), Clock(), engine.Engine()
+    hot = obs(200)
+    first = policy.evaluate("shop", s, hot, clock.mono, clock.wall)
+    assert first is not None and first.due == clock.mono + 2  # the breach's sustain
+    clock.tick(1)
+    policy.begin_pass()
+    again = policy.evaluate("shop", s, obs(200), clock.mono, clock.wall)  # equal, not the same
+    assert policy.last_pass.evaluated == 0 and again is not None and again.actions == ()
+    assert again.replicas == first.replicas
+    clock.tick(1)  # the sustain is over: evaluated, and it scales out
+    policy.begin_pass()
+    out = policy.evaluate("shop", s, hot, clock.mono, clock.wall)
+    assert policy.last_pass.evaluated == 1
+    assert out is not None and [a.kind for a in out.actions] == ["scale_out"]
+    assert out.replicas["dc-a"] == 2
+    policy.begin_pass()  # a changed observation is evaluated at once
+    policy.evaluate("shop", s, obs(0), clock.mono, clock.wall)
+    assert policy.last_pass.evaluated == 1
+
+
+def test_the_engine_looks_again_at_a_schedule_edge() -> None:
+    s = spec(schedule=[{"cron": "0 8 * * 1-5", "duration": 3600}])
+    clock, policy = Clock(), engine.Engine()  # Monday 07:59
+    plan = policy.evaluate("shop", s, obs(), clock.mono, clock.wall)
+    assert plan is not None and plan.replicas == {"dc-a": 0, "dc-b": 0}
+    assert plan.due_wall == MONDAY_0759 + timedelta(minutes=1)
+    clock.tick(30)
+    policy.begin_pass()
+    assert policy.evaluate("shop", s, obs(), clock.mono, clock.wall) is not None
+    assert policy.last_pass.evaluated == 0
+    clock.tick(30)  # 08:00: the window opens
+    policy.begin_pass()
+    plan = policy.evaluate("shop", s, obs(), clock.mono, clock.wall)
+    assert plan is not None and plan.replicas == {"dc-a": 1, "dc-b": 1}
+    assert [a.kind for a in plan.actions] == ["schedule_on", "schedule_on"]
+
+
+def test_a_pass_over_budget_leaves_the_rest_for_the_next_passes_in_order() -> None:
+    s, clock = spec(autoscale=AUTOSCALE), Clock()
+    policy = engine.Engine(budget=0.0, max_wait=3)  # every pass evaluates one deployment
+    names = [f"app{i}" for i in range(3)]
+
+    def one_pass() -> list[engine.Plan | None]:
+        policy.begin_pass()
+        return [policy.evaluate(n, s, obs(20), clock.mono, clock.wall) for n in names]
+    first = one_pass()
+    assert first[0] is not None and first[1] is None and first[2] is None  # none planned yet
+    assert (policy.last_pass.evaluated, policy.last_pass.deferred) == (1, 2)
+    second = one_pass()
+    assert all(p is not None for p in second[:2]) and second[2] is None
+    assert all(p is not None for p in one_pass())
+    assert (policy.last_pass.evaluated, policy.last_pass.deferred) == (1, 0)
+
+
+def test_no_deployment_waits_more_than_max_wait_passes() -> None:
+    s, clock = spec(autoscale=AUTOSCALE), Clock()
+    policy = engine.Engine(budget=0.0, max_wait=2)
+    waited = 0
+    while True:
+        policy.begin_pass()
+        # the first deployment changes every pass and would take the whole budget
+        policy.evaluate("busy", s, obs(20 + waited), clock.mono, clock.wall)
+        if policy.evaluate("quiet", s, obs(20), clock.mono, clock.wall) is not None:
+            break
+        waited += 1
+    assert waited == 2
