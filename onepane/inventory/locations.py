@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound, OnepaneError, TransientProviderError
@@ -20,6 +20,8 @@ from ..providers.registry import Registry, build_provider
 from ..secrets import Vault
 from ..store.tables import InstanceRow, LocationRow, NetworkRow, VolumeRow
 from .views import location_view
+
+_LOCATIONS = cast(Table, LocationRow.__table__)
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 30.0
@@ -148,6 +150,18 @@ class Locations:
     def set_status(self, name: str, status: str, detail: str | None) -> None:
         with self.events.tx() as s:
             self.record_status(s, name, status, detail)
+
+    def record_synced(self, s: Session, synced: dict[str, datetime]) -> None:
+        """In the caller's transaction, good sync passes (location -> when): one statement for
+        their times, and the status set back to ok, with its event, only where it was not."""
+        for name in list(s.scalars(select(LocationRow.name).where(
+                LocationRow.name.in_(list(synced)),
+                or_(LocationRow.status != "ok", LocationRow.status_detail.is_not(None))))):
+            self.record_status(s, name, "ok", None)
+        s.connection().execute(
+            update(_LOCATIONS).where(_LOCATIONS.c.name == bindparam("b_name"))
+            .values(last_sync=bindparam("b_at")),
+            [{"b_name": name, "b_at": at} for name, at in synced.items()])
 
     def record_status(self, s: Session, name: str, status: str, detail: str | None,
                       synced: bool = False) -> None:

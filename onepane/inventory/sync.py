@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import OnepaneError
@@ -25,11 +27,20 @@ from ..store.tables import InstanceRow, JobRow, VolumeRow
 from .locations import Locations
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 FULL_EVERY = 60  # passes on a change feed between two full listings
 # What a sync compares, read as plain columns: 100,000 ORM objects a pass cost more than the
 # comparison itself; a row becomes an object only when it has to change.
 KEY_COLUMNS = (InstanceRow.id, InstanceRow.name, InstanceRow.provider_id, InstanceRow.state,
                InstanceRow.addresses, InstanceRow.ports)
+_INSTANCES = cast(Table, InstanceRow.__table__)
+WRITE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id")).values(
+    state=bindparam("b_state"), addresses=bindparam("b_addresses"), ports=bindparam("b_ports"))
+
+
+# location -> what was seen there: (instances, None) for a full listing, (changed, vanished)
+# for a change feed's answer
+Seen = dict[str, tuple[list[ObservedInstance], list[str] | None]]
 
 
 def differs(row: Any, obs: ObservedInstance) -> bool:
@@ -37,7 +48,7 @@ def differs(row: Any, obs: ObservedInstance) -> bool:
             or (bool(obs.ports) and row.ports != obs.ports))
 
 
-def batched(items: list[str], n: int) -> Iterator[list[str]]:
+def batched(items: list[T], n: int) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
 
@@ -55,6 +66,9 @@ class InventorySync:
         self._tokens: dict[str, str | None] = {}  # location -> its change feed's last token
         self._passes: dict[str, int] = {}  # location -> passes since its last full listing
         self._listing = threading.BoundedSemaphore(2)
+        # location -> its good pass not yet written: the change feed's answer (None: folded
+        # already) and when
+        self._round: dict[str, tuple[Changes | None, datetime]] = {}
 
     def start(self) -> None:
         self._loop.start()
@@ -64,6 +78,7 @@ class InventorySync:
 
     def sync_all(self, wait: bool = True) -> dict[str, str]:
         """Sync every location concurrently; with wait, report each one's outcome."""
+        self.write_round()  # what a slow location held back in the last round
         futures = {}
         for name in self.registry.names():
             with self._lock:
@@ -76,37 +91,65 @@ class InventorySync:
         return {name: f.result() for name, f in futures.items()}
 
     def sync_location(self, name: str) -> str:
+        """Observe one location (in its own thread). A full listing is folded at once, in a
+        transaction of its own; a change feed's answer joins the round's, written together."""
         try:
             provider = self.registry.get(name)
-            volumes = provider.capabilities.supports(Feature.volumes)
-
-            def ok(s: Session) -> None:  # in the pass's last transaction: synced, and well
-                self.locations.record_status(s, name, "ok", None, synced=True)
             changes = self._changes(name, provider)
-            if changes is not None:  # the location's change feed: only what changed
-                self._fold_instances(name, changes.changed, vanished=changes.vanished,
-                                     then=None if volumes else ok)
-                self._tokens[name] = changes.token
+            if changes is not None:
+                self._tokens[name] = changes.token  # taken back if writing the round fails
             else:
                 with self._listing:  # a few full listings at a time: memory stays bounded
                     start = provider.changes_since(None)  # "now", taken before the listing
-                    self._fold_instances(name, provider.list_instances(),
-                                         then=None if volumes else ok)
+                    with self.events.tx() as s:
+                        self._fold_instances(s, {name: (provider.list_instances(), None)})
                 self._tokens[name] = start.token if start else None
                 self._passes[name] = 0
-            if volumes:
-                self._fold_volumes(name, provider.list_volumes(), then=ok)
+            if provider.capabilities.supports(Feature.volumes):
+                self._fold_volumes(name, provider.list_volumes())
+            with self._lock:
+                self._round[name] = (changes, datetime.now(UTC))
             return "ok"
         except OnepaneError as exc:
-            self.locations.set_status(name, "unreachable", exc.detail)
+            self._failed(name, "unreachable", exc.detail)
             return f"error: {exc.detail}"
         except Exception as exc:
             log.exception("sync of %s crashed", name)
-            self.locations.set_status(name, "error", str(exc))
+            self._failed(name, "error", str(exc))
             return f"error: {exc}"
         finally:
             with self._lock:
                 self._running.discard(name)
+                last = not self._running
+            if last:
+                self.write_round()
+
+    def write_round(self) -> None:
+        """Write what the round's locations saw, in one transaction: every change feed's
+        answer (one query for the rows, one for the jobs, one UPDATE), and when each location
+        was last synced well. Done when the round's last location is done, or, for what a
+        slow location held back, when the next round starts. One transaction per location
+        with something to say cost more than the changes in it (bench/scale.py)."""
+        with self._lock:
+            done, self._round = self._round, {}
+        if not done:
+            return
+        feeds: Seen = {name: (ch.changed, ch.vanished) for name, (ch, _) in done.items()
+                 if ch is not None and (ch.changed or ch.vanished)}
+        try:
+            with self.events.tx() as s:
+                if feeds:
+                    self._fold_instances(s, feeds)
+                self.locations.record_synced(s, {name: at for name, (_, at) in done.items()})
+        except Exception:
+            log.exception("writing the sync of %s failed", ", ".join(sorted(done)))
+            for name in done:  # what they saw is lost: their next pass lists everything
+                self._tokens.pop(name, None)
+
+    def _failed(self, name: str, status: str, detail: str) -> None:
+        with self._lock:  # a good pass not yet written must not say "ok" over this
+            self._round.pop(name, None)
+        self.locations.set_status(name, status, detail)
 
     def _changes(self, name: str, provider: Provider) -> Changes | None:
         """The change feed's answer, unless a full listing is due: the first pass, a token
@@ -118,78 +161,83 @@ class InventorySync:
             return None
         return provider.changes_since(token)
 
-    def _fold_instances(self, name: str, observed: list[ObservedInstance],
-                        vanished: list[str] | None = None,
-                        then: Callable[[Session], None] | None = None) -> None:
-        """Fold a listing (every instance there; the rest vanished) or a change feed's answer
-        (`vanished` given: only these changed) into the store, writing only what differs."""
-        full = vanished is None
-        with self.events.tx() as s:
-            if full:
-                rows = s.execute(select(*KEY_COLUMNS).where(InstanceRow.location == name)).all()
-            else:
-                pids = [o.provider_id for o in observed] + list(vanished or [])
-                rows = [r for chunk in batched(pids, 500) for r in s.execute(
-                    select(*KEY_COLUMNS).where(InstanceRow.location == name,
-                                               InstanceRow.provider_id.in_(chunk))).all()]
-            # Asked only when needed: a quiet pass on a change feed makes one query.
-            busy: set[str | None] = set(s.scalars(select(JobRow.target).where(
-                JobRow.location == name,
-                JobRow.status.in_([JobStatus.queued, JobStatus.running])))) if rows else set()
-            by_pid = {r.provider_id: r for r in rows if r.provider_id}
-            by_id = {r.id: r for r in rows}
-            creating = functools.cache(lambda: set(s.scalars(select(InstanceRow.name).where(
-                InstanceRow.location == name, InstanceRow.provider_id.is_(None)))))
-            seen: set[str] = set()
-            stored = self._to_change(s, observed, by_pid, by_id, busy, vanished)
-            for obs in observed:
-                row = by_pid.get(obs.provider_id) or by_id.get(obs.onepane_id or "")
-                if row is None and not full and obs.onepane_id:
-                    row = s.execute(select(*KEY_COLUMNS).where(
-                        InstanceRow.id == obs.onepane_id, InstanceRow.location == name)).first()
-                if row is None:
-                    if obs.onepane_id and s.get(InstanceRow, obs.onepane_id) is not None:
-                        continue  # known at another location: a live move under way
-                    if obs.onepane_id and s.scalar(select(JobRow.id).where(
-                            JobRow.target == obs.onepane_id, JobRow.kind == "instance.destroy")):
-                        continue  # destroyed by onepane while this listing was taken: no ghost
-                    if obs.name not in creating():  # else: a create whose job has not reported yet
-                        self._appeared(s, name, obs)
-                    continue
-                seen.add(row.id)
-                if row.id in busy or not differs(row, obs):
-                    continue  # unchanged; or a job is changing it and its result is the truth
-                self._update(s, stored.get(row.id) or s.get(InstanceRow, row.id), obs)
-            gone = rows if full else [by_pid[p] for p in vanished or [] if p in by_pid]
-            for row in gone:
-                if row.id in seen or row.id in busy or row.provider_id is None:
-                    continue
-                obj = stored.get(row.id) or s.get(InstanceRow, row.id)
-                if obj is not None and row.state != InstanceState.missing:
-                    obj.state = InstanceState.missing
-                    self.events.emit("drift.vanished",
-                                     f"instance {row.name} ({row.id}) vanished from {name} "
-                                     f"outside onepane (was {row.state})", severity="warning",
-                                     location=name, subject=row.id, session=s)
-            if then is not None:
-                then(s)
+    def _fold_instances(self, s: Session, seen_at: Seen) -> None:
+        """Fold what locations showed into the store, writing only what differs. Per location:
+        a listing (every instance there; the rest vanished: `vanished` is None) or a change
+        feed's answer (only these changed, and `vanished` went)."""
+        stored = self._stored(s, seen_at)
+        busy: set[str | None] = set(s.scalars(select(JobRow.target).where(
+            JobRow.location.in_(list(seen_at)),
+            JobRow.status.in_([JobStatus.queued, JobStatus.running])))) if any(
+                stored.values()) else set()
+        writes: list[dict[str, Any]] = []
+        for name, (observed, vanished) in seen_at.items():
+            writes += self._fold_location(s, name, observed, vanished, stored[name], busy)
+        if writes:
+            s.connection().execute(WRITE, writes)
 
     @staticmethod
-    def _to_change(s: Any, observed: list[ObservedInstance], by_pid: dict[str, Any],
-                   by_id: dict[str, Any], busy: set[str | None],
-                   vanished: list[str] | None) -> dict[str, InstanceRow]:
-        """The rows this pass will write, loaded as objects in a few queries, not one each."""
-        ids = [r.id for o in observed
-               if (r := by_pid.get(o.provider_id) or by_id.get(o.onepane_id or ""))
-               and r.id not in busy and differs(r, o)]
-        if vanished is not None:
-            ids += [by_pid[p].id for p in vanished if p in by_pid
-                    and by_pid[p].state != InstanceState.missing]
-        out: dict[str, InstanceRow] = {}
-        for chunk in batched(ids, 500):
-            out.update((r.id, r) for r in s.scalars(select(InstanceRow).where(
-                InstanceRow.id.in_(chunk))))
+    def _stored(s: Session, seen_at: Seen) -> dict[str, list[Any]]:
+        """Each location's stored rows that the observations concern, as plain columns."""
+        out: dict[str, list[Any]] = {name: [] for name in seen_at}
+        pids: dict[str, set[str]] = {}
+        for name, (observed, vanished) in seen_at.items():
+            if vanished is None:  # a listing concerns every row there
+                out[name] = list(s.execute(select(*KEY_COLUMNS).where(
+                    InstanceRow.location == name)).all())
+            else:
+                pids[name] = {o.provider_id for o in observed} | set(vanished)
+        # one statement per 500 ids, whatever the number of locations: (location = a AND
+        # provider_id IN (...)) OR (location = b AND ...), which both databases answer from the
+        # (location, provider_id) index
+        pairs = [(name, pid) for name, ids in pids.items() for pid in sorted(ids)]
+        for chunk in batched(pairs, 500):
+            groups: dict[str, list[str]] = defaultdict(list)
+            for name, pid in chunk:
+                groups[name].append(pid)
+            for r in s.execute(select(InstanceRow.location, *KEY_COLUMNS).where(or_(*(
+                    and_(InstanceRow.location == name, InstanceRow.provider_id.in_(ids))
+                    for name, ids in groups.items())))):
+                out[r.location].append(r)
         return out
+
+    def _fold_location(self, s: Session, name: str, observed: list[ObservedInstance],
+                       vanished: list[str] | None, rows: list[Any], busy: set[str | None]
+                       ) -> list[dict[str, Any]]:
+        full = vanished is None
+        by_pid = {r.provider_id: r for r in rows if r.provider_id}
+        by_id = {r.id: r for r in rows}
+        creating = functools.cache(lambda: set(s.scalars(select(InstanceRow.name).where(
+            InstanceRow.location == name, InstanceRow.provider_id.is_(None)))))
+        seen: set[str] = set()
+        writes: list[dict[str, Any]] = []
+        for obs in observed:
+            row = by_pid.get(obs.provider_id) or by_id.get(obs.onepane_id or "")
+            if row is None and not full and obs.onepane_id:
+                row = s.execute(select(*KEY_COLUMNS).where(
+                    InstanceRow.id == obs.onepane_id, InstanceRow.location == name)).first()
+            if row is None:
+                if obs.onepane_id and s.get(InstanceRow, obs.onepane_id) is not None:
+                    continue  # known at another location: a live move under way
+                if obs.onepane_id and s.scalar(select(JobRow.id).where(
+                        JobRow.target == obs.onepane_id, JobRow.kind == "instance.destroy")):
+                    continue  # destroyed by onepane while this listing was taken: no ghost
+                if obs.name not in creating():  # else: a create whose job has not reported yet
+                    self._appeared(s, name, obs)
+                continue
+            seen.add(row.id)
+            if row.id in busy or not differs(row, obs):
+                continue  # unchanged; or a job is changing it and its result is the truth
+            writes.append(self._update(s, name, row, obs.state, obs.addresses,
+                                       obs.ports or row.ports))
+        gone = rows if full else [by_pid[p] for p in vanished or [] if p in by_pid]
+        for row in gone:
+            if (row.id in seen or row.id in busy or row.provider_id is None
+                    or row.state == InstanceState.missing):
+                continue
+            writes.append(self._update(s, name, row, InstanceState.missing, row.addresses,
+                                       row.ports, vanished=True))
+        return writes
 
     def _appeared(self, s: Any, name: str, obs: ObservedInstance) -> None:
         row = InstanceRow(id=new_id("inst"), name=obs.name[:64], location=name,
@@ -202,22 +250,21 @@ class InventorySync:
                          f"onepane; now known as {row.id}", severity="warning", location=name,
                          subject=row.id, session=s, data={"provider_id": obs.provider_id})
 
-    def _update(self, s: Any, row: InstanceRow | None, obs: ObservedInstance) -> None:
-        if row is None:
-            return
-        if row.state != obs.state:
+    def _update(self, s: Session, location: str, row: Any, state: str, addresses: list[str],
+                ports: dict[str, int], vanished: bool = False) -> dict[str, Any]:
+        """The event a change makes, and the row's new values for the pass's one UPDATE."""
+        if vanished:
+            self.events.emit("drift.vanished", f"instance {row.name} ({row.id}) vanished from "
+                             f"{location} outside onepane (was {row.state})", severity="warning",
+                             location=location, subject=row.id, session=s)
+        elif row.state != state:
             self.events.emit("instance.state", f"instance {row.name} ({row.id}): {row.state} -> "
-                             f"{obs.state}", severity="warning" if obs.state == "error" else "info",
-                             location=row.location, subject=row.id, session=s,
-                             data={"from": row.state, "to": obs.state})
-            row.state = obs.state
-        if row.addresses != obs.addresses:
-            row.addresses = obs.addresses
-        if obs.ports and row.ports != obs.ports:
-            row.ports = obs.ports
+                             f"{state}", severity="warning" if state == "error" else "info",
+                             location=location, subject=row.id, session=s,
+                             data={"from": row.state, "to": state})
+        return {"b_id": row.id, "b_state": state, "b_addresses": addresses, "b_ports": ports}
 
-    def _fold_volumes(self, name: str, volumes: list[Any],
-                      then: Callable[[Session], None] | None = None) -> None:
+    def _fold_volumes(self, name: str, volumes: list[Any]) -> None:
         with self.events.tx() as s:
             all_rows = list(s.scalars(select(VolumeRow).where(VolumeRow.location == name)))
             rows = {r.provider_id: r for r in all_rows if r.provider_id}
@@ -247,5 +294,3 @@ class InventorySync:
                     row.state = "missing"
                     self.events.emit("drift.vanished", f"volume {row.id} vanished from {name}",
                                      severity="warning", location=name, subject=row.id, session=s)
-            if then is not None:
-                then(s)

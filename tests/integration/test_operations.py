@@ -286,7 +286,8 @@ def test_a_destroy_racing_a_sync_leaves_no_ghost(core: Core) -> None:
     provider = core.registry.get("dc-a")
     listing = provider.list_instances()  # the sync looked just before the destroy...
     assert done(core, core.ops.destroy_instance(inst).id).status == "succeeded"
-    core.sync._fold_instances("dc-a", listing)  # ...and folds what it saw after it
+    with core.events.tx() as s:  # ...and folds what it saw after it
+        core.sync._fold_instances(s, {"dc-a": (listing, None)})
     assert core.ops.list_instances(location="dc-a").items == []
     assert not [e for e in core.events.list(kind="drift.", limit=100).items]
 
