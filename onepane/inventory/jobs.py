@@ -11,10 +11,12 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
@@ -25,7 +27,19 @@ from ..retry import with_retry
 from ..store.tables import JobRow
 
 log = logging.getLogger(__name__)
-Handler = Callable[[Provider, JobRow], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler returns when its own writes belong with the job's end: `write` runs in
+    the transaction that marks the job succeeded, so that the two land together, in one
+    commit instead of two (bench/provision.py counts them)."""
+
+    result: dict[str, Any]
+    write: Callable[[Session], None]
+
+
+Handler = Callable[[Provider, JobRow], dict[str, Any] | Outcome | None]
 Failure = Callable[[JobRow, OnepaneError], None]
 
 
@@ -135,12 +149,16 @@ class JobRunner:
         return len(rows)
 
     def _run(self, job_id: str) -> None:
-        with self.events.store.tx() as s:
-            job = s.get(JobRow, job_id)
+        with self.events.store.tx() as s:  # running, and its first attempt counted
+            job = s.get(JobRow, job_id, with_for_update=True)
             if job is None or job.status in (JobStatus.succeeded, JobStatus.failed):
+                return
+            if self.node is not None and job.node not in (None, self.node):
+                log.warning("job %s is node %s's now", job_id, job.node)
                 return
             interrupted = job.status == JobStatus.running and job.attempts > 0
             job.status = JobStatus.running
+            job.attempts += 1
         handler, on_failure = self._handlers[job.kind]
         try:
             provider = self.registry.get(job.location or "")
@@ -157,13 +175,18 @@ class JobRunner:
             self._finish(job_id, JobStatus.failed, error=exc.problem())
             return
 
-        def attempt() -> dict[str, Any] | None:
-            with self.events.store.tx() as s:
-                row = s.get(JobRow, job_id, with_for_update=True)
-                assert row is not None
-                if self.node is not None and row.node not in (None, self.node):
-                    raise TakenOver(f"job {job_id} is node {row.node}'s now")
-                row.attempts += 1
+        tries = 0
+
+        def attempt() -> dict[str, Any] | Outcome | None:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # a retry: counted, and only if the job is still this node's
+                with self.events.store.tx() as s:
+                    row = s.get(JobRow, job_id, with_for_update=True)
+                    assert row is not None
+                    if self.node is not None and row.node not in (None, self.node):
+                        raise TakenOver(f"job {job_id} is node {row.node}'s now")
+                    row.attempts += 1
             return handler(provider, job)
 
         def retrying(n: int, exc: Exception) -> None:
@@ -192,14 +215,20 @@ class JobRunner:
                 on_failure(job, OnepaneError(str(exc)))
             self._finish(job_id, JobStatus.failed, error={"detail": f"internal error: {exc}"})
             return
-        self._finish(job_id, JobStatus.succeeded, result=result or {})
+        if isinstance(result, Outcome):
+            self._finish(job_id, JobStatus.succeeded, result=result.result, write=result.write)
+        else:
+            self._finish(job_id, JobStatus.succeeded, result=result or {})
 
     def _finish(self, job_id: str, status: JobStatus, *, result: dict[str, Any] | None = None,
-                error: dict[str, Any] | None = None) -> None:
-        with self.events.store.tx() as s:
+                error: dict[str, Any] | None = None,
+                write: Callable[[Session], None] | None = None) -> None:
+        with self.events.tx() as s:
             row = s.get(JobRow, job_id)
             if row is None:
                 return
+            if write is not None:
+                write(s)
             row.status, row.result, row.error = status, result, error
             row.finished_at = datetime.now(UTC)
         with self._chain_lock:

@@ -38,7 +38,7 @@ from ..model import (
 )
 from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
-from .jobs import JobRunner, chain_key
+from .jobs import Handler, JobRunner, Outcome, chain_key
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
 
@@ -133,7 +133,7 @@ class Operations:
         self._validated: dict[tuple[str, str, str], float] = {}  # (location, image, size) -> until
         # Set by the core to the image catalog's: what a location boots for a catalog image.
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
-        for kind, handler in {
+        handlers: dict[str, Handler] = {
             "instance.create": self._do_create, "instance.start": self._do_action,
             "instance.stop": self._do_action, "instance.reboot": self._do_action,
             "instance.suspend": self._do_action, "instance.resume": self._do_action,
@@ -142,7 +142,8 @@ class Operations:
             "volume.attach": self._do_volume_attach, "volume.detach": self._do_volume_detach,
             "volume.delete": self._do_volume_delete, "network.create": self._do_network_create,
             "network.delete": self._do_network_delete,
-        }.items():
+        }
+        for kind, handler in handlers.items():
             runner.register(kind, handler, self._on_failure)
         runner.register("instance.create", self._do_create, self._on_failure,
                         repeatable=lambda p: p.capabilities.supports(Feature.idempotent_create))
@@ -495,7 +496,7 @@ class Operations:
 
     # ---- job handlers (run in the location's pool) ---------------------------------------
 
-    def _do_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+    def _do_create(self, provider: Provider, job: JobRow) -> Outcome:
         p = job.params
         obs = provider.create_instance(InstanceSpec(onepane_id=job.target or "", name=p["name"],
                                                     image=p["image"], size=p["size"],
@@ -505,14 +506,15 @@ class Operations:
                                                     nics=p.get("nics") or 1,
                                                     ssh_keys=p.get("ssh_keys") or [],
                                                     security_groups=p.get("groups") or []))
-        with self.events.tx() as s:
+
+        def write(s: Session) -> None:  # with the job's end, in its transaction
             row = self._instance(s, job.target or "")
             row.provider_id, row.state = obs.provider_id, obs.state
             row.addresses, row.ports = obs.addresses, obs.ports
             self.events.emit("instance.created", f"instance {row.name} ({row.id}) is {obs.state}",
                              location=row.location, subject=row.id, session=s,
                              data={"provider_id": obs.provider_id})
-        return {"provider_id": obs.provider_id, "state": obs.state}
+        return Outcome({"provider_id": obs.provider_id, "state": obs.state}, write)
 
     def _do_action(self, provider: Provider, job: JobRow) -> dict[str, Any]:
         action = job.kind.split(".", 1)[1]
