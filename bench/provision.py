@@ -86,14 +86,14 @@ def via_api(count: int, moto: str, root: Path, concurrency: int) -> float:
 
         def one(item: tuple[str, str, str, str]) -> None:
             name, loc, image, size = item
-            r = http.post("/v1/instances", json={"name": name, "location": loc, "image": image,
-                                                 "size": size})
+            # the server answers when the job has ended (POST ?wait=, then GET ?wait= if the
+            # wait was over first): a client that waits, without polling
+            r = http.post("/v1/instances", params={"wait": 30}, json={
+                "name": name, "location": loc, "image": image, "size": size})
             r.raise_for_status()
-            job = r.json()["id"]
-            # the server answers when the job has ended (a long poll), as the CLI does
-            while (status := http.get(f"/v1/jobs/{job}", params={"wait": 30}).json()["status"]) \
-                    not in ("succeeded", "failed"):
-                pass
+            job, status = r.json()["id"], r.json()["status"]
+            while status not in ("succeeded", "failed"):
+                status = http.get(f"/v1/jobs/{job}", params={"wait": 30}).json()["status"]
             if status != "succeeded":
                 raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
 
@@ -123,7 +123,7 @@ def main() -> None:
           f"{args.concurrency} concurrent API clients")
     print(f"  direct with the drivers : {t_direct:7.2f} s  ({args.count / t_direct:6.1f}/s)")
     print(f"  through onepane's API   : {t_api:7.2f} s  ({args.count / t_api:6.1f}/s)")
-    result("provision_api_vs_direct", ratio, "ratio", "<=", 1.3)
+    result("provision_api_vs_direct", ratio, "ratio", "<=", 1.1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -37,14 +36,15 @@ from ..model import (
 from ..providers.base import Feature
 from .deps import admin, core, operator, viewer
 from .uploads import save_body
+from .waits import JobEnd, job_ended
 
 router = APIRouter(prefix="/v1")
-ENDED = ("succeeded", "failed")
 IdemKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
     description="makes a retried request safe: the same key returns the first request's job; "
                 "a key is bound to its request, and reusing it for another one is a 422")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Wait = Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to end")]
 MAX_UPLOAD = 512 * 1024 * 1024
 
 
@@ -145,9 +145,18 @@ def inventory_summary(request: Request) -> dict[str, dict[str, int]]:
 
 
 @router.post("/instances", status_code=202, dependencies=[operator])
-def create_instance(request: Request, response: Response, req: InstanceCreate,
-                    key: IdemKey = None) -> Job:
-    return accepted(response, core(request).ops.create_instance(req, key))
+async def create_instance(request: Request, response: Response, req: InstanceCreate,
+                          key: IdemKey = None, wait: Wait = 0) -> Job:
+    """Starts the create (202 and its job); with `wait` (seconds, up to 60) the answer comes
+    when the job has ended or the wait is over, as GET /v1/jobs/{id}?wait= does, in one
+    request instead of two."""
+    c = core(request)
+    if wait <= 0:
+        return accepted(response, await run_in_threadpool(c.ops.create_instance, req, key))
+    with JobEnd(c) as end:  # listening before the job exists: its end cannot be missed
+        job = await run_in_threadpool(c.ops.create_instance, req, key)
+        end.expect(job.id)
+        return accepted(response, await end.wait(wait, job))
 
 
 @router.get("/instances/{instance_id}", dependencies=[viewer])
@@ -257,33 +266,10 @@ def list_jobs(request: Request, status: str | None = None, target: str | None = 
 
 
 @router.get("/jobs/{job_id}", dependencies=[viewer])
-async def get_job(request: Request, job_id: str,
-                  wait: Annotated[float, Query(ge=0, le=60)] = 0) -> Job:
+async def get_job(request: Request, job_id: str, wait: Wait = 0) -> Job:
     """The job; with `wait` (seconds, up to 60), once it has ended or when the wait is over,
     whichever comes first: a client learns the end at once instead of polling for it."""
-    c = core(request)
-    job = await run_in_threadpool(c.ops.get_job, job_id)
-    if wait <= 0 or job.status in ENDED:
-        return job
-    loop = asyncio.get_running_loop()
-    ended = asyncio.Event()
-
-    def on_end(jid: str) -> None:
-        if jid == job_id:
-            loop.call_soon_threadsafe(ended.set)
-    stop = c.runner.watch(on_end)
-    try:
-        deadline = loop.time() + wait
-        while (job := await run_in_threadpool(c.ops.get_job, job_id)).status not in ENDED:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            # another node may run it: look again every second even if nothing was heard
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), min(left, 1.0))
-    finally:
-        stop()
-    return job
+    return await job_ended(core(request), job_id, wait)
 
 
 # an event id: a 64-bit integer in every database (beyond it, a clear 422, not a driver error)

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
-from ..model import JobStatus
+from ..model import Job, JobStatus
 from ..providers.base import Provider
 from ..providers.registry import Registry
 from ..retry import with_retry
 from ..store.tables import JobRow
+from .views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class JobRunner:
         self._chains: dict[str, deque[tuple[str, str]]] = {}  # key -> jobs waiting their turn
         self._chain_lock = threading.Lock()
         self.node: str | None = None  # set when the node joins: the jobs it runs carry it
-        self._watchers: list[Callable[[str], None]] = []  # told when a job ends (long polls)
+        self._watchers: list[Callable[[Job], None]] = []  # told when a job ends (long polls)
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -231,13 +232,15 @@ class JobRunner:
                 write(s)
             row.status, row.result, row.error = status, result, error
             row.finished_at = datetime.now(UTC)
+            s.flush()
+            ended = job_view(row)
         with self._chain_lock:
             watchers = list(self._watchers)
-        for watcher in watchers:  # after the commit: a watcher that reads the job sees it ended
-            watcher(job_id)
+        for watcher in watchers:  # after the commit, the job as it ended: no one reads it again
+            watcher(ended)
 
-    def watch(self, watcher: Callable[[str], None]) -> Callable[[], None]:
-        """Call `watcher(job_id)` whenever a job of this node ends; returns the way to stop."""
+    def watch(self, watcher: Callable[[Job], None]) -> Callable[[], None]:
+        """Call `watcher(job)` whenever a job of this node ends; returns the way to stop."""
         with self._chain_lock:
             self._watchers.append(watcher)
 

@@ -10,8 +10,10 @@ import base64
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -131,6 +133,8 @@ class Operations:
         self.locations = locations
         self.runner = runner
         self._validated: dict[tuple[str, str, str], float] = {}  # (location, image, size) -> until
+        self._validating: dict[tuple[str, str, str], Future[None]] = {}  # being asked now
+        self._validating_lock = threading.Lock()
         # Set by the core to the image catalog's: what a location boots for a catalog image.
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
         handlers: dict[str, Handler] = {
@@ -299,11 +303,29 @@ class Operations:
         now = time.monotonic()
         if self._validated.get(key, 0.0) > now:
             return
-        self.locations.registry.run(location, lambda p: p.validate(image, size),
-                                    timeout=VALIDATE_TIMEOUT_S)
-        if len(self._validated) > 10_000:
-            self._validated.clear()
-        self._validated[key] = now + VALIDATED_FOR
+        with self._validating_lock:  # the same question already asked: wait for its answer
+            asked = self._validating.get(key)
+            if asked is None:
+                asked = self._validating[key] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            asked.result(timeout=VALIDATE_TIMEOUT_S + 1)  # its answer, or its error, raised
+            return
+        try:
+            self.locations.registry.run(location, lambda p: p.validate(image, size),
+                                        timeout=VALIDATE_TIMEOUT_S)
+            if len(self._validated) > 10_000:
+                self._validated.clear()
+            self._validated[key] = now + VALIDATED_FOR
+            asked.set_result(None)
+        except BaseException as exc:
+            asked.set_exception(exc)
+            raise
+        finally:
+            with self._validating_lock:
+                self._validating.pop(key, None)
 
     def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
         if (existing := self._job_for_key(idempotency_key, "instance.destroy",

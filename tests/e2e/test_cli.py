@@ -409,3 +409,15 @@ def test_a_job_is_waited_for_without_polling(start_server: Any) -> None:
     assert ended["status"] == "succeeded", ended  # one request, no polling
     assert http.get(f"/v1/jobs/{job['id']}", params={"wait": 61}).status_code == 422
     assert http.get("/v1/jobs/job-nope", params={"wait": 1}).status_code == 404
+    # a create that waits: one request, answered with the job as it ended
+    r = http.post("/v1/instances", params={"wait": 30}, json={
+        "name": "waited2", "location": "dc-a", "image": "httpecho", "size": "nano"})
+    assert r.status_code == 202 and r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
+    assert r.json()["status"] == "succeeded" and r.json()["result"]["state"] == "running"
+    # a wait that is over first answers with the job as it is
+    slow = http.post("/v1/instances", params={"wait": 0.001}, json={
+        "name": "waited3", "location": "dc-a", "image": "httpecho", "size": "nano"}).json()
+    assert slow["status"] in ("queued", "running", "succeeded")
+    assert http.post("/v1/instances", params={"wait": -1}, json={
+        "name": "waited4", "location": "dc-a", "image": "httpecho", "size": "nano"}
+    ).status_code == 422
