@@ -139,7 +139,7 @@ def reaction(rounds: int) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--deployments", type=int, default=1000)
+    ap.add_argument("--deployments", type=int, default=50_000)
     ap.add_argument("--passes", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()

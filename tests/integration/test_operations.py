@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from onepane.config import Settings
 from onepane.core import Core
-from onepane.errors import InvalidInput, NotFound, TransientProviderError
+from onepane.errors import InvalidInput, NotFound, OnepaneError, TransientProviderError
 from onepane.model import InstanceCreate, InstanceState, LocationCreate
 from onepane.providers.base import Capabilities, InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
 from onepane.providers.local import LocalProvider
@@ -312,3 +313,44 @@ def test_listings_sort_on_any_column_and_page_without_gaps(core: Core) -> None:
     assert sorted(walk("-created")) == sorted(names) and walk("-created")[0] == "cherry"
     with pytest.raises(InvalidInput):
         core.ops.list_instances(sort="secret")
+
+
+def test_a_burst_of_creates_asks_its_location_once(core: Core) -> None:
+    """Concurrent creates of one image and size wait for one validation's answer, and share
+    its refusal too."""
+    provider = core.registry.get("dc-a")
+    asked = 0
+    gate = threading.Event()
+    real = provider.validate
+
+    def slow(image: str, size: str) -> None:
+        nonlocal asked
+        asked += 1
+        gate.wait(10)
+        real(image, size)
+    provider.validate = slow  # type: ignore[method-assign]
+
+    def create(i: int, image: str) -> Any:
+        try:
+            return core.ops.create_instance(InstanceCreate(name=f"b{i}", location="dc-a",
+                                                           image=image, size="nano"))
+        except OnepaneError as exc:
+            return exc
+
+    def waiting(image: str) -> int:  # creates waiting for the one validation under way
+        answer = core.ops._validating.get(("dc-a", image, "nano"))
+        return len(answer._condition._waiters) if answer else 0  # type: ignore[attr-defined]
+
+    for image in ("no-such-image", "httpecho"):
+        gate.clear()
+        before = asked
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(create, i, image) for i in range(6)]
+            wait_for(lambda image=image: waiting(image) == 5, 10, what="five creates waiting")
+            gate.set()
+            answers = [f.result() for f in futures]
+        assert asked == before + 1  # one question for six creates
+        if image == "no-such-image":
+            assert all(isinstance(a, InvalidInput) and a.field == "image" for a in answers)
+        else:
+            assert all(core.ops.get_job(a.id).kind == "instance.create" for a in answers)
