@@ -91,6 +91,7 @@ def serve(settings: Settings) -> None:
               f"; nodes: onepane status)", flush=True)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level="warning", loop="uvloop", http="httptools",
+                            access_log=False,  # off at "warning" anyway; its line cost CPU
                             server_header=False,  # one Server header: the front ends' own
                             timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)

@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
@@ -28,6 +28,8 @@ from ..store.tables import JobRow
 from .views import job_view
 
 log = logging.getLogger(__name__)
+_JOBS = cast(Table, JobRow.__table__)
+UNFINISHED = (JobStatus.queued, JobStatus.running)
 
 
 @dataclass(frozen=True)
@@ -150,16 +152,10 @@ class JobRunner:
         return len(rows)
 
     def _run(self, job_id: str) -> None:
-        with self.events.store.tx() as s:  # running, and its first attempt counted
-            job = s.get(JobRow, job_id, with_for_update=True)
-            if job is None or job.status in (JobStatus.succeeded, JobStatus.failed):
-                return
-            if self.node is not None and job.node not in (None, self.node):
-                log.warning("job %s is node %s's now", job_id, job.node)
-                return
-            interrupted = job.status == JobStatus.running and job.attempts > 0
-            job.status = JobStatus.running
-            job.attempts += 1
+        job = self._start(job_id)
+        if job is None:
+            return
+        interrupted = job.attempts > 1  # an attempt before this one was cut short
         handler, on_failure = self._handlers[job.kind]
         try:
             provider = self.registry.get(job.location or "")
@@ -197,6 +193,11 @@ class JobRunner:
             result = with_retry(attempt, attempts=self.attempts if repeatable else 1,
                                 base=self.backoff,
                                 on_retry=retrying)
+            if isinstance(result, Outcome):  # its writes fail the job if they fail
+                self._finish(job_id, JobStatus.succeeded, result=result.result,
+                             write=result.write)
+            else:
+                self._finish(job_id, JobStatus.succeeded, result=result or {})
         except TakenOver as exc:  # this node was thought dead; the job runs elsewhere now
             log.warning("%s", exc.detail)
             return
@@ -215,25 +216,39 @@ class JobRunner:
             if on_failure:
                 on_failure(job, OnepaneError(str(exc)))
             self._finish(job_id, JobStatus.failed, error={"detail": f"internal error: {exc}"})
-            return
-        if isinstance(result, Outcome):
-            self._finish(job_id, JobStatus.succeeded, result=result.result, write=result.write)
-        else:
-            self._finish(job_id, JobStatus.succeeded, result=result or {})
+
+    def _start(self, job_id: str) -> JobRow | None:
+        """Mark the job running with its first attempt counted, in one statement that answers
+        with the job (a detached row for the handler); None if it has ended, is gone, or is
+        another node's. Loading it as an object and flushing it back cost more than the rest
+        of a job's bookkeeping (bench/provision.py)."""
+        start = (update(_JOBS).where(_JOBS.c.id == job_id, _JOBS.c.status.in_(UNFINISHED))
+                 .values(status=JobStatus.running, attempts=_JOBS.c.attempts + 1)
+                 .returning(*_JOBS.c))
+        if self.node is not None:
+            start = start.where(or_(_JOBS.c.node.is_(None), _JOBS.c.node == self.node))
+        with self.events.store.tx() as s:
+            row = s.connection().execute(start).first()
+            if row is None and self.node is not None:
+                owner = s.scalar(select(JobRow.node).where(JobRow.id == job_id,
+                                                           JobRow.status.in_(UNFINISHED)))
+                if owner is not None:
+                    log.warning("job %s is node %s's now", job_id, owner)
+        return None if row is None else JobRow(**row._mapping)
 
     def _finish(self, job_id: str, status: JobStatus, *, result: dict[str, Any] | None = None,
                 error: dict[str, Any] | None = None,
                 write: Callable[[Session], None] | None = None) -> None:
+        end = (update(_JOBS).where(_JOBS.c.id == job_id)
+               .values(status=status, result=result, error=error, finished_at=datetime.now(UTC))
+               .returning(*_JOBS.c))
         with self.events.tx() as s:
-            row = s.get(JobRow, job_id)
-            if row is None:
-                return
             if write is not None:
                 write(s)
-            row.status, row.result, row.error = status, result, error
-            row.finished_at = datetime.now(UTC)
-            s.flush()
-            ended = job_view(row)
+            row = s.connection().execute(end).first()
+            if row is None:
+                return
+            ended = job_view(cast(JobRow, row))
         with self._chain_lock:
             watchers = list(self._watchers)
         for watcher in watchers:  # after the commit, the job as it ended: no one reads it again

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,7 @@ ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Fe
            "suspend": Feature.suspend, "resume": Feature.suspend}
 ENDS_IN = {"stop": InstanceState.stopped, "suspend": InstanceState.suspended}
 MAX_PAGE = 1000
+_INSTANCES = cast(Table, InstanceRow.__table__)
 LIVE_MOVE = "instance.live_move"
 VALIDATE_TIMEOUT_S = 10.0
 VALIDATED_FOR = 30.0  # seconds a location's yes to an (image, size) is taken as still true
@@ -530,12 +531,16 @@ class Operations:
                                                     security_groups=p.get("groups") or []))
 
         def write(s: Session) -> None:  # with the job's end, in its transaction
-            row = self._instance(s, job.target or "")
-            row.provider_id, row.state = obs.provider_id, obs.state
-            row.addresses, row.ports = obs.addresses, obs.ports
-            self.events.emit("instance.created", f"instance {row.name} ({row.id}) is {obs.state}",
-                             location=row.location, subject=row.id, session=s,
-                             data={"provider_id": obs.provider_id})
+            row = s.connection().execute(
+                update(_INSTANCES).where(_INSTANCES.c.id == job.target)
+                .values(provider_id=obs.provider_id, state=obs.state, addresses=obs.addresses,
+                        ports=obs.ports)
+                .returning(_INSTANCES.c.name, _INSTANCES.c.location)).first()
+            if row is None:
+                raise NotFound(f"no instance {job.target!r}", field="instance")
+            self.events.emit("instance.created", f"instance {row.name} ({job.target}) is "
+                             f"{obs.state}", location=row.location, subject=job.target,
+                             session=s, data={"provider_id": obs.provider_id})
         return Outcome({"provider_id": obs.provider_id, "state": obs.state}, write)
 
     def _do_action(self, provider: Provider, job: JobRow) -> dict[str, Any]:
