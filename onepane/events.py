@@ -102,6 +102,8 @@ class EventLog:
                 self._newest = max(self._newest, row.id)
             if len(self._seen) > 4 * WINDOW:
                 self._seen = {i for i in self._seen if i > self._newest - 2 * WINDOW}
+        if not listeners:
+            return  # no one to tell: no view to build
         for row in rows:
             ev = event_view(row)
             for listener in listeners:
