@@ -28,13 +28,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import free_port, onepane, result
 from onepane.deploy.spec import parse_spec
-from onepane.policy import engine
+from onepane.policy import engine, passes
 from onepane.traffic.drill import Load
 
 SUSTAIN = 1.0
 
 
-def engine_passes(n: int, passes: int, change: float = 0.01) -> list[engine.PassStats]:
+def engine_passes(n: int, count: int, change: float = 0.01) -> list[passes.PassStats]:
     """Every policy kind on: failure, autoscale, a schedule and placement; 3 replicas each.
     Passes are a second apart; before each, `change` of the deployments get a new observation
     (their load moved), as the reconciler gives a deployment whose health or metrics changed.
@@ -53,11 +53,11 @@ def engine_passes(n: int, passes: int, change: float = 0.01) -> list[engine.Pass
     # so that the first pass is not charged for the collector's first look at 1.5 M objects.
     gc.collect()
     gc.freeze()
-    policy = engine.Engine()
+    policy = passes.Engine()
     rng = random.Random(7)
     names = [f"app{i}" for i in range(n)]
     out = []
-    for p in range(passes):
+    for p in range(count):
         if p:
             for i in rng.sample(range(n), int(n * change)):
                 observations[i] = observation(i, rng.uniform(0, 200))
@@ -67,7 +67,7 @@ def engine_passes(n: int, passes: int, change: float = 0.01) -> list[engine.Pass
         for name, spec, obs in zip(names, specs, observations, strict=True):
             policy.evaluate(name, spec, obs, 1000.0 + p, wall)
         stats = policy.last_pass
-        out.append(engine.PassStats(stats.evaluated, stats.deferred, time.perf_counter() - t0))
+        out.append(passes.PassStats(stats.evaluated, stats.deferred, time.perf_counter() - t0))
     return out
 
 

@@ -23,7 +23,7 @@ from ..events import EventLog
 from ..inventory.operations import Operations
 from ..model import Instance, InstanceCreate, InstanceState, JobStatus
 from ..periodic import Periodic
-from ..policy import engine
+from ..policy import engine, passes
 from ..policy.metrics import Metrics
 from ..policy.sla import SlaTracker
 from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
@@ -60,7 +60,7 @@ class Reconciler:
         self.front_door_host = front_door_host
         self.metrics = metrics
         self.clock = clock  # wall time for schedules; injectable so tests can move it
-        self.policy = engine.Engine()
+        self.policy = passes.Engine()
         self.decisions: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, kind) -> count
         self.instances: dict[str, list[Instance]] = {}  # the last listing, for the sampler
         self._labels: dict[str, dict[str, str]] = {}

@@ -135,7 +135,7 @@ class InventorySync:
         if not done:
             return
         feeds: Seen = {name: (ch.changed, ch.vanished) for name, (ch, _) in done.items()
-                 if ch is not None and (ch.changed or ch.vanished)}
+                       if ch is not None and (ch.changed or ch.vanished)}
         try:
             with self.events.tx() as s:
                 if feeds:
@@ -147,8 +147,10 @@ class InventorySync:
                 self._tokens.pop(name, None)
 
     def _failed(self, name: str, status: str, detail: str) -> None:
-        with self._lock:  # a good pass not yet written must not say "ok" over this
-            self._round.pop(name, None)
+        with self._lock:  # a good pass not yet written must not say "ok" over this...
+            unwritten = self._round.pop(name, None)
+        if unwritten is not None and unwritten[0] is not None:
+            self._tokens.pop(name, None)  # ...and what it saw is listed again next time
         self.locations.set_status(name, status, detail)
 
     def _changes(self, name: str, provider: Provider) -> Changes | None:

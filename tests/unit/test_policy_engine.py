@@ -9,7 +9,7 @@ import pytest
 
 from onepane.deploy.spec import parse_spec
 from onepane.errors import InvalidInput
-from onepane.policy import engine
+from onepane.policy import engine, passes
 from onepane.policy.placement import violation
 
 MONDAY_0759 = datetime(2026, 11, 23, 7, 59, tzinfo=UTC)
@@ -205,7 +205,7 @@ AUTOSCALE = {"min": 1, "max": 3, "scale_out_above": 50, "scale_in_below": 10, "s
 
 
 def test_the_engine_answers_unchanged_inputs_from_the_last_plan_until_a_timer_is_due() -> None:
-    s, clock, policy = spec(autoscale=AUTOSCALE), Clock(), engine.Engine()
+    s, clock, policy = spec(autoscale=AUTOSCALE), Clock(), passes.Engine()
     hot = obs(200)
     first = policy.evaluate("shop", s, hot, clock.mono, clock.wall)
     assert first is not None and first.due == clock.mono + 2  # the breach's sustain
@@ -227,7 +227,7 @@ def test_the_engine_answers_unchanged_inputs_from_the_last_plan_until_a_timer_is
 
 def test_the_engine_looks_again_at_a_schedule_edge() -> None:
     s = spec(schedule=[{"cron": "0 8 * * 1-5", "duration": 3600}])
-    clock, policy = Clock(), engine.Engine()  # Monday 07:59
+    clock, policy = Clock(), passes.Engine()  # Monday 07:59
     plan = policy.evaluate("shop", s, obs(), clock.mono, clock.wall)
     assert plan is not None and plan.replicas == {"dc-a": 0, "dc-b": 0}
     assert plan.due_wall == MONDAY_0759 + timedelta(minutes=1)
@@ -244,7 +244,7 @@ def test_the_engine_looks_again_at_a_schedule_edge() -> None:
 
 def test_a_pass_over_budget_leaves_the_rest_for_the_next_passes_in_order() -> None:
     s, clock = spec(autoscale=AUTOSCALE), Clock()
-    policy = engine.Engine(budget=0.0, max_wait=3)  # every pass evaluates one deployment
+    policy = passes.Engine(budget=0.0, max_wait=3)  # every pass evaluates one deployment
     names = [f"app{i}" for i in range(3)]
 
     def one_pass() -> list[engine.Plan | None]:
@@ -261,7 +261,7 @@ def test_a_pass_over_budget_leaves_the_rest_for_the_next_passes_in_order() -> No
 
 def test_no_deployment_waits_more_than_max_wait_passes() -> None:
     s, clock = spec(autoscale=AUTOSCALE), Clock()
-    policy = engine.Engine(budget=0.0, max_wait=2)
+    policy = passes.Engine(budget=0.0, max_wait=2)
     waited = 0
     while True:
         policy.begin_pass()
