@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from .listeners import Listeners
 from .model import Event, Page
 from .store.db import Store
 from .store.tables import EventRow
@@ -29,7 +30,7 @@ def event_view(row: EventRow) -> Event:
 class EventLog:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Event] = Listeners()
         self._lock = threading.Lock()
         self.notify = store.engine.url.get_backend_name() == "postgresql"
         if self.notify:
@@ -93,8 +94,8 @@ class EventLog:
         self._publish(session.info.pop("events", []))
 
     def _publish(self, rows: list[EventRow]) -> None:
+        listeners = self._listeners.snapshot()
         with self._lock:
-            listeners = list(self._listeners)
             # once each: the relay may read a row before its own writer publishes it
             rows = [r for r in rows if r.id not in self._seen]
             for row in rows:
@@ -110,14 +111,7 @@ class EventLog:
                 listener(ev)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def list(self, *, after: int | None = None, limit: int = 100, kind: str | None = None,
              subject: str | None = None, location: str | None = None,

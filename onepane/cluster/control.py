@@ -10,13 +10,13 @@ its session closes, so the next try wins.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from ..config import Settings
 from ..events import EventLog
 from ..inventory.jobs import JobRunner
+from ..periodic import Periodic
 from ..store.db import Store
 from .lease import LeaderLease
 from .membership import Membership
@@ -34,11 +34,9 @@ class Cluster:
         self.membership = Membership(store, settings)
         self.lease = LeaderLease(store, self.node)
         self.relay = EventRelay(store, events) if self.lease.postgres else None
-        self.tick = tick
         self.heartbeat = heartbeat
         self.on_lead: list[Callable[[], None]] = []  # called once each time this node leads
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("cluster", self._pass, tick)
         self._beaten = 0.0
         self._swept = 0.0
 
@@ -55,13 +53,10 @@ class Cluster:
     def start(self) -> None:
         if self.relay:
             self.relay.start()
-        self._thread = threading.Thread(target=self._loop, name="cluster", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
+        self._loop.stop()
         if self.relay:
             self.relay.stop()
         try:
@@ -69,13 +64,6 @@ class Cluster:
         except Exception:
             log.warning("could not record that node %s left", self.node, exc_info=True)
         self.lease.release()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick):
-            try:
-                self._pass()
-            except Exception:
-                log.exception("cluster: pass failed")
 
     def _pass(self) -> None:
         now = time.monotonic()

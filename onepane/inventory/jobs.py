@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
+from ..listeners import Listeners
 from ..model import Job, JobStatus
 from ..providers.base import Provider
 from ..providers.registry import Registry
@@ -71,7 +72,7 @@ class JobRunner:
         self._chains: dict[str, deque[tuple[str, str]]] = {}  # key -> jobs waiting their turn
         self._chain_lock = threading.Lock()
         self.node: str | None = None  # set when the node joins: the jobs it runs carry it
-        self._watchers: list[Callable[[Job], None]] = []  # told when a job ends (long polls)
+        self._watchers: Listeners[Job] = Listeners()  # told when a job ends (long polls)
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -117,7 +118,7 @@ class JobRunner:
 
     def resume(self) -> int:
         """On start: this node's unfinished jobs (and those no node has claimed yet)."""
-        unfinished = JobRow.status.in_([JobStatus.queued, JobStatus.running])
+        unfinished = JobRow.status.in_(UNFINISHED)
         with self.events.store.tx() as s:
             if self.node is not None:
                 s.execute(update(JobRow).where(unfinished, JobRow.node.is_(None))
@@ -130,7 +131,7 @@ class JobRunner:
         """Claim the unfinished jobs of nodes that stopped and run them here. Each claim is one
         conditional UPDATE (still that node's, still unfinished), so exactly one node wins it
         even if two leaders' passes overlapped."""
-        unfinished = JobRow.status.in_([JobStatus.queued, JobStatus.running])
+        unfinished = JobRow.status.in_(UNFINISHED)
         claimed: list[JobRow] = []
         with self.events.store.tx() as s:
             for row in s.scalars(select(JobRow).where(unfinished, JobRow.node.in_(nodes))
@@ -249,18 +250,10 @@ class JobRunner:
             if row is None:
                 return
             ended = job_view(cast(JobRow, row))
-        with self._chain_lock:
-            watchers = list(self._watchers)
-        for watcher in watchers:  # after the commit, the job as it ended: no one reads it again
+        # after the commit, the job as it ended: no one reads it again
+        for watcher in self._watchers.snapshot():
             watcher(ended)
 
     def watch(self, watcher: Callable[[Job], None]) -> Callable[[], None]:
         """Call `watcher(job)` whenever a job of this node ends; returns the way to stop."""
-        with self._chain_lock:
-            self._watchers.append(watcher)
-
-        def stop() -> None:
-            with self._chain_lock:
-                if watcher in self._watchers:
-                    self._watchers.remove(watcher)
-        return stop
+        return self._watchers.add(watcher)

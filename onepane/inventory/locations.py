@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -163,13 +163,9 @@ class Locations:
             .values(last_sync=bindparam("b_at")),
             [{"b_name": name, "b_at": at} for name, at in synced.items()])
 
-    def record_status(self, s: Session, name: str, status: str, detail: str | None,
-                      synced: bool = False) -> None:
-        """In the caller's transaction: the location's status (an event when it changes) and,
-        after a good sync pass, when it was synced."""
+    def record_status(self, s: Session, name: str, status: str, detail: str | None) -> None:
+        """In the caller's transaction: the location's status, with an event when it changes."""
         row = s.get(LocationRow, name)
-        if row is not None and synced:
-            row.last_sync = datetime.now(UTC)
         if row is None or (row.status, row.status_detail) == (status, detail):
             return
         before, row.status, row.status_detail = row.status, status, detail

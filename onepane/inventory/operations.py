@@ -280,8 +280,7 @@ class Operations:
         if inst.state != InstanceState.stopped:
             raise Conflict(f"instance {instance_id} is {inst.state}; stop it to resize it",
                            field="state")
-        self.locations.registry.run(inst.location, lambda p: p.validate(inst.image, size),
-                                    timeout=VALIDATE_TIMEOUT_S)
+        self._validate(inst.location, inst.image, size)
         return self.submit("instance.resize", instance_id, inst.location, {"size": size}, None,
                            None, f"resize instance {inst.name} ({instance_id}) to {size}")
 
