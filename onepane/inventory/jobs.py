@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
@@ -31,6 +31,12 @@ from .views import job_view
 log = logging.getLogger(__name__)
 _JOBS = cast(Table, JobRow.__table__)
 UNFINISHED = (JobStatus.queued, JobStatus.running)
+# Every job runs these two: built once, so that each run only binds its values (building and
+# hashing a statement per job cost more than executing it).
+_START = (update(_JOBS).where(_JOBS.c.id == bindparam("b_id"), _JOBS.c.status.in_(UNFINISHED))
+          .values(status=JobStatus.running, attempts=_JOBS.c.attempts + 1).returning(*_JOBS.c))
+_START_ON_NODE = _START.where(or_(_JOBS.c.node.is_(None), _JOBS.c.node == bindparam("b_node")))
+_END = update(_JOBS).where(_JOBS.c.id == bindparam("b_id")).returning(*_JOBS.c)
 
 
 @dataclass(frozen=True)
@@ -223,13 +229,11 @@ class JobRunner:
         with the job (a detached row for the handler); None if it has ended, is gone, or is
         another node's. Loading it as an object and flushing it back cost more than the rest
         of a job's bookkeeping (bench/provision.py)."""
-        start = (update(_JOBS).where(_JOBS.c.id == job_id, _JOBS.c.status.in_(UNFINISHED))
-                 .values(status=JobStatus.running, attempts=_JOBS.c.attempts + 1)
-                 .returning(*_JOBS.c))
+        start, params = _START, {"b_id": job_id}
         if self.node is not None:
-            start = start.where(or_(_JOBS.c.node.is_(None), _JOBS.c.node == self.node))
+            start, params = _START_ON_NODE, {"b_id": job_id, "b_node": self.node}
         with self.events.store.tx() as s:
-            row = s.connection().execute(start).first()
+            row = s.connection().execute(start, params).first()
             if row is None and self.node is not None:
                 owner = s.scalar(select(JobRow.node).where(JobRow.id == job_id,
                                                            JobRow.status.in_(UNFINISHED)))
@@ -240,13 +244,12 @@ class JobRunner:
     def _finish(self, job_id: str, status: JobStatus, *, result: dict[str, Any] | None = None,
                 error: dict[str, Any] | None = None,
                 write: Callable[[Session], None] | None = None) -> None:
-        end = (update(_JOBS).where(_JOBS.c.id == job_id)
-               .values(status=status, result=result, error=error, finished_at=datetime.now(UTC))
-               .returning(*_JOBS.c))
         with self.events.tx() as s:
             if write is not None:
                 write(s)
-            row = s.connection().execute(end).first()
+            row = s.connection().execute(_END, {
+                "b_id": job_id, "status": status, "result": result, "error": error,
+                "finished_at": datetime.now(UTC)}).first()
             if row is None:
                 return
             ended = job_view(cast(JobRow, row))

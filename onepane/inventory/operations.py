@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from ..model import (
 )
 from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
+from ..store.tags import tag_rows
 from .jobs import Handler, JobRunner, Outcome, chain_key
 from .locations import Locations
 from .views import instance_view, instance_view_from_columns, job_view, network_view, volume_view
@@ -49,6 +50,14 @@ ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Fe
 ENDS_IN = {"stop": InstanceState.stopped, "suspend": InstanceState.suspended}
 MAX_PAGE = 1000
 _INSTANCES = cast(Table, InstanceRow.__table__)
+_JOBS = cast(Table, JobRow.__table__)
+# A create's statements, built once: each create binds its values (building and hashing a
+# statement per create cost more than executing it; bench/provision.py)
+_NEW_INSTANCE = insert(_INSTANCES)
+_NEW_TAGS = insert(cast(Table, InstanceTagRow.__table__))
+_NEW_JOB = insert(_JOBS).returning(*_JOBS.c)
+_CREATED = (update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id"))
+            .returning(_INSTANCES.c.name, _INSTANCES.c.location))
 LIVE_MOVE = "instance.live_move"
 VALIDATE_TIMEOUT_S = 10.0
 VALIDATED_FOR = 30.0  # seconds a location's yes to an (image, size) is taken as still true
@@ -248,10 +257,14 @@ class Operations:
                   "network": self._provider_network(req), "user_data": user_data,
                   "ssh_keys": req.ssh_keys, "groups": req.security_groups, **hardware}
 
-        def rows(s: Any) -> None:
-            s.add(InstanceRow(id=inst_id, name=req.name, location=req.location, image=req.image,
-                              size=size, state=InstanceState.pending, tags=req.tags,
-                              network=req.network))
+        def rows(s: Session) -> None:  # Core inserts: an ORM flush cost more than they do
+            conn = s.connection()
+            conn.execute(_NEW_INSTANCE, {
+                "id": inst_id, "name": req.name, "location": req.location, "image": req.image,
+                "size": size, "state": InstanceState.pending, "tags": req.tags,
+                "network": req.network})
+            if req.tags:
+                conn.execute(_NEW_TAGS, tag_rows(inst_id, req.tags))
         return self.submit("instance.create", inst_id, req.location, params, idempotency_key, rows,
                            f"create instance {req.name} ({inst_id}) at {req.location}", req)
 
@@ -530,11 +543,9 @@ class Operations:
                                                     security_groups=p.get("groups") or []))
 
         def write(s: Session) -> None:  # with the job's end, in its transaction
-            row = s.connection().execute(
-                update(_INSTANCES).where(_INSTANCES.c.id == job.target)
-                .values(provider_id=obs.provider_id, state=obs.state, addresses=obs.addresses,
-                        ports=obs.ports)
-                .returning(_INSTANCES.c.name, _INSTANCES.c.location)).first()
+            row = s.connection().execute(_CREATED, {
+                "b_id": job.target, "provider_id": obs.provider_id, "state": obs.state,
+                "addresses": obs.addresses, "ports": obs.ports}).first()
             if row is None:
                 raise NotFound(f"no instance {job.target!r}", field="instance")
             self.events.emit("instance.created", f"instance {row.name} ({job.target}) is "
@@ -658,10 +669,10 @@ class Operations:
                 fencing.check(s)  # a replica the reconciler adds: only while its node leads
                 if rows:
                     rows(s)
-                job = JobRow(id=job_id, kind=kind, target=target, location=location,
-                             params=params, status=JobStatus.queued,
-                             idempotency_key=idempotency_key, node=self.runner.node)
-                s.add(job)
+                job = JobRow(**s.connection().execute(_NEW_JOB, {
+                    "id": job_id, "kind": kind, "target": target, "location": location,
+                    "params": params, "status": JobStatus.queued,
+                    "idempotency_key": idempotency_key, "node": self.runner.node}).one()._mapping)
                 self.events.emit("job.queued", message, location=location, subject=target,
                                  session=s, data={"job": job_id, "kind": kind})
         except IntegrityError:
