@@ -191,6 +191,7 @@ class JobRunner:
                     if self.node is not None and row.node not in (None, self.node):
                         raise TakenOver(f"job {job_id} is node {row.node}'s now")
                     row.attempts += 1
+                    job.attempts = row.attempts  # the handler sees that this is a retry
             return handler(provider, job)
 
         def retrying(n: int, exc: Exception) -> None:

@@ -540,7 +540,8 @@ class Operations:
                                                     disks=p.get("disks") or [],
                                                     nics=p.get("nics") or 1,
                                                     ssh_keys=p.get("ssh_keys") or [],
-                                                    security_groups=p.get("groups") or []))
+                                                    security_groups=p.get("groups") or [],
+                                                    retry=job.attempts > 1))
 
         def write(s: Session) -> None:  # with the job's end, in its transaction
             row = s.connection().execute(_CREATED, {

@@ -100,6 +100,9 @@ class InstanceSpec:
     nics: int = 1  # network interfaces, where the provider makes them (VMs)
     ssh_keys: list[str] = field(default_factory=list)  # OpenSSH public keys to let in
     security_groups: list[str] = field(default_factory=list)  # onepane group ids it is in
+    # False only when no earlier attempt of this create can have reached the provider (a job's
+    # first attempt): a provider whose search for one costs a call may skip it then
+    retry: bool = True
 
 
 @dataclass

@@ -16,6 +16,7 @@ from onepane.core import Core
 from onepane.errors import InvalidInput, NotFound, OnepaneError, TransientProviderError
 from onepane.model import InstanceCreate, InstanceState, LocationCreate
 from onepane.providers.base import Capabilities, InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
+from onepane.providers.cloud import CloudProvider
 from onepane.providers.local import LocalProvider
 from tests.conftest import ec2_location
 from tests.helpers import kill_instances, wait_for
@@ -257,6 +258,43 @@ def test_drift_is_detected_and_logged(core: Core, moto: str) -> None:
         return core.ops.get_instance(job.target).state == InstanceState.error
     wait_for(seen_dead, 10, what="the killed instance to show as error")
     assert any(e.kind == "instance.state" for e in core.events.list(subject=job.target).items)
+
+
+def test_an_ec2_create_whose_reply_was_lost_makes_one_server(core: Core, moto: str) -> None:
+    """A job's first attempt skips the search for an earlier server (nothing can have made
+    one); a retry, after RunInstances went through but its answer did not, searches and finds
+    it. Real moto; the lost answer is the fake part."""
+    core.locations.add(LocationCreate.model_validate(ec2_location(moto)))
+    real = core.registry.get("aws-us-east-1")
+    assert isinstance(real, CloudProvider)
+    retries: list[bool] = []
+    searched: list[str] = []
+
+    class LostReply(CloudProvider):
+        def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+            retries.append(spec.retry)
+            obs = super().create_instance(spec)
+            if len(retries) == 1:
+                raise TransientProviderError("connection reset after RunInstances")
+            return obs
+
+        def _made_by(self, onepane_id: str) -> Any:
+            searched.append(onepane_id)
+            return super()._made_by(onepane_id)
+
+    lossy = LostReply(real.location, real.driver_name, real.region, real.credentials,
+                      real.options)
+    core.registry.remove(real.location)
+    core.registry.add(lossy)
+    job = done(core, core.ops.create_instance(InstanceCreate(
+        name="web", location="aws-us-east-1", image="ami-760aaa0f", size="t2.micro")).id)
+    assert job.status == "succeeded", job.error
+    assert retries == [False, True] and searched == [job.target]
+    ec2 = boto3.client("ec2", endpoint_url=moto, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    made = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]]
+    assert made == [core.ops.get_instance(job.target).provider_id]  # one server, and it is ours
 
 
 def test_a_location_that_cannot_work_is_not_stored(core: Core, moto: str) -> None:
