@@ -55,6 +55,13 @@ class Tokens:
             return [{"id": r.id, "name": r.name, "role": r.role, "created_at": utc_iso(r.created_at)}
                     for r in s.scalars(select(TokenRow).order_by(TokenRow.created_at))]
 
+    def cached_role(self, token: str | None) -> str | None:
+        """The token's role if this process has checked the token before; None otherwise."""
+        if not token:
+            return None
+        with self._lock:
+            return self._cache.get(hash_token(token))
+
     def role_of(self, token: str | None) -> str:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..core import Core
@@ -28,17 +29,22 @@ def core(request: Request) -> Core:
     return core
 
 
-def role(request: Request,
-         cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+async def role(request: Request,
+               cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+    """Async, and answered from the tokens' cache when it can be: a sync dependency is a
+    thread hop per request, and every request has this one (bench/provision.py)."""
     c = core(request)
     if c.settings.dev:
         return "admin"
     # Header only, never a cookie: a browser cannot be tricked into sending it (no CSRF).
-    return c.tokens.role_of(cred.credentials if cred else None)
+    token = cred.credentials if cred else None
+    if (known := c.tokens.cached_role(token)) is not None:
+        return known
+    return await run_in_threadpool(c.tokens.role_of, token)
 
 
-def require(minimum: str) -> Callable[..., str]:
-    def check(r: str = Depends(role)) -> str:
+def require(minimum: str) -> Callable[..., Awaitable[str]]:
+    async def check(r: str = Depends(role)) -> str:
         if RANK[r] < RANK[minimum]:
             raise Forbidden(f"this needs the {minimum} role; the token has {r}")
         return r
