@@ -29,7 +29,6 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=20, max_overflow=20)
         event.listen(engine, "connect", _sqlite_pragmas)
-        WriterGate().watch(engine)
         return engine
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
@@ -59,7 +58,11 @@ class WriterGate:
 
     def __init__(self, timeout: float = 30.0) -> None:
         self._lock = threading.Lock()
-        self._timeout = timeout
+        self.timeout = timeout
+
+    @property
+    def held(self) -> bool:
+        return self._lock.locked()
 
     def watch(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._before)
@@ -70,7 +73,7 @@ class WriterGate:
         info = conn.info
         if info.get(self.HELD) or statement.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
             return
-        if not self._lock.acquire(timeout=self._timeout):
+        if not self._lock.acquire(timeout=self.timeout):
             raise sqlite3.OperationalError("database is locked")
         info[self.HELD] = True
 
@@ -94,6 +97,10 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.gate: WriterGate | None = None
+        if self.engine.url.get_backend_name() == "sqlite":
+            self.gate = WriterGate()
+            self.gate.watch(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         keep_tags(self._sessions)
 
