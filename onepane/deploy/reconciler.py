@@ -133,9 +133,14 @@ class Reconciler:
 
         healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
         plan = None
-        if deciding and not {i.id for i in instances} & self.ops.moving():
+        if (deciding and not {i.id for i in instances} & self.ops.moving()
+                and self.deployments.generation(dep.name) == dep.generation):
             # (A live move under way: no policy acts on a VM that is between two places, and
-            # no replica is added or removed until the move has updated the spec.)
+            # no replica is added or removed until the move has updated the spec. A spec
+            # changed since this pass read it — a live move that landed in between, which
+            # writes the spec and its VM's location together — would be judged against
+            # instances newer than itself: the moved VM counted as a surplus at its new
+            # location and destroyed. The next pass decides, from both as they are.)
             plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
         if plan is None:  # not deciding, moving, or the policy engine has not planned it yet
             desired = {loc: len(by_loc.get(loc, [])) for loc in spec.replicas}

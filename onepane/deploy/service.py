@@ -60,6 +60,11 @@ class Deployments:
         with self.events.store.tx() as s:
             return view(self._row(s, name))
 
+    def generation(self, name: str) -> int | None:
+        """The spec's generation as stored now (None once deleted): one indexed read."""
+        with self.events.store.tx() as s:
+            return s.scalar(select(DeploymentRow.generation).where(DeploymentRow.name == name))
+
     def spec(self, name: str) -> DeploymentSpec:
         return DeploymentSpec.model_validate(self.get(name).spec)
 
