@@ -70,15 +70,35 @@ def onepane(state_dir: Path, config: str) -> Iterator[tuple[str, str, subprocess
 
 def kill_instances(state_dir: Path) -> None:
     """Kill every instance process and data plane a run started (they outlive onepane)."""
+    groups = []
     for rec in state_dir.glob("locations/*/instances/*/instance.json"):
+        groups.append(f"{rec.parts[-4]}-{rec.parts[-2]}")  # the local provider's cgroup key
         with contextlib.suppress(Exception):
             pid = json.loads(rec.read_text()).get("pid")
             if pid:
                 os.killpg(pid, signal.SIGKILL)
+    remove_cgroups(groups)
     # data planes: a node's own are under nodes/NAME/ when several share the directory
     for pidfile in [*state_dir.glob("traffic/*.pid"), *state_dir.glob("nodes/*/traffic/*.pid")]:
         with contextlib.suppress(Exception):
             os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+
+
+def remove_cgroups(keys: list[str], timeout: float = 5.0) -> None:
+    """The killed instances' cgroups (a destroy removes them; a kill does not). Left behind,
+    they add up over runs, and each new instance's CPU quota costs the kernel a walk over all
+    of them (29,000 of them made a create's quota write 6 ms: bench/provision.py)."""
+    from onepane.providers.limits import CGROUP_ROOT, remove_limits
+    deadline = time.monotonic() + timeout
+    left = list(keys)
+    while left:
+        for key in left:
+            remove_limits(key)  # fails while the killed process is still exiting
+        left = [k for k in left if any((CGROUP_ROOT / c / "onepane" / k).exists()
+                                       for c in ("cpu", "memory"))]
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

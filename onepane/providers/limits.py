@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import psutil
@@ -38,10 +39,25 @@ def _cgroup(pid: int, controller: str, key: str, values: dict[str, int]) -> None
     if not (base / "cgroup.procs").exists():
         raise OSError(f"no cgroup v1 {controller} controller")
     group = base / "onepane" / key
-    group.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(group)
+    except FileNotFoundError:  # the first instance: onepane's own group first
+        os.makedirs(group, exist_ok=True)
+    except FileExistsError:
+        pass
     for name, value in values.items():
-        (group / name).write_text(str(value))
-    (group / "cgroup.procs").write_text(str(pid))
+        _write(group / name, value)
+    _write(group / "cgroup.procs", pid)
+
+
+def _write(path: Path, value: int) -> None:
+    """One open, write and close: a text-mode open() adds a stat, a terminal check and a
+    seek, each a system call a create made under its location's lock."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
 
 
 def remove_limits(key: str) -> None:

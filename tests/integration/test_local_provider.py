@@ -73,6 +73,19 @@ def test_size_limits_are_enforced(dc: LocalProvider) -> None:
     dc.destroy_instance("inst-2")
 
 
+def test_killed_instances_leave_no_cgroup_behind(dc: LocalProvider, tmp_path: Path) -> None:
+    """The suite's and the benches' clean-up kills instances outside onepane; their cgroups
+    must go too: thousands left behind made every new CPU quota a walk over all of them."""
+    dc.create_instance(InstanceSpec("inst-9", "web", "httpecho", "nano"))
+    rec = json.loads((dc.instances_dir / "inst-9" / "instance.json").read_text())
+    if rec["limits"] != "cgroup":
+        pytest.skip("no writable cgroup v1 here")
+    group = Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-9")
+    assert group.is_dir()
+    kill_instances(tmp_path)
+    assert not group.exists() and not Path("/sys/fs/cgroup/memory/onepane/dc-t-inst-9").exists()
+
+
 def test_a_restarted_onepane_adopts_running_instances(dc: LocalProvider, tmp_path: Path) -> None:
     obs = dc.create_instance(InstanceSpec("inst-3", "web", "httpecho", "small"))
     fresh = LocalProvider("dc-t", tmp_path)  # what a restarted onepane builds
