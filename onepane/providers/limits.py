@@ -64,3 +64,21 @@ def remove_limits(key: str) -> None:
     for controller in ("cpu", "memory"):
         with contextlib.suppress(OSError):
             (CGROUP_ROOT / controller / "onepane" / key).rmdir()
+
+
+def prune_empty(prefix: str) -> int:
+    """Remove this location's instance cgroups that hold no process (their instance died or
+    was killed outside onepane; a destroy removes its own). Left behind they add up, and every
+    new CPU quota costs the kernel a walk over all of them. A group with a process in it
+    cannot be removed, so a live instance's, whoever's, is safe."""
+    removed = 0
+    for controller in ("cpu", "memory"):
+        base = CGROUP_ROOT / controller / "onepane"
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(base):
+                if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)
+                        removed += 1
+    return removed
+

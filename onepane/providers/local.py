@@ -146,6 +146,7 @@ class LocalProvider(FileSnapshots, Provider):
                                 self.location, pid, inst_id)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pid, signal.SIGKILL)
+        limits.prune_empty(f"{self.location}-")  # of instances that died outside onepane
 
     def _our_processes(self) -> dict[int, str]:
         """Session leaders started by this location: pid -> the instance id in their env."""

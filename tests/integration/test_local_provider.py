@@ -84,6 +84,16 @@ def test_killed_instances_leave_no_cgroup_behind(dc: LocalProvider, tmp_path: Pa
     assert group.is_dir()
     kill_instances(tmp_path)
     assert not group.exists() and not Path("/sys/fs/cgroup/memory/onepane/dc-t-inst-9").exists()
+    # and one killed some other way: the next start of the location removes its empty group
+    dc.create_instance(InstanceSpec("inst-10", "web", "httpecho", "nano"))
+    pid = json.loads((dc.instances_dir / "inst-10" / "instance.json").read_text())["pid"]
+    psutil.Process(pid).kill()
+    left = Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-10")
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10,
+             what="the instance to die")
+    assert left.is_dir()
+    LocalProvider("dc-t", tmp_path).setup()  # a restarted onepane
+    assert not left.exists()
 
 
 def test_a_restarted_onepane_adopts_running_instances(dc: LocalProvider, tmp_path: Path) -> None:
