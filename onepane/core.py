@@ -131,4 +131,5 @@ class Core:
         self.sync.stop()
         self.cluster.stop()
         self.registry.close()
+        self.runner.close()
         self.store.close()

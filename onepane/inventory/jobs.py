@@ -12,10 +12,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, OnepaneError, TransientProviderError
@@ -26,17 +25,9 @@ from ..providers.base import Provider
 from ..providers.registry import Registry
 from ..retry import with_retry
 from ..store.tables import JobRow
-from .views import job_view
+from .ledger import UNFINISHED, Ledger
 
 log = logging.getLogger(__name__)
-_JOBS = cast(Table, JobRow.__table__)
-UNFINISHED = (JobStatus.queued, JobStatus.running)
-# Every job runs these two: built once, so that each run only binds its values (building and
-# hashing a statement per job cost more than executing it).
-_START = (update(_JOBS).where(_JOBS.c.id == bindparam("b_id"), _JOBS.c.status.in_(UNFINISHED))
-          .values(status=JobStatus.running, attempts=_JOBS.c.attempts + 1).returning(*_JOBS.c))
-_START_ON_NODE = _START.where(or_(_JOBS.c.node.is_(None), _JOBS.c.node == bindparam("b_node")))
-_END = update(_JOBS).where(_JOBS.c.id == bindparam("b_id")).returning(*_JOBS.c)
 
 
 @dataclass(frozen=True)
@@ -79,6 +70,7 @@ class JobRunner:
         self._chain_lock = threading.Lock()
         self.node: str | None = None  # set when the node joins: the jobs it runs carry it
         self._watchers: Listeners[Job] = Listeners()  # told when a job ends (long polls)
+        self.ledger = Ledger(events, lambda: self.node)
 
     def register(self, kind: str, handler: Handler, on_failure: Failure | None = None,
                  repeatable: Callable[[Provider], bool] | None = None) -> None:
@@ -226,37 +218,22 @@ class JobRunner:
             self._finish(job_id, JobStatus.failed, error={"detail": f"internal error: {exc}"})
 
     def _start(self, job_id: str) -> JobRow | None:
-        """Mark the job running with its first attempt counted, in one statement that answers
-        with the job (a detached row for the handler); None if it has ended, is gone, or is
-        another node's. Loading it as an object and flushing it back cost more than the rest
-        of a job's bookkeeping (bench/provision.py)."""
-        start, params = _START, {"b_id": job_id}
-        if self.node is not None:
-            start, params = _START_ON_NODE, {"b_id": job_id, "b_node": self.node}
-        with self.events.store.tx() as s:
-            row = s.connection().execute(start, params).first()
-            if row is None and self.node is not None:
-                owner = s.scalar(select(JobRow.node).where(JobRow.id == job_id,
-                                                           JobRow.status.in_(UNFINISHED)))
-                if owner is not None:
-                    log.warning("job %s is node %s's now", job_id, owner)
-        return None if row is None else JobRow(**row._mapping)
+        """Mark the job running with its first attempt counted (the ledger writes it, with
+        other workers' starts); None if it has ended, is gone, or is another node's."""
+        return self.ledger.start(job_id)
 
     def _finish(self, job_id: str, status: JobStatus, *, result: dict[str, Any] | None = None,
                 error: dict[str, Any] | None = None,
                 write: Callable[[Session], None] | None = None) -> None:
-        with self.events.tx() as s:
-            if write is not None:
-                write(s)
-            row = s.connection().execute(_END, {
-                "b_id": job_id, "status": status, "result": result, "error": error,
-                "finished_at": datetime.now(UTC)}).first()
-            if row is None:
-                return
-            ended = job_view(cast(JobRow, row))
+        ended = self.ledger.finish(job_id, status, result, error, write)
+        if ended is None:
+            return
         # after the commit, the job as it ended: no one reads it again
         for watcher in self._watchers.snapshot():
             watcher(ended)
+
+    def close(self) -> None:
+        self.ledger.close()
 
     def watch(self, watcher: Callable[[Job], None]) -> Callable[[], None]:
         """Call `watcher(job)` whenever a job of this node ends; returns the way to stop."""
