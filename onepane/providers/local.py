@@ -146,6 +146,8 @@ class LocalProvider(FileSnapshots, Provider):
                                 self.location, pid, inst_id)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(psutil.Error):  # gone, so that its group can go
+                        psutil.Process(pid).wait(timeout=2)
         limits.prune_empty(f"{self.location}-")  # of instances that died outside onepane
 
     def _our_processes(self) -> dict[int, str]:

@@ -179,6 +179,7 @@ def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProv
     assert "inst-r1: a create was interrupted; started it" in notes
     assert f"inst-r2: a create was interrupted; adopted its process {pid2}" in notes
     assert f"stopped process {pid3} of instance inst-r3" in notes
+    assert not Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-r3").exists()  # and its cgroup
     r1, r2 = again._load("inst-r1"), again._load("inst-r2")
     assert r1.pid is not None and psutil.pid_exists(r1.pid)
     assert r2.pid == pid2  # the same process, adopted
