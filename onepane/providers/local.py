@@ -100,6 +100,7 @@ class LocalProvider(FileSnapshots, Provider):
         self.root = state_dir / "locations" / location
         self.options = options or {}
         self._lock = threading.RLock()
+        self._creating: set[str] = set()  # instances whose process is being started
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._usage: dict[int, psutil.Process] = {}  # kept: cpu_percent() measures between calls
         self.volumes = VolumeTable(location, self.root / "volumes.json")
@@ -211,12 +212,20 @@ class LocalProvider(FileSnapshots, Provider):
                 (existing.parent / "authorized_keys").write_text(
                     "".join(k.strip() + "\n" for k in spec.ssh_keys))
             self._save(rec)  # the record first: a crash from here on leaves no untracked process
-            try:
-                self._spawn(rec, manifest)
-            except Exception:
-                shutil.rmtree(existing.parent, ignore_errors=True)
-                raise
-            return self._observe(rec)
+            self._creating.add(rec.id)
+        # The spawn, its limits and its record's second write need no lock of the location's:
+        # held through them, the location's creates ran one at a time and waited on each
+        # other's system calls (bench/provision.py). Until it is done, listings say pending;
+        # one instance's jobs never run at once.
+        try:
+            self._spawn(rec, manifest)
+        except Exception:
+            shutil.rmtree(existing.parent, ignore_errors=True)
+            raise
+        finally:
+            with self._lock:
+                self._creating.discard(rec.id)
+        return self._observe(rec)
 
     def start_instance(self, provider_id: str) -> None:
         with self._lock:
@@ -460,7 +469,9 @@ class LocalProvider(FileSnapshots, Provider):
                 time.sleep(0.01)
 
     def _observe(self, rec: ProcessRecord) -> ObservedInstance:
-        if rec.desired == "stopped":
+        if rec.id in self._creating:
+            state = InstanceState.pending
+        elif rec.desired == "stopped":
             state = InstanceState.stopped
         elif self._alive(rec):
             state = InstanceState.running

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -71,6 +74,35 @@ def test_size_limits_are_enforced(dc: LocalProvider) -> None:
         cpu = Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-2/cpu.cfs_quota_us")
         assert int(cpu.read_text()) == 25_000
     dc.destroy_instance("inst-2")
+
+
+def test_creates_at_one_location_start_their_processes_at_once(tmp_path: Path) -> None:
+    """A create holds the location's lock only to claim its record: another create runs while
+    the first one's process is still being started, and a listing meanwhile says pending."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(LocalProvider):
+        def _spawn(self, rec: Any, manifest: Any) -> None:
+            if rec.id == "inst-s1":
+                entered.set()
+                release.wait(10)
+            super()._spawn(rec, manifest)
+    dc = Slow("dc-s", tmp_path)
+    dc.setup()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(dc.create_instance, InstanceSpec("inst-s1", "a", "httpecho", "nano"))
+            assert entered.wait(10)
+            second = dc.create_instance(InstanceSpec("inst-s2", "b", "httpecho", "nano"))
+            assert second.state == InstanceState.running
+            states = {i.provider_id: i.state for i in dc.list_instances()}
+            assert states == {"inst-s1": InstanceState.pending, "inst-s2": InstanceState.running}
+            release.set()
+            assert first.result(10).state == InstanceState.running
+        assert {i.state for i in dc.list_instances()} == {InstanceState.running}
+    finally:
+        release.set()
+        kill_instances(tmp_path)
 
 
 def test_killed_instances_leave_no_cgroup_behind(dc: LocalProvider, tmp_path: Path) -> None:
