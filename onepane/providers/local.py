@@ -176,9 +176,11 @@ class LocalProvider(FileSnapshots, Provider):
         return f"adopted its process {orphan}"
 
     def teardown(self) -> None:
-        """Stop every instance's process (the files stay with the state directory)."""
+        """Stop every instance's process and drop its cgroup (the files stay with the state
+        directory; a later start makes the group again)."""
         for rec in self._records():
             self._terminate(rec)
+            limits.remove_limits(f"{self.location}-{rec.id}")
 
     # ---- instances -----------------------------------------------------------------------
 

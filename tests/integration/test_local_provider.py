@@ -126,6 +126,11 @@ def test_killed_instances_leave_no_cgroup_behind(dc: LocalProvider, tmp_path: Pa
     assert left.is_dir()
     LocalProvider("dc-t", tmp_path).setup()  # a restarted onepane
     assert not left.exists()
+    # and a teardown (what drills and tests end with) takes the groups with the processes
+    dc.create_instance(InstanceSpec("inst-11", "web", "httpecho", "nano"))
+    assert Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-11").is_dir()
+    dc.teardown()
+    assert not Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-11").exists()
 
 
 def test_a_restarted_onepane_adopts_running_instances(dc: LocalProvider, tmp_path: Path) -> None:
