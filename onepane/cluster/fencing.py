@@ -28,7 +28,14 @@ def deciding(fence: Fence | None) -> Iterator[None]:
         _local.fence = before
 
 
-def check(session: Session) -> None:
+def current() -> Fence | None:
+    """This thread's fence, for a write another thread makes on its behalf."""
     fence: Fence | None = getattr(_local, "fence", None)
+    return fence
+
+
+def check(session: Session, fence: Fence | None = None) -> None:
+    """Run `fence` (this thread's if not given) in the session's transaction."""
+    fence = fence or current()
     if fence is not None:
         fence(session)

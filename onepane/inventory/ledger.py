@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -42,6 +42,7 @@ _END = update(_JOBS).where(_JOBS.c.id == bindparam("b_id"))
 _ENDED = select(_JOBS).where(_JOBS.c.id.in_(bindparam("b_ids", expanding=True)))
 
 Write = Callable[[Session], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +55,12 @@ class _Item:
 @dataclass
 class _Start(_Item):
     row: JobRow | None = None
+
+
+@dataclass
+class _Write(_Item):
+    fn: Callable[[Session], Any] | None = None
+    result: Any = None
 
 
 @dataclass
@@ -87,6 +94,16 @@ class Ledger:
             "finished_at": datetime.now(UTC)}, write=write))
         return item.ended
 
+    def write(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in a transaction shared with other writes of the moment, and return what it
+        returned once that has committed; if `fn` raises, so does this, and nothing of it is
+        written (the others are written without it)."""
+        if threading.current_thread() is self._thread:  # a write made by a write: no waiting
+            with self.events.tx() as s:  # on itself
+                return fn(s)
+        item = self._wait(_Write("", fn=fn))
+        return cast(T, item.result)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -118,8 +135,11 @@ class Ledger:
                     return  # closed, and nothing left to write
                 batch = self._pending
                 self._pending = []
+            writes = [i for i in batch if isinstance(i, _Write)]
             starts = [i for i in batch if isinstance(i, _Start)]
             ends = [i for i in batch if isinstance(i, _End)]
+            for chunk in _chunks(writes):
+                self._settle(chunk, self._write_writes)
             for chunk in _chunks(starts):
                 self._settle(chunk, self._write_starts)
             for chunk in _chunks(ends):
@@ -169,6 +189,20 @@ class Ledger:
             return
         for item in items:
             item.ended = ended.get(item.job_id)
+
+
+    def _write_writes(self, items: list[_Write]) -> None:
+        try:
+            with self.events.tx() as s:
+                results = [i.fn(s) for i in items if i.fn is not None]
+        except Exception:
+            if len(items) == 1:
+                raise
+            for item in items:  # again one at a time: only the write that fails fails
+                self._settle([item], self._write_writes)
+            return
+        for item, result in zip(items, results, strict=True):
+            item.result = result
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:

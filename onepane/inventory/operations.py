@@ -665,17 +665,22 @@ class Operations:
         job_id = new_id("job")
         if idempotency_key:
             params = {**params, "_request": fingerprint(kind, bound_to)}
+        fence = fencing.current()  # the caller's: the ledger's thread writes the job
+
+        def record(s: Session) -> JobRow:
+            fencing.check(s, fence)  # a replica the reconciler adds: only while its node leads
+            if rows:
+                rows(s)
+            job = JobRow(**s.connection().execute(_NEW_JOB, {
+                "id": job_id, "kind": kind, "target": target, "location": location,
+                "params": params, "status": JobStatus.queued,
+                "idempotency_key": idempotency_key, "node": self.runner.node}).one()._mapping)
+            self.events.emit("job.queued", message, location=location, subject=target,
+                             session=s, data={"job": job_id, "kind": kind})
+            return job
         try:
-            with self.events.tx() as s:
-                fencing.check(s)  # a replica the reconciler adds: only while its node leads
-                if rows:
-                    rows(s)
-                job = JobRow(**s.connection().execute(_NEW_JOB, {
-                    "id": job_id, "kind": kind, "target": target, "location": location,
-                    "params": params, "status": JobStatus.queued,
-                    "idempotency_key": idempotency_key, "node": self.runner.node}).one()._mapping)
-                self.events.emit("job.queued", message, location=location, subject=target,
-                                 session=s, data={"job": job_id, "kind": kind})
+            # with the other requests' of the moment, in one transaction (the ledger's)
+            job = self.runner.ledger.write(record)
         except IntegrityError:
             # Two requests with one idempotency key raced; the other one won.
             if (existing := self._job_for_key(idempotency_key)) is not None:

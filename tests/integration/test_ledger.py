@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from onepane.errors import NotFound
@@ -120,3 +121,57 @@ def test_a_closed_ledger_refuses_new_work(events: EventLog) -> None:
     ledger.close()
     with pytest.raises(RuntimeError, match="closed"):
         ledger.start(ids[0])
+
+
+def test_writes_of_the_moment_share_a_transaction_and_fail_alone(events: EventLog) -> None:
+    """What API requests record (a create's rows, its job) goes through the ledger too: the
+    ones that gather share one commit, and the one that breaks a constraint fails by itself."""
+    ids = jobs(events, 1)
+    ledger = Ledger(events, lambda: None)
+    entered, release = threading.Event(), threading.Event()
+
+    def held(s: Session) -> str:
+        entered.set()
+        release.wait(10)
+        return "held"
+
+    def add(job_id: str) -> Any:
+        def fn(s: Session) -> str:
+            s.add(JobRow(id=job_id, kind="k", status=JobStatus.queued, params={}))
+            events.emit("x.added", job_id, subject=job_id, session=s)
+            s.flush()
+            return job_id
+        return fn
+    try:
+        counted = commits(events)
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(ledger.write, held)
+            assert entered.wait(10)
+            # six new jobs and one whose id is taken (the constraint fails at its flush)
+            new = [pool.submit(ledger.write, add(f"job-w{n}")) for n in range(6)]
+            taken = pool.submit(ledger.write, add(ids[0]))
+            wait_for(lambda: len(ledger._pending) == 7, 10, what="the writes to gather")
+            release.set()
+            assert first.result(10) == "held"
+            assert [f.result(10) for f in new] == [f"job-w{n}" for n in range(6)]
+            with pytest.raises(IntegrityError):
+                taken.result(10)
+        # (the held one wrote nothing) the batch of seven rolled back; then each of the seven
+        # on its own: six commits
+        assert counted[0] == 6
+        # and writes that gather and all succeed: one commit
+        entered.clear()
+        release.clear()
+        counted[0] = 0
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(ledger.write, held)
+            assert entered.wait(10)
+            more = [pool.submit(ledger.write, add(f"job-m{n}")) for n in range(5)]
+            wait_for(lambda: len(ledger._pending) == 5, 10, what="the writes to gather")
+            release.set()
+            assert [f.result(10) for f in more] == [f"job-m{n}" for n in range(5)]
+        assert counted[0] == 1
+        assert sorted(e.subject for e in events.list(kind="x.added", limit=100).items) == \
+            [f"job-m{n}" for n in range(5)] + [f"job-w{n}" for n in range(6)]
+    finally:
+        ledger.close()
