@@ -139,11 +139,11 @@ class Ledger:
             starts = [i for i in batch if isinstance(i, _Start)]
             ends = [i for i in batch if isinstance(i, _End)]
             for chunk in _chunks(writes):
-                self._settle(chunk, self._write_writes)
+                self._settle(chunk, lambda c: self._together(c, self._write_writes))
             for chunk in _chunks(starts):
                 self._settle(chunk, self._write_starts)
             for chunk in _chunks(ends):
-                self._settle(chunk, self._write_ends)
+                self._settle(chunk, lambda c: self._together(c, self._write_ends))
 
     @staticmethod
     def _settle(items: list[Any], write: Callable[[list[Any]], None]) -> None:
@@ -171,36 +171,32 @@ class Ledger:
         for item in items:
             item.row = rows.get(item.job_id)
 
-    def _write_ends(self, items: list[_End]) -> None:
+    def _together(self, items: list[Any], write: Callable[[list[Any]], None]) -> None:
+        """`write` them in one transaction; if it fails, again one at a time, so that only the
+        item whose write fails fails."""
         try:
-            with self.events.tx() as s:
-                for item in items:
-                    if item.write is not None:
-                        item.write(s)
-                conn = s.connection()
-                conn.execute(_END, [i.values for i in items])
-                ended = {r.id: job_view(cast(JobRow, r))
-                         for r in conn.execute(_ENDED, {"b_ids": [i.job_id for i in items]})}
+            write(items)
         except Exception:
             if len(items) == 1:
                 raise
-            for item in items:  # again one at a time: only the end that fails fails
-                self._settle([item], self._write_ends)
-            return
+            for item in items:
+                self._settle([item], write)
+
+    def _write_ends(self, items: list[_End]) -> None:
+        with self.events.tx() as s:
+            for item in items:
+                if item.write is not None:
+                    item.write(s)
+            conn = s.connection()
+            conn.execute(_END, [i.values for i in items])
+            ended = {r.id: job_view(cast(JobRow, r))
+                     for r in conn.execute(_ENDED, {"b_ids": [i.job_id for i in items]})}
         for item in items:
             item.ended = ended.get(item.job_id)
 
-
     def _write_writes(self, items: list[_Write]) -> None:
-        try:
-            with self.events.tx() as s:
-                results = [i.fn(s) for i in items if i.fn is not None]
-        except Exception:
-            if len(items) == 1:
-                raise
-            for item in items:  # again one at a time: only the write that fails fails
-                self._settle([item], self._write_writes)
-            return
+        with self.events.tx() as s:
+            results = [i.fn(s) for i in items if i.fn is not None]
         for item, result in zip(items, results, strict=True):
             item.result = result
 
