@@ -65,6 +65,9 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+UNFINISHED = (JobStatus.queued, JobStatus.running)  # a job in either is still to run or running
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

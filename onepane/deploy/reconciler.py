@@ -21,7 +21,7 @@ from ..cluster import fencing
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..inventory.operations import Operations
-from ..model import Instance, InstanceCreate, InstanceState, JobStatus
+from ..model import UNFINISHED, Instance, InstanceCreate, InstanceState
 from ..periodic import Periodic
 from ..policy import engine, passes
 from ..policy.metrics import Metrics
@@ -262,7 +262,7 @@ class Reconciler:
         if job is None:
             return False
         try:
-            if self.ops.get_job(job).status in (JobStatus.queued, JobStatus.running):
+            if self.ops.get_job(job).status in UNFINISHED:
                 return True
         except OnepaneError:
             pass

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound, OnepaneError, TransientProviderError
 from ..events import EventLog
 from ..listeners import Listeners
-from ..model import Job, JobStatus
+from ..model import UNFINISHED, Job, JobStatus
 from ..providers.base import Provider
 from ..providers.registry import Registry
 from ..retry import with_retry
 from ..store.tables import JobRow
-from .ledger import UNFINISHED, Ledger
+from .ledger import Ledger
 
 log = logging.getLogger(__name__)
 

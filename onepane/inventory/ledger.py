@@ -23,13 +23,12 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..events import EventLog
-from ..model import Job, JobStatus
+from ..model import UNFINISHED, Job, JobStatus
 from ..store.tables import JobRow
 from .views import job_view
 
 log = logging.getLogger(__name__)
 _JOBS = cast(Table, JobRow.__table__)
-UNFINISHED = (JobStatus.queued, JobStatus.running)
 BATCH = 128  # at most this many starts or ends in one transaction
 
 # Built once: each batch binds its values (building and hashing statements per job cost more

@@ -24,6 +24,7 @@ from ..cluster import fencing
 from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..model import (
+    UNFINISHED,
     Image,
     Instance,
     InstanceCreate,
@@ -694,8 +695,7 @@ class Operations:
         """Instances a live move is carrying right now (one indexed query)."""
         with self.store.tx() as s:
             return set(s.scalars(select(JobRow.target).where(
-                JobRow.kind == LIVE_MOVE, JobRow.status.in_([JobStatus.queued,
-                                                             JobStatus.running]))))
+                JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))))
 
     def _provider_network(self, req: InstanceCreate) -> str | None:
         """A onepane network id (net-...) becomes the provider's own id; others pass through."""

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import OnepaneError
 from ..events import EventLog
-from ..model import InstanceState, JobStatus, new_id
+from ..model import UNFINISHED, InstanceState, new_id
 from ..periodic import Periodic
 from ..providers.base import Changes, Feature, ObservedInstance, Provider
 from ..providers.registry import Registry
@@ -170,7 +170,7 @@ class InventorySync:
         stored = self._stored(s, seen_at)
         busy: set[str | None] = set(s.scalars(select(JobRow.target).where(
             JobRow.location.in_(list(seen_at)),
-            JobRow.status.in_([JobStatus.queued, JobStatus.running])))) if any(
+            JobRow.status.in_(UNFINISHED)))) if any(
                 stored.values()) else set()
         writes: list[dict[str, Any]] = []
         for name, (observed, vanished) in seen_at.items():

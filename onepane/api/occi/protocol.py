@@ -11,7 +11,7 @@ from fastapi import Request, Response
 
 from ... import __version__
 from ...core import Core
-from ...model import Job, JobStatus
+from ...model import UNFINISHED, Job, JobStatus
 from ..deps import core, header_lists
 from . import render
 from .entities import OcciError
@@ -55,7 +55,7 @@ class Call:
     def settle(self, job: Job, timeout: float = JOB_WAIT_S) -> Job:
         """OCCI replies describe the entity as it is: wait for the job (bounded)."""
         deadline = time.monotonic() + timeout
-        while job.status in (JobStatus.queued, JobStatus.running) and time.monotonic() < deadline:
+        while job.status in UNFINISHED and time.monotonic() < deadline:
             time.sleep(0.05)
             job = self.core.ops.get_job(job.id)
         if job.status == JobStatus.failed:
