@@ -88,17 +88,13 @@ def remove_cgroups(keys: list[str], timeout: float = 5.0) -> None:
     """The killed instances' cgroups (a destroy removes them; a kill does not). Left behind,
     they add up over runs, and each new instance's CPU quota costs the kernel a walk over all
     of them (29,000 of them made a create's quota write 6 ms: bench/provision.py)."""
-    from onepane.providers.limits import CGROUP_ROOT, remove_limits
+    from onepane.providers.limits import remove_limits
     deadline = time.monotonic() + timeout
-    left = list(keys)
-    while left:
-        for key in left:
-            remove_limits(key)  # fails while the killed process is still exiting
-        left = [k for k in left if any((CGROUP_ROOT / c / "onepane" / k).exists()
-                                       for c in ("cpu", "memory"))]
-        if not left or time.monotonic() > deadline:
-            return
+    # a group cannot go while its killed process is still exiting: try again until it can
+    left = [k for k in keys if not remove_limits(k)]
+    while left and time.monotonic() < deadline:
         time.sleep(0.02)
+        left = [k for k in left if not remove_limits(k)]
 
 
 @contextlib.contextmanager

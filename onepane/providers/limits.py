@@ -60,18 +60,25 @@ def _write(path: Path, value: int) -> None:
         os.close(fd)
 
 
-def remove_limits(key: str) -> None:
+def remove_limits(key: str) -> bool:
+    """Remove the instance's groups; whether they are gone (not while a process is in one)."""
+    gone = True
     for controller in ("cpu", "memory"):
-        with contextlib.suppress(OSError):
-            (CGROUP_ROOT / controller / "onepane" / key).rmdir()
+        group = CGROUP_ROOT / controller / "onepane" / key
+        try:
+            group.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            gone = False
+    return gone
 
 
-def prune_empty(prefix: str) -> int:
+def prune_empty(prefix: str) -> None:
     """Remove this location's instance cgroups that hold no process (their instance died or
     was killed outside onepane; a destroy removes its own). Left behind they add up, and every
     new CPU quota costs the kernel a walk over all of them. A group with a process in it
     cannot be removed, so a live instance's, whoever's, is safe."""
-    removed = 0
     for controller in ("cpu", "memory"):
         base = CGROUP_ROOT / controller / "onepane"
         with contextlib.suppress(OSError):
@@ -79,6 +86,3 @@ def prune_empty(prefix: str) -> int:
                 if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
                     with contextlib.suppress(OSError):
                         os.rmdir(entry.path)
-                        removed += 1
-    return removed
-
