@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 from sqlalchemy import func, select
 
@@ -18,6 +19,11 @@ from .store.db import Store
 from .store.tables import AccessKeyRow, TokenRow
 
 ROLES = ("admin", "operator", "viewer")
+# How long a node trusts what it read of a token or key. A revocation goes through one node's
+# database write; the other nodes see it when their entry expires, so this is the bound on a
+# revoked credential's life anywhere in the cluster (and the rate of credential reads: one
+# per credential per second, however busy the API).
+CACHE_TTL_S = 1.0
 
 
 def _delete(store: Store, table: type[TokenRow | AccessKeyRow], key: str, what: str) -> None:
@@ -31,7 +37,7 @@ def _delete(store: Store, table: type[TokenRow | AccessKeyRow], key: str, what: 
 class Tokens:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, str] = {}  # hash -> role
+        self._cache: dict[str, tuple[str, float]] = {}  # hash -> (role, read at)
         self._lock = threading.Lock()
 
     def create(self, name: str, role: str = "admin") -> tuple[str, str]:
@@ -60,21 +66,23 @@ class Tokens:
         if not token:
             return None
         with self._lock:
-            return self._cache.get(hash_token(token))
+            hit = self._cache.get(hash_token(token))
+        return hit[0] if hit is not None and time.monotonic() - hit[1] < CACHE_TTL_S else None
 
     def role_of(self, token: str | None) -> str:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        if (known := self.cached_role(token)) is not None:
+            return known
         digest = hash_token(token)
-        with self._lock:
-            if digest in self._cache:
-                return self._cache[digest]
+        read_at = time.monotonic()
         with self.store.tx() as s:
             role = s.scalar(select(TokenRow.role).where(TokenRow.token_hash == digest))
-        if role is None:
-            raise Unauthorized("invalid token")
         with self._lock:
-            self._cache[digest] = role
+            if role is None:
+                self._cache.pop(digest, None)
+                raise Unauthorized("invalid token")
+            self._cache[digest] = (role, read_at)
         return role
 
     def identify(self, token: str) -> dict[str, str]:
@@ -96,7 +104,7 @@ class AccessKeys:
     def __init__(self, store: Store, vault: Vault) -> None:
         self.store = store
         self.vault = vault
-        self._cache: dict[str, tuple[str, str]] = {}  # key id -> (secret, role)
+        self._cache: dict[str, tuple[str, str, float]] = {}  # key id -> (secret, role, read at)
         self._lock = threading.Lock()
 
     def create(self, name: str, role: str = "operator") -> tuple[str, str]:
@@ -124,13 +132,16 @@ class AccessKeys:
 
     def secret_and_role(self, key_id: str) -> tuple[str, str] | None:
         with self._lock:
-            if key_id in self._cache:
-                return self._cache[key_id]
+            hit = self._cache.get(key_id)
+        if hit is not None and time.monotonic() - hit[2] < CACHE_TTL_S:
+            return hit[0], hit[1]
+        read_at = time.monotonic()
         with self.store.tx() as s:
             row = s.get(AccessKeyRow, key_id)
-            if row is None:
-                return None
-            found = (self.vault.open(row.secret_enc)["secret"], row.role)
+            found = (self.vault.open(row.secret_enc)["secret"], row.role) if row else None
         with self._lock:
-            self._cache[key_id] = found
+            if found is None:
+                self._cache.pop(key_id, None)
+                return None
+            self._cache[key_id] = (*found, read_at)
         return found

@@ -450,8 +450,11 @@ def networks_create(name: str, location: Annotated[str, typer.Option()],
 @images_app.command("list")
 def images_list(location: Annotated[list[str] | None, typer.Option()] = None,
                 name: Annotated[str | None, typer.Option()] = None, limit: int = 200) -> None:
-    show(client().get("/v1/images", location=location, name=name, limit=limit),
-         ["location", "id", "name"])
+    c = client()
+    images = c.get("/v1/images", location=location, name=name, limit=limit)
+    if c.unanswered:
+        err.print(f"[yellow]warning:[/] not listed, no answer in time: {c.unanswered}")
+    show(images, ["location", "id", "name"])
 
 
 @images_app.command("upload")

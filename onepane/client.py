@@ -38,6 +38,7 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
                                  transport=httpx.HTTPTransport(retries=3))
+        self.unanswered: str | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -55,6 +56,7 @@ class Client:
             raise Unreachable(f"cannot reach {self.http.base_url}: {exc}") from exc
         if r.status_code >= 400:
             raise self._error(r)
+        self.unanswered = r.headers.get("Onepane-Unanswered")  # a partial listing says who
         return r.json() if r.content else None
 
     def get(self, path: str, **params: Any) -> Any:

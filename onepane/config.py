@@ -34,6 +34,10 @@ class Settings(BaseModel):
     sync_interval: float = Field(default=10.0, gt=0)
     workers_per_location: int = Field(default=8, ge=1, le=256)
     reconcile_interval: float = Field(default=0.2, gt=0)
+    answer_deadline: float = Field(default=10.0, gt=0, le=300, description=(
+        "seconds a location may take to answer a listing before it is treated as not "
+        "answering: a listing across locations answers without it, and a sync still waiting "
+        "for it this long (or 1.5 sync intervals) shows it unreachable"))
     dns_host: str = "127.0.0.1"
     dns_port: int | None = Field(default=8653, ge=0, le=65535, description="None: no DNS")
     dns_zone: str = "onepane.local"
@@ -58,6 +62,9 @@ class Settings(BaseModel):
                            labels={"site": "dc-b"}),
         ]
     )
+
+    # Not a setting: where the settings came from (instances must not read it: credentials).
+    config_file: Path | None = Field(default=None, exclude=True)
 
     @property
     def node(self) -> str:
@@ -124,4 +131,5 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             msg = f"unknown setting{f'; did you mean {close[0]!r}?' if close else ''}"
         raise InvalidInput(f"{path or 'settings'}: {where}: {msg}", field=where) from exc
     settings.state_dir = settings.state_dir.resolve()
+    settings.config_file = path.resolve() if path is not None else None
     return settings

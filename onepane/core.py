@@ -28,6 +28,7 @@ from .inventory.sync import InventorySync
 from .periodic import Periodic
 from .policy.alerts import Alerts
 from .policy.metrics import Metrics
+from .providers import sandbox
 from .providers.base import Feature
 from .providers.registry import Registry
 from .secrets import Vault, load_key
@@ -42,6 +43,8 @@ class Core:
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         settings.state_dir.chmod(0o700)  # keys, tokens, the database: the owner's only
+        if settings.config_file is not None:  # its credentials: out of every instance's sight
+            sandbox.hide(settings.config_file)
         self.store = Store(settings.db_url)
         self.events = EventLog(self.store)
         self.registry = Registry(settings.workers_per_location)
@@ -56,8 +59,9 @@ class Core:
         self.cluster = Cluster(settings, self.store, self.events, self.runner)
         leads = self.cluster.is_leader
         self.ops = Operations(self.events, self.locations, self.runner)
+        self.ops.answer_deadline = settings.answer_deadline
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval,
-                                  when=leads)
+                                  when=leads, hung_after=settings.answer_deadline)
         self.deployments = Deployments(self.events, self.locations)
         self.snapshots = Snapshots(self.ops)
         self.security_groups = SecurityGroups(self.events)

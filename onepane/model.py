@@ -9,9 +9,16 @@ import re
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -68,11 +75,66 @@ class JobStatus(StrEnum):
 UNFINISHED = (JobStatus.queued, JobStatus.running)  # a job in either is still to run or running
 
 
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 50, 128, 256  # EC2's limits, which tools expect
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a value cannot be stored as given, or None. One policy for every store: a NUL is
+    refused by PostgreSQL but kept by SQLite, and a lone surrogate cannot be encoded as UTF-8
+    at all (a 500 at the insert); both are refused at the edge, naming the field."""
+    if isinstance(value, str):
+        if value.isascii():
+            return "contains a NUL character" if "\x00" in value else None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (not valid Unicode text)"
+        return "contains a NUL character" if "\x00" in value else None
+    if isinstance(value, dict):
+        return next((why for k, v in value.items() if (why := unstorable(k) or unstorable(v))),
+                    None)
+    if isinstance(value, list | tuple):
+        return next((why for v in value if (why := unstorable(v))), None)
+    return None
+
+
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    for k, v in tags.items():
+        if not 1 <= len(k) <= MAX_TAG_KEY:
+            raise ValueError(f"tag key {k[:20]!r}: 1 to {MAX_TAG_KEY} characters")
+        if len(v) > MAX_TAG_VALUE:
+            raise ValueError(f"tag {k[:20]!r}: a value has at most {MAX_TAG_VALUE} characters")
+    return tags
+
+
+Tags = Annotated[dict[str, str], AfterValidator(_check_tags)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if (why := unstorable(value)) is not None:
+            raise ValueError(why)
+        return value
+
 
 # ---- locations -------------------------------------------------------------------------------
+
+
+# Options whose type onepane knows, per provider (cloud: its own and Libcloud's connection
+# options; other keys go to the driver, scalars only).
+_OPTION_TYPES: dict[Any, dict[str, type]] = {
+    ProviderKind.cloud: {"host": str, "port": int, "secure": bool, "path": str, "zone": str,
+                         "image_owner": str, "image_bucket": str, "single_put_max": int,
+                         "pool_size": int, "timeout": int},
+    ProviderKind.local: {},
+    ProviderKind.netns: {"index": int},
+}
 
 
 class LocationCreate(Strict):
@@ -83,6 +145,27 @@ class LocationCreate(Strict):
     credentials: dict[str, str] = Field(default_factory=dict, description="Never returned")
     options: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Each option's type checked here, naming it: a number where a driver concatenates
+        a string was a 502 from deep inside Libcloud. (vm and sim locations check theirs
+        whole, with their own models, when they are built.)"""
+        kind = info.data.get("provider")
+        for key, value in options.items():
+            want = _OPTION_TYPES.get(kind, {}).get(key)
+            if kind in (ProviderKind.local, ProviderKind.netns) and want is None:
+                raise ValueError(f"options.{key}: a {kind} location takes "
+                                 f"{', '.join(_OPTION_TYPES[kind]) or 'no options'}")
+            if want is not None and (not isinstance(value, want)
+                                     or (want is int and isinstance(value, bool))):
+                raise ValueError(f"options.{key}: expected {want.__name__}, got "
+                                 f"{type(value).__name__}")
+            if kind == ProviderKind.cloud and not isinstance(value, str | int | float | bool):
+                raise ValueError(f"options.{key}: a driver option is a string, a number or "
+                                 "true/false")
+        return options
 
 
 class LocationUpdate(Strict):
@@ -125,7 +208,7 @@ class InstanceCreate(Strict):
     location: str
     image: str = Field(min_length=1, max_length=256)
     size: str = Field(min_length=1, max_length=64)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     network: str | None = None
     user_data: str | None = Field(default=None, max_length=16384,
                                   description="handed to the instance where its location can")
@@ -163,7 +246,7 @@ class VolumeCreate(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     location: str
     size_gb: int = Field(ge=1, le=16384)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
 
 
 class VolumeAttach(Strict):

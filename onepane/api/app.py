@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from .. import __version__, web
 from ..core import Core
 from . import catalog, deployments, ec2, inventory, metrics, occi, problems
+from .bodylimits import BodyLimits
 
 
 def create_app(core: Core) -> FastAPI:
@@ -19,6 +20,7 @@ def create_app(core: Core) -> FastAPI:
                     "`Authorization: Bearer <token>`. Long operations return 202 and a job.",
     )
     app.state.core = core
+    app.add_middleware(BodyLimits)
     problems.install(app)
     app.include_router(inventory.router, responses=problems.RESPONSES)
     app.include_router(deployments.router, responses=problems.RESPONSES)

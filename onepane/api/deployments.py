@@ -6,6 +6,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ..deploy.service import Deployment
@@ -24,9 +25,9 @@ def list_deployments(request: Request) -> list[Deployment]:
 async def apply_deployment(request: Request, force: bool = False) -> Deployment:
     """Create or update from a spec in JSON or YAML (Content-Type application/json or yaml).
     A spec that would serve from nowhere right now is refused unless `force`."""
-    body = await request.body()
-    spec = parse_spec(body, "request body")
-    return core(request).deployments.apply(spec, force)
+    body = await request.body()  # bounded (bodylimits); parsed off the event loop
+    spec = await run_in_threadpool(parse_spec, body, "request body")
+    return await run_in_threadpool(core(request).deployments.apply, spec, force)
 
 
 @router.get("/{name}", dependencies=[viewer])

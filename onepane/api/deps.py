@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..core import Core
 from ..errors import Forbidden
+from ..secrets import hash_token
 
 bearer = HTTPBearer(auto_error=False, description="A token from `onepane up` or POST /v1/tokens")
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
@@ -54,3 +57,27 @@ def require(minimum: str) -> Callable[..., Awaitable[str]]:
 viewer = Depends(require("viewer"))
 operator = Depends(require("operator"))
 admin = Depends(require("admin"))
+
+
+IdemKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+    description="makes a retried request safe: the same key returns the first request's job; "
+                "a key is bound to its caller and its request, and reusing it for another "
+                "request is a 422")]
+
+
+async def idempotency_key(request: Request, key: IdemKeyHeader = None,
+                          cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+    """The key as stored: scoped to the caller (the IETF draft's and AWS ClientToken's rule),
+    so that another caller sending the same key and body gets a job of its own, never the
+    first caller's. The scope is a digest of the token, not its id: no lookup per request."""
+    if key is None:
+        return None
+    caller = "dev" if core(request).settings.dev or cred is None \
+        else hash_token(cred.credentials)[:16]
+    scoped = f"api:{caller}:{key}"
+    return scoped if len(scoped) <= 128 else \
+        f"api:{caller}:#{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+IdemKey = Annotated[str | None, Depends(idempotency_key)]

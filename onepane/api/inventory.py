@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -34,15 +34,11 @@ from ..model import (
     VolumeCreate,
 )
 from ..providers.base import Feature
-from .deps import admin, core, operator, viewer
+from .deps import IdemKey, admin, core, operator, viewer
 from .uploads import save_body
 from .waits import JobEnd, job_ended
 
 router = APIRouter(prefix="/v1")
-IdemKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
-    description="makes a retried request safe: the same key returns the first request's job; "
-                "a key is bound to its request, and reusing it for another one is a 422")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Wait = Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to end")]
 MAX_UPLOAD = 512 * 1024 * 1024
@@ -146,7 +142,7 @@ def inventory_summary(request: Request) -> dict[str, dict[str, int]]:
 
 @router.post("/instances", status_code=202, dependencies=[operator])
 async def create_instance(request: Request, response: Response, req: InstanceCreate,
-                          key: IdemKey = None, wait: Wait = 0) -> Job:
+                          key: IdemKey, wait: Wait = 0) -> Job:
     """Starts the create (202 and its job); with `wait` (seconds, up to 60) the answer comes
     when the job has ended or the wait is over, as GET /v1/jobs/{id}?wait= does, in one
     request instead of two."""
@@ -175,13 +171,13 @@ def instance_console(request: Request, instance_id: str,
 @router.post("/instances/{instance_id}/{action}", status_code=202, dependencies=[operator])
 def instance_action(request: Request, response: Response, instance_id: str,
                     action: Literal["start", "stop", "reboot", "suspend", "resume"],
-                    key: IdemKey = None) -> Job:
+                    key: IdemKey) -> Job:
     return accepted(response, core(request).ops.instance_action(instance_id, action, key))
 
 
 @router.delete("/instances/{instance_id}", status_code=202, dependencies=[operator])
 def destroy_instance(request: Request, response: Response, instance_id: str,
-                     key: IdemKey = None) -> Job:
+                     key: IdemKey) -> Job:
     return accepted(response, core(request).ops.destroy_instance(instance_id, key))
 
 
@@ -195,7 +191,7 @@ def list_volumes(request: Request, location: str | None = None, limit: Limit = 1
 
 @router.post("/volumes", status_code=202, dependencies=[operator])
 def create_volume(request: Request, response: Response, req: VolumeCreate,
-                  key: IdemKey = None) -> Job:
+                  key: IdemKey) -> Job:
     return accepted(response, core(request).ops.create_volume(req, key))
 
 
@@ -229,17 +225,25 @@ def list_networks(request: Request, location: str | None = None, limit: Limit = 
 
 @router.post("/networks", status_code=202, dependencies=[operator])
 def create_network(request: Request, response: Response, req: NetworkCreate,
-                   key: IdemKey = None) -> Job:
+                   key: IdemKey) -> Job:
     return accepted(response, core(request).ops.create_network(req, key))
 
 
 # ---- images ----------------------------------------------------------------------------------
 
 @router.get("/images", dependencies=[viewer])
-def list_images(request: Request, location: Annotated[list[str] | None, Query()] = None,
+def list_images(request: Request, response: Response,
+                location: Annotated[list[str] | None, Query()] = None,
                 name: str | None = None, limit: Limit = 200) -> list[Image]:
-    """Images as each location's provider lists them, all locations asked concurrently."""
-    return core(request).ops.list_images(location, name, limit)
+    """Images as each location's provider lists them, all locations asked concurrently. The
+    answer comes within a deadline with what has come by then; the locations that did not
+    answer are named in the `Onepane-Unanswered` header (`name: why`, `; `-separated)."""
+    images, missing = core(request).ops.images_within(location, name, limit)
+    if missing:
+        response.headers["Onepane-Unanswered"] = "; ".join(
+            f"{n}: {why}" for n, why in sorted(missing.items())).encode("ascii", "replace") \
+            .decode()[:2000]
+    return images
 
 
 @router.post("/locations/{name}/images", status_code=201, dependencies=[operator])

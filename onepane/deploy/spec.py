@@ -30,14 +30,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import InvalidInput
-from ..model import NAME_PATTERN
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from ..model import NAME_PATTERN, Strict
 
 
 class HealthCheck(Strict):
@@ -187,13 +183,34 @@ class DeploymentSpec(Strict):
         return self
 
 
+MAX_DEPTH = 32  # a deployment spec nests five levels; PyYAML's composer recurses per level
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH: `[` x 1000 made PyYAML's
+    recursive composer overflow the stack (a 500) instead of a clear 422."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels at line "
+                                     f"{mark.line + 1}, column {mark.column + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def parse_spec(text: str | bytes | dict[str, Any], source: str = "spec") -> DeploymentSpec:
     """Parse YAML or JSON and say exactly which field is wrong and why."""
     if isinstance(text, dict):
         data: Any = text
     else:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_BoundedLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

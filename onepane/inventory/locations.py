@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
@@ -105,6 +106,9 @@ class Locations:
             except OnepaneError as exc:
                 log.warning("location %s unavailable: %s", row.name, exc.detail)
                 self.set_status(row.name, "error", exc.detail)
+            except Exception as exc:  # one broken location never keeps onepane from starting
+                log.exception("location %s failed to start", row.name)
+                self.set_status(row.name, "error", f"failed to start: {exc}")
 
     def remove(self, name: str, force: bool = False) -> None:
         with self.events.tx() as s:
@@ -151,13 +155,19 @@ class Locations:
         with self.events.tx() as s:
             self.record_status(s, name, status, detail)
 
-    def record_synced(self, s: Session, synced: dict[str, datetime]) -> None:
+    def record_synced(self, s: Session, synced: dict[str, datetime],
+                      problems: Mapping[str, Sequence[str]] | None = None) -> None:
         """In the caller's transaction, good sync passes (location -> when): one statement for
-        their times, and the status set back to ok, with its event, only where it was not."""
+        their times, and the status set back to ok, with its event, only where it was not;
+        a location that answered but reports problems is degraded, saying which."""
+        problems = {k: v for k, v in (problems or {}).items() if v and k in synced}
         for name in list(s.scalars(select(LocationRow.name).where(
                 LocationRow.name.in_(list(synced)),
                 or_(LocationRow.status != "ok", LocationRow.status_detail.is_not(None))))):
-            self.record_status(s, name, "ok", None)
+            if name not in problems:
+                self.record_status(s, name, "ok", None)
+        for name, notes in problems.items():
+            self.record_status(s, name, "degraded", "; ".join(notes)[:1000])
         s.connection().execute(
             update(_LOCATIONS).where(_LOCATIONS.c.name == bindparam("b_name"))
             .values(last_sync=bindparam("b_at")),

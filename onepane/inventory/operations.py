@@ -7,6 +7,7 @@ recorded as desired state plus a job, then carried out by the job runner.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import json
 import re
@@ -21,7 +22,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..cluster import fencing
-from ..errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, OnepaneError
+from ..errors import (
+    Conflict,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    TransientProviderError,
+)
 from ..events import EventLog
 from ..model import (
     UNFINISHED,
@@ -50,6 +58,7 @@ ACTIONS = {"start": Feature.stop_start, "stop": Feature.stop_start, "reboot": Fe
            "suspend": Feature.suspend, "resume": Feature.suspend}
 ENDS_IN = {"stop": InstanceState.stopped, "suspend": InstanceState.suspended}
 MAX_PAGE = 1000
+IMAGE_LIST_DEADLINE_S = 10.0  # a listing across locations answers with what came by then
 _INSTANCES = cast(Table, InstanceRow.__table__)
 _JOBS = cast(Table, JobRow.__table__)
 # A create's statements, built once: each create binds its values (building and hashing a
@@ -143,6 +152,7 @@ class Operations:
         self.store = events.store
         self.locations = locations
         self.runner = runner
+        self.answer_deadline = IMAGE_LIST_DEADLINE_S  # the settings' answer_deadline
         self._validated: dict[tuple[str, str, str], float] = {}  # (location, image, size) -> until
         self._validating: dict[tuple[str, str, str], Future[None]] = {}  # being asked now
         self._validating_lock = threading.Lock()
@@ -394,18 +404,35 @@ class Operations:
     def list_images(self, locations: list[str] | None = None, name: str | None = None,
                     limit: int = 200) -> list[Image]:
         """Images as each location's provider lists them, all locations asked concurrently."""
+        return self.images_within(locations, name, limit)[0]
+
+    def images_within(self, locations: list[str] | None = None, name: str | None = None,
+                      limit: int = 200) -> tuple[list[Image], dict[str, str]]:
+        """The images of the locations that answered within the deadline, and for each one
+        that did not, why: one hung cloud held a listing of every location for a minute."""
         registry = self.locations.registry
         names = locations or registry.names()
         futures = {n: registry.submit(n, lambda n=n: registry.get(n).list_images()) for n in names}
-        out: list[Image] = []
+        deadline_s = self.answer_deadline
+        concurrent.futures.wait(futures.values(), timeout=deadline_s)
+        missing: dict[str, str] = {}
+        answers: dict[str, list[Any]] = {}
         for n, fut in futures.items():
-            for img in fut.result(timeout=120):
-                if name and name.lower() not in img.name.lower():
-                    continue
-                out.append(Image(id=img.provider_id, name=img.name, location=n, extra=img.extra))
-                if len(out) >= limit:
-                    return out
-        return out
+            if not fut.done():
+                fut.cancel()
+                missing[n] = f"did not answer within {deadline_s:g} s"
+            elif (exc := fut.exception()) is not None:
+                if len(names) == 1 or not isinstance(exc, OnepaneError):
+                    raise exc
+                missing[n] = exc.detail
+            else:
+                answers[n] = fut.result()
+        out = [Image(id=img.provider_id, name=img.name, location=n, extra=img.extra)
+               for n, imgs in answers.items() for img in imgs
+               if not name or name.lower() in img.name.lower()][:limit]
+        if len(names) == 1 and missing:
+            raise TransientProviderError(f"location {names[0]} {missing[names[0]]}")
+        return out, missing
 
     # ---- volumes -------------------------------------------------------------------------
 
@@ -726,8 +753,9 @@ class Operations:
                 return None
             bound = (row.params or {}).get("_request")
             if kind is not None and bound is not None and bound != fingerprint(kind, request):
+                shown = key.split(":", 2)[2] if key.startswith("api:") else key
                 raise IdempotencyMismatch(
-                    f"Idempotency-Key {key!r} was used for another request ({row.kind} "
+                    f"Idempotency-Key {shown!r} was used for another request ({row.kind} "
                     f"{row.target or ''}); use a new key for a new request",
                     field="Idempotency-Key")
             return job_view(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ WRITE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id")).values(
 # location -> what was seen there: (instances, None) for a full listing, (changed, vanished)
 # for a change feed's answer
 Seen = dict[str, tuple[list[ObservedInstance], list[str] | None]]
+HUNG_AFTER_S = 10.0
 
 
 def differs(row: Any, obs: ObservedInstance) -> bool:
@@ -55,7 +57,8 @@ def batched(items: list[T], n: int) -> Iterator[list[T]]:
 
 class InventorySync:
     def __init__(self, events: EventLog, registry: Registry, locations: Locations,
-                 interval: float, when: Callable[[], bool] = lambda: True) -> None:
+                 interval: float, when: Callable[[], bool] = lambda: True,
+                 hung_after: float = HUNG_AFTER_S) -> None:
         self.events = events
         self.registry = registry
         self.locations = locations
@@ -69,6 +72,12 @@ class InventorySync:
         # location -> its good pass not yet written: the change feed's answer (None: folded
         # already) and when
         self._round: dict[str, tuple[Changes | None, datetime]] = {}
+        self._problems: dict[str, list[str]] = {}  # location -> what its good pass reported
+        # A location whose pass has waited this long is shown unreachable while it still waits
+        # (a hung endpoint answers nothing, not an error, for as long as its timeouts allow).
+        self.hung_after = max(hung_after, 1.5 * interval)
+        self._since: dict[str, float] = {}  # location -> when its running pass started
+        self._flagged: set[str] = set()  # locations shown unreachable for a pass still waiting
 
     def start(self) -> None:
         self._loop.start()
@@ -80,11 +89,19 @@ class InventorySync:
         """Sync every location concurrently; with wait, report each one's outcome."""
         self.write_round()  # what a slow location held back in the last round
         futures = {}
+        now = time.monotonic()
         for name in self.registry.names():
             with self._lock:
-                if name in self._running:
-                    continue  # the previous round is still at it: do not pile up
+                if name in self._running:  # the previous round is still at it: do not pile up
+                    hung = now - self._since.get(name, now) > self.hung_after
+                    if hung and name not in self._flagged:
+                        self._flagged.add(name)
+                        self.locations.set_status(
+                            name, "unreachable", f"no answer for {now - self._since[name]:.0f} s "
+                            "(a listing is still waiting for it)")
+                    continue
                 self._running.add(name)
+                self._since[name] = now
             futures[name] = self.registry.submit(name, self.sync_location, name)
         if not wait:
             return {}
@@ -109,6 +126,7 @@ class InventorySync:
                 self._fold_volumes(name, provider.list_volumes())
             with self._lock:
                 self._round[name] = (changes, datetime.now(UTC))
+                self._problems[name] = provider.problems()
             return "ok"
         except OnepaneError as exc:
             self._failed(name, "unreachable", exc.detail)
@@ -120,6 +138,7 @@ class InventorySync:
         finally:
             with self._lock:
                 self._running.discard(name)
+                self._flagged.discard(name)
                 last = not self._running
             if last:
                 self.write_round()
@@ -132,6 +151,7 @@ class InventorySync:
         with something to say cost more than the changes in it (bench/scale.py)."""
         with self._lock:
             done, self._round = self._round, {}
+            problems, self._problems = self._problems, {}
         if not done:
             return
         feeds: Seen = {name: (ch.changed, ch.vanished) for name, (ch, _) in done.items()
@@ -140,7 +160,8 @@ class InventorySync:
             with self.events.tx() as s:
                 if feeds:
                     self._fold_instances(s, feeds)
-                self.locations.record_synced(s, {name: at for name, (_, at) in done.items()})
+                self.locations.record_synced(s, {name: at for name, (_, at) in done.items()},
+                                             problems)
         except Exception:
             log.exception("writing the sync of %s failed", ", ".join(sorted(done)))
             for name in done:  # what they saw is lost: their next pass lists everything

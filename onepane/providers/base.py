@@ -179,6 +179,11 @@ class Provider(ABC):
     def setup(self) -> None:
         """Prepare the location (directories, namespaces); idempotent."""
 
+    def problems(self) -> list[str]:
+        """What is wrong at this location although it answers (a damaged record): the sync
+        shows the location as degraded with these until they are gone."""
+        return []
+
     def check(self) -> None:
         """Raise ProviderAuthError/ProviderError if the location cannot be used."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import shutil
@@ -20,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from ..errors import (
 )
 from ..images.app import AppManifest, install_app_image, read_manifest
 from ..model import InstanceState, new_id
-from . import copy, limits
+from . import copy, limits, process_records, sandbox
 from .base import (
     Capabilities,
     InstanceSpec,
@@ -48,6 +46,7 @@ from .base import (
     ObservedVolume,
     Provider,
 )
+from .process_records import DamagedInstance, DamagedRecord, ProcessRecord
 from .volumetable import FileSnapshots, VolumeTable
 
 SIZES: dict[str, tuple[float, int]] = {
@@ -58,22 +57,6 @@ SIZES: dict[str, tuple[float, int]] = {
 }
 STOP_GRACE_S = 5.0
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProcessRecord:
-    id: str
-    name: str
-    image: str
-    size: str
-    host: str
-    port: int
-    tags: dict[str, str] = field(default_factory=dict)
-    desired: str = "running"
-    pid: int | None = None
-    started: float | None = None  # psutil create_time, to tell our pid from a recycled one
-    limits: str = "none"
-    exit_code: int | None = None
 
 
 PROCESSES_ONLY = ("a process data center keeps disk images (to replicate and export them) but "
@@ -97,12 +80,14 @@ class LocalProvider(FileSnapshots, Provider):
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(location)
+        self.state_dir = state_dir
         self.root = state_dir / "locations" / location
         self.options = options or {}
         self._lock = threading.RLock()
         self._creating: set[str] = set()  # instances whose process is being started
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._usage: dict[int, psutil.Process] = {}  # kept: cpu_percent() measures between calls
+        self._damaged: dict[str, str] = {}  # instance id -> why its record cannot be read
         self.volumes = VolumeTable(location, self.root / "volumes.json")
 
     # ---- layout --------------------------------------------------------------------------
@@ -129,27 +114,53 @@ class LocalProvider(FileSnapshots, Provider):
 
     def _recover(self) -> None:
         """After a crash: a create that recorded its instance but not yet its process adopts the
-        process if it started (else starts it); a process of this location that no record
-        names is stopped. Records and processes agree again before the first request."""
+        process if it started (else starts it); a process of this location whose instance has
+        no folder at all is stopped, and so is a folder a destroy left half-removed. A record
+        that cannot be read is reported and left alone, with its process: it proves nothing
+        about either. Records and processes agree again before the first request."""
         with self._lock:
-            known = set()
             for rec in self._records():
-                known.add(rec.id)
+                if rec.uid is not None:
+                    sandbox.claim_uid(self.location, rec.id, rec.uid)
                 if rec.pid is None and rec.desired == "running":
                     with contextlib.suppress(OnepaneError):
                         self.recovered.append(f"instance {rec.id}: a create was interrupted; "
                                               f"{self._adopt_or_spawn(rec)}")
-            for pid, inst_id in self._our_processes().items():
-                if inst_id not in known:
+            for inst_id, reason in sorted(self._damaged.items()):
+                self.recovered.append(f"instance {inst_id}: its record is damaged ({reason}); "
+                                      "it is left as it is, with its process, until the record "
+                                      "is repaired or the instance destroyed")
+            folders = {d.name for d in self.instances_dir.iterdir() if d.is_dir()}
+            running = self._our_processes()
+            for pid, inst_id in running.items():
+                if inst_id not in folders:
                     self.recovered.append(f"stopped process {pid} of instance {inst_id}, "
-                                          "which no record names")
+                                          "which has no folder here")
                     log.warning("%s: stopping process %d of unknown instance %s",
                                 self.location, pid, inst_id)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-                    with contextlib.suppress(psutil.Error):  # gone, so that its group can go
-                        psutil.Process(pid).wait(timeout=2)
+                    self._kill_group(pid)
+            for name in folders - {r.id for r in self._records()} - set(self._damaged):
+                if (self.instances_dir / name / process_records.RECORD).exists():
+                    continue  # destroyed, not yet removed: listings skip it
+                if name in running.values():
+                    self.recovered.append(f"instance {name} has a process but no record; both "
+                                          "are left as they are (destroy it, or restore its "
+                                          "record)")
+                else:
+                    shutil.rmtree(self.instances_dir / name, ignore_errors=True)
+                    self.recovered.append(f"removed the folder of instance {name}, which a "
+                                          "destroy had left without its record")
         limits.prune_empty(f"{self.location}-")  # of instances that died outside onepane
+
+    def problems(self) -> list[str]:
+        return [f"instance {i}: damaged record ({r})" for i, r in sorted(self._damaged.items())]
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):  # gone, so that its group can go
+            psutil.Process(pid).wait(timeout=2)
 
     def _our_processes(self) -> dict[int, str]:
         """Session leaders started by this location: pid -> the instance id in their env."""
@@ -190,7 +201,11 @@ class LocalProvider(FileSnapshots, Provider):
 
     def list_instances(self) -> list[ObservedInstance]:
         with self._lock:
-            return [self._observe(r) for r in self._records()]
+            out = [self._observe(r) for r in self._records()]
+            if self._damaged:
+                procs = {i: pid for pid, i in self._our_processes().items()}
+                out += [self._observe_damaged(i, procs.get(i)) for i in sorted(self._damaged)]
+            return out
 
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
         with self._lock:
@@ -267,14 +282,28 @@ class LocalProvider(FileSnapshots, Provider):
             path = self._record_path(provider_id)
             if not path.exists():
                 return  # already gone: destroy is idempotent
-            rec = self._load(provider_id)
+            try:
+                rec = self._load(provider_id)
+            except DamagedInstance:  # its process is found by what it was started with
+                self._destroy_damaged(provider_id)
+                return
             rec.desired = "destroyed"
             self._save(rec)
         self._terminate(rec)
         limits.remove_limits(f"{self.location}-{provider_id}")
+        sandbox.release_uid(rec.uid)
         with self._lock:
             self.volumes.detach_all(provider_id)
             shutil.rmtree(path.parent, ignore_errors=True)
+
+    def _destroy_damaged(self, provider_id: str) -> None:
+        for pid, inst_id in self._our_processes().items():
+            if inst_id == provider_id:
+                self._kill_group(pid)
+        limits.remove_limits(f"{self.location}-{provider_id}")
+        self.volumes.detach_all(provider_id)
+        shutil.rmtree(self._record_path(provider_id).parent, ignore_errors=True)
+        self._damaged.pop(provider_id, None)
 
     def usage(self, provider_id: str) -> tuple[float, int] | None:
         with contextlib.suppress(OnepaneError, psutil.Error, OSError, ValueError):
@@ -421,14 +450,18 @@ class LocalProvider(FileSnapshots, Provider):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **manifest.env,
                "HOST": rec.host, "PORT": str(rec.port), "ONEPANE_INSTANCE_ID": rec.id,
                "ONEPANE_INSTANCE_NAME": rec.name, "ONEPANE_LOCATION": self.location,
-               "ONEPANE_DATA_DIR": str(inst_dir)}
+               "ONEPANE_DATA_DIR": str(inst_dir / "data")}
         if (inst_dir / "user-data").exists():
             env["ONEPANE_USER_DATA_FILE"] = str(inst_dir / "user-data")
         if (inst_dir / "authorized_keys").exists():
             env["ONEPANE_SSH_AUTHORIZED_KEYS"] = str(inst_dir / "authorized_keys")
+        rec.uid = sandbox.claim_uid(self.location, rec.id, rec.uid)
+        argv = sandbox.confined_argv(argv, uid=rec.uid, cwd=self.images_dir / rec.image,
+                                     state_dir=self.state_dir, instance_dir=inst_dir,
+                                     volumes=self._attached_volumes(rec.id))
         with open(inst_dir / "output.log", "ab") as log:
             try:
-                proc = subprocess.Popen(self._command(argv), cwd=self.images_dir / rec.image,
+                proc = subprocess.Popen(self._command(argv), cwd="/",
                                         env=env, stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
@@ -440,6 +473,10 @@ class LocalProvider(FileSnapshots, Provider):
         cpu, mem = SIZES[rec.size]
         rec.limits = limits.apply_limits(proc.pid, f"{self.location}-{rec.id}", cpu, mem)
         self._save(rec)
+
+    def _attached_volumes(self, instance_id: str) -> list[Path]:
+        return [self._volume_path(vid) for vid, v in self.volumes.load().items()
+                if v.get("attached_to") == instance_id]
 
     def _alive(self, rec: ProcessRecord) -> bool:
         if not rec.pid:
@@ -494,23 +531,53 @@ class LocalProvider(FileSnapshots, Provider):
         return self.instances_dir / instance_id / "instance.json"
 
     def _load(self, instance_id: str) -> ProcessRecord:
+        """The record, or NotFound; a damaged one is a Conflict naming the damage (DamagedRecord
+        is one), so that an operation on it fails clearly instead of acting on a guess."""
+        path = self._record_path(instance_id)
         try:
-            return ProcessRecord(**json.loads(self._record_path(instance_id).read_text()))
+            return process_records.read(path)
         except FileNotFoundError as exc:
             raise NotFound(f"no instance {instance_id!r} at {self.location}") from exc
+        except DamagedRecord as exc:
+            self._damaged[instance_id] = str(exc)
+            raise DamagedInstance(f"instance {instance_id} at {self.location} has a damaged "
+                                  f"record ({exc}); repair {path} or destroy the instance",
+                                  field="instance") from exc
 
     def _save(self, rec: ProcessRecord) -> None:
-        path = self._record_path(rec.id)
-        atomic.write_json(path, asdict(rec))
+        process_records.write(self._record_path(rec.id), rec)
 
     def _records(self) -> list[ProcessRecord]:
-        out = []
-        for path in self.instances_dir.glob("*/instance.json"):
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                rec = ProcessRecord(**json.loads(path.read_text()))
-                if rec.desired != "destroyed":
-                    out.append(rec)
+        """Every readable record of a live instance; the damaged ones are noted, not returned."""
+        out, damaged = [], {}
+        for path in self.instances_dir.glob(f"*/{process_records.RECORD}"):
+            try:
+                rec = process_records.read(path)
+            except FileNotFoundError:
+                continue  # destroyed meanwhile
+            except (DamagedRecord, OSError) as exc:
+                damaged[path.parent.name] = str(exc)
+                continue
+            if rec.desired != "destroyed":
+                out.append(rec)
+        for inst_id in damaged.keys() - self._damaged.keys():
+            log.warning("%s: instance %s has a damaged record (%s); left as it is",
+                        self.location, inst_id, damaged[inst_id])
+        self._damaged = damaged
         return out
+
+    def _observe_damaged(self, inst_id: str, pid: int | None) -> ObservedInstance:
+        """What can be said without the record: whether its process lives, where it listens."""
+        env: dict[str, str] = {}
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                env = psutil.Process(pid).environ()
+        port = env.get("PORT", "")
+        return ObservedInstance(
+            provider_id=inst_id, name=env.get("ONEPANE_INSTANCE_NAME", inst_id),
+            state=InstanceState.running if env else InstanceState.error, image="", size="",
+            addresses=[env["HOST"]] if "HOST" in env else [],
+            ports={"app": int(port)} if port.isdigit() else {}, onepane_id=inst_id)
 
     def delete_network(self, provider_id: str) -> None:
         with self._lock:
@@ -519,5 +586,4 @@ class LocalProvider(FileSnapshots, Provider):
                 atomic.write_json(self.root / "networks.json", nets)
 
     def _networks(self) -> dict[str, dict[str, Any]]:
-        path = self.root / "networks.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return atomic.read_table(self.root / "networks.json", "network table")

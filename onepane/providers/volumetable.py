@@ -7,7 +7,6 @@ table is rewritten atomically: a crash leaves the old table or the new one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ class VolumeTable:
         self.path = path
 
     def load(self) -> Vols:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
+        return atomic.read_table(self.path, "volume table")
 
     def save(self, vols: Vols) -> None:
         atomic.write_json(self.path, vols)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import shutil
+import signal
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from onepane.errors import Conflict, InvalidInput
+from onepane.errors import Conflict, InvalidInput, OnepaneError
 from onepane.model import InstanceState
 from onepane.providers.base import InstanceSpec
 from onepane.providers.local import LocalProvider
@@ -205,10 +209,11 @@ def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProv
     dc.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano"))
     pid2 = dc._load("inst-r2").pid
     dc._save(replace(dc._load("inst-r2"), pid=None, started=None))
-    # 3. a process no record names (its record lost): stopped
-    dc.create_instance(InstanceSpec("inst-r3", "web", "httpecho", "nano"))
+    # 3. a process of an instance with nothing left of it here (no folder): stopped
+    r3 = dc.create_instance(InstanceSpec("inst-r3", "web", "httpecho", "nano"))
     pid3 = dc._load("inst-r3").pid
-    (dc.instances_dir / "inst-r3" / "instance.json").unlink()
+    wait_for(lambda: get("127.0.0.1", r3.ports["app"]), what="inst-r3 confined and serving")
+    shutil.rmtree(dc.instances_dir / "inst-r3")
 
     again = LocalProvider("dc-t", tmp_path, {})  # onepane restarted
     again.setup()
@@ -229,3 +234,109 @@ def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProv
     assert again.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano")).provider_id \
         == "inst-r2" and again._load("inst-r2").pid == pid2
     assert first.provider_id == "inst-r1"
+
+
+# ---- damaged records (issue 35): never stop the location, never kill a live process ------------
+
+DAMAGE = {
+    "a list": b"[]",
+    "empty": b"",
+    "truncated": None,  # the first half of the file
+    "missing field": b'{"id": "inst-d", "name": "web"}',
+    "not UTF-8": b'{"id": "inst-d", "name": "\xff\xfe"}',
+    "wrong type": None,  # port: "many"
+}
+
+
+def _damage(path: Path, how: str) -> bytes:
+    good = path.read_bytes()
+    bad = DAMAGE[how]
+    if how == "truncated":
+        bad = good[: len(good) // 2]
+    elif how == "wrong type":
+        bad = json.dumps({**json.loads(good), "port": "many"}).encode()
+    assert bad is not None
+    path.write_bytes(bad)
+    return good
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_a_damaged_record_costs_only_its_own_bookkeeping(tmp_path: Path, how: str) -> None:
+    dc = LocalProvider("dc-d", tmp_path)
+    dc.setup()
+    obs = dc.create_instance(InstanceSpec("inst-d", "web", "httpecho", "nano"))
+    dc.create_instance(InstanceSpec("inst-ok", "other", "httpecho", "nano"))
+    record = dc.instances_dir / "inst-d" / "instance.json"
+    pid = json.loads(record.read_text())["pid"]
+    try:
+        good = _damage(record, how)
+        again = LocalProvider("dc-d", tmp_path)  # a restart of onepane
+        again.setup()  # does not raise
+        assert psutil.pid_exists(pid), "recovery killed the process of a damaged record"
+        assert any("damaged" in note for note in again.recovered)
+        listed = {o.provider_id: o for o in again.list_instances()}
+        assert listed["inst-ok"].state == InstanceState.running
+        assert listed["inst-d"].state == InstanceState.running  # its process, seen without it
+        assert listed["inst-d"].ports == obs.ports
+        assert again.problems() and "inst-d" in again.problems()[0]
+        with pytest.raises(Conflict, match="damaged record"):
+            again.stop_instance("inst-d")
+        record.write_bytes(good)  # repaired: the instance is itself again
+        assert {o.provider_id: o.state for o in again.list_instances()}["inst-d"] == \
+            InstanceState.running
+        assert again.problems() == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        kill_instances(tmp_path)
+
+
+def test_a_damaged_record_can_still_be_destroyed(tmp_path: Path) -> None:
+    dc = LocalProvider("dc-d", tmp_path)
+    dc.setup()
+    dc.create_instance(InstanceSpec("inst-d", "web", "httpecho", "nano"))
+    record = dc.instances_dir / "inst-d" / "instance.json"
+    pid = json.loads(record.read_text())["pid"]
+    record.write_text("[]")
+    dc.destroy_instance("inst-d")
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             what="the process gone")
+    assert not record.parent.exists() and dc.list_instances() == []
+
+
+@pytest.mark.parametrize("table", ["volumes.json", "networks.json"])
+def test_a_damaged_table_is_a_clear_error_not_a_crash(tmp_path: Path, table: str) -> None:
+    dc = LocalProvider("dc-d", tmp_path)
+    dc.setup()
+    dc.create_volume("v", 1)
+    dc.create_network("n", "10.1.0.0/16")
+    (dc.root / table).write_bytes(b"\xff[")
+    again = LocalProvider("dc-d", tmp_path)
+    again.setup()
+    with pytest.raises(OnepaneError, match=f"{table}.*damaged"):
+        again.list_volumes() if table == "volumes.json" else again.list_networks()
+
+
+def test_recovery_kills_only_processes_without_a_folder(tmp_path: Path) -> None:
+    dc = LocalProvider("dc-d", tmp_path)
+    dc.setup()
+    dc.create_instance(InstanceSpec("inst-a", "a", "httpecho", "nano"))
+    dc.create_instance(InstanceSpec("inst-b", "b", "httpecho", "nano"))
+    pid_a = json.loads((dc.instances_dir / "inst-a" / "instance.json").read_text())["pid"]
+    pid_b = json.loads((dc.instances_dir / "inst-b" / "instance.json").read_text())["pid"]
+    try:
+        (dc.instances_dir / "inst-a" / "instance.json").unlink()  # lost, process alive
+        shutil.rmtree(dc.instances_dir / "inst-b")  # nothing of it left: unowned
+        (dc.instances_dir / "inst-c").mkdir()  # a destroy cut short: an empty folder
+        again = LocalProvider("dc-d", tmp_path)
+        again.setup()
+        assert not (dc.instances_dir / "inst-c").exists()
+        wait_for(lambda: not psutil.pid_exists(pid_b) or
+                 psutil.Process(pid_b).status() == "zombie", what="the unowned process stopped")
+        assert psutil.pid_exists(pid_a)  # its folder says it is onepane's: left alone
+        assert (dc.instances_dir / "inst-a").exists()
+    finally:
+        for pid in (pid_a, pid_b):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        kill_instances(tmp_path)

@@ -76,7 +76,7 @@ class AddressBook:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            book: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+            book: dict[str, str] = atomic.read_table(self.path, "guest address book")
             before = dict(book)
             yield book
             if book != before:

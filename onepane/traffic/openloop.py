@@ -1,0 +1,118 @@
+"""Open-loop HTTP load, the way ordinary clients send it: for drills, benches and tests.
+
+A closed-loop client (send, wait, send) slows down when the server does and so never builds the
+queue a real user population builds: a request is due at its time whether or not earlier ones
+have answered. This one schedules `rate` requests a second on one asyncio loop in a thread of
+its own, through one `httpx.AsyncClient` whose pool is what applications run with (at most 256
+connections, 64 kept alive), and records when each was due, when it ended, and who answered.
+Latency is measured from when the request was due (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Shot:
+    due: float  # time.monotonic() when it was scheduled to leave
+    end: float
+    status: int  # 0: no answer (an error or the client's timeout)
+    where: str  # X-Served-By, or the error
+
+    @property
+    def ms(self) -> float:
+        return (self.end - self.due) * 1000
+
+
+@dataclass
+class SecondStats:
+    second: int  # from the fault (negative: before it)
+    requests: int
+    failed: int
+    p50_ms: float
+    max_ms: float
+
+
+@dataclass
+class OpenLoop:
+    url: str
+    rate: float = 300.0
+    timeout: float = 15.0
+    max_connections: int = 256
+    max_keepalive: int = 64
+    shots: list[Shot] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> OpenLoop:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True,
+                                        name="openloop")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 5)
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.max_connections,
+                              max_keepalive_connections=self.max_keepalive)
+        async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as http:
+            tasks: set[asyncio.Task[None]] = set()
+            start = time.monotonic()
+            n = 0
+            while not self._stop.is_set():
+                due = start + n / self.rate
+                n += 1
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(self._one(http, due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.timeout + 1)
+
+    async def _one(self, http: httpx.AsyncClient, due: float) -> None:
+        try:
+            r = await http.get(self.url)
+            status, where = r.status_code, r.headers.get("x-served-by", "?")
+        except httpx.HTTPError as exc:
+            status, where = 0, type(exc).__name__
+        with self._lock:
+            self.shots.append(Shot(due, time.monotonic(), status, where))
+
+    def snapshot(self) -> list[Shot]:
+        with self._lock:
+            return list(self.shots)
+
+    def served_by(self, where: str, since: float, last: int = 20) -> bool:
+        recent = sorted((s for s in self.snapshot() if s.due > since), key=lambda s: s.due)
+        return len(recent) >= last and all(s.where == where for s in recent[-last:])
+
+    def per_second(self, fault_at: float, before: int = 2, after: int = 8) -> list[SecondStats]:
+        """Each second's requests by when they were due, from `before` seconds before the
+        fault to `after` seconds after it."""
+        out = []
+        shots = self.snapshot()
+        for sec in range(-before, after):
+            lo, hi = fault_at + sec, fault_at + sec + 1
+            ms = sorted(s.ms for s in shots if lo <= s.due < hi)
+            failed = sum(1 for s in shots if lo <= s.due < hi and s.status != 200)
+            out.append(SecondStats(sec, len(ms), failed, ms[len(ms) // 2] if ms else 0.0,
+                                   ms[-1] if ms else 0.0))
+        return out
+
+    def worst_ms(self) -> float:
+        return max((s.ms for s in self.snapshot()), default=0.0)
+
+    def failed(self) -> int:
+        return sum(1 for s in self.snapshot() if s.status != 200)
