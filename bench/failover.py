@@ -1,10 +1,17 @@
-"""Failover under a steady load with the deployment's default settings, for both data planes
-and three kinds of failure (killed processes: connections refused; a silent cut: packets
-vanish; the link down), side by side: requests failed, the worst request, p99 in the 2 s after
-the fault, how long p50 stayed above twice its value before, time to the first request served
-by the new primary. Needs root (network namespaces).
+"""Failover under load as ordinary clients send it, with the deployment's default settings, for
+both data planes and three kinds of failure (killed processes: connections refused; a silent
+cut: packets vanish; the link down).
 
-    .venv/bin/python bench/failover.py [--clients 4] [--rounds 3]
+The load is open loop (onepane.traffic.openloop): 300 requests a second leave on schedule
+whether or not earlier ones have answered, through one httpx.AsyncClient with the pool
+applications run with (256 connections, 64 kept alive), latency counted from when each request
+was due. A closed-loop client slows down with the server and never builds the queue real users
+build; this bench once said 254 ms where such a client waited 11 s (issue 27).
+
+Per plane and fault: per-second p50/max from 2 s before the fault to 8 s after it; RESULT lines
+take the worst over the whole run. Needs root (network namespaces).
+
+    .venv/bin/python bench/failover.py [--rate 300] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from bench.common import free_port, result
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
-from onepane.traffic.drill import Load, Switch
+from onepane.traffic.openloop import OpenLoop, SecondStats
 
 LOCS = ("bench-east", "bench-west")
 FAULTS = ("kill", "silent", "down")
+AFTER_S = 8
 
 
 def wait(cond: object, timeout: float, what: str) -> None:
@@ -39,7 +47,10 @@ def up(core: Core, name: str, loc: str) -> bool:
     return bool((core.deployments.get(name).status.get("locations") or {}).get(loc, {}).get("up"))
 
 
-def drill(data_plane: str, failure: str, clients: int, rounds: int) -> list[Switch]:
+def drill(data_plane: str, failure: str, rate: float, rounds: int
+          ) -> tuple[list[list[SecondStats]], float, int]:
+    """Rounds of: steady load, the fault at the primary, AFTER_S seconds, recovery. Returns
+    each round's seconds, the worst request of the whole run and how many failed."""
     with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp, \
             netns_lab(Path(tmp), {LOCS[0]: 245, LOCS[1]: 246}, sync_interval=0.3) as core:
         port = free_port()
@@ -50,57 +61,57 @@ def drill(data_plane: str, failure: str, clients: int, rounds: int) -> list[Swit
             "data_plane": data_plane,
             "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
         wait(lambda: all(up(core, name, loc) for loc in LOCS), 30, "both locations up")
-        load = Load(f"http://127.0.0.1:{port}/", clients=clients).start()
-        out = []
+        load = OpenLoop(f"http://127.0.0.1:{port}/", rate=rate).start()
+        seconds = []
         try:
             primary = core.deployments.get(name).primary or LOCS[0]
             wait(lambda: load.served_by(primary, 0), 10, "traffic")
             for _ in range(rounds):
                 other = LOCS[1] if primary == LOCS[0] else LOCS[0]
-                time.sleep(0.5)  # steady state before the cut
+                time.sleep(2.5)  # steady state before the fault
                 cut = fail(core, primary, failure)
+                time.sleep(AFTER_S + 0.5)
                 wait(lambda o=other: core.deployments.get(name).primary == o, 20, "failover")
-                wait(lambda o=other, c=cut: load.served_by(o, c), 10, "traffic moved")
-                time.sleep(2.0)  # let the switch window fill
-                out.append(load.switch(cut, primary))
+                seconds.append(load.per_second(cut, 2, AFTER_S))
                 recover(core, primary, failure)
                 wait(lambda p=primary: up(core, name, p), 30, "recovery")
                 primary = other
         finally:
             load.stop()
-        return out
+        return seconds, load.worst_ms(), load.failed()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=300.0)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    rows = {}
+    worst: dict[tuple[str, str], float] = {}
+    after_p50: dict[str, float] = {}
+    total_failed = 0
+    print(f"open loop, {args.rate:.0f} req/s, httpx pool 256/64, {args.rounds} failovers per data "
+          "plane and fault, the spec's defaults; per second from the fault (worst round)")
     for plane in ("builtin", "haproxy"):
         for failure in FAULTS:
-            rows[(plane, failure)] = drill(plane, failure, args.clients, args.rounds)
-    print(f"{args.clients} clients, {args.rounds} failovers each, the spec's defaults; times from "
-          "the fault, worst round shown")
-    print(f"  {'data plane':10} {'fault':6} {'failed':>6} {'worst':>9} {'p99 (2 s)':>10} "
-          f"{'p50 > 2x':>9} {'first new':>10} {'requests':>9}")
-    total_failed = 0
-    worst: dict[tuple[str, str], float] = {}
-    for (plane, failure), switches in rows.items():
-        failed = sum(s.failed for s in switches)
-        total_failed += failed
-        worst[(plane, failure)] = max(s.worst_ms for s in switches)
-        print(f"  {plane:10} {failure:6} {failed:6d} {worst[(plane, failure)]:7.0f}ms "
-              f"{max(s.p99_ms for s in switches):8.1f}ms "
-              f"{max(s.p50_elevated_s for s in switches):8.2f}s "
-              f"{max((s.first_new_s or 0) for s in switches) * 1000:8.0f}ms "
-              f"{sum(s.requests for s in switches):9d}")
-    print("  targets: 0 failed; worst <= 1000 ms (built-in) / 2000 ms (HAProxy) after a silent "
-          "cut, <= 200 ms after a kill")
+            rounds, worst_ms, failed = drill(plane, failure, args.rate, args.rounds)
+            worst[(plane, failure)] = worst_ms
+            total_failed += failed
+            print(f"\n  {plane} {failure}: failed {failed}, worst {worst_ms:.0f} ms")
+            for i, row in enumerate(rounds[0]):
+                col = [r[i] for r in rounds]
+                print(f"    second {row.second:3d}: p50 {max(c.p50_ms for c in col):8.1f} ms  "
+                      f"max {max(c.max_ms for c in col):8.1f} ms  "
+                      f"requests {min(c.requests for c in col)}  "
+                      f"failed {sum(c.failed for c in col)}")
+            if failure == "silent":
+                after_p50[plane] = max(c.p50_ms for r in rounds for c in r if c.second >= 1)
+    print("\n  targets: 0 failed; silent cut: worst <= 1000 ms (built-in) / 2000 ms (HAProxy), "
+          "p50 <= 10 ms from 1 s after the cut")
     result("failover_silent_worst_ms_builtin", worst[("builtin", "silent")], "ms", "<=", 1000)
     result("failover_silent_worst_ms_haproxy", worst[("haproxy", "silent")], "ms", "<=", 2000)
     result("failover_kill_worst_ms", max(worst[(p, "kill")] for p in ("builtin", "haproxy")),
-           "ms", "<=", 200)
+           "ms", "<=", 1000)
+    result("failover_after_cut_p50_ms", max(after_p50.values()), "ms", "<=", 10)
     result("failover_failed_requests", total_failed, "count", "<=", 0)
 
 

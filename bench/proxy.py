@@ -1,5 +1,6 @@
 """Requests/s and p99 through the built-in proxy and HAProxy (1 thread), on the same two
-backends, in the same run, with wrk; and direct to a backend as the ceiling.
+backends, in the same run, with wrk; direct to a backend as the ceiling, and bench/minproxy.py,
+the least a Python proxy can do, as the floor under any proxy written in Python here.
 
     .venv/bin/python bench/proxy.py [--seconds 8] [--connections 50]
 """
@@ -58,13 +59,18 @@ def main() -> None:
             procs.append(subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy",
                                            str(cfg)], stdout=subprocess.DEVNULL))
             wait_http(f"http://127.0.0.1:{builtin_port}/")
+            min_port = free_port()
+            procs.append(subprocess.Popen([sys.executable, str(Path(__file__).parent /
+                                                               "minproxy.py"), str(min_port),
+                                           *(str(p) for p in ports)]))
+            wait_http(f"http://127.0.0.1:{min_port}/")
             hap = HaproxyDataPlane("bench", work)
             hap.apply(DataPlaneConfig(listen=f"127.0.0.1:{hap_port}", mode="http",
                                       policy="weighted",
                                       pools=(PoolConfig("all", backends, 1),)))
             rows = {}
             for name, port in [("direct", ports[0]), ("haproxy", hap_port),
-                               ("builtin", builtin_port)]:
+                               ("minproxy", min_port), ("builtin", builtin_port)]:
                 wrk(f"http://127.0.0.1:{port}/", 1, args.connections)  # warm up
                 rows[name] = wrk(f"http://127.0.0.1:{port}/", args.seconds, args.connections)
             hap.stop()
@@ -76,8 +82,13 @@ def main() -> None:
     for name, (rps, p99) in rows.items():
         print(f"  {name:8} {rps:10.0f} req/s   p99 {p99:7.2f} ms")
     ratio = rows["builtin"][0] / rows["haproxy"][0]
-    print(f"  built-in / HAProxy: {ratio:.2f}")
-    result("proxy_vs_haproxy", ratio, "ratio", ">=", 0.5)
+    floor = rows["minproxy"][0] / rows["haproxy"][0]
+    print(f"  built-in / HAProxy: {ratio:.2f}; the least a Python proxy does / HAProxy: "
+          f"{floor:.2f}")
+    print("  (every feature the built-in plane exists for, hedging, retries, header hygiene,\n"
+          "   timeouts, stats, costs Python time per request on top of that floor: HAProxy is\n"
+          "   the default data plane, the built-in one is chosen for hedging)")
+    result("proxy_vs_haproxy", ratio, "ratio", ">=", 0.8)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,14 @@ from ..periodic import Periodic
 from ..policy import engine, passes
 from ..policy.metrics import Metrics
 from ..policy.sla import SlaTracker
-from ..traffic.dataplane import BuiltinDataPlane, DataPlane, DataPlaneConfig, PoolConfig
+from ..traffic.dataplane import (
+    BuiltinDataPlane,
+    DataPlane,
+    DataPlaneConfig,
+    PoolConfig,
+    backends_of,
+    keep_last,
+)
 from ..traffic.health import HealthMonitor, Target
 from ..traffic.manager import Decision, decide
 from .service import Deployment, Deployments
@@ -71,6 +78,7 @@ class Reconciler:
         self.planes: dict[str, DataPlane] = {}
         self._replacing: set[str] = set()
         self._adopting: dict[str, float] = {}  # deployment -> hold its adopted plane until
+        self._empty_since: dict[str, float] = {}  # deployment -> since when it has no backend
         self._restarting: dict[str, str] = {}  # instance -> its restart job
         self._replica_ever_up: dict[str, set[str]] = {}  # deployment -> replicas that passed a check
         self._ever_up: dict[str, set[str]] = defaultdict(set)
@@ -321,7 +329,12 @@ class Reconciler:
             if time.monotonic() < until and not settled:
                 return
             del self._adopting[dep.name]
-        if plane.applied != config:
+        empty_for = 0.0
+        if backends_of(config):
+            self._empty_since.pop(dep.name, None)
+        else:
+            empty_for = time.monotonic() - self._empty_since.setdefault(dep.name, time.monotonic())
+        if plane.applied != config and not keep_last(plane.applied, config, empty_for):
             plane.apply(config)
 
     def sample_metrics(self) -> None:
@@ -349,6 +362,7 @@ class Reconciler:
         if plane:
             plane.stop()
         self.health.forget(name)
+        self._empty_since.pop(name, None)
         self._ever_up.pop(name, None)
         self._sla.pop(name, None)
         self._started.pop(name, None)

@@ -44,6 +44,25 @@ class DataPlaneConfig:
     hedge_factor: float = 3.0  # built-in plane: hedge after k x a backend's recent p99 (0: off)
 
 
+EMPTY_GRACE_S = 30.0  # how long a plane keeps its last backends when the new config has none
+
+
+def backends_of(config: DataPlaneConfig | None) -> int:
+    return sum(len(p.backends) for p in config.pools) if config else 0
+
+
+def keep_last(applied: DataPlaneConfig | None, new: DataPlaneConfig, empty_for: float) -> bool:
+    """Whether to keep the applied configuration instead of one with no backend at all. A
+    control plane's view can be empty for a moment (a replica crashed, its replacement not yet
+    checked, the control plane restarted in between: issue 35 saw four 503s "no backend
+    available"); the plane, which routes around dead backends itself, serves better from its
+    last backends than from none. Only for a while: a deployment that has had nothing up for
+    EMPTY_GRACE_S is told so."""
+    return (applied is not None and backends_of(new) == 0 and backends_of(applied) > 0
+            and (applied.listen, applied.mode) == (new.listen, new.mode)
+            and empty_for < EMPTY_GRACE_S)
+
+
 class DataPlane(ABC):
     def __init__(self, name: str, workdir: Path) -> None:
         self.name = name

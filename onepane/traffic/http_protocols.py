@@ -237,15 +237,39 @@ class Exchange:
     async def connect(self, backend: Backend) -> None:
         proxy = self.client.proxy
         loop = asyncio.get_running_loop()
+        begun = loop.time()
+        abandoned = False
+
+        def slow() -> None:
+            # A connect far slower than this backend's usual is a backend gone silent: every
+            # request meanwhile would queue behind its connect timeout (75 requests at 300/s
+            # for 0.25 s; an ordinary client's pool collapsed under that queue, issue 27).
+            # The request was not sent yet, so it may move on at once, whatever its method;
+            # the backend is marked down (the connect, still under way, brings it back if it
+            # completes after all).
+            nonlocal abandoned
+            if self.answered:
+                return
+            proxy.backend_down(backend)
+            if proxy.balancer.choose(self.tried) is None:
+                return  # nowhere else to go: this connect decides
+            abandoned = True
+            proxy.stats.retried += 1
+            self.attempt(f"{backend[0]}:{backend[1]} connect: slower than "
+                         f"{proxy.slow_connect(backend) * 1000:.0f} ms")
+        timer = loop.call_later(proxy.slow_connect(backend), slow)
         try:
             _, up = await asyncio.wait_for(
                 loop.create_connection(lambda: Upstream(backend), *backend),
                 proxy.settings.connect_timeout)
         except (TimeoutError, OSError) as exc:
+            timer.cancel()
             self.inflight -= 1
             proxy.backend_down(backend)
             proxy.pool.drop(backend)
-            if self.answered:
+            if self.answered or abandoned:
+                if not self.answered and not self.inflight:  # what replaced it gave up
+                    self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
                 return
             proxy.stats.retried += 1
             spent = loop.time() - self.started
@@ -258,10 +282,13 @@ class Exchange:
                 self.tried.discard(backend)
             self.attempt(f"{backend[0]}:{backend[1]} connect: {exc or 'timeout'}")
             return
-        if self.answered:  # a hedge won meanwhile
+        timer.cancel()
+        proxy.connected(backend, loop.time() - begun)
+        if self.answered or (abandoned and self.inflight > 1):
+            # served elsewhere meanwhile, or an attempt elsewhere is under way and decides:
+            # the connection is pooled for the requests to come
             self.inflight -= 1
-            if up.transport is not None:
-                up.transport.close()
+            proxy.pool.give(backend, up)
             return
         self.send(up, reused=False)
 

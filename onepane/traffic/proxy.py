@@ -27,6 +27,9 @@ from .balancer import Backend, Balancer, Pool
 from .http_protocols import Client, UpstreamPool
 
 log = logging.getLogger("onepane.proxy")
+CONNECT_WINDOW = 8  # recent connect times kept per backend
+SLOW_CONNECT_FACTOR = 4.0
+SLOW_CONNECT_MIN = 0.02  # seconds: scheduling noise on a busy host stays under this
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Proxy:
         self.stats = Stats()
         self.latency = Latency()
         self.waiting: dict[Backend, set[Any]] = {}  # backend -> exchanges waiting on it
+        self.connects: dict[Backend, deque[float]] = {}  # backend -> recent connect times
 
     def reload(self) -> None:
         settings, balancer = load(self.config)
@@ -139,6 +143,24 @@ class Proxy:
     def _hedge_waiting(self, b: Backend) -> None:
         for exchange in list(self.waiting.get(b, ())):
             exchange.hedge()
+
+    def connected(self, b: Backend, seconds: float) -> None:
+        """A connect to b completed: it accepts connections (up again if it was down), and
+        its time joins the backend's recent connect times."""
+        recent = self.connects.setdefault(b, deque(maxlen=CONNECT_WINDOW))
+        recent.append(seconds)
+        self.balancer.mark_up(b)
+
+    def slow_connect(self, b: Backend) -> float:
+        """How long a connect to b may take before b counts as gone silent: a few times its
+        slowest recent connect (a nearby backend answers a SYN in well under a millisecond, a
+        far one in its round trip), never under SLOW_CONNECT_MIN nor over the connect
+        timeout; half the connect timeout while nothing is known of it."""
+        timeout = self.settings.connect_timeout
+        recent = self.connects.get(b)
+        if not recent:
+            return timeout / 2
+        return min(timeout, max(SLOW_CONNECT_MIN, SLOW_CONNECT_FACTOR * max(recent)))
 
     def hedge_delay(self, b: Backend) -> float | None:
         if self.settings.hedge_factor <= 0:

@@ -17,6 +17,7 @@ from onepane.core import Core
 from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
 from onepane.traffic.drill import Load
+from onepane.traffic.openloop import OpenLoop
 from tests.helpers import free_port, kill_instances, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -76,3 +77,28 @@ def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
         load.stop()
     kinds = [e.kind for e in core.events.list(subject="shop", limit=1000).items]
     assert kinds.count("traffic.failover") == 3
+
+
+def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core) -> None:
+    """Issue 27: 300 requests/s on schedule through an ordinary client's pool (httpx, 256/64):
+    a silent cut of the primary held every new request for the connect timeout, the client's
+    pool queued them and never drained (p50 of seconds for as long as the load ran)."""
+    port = free_port()
+    core.deployments.apply(parse_spec({
+        "name": "shop", "image": "httpecho", "size": "small",
+        "replicas": {LOCS[0]: 1, LOCS[1]: 1}, "listen": f"127.0.0.1:{port}",
+        "data_plane": "builtin", "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
+    wait_for(lambda: all(healthy(core, loc) for loc in LOCS), 30, what="both locations healthy")
+    load = OpenLoop(f"http://127.0.0.1:{port}/", rate=300).start()
+    try:
+        wait_for(lambda: load.served_by(LOCS[0], 0), 10, what="traffic at the primary")
+        cut = fail(core, LOCS[0], "silent")
+        wait_for(lambda: load.served_by(LOCS[1], cut + 4, last=300), 20,
+                 what="four seconds of answers from the other location")
+    finally:
+        load.stop()
+        recover(core, LOCS[0], "silent")
+    seconds = load.per_second(cut, 1, 4)
+    assert load.failed() == 0
+    assert load.worst_ms() < 2000, seconds  # the bound is 1 s; it was 11-18 s
+    assert all(s.p50_ms < 50 for s in seconds if s.second >= 1), seconds

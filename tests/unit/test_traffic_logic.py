@@ -94,3 +94,21 @@ def test_balancer_weights_and_last_resort() -> None:
     bal.mark_down(b)
     assert bal.choose() is not None  # everything looks down: try rather than refuse
     assert bal.choose({a, b}) is None
+
+
+def test_a_plane_keeps_its_last_backends_rather_than_none_for_a_while() -> None:
+    """Issue 35, case 9: a control plane's momentarily empty view (a replica crashed, the
+    control plane killed before the replacement was checked) must not leave the data plane
+    with no backend at all; it keeps its last ones, for EMPTY_GRACE_S."""
+    from onepane.traffic.dataplane import EMPTY_GRACE_S, DataPlaneConfig, PoolConfig, keep_last
+
+    def config(*backends: tuple[str, int], listen: str = "127.0.0.1:8081") -> DataPlaneConfig:
+        return DataPlaneConfig(listen=listen, mode="http", policy="ordered",
+                               pools=(PoolConfig("dc-a", tuple(backends)), PoolConfig("dc-b", ())))
+    serving, empty = config(("127.0.0.1", 4000)), config()
+    assert keep_last(serving, empty, empty_for=0.0)
+    assert not keep_last(serving, empty, empty_for=EMPTY_GRACE_S)  # told, after a while
+    assert not keep_last(None, empty, 0.0)  # a new deployment starts listening at once
+    assert not keep_last(empty, empty, 0.0)
+    assert not keep_last(serving, config(listen="127.0.0.1:9"), 0.0)  # moved: applied
+    assert not keep_last(serving, config(("127.0.0.1", 4001)), 0.0)  # other backends: applied
