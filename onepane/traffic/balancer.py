@@ -30,6 +30,10 @@ class Balancer:
     policy: Literal["ordered", "weighted"] = "ordered"
     down: dict[Backend, float] = field(default_factory=dict)  # backend -> when it went down
     current: int = 0  # ordered: index of the serving pool
+    pool_of: dict[Backend, str] = field(default_factory=dict)  # backend -> its pool's name
+
+    def __post_init__(self) -> None:
+        self.pool_of = {b: p.name for p in reversed(self.pools) for b in p.backends}
 
     def up(self, b: Backend) -> bool:
         return b not in self.down

@@ -103,6 +103,9 @@ class DataPlane(ABC):
         return str(self.config_path)
 
     def _kill(self) -> None:
+        """Stop the process if it is ours. The pid file is shared by both kinds of plane (one
+        deployment has one), so it goes only with our process, or when it names none: `down`
+        asks each kind in turn, and the first must not take the other's file away."""
         pid = self.pid()
         if pid:
             with contextlib.suppress(ProcessLookupError):
@@ -112,7 +115,14 @@ class DataPlane(ABC):
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
                 time.sleep(0.02)
-        self.pidfile.unlink(missing_ok=True)
+        if pid or not self._names_a_process():
+            self.pidfile.unlink(missing_ok=True)
+
+    def _names_a_process(self) -> bool:
+        with contextlib.suppress(FileNotFoundError, ValueError, psutil.Error):
+            p = psutil.Process(int(self.pidfile.read_text().split()[0]))
+            return p.status() != psutil.STATUS_ZOMBIE
+        return False
 
 
 def accepts(listen: str) -> bool:

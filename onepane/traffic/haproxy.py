@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import re
 import shutil
@@ -55,6 +56,9 @@ class SlotState:
     weight: int = 1
 
 
+SOCKET_PATH_MAX = 90  # sun_path holds 108 bytes; haproxy takes at most 97 (it adds a suffix)
+
+
 def slot_prefix(location: str, backup: bool) -> str:
     """`n_<location>_` (normal) or `b_<location>_` (backup); HAProxy appends the slot number.
     The trailing `_` keeps a location whose name ends in a digit (`drill-1`) apart from its
@@ -83,6 +87,14 @@ def render(shape: Shape, sock: Path) -> str:
         "    timeout client 30s",
         f"    timeout server {int(shape.attempt_timeout * 1000)}ms",
         "    timeout queue 1s",  # never hold a new request long behind a server that is full
+        # A WebSocket (or a TCP connection) lives as long as both ends want; a backend that
+        # dies or goes silent under it is found by TCP keepalive within ~8 s and the client's
+        # side closed, never held open silently (the built-in plane does the same, tunnel.py).
+        "    timeout tunnel 1h",
+        "    option srvtcpka",
+        "    srvtcpka-idle 5s",
+        "    srvtcpka-intvl 1s",
+        "    srvtcpka-cnt 3",
         "    retries 6",
         "    option redispatch 1",  # every retry goes to another server
     ]
@@ -138,7 +150,15 @@ class HaproxyDataPlane(DataPlane):
 
     @property
     def sock(self) -> Path:
-        return self.workdir / f"{self.name}.haproxy.sock"
+        """The runtime API's socket: beside the configuration, or, where that path is longer
+        than a UNIX socket's address can be (108 bytes; a deep state directory), under
+        /run/onepane, named for it."""
+        near = self.workdir / f"{self.name}.haproxy.sock"
+        if len(str(near)) < SOCKET_PATH_MAX:
+            return near
+        far = Path("/run/onepane") / (hashlib.sha256(str(near).encode()).hexdigest()[:24] + ".sock")
+        far.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return far
 
     def apply(self, config: DataPlaneConfig) -> None:
         if shutil.which(HAPROXY) is None:
@@ -272,10 +292,11 @@ class HaproxyDataPlane(DataPlane):
     def _start(self, shape: Shape, old_pid: int | None) -> None:
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(render(shape, self.sock))
-        check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(tmp)], capture_output=True,
-                               text=True)
+        check = subprocess.run([HAPROXY, "-c", "-f", str(tmp)], capture_output=True, text=True)
         if check.returncode != 0:
-            raise PermanentProviderError(f"haproxy rejected the configuration: {check.stderr}")
+            alerts = [ln for ln in (check.stderr + check.stdout).splitlines() if "ALERT" in ln]
+            raise PermanentProviderError("haproxy rejected the configuration: "
+                                         + " ".join(alerts[:2])[:500])
         tmp.replace(self.config_path)
         args = [HAPROXY, "-D", "-f", str(self.config_path), "-p", str(self.pidfile)]
         if old_pid:
@@ -301,3 +322,4 @@ class HaproxyDataPlane(DataPlane):
     def stop(self) -> None:
         self._kill()
         self.config_path.unlink(missing_ok=True)
+        self.sock.unlink(missing_ok=True)

@@ -1,20 +1,27 @@
 """The built-in proxy's HTTP path as asyncio Protocols: callbacks, no task or stream per request.
 
-One request at a time per client connection: the client's request is parsed (httptools), sent
-to a backend over a pooled keep-alive upstream connection, and the parsed response written
-back. Failures (refused, reset, closed early, per-attempt timeout, 502/503/504) are retried on
-another backend for idempotent requests, and the failing backend is marked down at once.
+One request at a time per client connection: the client's request is framed (httptools), sent
+to a backend over a pooled keep-alive upstream connection, and the response written back. A
+message with nothing in it for this hop only (no Connection, Transfer-Encoding, Upgrade, ...
+header) is passed on as the bytes it came as; only the others are parsed whole and rebuilt
+(FullMessage): the parser calls back twice per message instead of once per header, and nothing
+is copied (bench/proxy.py). Failures (refused, reset, closed early, per-attempt timeout,
+502/503/504) are retried on another backend for idempotent requests, and the failing backend
+is marked down at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
 from .balancer import Backend
+from .tunnel import attach, connect_tunnel
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -23,25 +30,54 @@ IDEMPOTENT = {b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"}
 RETRY_STATUS = {502, 503, 504}
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
               b"upgrade", b"trailer", b"content-length"}
-Done = Callable[["Upstream", int, "Message | None", "str | None", bool], None]
+# A header that makes a message unfit to pass on as it came (Content-Length is rewritten only
+# when the message is rebuilt anyway)
+FOR_THIS_HOP = re.compile(rb"\r\n(connection|keep-alive|proxy-connection|transfer-encoding|te|"
+                          rb"upgrade|trailer)[ \t]*:", re.IGNORECASE)
+HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+Done = Callable[["Upstream", int, "bool", "str | None", bool], None]
 
 
 class Message:
-    """A parsed request or response (httptools callbacks land here)."""
+    """Where a message ends (httptools calls back at the end of its head and at its end)."""
 
-    __slots__ = ("body", "done", "head_only", "headers", "headers_done", "reason", "url")
+    __slots__ = ("done", "head_only", "headers_done", "keep_alive", "messages", "parser")
 
     def __init__(self, head_only: bool = False) -> None:
+        self.parser: httptools.HttpResponseParser | None = None  # set by its reader
+        self.keep_alive = True
         self.reset(head_only)
 
     def reset(self, head_only: bool = False) -> None:
         """Reuse for the next message: the parser keeps calling this same object."""
+        self.done = False
+        self.headers_done = False
+        self.head_only = head_only
+        self.messages = 0  # messages completed since the reset (pipelining makes it more)
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.parser is not None:  # llhttp forgets it once the message is complete
+            self.keep_alive = self.parser.should_keep_alive()
+        if self.head_only:
+            self.done = True
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.messages += 1
+
+
+class FullMessage:
+    """A message parsed whole: for the ones that must be rebuilt."""
+
+    __slots__ = ("body", "head_only", "headers", "reason", "url")
+
+    def __init__(self, head_only: bool = False) -> None:
         self.url = b""
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.done = False
-        self.headers_done = False
         self.head_only = head_only
 
     def on_url(self, url: bytes) -> None:
@@ -53,16 +89,21 @@ class Message:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-        if self.head_only:
-            self.done = True
-
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
-    def on_message_complete(self) -> None:
-        self.done = True
+
+def parse_whole(raw: bytes, request: bool, head_only: bool = False) -> FullMessage:
+    msg = FullMessage(head_only)
+    parser = httptools.HttpRequestParser(msg) if request else httptools.HttpResponseParser(msg)
+    with contextlib.suppress(httptools.HttpParserError):  # framed once already
+        parser.feed_data(raw)
+    return msg
+
+
+def head_of(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw[:end + 2] if end >= 0 else raw
 
 
 class Upstream(asyncio.Protocol):
@@ -75,18 +116,20 @@ class Upstream(asyncio.Protocol):
         self.done: Done | None = None
         self.msg = Message()
         self.resp: Message | None = None
-        self.parser = httptools.HttpResponseParser(self.msg)
+        self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
         self.got_any = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time after which the attempt times out (Sweeper)
+        self.raw: list[bytes] = []  # the response's bytes as they came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, raw: bytes, head_only: bool, timeout: float, done: Done) -> None:
+    def send(self, raw: bytes, head_only: bool, deadline: float, done: Done) -> None:
         self.done, self.got_any = done, False
         self.msg.reset(head_only)
         self.resp = self.msg
-        self.timer = asyncio.get_running_loop().call_later(timeout, self._timeout)
+        self.raw = []
+        self.deadline = deadline
         assert self.transport is not None
         self.transport.write(raw)
 
@@ -94,6 +137,7 @@ class Upstream(asyncio.Protocol):
         if self.resp is None:
             return
         self.got_any = True
+        self.raw.append(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -102,20 +146,21 @@ class Upstream(asyncio.Protocol):
         if self.resp.done:
             status = self.parser.get_status_code()
             if self.resp.head_only:  # llhttp still waits for a body: start afresh next time
-                self.parser = httptools.HttpResponseParser(self.msg)
+                self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
             self._finish(status, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.done is not None and exc is None and self.resp is not None \
-                and self.resp.headers_done and _close_delimited(self.resp.headers):
+                and self.resp.headers_done \
+                and _close_delimited(parse_whole(head_of(b"".join(self.raw)), False).headers):
             # HTTP/1.0 style: no length, no chunks, the body ends where the connection does
             # (busybox httpd's CGI answers, for one).
             self._finish(self.parser.get_status_code(), None)
         elif self.done is not None:
             self._finish(0, f"closed by backend{f': {exc}' if exc else ''}")
 
-    def _timeout(self) -> None:
+    def timeout(self) -> None:
         self._finish(0, "timeout")
         if self.transport:
             self.transport.abort()
@@ -123,11 +168,8 @@ class Upstream(asyncio.Protocol):
     def _finish(self, status: int, error: str | None) -> None:
         done, resp, got_any = self.done, self.resp, self.got_any
         self.done = self.resp = None
-        if self.timer:
-            self.timer.cancel()
-            self.timer = None
         if done is not None:
-            done(self, status, resp if error is None else None, error, got_any)
+            done(self, status, resp is not None and error is None, error, got_any)
 
 
 class Client(asyncio.Protocol):
@@ -138,6 +180,7 @@ class Client(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self.req)
         self.busy = False
         self.pending = b""
+        self.raw: list[bytes] = []  # the request's bytes as they came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -149,14 +192,34 @@ class Client(asyncio.Protocol):
         if self.busy:  # pipelined: parse it once the current exchange is answered
             self.pending += data
             return
+        self.raw.append(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:  # WebSocket and the like: a tunnel
+            self._tunnel(len(data) - int(upgrade.args[0]))
+            return
         except httptools.HttpParserError:
             self._reply(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", keep=False)
             return
         if self.req.done:
             self.busy = True
-            Exchange(self, self.parser.get_method(), self.req, self.parser.should_keep_alive())
+            chunks, self.raw = self.raw, []
+            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            method = self.parser.get_method()
+            if self.req.messages != 1 or FOR_THIS_HOP.search(head_of(raw)):
+                raw = rebuild_request(method, parse_whole(raw, True))
+            Exchange(self, method, raw, self.parser.should_keep_alive())
+
+    def _tunnel(self, after: int) -> None:
+        """The request asked to switch protocols: from here on bytes, both ways, between the
+        client and one backend (tunnel.py); `after` bytes of the last read already are."""
+        raw, self.raw = b"".join(self.raw), []
+        self.busy = True
+        if self.transport is None:
+            return
+        split = len(raw) - after
+        near = attach(self.transport, raw[split:])
+        self.proxy.spawn(connect_tunnel(self.proxy, near, raw[:split], REFUSED))
 
     def _reply(self, data: bytes, keep: bool) -> None:
         if self.transport is None:
@@ -172,27 +235,31 @@ class Client(asyncio.Protocol):
             self.data_received(data)
 
 
+def rebuild_request(method: bytes, req: FullMessage) -> bytes:
+    body = b"".join(req.body)
+    head = [method, b" ", req.url, b" HTTP/1.1\r\n"]
+    for name, value in req.headers:
+        if name.lower() not in HOP_BY_HOP:
+            head += [name, b": ", value, b"\r\n"]
+    head += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n"]
+    return b"".join(head) + body
+
+
 class Exchange:
     """One client request and its attempts at backends."""
 
-    __slots__ = ("answered", "client", "hedge_timer", "inflight", "keep", "method", "raw",
+    __slots__ = ("answered", "client", "hedge_at", "inflight", "keep", "method", "raw",
                  "started", "tried", "ups")
 
-    def __init__(self, client: Client, method: bytes, req: Message, keep: bool) -> None:
+    def __init__(self, client: Client, method: bytes, raw: bytes, keep: bool) -> None:
         self.client, self.method, self.keep = client, method, keep
-        self.started = asyncio.get_running_loop().time()
-        body = b"".join(req.body)
-        head = [method, b" ", req.url, b" HTTP/1.1\r\n"]
-        for name, value in req.headers:
-            if name.lower() not in HOP_BY_HOP:
-                head += [name, b": ", value, b"\r\n"]
-        head += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n"]
-        self.raw = b"".join(head) + body
+        self.started = client.proxy.loop.time()
+        self.raw = raw
         self.tried: set[Backend] = set()
         self.answered = False
         self.inflight = 0  # attempts under way (two while a hedge races the first)
         self.ups: set[Upstream] = set()
-        self.hedge_timer: asyncio.TimerHandle | None = None
+        self.hedge_at = 0.0  # loop time to hedge at (0: none due); the Sweeper acts on it
         self.attempt("no backend available")
 
     def hedge(self) -> None:
@@ -200,7 +267,7 @@ class Exchange:
         slower than its backend's recent p99 x k, or at once when that backend is marked down
         (a location that went silent answers nothing; waiting for the attempt timeout would
         hold the request for seconds). The first answer wins."""
-        self.hedge_timer = None
+        self.hedge_at = 0.0
         proxy = self.client.proxy
         if self.answered or self.method not in IDEMPOTENT \
                 or len(self.tried) >= proxy.settings.attempts \
@@ -295,43 +362,43 @@ class Exchange:
     def send(self, up: Upstream, reused: bool) -> None:
         head_only = self.method == b"HEAD"
         proxy = self.client.proxy
-        sent = asyncio.get_running_loop().time()
+        sent = proxy.loop.time()
 
-        def done(up: Upstream, status: int, resp: Message | None, error: str | None,
+        def done(up: Upstream, status: int, answered: bool, error: str | None,
                  got_any: bool) -> None:
             self.ups.discard(up)
-            proxy.watching(up.backend, self, False)
             self.inflight -= 1
-            if resp is not None:
-                proxy.latency.record(up.backend, asyncio.get_running_loop().time() - sent)
-            self.finished(up, status, resp, error, got_any, reused)
+            if answered:
+                proxy.latency.record(up.backend, proxy.loop.time() - sent)
+            self.finished(up, status, answered, error, got_any, reused)
+        if not self.ups:
+            proxy.inflight.add(self)
         self.ups.add(up)
-        proxy.watching(up.backend, self, True)
-        up.send(self.raw, head_only, proxy.settings.attempt_timeout, done)
-        if self.method in IDEMPOTENT and self.hedge_timer is None:
+        up.send(self.raw, head_only, sent + proxy.settings.attempt_timeout, done)
+        if self.method in IDEMPOTENT and not self.hedge_at:
             delay = proxy.hedge_delay(up.backend)
             if delay is not None:
-                self.hedge_timer = asyncio.get_running_loop().call_later(delay, self.hedge)
+                self.hedge_at = sent + delay
 
     def _done(self) -> None:
         """The request is answered (or given up): stop the hedge and the attempts that lost."""
         self.answered = True
-        if self.hedge_timer is not None:
-            self.hedge_timer.cancel()
-            self.hedge_timer = None
+        self.hedge_at = 0.0
+        self.client.proxy.inflight.discard(self)
         for other in list(self.ups):
             if other.transport is not None:
                 other.transport.abort()  # its late answer must not reach the pool
 
-    def finished(self, up: Upstream, status: int, resp: Message | None, error: str | None,
+    def finished(self, up: Upstream, status: int, answered: bool, error: str | None,
                  got_any: bool, reused: bool) -> None:
         proxy = self.client.proxy
         b = up.backend
+        raw = up.raw  # before the connection goes back to the pool
         if self.answered:
             if up.transport is not None:
                 up.transport.close()
             return
-        if resp is None:
+        if not answered:
             if reused and not got_any and error != "timeout":
                 self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
                 self.attempt(error or "")
@@ -346,8 +413,9 @@ class Exchange:
             proxy.stats.retried += 1
             self.attempt(f"{b[0]}:{b[1]} {error}")
             return
-        if not any(n.lower() == b"connection" and b"close" in v.lower() for n, v in resp.headers) \
-                and not resp.head_only and not up.closed:
+        head_only = self.method == b"HEAD"
+        one = up.msg.messages == 1
+        if up.msg.keep_alive and not head_only and not up.closed:
             proxy.pool.give(b, up)
         elif up.transport:
             up.transport.close()
@@ -357,18 +425,17 @@ class Exchange:
             self.attempt(f"{b[0]}:{b[1]} answered {status}")
             return
         self._done()
-        proxy.stats.record(asyncio.get_running_loop().time() - self.started, choice_pool(proxy, b))
-        self.client._reply(render(status, resp), self.keep)
+        proxy.stats.record(proxy.loop.time() - self.started, proxy.balancer.pool_of.get(b, "?"))
+        # As it came when nothing in it is for this hop only and its length says where it
+        # ends (the usual case); else rebuilt.
+        whole = raw[0] if len(raw) == 1 else b"".join(raw)
+        head = head_of(whole)
+        if head_only or not one or FOR_THIS_HOP.search(head) or not HAS_LENGTH.search(head):
+            whole = render(status, parse_whole(whole, False, head_only))
+        self.client._reply(whole, self.keep)
 
 
-def choice_pool(proxy: Proxy, b: Backend) -> str:
-    for pool in proxy.balancer.pools:
-        if b in pool.backends:
-            return pool.name
-    return "?"
-
-
-def render(status: int, resp: Message) -> bytes:
+def render(status: int, resp: FullMessage) -> bytes:
     body = b"" if resp.head_only else b"".join(resp.body)
     out = [b"HTTP/1.1 ", str(status).encode(), b" ", resp.reason or b"OK", b"\r\n"]
     for name, value in resp.headers:
