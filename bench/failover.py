@@ -2,7 +2,9 @@
 both data planes and three kinds of failure (killed processes: connections refused; a silent
 cut: packets vanish; the link down).
 
-The load is open loop (onepane.traffic.openloop): 300 requests a second leave on schedule
+The load is open loop, in a process of its own as a real client's is (onepane.traffic.openloop:
+in onepane's process it competed with the control plane for the interpreter lock and measured
+that too): 300 requests a second leave on schedule
 whether or not earlier ones have answered, through one httpx.AsyncClient with the pool
 applications run with (256 connections, 64 kept alive), latency counted from when each request
 was due. A closed-loop client slows down with the server and never builds the queue real users
@@ -17,6 +19,8 @@ take the worst over the whole run. Needs root (network namespaces).
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +31,7 @@ from bench.common import free_port, result
 from onepane.core import Core
 from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
-from onepane.traffic.openloop import OpenLoop, SecondStats
+from onepane.traffic.openloop import SecondStats, load_shots
 
 LOCS = ("bench-east", "bench-west")
 FAULTS = ("kill", "silent", "down")
@@ -61,24 +65,27 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
             "data_plane": data_plane,
             "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
         wait(lambda: all(up(core, name, loc) for loc in LOCS), 30, "both locations up")
-        load = OpenLoop(f"http://127.0.0.1:{port}/", rate=rate).start()
-        seconds = []
+        out = Path(tmp) / "shots.json"
+        client = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
+                                   f"http://127.0.0.1:{port}/", str(out), str(rate)])
+        cuts = []
         try:
             primary = core.deployments.get(name).primary or LOCS[0]
-            wait(lambda: load.served_by(primary, 0), 10, "traffic")
+            time.sleep(3.0)  # the client's pool warm, steady state
             for _ in range(rounds):
                 other = LOCS[1] if primary == LOCS[0] else LOCS[0]
-                time.sleep(2.5)  # steady state before the fault
-                cut = fail(core, primary, failure)
+                cuts.append(fail(core, primary, failure))
                 time.sleep(AFTER_S + 0.5)
                 wait(lambda o=other: core.deployments.get(name).primary == o, 20, "failover")
-                seconds.append(load.per_second(cut, 2, AFTER_S))
                 recover(core, primary, failure)
                 wait(lambda p=primary: up(core, name, p), 30, "recovery")
+                time.sleep(2.5)  # steady state before the next fault
                 primary = other
         finally:
-            load.stop()
-        return seconds, load.worst_ms(), load.failed()
+            client.send_signal(signal.SIGTERM)
+            client.wait(60)
+        load = load_shots(str(out))
+        return [load.per_second(cut, 2, AFTER_S) for cut in cuts], load.worst_ms(), load.failed()
 
 
 def main() -> None:

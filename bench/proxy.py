@@ -86,8 +86,7 @@ def main() -> None:
     print(f"  built-in / HAProxy: {ratio:.2f}; the least a Python proxy does / HAProxy: "
           f"{floor:.2f}")
     print("  (every feature the built-in plane exists for, hedging, retries, header hygiene,\n"
-          "   timeouts, stats, costs Python time per request on top of that floor: HAProxy is\n"
-          "   the default data plane, the built-in one is chosen for hedging)")
+          "   timeouts, stats, costs Python time per request on top of that floor)")
     result("proxy_vs_haproxy", ratio, "ratio", ">=", 0.8)
 
 

@@ -11,7 +11,7 @@
       order: [dc-a, dc-b]
       failback: manual                  # or auto, after hold_down seconds of health
       hold_down: 30
-    data_plane: haproxy                 # the default; or builtin (hedges, a slower proxy)
+    data_plane: builtin                 # the default (hedges); or haproxy (more req/s)
     listen: 127.0.0.1:8081
     sla: {target: 99.9}
     policies:
@@ -133,9 +133,10 @@ class DeploymentSpec(Strict):
     service: str | None = Field(default=None, pattern=NAME_PATTERN)
     health: HealthCheck = Field(default_factory=HealthCheck)
     traffic: Traffic = Field(default_factory=Traffic)
-    # HAProxy by default: 1.7x the built-in proxy's requests per second on one thread
-    # (bench/proxy.py); the built-in one for what only it does, hedging (README, "Data planes").
-    data_plane: Literal["builtin", "haproxy"] = "haproxy"
+    # The built-in plane by default: under an ordinary open-loop client a silent cut costs it
+    # ~0.1 s and HAProxy 1.5 s, after which that client's pool may never drain (bench/
+    # failover.py); HAProxy serves 1.7x its requests per second (README, "Which data plane").
+    data_plane: Literal["builtin", "haproxy"] = "builtin"
     protocol: Literal["http", "tcp"] = "http"
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
     attempt_timeout: float | None = Field(

@@ -116,3 +116,38 @@ class OpenLoop:
 
     def failed(self) -> int:
         return sum(1 for s in self.snapshot() if s.status != 200)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m onepane.traffic.openloop URL OUT.json [RATE]`: the load in a process of its
+    own (as a real client is: a load generator sharing a process with onepane's control plane
+    competes with it for the interpreter lock and measures that too), until SIGTERM; then every
+    request as JSON (times on the system's monotonic clock, which all processes share)."""
+    import json
+    import signal
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    args = argv if argv is not None else sys.argv[1:]
+    load = OpenLoop(args[0], rate=float(args[2]) if len(args) > 2 else 300.0)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    load.start()
+    stop.wait()
+    load.stop()
+    Path(args[1]).write_text(json.dumps([asdict(s) for s in load.snapshot()]))
+
+
+def load_shots(path: str, url: str = "") -> OpenLoop:
+    """What a process of main() recorded, for per_second() and the rest."""
+    import json
+    from pathlib import Path
+
+    loop = OpenLoop(url)
+    loop.shots = [Shot(**s) for s in json.loads(Path(path).read_text())]
+    return loop
+
+
+if __name__ == "__main__":
+    main()
