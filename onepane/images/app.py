@@ -43,7 +43,9 @@ def read_manifest(app_dir: Path) -> AppManifest:
     if not path.is_file():
         raise InvalidInput(f"app image {app_dir.name!r} has no {MANIFEST}", field="image")
     try:
-        return AppManifest.model_validate(json.loads(path.read_text()))
+        return AppManifest.model_validate(json.loads(path.read_bytes().decode("utf-8")))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{MANIFEST}: not UTF-8 ({exc.reason})", field="image") from exc
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{MANIFEST}: line {exc.lineno}: {exc.msg}", field="image") from exc
     except ValidationError as exc:
