@@ -63,18 +63,19 @@ class Tokens:
 
     def cached_role(self, token: str | None) -> str | None:
         """The token's role if this process has checked the token before; None otherwise."""
-        if not token:
-            return None
+        return self._fresh(hash_token(token)) if token else None
+
+    def _fresh(self, digest: str) -> str | None:
         with self._lock:
-            hit = self._cache.get(hash_token(token))
+            hit = self._cache.get(digest)
         return hit[0] if hit is not None and time.monotonic() - hit[1] < CACHE_TTL_S else None
 
     def role_of(self, token: str | None) -> str:
         if not token:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        if (known := self.cached_role(token)) is not None:
-            return known
         digest = hash_token(token)
+        if (known := self._fresh(digest)) is not None:
+            return known
         read_at = time.monotonic()
         with self.store.tx() as s:
             role = s.scalar(select(TokenRow.role).where(TokenRow.token_hash == digest))

@@ -58,8 +58,7 @@ class Core:
         self.runner = JobRunner(self.events, self.registry)
         self.cluster = Cluster(settings, self.store, self.events, self.runner)
         leads = self.cluster.is_leader
-        self.ops = Operations(self.events, self.locations, self.runner)
-        self.ops.answer_deadline = settings.answer_deadline
+        self.ops = Operations(self.events, self.locations, self.runner, settings.answer_deadline)
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval,
                                   when=leads, hung_after=settings.answer_deadline)
         self.deployments = Deployments(self.events, self.locations)

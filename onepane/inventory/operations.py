@@ -147,12 +147,13 @@ def fitting_size(provider: Provider, cpus: int, memory_mb: int, option: str | No
 
 
 class Operations:
-    def __init__(self, events: EventLog, locations: Locations, runner: JobRunner) -> None:
+    def __init__(self, events: EventLog, locations: Locations, runner: JobRunner,
+                 answer_deadline: float = IMAGE_LIST_DEADLINE_S) -> None:
         self.events = events
         self.store = events.store
         self.locations = locations
         self.runner = runner
-        self.answer_deadline = IMAGE_LIST_DEADLINE_S  # the settings' answer_deadline
+        self.answer_deadline = answer_deadline  # how long a listing waits for a location
         self._validated: dict[tuple[str, str, str], float] = {}  # (location, image, size) -> until
         self._validating: dict[tuple[str, str, str], Future[None]] = {}  # being asked now
         self._validating_lock = threading.Lock()

@@ -119,7 +119,8 @@ class LocalProvider(FileSnapshots, Provider):
         that cannot be read is reported and left alone, with its process: it proves nothing
         about either. Records and processes agree again before the first request."""
         with self._lock:
-            for rec in self._records():
+            records = self._records()
+            for rec in records:
                 if rec.uid is not None:
                     sandbox.claim_uid(self.location, rec.id, rec.uid)
                 if rec.pid is None and rec.desired == "running":
@@ -139,7 +140,7 @@ class LocalProvider(FileSnapshots, Provider):
                     log.warning("%s: stopping process %d of unknown instance %s",
                                 self.location, pid, inst_id)
                     self._kill_group(pid)
-            for name in folders - {r.id for r in self._records()} - set(self._damaged):
+            for name in folders - {r.id for r in records} - set(self._damaged):
                 if (self.instances_dir / name / process_records.RECORD).exists():
                     continue  # destroyed, not yet removed: listings skip it
                 if name in running.values():

@@ -32,8 +32,8 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-enco
               b"upgrade", b"trailer", b"content-length"}
 # A header that makes a message unfit to pass on as it came (Content-Length is rewritten only
 # when the message is rebuilt anyway)
-FOR_THIS_HOP = re.compile(rb"\r\n(connection|keep-alive|proxy-connection|transfer-encoding|te|"
-                          rb"upgrade|trailer)[ \t]*:", re.IGNORECASE)
+FOR_THIS_HOP = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP - {
+    b"content-length"})) + rb")[ \t]*:", re.IGNORECASE)
 HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 Done = Callable[["Upstream", int, "bool", "str | None", bool], None]
