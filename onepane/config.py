@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidInput
+from .gslb.accounts import DnsAccount
 from .model import LocationCreate, ProviderKind
 from .policy.alerts import Webhook
 
@@ -42,6 +43,12 @@ class Settings(BaseModel):
     dns_port: int | None = Field(default=8653, ge=0, le=65535, description="None: no DNS")
     dns_zone: str = "onepane.local"
     dns_ttl: int = Field(default=5, ge=0)
+    dns_accounts: dict[str, DnsAccount] = Field(
+        default_factory=dict, description="where deployments may publish their records "
+        "(dns: {provider: NAME}): PowerDNS, Route 53 or any RFC 2136 server")
+    dns_verify_interval: float = Field(default=10.0, gt=0, le=3600, description=(
+        "seconds between reading a published record back (a record changed by hand is put "
+        "back within this)"))
     metrics_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between samples")
     metrics_raw_retention: float = Field(default=3600.0, gt=0, description="raw samples, seconds")
     metrics_retention: float = Field(default=7 * 86400.0, gt=0, description="1-minute averages")

@@ -15,6 +15,7 @@ from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
 from .errors import OnepaneError
 from .events import EventLog
+from .gslb.publisher import Publisher
 from .images.catalog import Catalog
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
@@ -62,6 +63,9 @@ class Core:
         self.sync = InventorySync(self.events, self.registry, self.locations, settings.sync_interval,
                                   when=leads, hung_after=settings.answer_deadline)
         self.deployments = Deployments(self.events, self.locations)
+        self.deployments.dns_accounts = frozenset(settings.dns_accounts)
+        self.publisher = Publisher(self.events, settings.dns_accounts,
+                                   verify_interval=settings.dns_verify_interval)
         self.snapshots = Snapshots(self.ops)
         self.security_groups = SecurityGroups(self.events)
         self.enforcer = Enforcer(self.security_groups, self.ops)
@@ -78,7 +82,8 @@ class Core:
                                      settings.node_dir / "traffic", settings.reconcile_interval,
                                      metrics=self.metrics, decides=leads,
                                      fence=self.cluster.lease.fence,
-                                     front_door_host=settings.front_door_host)
+                                     front_door_host=settings.front_door_host,
+                                     publisher=self.publisher)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)
         self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0, leads)
         self.dns: DnsServer | None = None
@@ -96,6 +101,7 @@ class Core:
             self.cluster.start()
             self.sync.start()
             self.reconciler.start()
+            self.publisher.start()
             self.sampler.start()
             self.firewall.start()
             self.alerts.start()
@@ -131,6 +137,7 @@ class Core:
         self.firewall.stop()
         self.alerts.stop()
         self.reconciler.stop()
+        self.publisher.stop()
         self.sync.stop()
         self.cluster.stop()
         self.registry.close()

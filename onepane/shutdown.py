@@ -22,11 +22,11 @@ import psutil
 from sqlalchemy import func, select
 
 from .config import Settings
-from .deploy.reconciler import make_data_plane
 from .errors import OnepaneError
 from .providers.registry import build_provider
 from .store.db import Store
 from .store.tables import InstanceRow, LocationRow
+from .traffic.dataplane import make_data_plane
 
 PID_FILE = "onepane.pid"
 ON_THIS_MACHINE = ("local", "netns", "vm")

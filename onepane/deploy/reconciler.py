@@ -20,6 +20,7 @@ from typing import Any
 from ..cluster import fencing
 from ..errors import OnepaneError
 from ..events import EventLog
+from ..gslb.publisher import Publisher
 from ..inventory.operations import Operations
 from ..model import UNFINISHED, Instance, InstanceCreate, InstanceState
 from ..periodic import Periodic
@@ -27,15 +28,17 @@ from ..policy import engine, passes
 from ..policy.metrics import Metrics
 from ..policy.sla import SlaTracker
 from ..traffic.dataplane import (
-    BuiltinDataPlane,
     DataPlane,
     DataPlaneConfig,
     PoolConfig,
     backends_of,
     keep_last,
+    make_data_plane,
 )
 from ..traffic.health import HealthMonitor, Target
 from ..traffic.manager import Decision, decide
+from .frontdoors import GROUP_SUFFIX, SiteFrontDoors
+from .publishing import wanted_answer
 from .service import Deployment, Deployments
 from .spec import DeploymentSpec
 
@@ -46,19 +49,12 @@ DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.15}
 BROKEN = {InstanceState.error, InstanceState.missing}
 
 
-def make_data_plane(kind: str, name: str, workdir: Path) -> DataPlane:
-    if kind == "haproxy":
-        from ..traffic.haproxy import HaproxyDataPlane
-        return HaproxyDataPlane(name, workdir)
-    return BuiltinDataPlane(name, workdir)
-
-
 class Reconciler:
     def __init__(self, events: EventLog, ops: Operations, deployments: Deployments,
                  workdir: Path, interval: float = 0.2, metrics: Metrics | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  decides: Callable[[], bool] = lambda: True, fence: fencing.Fence | None = None,
-                 front_door_host: str | None = None) -> None:
+                 front_door_host: str | None = None, publisher: Publisher | None = None) -> None:
         self.events = events
         # Every node feeds its own data planes; only the one that `decides` (the leader) fails
         # over, adds and removes replicas, and writes status, each write behind its `fence`.
@@ -76,6 +72,8 @@ class Reconciler:
         self.workdir = workdir
         self.health = HealthMonitor()
         self.planes: dict[str, DataPlane] = {}
+        self.sites = SiteFrontDoors(deployments.locations, self.health, workdir)
+        self.publisher = publisher
         self._replacing: set[str] = set()
         self._adopting: dict[str, float] = {}  # deployment -> hold its adopted plane until
         self._empty_since: dict[str, float] = {}  # deployment -> since when it has no backend
@@ -112,6 +110,15 @@ class Reconciler:
         if not deciding:
             return  # the leader's own checks write the health events
         for dep_name, t in transitions:
+            if dep_name.endswith(GROUP_SUFFIX):
+                dep_name = dep_name.removesuffix(GROUP_SUFFIX)
+                self.events.emit(f"frontdoor.{'up' if t.up else 'down'}",
+                                 f"{dep_name}: the front door at {t.location} ({t.host}:{t.port}) "
+                                 f"is {'up' if t.up else 'down'}" + (
+                                     f" ({t.last_error})" if t.last_error and not t.up else ""),
+                                 severity="info" if t.up else "warning", location=t.location,
+                                 subject=dep_name)
+                continue
             self.events.emit(f"health.{'up' if t.up else 'down'}",
                              f"{dep_name}: replica {t.key} at {t.location} is "
                              f"{'up' if t.up else 'down'}" + (f" ({t.last_error})" if t.last_error
@@ -170,9 +177,16 @@ class Reconciler:
         self.health.set_targets(dep.name, [
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
                    check=spec.health) for i in running])
-        self._apply(dep, spec, decision, up)
+        config = self._apply(dep, spec, decision, up)
+        if spec.front_doors == "per-site":
+            self.sites.apply(dep.name, spec, config)
+        else:
+            self.sites.remove(dep.name)
         if not deciding:
+            if self.publisher:
+                self.publisher.forget(dep.name)  # the leader publishes
             return
+        dns_status = self._publish(dep.name, spec, serving, config)
         sla = self._track_sla(dep, spec, bool(serving & healthy))
         status = {
             "mode": spec.traffic.mode,
@@ -186,10 +200,26 @@ class Reconciler:
                                 "up": loc in healthy}
                           for loc in spec.replicas},
             "sla": sla,
+            "dns": dns_status,
+            "front_doors": ({loc: ("up" if loc in self.sites.up(dep.name) else "down")
+                             for loc in self.sites.planes.get(dep.name, {})}
+                            if spec.front_doors == "per-site" else None),
             "observed_generation": dep.generation,  # the spec this status describes
         }
         self.deployments.set_status(dep.name, decision.primary, status, decision.reason,
                                     read_primary=dep.primary)
+
+    def _publish(self, name: str, spec: DeploymentSpec, serving: set[str],
+                 config: DataPlaneConfig) -> dict[str, Any] | None:
+        if self.publisher is None:
+            return None
+        if spec.dns is None:
+            self.publisher.withdraw(name)
+            return None
+        wanted = wanted_answer(spec, serving, self.sites.up(name), config.listen.rsplit(":", 1)[0])
+        if wanted is not None:
+            self.publisher.want(name, wanted)
+        return self.publisher.status(name)
 
     def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
               snapshot: list[Target], healthy_at: dict[str, int], serving: set[str],
@@ -291,7 +321,9 @@ class Reconciler:
                              location=loc, subject=name)
 
     def _apply(self, dep: Deployment, spec: DeploymentSpec, decision: Decision,
-               up: list[Target]) -> None:
+               up: list[Target]) -> DataPlaneConfig:
+        """Feed the central front door; returns its configuration (the sites' doors get the
+        same, at their own addresses)."""
         pools = tuple(PoolConfig(name=loc, weight=decision.weights.get(loc, 1),
                                  backends=tuple(sorted((t.host, t.port) for t in up
                                                        if t.location == loc)))
@@ -327,7 +359,7 @@ class Reconciler:
             settled = any(t.up for t in targets) and all(
                 t.up or t.failures >= t.check.fall for t in targets)
             if time.monotonic() < until and not settled:
-                return
+                return config
             del self._adopting[dep.name]
         empty_for = 0.0
         if backends_of(config):
@@ -336,6 +368,7 @@ class Reconciler:
             empty_for = time.monotonic() - self._empty_since.setdefault(dep.name, time.monotonic())
         if plane.applied != config and not keep_last(plane.applied, config, empty_for):
             plane.apply(config)
+        return config
 
     def sample_metrics(self) -> None:
         """One look at every deployment for the metrics (the sampler thread calls this)."""
@@ -361,6 +394,7 @@ class Reconciler:
         plane = self.planes.pop(name, None)
         if plane:
             plane.stop()
+        self.sites.remove(name)
         self.health.forget(name)
         self._empty_since.pop(name, None)
         self._ever_up.pop(name, None)
@@ -372,6 +406,10 @@ class Reconciler:
         if self.metrics:
             self.metrics.forget(name)
         if not deciding:
+            if self.publisher:
+                self.publisher.forget(name)
             return
+        if self.publisher:
+            self.publisher.withdraw(name)
         for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
             self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

@@ -51,6 +51,7 @@ class Deployments:
         self.locations = locations
         # Set by the core to the catalog's: what a location boots for a catalog image (img-...).
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
+        self.dns_accounts: frozenset[str] = frozenset()  # set by the core from the settings
 
     def list(self) -> list[Deployment]:
         with self.events.store.tx() as s:
@@ -72,12 +73,21 @@ class Deployments:
         """Create or update. Every location must exist and offer the image and size, and the
         spec must leave somewhere to serve from *now* (unless forced)."""
         self._serves_somewhere_now(spec, force)
+        if spec.dns is not None and spec.dns.provider not in self.dns_accounts:
+            raise InvalidInput(f"dns.provider: no DNS account named {spec.dns.provider!r} "
+                               f"(configured in onepane.toml's dns_accounts: "
+                               f"{', '.join(sorted(self.dns_accounts)) or 'none'})",
+                               field="dns.provider")
         require = spec.policies.placement.require
         for loc in spec.replicas:
             try:
-                self.locations.provider(loc)
+                provider = self.locations.provider(loc)
             except NotFound as exc:
                 raise InvalidInput(f"replicas.{loc}: no such location", field=f"replicas.{loc}") from exc
+            if spec.front_doors == "per-site" and provider.front_door() is None:
+                raise InvalidInput(f"replicas.{loc}: front_doors per-site needs a front door in "
+                                   f"every location, and {loc} ({type(provider).__name__}) cannot "
+                                   "run one (it has no address of its own)", field="front_doors")
             if (why := violation(require, self.locations.get(loc).labels)) is not None:
                 raise InvalidInput(f"replicas.{loc}: cannot be placed at {loc}: it {why}",
                                    field=f"replicas.{loc}")

@@ -13,6 +13,8 @@
       hold_down: 30
     data_plane: builtin                 # the default (hedges); or haproxy (more req/s)
     listen: 127.0.0.1:8081
+    front_doors: central                # or per-site: a data plane in every location too
+    dns: {provider: pdns, zone: example.com., name: shop, ttl: 5}   # a configured DNS account
     sla: {target: 99.9}
     policies:
       failure: {restart_after: 3, replace_after: 6, max_restarts: 1}
@@ -125,6 +127,25 @@ class Policies(Strict):
     placement: Placement = Field(default_factory=Placement)
 
 
+class DnsTarget(Strict):
+    """Where the deployment is published: a name in a zone held by a configured DNS account."""
+
+    provider: str = Field(min_length=1, max_length=64,
+                          description="the DNS account's name in onepane.toml (dns_accounts)")
+    zone: str = Field(pattern=r"^([a-zA-Z0-9_-]{1,63}\.)*[a-zA-Z0-9_-]{1,63}\.?$", max_length=253)
+    name: str | None = Field(default=None, pattern=r"^(@|[a-zA-Z0-9_*-]{1,63}(\.[a-zA-Z0-9_-]{1,63})*)$",
+                             description="relative to the zone; default: the service name")
+    ttl: int = Field(default=5, ge=1, le=86400,
+                     description="seconds resolvers may keep an answer: what a client that "
+                                 "cached a dead site's address waits at most")
+    publish: Literal["front-doors", "serving"] = Field(
+        default="front-doors",
+        description="front-doors: the front door of every site that is up (each one forwards "
+                    "to whoever serves, so a client that cached any of them is served); "
+                    "serving: only the serving sites' front doors (traffic enters where it is "
+                    "served, but a client that cached a lost site waits out the TTL)")
+
+
 class DeploymentSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=40)
     image: str = Field(min_length=1)
@@ -155,6 +176,12 @@ class DeploymentSpec(Strict):
                          description="built-in data plane: an idempotent request slower than k x "
                                      "its backend's recent p99 (at least 100 ms) gets a second "
                                      "copy at another backend, first answer wins; 0: never")
+    front_doors: Literal["central", "per-site"] = Field(
+        default="central",
+        description="central: one front door, on onepane's machine (listen); per-site: also one "
+                    "in every location that can run one, at that location's address and the "
+                    "same port, each forwarding to whoever serves")
+    dns: DnsTarget | None = None
     sla: Sla = Field(default_factory=Sla)
     policies: Policies = Field(default_factory=Policies)
 

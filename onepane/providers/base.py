@@ -187,6 +187,12 @@ class Provider(ABC):
     def check(self) -> None:
         """Raise ProviderAuthError/ProviderError if the location cannot be used."""
 
+    def front_door(self) -> tuple[str, list[str]] | None:
+        """Where a deployment's front door can run inside this location: the address it
+        listens on and the argv prefix that starts a process there. None: nowhere (a location
+        that shares onepane's own address, or a cloud onepane runs nothing in)."""
+        return None
+
     def close(self) -> None:
         """Release what setup() took that must not outlive onepane (never the instances)."""
 

@@ -5,12 +5,18 @@ Location `index` N gets 10.200.N.0/24 for that link: the host side is .1, the na
 for 10.200.0.0/16 in the root namespace guarantees that traffic for a location that is down
 never leaves the machine. Process data centers (netns) and VM data centers (vm) both stand on
 this.
+
+Data centers also reach each other directly, as sites do over a WAN (a front door in one site
+forwards to replicas in another): every pair of location namespaces gets a veth of its own,
+`ow<a>-<b>`, unnumbered, with a host route to the other side's address. The root namespace does
+not forward, so this is the only way between sites, and a cut takes it down with the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -90,6 +96,27 @@ class DataCenterNet:
         ip("-n", self.ns, "link", "set", self.ns_if, "up")
         ip("-n", self.ns, "link", "set", "lo", "up")
         ip("-n", self.ns, "route", "replace", "default", "via", self.gateway)
+        self.join_wan()
+
+    def join_wan(self) -> None:
+        """A link to every other location namespace on this machine (see the module's doc)."""
+        for index, peer in location_namespaces().items():
+            if index == self.index or peer == self.ns:
+                continue
+            mine, theirs = wan_if(self.index, index), wan_if(index, self.index)
+            if ip("-n", self.ns, "link", "show", mine, check=False).returncode != 0:
+                ip("link", "del", mine, check=False)  # a half-made pair from a run that died
+                ip("link", "add", mine, "type", "veth", "peer", "name", theirs)
+                ip("link", "set", mine, "netns", self.ns)
+                ip("link", "set", theirs, "netns", peer)
+            ip("-n", self.ns, "link", "set", mine, "up")
+            ip("-n", peer, "link", "set", theirs, "up")
+            _wan_route(self.ns, self.index, index, blocked=_cut_in(self.ns))
+            _wan_route(peer, index, self.index, blocked=_cut_in(peer))
+
+    def _wan_peers(self) -> list[int]:
+        links = ip("-n", self.ns, "-o", "link", "show", check=False).stdout
+        return sorted({int(m) for m in re.findall(rf"\bow{self.index}-(\d+)@", links)})
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
@@ -113,8 +140,12 @@ class DataCenterNet:
         if mode == "silent":
             ip("-n", self.ns, "route", "replace", "blackhole", f"{self.gateway}/32")
             ip("-n", self.ns, "route", "replace", "blackhole", "default")
+            for peer in self._wan_peers():
+                _wan_route(self.ns, self.index, peer, blocked=True)
         elif mode == "down":
             ip("-n", self.ns, "link", "set", self.ns_if, "down")
+            for peer in self._wan_peers():
+                ip("-n", self.ns, "link", "set", wan_if(self.index, peer), "down")
         else:
             raise InvalidInput(f"unknown cut mode {mode!r}; use silent or down", field="mode")
 
@@ -123,11 +154,47 @@ class DataCenterNet:
         ip("-n", self.ns, "route", "del", "blackhole", "default", check=False)
         ip("-n", self.ns, "link", "set", self.ns_if, "up", check=False)
         ip("-n", self.ns, "route", "replace", "default", "via", self.gateway, check=False)
+        for peer in self._wan_peers():
+            ip("-n", self.ns, "link", "set", wan_if(self.index, peer), "up", check=False)
+            _wan_route(self.ns, self.index, peer, blocked=False)
 
     def is_cut(self) -> bool:
         routes = ip("-n", self.ns, "route", "show", "type", "blackhole", check=False).stdout
         link = ip("-n", self.ns, "link", "show", self.ns_if, check=False).stdout
         return self.gateway in routes or "state DOWN" in link
+
+
+def wan_if(index: int, peer: int) -> str:
+    return f"ow{index}-{peer}"
+
+
+def location_namespaces() -> dict[int, str]:
+    """index -> namespace of every location namespace here (found by its `op-c<index>` link)."""
+    found: dict[int, str] = {}
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        ns = line.split()[0] if line.strip() else ""
+        if not ns.startswith("op-"):
+            continue
+        m = re.search(r"\bop-c(\d+)@", ip("-n", ns, "-o", "link", "show", check=False).stdout)
+        if m:
+            found[int(m.group(1))] = ns
+    return found
+
+
+def _cut_in(ns: str) -> bool:
+    return "blackhole default" in ip("-n", ns, "route", "show", "type", "blackhole",
+                                     check=False).stdout
+
+
+def _wan_route(ns: str, index: int, peer: int, blocked: bool) -> None:
+    """The route from `ns` (location `index`) to `peer`'s address: over their link, or into a
+    blackhole while `ns` is cut silently (the peer's packets arrive, no answer leaves)."""
+    dest = f"{PREFIX}.{peer}.2/32"
+    if blocked:
+        ip("-n", ns, "route", "replace", "blackhole", dest, check=False)
+    else:
+        ip("-n", ns, "route", "replace", dest, "dev", wan_if(index, peer), "src",
+           f"{PREFIX}.{index}.2", check=False)
 
 
 class CutByNamespace:
@@ -143,3 +210,6 @@ class CutByNamespace:
 
     def is_cut(self) -> bool:
         return self.net.is_cut()
+
+    def front_door(self) -> tuple[str, list[str]] | None:
+        return self.net.inside, self.net.exec_argv([])

@@ -64,9 +64,12 @@ def keep_last(applied: DataPlaneConfig | None, new: DataPlaneConfig, empty_for: 
 
 
 class DataPlane(ABC):
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, wrap: tuple[str, ...] = ()) -> None:
         self.name = name
         self.workdir = workdir
+        # argv prefix that starts the process where it must run (a location's namespace, for
+        # a front door in that site); empty: on onepane's machine, beside it
+        self.wrap = wrap
         workdir.mkdir(parents=True, exist_ok=True)
         self.applied: DataPlaneConfig | None = None
 
@@ -168,7 +171,7 @@ class BuiltinDataPlane(DataPlane):
 
     def _spawn(self, config: DataPlaneConfig) -> None:
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen([sys.executable, "-m", "onepane.traffic.proxy",
+        proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "onepane.traffic.proxy",
                                  str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -190,3 +193,10 @@ class BuiltinDataPlane(DataPlane):
         with contextlib.suppress(FileNotFoundError, ValueError):
             return dict(json.loads(self.config_path.with_suffix(".stats.json").read_text()))
         return {}
+
+
+def make_data_plane(kind: str, name: str, workdir: Path, wrap: tuple[str, ...] = ()) -> DataPlane:
+    if kind == "haproxy":
+        from .haproxy import HaproxyDataPlane
+        return HaproxyDataPlane(name, workdir, wrap)
+    return BuiltinDataPlane(name, workdir, wrap)

@@ -139,8 +139,8 @@ def desired_slots(config: DataPlaneConfig, shape: Shape) -> dict[str, SlotState]
 
 
 class HaproxyDataPlane(DataPlane):
-    def __init__(self, name: str, workdir: Path) -> None:
-        super().__init__(name, workdir)
+    def __init__(self, name: str, workdir: Path, wrap: tuple[str, ...] = ()) -> None:
+        super().__init__(name, workdir, wrap)
         self.shape: Shape | None = None
         self.slots: dict[str, SlotState] = {}
 
@@ -298,7 +298,7 @@ class HaproxyDataPlane(DataPlane):
             raise PermanentProviderError("haproxy rejected the configuration: "
                                          + " ".join(alerts[:2])[:500])
         tmp.replace(self.config_path)
-        args = [HAPROXY, "-D", "-f", str(self.config_path), "-p", str(self.pidfile)]
+        args = [*self.wrap, HAPROXY, "-D", "-f", str(self.config_path), "-p", str(self.pidfile)]
         if old_pid:
             args += ["-x", str(self.sock), "-sf", str(old_pid)]
         run = subprocess.run(args, capture_output=True, text=True)

@@ -1,0 +1,1 @@
+"""Global traffic through the DNS operators run: accounts, record writers, the publisher."""
