@@ -723,7 +723,19 @@ def keys_revoke(key_id: str) -> None:
 
 # ---- deployments -----------------------------------------------------------------------------
 
-DEP_COLS = ["name", "primary", "listen", "serving", "health", "availability", "error_budget"]
+DEP_COLS = ["name", "primary", "listen", "serving", "health", "availability", "error_budget",
+            "dns"]
+
+
+def _dns_cell(st: dict[str, Any]) -> str:
+    """`shop.example.com. -> 10.0.0.1, 10.0.0.2`, or why it is not (yet) published."""
+    dns = st.get("dns") or {}
+    if not dns:
+        return ""
+    if dns.get("state") == "failing":
+        return f"{dns['name']} FAILING: {dns.get('error')}"
+    shown = ", ".join(dns.get("published") or []) or "nothing yet"
+    return f"{dns['name']} -> {shown}" + (" (updating)" if dns.get("state") == "pending" else "")
 
 
 def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
@@ -735,7 +747,8 @@ def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "serving": st.get("serving"), "health": health,
             "availability": ("measuring (warm-up)" if sla.get("measuring") else
                              f"{sla['availability']}% (target {sla['target']}%)") if sla else "",
-            "error_budget": f"{sla['error_budget']['remaining_pct']}% left" if sla else ""}
+            "error_budget": f"{sla['error_budget']['remaining_pct']}% left" if sla else "",
+            "dns": _dns_cell(st)}
 
 
 @deployments_app.command("apply")
@@ -902,6 +915,10 @@ def status_report(c: Client) -> dict[str, Any]:
         elif primary and not (where.get(primary) or {}).get("up"):
             todo.append(f"deployment {d['name']}: its primary {primary} is down (onepane "
                         f"failover {d['name']})")
+        if (st.get("dns") or {}).get("state") == "failing":
+            todo.append(f"deployment {d['name']}: its DNS records are not published: "
+                        f"{st['dns'].get('error')} (onepane events --kind dns.; check the "
+                        f"account {st['dns'].get('provider')!r} in onepane.toml)")
     if failed:
         todo.append(f"{len(failed)} recent jobs failed (onepane jobs list --status failed)")
     return {"server": {"url": str(c.http.base_url), "version": __version__},
@@ -911,7 +928,8 @@ def status_report(c: Client) -> dict[str, Any]:
                            "status": loc["status"]} for loc in locs],
             "deployments": [{"name": d["name"], "primary": d.get("primary"),
                              "serving": (d.get("status") or {}).get("serving"),
-                             "listen": d.get("listen")} for d in deps],
+                             "listen": d.get("listen"),
+                             "dns": _dns_cell(d.get("status") or {})} for d in deps],
             "jobs": {"running": len(running), "queued": len(queued),
                      "recently_failed": len(failed)},
             "todo": todo or ["nothing: every location answers and every deployment serves"]}
@@ -927,7 +945,8 @@ def status() -> None:
     out.print(f"onepane {report['server']['version']} at {report['server']['url']}")
     show(report["nodes"], ["name", "role", "api_url", "heard_s_ago"], title="nodes")
     show(report["locations"], ["name", "provider", "status"], title="locations")
-    show(report["deployments"], ["name", "primary", "serving", "listen"], title="deployments")
+    show(report["deployments"], ["name", "primary", "serving", "listen", "dns"],
+         title="deployments")
     jobs = report["jobs"]
     out.print(f"jobs: {jobs['running']} running, {jobs['queued']} queued, "
               f"{jobs['recently_failed']} failed recently")
