@@ -43,7 +43,9 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 keys_app = typer.Typer(help="Access keys for the EC2 query API (/ec2/, SigV4).", no_args_is_help=True)
 deployments_app = typer.Typer(help="Replicated deployments and their traffic.",
                               no_args_is_help=True)
-for sub, name in [(locations_app, "locations"), (instances_app, "instances"),
+hosts_app = typer.Typer(help="The hypervisor hosts of a vm location of remote hosts.",
+                        no_args_is_help=True)
+for sub, name in [(hosts_app, "hosts"), (locations_app, "locations"), (instances_app, "instances"),
                   (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
                   (jobs_app, "jobs"), (tokens_app, "tokens"), (keys_app, "keys"),
                   (deployments_app, "deployments")]:
@@ -295,6 +297,71 @@ def locations_cut(name: str, mode: Annotated[str, typer.Option(help="silent or d
 @locations_app.command("restore")
 def locations_restore(name: str) -> None:
     show(client().post(f"/v1/locations/{name}/restore", idempotent_key=False))
+
+
+# ---- hosts -----------------------------------------------------------------------------------
+
+HOST_COLS = ["name", "state", "vms", "cpus", "committed_vcpus", "memory_mb", "committed_mb",
+             "free_mb", "uri", "error"]
+
+
+@hosts_app.command("list")
+def hosts_list(location: str) -> None:
+    """Each host: up, unreachable or in maintenance; its capacity and what is committed."""
+    show(client().get(f"/v1/locations/{location}/hosts"), HOST_COLS)
+
+
+@hosts_app.command("add")
+def hosts_add(location: str, name: str,
+              uri: Annotated[str, typer.Option(help="qemu+tls://HOST/system, qemu+tcp://..., "
+                                                    "qemu+ssh://...")]) -> None:
+    """Add a hypervisor host (it must answer over its URI)."""
+    show(client().post(f"/v1/locations/{location}/hosts", {"name": name, "uri": uri},
+                       idempotent_key=False))
+
+
+@hosts_app.command("remove")
+def hosts_remove(location: str, name: str) -> None:
+    """Remove an empty host from the location."""
+    client().delete(f"/v1/locations/{location}/hosts/{name}")
+
+
+@hosts_app.command("maintenance")
+def hosts_maintenance(
+        location: str, host: str,
+        bound: Annotated[float, typer.Option(help="seconds each live move may take")] = 300,
+        timeout: Annotated[float, typer.Option(help="seconds to wait for the host to empty")] = 1800,
+) -> None:
+    """Empty a host: nothing new goes there, and its running VMs move live to other hosts."""
+    c = client()
+    job = c.post(f"/v1/locations/{location}/hosts/{host}/maintenance", {"bound_s": bound},
+                 idempotent_key=False)
+    if ctx.output != Output.json:
+        err.print(f"emptying {host} of {location} (job {job['id']}); each move is an event: "
+                  "onepane events --kind host.")
+    done = c.wait(job["id"], timeout)
+    result = done.get("result") or {}
+    if ctx.output == Output.json:
+        show(done)
+        return
+    rows = []
+    for e in c.get("/v1/events", kind="host.moved", location=location, limit=1000)["items"]:
+        d = e.get("data") or {}
+        if d.get("from") == host and d.get("instance") in (result.get("moved") or {}):
+            sw = (d.get("phases") or {}).get("switchover") or {}
+            rows.append({"instance": d["instance"], "to": d.get("to"), "ts": e["ts"],
+                         "downtime_ms": sw.get("downtime_ms"), "total_ms": sw.get("total_ms")})
+    show(rows, ["instance", "to", "ts", "downtime_ms", "total_ms"], title=f"moved off {host}")
+    for inst, why in (result.get("failed") or {}).items():
+        err.print(f"{inst} did not move: {escape(str(why))}")
+    if result.get("still_running"):
+        raise JobFailed(f"{host} still runs {', '.join(result['still_running'])}")
+
+
+@hosts_app.command("activate")
+def hosts_activate(location: str, host: str) -> None:
+    """Let a host take VMs again after maintenance."""
+    show(client().post(f"/v1/locations/{location}/hosts/{host}/activate", idempotent_key=False))
 
 
 # ---- instances -------------------------------------------------------------------------------

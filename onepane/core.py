@@ -19,6 +19,7 @@ from .gslb.publisher import Publisher
 from .images.catalog import Catalog
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
+from .inventory.hosts import Hosts
 from .inventory.jobs import JobRunner
 from .inventory.keypairs import KeyPairs
 from .inventory.locations import Locations
@@ -74,6 +75,7 @@ class Core:
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
         self.ops.boot_image = self.catalog.boot_image
         self.deployments.boot_image = self.catalog.boot_image
+        self.hosts = Hosts(self.events, self.locations, self.ops)
         self.moves = LiveMoves(self.events, self.locations, self.runner, self.ops, self.deployments)
         self.metrics = Metrics(self.store, raw_retention=settings.metrics_raw_retention,
                                retention=settings.metrics_retention)

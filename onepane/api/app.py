@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from .. import __version__, web
 from ..core import Core
-from . import catalog, deployments, ec2, inventory, metrics, occi, problems
+from . import catalog, deployments, ec2, hosts, inventory, metrics, occi, problems
 from .bodylimits import BodyLimits
 
 
@@ -23,6 +23,7 @@ def create_app(core: Core) -> FastAPI:
     app.add_middleware(BodyLimits)
     problems.install(app)
     app.include_router(inventory.router, responses=problems.RESPONSES)
+    app.include_router(hosts.router, responses=problems.RESPONSES)
     app.include_router(deployments.router, responses=problems.RESPONSES)
     app.include_router(catalog.router, responses=problems.RESPONSES)
     app.include_router(metrics.router, responses=problems.RESPONSES)

@@ -151,6 +151,15 @@ class Locations:
                              location=name, data={"labels": row.labels}, session=s)
         return self.get(name)
 
+    def store_options(self, name: str, options: dict[str, Any]) -> None:
+        """Remember a location's options as its provider now has them (hosts added or
+        removed). A location from the configuration file takes the file's on the next start."""
+        with self.events.tx() as s:
+            row = s.get(LocationRow, name)
+            if row is None:
+                raise NotFound(f"no location {name!r}", field="location")
+            row.options = options
+
     def set_status(self, name: str, status: str, detail: str | None) -> None:
         with self.events.tx() as s:
             self.record_status(s, name, status, detail)

@@ -23,6 +23,7 @@ from onepane.providers.base import Feature, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.registry import build_provider
+from onepane.providers.vm.hostlab import LabHost, host_lab
 from tests.conftest import ec2_location
 from tests.helpers import wait_for
 
@@ -53,6 +54,15 @@ def _vm(tmp: Path, guest_disk: Path, **_: Any) -> Case:
     return Case(p, image, "vm.tiny")
 
 
+def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: list[LabHost], **_: Any) -> Case:
+    p = build_provider("c-vmhosts", "vm", state_dir=tmp, region="", driver=None, credentials={},
+                       options={"hosts": [h.spec() for h in lab_hosts]})
+    p.setup()
+    image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
+                          lambda _pct: None)
+    return Case(p, image, "vm.tiny")
+
+
 def _ec2(tmp: Path, moto: str, **_: Any) -> Case:
     loc = ec2_location(moto)
     return Case(build_provider("c-ec2", "cloud", state_dir=tmp, region="us-east-1",
@@ -73,21 +83,32 @@ def _sim(tmp: Path, **_: Any) -> Case:
 
 
 CASES: dict[str, Callable[..., Case]] = {"local": _local, "netns": _netns, "vm": _vm,
+                                         "vm-hosts": _vm_hosts,
                                          "ec2-on-moto": _ec2, "libcloud-dummy": _dummy,
                                          "sim": _sim}
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def lab_hosts() -> Iterator[list[LabHost]]:
+    """Two hypervisor hosts reached over TCP, for the multi-host vm provider."""
+    with host_lab({"ch1": 243, "ch2": 244}) as hosts:
+        yield hosts
+
+
 @pytest.fixture(params=list(CASES))
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     kind = request.param
-    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
-                                                capture_output=True, text=True).stdout
     extra: dict[str, Any] = {}
-    if kind == "vm":
+    if kind in ("vm", "vm-hosts"):
         extra["guest_disk"] = request.getfixturevalue("guest_disk")
+    if kind == "vm-hosts":
+        extra["lab_hosts"] = request.getfixturevalue("lab_hosts")
     if kind == "ec2-on-moto":
         extra["moto"] = request.getfixturevalue("moto")
+    # after the fixtures above: a lab's catch-all stays as long as its namespaces do
+    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                                capture_output=True, text=True).stdout
     c = CASES[kind](tmp_path, **extra)
     try:
         c.provider.setup()

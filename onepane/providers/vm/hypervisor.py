@@ -47,10 +47,16 @@ def require_libvirt() -> None:
 
 
 class Hypervisor:
-    def __init__(self, location: str, namespace: str, root: Path) -> None:
+    """`listen`: also accept clients over TCP at this address (a hypervisor *host* that
+    onepane reaches over the network, as in onepane.providers.vm.hostlab); its QEMU then
+    takes migrations at that address too."""
+
+    def __init__(self, location: str, namespace: str, root: Path, listen: str | None = None
+                 ) -> None:
         self.location = location
         self.namespace = namespace
         self.root = root
+        self.listen = listen
 
     @property
     def socket_path(self) -> Path:
@@ -87,7 +93,8 @@ class Hypervisor:
         script = "; ".join([
             *(f"mkdir -p {t}" for t in PRIVATE_DIRS.values()), *binds,
             f"/usr/sbin/virtlogd --daemon --pid-file {self.root / 'run' / 'virtlogd.pid'}",
-            f"exec /usr/sbin/libvirtd --pid-file {self.pid_file}",
+            f"exec /usr/sbin/libvirtd --pid-file {self.pid_file}"
+            + (" --listen" if self.listen else ""),
         ])
         env = {**os.environ, "LIBVIRT_LOG_OUTPUTS": f"3:file:{self._dir('log') / 'libvirtd.log'}"}
         with open(self._dir("log") / "libvirtd.out", "ab") as out:
@@ -130,12 +137,19 @@ class Hypervisor:
         # A stable host UUID per location: libvirt refuses a migration between two daemons
         # that report the same one.
         host_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"onepane-vm-location:{self.location}")
-        (etc / "libvirtd.conf").write_text(
-            f'host_uuid = "{host_uuid}"\nunix_sock_rw_perms = "0700"\nauth_unix_rw = "none"\n'
-            'keepalive_interval = 5\n')
-        (etc / "qemu.conf").write_text(
-            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nsecurity_driver = "none"\n'
-            'stdio_handler = "file"\n')
+        daemon = (f'host_uuid = "{host_uuid}"\nunix_sock_rw_perms = "0700"\n'
+                  'auth_unix_rw = "none"\nkeepalive_interval = 5\n')
+        qemu = ('user = "root"\ngroup = "root"\ndynamic_ownership = 0\n'
+                'security_driver = "none"\nstdio_handler = "file"\n')
+        if self.listen:
+            # A host's daemon: clients and peers over TCP, QEMU's migration and NBD streams
+            # at the same address (without migration_host the destination advertises its
+            # host name, which the source cannot resolve).
+            daemon += (f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{self.listen}"\n'
+                       'auth_tcp = "none"\n')
+            qemu += f'migration_address = "{self.listen}"\nmigration_host = "{self.listen}"\n'
+        (etc / "libvirtd.conf").write_text(daemon)
+        (etc / "qemu.conf").write_text(qemu)
         (etc / "virtlogd.conf").write_text("")
         (etc / "libvirt.conf").write_text("")
 

@@ -66,8 +66,11 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             dom.migrateSetMaxDowntime(src.options.migration_downtime_ms, 0)
         flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PERSIST_DEST
                  | lv.VIR_MIGRATE_NON_SHARED_DISK)
-        watch = _Watch(dom, t0, bound_s, on_phase)
-        switch = _Switch(dst, instance_id, meta.get("address"))
+        watch = Watch(dom, t0, bound_s, on_phase)
+        def reroute() -> None:
+            if meta.get("address"):
+                guestnet.route_to(meta["address"], dst.net)
+        switch = Switch(lambda: lv.open(dst.hypervisor.uri), instance_id, reroute)
         watch.start()
         switch.start()
         try:
@@ -95,7 +98,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             guestnet.route_to(meta["address"], dst.net)
         switch.resumed = switch.switched = time.monotonic()
     resumed, switched = switch.resumed or switch.switched, switch.switched
-    stats = _completed_stats(dom)
+    stats = completed_stats(dom)
     on_phase("memory", resumed - watch.memory_started, {
         "memory_iterations": stats.get("memory_iteration"),
         "memory_bytes": stats.get("memory_processed")})
@@ -109,7 +112,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
     return dst._observed(moved)
 
 
-class _Watch(threading.Thread):
+class Watch(threading.Thread):
     """Reports the phases as libvirt's job statistics show them, and aborts at the bound."""
 
     def __init__(self, dom: Any, t0: float, bound_s: float, on_phase: Phase) -> None:
@@ -149,16 +152,18 @@ class _Watch(threading.Thread):
                     self.dom.abortJob()
 
 
-class _Switch(threading.Thread):
-    """Switches the guest's route the moment the destination runs it. libvirt's migrate call
-    returns only after it has also stopped the source, which can take seconds; traffic must
-    not wait for that."""
+class Switch(threading.Thread):
+    """Switches the guest's route (`on_running`) the moment the destination runs it. libvirt's
+    migrate call returns only after it has also stopped the source, which can take seconds;
+    traffic must not wait for that. `open_conn` gives a connection of its own to the
+    destination: the other one is busy migrating."""
 
     POLL_S = 0.002
 
-    def __init__(self, dst: VmProvider, instance_id: str, address: str | None) -> None:
+    def __init__(self, open_conn: Callable[[], Any], instance_id: str,
+                 on_running: Callable[[], object]) -> None:
         super().__init__(daemon=True, name="vm-migration-switch")
-        self.dst, self.instance_id, self.address = dst, instance_id, address
+        self.open_conn, self.instance_id, self.on_running = open_conn, instance_id, on_running
         self.done = threading.Event()
         self.resumed: float | None = None
         self.switched: float | None = None
@@ -170,7 +175,7 @@ class _Switch(threading.Thread):
     def run(self) -> None:
         from .provider import _libvirt
         lv = _libvirt()
-        conn = lv.open(self.dst.hypervisor.uri)  # its own: the other is busy migrating
+        conn = self.open_conn()
         try:
             while not self.done.wait(self.POLL_S):
                 try:
@@ -179,8 +184,7 @@ class _Switch(threading.Thread):
                     continue
                 if state == lv.VIR_DOMAIN_RUNNING:
                     self.resumed = time.monotonic()
-                    if self.address:
-                        guestnet.route_to(self.address, self.dst.net)
+                    self.on_running()
                     self.switched = time.monotonic()
                     return
         finally:
@@ -213,7 +217,7 @@ def _clean_destination(dst: VmProvider, instance_id: str, dst_dir: Path) -> None
     shutil.rmtree(dst_dir, ignore_errors=True)
 
 
-def _completed_stats(dom: Any) -> dict[str, Any]:
+def completed_stats(dom: Any) -> dict[str, Any]:
     from .provider import _libvirt
     lv = _libvirt()
     with contextlib.suppress(lv.libvirtError):

@@ -279,20 +279,8 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
                 dom.resume()
 
     def stop_instance(self, provider_id: str) -> None:
-        """ACPI power button first; a guest that ignores it is stopped hard after the timeout."""
-        dom = self._domain(provider_id)
         with self._libvirt_errors():
-            if not dom.isActive():
-                return
-            if dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
-                dom.resume()  # a suspended guest cannot hear the power button
-            with contextlib.suppress(_libvirt().libvirtError):
-                dom.shutdown()
-            deadline = time.monotonic() + self.options.stop_timeout
-            while dom.isActive() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if dom.isActive():
-                dom.destroy()
+            stop_domain(self._domain(provider_id), self.options.stop_timeout)
 
     def reboot_instance(self, provider_id: str) -> None:
         self.stop_instance(provider_id)
@@ -483,28 +471,8 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         return obs
 
     def _observe(self, dom: Any) -> ObservedInstance | None:
-        lv = _libvirt()
-        meta = self._meta(dom)
-        if meta is None:
-            return None
         with self._libvirt_errors():
-            state, reason = dom.state()
-        # paused by a suspend; paused to move (a live migration's last step) is still running
-        user_paused = state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER
-        states = {lv.VIR_DOMAIN_RUNNING: InstanceState.running,
-                  lv.VIR_DOMAIN_BLOCKED: InstanceState.running,
-                  lv.VIR_DOMAIN_PAUSED: InstanceState.suspended if user_paused
-                  else InstanceState.running,
-                  lv.VIR_DOMAIN_SHUTDOWN: InstanceState.running,
-                  lv.VIR_DOMAIN_SHUTOFF: InstanceState.stopped,
-                  lv.VIR_DOMAIN_PMSUSPENDED: InstanceState.stopped,
-                  lv.VIR_DOMAIN_CRASHED: InstanceState.error}
-        return ObservedInstance(provider_id=dom.name(), name=meta.get("name", dom.name()),
-                                state=states.get(state, InstanceState.unknown),
-                                image=meta.get("image", ""), size=meta.get("size", ""),
-                                addresses=[meta["address"]] if meta.get("address") else [],
-                                ports={"app": APP_PORT}, tags=dict(meta.get("tags") or {}),
-                                onepane_id=meta.get("id"))
+            return observe_domain(dom)
 
     def _image_path(self, image: str) -> Path:
         path = self.images_dir / image
@@ -521,6 +489,48 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 f"<source file='{self._volume_path(volume_id)}'/>"
                 f"<target dev='{target}' bus='virtio'/></disk>")
+
+
+def stop_domain(dom: Any, timeout: float) -> None:
+    """ACPI power button first; a guest that ignores it is stopped hard after `timeout`."""
+    lv = _libvirt()
+    if not dom.isActive():
+        return
+    if dom.state()[0] == lv.VIR_DOMAIN_PAUSED:
+        dom.resume()  # a suspended guest cannot hear the power button
+    with contextlib.suppress(lv.libvirtError):
+        dom.shutdown()
+    deadline = time.monotonic() + timeout
+    while dom.isActive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if dom.isActive():
+        dom.destroy()
+
+
+def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None) -> ObservedInstance | None:
+    """What onepane shows of a domain it made (None for one it did not make)."""
+    lv = _libvirt()
+    meta = read_metadata(dom.XMLDesc(0))
+    if meta is None:
+        return None
+    state, reason = dom.state()
+    # paused by a suspend; paused to move (a live migration's last step) is still running
+    user_paused = state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER
+    states = {lv.VIR_DOMAIN_RUNNING: InstanceState.running,
+              lv.VIR_DOMAIN_BLOCKED: InstanceState.running,
+              lv.VIR_DOMAIN_PAUSED: InstanceState.suspended if user_paused
+              else InstanceState.running,
+              lv.VIR_DOMAIN_SHUTDOWN: InstanceState.running,
+              lv.VIR_DOMAIN_SHUTOFF: InstanceState.stopped,
+              lv.VIR_DOMAIN_PMSUSPENDED: InstanceState.stopped,
+              lv.VIR_DOMAIN_CRASHED: InstanceState.error}
+    return ObservedInstance(provider_id=dom.name(), name=meta.get("name", dom.name()),
+                            state=states.get(state, InstanceState.unknown),
+                            image=meta.get("image", ""), size=meta.get("size", ""),
+                            addresses=[meta["address"]] if meta.get("address") else [],
+                            ports={"app": APP_PORT}, tags={**(meta.get("tags") or {}),
+                                                           **(extra_tags or {})},
+                            onepane_id=meta.get("id"))
 
 
 def _extra_mac(address: str, n: int) -> str:

@@ -1,0 +1,922 @@
+"""A private data center of several hypervisor hosts that onepane reaches over the network.
+
+A `vm` location whose options name `hosts` is this provider: each host is a libvirt daemon at a
+connection URI (`qemu+tcp://`, `qemu+tls://`, `qemu+ssh://`), and onepane reads and writes it only
+through that connection — no shared file system, no path of onepane's machine in a domain.
+
+- **Disks live on the hosts**, in a libvirt storage pool (`onepane`, a directory on the host).
+  The location's images stay on onepane's machine (its image store, as the catalog put them)
+  and reach a host by libvirt's volume upload the first time a VM there needs them; the host
+  keeps them (a marker volume says the upload finished). A VM's disk is a qcow2 overlay that
+  the host's libvirt makes on the cached image.
+- **Placement** (placement.py): a create goes to the host with room that holds the fewest of its
+  deployment's replicas, then the most free memory.
+- **Moves between hosts** are libvirt peer-to-peer live migrations over TCP, disks copied with
+  `VIR_MIGRATE_NON_SHARED_DISK` (NBD): host maintenance empties a host that way, and `move
+  --live` between two such locations is the same move between a host of each.
+- **Addresses** stay the guest's: onepane's machine routes each guest's /32 via the host that
+  runs it (`route_guests`, on by default) and switches that route the moment the destination
+  runs the guest.
+- **A move never leaves two running copies and never destroys the only one**: the destination
+  is cleaned up after a failure only while the source still runs the guest; a paused leftover
+  is removed only once the running copy is confirmed (`reconcile_copies`, also run at start:
+  a move onepane died in the middle of is settled where the guest runs).
+
+The domain is the record, as in the single-host provider: onepane's metadata in its XML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ... import atomic
+from ...errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    PermanentProviderError,
+    TransientProviderError,
+)
+from .. import copy
+from ..base import (
+    Capabilities,
+    InstanceSpec,
+    ObservedImage,
+    ObservedInstance,
+    ObservedNetwork,
+    ObservedSize,
+    Provider,
+)
+from ..dcnet import ip
+from . import guestnet
+from .domain import Disk, DomainSpec, Nic, disk_paths, domain_xml, read_metadata
+from .migration import Phase, Switch, Watch, completed_stats
+from .placement import HostLoad, NoRoom, choose
+from .provider import (
+    DISK_TARGETS,
+    SIZES,
+    _extra_mac,
+    _libvirt,
+    observe_domain,
+    stop_domain,
+    translate,
+)
+
+POOL = "onepane"
+HOST_TAG = "onepane:host"  # shown on every instance: the host that runs it
+KEEPALIVE_S, KEEPALIVE_COUNT = 2, 3  # a host that stops answering fails its calls in ~8 s
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class HostSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_RE.pattern)
+    uri: str = Field(pattern=r"^qemu\+(tcp|tls|ssh)://[^/\s]+/system(\?\S*)?$",
+                     description="libvirt connection URI, e.g. qemu+tls://10.0.0.11/system")
+    route_via: str | None = Field(default=None, description="where onepane's machine sends "
+                                  "this host's guests' traffic; default: the URI's host")
+
+
+class HostsOptions(BaseModel):
+    """A multi-host vm location's options; a misspelt one is refused with its name."""
+
+    model_config = ConfigDict(extra="forbid")
+    hosts: list[HostSpec] = Field(min_length=1, max_length=256)
+    accel: Literal["qemu", "kvm"] = "qemu"
+    pool_path: str = Field(default="/var/lib/libvirt/onepane", pattern=r"^/[\w./-]+$",
+                           description="the directory on every host that holds onepane's disks")
+    stop_timeout: float = Field(default=30.0, gt=0, le=600)
+    migration_bandwidth: int = Field(default=64, ge=1, le=100_000, description="MiB/s")
+    migration_downtime_ms: int = Field(default=100, ge=1, le=60_000)
+    max_parallel_moves: int = Field(default=2, ge=1, le=16,
+                                    description="live moves at once when a host is emptied")
+    route_guests: bool = Field(default=True, description="route each guest's /32 from "
+                               "onepane's machine via its host (off where the network does it)")
+
+
+def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
+    try:
+        opts = HostsOptions.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"location {location}: options.{where}: {first['msg']}",
+                           field=f"options.{where}") from exc
+    names = [h.name for h in opts.hosts]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"location {location}: options.hosts: names must differ", field="options.hosts")
+    return opts
+
+
+_events_started = threading.Lock()
+_events_running = False
+
+
+def _event_loop() -> None:
+    """libvirt's keepalive needs an event loop in the client; one thread for the process."""
+    global _events_running
+    with _events_started:
+        if _events_running:
+            return
+        lv = _libvirt()
+        lv.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                lv.virEventRunDefaultImpl()
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _events_running = True
+
+
+class HostsProvider(Provider):
+    capabilities = Capabilities.all_but(
+        resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
+        firewall="security groups are not enforced at VM locations yet (netns locations do)",
+        attach_network="a VM's interface is chosen when it is created (onepane does not "
+                       "hot-plug NICs)",
+        app_images="a VM data center boots disk images; app images run in process data "
+                   "centers",
+        volumes="volumes on remote hosts are not built yet (a VM's extra disks are: disks=)",
+        snapshots="volumes on remote hosts are not built yet",
+        capture_image="reading a disk back from a remote host is not built yet",
+        cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
+            "location onepane runs, or a host's link in the lab)")
+    disk_formats = ("qcow2", "raw")
+
+    def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
+        super().__init__(location)
+        self.options = hosts_options(location, options or {})
+        self.root = state_dir / "locations" / location
+        self.addresses = guestnet.AddressBook(state_dir)
+        self._conns: dict[str, Any] = {}
+        self._down: dict[str, str] = {}  # host -> why it does not answer
+        self._lock = threading.RLock()
+        self._host_locks = {h.name: threading.Lock() for h in self.options.hosts}
+        # instance -> (host, vCPUs, MiB) of a move in flight: not defined at its destination
+        # yet, so placement would not count it without this
+        self._reserved: dict[str, tuple[str, int, int]] = {}
+
+    # ---- hosts -------------------------------------------------------------------------------
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "vm-images"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "hosts.json"
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.options.hosts:
+            if h.name == name:
+                return h
+        raise NotFound(f"no host {name!r} in location {self.location} (hosts: "
+                       f"{', '.join(h.name for h in self.options.hosts)})", field="host")
+
+    def add_host(self, spec: HostSpec) -> None:
+        """A new host: it must answer (its pool is made) before it is listed."""
+        with self._lock:
+            if any(h.name == spec.name for h in self.options.hosts):
+                raise Conflict(f"location {self.location} already has a host {spec.name}",
+                               field="name")
+            self.options.hosts.append(spec)
+            self._host_locks[spec.name] = threading.Lock()
+            try:
+                self._pool(spec.name)
+            except OnepaneError:
+                self.options.hosts.remove(spec)
+                self._down.pop(spec.name, None)
+                raise
+
+    def remove_host(self, name: str) -> None:
+        """Only an empty host leaves (empty it with maintenance first)."""
+        with self._lock:
+            spec = self.host(name)
+            if len(self.options.hosts) == 1:
+                raise Conflict(f"{name} is the last host of {self.location}", field="host")
+            mine: list[str] = []
+            with contextlib.suppress(OnepaneError):  # a dead host may go: it holds nothing
+                mine = [d.name() for d in self._domains(name)
+                        if read_metadata(d.XMLDesc(0)) is not None]
+            if mine:
+                raise Conflict(f"host {name} still holds {', '.join(mine)}; empty it first "
+                               f"(onepane hosts maintenance {self.location} {name})",
+                               field="host")
+            self.options.hosts.remove(spec)
+            self._down.pop(name, None)
+            with contextlib.suppress(Exception):
+                self._conns.pop(name).close()
+            self._forget_host_state(name)
+
+    def _forget_host_state(self, name: str) -> None:
+        table = atomic.read_table(self.state_file, "host states")
+        if table.pop(name, None) is not None:
+            atomic.write_json(self.state_file, table)
+
+    def maintenance(self) -> set[str]:
+        """Hosts in maintenance: host -> {"since": wall time} in the location's hosts.json."""
+        return set(atomic.read_table(self.state_file, "host states"))
+
+    def set_maintenance(self, name: str, on: bool) -> None:
+        self.host(name)
+        with self._lock:
+            table = atomic.read_table(self.state_file, "host states")
+            if on:
+                table.setdefault(name, {"since": time.time()})
+            else:
+                table.pop(name, None)
+            atomic.write_json(self.state_file, table)
+
+    def conn(self, name: str) -> Any:
+        """The host's connection, opened (with keepalive) when it is not alive."""
+        spec = self.host(name)
+        lv = _libvirt()
+        with self._host_locks[name]:
+            c = self._conns.get(name)
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    if c.isAlive():
+                        return c
+            _event_loop()
+            try:
+                c = lv.open(spec.uri)
+                c.setKeepAlive(KEEPALIVE_S, KEEPALIVE_COUNT)
+            except lv.libvirtError as exc:
+                self._down[name] = str(exc)
+                raise TransientProviderError(f"host {name} of {self.location} does not answer: "
+                                             f"{exc}") from exc
+            self._conns[name] = c
+            self._down.pop(name, None)
+            return c
+
+    def _up_hosts(self) -> list[str]:
+        up = []
+        for h in self.options.hosts:
+            with contextlib.suppress(OnepaneError):
+                self.conn(h.name)
+                up.append(h.name)
+        return up
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Each host as an operator sees it: state, capacity, what is committed, its VMs."""
+        maint = self.maintenance()
+        out = []
+        for h in self.options.hosts:
+            row: dict[str, Any] = {"name": h.name, "uri": h.uri, "state": "unreachable",
+                                   "maintenance": h.name in maint}
+            try:
+                load = self._load(h.name, maint)
+            except OnepaneError as exc:
+                row["error"] = exc.detail
+                out.append(row)
+                continue
+            row.update(state="maintenance" if h.name in maint else "up", cpus=load.cpus,
+                       memory_mb=load.memory_mb, committed_vcpus=load.committed_vcpus,
+                       committed_mb=load.committed_mb, free_mb=load.free_mb, vms=load.vms,
+                       instances=sorted(
+                           str((read_metadata(d.XMLDesc(0)) or {}).get("id") or d.name())
+                           for d in self._domains(h.name)
+                           if read_metadata(d.XMLDesc(0)) is not None))
+            out.append(row)
+        return out
+
+    def _load(self, name: str, maint: set[str], deployment: str | None = None) -> HostLoad:
+        c = self.conn(name)
+        lv = _libvirt()
+        try:
+            info = c.getInfo()
+            vcpus = mem = vms = same = 0
+            for dom in c.listAllDomains():
+                meta = read_metadata(dom.XMLDesc(0))
+                if meta is None:
+                    continue
+                vms += 1
+                st = dom.info()  # state, max memory KiB, memory, vCPUs, cpu time
+                mem += st[1] // 1024
+                vcpus += st[3]
+                if deployment and (meta.get("tags") or {}).get("onepane:deployment") == deployment:
+                    same += 1
+        except lv.libvirtError as exc:
+            raise translate(exc) from exc
+        for host, r_cpus, r_mb in list(self._reserved.values()):
+            if host == name:
+                vcpus, mem = vcpus + r_cpus, mem + r_mb
+        return HostLoad(name=name, up=True, maintenance=name in maint, cpus=int(info[2]),
+                        memory_mb=int(info[1]), committed_vcpus=vcpus, committed_mb=mem, vms=vms,
+                        same_deployment=same)
+
+    def _loads(self, deployment: str | None = None) -> list[HostLoad]:
+        maint = self.maintenance()
+        loads = []
+        for h in self.options.hosts:
+            try:
+                loads.append(self._load(h.name, maint, deployment))
+            except OnepaneError:
+                loads.append(HostLoad(h.name, False, h.name in maint, 0, 0, 0, 0, 0))
+        return loads
+
+    def place(self, size: str, deployment: str | None = None,
+              exclude: frozenset[str] = frozenset()) -> str:
+        vcpus, memory = SIZES[size]
+        try:
+            return choose(self._loads(deployment), vcpus, memory, exclude)
+        except NoRoom as exc:
+            raise Conflict(f"location {self.location}: {exc}", field="location") from exc
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        for name in self._up_hosts():
+            with contextlib.suppress(OnepaneError):
+                self._pool(name)
+                self._route_running(name)
+        # a move onepane died in the middle of: the running copy stays, a paused one goes
+        with contextlib.suppress(OnepaneError):
+            self.recovered += self.reconcile_copies()
+
+    def problems(self) -> list[str]:
+        return [f"host {h} does not answer: {why}" for h, why in sorted(self._down.items())]
+
+    def check(self) -> None:
+        if not self._up_hosts():
+            raise TransientProviderError(f"no host of {self.location} answers: "
+                                         + "; ".join(self.problems()))
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._conns.values():
+                with contextlib.suppress(Exception):
+                    c.close()
+            self._conns.clear()
+
+    def teardown(self) -> None:
+        with contextlib.suppress(OnepaneError):
+            for inst in self.list_instances():
+                with contextlib.suppress(OnepaneError):
+                    self.destroy_instance(inst.provider_id)
+        self.close()
+
+    # ---- instances ---------------------------------------------------------------------------
+
+    def validate(self, image: str, size: str) -> None:
+        super().validate(image, size)
+        self._image_path(image)
+
+    def list_instances(self) -> list[ObservedInstance]:
+        found: dict[str, ObservedInstance] = {}
+        for name in self._up_hosts():
+            for dom in self._domains(name):
+                with contextlib.suppress(Exception):
+                    obs = observe_domain(dom, {HOST_TAG: name})
+                    if obs is None:
+                        continue
+                    # two copies (a move cut short): the one that runs is the instance
+                    if obs.provider_id not in found or _running(dom):
+                        found[obs.provider_id] = obs
+        return list(found.values())
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        with self._lock:
+            located = self._locate(spec.onepane_id)
+            if located is not None:  # a retry of a create that already happened
+                host, dom = located
+                if not dom.isActive():
+                    self._start(host, dom)
+                return self._observed(host, dom)
+            base = self._image_path(spec.image)
+            if spec.size not in SIZES:
+                raise InvalidInput(f"unknown size {spec.size!r}; this location offers "
+                                   f"{', '.join(SIZES)}", field="size")
+            if len(spec.disks) > len(DISK_TARGETS) - 1:
+                raise InvalidInput("a VM takes up to 15 extra disks", field="disks")
+            host = self.place(spec.size, spec.tags.get("onepane:deployment"))
+            try:
+                xml = self._define(host, spec, base)
+                with self._errors():
+                    dom = self.conn(host).defineXML(xml)
+                self._start(host, dom)
+            except Exception:
+                self._forget(host, spec.onepane_id)
+                raise
+            return self._observed(host, dom)
+
+    def start_instance(self, provider_id: str) -> None:
+        host, dom = self._located(provider_id)
+        with self._errors():
+            if not dom.isActive():
+                self._start(host, dom)
+            elif dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
+                dom.resume()
+
+    def stop_instance(self, provider_id: str) -> None:
+        _, dom = self._located(provider_id)
+        with self._errors():
+            stop_domain(dom, self.options.stop_timeout)
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self.stop_instance(provider_id)
+        self.start_instance(provider_id)
+
+    def suspend_instance(self, provider_id: str) -> None:
+        _, dom = self._located(provider_id)
+        with self._errors():
+            if not dom.isActive():
+                raise Conflict(f"instance {provider_id} is not running; cannot suspend it",
+                               field="state")
+            if dom.state()[0] != _libvirt().VIR_DOMAIN_PAUSED:
+                dom.suspend()
+
+    def resume_instance(self, provider_id: str) -> None:
+        _, dom = self._located(provider_id)
+        with self._errors():
+            if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
+                dom.resume()
+
+    def destroy_instance(self, provider_id: str) -> None:
+        lv = _libvirt()
+        with self._lock:
+            for name in self._up_hosts():  # every copy, wherever a move left one
+                dom = self._find(name, provider_id)
+                if dom is None:
+                    continue
+                with self._errors():
+                    if dom.isActive():
+                        with contextlib.suppress(lv.libvirtError):
+                            dom.destroy()
+                    with contextlib.suppress(lv.libvirtError):
+                        dom.undefine()
+                self._forget(name, provider_id)
+
+    def kill_instance(self, provider_id: str) -> None:
+        _, dom = self._located(provider_id)
+        with self._errors():
+            dom.destroy()
+
+    def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
+        host, _ = self._located(provider_id)
+        data = self._download(host, f"{provider_id}-console.log", max_bytes)
+        return data.decode(errors="replace")
+
+    # ---- live moves --------------------------------------------------------------------------
+
+    def live_migrate(self, provider_id: str, target: Provider, bound_s: float,
+                     on_phase: Phase) -> ObservedInstance:
+        if not isinstance(target, HostsProvider):
+            raise InvalidInput(f"{target.location} is not a vm location of hosts; a running VM "
+                               "moves only between locations of the same kind", field="to")
+        src, dom = self._located(provider_id)
+        meta = read_metadata(dom.XMLDesc(0)) or {}
+        dst = target.place(str(meta.get("size", "vm.small")),
+                           (meta.get("tags") or {}).get("onepane:deployment"))
+        return self.move(provider_id, src, target, dst, bound_s, on_phase)
+
+    def evacuate(self, host: str, bound_s: float = 300.0,
+                 on_move: Callable[[str, str, dict[str, Any]], None] = lambda *a: None
+                 ) -> dict[str, Any]:
+        """Maintenance: no new VM goes to `host`, and every VM running there moves live to
+        another host (at most max_parallel_moves at once). Returns what moved and what did not."""
+        self.set_maintenance(host, True)
+        todo = [d.name() for d in self._domains(host)
+                if read_metadata(d.XMLDesc(0)) is not None and d.isActive()]
+        moved: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        place_lock = threading.Lock()
+
+        def one(instance: str) -> None:
+            try:
+                with place_lock:  # two moves must not both count the same free memory
+                    dom = self._find(host, instance)
+                    if dom is None:
+                        return  # gone meanwhile (destroyed): nothing to move
+                    meta = read_metadata(dom.XMLDesc(0)) or {}
+                    dst = self.place(str(meta.get("size", "vm.small")),
+                                     (meta.get("tags") or {}).get("onepane:deployment"),
+                                     exclude=frozenset({host}))
+                    cpus, mb = SIZES.get(str(meta.get("size")), SIZES["vm.small"])
+                    self._reserved[instance] = (dst, cpus, mb)
+                phases: dict[str, Any] = {}
+                self.move(instance, host, self, dst, bound_s,
+                          lambda phase, s, data: phases.update({phase: {"seconds": s, **data}}))
+                moved[instance] = dst
+                on_move(instance, dst, phases)
+            except OnepaneError as exc:
+                failed[instance] = exc.detail
+                on_move(instance, "", {"error": exc.detail})
+            finally:
+                self._reserved.pop(instance, None)
+
+        with ThreadPoolExecutor(self.options.max_parallel_moves) as pool:
+            list(pool.map(one, todo))
+        left = [d.name() for d in self._domains(host)
+                if read_metadata(d.XMLDesc(0)) is not None and d.isActive()]
+        return {"host": host, "moved": moved, "failed": failed, "still_running": left}
+
+    def move(self, instance: str, src: str, target: HostsProvider, dst: str, bound_s: float,
+             on_phase: Phase) -> ObservedInstance:
+        """A live move of `instance` from host `src` (here) to host `dst` of `target`."""
+        lv = _libvirt()
+        if target is self and src == dst:
+            raise InvalidInput(f"{instance} already runs on {src}", field="to")
+        dom = self._find(src, instance)
+        if dom is None or not dom.isActive():
+            there = target._find(dst, instance)
+            if there is not None and _running(there):  # an earlier attempt got there
+                target._route(dst, instance)
+                return target._observed(dst, there)
+            raise Conflict(f"instance {instance} is not running on {src}; only a running VM "
+                           "moves live", field="instance")
+        xml = dom.XMLDesc(lv.VIR_DOMAIN_XML_MIGRATABLE)
+        meta = read_metadata(xml) or {}
+        target.conn(dst)  # fails early, with its reason, when the destination is down
+        t0 = time.monotonic()
+        try:
+            target._pool(dst)
+            self._prepare(src, target, dst, instance, xml)
+            dest_xml = xml.replace(self.options.pool_path, target.options.pool_path)
+            params = {lv.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(disk_paths(xml)),
+                      lv.VIR_MIGRATE_PARAM_BANDWIDTH: self.options.migration_bandwidth,
+                      lv.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+            with contextlib.suppress(lv.libvirtError):
+                dom.migrateSetMaxDowntime(self.options.migration_downtime_ms, 0)
+            flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER
+                     | lv.VIR_MIGRATE_NON_SHARED_DISK | lv.VIR_MIGRATE_PERSIST_DEST)
+            watch = Watch(dom, t0, bound_s, on_phase)
+            switch = Switch(lambda: lv.open(target.host(dst).uri), instance,
+                            lambda: target._route(dst, instance, meta))
+            watch.start()
+            switch.start()
+            try:
+                dom.migrateToURI3(target.host(dst).uri, params, flags)
+            except lv.libvirtError as exc:
+                watch.stop()
+                switch.stop()
+                if _running(dom):
+                    self._route(src, instance, meta)  # the source runs it: traffic back there
+                if watch.aborted:
+                    raise Conflict(f"the move of {instance} did not converge within "
+                                   f"{bound_s:.0f} s and was cancelled; it keeps running on "
+                                   f"{src} ({watch.summary()})", field="to") from exc
+                raise translate(exc) from exc
+            watch.stop()
+            switch.stop()
+        except BaseException:
+            target._clean_after_failed_move(dst, instance, source_runs=_running(dom))
+            raise
+        moved = target._find(dst, instance)
+        if moved is None:
+            raise PermanentProviderError(f"{instance} is not on {dst} after its move")
+        if switch.switched is None:
+            target._route(dst, instance, meta)
+            switch.resumed = switch.switched = time.monotonic()
+        resumed, switched = switch.resumed or switch.switched, switch.switched
+        stats = completed_stats(dom)
+        on_phase("memory", resumed - watch.memory_started, {
+            "memory_iterations": stats.get("memory_iteration"),
+            "memory_bytes": stats.get("memory_processed")})
+        downtime = stats.get("downtime")
+        on_phase("switchover", (downtime or 0) / 1000, {
+            "downtime_ms": downtime, "route_switched_ms": round(1000 * (switched - resumed), 1),
+            "disk_bytes": stats.get("disk_processed"), "total_ms": round(1000 * (switched - t0)),
+            "from_host": src, "to_host": dst})
+        # the running copy is confirmed: only now does the source's leftover go
+        with contextlib.suppress(lv.libvirtError):
+            if not dom.isActive():
+                dom.undefine()
+        self._delete_volumes(src, instance)
+        return target._observed(dst, moved)
+
+    def reconcile_copies(self) -> list[str]:
+        """After a crash in the middle of a move: where a guest is defined on several hosts,
+        keep the one that runs, route to it, and remove the others — only when exactly one
+        runs (two running copies are reported, never resolved by guessing)."""
+        lv = _libvirt()
+        seen: dict[str, list[tuple[str, Any]]] = {}
+        for name in self._up_hosts():
+            for dom in self._domains(name):
+                if read_metadata(dom.XMLDesc(0)) is not None:
+                    seen.setdefault(dom.name(), []).append((name, dom))
+        said = []
+        for instance, copies in seen.items():
+            if len(copies) < 2:
+                continue
+            running = [(h, d) for h, d in copies if _running(d)]
+            if len(running) != 1:
+                said.append(f"{instance}: {len(running)} running copies on "
+                            f"{', '.join(h for h, _ in copies)}; left as they are")
+                continue
+            keep, _ = running[0]
+            self._route(keep, instance)
+            for h, d in copies:
+                if h == keep:
+                    continue
+                with contextlib.suppress(lv.libvirtError):
+                    if d.isActive():
+                        d.destroy()  # paused mid-move: the other copy is the live one
+                    d.undefine()
+                self._delete_volumes(h, instance)
+                said.append(f"{instance}: runs on {keep}; removed its leftover on {h}")
+        return said
+
+    # ---- catalog -----------------------------------------------------------------------------
+
+    def list_images(self) -> list[ObservedImage]:
+        return [ObservedImage(provider_id=p.name, name=p.stem, extra={"kind": "disk",
+                                                                      "format": p.suffix[1:]})
+                for p in sorted(self.images_dir.glob("*"))
+                if p.suffix[1:] in self.disk_formats and not p.name.startswith(".")]
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize(provider_id=k, cpu=c, memory_mb=m) for k, (c, m) in SIZES.items()]
+
+    def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
+                    progress: Callable[[float], None]) -> str:
+        return copy.into_store(self.images_dir, image_id, path, fmt, sha256, progress)
+
+    def list_networks(self) -> list[ObservedNetwork]:
+        return [ObservedNetwork(provider_id="guest", name="guest",
+                                cidr=str(guestnet.GUEST_NET))]
+
+    def create_network(self, name: str, cidr: str) -> ObservedNetwork:
+        raise Conflict(f"location {self.location} has one guest network ({guestnet.GUEST_NET})",
+                       field="cidr")
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        lv = _libvirt()
+        try:
+            yield
+        except lv.libvirtError as exc:
+            raise translate(exc) from exc
+
+    def _domains(self, host: str) -> list[Any]:
+        with self._errors():
+            return list(self.conn(host).listAllDomains())
+
+    def _find(self, host: str, instance: str) -> Any | None:
+        lv = _libvirt()
+        try:
+            return self.conn(host).lookupByName(instance)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(exc) from exc
+
+    def _locate(self, instance: str) -> tuple[str, Any] | None:
+        """The host that runs the instance (or holds it stopped), preferring a running copy."""
+        best: tuple[str, Any] | None = None
+        for name in self._up_hosts():
+            dom = self._find(name, instance)
+            if dom is not None and (best is None or _running(dom)):
+                best = (name, dom)
+        return best
+
+    def _located(self, instance: str) -> tuple[str, Any]:
+        if "/" in instance or not instance:
+            raise NotFound(f"no instance {instance!r} at {self.location}")
+        found = self._locate(instance)
+        if found is None:
+            raise NotFound(f"no instance {instance!r} at {self.location}")
+        return found
+
+    def _observed(self, host: str, dom: Any) -> ObservedInstance:
+        with self._errors():
+            obs = observe_domain(dom, {HOST_TAG: host})
+        if obs is None:
+            raise PermanentProviderError(f"domain {dom.name()} has no onepane metadata")
+        return obs
+
+    def _pool(self, host: str) -> Any:
+        lv = _libvirt()
+        c = self.conn(host)
+        with self._errors():
+            try:
+                pool = c.storagePoolLookupByName(POOL)
+            except lv.libvirtError:
+                pool = c.storagePoolDefineXML(
+                    f"<pool type='dir'><name>{POOL}</name><target><path>"
+                    f"{self.options.pool_path}</path></target></pool>", 0)
+                pool.build(0)
+                pool.setAutostart(1)
+            if not pool.isActive():
+                pool.create(0)
+            return pool
+
+    def _vol_path(self, name: str) -> str:
+        return str(PurePosixPath(self.options.pool_path) / name)
+
+    def _image_path(self, image: str) -> Path:
+        path = self.images_dir / image
+        if "/" in image or image.startswith(".") or not path.is_file():
+            names = ", ".join(i.provider_id for i in self.list_images()) or "none"
+            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
+                               "(replicate a catalog image here first)", field="image")
+        return path
+
+    def _ensure_image(self, host: str, image: Path) -> str:
+        """The image's volume on the host, uploaded the first time; returns its path there."""
+        lv = _libvirt()
+        pool = self._pool(host)
+        done = f"{image.name}.ok"
+        with self._errors():
+            try:
+                pool.storageVolLookupByName(done)
+                return self._vol_path(image.name)
+            except lv.libvirtError:
+                pass
+            with contextlib.suppress(lv.libvirtError):  # a half-sent one from a crash
+                pool.storageVolLookupByName(image.name).delete(0)
+            self._upload(host, image.name, image, "raw" if image.suffix == ".raw" else "qcow2")
+            self._upload(host, done, b"", "raw")
+        return self._vol_path(image.name)
+
+    def _upload(self, host: str, name: str, data: bytes | Path, fmt: str = "raw") -> None:
+        lv = _libvirt()
+        c = self.conn(host)
+        pool = self._pool(host)
+        size = len(data) if isinstance(data, bytes) else data.stat().st_size
+        with self._errors():
+            with contextlib.suppress(lv.libvirtError):
+                pool.storageVolLookupByName(name).delete(0)
+            vol = pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>"
+                                 f"{max(size, 1)}</capacity><target><format type='{fmt}'/>"
+                                 "</target></volume>", 0)
+            if size == 0:
+                return
+            stream = c.newStream(0)
+            vol.upload(stream, 0, size, 0)
+            if isinstance(data, bytes):
+                view = memoryview(data)
+                sent = 0
+                while sent < size:
+                    sent += stream.send(view[sent:sent + 262144].tobytes())
+            else:
+                with open(data, "rb") as f:
+                    stream.sendAll(lambda _s, n, fh: fh.read(n), f)
+            stream.finish()
+
+    def _download(self, host: str, name: str, max_bytes: int) -> bytes:
+        lv = _libvirt()
+        c = self.conn(host)
+        pool = self._pool(host)
+        with self._errors():
+            pool.refresh(0)
+            try:
+                vol = pool.storageVolLookupByName(name)
+            except lv.libvirtError:
+                return b""
+            size = vol.info()[1]
+            offset = max(0, size - max_bytes)
+            stream = c.newStream(0)
+            vol.download(stream, offset, size - offset, 0)
+            chunks: list[bytes] = []
+            stream.recvAll(lambda _s, buf, acc: acc.append(bytes(buf)) or len(buf), chunks)
+            stream.finish()
+            return b"".join(chunks)
+
+    def _define(self, host: str, spec: InstanceSpec, base: Path) -> str:
+        image = self._ensure_image(host, base)
+        pool = self._pool(host)
+        address = self.addresses.allocate(spec.onepane_id)
+        cpus, memory = SIZES[spec.size]
+        fmt = "raw" if base.suffix == ".raw" else "qcow2"
+        virtual = _virtual_size(base)
+        root = f"{spec.onepane_id}-disk0.qcow2"
+        with self._errors():
+            pool.createXML(f"<volume><name>{root}</name><capacity unit='bytes'>{virtual}"
+                           "</capacity><target><format type='qcow2'/></target><backingStore>"
+                           f"<path>{image}</path><format type='{fmt}'/></backingStore></volume>", 0)
+            disks = [Disk(Path(self._vol_path(root)))]
+            for n, size in enumerate(spec.disks, start=1):
+                extra = f"{spec.onepane_id}-disk{n}.qcow2"
+                pool.createXML(f"<volume><name>{extra}</name><capacity unit='bytes'>{size}"
+                               "</capacity><target><format type='qcow2'/></target></volume>", 0)
+                disks.append(Disk(Path(self._vol_path(extra)), target=DISK_TARGETS[n]))
+        files = {}
+        if spec.user_data:
+            self._upload(host, f"{spec.onepane_id}-ovf-env.xml", spec.user_data.encode())
+            files["opt/onepane/ovf-env"] = Path(self._vol_path(f"{spec.onepane_id}-ovf-env.xml"))
+        if spec.ssh_keys:
+            keys = "".join(k.strip() + "\n" for k in spec.ssh_keys).encode()
+            self._upload(host, f"{spec.onepane_id}-authorized_keys", keys)
+            files["opt/onepane/ssh-keys"] = Path(self._vol_path(f"{spec.onepane_id}-authorized_keys"))
+        nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
+        nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
+        meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
+                "tags": spec.tags, "address": address}
+        return domain_xml(DomainSpec(
+            name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
+            console_log=Path(self._vol_path(f"{spec.onepane_id}-console.log")),
+            accel=self.options.accel,
+            firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
+                                                f"{guestnet.GATEWAY}"},
+            firmware_files=files, metadata=meta))
+
+    def _start(self, host: str, dom: Any) -> None:
+        with self._errors():
+            dom.create()
+        self._route(host, dom.name())
+
+    def _route(self, host: str, instance: str, meta: dict[str, Any] | None = None) -> None:
+        """Send onepane's machine's traffic for the guest to the host that runs it."""
+        if not self.options.route_guests:
+            return
+        address = (meta or {}).get("address") or self.addresses.get(instance)
+        if address:
+            spec = self.host(host)
+            via = spec.route_via or urlsplit(spec.uri).hostname or ""
+            ip("route", "replace", f"{address}/32", "via", via)
+
+    def _route_running(self, host: str) -> None:
+        for dom in self._domains(host):
+            with contextlib.suppress(Exception):
+                meta = read_metadata(dom.XMLDesc(0))
+                if meta and _running(dom):
+                    self._route(host, dom.name(), meta)
+
+    def _prepare(self, src: str, target: HostsProvider, dst: str, instance: str,
+                 xml: str) -> None:
+        """Empty disks of the same sizes at the destination (the mirror fills them) and the
+        instance's small files (its OVF environment, its keys), copied host to host."""
+        src_pool, dst_pool = self._pool(src), target._pool(dst)
+        lv = _libvirt()
+        with self._errors():
+            for path in disk_paths(xml).values():
+                name = path.name
+                capacity = src_pool.storageVolLookupByName(name).info()[1]
+                with contextlib.suppress(lv.libvirtError):
+                    dst_pool.storageVolLookupByName(name).delete(0)
+                dst_pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>"
+                                   f"{capacity}</capacity><target><format type='qcow2'/>"
+                                   "</target></volume>", 0)
+            for suffix in ("ovf-env.xml", "authorized_keys"):
+                data = self._download(src, f"{instance}-{suffix}", 1 << 20)
+                if data:
+                    target._upload(dst, f"{instance}-{suffix}", data)
+
+    def _clean_after_failed_move(self, host: str, instance: str, source_runs: bool) -> None:
+        """Remove what a failed move left at its destination — only while the source still
+        runs the guest: the destination may otherwise hold the only running copy."""
+        if not source_runs:
+            return
+        lv = _libvirt()
+        with contextlib.suppress(Exception):
+            dom = self._find(host, instance)
+            if dom is not None:
+                with contextlib.suppress(lv.libvirtError):
+                    dom.destroy()
+                with contextlib.suppress(lv.libvirtError):
+                    dom.undefine()
+            self._delete_volumes(host, instance)
+
+    def _delete_volumes(self, host: str, instance: str) -> None:
+        lv = _libvirt()
+        with contextlib.suppress(OnepaneError, lv.libvirtError):
+            pool = self._pool(host)
+            pool.refresh(0)
+            for name in pool.listVolumes():
+                if name.startswith(f"{instance}-"):
+                    with contextlib.suppress(lv.libvirtError):
+                        pool.storageVolLookupByName(name).delete(0)
+
+    def _forget(self, host: str, instance: str) -> None:
+        self._delete_volumes(host, instance)
+        if self._locate(instance) is None:
+            address = self.addresses.get(instance)
+            if address:
+                if self.options.route_guests:
+                    ip("route", "del", f"{address}/32", check=False)
+                self.addresses.release(instance)
+
+
+def _running(dom: Any) -> bool:
+    """Running, or paused by its user (not paused half-way through a move)."""
+    lv = _libvirt()
+    with contextlib.suppress(lv.libvirtError):
+        state, reason = dom.state()
+        return bool(state in (lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_BLOCKED)
+                    or (state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER))
+    return False
+
+
+def _virtual_size(image: Path) -> int:
+    proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PermanentProviderError(f"qemu-img info {image.name}: {proc.stderr.strip()}")
+    return int(json.loads(proc.stdout)["virtual-size"])

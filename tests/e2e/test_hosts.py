@@ -1,0 +1,129 @@
+"""A vm location of three hypervisor hosts that onepane reaches only over TCP (issue 28).
+
+Each host is a namespace with its own mount namespace, its own libvirtd listening on TCP and its
+own disks (onepane.providers.vm.hostlab). Through a real `onepane up` and its CLI: a deployment's
+two replicas land on two hosts and a VM of no deployment on the third (placement); the host of
+one replica is emptied for maintenance under HTTP load through the data plane, with one long
+response open across the move: no request fails, the response completes, the host is left empty
+and takes nothing new; a host that still holds VMs cannot be removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onepane.providers.vm.hostlab import LabHost, host_lab
+from tests.conftest import Server
+from tests.e2e.test_cli import cli
+from tests.e2e.test_vm import Load, Stream, http_get
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.root
+HOSTS = {"h1": 214, "h2": 215, "h3": 216}
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> Any:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[list[LabHost]]:
+    with host_lab(HOSTS) as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def server(hosts: list[LabHost], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in hosts)
+    config = f'sync_interval = 0.5\n[locations.dc-h]\nprovider = "vm"\noptions = {{ hosts = [{spec}] }}\n'
+    server = Server(tmp_path_factory.mktemp("hoststate"), config)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def host_rows(server: Server) -> dict[str, dict[str, Any]]:
+    return {h["name"]: h for h in ok(cli(server, "-o", "json", "hosts", "list", "dc-h"))}
+
+
+def host_of(server: Server, instance: str) -> str | None:
+    return next((h for h, row in host_rows(server).items()
+                 if instance in row.get("instances", [])), None)
+
+
+def instances(server: Server, *args: str) -> list[dict[str, Any]]:
+    return list(ok(cli(server, "-o", "json", "instances", "list", *args)))
+
+
+def test_placement_and_a_maintenance_evacuation_under_load(server: Server, guest_disk: Path,
+                                                          tmp_path: Path) -> None:
+    assert {h["state"] for h in host_rows(server).values()} == {"up"}
+    img = ok(cli(server, "-o", "json", "images", "import", str(guest_disk), "--name", "guest"))
+    ok(cli(server, "images", "replicate", img["id"], "--to", "dc-h"))
+    spec = tmp_path / "web.yaml"
+    spec.write_text(f"name: web-h\nimage: {img['id']}\nsize: vm.tiny\nreplicas: {{dc-h: 2}}\n"
+                    "health: {path: /, interval: 0.5, timeout: 1.0}\nattempt_timeout: 30\n")
+    ok(cli(server, "deployments", "apply", "-f", str(spec)))
+
+    def serving() -> dict[str, Any] | None:
+        dep = ok(cli(server, "-o", "json", "deployments", "show", "web-h"))
+        where = (dep["status"].get("locations") or {}).get("dc-h", {})
+        return dep if where.get("healthy") == 2 else None
+    dep = wait_for(serving, 240, what="both replicas serving")
+
+    # placement: the deployment's replicas on two hosts, a VM of no deployment on the third
+    replicas = instances(server, "--tag", "onepane:deployment=web-h")
+    on = {host_of(server, i["id"]) for i in replicas}
+    assert len(on) == 2, replicas
+    (empty,) = set(HOSTS) - on
+    assert host_rows(server)[empty]["vms"] == 0
+    solo = ok(cli(server, "-o", "json", "instances", "create", "solo", "--location", "dc-h",
+                  "--image", img["id"], "--size", "vm.tiny", "--wait"))
+    assert host_of(server, solo["target"]) == empty
+    ok(cli(server, "instances", "destroy", solo["target"], "--wait"))
+
+    # maintenance of one replica's host, under load, with a long response open across it
+    victim = host_of(server, replicas[0]["id"])
+    assert victim is not None
+    host, port = dep["listen"].rsplit(":", 1)
+    load, stream = Load(f"http://{dep['listen']}/"), Stream(host, int(port), 80)
+    load.start()
+    stream.start()
+    wait_for(lambda: load.ok >= 20, 30, what="load flowing")
+    r = cli(server, "hosts", "maintenance", "dc-h", victim)
+    assert r.returncode == 0, r.stderr
+    assert replicas[0]["id"] in r.stdout  # the timeline names the moved VM
+    wait_for(lambda: load.ok >= 60, 30, what="load after the evacuation")
+    load.stop.set()
+    load.join(15)
+    stream.join(30)
+    assert load.failed == [], load.failed[:5]
+    assert stream.error is None and stream.body.rstrip().endswith("end"), stream.error
+
+    rows = host_rows(server)
+    assert rows[victim]["state"] == "maintenance" and rows[victim]["vms"] == 0
+    assert host_of(server, replicas[0]["id"]) not in (None, victim)
+    moved = next(i for i in instances(server, "--tag", "onepane:deployment=web-h")
+                 if i["id"] == replicas[0]["id"])
+    assert moved["state"] == "running" and moved["addresses"] == replicas[0]["addresses"]
+    assert http_get(f"http://{moved['addresses'][0]}/", 5) is not None  # same address, answering
+    kinds = [e["kind"] for e in ok(cli(server, "-o", "json", "events", "--kind", "host.",
+                                       "--limit", "20"))]
+    assert "host.moved" in kinds and "host.empty" in kinds
+
+    # a host that holds VMs cannot leave; one in maintenance takes VMs again once activated
+    keeper = next(h for h in on if h not in (None, victim))
+    r = cli(server, "hosts", "remove", "dc-h", keeper)
+    assert r.returncode != 0 and "empty it first" in " ".join(r.stderr.split())
+    ok(cli(server, "hosts", "activate", "dc-h", victim))
+    assert host_rows(server)[victim]["state"] == "up"
+    ok(cli(server, "deployments", "delete", "web-h"))
+    wait_for(lambda: not instances(server, "--location", "dc-h"), 60, what="replicas gone")
