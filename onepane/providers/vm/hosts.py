@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ... import atomic
 from ...errors import (
     Conflict,
     InvalidInput,
@@ -76,6 +75,7 @@ from .provider import (
 )
 
 POOL = "onepane"
+MAINTENANCE = ".onepane-maintenance"  # a volume in a host's pool: the host is in maintenance
 HOST_TAG = "onepane:host"  # shown on every instance: the host that runs it
 KEEPALIVE_S, KEEPALIVE_COUNT = 2, 3  # a host that stops answering fails its calls in ~8 s
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -175,10 +175,6 @@ class HostsProvider(Provider):
     def images_dir(self) -> Path:
         return self.root / "vm-images"
 
-    @property
-    def state_file(self) -> Path:
-        return self.root / "hosts.json"
-
     def host(self, name: str) -> HostSpec:
         for h in self.options.hosts:
             if h.name == name:
@@ -219,26 +215,31 @@ class HostsProvider(Provider):
             self._down.pop(name, None)
             with contextlib.suppress(Exception):
                 self._conns.pop(name).close()
-            self._forget_host_state(name)
-
-    def _forget_host_state(self, name: str) -> None:
-        table = atomic.read_table(self.state_file, "host states")
-        if table.pop(name, None) is not None:
-            atomic.write_json(self.state_file, table)
 
     def maintenance(self) -> set[str]:
-        """Hosts in maintenance: host -> {"since": wall time} in the location's hosts.json."""
-        return set(atomic.read_table(self.state_file, "host states"))
+        """Hosts in maintenance. The mark is a volume in the host's own pool (MAINTENANCE), not
+        a file of onepane's: every onepane node that drives the host sees the same."""
+        lv = _libvirt()
+        marked = set()
+        for h in self.options.hosts:
+            with contextlib.suppress(OnepaneError, lv.libvirtError):
+                self._pool(h.name).storageVolLookupByName(MAINTENANCE)
+                marked.add(h.name)
+        return marked
 
     def set_maintenance(self, name: str, on: bool) -> None:
+        lv = _libvirt()
         self.host(name)
-        with self._lock:
-            table = atomic.read_table(self.state_file, "host states")
-            if on:
-                table.setdefault(name, {"since": time.time()})
-            else:
-                table.pop(name, None)
-            atomic.write_json(self.state_file, table)
+        pool = self._pool(name)
+        with self._errors():
+            try:
+                vol = pool.storageVolLookupByName(MAINTENANCE)
+            except lv.libvirtError:
+                vol = None
+            if on and vol is None:
+                self._upload(name, MAINTENANCE, f"maintenance since {time.time():.0f}\n".encode())
+            elif not on and vol is not None:
+                vol.delete(0)
 
     def conn(self, name: str) -> Any:
         """The host's connection, opened (with keepalive) when it is not alive."""
