@@ -87,8 +87,9 @@ def main() -> None:
         subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(guest)], check=True,
                        capture_output=True)
         disk = guest / "guest.qcow2"
-        with host_lab(HOSTS) as hosts:
-            p = HostsProvider("bench-hosts", out / "state", {"hosts": [h.spec() for h in hosts]})
+        with host_lab(HOSTS) as lab:  # TLS, as a real data center's hosts speak
+            p = HostsProvider("bench-hosts", out / "state", {"hosts": lab.specs()},
+                              lab.credentials())
             p.setup()
             img = p.import_disk("img-bench", "guest", disk, "qcow2",
                                 hashlib.sha256(disk.read_bytes()).hexdigest(), lambda f: None)

@@ -27,6 +27,7 @@ from ..periodic import Periodic
 from ..policy import engine, passes
 from ..policy.metrics import Metrics
 from ..policy.sla import SlaTracker
+from ..providers.base import Feature
 from ..traffic.dataplane import (
     DataPlane,
     DataPlaneConfig,
@@ -40,13 +41,14 @@ from ..traffic.manager import Decision, decide
 from .frontdoors import GROUP_SUFFIX, SiteFrontDoors
 from .publishing import wanted_answer
 from .service import Deployment, Deployments
-from .spec import DeploymentSpec
+from .spec import DeploymentSpec, HealthCheck
 
 log = logging.getLogger(__name__)
 TAG = "onepane:deployment"
 DEFAULT_ATTEMPT_TIMEOUT = {"builtin": 5.0, "haproxy": 1.5}
 DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.15}
 BROKEN = {InstanceState.error, InstanceState.missing}
+VM_CHECK_TIMEOUT_S = 2.0
 
 
 class Reconciler:
@@ -176,7 +178,7 @@ class Reconciler:
                                  data={"instance": inst.id, "reason": str(inst.state)})
         self.health.set_targets(dep.name, [
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
-                   check=spec.health) for i in running])
+                   check=self._check_for(spec, i.location)) for i in running])
         config = self._apply(dep, spec, decision, up)
         if spec.front_doors == "per-site":
             self.sites.apply(dep.name, spec, config)
@@ -234,7 +236,7 @@ class Reconciler:
             serving=serving,
             replicas=[engine.Replica(i.id, i.location, i.state, checks.get(i.id, 0),
                                      live.cpu.get(i.id) if live else None, self._still_restarting(i.id),
-                                     i.id in ever)
+                                     i.id in ever, self._runs_vms(i.location))
                       for i in instances if i.id not in self._replacing],
             healthy=healthy_at,
             rps=dict(live.rps) if live else {},
@@ -269,6 +271,24 @@ class Reconciler:
                              data={"policy": act.kind, "reason": act.reason,
                                    "instance": act.instance, **act.data})
         return plan
+
+    def _runs_vms(self, location: str) -> bool:
+        """Whether the location's replicas are virtual machines (slow to boot, slower to
+        answer under load when emulated) rather than processes."""
+        try:
+            caps = self.deployments.locations.provider(location).capabilities
+        except OnepaneError:
+            return False
+        return not caps.supports(Feature.app_images)
+
+    def _check_for(self, spec: DeploymentSpec, location: str) -> HealthCheck:
+        """The spec's check; for VMs, a timeout of at least VM_CHECK_TIMEOUT_S unless the spec
+        sets one: a guest that is busy (an emulated one above all) answers in hundreds of
+        milliseconds, and 0.3 s rebooted guests that were merely working (issue 28)."""
+        h = spec.health
+        if "timeout" in h.model_fields_set or not self._runs_vms(location):
+            return h
+        return h.model_copy(update={"timeout": max(h.timeout, VM_CHECK_TIMEOUT_S)})
 
     def _track_sla(self, dep: Deployment, spec: DeploymentSpec, available: bool) -> dict[str, Any]:
         tracker = self._sla.get(dep.name)

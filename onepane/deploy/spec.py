@@ -69,6 +69,10 @@ class FailurePolicy(Strict):
     restart_after: int = Field(default=3, ge=1, le=1000)
     replace_after: int = Field(default=6, ge=1, le=1000)
     max_restarts: int = Field(default=1, ge=0, le=10)
+    boot_grace: float = Field(default=120.0, ge=0, le=3600,
+                              description="seconds a restarted VM (not a process) may fail its "
+                                          "checks while it boots again before they count "
+                                          "towards replacing it; it ends at its first good check")
 
 
 class Autoscale(Strict):

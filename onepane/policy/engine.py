@@ -32,6 +32,7 @@ class Replica:
     cpu_percent: float | None = None
     restarting: bool = False  # a restart the engine asked for is still being carried out
     ever_healthy: bool = True  # has passed a check since it was made
+    slow_boot: bool = False  # a virtual machine: seconds (minutes, emulated) to boot again
 
 
 @dataclass(slots=True)
@@ -150,7 +151,8 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
             # only make another one that fails the same way (the traffic manager handles a
             # location that is down); a crash still counts.
             continue
-        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting)
+        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting,
+                              now, r.slow_boot)
         if fd is not None:
             actions.append(Action(fd.action, fd.reason, r.location, r.id))
     if records:

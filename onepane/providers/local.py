@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,6 +50,7 @@ from .base import (
 from .process_records import DamagedInstance, DamagedRecord, ProcessRecord
 from .volumetable import FileSnapshots, VolumeTable
 
+INSTANCE_PORTS = (20000, 32767)  # where instances listen (below Linux's ephemeral range)
 SIZES: dict[str, tuple[float, int]] = {
     "nano": (0.25, 64),
     "small": (0.5, 256),
@@ -522,7 +524,20 @@ class LocalProvider(FileSnapshots, Provider):
                                 tags=dict(rec.tags), onepane_id=rec.id)
 
     def _free_port(self) -> int:
-        with socket.socket() as s:
+        """A free port *below* the kernel's ephemeral range. A port the kernel hands out for
+        bind(0) can be one a server just let go of while it restarts (onepane's own API under
+        a kill -9 drill saw an instance take its port and answer its clients with 501)."""
+        low = INSTANCE_PORTS[0]
+        with contextlib.suppress(OSError, ValueError):
+            low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        top = min(INSTANCE_PORTS[1], low - 1)
+        rng = random.Random()
+        for _ in range(64):
+            port = rng.randint(INSTANCE_PORTS[0], top)
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind((self.bind_host, port))
+                return port
+        with socket.socket() as s:  # a crowded range: any free port
             s.bind((self.bind_host, 0))
             return int(s.getsockname()[1])
 

@@ -33,7 +33,7 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
         return NetnsProvider(name, state_dir, options)
     if kind == ProviderKind.vm and "hosts" in options:
         from .vm.hosts import HostsProvider
-        return HostsProvider(name, state_dir, options)
+        return HostsProvider(name, state_dir, options, credentials)
     if kind == ProviderKind.vm:
         from .vm.provider import VmProvider
         return VmProvider(name, state_dir, options)

@@ -23,7 +23,7 @@ from onepane.providers.base import Feature, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.registry import build_provider
-from onepane.providers.vm.hostlab import LabHost, host_lab
+from onepane.providers.vm.hostlab import HostLab, host_lab
 from tests.conftest import ec2_location
 from tests.helpers import wait_for
 
@@ -54,9 +54,9 @@ def _vm(tmp: Path, guest_disk: Path, **_: Any) -> Case:
     return Case(p, image, "vm.tiny")
 
 
-def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: list[LabHost], **_: Any) -> Case:
-    p = build_provider("c-vmhosts", "vm", state_dir=tmp, region="", driver=None, credentials={},
-                       options={"hosts": [h.spec() for h in lab_hosts]})
+def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: HostLab, **_: Any) -> Case:
+    p = build_provider("c-vmhosts", "vm", state_dir=tmp, region="", driver=None,
+                       credentials=lab_hosts.credentials(), options={"hosts": lab_hosts.specs()})
     p.setup()
     image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
                           lambda _pct: None)
@@ -90,7 +90,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def lab_hosts() -> Iterator[list[LabHost]]:
+def lab_hosts() -> Iterator[HostLab]:
     """Two hypervisor hosts reached over TCP, for the multi-host vm provider."""
     with host_lab({"ch1": 243, "ch2": 244}) as hosts:
         yield hosts

@@ -1,11 +1,12 @@
-"""A vm location of three hypervisor hosts that onepane reaches only over TCP (issue 28).
+"""A vm location of three hypervisor hosts that onepane reaches only over the network (issue 28).
 
-Each host is a namespace with its own mount namespace, its own libvirtd listening on TCP and its
-own disks (onepane.providers.vm.hostlab). Through a real `onepane up` and its CLI: a deployment's
-two replicas land on two hosts and a VM of no deployment on the third (placement); the host of
-one replica is emptied for maintenance under HTTP load through the data plane, with one long
-response open across the move: no request fails, the response completes, the host is left empty
-and takes nothing new; a host that still holds VMs cannot be removed.
+Each host is a namespace with its own mount namespace, its own libvirtd listening on TLS (with
+certificates the test makes) and its own disks (onepane.providers.vm.hostlab). Through a real
+`onepane up` and its CLI: a deployment's two replicas land on two hosts and a VM of no
+deployment on the third (placement); the host of one replica is emptied for maintenance under
+HTTP load through the data plane, with one long response open across the move: no request
+fails, the response completes, the host is left empty and takes nothing new; a host that still
+holds VMs cannot be removed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from onepane.providers.vm.hostlab import LabHost, host_lab
+from onepane.providers.vm.hostlab import HostLab, host_lab
 from tests.conftest import Server
 from tests.e2e.test_cli import cli
 from tests.e2e.test_vm import Load, Stream, http_get
@@ -34,15 +35,17 @@ def ok(r: subprocess.CompletedProcess[str]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[list[LabHost]]:
-    with host_lab(HOSTS) as hosts:
-        yield hosts
+def hosts() -> Iterator[HostLab]:
+    with host_lab(HOSTS) as lab:  # TLS: onepane's client certificate in the credentials
+        yield lab
 
 
 @pytest.fixture(scope="module")
-def server(hosts: list[LabHost], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in hosts)
-    config = f'sync_interval = 0.5\n[locations.dc-h]\nprovider = "vm"\noptions = {{ hosts = [{spec}] }}\n'
+def server(hosts: HostLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in hosts.hosts)
+    creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in hosts.credentials().items())
+    config = (f'sync_interval = 0.5\n[locations.dc-h]\nprovider = "vm"\n'
+              f"options = {{ hosts = [{spec}] }}\ncredentials = {{ {creds} }}\n")
     server = Server(tmp_path_factory.mktemp("hoststate"), config)
     try:
         yield server

@@ -271,3 +271,27 @@ def test_no_deployment_waits_more_than_max_wait_passes() -> None:
             break
         waited += 1
     assert waited == 2
+
+
+def test_a_restarted_vm_gets_its_boot_before_it_is_replaced() -> None:
+    s = spec(failure={"restart_after": 2, "replace_after": 3, "max_restarts": 1,
+                      "boot_grace": 60})
+    state = engine.PolicyState()
+
+    def kinds(failures: int, now: float, vm: bool = True) -> list[str]:
+        r = [engine.Replica("inst-1", "dc-a", "running", failures, slow_boot=vm)]
+        return [a.kind for a in engine.evaluate(s, obs(replicas=r), state, now,
+                                                 MONDAY_0759).actions]
+    assert kinds(2, 0) == ["restart"]
+    assert kinds(5, 10) == [] and kinds(9, 59) == []  # booting again: not counted
+    assert kinds(10, 61) == []  # the grace is over: failures count from here,
+    assert kinds(12, 62) == ["replace"]  # replace_after of them
+    # one good check after the restart ends the grace: later failures count at once
+    state = engine.PolicyState()
+    assert kinds(2, 0) == ["restart"]
+    assert kinds(0, 5) == []
+    assert kinds(3, 6) == ["replace"]
+    # a process has no grace: replace_after checks after its restart
+    state = engine.PolicyState()
+    assert kinds(2, 0, vm=False) == ["restart"]
+    assert kinds(5, 1, vm=False) == ["replace"]

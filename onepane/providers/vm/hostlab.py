@@ -8,18 +8,30 @@ and logs — what a separate machine looks like to onepane, which talks to it on
 (dcnet's links between location namespaces), which carry live migrations and their disks.
 
 Only QEMU's capability cache is shared between hosts (it is the same everywhere and costs
-seconds to build). auth_tcp is "none": the lab's daemons are reachable only from this machine;
-docs/vm.md says what a real host needs.
+seconds to build). By default the daemons speak TLS (`qemu+tls://`): the lab makes a CA, a
+server certificate per host (its address as subject alternative name), a client certificate per
+host (what it presents when it migrates to another host peer-to-peer) and onepane's client
+certificate, returned as the location's credentials (`credentials()`). `tls=False` gives plain
+TCP with no authentication, reachable only from this machine. docs/vm.md says what a real host
+needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..dcnet import CATCH_ALL, DataCenterNet, ensure_catch_all, ip
 from . import guestnet
@@ -38,7 +50,8 @@ class LabHost:
 
     @property
     def uri(self) -> str:
-        return f"qemu+tcp://{self.address}/system"
+        scheme = "qemu+tls" if self.hypervisor.tls_dir else "qemu+tcp"
+        return f"{scheme}://{self.address}/system"
 
     def spec(self) -> dict[str, str]:
         return {"name": self.name, "uri": self.uri}
@@ -48,11 +61,72 @@ class LabHost:
         self.hypervisor.stop()
 
 
-def start_host(name: str, index: int, root: Path) -> LabHost:
+class LabCA:
+    """A throwaway certificate authority, and the certificates the lab hands out."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "onepane-lab-ca")])
+        self.cert = (self._builder(name, name, self.key.public_key())
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(self.key, hashes.SHA256()))
+
+    @staticmethod
+    def _builder(subject: x509.Name, issuer: x509.Name, public: Any) -> x509.CertificateBuilder:
+        now = datetime.now(UTC)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(public).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=2)))
+
+    def issue(self, common_name: str, ip: str | None = None) -> tuple[str, str]:
+        """(certificate PEM, key PEM): a server's with `ip` as its address, else a client's."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+                          self.cert.subject, key.public_key())
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if ip else ExtendedKeyUsageOID.CLIENT_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), False)
+        if ip:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(ip))]), False)
+        cert = b.sign(self.key, hashes.SHA256())
+        return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+                key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()).decode())
+
+    @property
+    def pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def credentials(self) -> dict[str, str]:
+        """onepane's client certificate, as a location's credentials hold it."""
+        cert, key = self.issue("onepane")
+        return {"tls_ca": self.pem, "tls_cert": cert, "tls_key": key}
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def start_host(name: str, index: int, root: Path, ca: LabCA | None = None) -> LabHost:
     net = DataCenterNet(f"host-{name}", index)
     net.setup()
     guestnet.setup_bridge(net)
-    hv = Hypervisor(f"host-{name}", net.ns, root / name, listen=net.inside)
+    tls_dir = None
+    if ca is not None:
+        tls_dir = root / name / "tls"
+        cert, key = ca.issue(net.inside, ip=net.inside)
+        _write(tls_dir / "servercert.pem", cert)
+        _write(tls_dir / "serverkey.pem", key, 0o600)
+        _write(tls_dir / "cacert.pem", ca.pem)
+        client, client_key = ca.issue(f"onepane-host-{name}")  # for peer-to-peer moves
+        _write(tls_dir / "pki" / "CA" / "cacert.pem", ca.pem)
+        _write(tls_dir / "pki" / "libvirt" / "clientcert.pem", client)
+        _write(tls_dir / "pki" / "libvirt" / "private" / "clientkey.pem", client_key, 0o600)
+    hv = Hypervisor(f"host-{name}", net.ns, root / name, listen=net.inside, tls_dir=tls_dir)
     hv.start()
     return LabHost(name, net, hv)
 
@@ -61,7 +135,7 @@ def stop_host(host: LabHost) -> None:
     """Destroy its domains (through its own socket), stop its daemons, remove its namespace."""
     with contextlib.suppress(Exception):
         from .provider import _libvirt
-        conn = _libvirt().open(host.hypervisor.uri)
+        conn = _libvirt().open(host.hypervisor.uri)  # its UNIX socket: the lab's own way in
         for dom in conn.listAllDomains():
             with contextlib.suppress(Exception):
                 dom.destroy()
@@ -72,17 +146,30 @@ def stop_host(host: LabHost) -> None:
     host.net.teardown()
 
 
+@dataclass
+class HostLab:
+    hosts: list[LabHost]
+    ca: LabCA | None
+
+    def specs(self) -> list[dict[str, str]]:
+        return [h.spec() for h in self.hosts]
+
+    def credentials(self) -> dict[str, str]:
+        return self.ca.credentials() if self.ca else {}
+
+
 @contextlib.contextmanager
-def host_lab(hosts: dict[str, int]) -> Iterator[list[LabHost]]:
+def host_lab(hosts: dict[str, int], tls: bool = True) -> Iterator[HostLab]:
     """name -> index (10.200.<index>.0/24). Needs root, libvirt and QEMU."""
     had = CATCH_ALL in ip("route", "show", "type", "blackhole", check=False).stdout
     ensure_catch_all()
     root = Path(tempfile.mkdtemp(prefix="onepane-hosts-"))
+    ca = LabCA() if tls else None
     started: list[LabHost] = []
     try:
         for name, index in hosts.items():
-            started.append(start_host(name, index, root))
-        yield started
+            started.append(start_host(name, index, root, ca))
+        yield HostLab(started, ca)
     finally:
         for host in started:
             stop_host(host)

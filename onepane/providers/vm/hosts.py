@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,9 +158,18 @@ class HostsProvider(Provider):
             "location onepane runs, or a host's link in the lab)")
     disk_formats = ("qcow2", "raw")
 
-    def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None,
+                 credentials: dict[str, str] | None = None) -> None:
         super().__init__(location)
         self.options = hosts_options(location, options or {})
+        # onepane's TLS client certificate for qemu+tls:// hosts (tls_ca, tls_cert, tls_key,
+        # PEM): kept encrypted with the location's credentials, on disk only while a
+        # connection opens
+        self.tls = {k: v for k, v in (credentials or {}).items()
+                    if k in ("tls_ca", "tls_cert", "tls_key")}
+        if self.tls and len(self.tls) != 3:
+            raise InvalidInput(f"location {location}: TLS credentials need tls_ca, tls_cert and "
+                               "tls_key together", field="credentials")
         self.root = state_dir / "locations" / location
         self.addresses = guestnet.AddressBook(state_dir)
         self._conns: dict[str, Any] = {}
@@ -243,7 +254,7 @@ class HostsProvider(Provider):
 
     def conn(self, name: str) -> Any:
         """The host's connection, opened (with keepalive) when it is not alive."""
-        spec = self.host(name)
+        self.host(name)  # a clear NotFound for a name that is not a host here
         lv = _libvirt()
         with self._host_locks[name]:
             c = self._conns.get(name)
@@ -253,7 +264,7 @@ class HostsProvider(Provider):
                         return c
             _event_loop()
             try:
-                c = lv.open(spec.uri)
+                c = self.open_connection(name)
                 c.setKeepAlive(KEEPALIVE_S, KEEPALIVE_COUNT)
             except lv.libvirtError as exc:
                 self._down[name] = str(exc)
@@ -262,6 +273,24 @@ class HostsProvider(Provider):
             self._conns[name] = c
             self._down.pop(name, None)
             return c
+
+    def open_connection(self, name: str) -> Any:
+        """A new connection to the host. For a qemu+tls:// host with credentials, the client
+        certificate and key are written to a private folder for as long as libvirt reads
+        them (pkipath) and removed at once."""
+        lv = _libvirt()
+        uri = self.host(name).uri
+        if not (self.tls and uri.startswith("qemu+tls://")):
+            return lv.open(uri)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".pki-", dir=self.root) as pki:
+            os.chmod(pki, 0o700)
+            for file, key in (("cacert.pem", "tls_ca"), ("clientcert.pem", "tls_cert"),
+                              ("clientkey.pem", "tls_key")):
+                fd = os.open(Path(pki) / file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(self.tls[key])
+            return lv.open(f"{uri}{'&' if '?' in uri else '?'}pkipath={pki}")
 
     def _up_hosts(self) -> list[str]:
         up = []
@@ -556,7 +585,7 @@ class HostsProvider(Provider):
             flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER
                      | lv.VIR_MIGRATE_NON_SHARED_DISK | lv.VIR_MIGRATE_PERSIST_DEST)
             watch = Watch(dom, t0, bound_s, on_phase)
-            switch = Switch(lambda: lv.open(target.host(dst).uri), instance,
+            switch = Switch(lambda: target.open_connection(dst), instance,
                             lambda: target._route(dst, instance, meta))
             watch.start()
             switch.start()

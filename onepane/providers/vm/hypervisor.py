@@ -51,12 +51,16 @@ class Hypervisor:
     onepane reaches over the network, as in onepane.providers.vm.hostlab); its QEMU then
     takes migrations at that address too."""
 
-    def __init__(self, location: str, namespace: str, root: Path, listen: str | None = None
-                 ) -> None:
+    def __init__(self, location: str, namespace: str, root: Path, listen: str | None = None,
+                 tls_dir: Path | None = None) -> None:
         self.location = location
         self.namespace = namespace
         self.root = root
         self.listen = listen
+        # With `listen`: TLS instead of plain TCP. tls_dir holds the daemon's servercert.pem,
+        # serverkey.pem, cacert.pem, and pki/ (what the daemon presents as a *client* when it
+        # migrates peer-to-peer: mounted over /etc/pki in its mount namespace)
+        self.tls_dir = tls_dir
 
     @property
     def socket_path(self) -> Path:
@@ -90,6 +94,8 @@ class Hypervisor:
         binds = [f"mount --bind {self._dir(key)} {target}" for key, target in PRIVATE_DIRS.items()
                  if key != "cache"]
         binds.append(f"mount --bind {SHARED_CACHE} {PRIVATE_DIRS['cache']}")
+        if self.tls_dir:
+            binds += ["mkdir -p /etc/pki", f"mount --bind {self.tls_dir / 'pki'} /etc/pki"]
         script = "; ".join([
             *(f"mkdir -p {t}" for t in PRIVATE_DIRS.values()), *binds,
             f"/usr/sbin/virtlogd --daemon --pid-file {self.root / 'run' / 'virtlogd.pid'}",
@@ -145,8 +151,15 @@ class Hypervisor:
             # A host's daemon: clients and peers over TCP, QEMU's migration and NBD streams
             # at the same address (without migration_host the destination advertises its
             # host name, which the source cannot resolve).
-            daemon += (f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{self.listen}"\n'
-                       'auth_tcp = "none"\n')
+            daemon += f'listen_addr = "{self.listen}"\n'
+            if self.tls_dir:
+                t = self.tls_dir
+                daemon += (f'listen_tls = 1\nlisten_tcp = 0\nkey_file = "{t / "serverkey.pem"}"\n'
+                           f'cert_file = "{t / "servercert.pem"}"\nca_file = "{t / "cacert.pem"}"\n'
+                           'tls_allowed_dn_list = ["CN=onepane", "CN=onepane-host-*"]\n')
+            else:
+                daemon += 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
+
             qemu += f'migration_address = "{self.listen}"\nmigration_host = "{self.listen}"\n'
         (etc / "libvirtd.conf").write_text(daemon)
         (etc / "qemu.conf").write_text(qemu)
