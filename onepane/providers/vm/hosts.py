@@ -5,10 +5,10 @@ connection URI (`qemu+tcp://`, `qemu+tls://`, `qemu+ssh://`), and onepane reads 
 through that connection — no shared file system, no path of onepane's machine in a domain.
 
 - **Disks live on the hosts**, in a libvirt storage pool (`onepane`, a directory on the host).
-  The location's images stay on onepane's machine (its image store, as the catalog put them)
-  and reach a host by libvirt's volume upload the first time a VM there needs them; the host
-  keeps them (a marker volume says the upload finished). A VM's disk is a qcow2 overlay that
-  the host's libvirt makes on the cached image.
+  A replicated image is uploaded to every host (libvirt's volume upload; a marker volume says
+  the upload finished); a host that missed it gets it, relayed through onepane, when a VM there
+  first needs it. Nothing of a host lives on onepane's machine, so any onepane node drives the
+  same hosts. A VM's disk is a qcow2 overlay that the host's libvirt makes on the image.
 - **Placement** (placement.py): a create goes to the host with room that holds the fewest of its
   deployment's replicas, then the most free memory.
 - **Moves between hosts** are libvirt peer-to-peer live migrations over TCP, disks copied with
@@ -28,10 +28,8 @@ The domain is the record, as in the single-host provider: onepane's metadata in 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -51,7 +49,6 @@ from ...errors import (
     PermanentProviderError,
     TransientProviderError,
 )
-from .. import copy
 from ..base import (
     Capabilities,
     InstanceSpec,
@@ -181,10 +178,6 @@ class HostsProvider(Provider):
         self._reserved: dict[str, tuple[str, int, int]] = {}
 
     # ---- hosts -------------------------------------------------------------------------------
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / "vm-images"
 
     def host(self, name: str) -> HostSpec:
         for h in self.options.hosts:
@@ -369,7 +362,7 @@ class HostsProvider(Provider):
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         for name in self._up_hosts():
             with contextlib.suppress(OnepaneError):
                 self._pool(name)
@@ -404,7 +397,7 @@ class HostsProvider(Provider):
 
     def validate(self, image: str, size: str) -> None:
         super().validate(image, size)
-        self._image_path(image)
+        self._image_known(image)
 
     def list_instances(self) -> list[ObservedInstance]:
         found: dict[str, ObservedInstance] = {}
@@ -427,7 +420,7 @@ class HostsProvider(Provider):
                 if not dom.isActive():
                     self._start(host, dom)
                 return self._observed(host, dom)
-            base = self._image_path(spec.image)
+            self._image_known(spec.image)
             if spec.size not in SIZES:
                 raise InvalidInput(f"unknown size {spec.size!r}; this location offers "
                                    f"{', '.join(SIZES)}", field="size")
@@ -435,7 +428,7 @@ class HostsProvider(Provider):
                 raise InvalidInput("a VM takes up to 15 extra disks", field="disks")
             host = self.place(spec.size, spec.tags.get("onepane:deployment"))
             try:
-                xml = self._define(host, spec, base)
+                xml = self._define(host, spec)
                 with self._errors():
                     dom = self.conn(host).defineXML(xml)
                 self._start(host, dom)
@@ -664,17 +657,38 @@ class HostsProvider(Provider):
     # ---- catalog -----------------------------------------------------------------------------
 
     def list_images(self) -> list[ObservedImage]:
-        return [ObservedImage(provider_id=p.name, name=p.stem, extra={"kind": "disk",
-                                                                      "format": p.suffix[1:]})
-                for p in sorted(self.images_dir.glob("*"))
-                if p.suffix[1:] in self.disk_formats and not p.name.startswith(".")]
+        """The images some host holds whole (its upload marker is there)."""
+        found: dict[str, ObservedImage] = {}
+        for host in self._up_hosts():
+            for name in self._images_on(host):
+                suffix = name.rsplit(".", 1)[-1]
+                found.setdefault(name, ObservedImage(
+                    provider_id=name, name=name.rsplit(".", 1)[0],
+                    extra={"kind": "disk", "format": suffix}))
+        return sorted(found.values(), key=lambda i: i.provider_id)
 
     def list_sizes(self) -> list[ObservedSize]:
         return [ObservedSize(provider_id=k, cpu=c, memory_mb=m) for k, (c, m) in SIZES.items()]
 
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
                     progress: Callable[[float], None]) -> str:
-        return copy.into_store(self.images_dir, image_id, path, fmt, sha256, progress)
+        """Upload the image to every host that answers (a host that does not gets it from
+        another the first time it needs it): the location's images live on its hosts, never
+        on onepane's machine, so every onepane node sees the same."""
+        if fmt not in self.disk_formats:
+            raise InvalidInput(f"{self.location} stores {', '.join(self.disk_formats)} disks, "
+                               f"not {fmt}", field="format")
+        image = f"{image_id}.{fmt}"
+        hosts = self._up_hosts()
+        if not hosts:
+            raise TransientProviderError(f"no host of {self.location} answers: "
+                                         + "; ".join(self.problems()))
+        for n, host in enumerate(hosts):
+            if image not in self._images_on(host):
+                self._upload(host, image, path, fmt)
+                self._upload(host, f"{image}.ok", sha256.encode())
+            progress((n + 1) / len(hosts))
+        return image
 
     def list_networks(self) -> list[ObservedNetwork]:
         return [ObservedNetwork(provider_id="guest", name="guest",
@@ -750,30 +764,42 @@ class HostsProvider(Provider):
     def _vol_path(self, name: str) -> str:
         return str(PurePosixPath(self.options.pool_path) / name)
 
-    def _image_path(self, image: str) -> Path:
-        path = self.images_dir / image
-        if "/" in image or image.startswith(".") or not path.is_file():
+    def _image_known(self, image: str) -> None:
+        if "/" in image or image.startswith(".") or not any(
+                image in self._images_on(h) for h in self._up_hosts()):
             names = ", ".join(i.provider_id for i in self.list_images()) or "none"
             raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
                                "(replicate a catalog image here first)", field="image")
-        return path
 
-    def _ensure_image(self, host: str, image: Path) -> str:
-        """The image's volume on the host, uploaded the first time; returns its path there."""
+    def _images_on(self, host: str) -> set[str]:
         lv = _libvirt()
+        with contextlib.suppress(OnepaneError, lv.libvirtError):
+            pool = self._pool(host)
+            pool.refresh(0)
+            names = set(pool.listVolumes())
+            return {n for n in names if f"{n}.ok" in names}
+        return set()
+
+    def _ensure_image(self, host: str, image: str) -> tuple[str, int]:
+        """The image's path on the host and its virtual size; a host that lacks it gets it
+        from one that has it, relayed through onepane (hosts need not reach each other's
+        storage)."""
+        if image not in self._images_on(host):
+            source = next((h for h in self._up_hosts() if image in self._images_on(h)), None)
+            if source is None:
+                raise InvalidInput(f"unknown image {image!r} at {self.location}", field="image")
+            with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+                copy_path = Path(tmp) / image
+                self._download_to(source, image, copy_path)
+                fmt = image.rsplit(".", 1)[-1]
+                self._upload(host, image, copy_path, "raw" if fmt == "raw" else "qcow2")
+                marker = self._download(source, f"{image}.ok", 1024)
+                self._upload(host, f"{image}.ok", marker or b"ok")
         pool = self._pool(host)
-        done = f"{image.name}.ok"
         with self._errors():
-            try:
-                pool.storageVolLookupByName(done)
-                return self._vol_path(image.name)
-            except lv.libvirtError:
-                pass
-            with contextlib.suppress(lv.libvirtError):  # a half-sent one from a crash
-                pool.storageVolLookupByName(image.name).delete(0)
-            self._upload(host, image.name, image, "raw" if image.suffix == ".raw" else "qcow2")
-            self._upload(host, done, b"", "raw")
-        return self._vol_path(image.name)
+            pool.refresh(0)
+            capacity = int(pool.storageVolLookupByName(image).info()[1])  # the virtual size
+        return self._vol_path(image), capacity
 
     def _upload(self, host: str, name: str, data: bytes | Path, fmt: str = "raw") -> None:
         lv = _libvirt()
@@ -819,13 +845,22 @@ class HostsProvider(Provider):
             stream.finish()
             return b"".join(chunks)
 
-    def _define(self, host: str, spec: InstanceSpec, base: Path) -> str:
-        image = self._ensure_image(host, base)
+    def _download_to(self, host: str, name: str, dest: Path) -> None:
+        c = self.conn(host)
+        pool = self._pool(host)
+        with self._errors(), open(dest, "wb") as f:
+            vol = pool.storageVolLookupByName(name)
+            stream = c.newStream(0)
+            vol.download(stream, 0, 0, 0)  # length 0: all of it
+            stream.recvAll(lambda _s, buf, fh: fh.write(buf), f)
+            stream.finish()
+
+    def _define(self, host: str, spec: InstanceSpec) -> str:
+        image, virtual = self._ensure_image(host, spec.image)
         pool = self._pool(host)
         address = self.addresses.allocate(spec.onepane_id)
         cpus, memory = SIZES[spec.size]
-        fmt = "raw" if base.suffix == ".raw" else "qcow2"
-        virtual = _virtual_size(base)
+        fmt = "raw" if spec.image.endswith(".raw") else "qcow2"
         root = f"{spec.onepane_id}-disk0.qcow2"
         with self._errors():
             pool.createXML(f"<volume><name>{root}</name><capacity unit='bytes'>{virtual}"
@@ -942,11 +977,3 @@ def _running(dom: Any) -> bool:
         return bool(state in (lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_BLOCKED)
                     or (state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER))
     return False
-
-
-def _virtual_size(image: Path) -> int:
-    proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(image)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise PermanentProviderError(f"qemu-img info {image.name}: {proc.stderr.strip()}")
-    return int(json.loads(proc.stdout)["virtual-size"])
