@@ -36,7 +36,12 @@ class LiveMoves:
         self.locations = locations
         self.ops = ops
         self.deployments = deployments
-        runner.register(LIVE_MOVE, self._do_move, repeatable=lambda _p: False)
+        # Run again after a crash: the providers' moves find a VM an earlier attempt already
+        # moved (and route to it), and the bookkeeping below is done once, so a move onepane
+        # died in is finished (or, if libvirt abandoned it, made again) instead of leaving the
+        # VM running where onepane does not look for it.
+        runner.register(LIVE_MOVE, self._do_move,
+                        repeatable=lambda p: p.capabilities.supports(Feature.live_migration))
 
     def start(self, name: str, to: str, bound_s: float = DEFAULT_BOUND_S) -> list[Job]:
         spec = self.deployments.spec(name)
@@ -95,6 +100,9 @@ class LiveMoves:
                                     on_phase)
         with self.events.tx() as s:
             row = s.get(InstanceRow, inst_id)
+            if row is not None and row.location == to:
+                return {"instance": inst_id, "from": source, "to": to, "phases": phases,
+                        "recorded_before": True}  # an earlier attempt recorded it all
             if row is not None:
                 row.location, row.provider_id = to, obs.provider_id
                 row.state, row.addresses, row.ports = obs.state, obs.addresses, obs.ports

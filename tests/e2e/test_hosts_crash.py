@@ -1,10 +1,12 @@
-"""onepane killed (`kill -9`) in each phase of a host evacuation (issue 28).
+"""onepane killed (`kill -9`) in each phase of a host evacuation and of a live move between
+two locations of hosts (issue 28).
 
-A VM serves a deployment from one of two hypervisor hosts reached over TLS; its host is put in
-maintenance through the API, and onepane is killed while the move is in its disk mirror, in its
-memory copy, and right after the destination runs the guest. libvirt finishes or abandons the
-move on its own; the restarted onepane must find the guest running exactly once, route to that
-copy, finish the evacuation (its job resumes), and serve every request after its restart.
+A VM serves a deployment from hypervisor hosts reached over TLS; its host is put in maintenance
+(or the deployment is moved live to another location) through the API, and onepane is killed
+while the move is in its disk mirror, in its memory copy, and right after the destination runs
+the guest. libvirt finishes or abandons the move on its own; the restarted onepane must find the
+guest running exactly once, route to that copy, finish the job (it resumes), record the VM where
+it runs, and serve every request after its restart.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +30,8 @@ from tests.e2e.test_cli import cli
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.root
-HOSTS = {"k1": 219, "k2": 220}
+HOSTS = {"k1": 219, "k2": 220, "k3": 221}
+LOCATIONS = {"dc-k": ("k1", "k2"), "dc-l": ("k3",)}
 PHASES = ("mirror", "memory", "switchover")
 
 
@@ -43,10 +47,14 @@ def lab() -> Iterator[HostLab]:
 
 
 def config(lab: HostLab) -> str:
-    spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in lab.hosts)
     creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in lab.credentials().items())
-    return (f'sync_interval = 0.5\n[locations.dc-k]\nprovider = "vm"\n'
-            f"options = {{ hosts = [{spec}] }}\ncredentials = {{ {creds} }}\n")
+    out = "sync_interval = 0.5\n"
+    for loc, names in LOCATIONS.items():
+        spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in lab.hosts
+                         if h.name in names)
+        out += (f'[locations.{loc}]\nprovider = "vm"\noptions = {{ hosts = [{spec}] }}\n'
+                f"credentials = {{ {creds} }}\n")
+    return out
 
 
 def copies(lab: HostLab, instance: str) -> dict[str, tuple[int, int]]:
@@ -74,8 +82,8 @@ def phase_of(lab: HostLab, host: str, instance: str) -> str | None:
     """Where the move of `instance` off `host` is: its source's job statistics, and whether
     the destination runs it."""
     lv = _libvirt()
-    other = next(h for h in lab.hosts if h.name != host)
-    if running_on(lab, instance) == [other.name]:
+    now = running_on(lab, instance)
+    if len(now) == 1 and now != [host]:
         return "switchover"
     src = next(h for h in lab.hosts if h.name == host)
     conn = lv.open(src.hypervisor.uri)
@@ -92,24 +100,48 @@ def phase_of(lab: HostLab, host: str, instance: str) -> str | None:
     return None
 
 
+def deploy(server: Server, guest_disk: Any, tmp: Path, name: str, replicas: dict[str, int]
+           ) -> tuple[dict[str, Any], str, str]:
+    """A deployment of one VM, serving: (the deployment, the VM's id, its address)."""
+    img = ok(cli(server, "-o", "json", "images", "import", str(guest_disk), "--name", "g"))
+    for loc in LOCATIONS:
+        ok(cli(server, "images", "replicate", img["id"], "--to", loc))
+    first = next(loc for loc, n in replicas.items() if n)
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(json.dumps({
+        "name": name, "image": img["id"], "size": "vm.small", "replicas": replicas,
+        "health": {"path": "/", "interval": 0.5}, "attempt_timeout": 30,
+        "traffic": {"order": list(replicas)}}))
+    ok(cli(server, "deployments", "apply", "-f", str(spec)))
+    dep = wait_for(lambda: (d := ok(cli(server, "-o", "json", "deployments", "show", name)))
+                   and (d["status"].get("locations") or {}).get(first, {}).get("healthy") == 1
+                   and d, 240, what="the VM serving")
+    (inst,) = ok(cli(server, "-o", "json", "instances", "list", "--tag",
+                     f"onepane:deployment={name}"))
+    return dep, inst["id"], inst["addresses"][0]
+
+
+def settled(lab: HostLab, vm: str, address: str, phase: str) -> str:
+    """Exactly one copy of the guest, running, and the route to its address via its host."""
+    try:
+        wait_for(lambda: len(running_on(lab, vm)) == 1 and len(copies(lab, vm)) == 1, 60,
+                 what=f"{phase}: one copy of the guest")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; copies (host: state, reason): {copies(lab, vm)}") from None
+    (there,) = running_on(lab, vm)
+    route = subprocess.run(["ip", "route", "get", address], capture_output=True, text=True).stdout
+    host_address = next(h.address for h in lab.hosts if h.name == there)
+    assert f"via {host_address}" in route, (phase, route)
+    return there
+
+
 def test_a_kill_9_in_each_phase_of_an_evacuation_leaves_one_running_copy(
-        lab: HostLab, guest_disk: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    state = tmp_path_factory.mktemp("crashstate")
+        lab: HostLab, guest_disk: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
     server = Server(state, config(lab))
     load: Load | None = None
     try:
-        img = ok(cli(server, "-o", "json", "images", "import", str(guest_disk), "--name", "g"))
-        ok(cli(server, "images", "replicate", img["id"], "--to", "dc-k"))
-        spec = tmp_path_factory.mktemp("spec") / "web.yaml"
-        spec.write_text(f"name: web-k\nimage: {img['id']}\nsize: vm.small\nreplicas: {{dc-k: 1}}\n"
-                        "health: {path: /, interval: 0.5}\nattempt_timeout: 30\n")
-        ok(cli(server, "deployments", "apply", "-f", str(spec)))
-        dep = wait_for(lambda: (d := ok(cli(server, "-o", "json", "deployments", "show", "web-k")))
-                       and (d["status"].get("locations") or {}).get("dc-k", {}).get("healthy") == 1
-                       and d, 240, what="the VM serving")
-        (inst,) = ok(cli(server, "-o", "json", "instances", "list", "--tag",
-                         "onepane:deployment=web-k"))
-        vm, address = inst["id"], inst["addresses"][0]
+        dep, vm, address = deploy(server, guest_disk, tmp_path, "web-k", {"dc-k": 1})
         load = Load(f"http://{dep['listen']}/").start()
         for phase in PHASES:
             (here,) = running_on(lab, vm)
@@ -123,14 +155,7 @@ def test_a_kill_9_in_each_phase_of_an_evacuation_leaves_one_running_copy(
             server.proc.wait(10)
             server = Server(state, config(lab))
             restarted = time.monotonic()
-            # exactly one running copy, wherever libvirt left it, and no paused leftover
-            wait_for(lambda: len(running_on(lab, vm)) == 1 and len(copies(lab, vm)) == 1, 60,
-                     what=f"{phase}: one copy of the guest")
-            (there,) = running_on(lab, vm)
-            route = subprocess.run(["ip", "route", "get", address], capture_output=True,
-                                   text=True).stdout
-            host_address = next(h.address for h in lab.hosts if h.name == there)
-            assert f"via {host_address}" in route, (phase, route)
+            settled(lab, vm, address, phase)  # wherever libvirt left it, no leftover
             # the evacuation job resumed and finished: the host is empty (the guest moved) —
             # unless libvirt had abandoned the move and the job could not run it again yet
             wait_for(lambda h=here: running_on(lab, vm) != [h], 120,
@@ -138,6 +163,47 @@ def test_a_kill_9_in_each_phase_of_an_evacuation_leaves_one_running_copy(
             ok(cli(server, "hosts", "activate", "dc-k", here))
             late = [s for s in load.failures() if s.start > restarted + 1.0]
             assert late == [], (phase, late[:3])
+        assert len(load.snapshot()) > 100
+    finally:
+        if load is not None:
+            load.stop()
+        server.stop()
+
+
+def test_a_kill_9_in_each_phase_of_a_live_move_between_locations(
+        lab: HostLab, guest_disk: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    server = Server(state, config(lab))
+    load: Load | None = None
+    try:
+        dep, vm, address = deploy(server, guest_disk, tmp_path, "web-l", {"dc-k": 1, "dc-l": 0})
+        load = Load(f"http://{dep['listen']}/").start()
+        to = "dc-l"
+        for phase in PHASES:
+            (here,) = running_on(lab, vm)
+            api = httpx.Client(base_url=server.url, timeout=10,
+                               headers={"Authorization": f"Bearer {server.token}"})
+            r = api.post("/v1/deployments/web-l/move", json={"to": to, "live": True})
+            assert r.status_code == 200, r.text
+            wait_for(lambda h=here: phase_of(lab, h, vm) == phase, 60, interval=0.005,  # noqa: B023
+                     what=f"the move in its {phase} phase")
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(10)
+            server = Server(state, config(lab))
+            restarted = time.monotonic()
+            settled(lab, vm, address, phase)
+            # the move's job ran again: it finished the move (or made it again) and recorded it
+            wait_for(lambda t=to: ok(cli(server, "-o", "json", "deployments", "show",  # noqa: B023
+                                         "web-l"))["primary"] == t, 120,
+                     what=f"{phase}: the move recorded")
+            (there,) = running_on(lab, vm)
+            assert there in LOCATIONS[to], (phase, there)
+            (inst,) = ok(cli(server, "-o", "json", "instances", "list", "--tag",
+                             "onepane:deployment=web-l"))
+            assert (inst["id"], inst["location"], inst["state"]) == (vm, to, "running")
+            late = [s for s in load.failures() if s.start > restarted + 1.0]
+            assert late == [], (phase, late[:3])
+            to = "dc-k" if to == "dc-l" else "dc-l"
         assert len(load.snapshot()) > 100
     finally:
         if load is not None:

@@ -501,6 +501,16 @@ class HostsProvider(Provider):
         if not isinstance(target, HostsProvider):
             raise InvalidInput(f"{target.location} is not a vm location of hosts; a running VM "
                                "moves only between locations of the same kind", field="to")
+        found = self._locate(provider_id)
+        if found is None or not _running(found[1]):
+            there = target._locate(provider_id)
+            if there is not None and _running(there[1]):
+                # an earlier attempt got there (onepane died before it was recorded): route to
+                # it, and only now that it runs there, remove what is left at the source
+                target._route(there[0], provider_id)
+                if found is not None:
+                    self._remove_leftover(found[0], found[1])
+                return target._observed(*there)
         src, dom = self._located(provider_id)
         meta = read_metadata(dom.XMLDesc(0)) or {}
         dst = target.place(str(meta.get("size", "vm.small")),
@@ -559,6 +569,8 @@ class HostsProvider(Provider):
             there = target._find(dst, instance)
             if there is not None and _running(there):  # an earlier attempt got there
                 target._route(dst, instance)
+                if dom is not None:
+                    self._remove_leftover(src, dom)
                 return target._observed(dst, there)
             raise Conflict(f"instance {instance} is not running on {src}; only a running VM "
                            "moves live", field="instance")
@@ -626,7 +638,6 @@ class HostsProvider(Provider):
         """After a crash in the middle of a move: where a guest is defined on several hosts,
         keep the one that runs, route to it, and remove the others — only when exactly one
         runs (two running copies are reported, never resolved by guessing)."""
-        lv = _libvirt()
         seen: dict[str, list[tuple[str, Any]]] = {}
         for name in self._up_hosts():
             for dom in self._domains(name):
@@ -646,11 +657,7 @@ class HostsProvider(Provider):
             for h, d in copies:
                 if h == keep:
                     continue
-                with contextlib.suppress(lv.libvirtError):
-                    if d.isActive():
-                        d.destroy()  # paused mid-move: the other copy is the live one
-                    d.undefine()
-                self._delete_volumes(h, instance)
+                self._remove_leftover(h, d)  # paused mid-move: the other copy is the live one
                 said.append(f"{instance}: runs on {keep}; removed its leftover on {h}")
         return said
 
@@ -933,6 +940,19 @@ class HostsProvider(Provider):
                 data = self._download(src, f"{instance}-{suffix}", 1 << 20)
                 if data:
                     target._upload(dst, f"{instance}-{suffix}", data)
+
+    def _remove_leftover(self, host: str, dom: Any) -> None:
+        """A copy that does not run (paused or stopped by a move that finished elsewhere):
+        its definition and its volumes go. Never called for a running copy."""
+        lv = _libvirt()
+        if _running(dom):
+            return
+        with contextlib.suppress(lv.libvirtError):
+            if dom.isActive():
+                dom.destroy()
+        with contextlib.suppress(lv.libvirtError):
+            dom.undefine()
+        self._delete_volumes(host, dom.name())
 
     def _clean_after_failed_move(self, host: str, instance: str, source_runs: bool) -> None:
         """Remove what a failed move left at its destination — only while the source still

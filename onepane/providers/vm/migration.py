@@ -43,7 +43,12 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
     lv = _libvirt()
     dom = src._domain(instance_id)
     if dst._find(instance_id) is not None and not dom.isActive():
-        return dst._observed(dst._domain(instance_id))  # an earlier attempt got there
+        # an earlier attempt got there (onepane died before it was recorded): route to it
+        moved = dst._domain(instance_id)
+        address = (read_metadata(moved.XMLDesc(0)) or {}).get("address")
+        if address:
+            guestnet.route_to(address, dst.net)
+        return dst._observed(moved)
     if not dom.isActive():
         raise Conflict(f"instance {instance_id} is not running; only a running VM moves live "
                        "(a stopped one can be destroyed and created again)", field="instance")
