@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,30 +34,11 @@ from bench.common import result
 from onepane.providers.base import InstanceSpec
 from onepane.providers.vm.hostlab import host_lab
 from onepane.providers.vm.hosts import HostsProvider
+from onepane.traffic.drill import LongResponse
 from onepane.traffic.openloop import load_shots
 
 HOSTS = {"bh1": 224, "bh2": 225, "bh3": 226}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Stream(threading.Thread):
-    def __init__(self, address: str, lines: int) -> None:
-        super().__init__(daemon=True)
-        self.address, self.lines, self.body, self.error = address, lines, "", None
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(self.address, 80, timeout=60)
-        try:
-            conn.request("GET", f"/cgi-bin/stream?{self.lines}")
-            self.body = conn.getresponse().read().decode()
-        except (OSError, http.client.HTTPException) as exc:
-            self.error = repr(exc)
-        finally:
-            conn.close()
-
-    @property
-    def broken(self) -> bool:
-        return self.error is not None or not self.body.rstrip().endswith("end")
 
 
 def loads(addresses: list[str], rate: float, out: Path, tag: str) -> list[subprocess.Popen[bytes]]:
@@ -118,7 +98,7 @@ def main() -> None:
             ref_n, ref_failed = stop(ref, out, "ref")
 
             load = loads(addresses, args.rate, out, "move")
-            streams = [Stream(a, 300) for a in addresses]  # 30 s of lines each
+            streams = [LongResponse(a, 80, 300) for a in addresses]  # 30 s of lines each
             time.sleep(2)
             for s in streams:
                 s.start()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench.common import kill_instances
 
-__all__ = ["free_port", "kill_instances", "port_open", "wait_for"]
+__all__ = ["free_port", "kill_instances", "ok", "port_open", "wait_for"]
 T = TypeVar("T")
 
 
@@ -43,3 +45,9 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> Any:
+    """A CLI run that must succeed: its JSON output parsed (or its text)."""
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout

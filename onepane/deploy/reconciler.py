@@ -188,7 +188,7 @@ class Reconciler:
             if self.publisher:
                 self.publisher.forget(dep.name)  # the leader publishes
             return
-        dns_status = self._publish(dep.name, spec, serving, config)
+        dns_status = self._publish(dep.name, spec, serving, config, decision.weights)
         sla = self._track_sla(dep, spec, bool(serving & healthy))
         status = {
             "mode": spec.traffic.mode,
@@ -212,13 +212,14 @@ class Reconciler:
                                     read_primary=dep.primary)
 
     def _publish(self, name: str, spec: DeploymentSpec, serving: set[str],
-                 config: DataPlaneConfig) -> dict[str, Any] | None:
+                 config: DataPlaneConfig, weights: dict[str, int]) -> dict[str, Any] | None:
         if self.publisher is None:
             return None
         if spec.dns is None:
             self.publisher.withdraw(name)
             return None
-        wanted = wanted_answer(spec, serving, self.sites.up(name), config.listen.rsplit(":", 1)[0])
+        wanted = wanted_answer(spec, serving, self.sites.up(name), config.listen.rsplit(":", 1)[0],
+                               weights)
         if wanted is not None:
             self.publisher.want(name, wanted)
         return self.publisher.status(name)

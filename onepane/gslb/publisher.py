@@ -35,6 +35,7 @@ class Wanted:
     name: str  # absolute, with the trailing dot
     ttl: int
     addresses: frozenset[str]
+    weights: tuple[tuple[str, int], ...] = ()  # (address, weight), sorted: active-active
 
 
 @dataclass
@@ -99,11 +100,16 @@ class Publisher:
                 return None
             w = st.wanted
             in_sync = st.written == w and st.error is None
+            writer = self._writers.get((w.provider, w.zone))
+            note = None
+            if w.weights and writer is not None and not writer.weighted:
+                note = (f"{w.provider} has no weighted records: every serving door gets an "
+                        "equal share")
             return {"provider": w.provider, "zone": w.zone, "name": w.name, "ttl": w.ttl,
-                    "wanted": sorted(w.addresses),
+                    "wanted": sorted(w.addresses), "weights": dict(w.weights) or None,
                     "published": sorted(st.written.addresses) if st.written else None,
                     "state": "published" if in_sync else "failing" if st.error else "pending",
-                    "error": st.error, "last_update_ms": st.last_update_ms}
+                    "error": st.error, "last_update_ms": st.last_update_ms, "note": note}
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -150,7 +156,7 @@ class Publisher:
                 wanted, withdrawing = st.wanted, st.withdrawing
             try:
                 if withdrawing:
-                    self._writer(wanted).write(wanted.name, frozenset(), wanted.ttl)
+                    self._writer(wanted).write(wanted.name, frozenset(), wanted.ttl, None)
                     with self._cond:
                         if self._states.get(deployment) is st and st.withdrawing:
                             del self._states[deployment]
@@ -179,7 +185,9 @@ class Publisher:
 
     def _publish(self, deployment: str, st: _State, wanted: Wanted) -> None:
         before = st.written.addresses if st.written else None
-        self._writer(wanted).write(wanted.name, wanted.addresses, wanted.ttl)
+        writer = self._writer(wanted)
+        writer.write(wanted.name, wanted.addresses, wanted.ttl,
+                     dict(wanted.weights) if writer.weighted and wanted.weights else None)
         now = self.clock()
         took_ms = round((now - st.changed_at) * 1000, 1)
         with self._cond:
@@ -197,8 +205,10 @@ class Publisher:
                                "update_ms": took_ms})
 
     def _verify(self, deployment: str, st: _State, wanted: Wanted) -> None:
-        held = self._writer(wanted).read(wanted.name)
-        if held.addresses == wanted.addresses and held.ttl in (None, wanted.ttl):
+        writer = self._writer(wanted)
+        held = writer.read(wanted.name)
+        weights_ok = not (writer.weighted and wanted.weights) or held.weights == wanted.weights
+        if held.addresses == wanted.addresses and held.ttl in (None, wanted.ttl) and weights_ok:
             st.verified_at = self.clock()
             self._recovered(deployment, st)
             return

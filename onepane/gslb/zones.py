@@ -49,6 +49,7 @@ class DnsUnreachable(Exception):
 class Answer:
     addresses: frozenset[str]
     ttl: int | None
+    weights: tuple[tuple[str, int], ...] = ()  # (address, weight), sorted; () when unweighted
 
 
 def absolute(name: str, zone: str) -> str:
@@ -66,6 +67,10 @@ def record_type(address: str) -> str:
 
 
 class Writer(ABC):
+    # whether the authority answers in proportion to weights (Route 53's weighted records);
+    # where not, every address is published with an equal share
+    weighted = False
+
     def __init__(self, zone: str) -> None:
         self.zone = zone.rstrip(".") + "."
 
@@ -74,8 +79,10 @@ class Writer(ABC):
         """The A and AAAA addresses the authority holds for `name` (absolute)."""
 
     @abstractmethod
-    def write(self, name: str, addresses: frozenset[str], ttl: int) -> None:
-        """Replace `name`'s A and AAAA records with `addresses`, in one change."""
+    def write(self, name: str, addresses: frozenset[str], ttl: int,
+              weights: dict[str, int] | None = None) -> None:
+        """Replace `name`'s A and AAAA records with `addresses`, in one change (with weights
+        per address where the writer is `weighted` and some are given)."""
 
 
 def _libcloud_errors(exc: Exception, what: str) -> Exception:
@@ -109,7 +116,8 @@ class PowerDnsWriter(Writer):
         mine = [r for r in records if r.name == name and r.type in ("A", "AAAA")]
         return Answer(frozenset(r.data for r in mine), mine[0].ttl if mine else None)
 
-    def write(self, name: str, addresses: frozenset[str], ttl: int) -> None:
+    def write(self, name: str, addresses: frozenset[str], ttl: int,
+              weights: dict[str, int] | None = None) -> None:
         rrsets: list[dict[str, Any]] = []
         for rtype in ("A", "AAAA"):
             mine = sorted(a for a in addresses if record_type(a) == rtype)
@@ -164,7 +172,18 @@ def _route53_driver(account: Route53Account) -> Any:
     return Driver(account.access_key, account.secret_key.get_secret_value(), **kwargs)
 
 
+@dataclass(frozen=True)
+class RecordSet:
+    type: str
+    set_id: str | None  # weighted sets: an identifier each
+    weight: int | None
+    ttl: int
+    values: tuple[str, ...]
+
+
 class Route53Writer(Writer):
+    weighted = True
+
     def __init__(self, account: Route53Account, zone: str) -> None:
         super().__init__(zone)
         self.driver = _route53_driver(account)
@@ -182,38 +201,69 @@ class Route53Writer(Writer):
             self._zone = found[0]
         return self._zone
 
-    def read(self, name: str) -> Answer:
+    def _sets(self, name: str) -> list[RecordSet]:
+        """The A and AAAA record sets of `name`, weighted ones each on its own."""
+        from libcloud.utils.xml import findall, findtext
         zone = self._hosted_zone()
+        self.driver.connection.set_context({"zone_id": zone.id})
         try:
-            records = self.driver.list_records(zone)
+            data = self.driver.connection.request(
+                f"{ROUTE53_ROOT}hostedzone/{zone.id}/rrset?name={name}&maxitems=300").object
         except Exception as exc:
             raise _libcloud_errors(exc, f"Route 53 zone {self.zone}") from exc
-        mine = [r for r in records if absolute(r.name or "", self.zone) == name
-                and r.type in ("A", "AAAA")]
-        ttls = [r.ttl for r in mine if r.ttl is not None]
-        return Answer(frozenset(r.data for r in mine), int(ttls[0]) if ttls else None)
+        out = []
+        for el in findall(element=data, xpath="ResourceRecordSets/ResourceRecordSet",
+                          namespace=ROUTE53_NS):
+            rtype = findtext(element=el, xpath="Type", namespace=ROUTE53_NS)
+            if findtext(element=el, xpath="Name", namespace=ROUTE53_NS) != name or \
+                    rtype not in ("A", "AAAA"):
+                continue
+            weight = findtext(element=el, xpath="Weight", namespace=ROUTE53_NS)
+            values = tuple(sorted(v.text or "" for v in findall(
+                element=el, xpath="ResourceRecords/ResourceRecord/Value", namespace=ROUTE53_NS)))
+            out.append(RecordSet(rtype, findtext(element=el, xpath="SetIdentifier",
+                                                 namespace=ROUTE53_NS) or None,
+                                 int(weight) if weight else None,
+                                 int(findtext(element=el, xpath="TTL", namespace=ROUTE53_NS)
+                                     or 0), values))
+        return out
 
-    def write(self, name: str, addresses: frozenset[str], ttl: int) -> None:
+    def read(self, name: str) -> Answer:
+        sets = self._sets(name)
+        addresses = frozenset(v for rs in sets for v in rs.values)
+        weights = tuple(sorted((v, rs.weight) for rs in sets if rs.weight is not None
+                               for v in rs.values))
+        return Answer(addresses, sets[0].ttl if sets else None, weights)
+
+    def write(self, name: str, addresses: frozenset[str], ttl: int,
+              weights: dict[str, int] | None = None) -> None:
         zone = self._hosted_zone()
+        if weights:  # one weighted set per address, identified by the address
+            wanted = [RecordSet(record_type(a), a, weights.get(a, 0), ttl, (a,))
+                      for a in sorted(addresses)]
+        else:
+            wanted = [RecordSet(rtype, None, None, ttl, values) for rtype in ("A", "AAAA")
+                      if (values := tuple(sorted(a for a in addresses
+                                                 if record_type(a) == rtype)))]
+        held = self._sets(name)
+        keys = {(rs.type, rs.set_id) for rs in wanted}
         req = ET.Element("ChangeResourceRecordSetsRequest", {"xmlns": ROUTE53_NS})
         changes = ET.SubElement(ET.SubElement(req, "ChangeBatch"), "Changes")
-        now = self.read(name)
-        held = now.addresses
-        for rtype in ("A", "AAAA"):
-            mine = sorted(a for a in addresses if record_type(a) == rtype)
-            had = sorted(a for a in held if record_type(a) == rtype)
-            if not mine and not had:
-                continue
+        # a DELETE must name a set exactly as it stands; an UPSERT replaces one whole
+        for action, rs in ([("DELETE", h) for h in held if (h.type, h.set_id) not in keys]
+                           + [("UPSERT", w) for w in wanted if w not in held]):
             change = ET.SubElement(changes, "Change")
-            # DELETE must name the RRset exactly as it stands; UPSERT replaces it whole.
-            ET.SubElement(change, "Action").text = "UPSERT" if mine else "DELETE"
-            rrs = ET.SubElement(change, "ResourceRecordSet")
-            ET.SubElement(rrs, "Name").text = name
-            ET.SubElement(rrs, "Type").text = rtype
-            ET.SubElement(rrs, "TTL").text = str(ttl if mine else now.ttl or ttl)
-            values = ET.SubElement(rrs, "ResourceRecords")
-            for a in mine or had:
-                ET.SubElement(ET.SubElement(values, "ResourceRecord"), "Value").text = a
+            ET.SubElement(change, "Action").text = action
+            el = ET.SubElement(change, "ResourceRecordSet")
+            ET.SubElement(el, "Name").text = name
+            ET.SubElement(el, "Type").text = rs.type
+            if rs.set_id is not None:
+                ET.SubElement(el, "SetIdentifier").text = rs.set_id
+                ET.SubElement(el, "Weight").text = str(rs.weight or 0)
+            ET.SubElement(el, "TTL").text = str(rs.ttl)
+            records = ET.SubElement(el, "ResourceRecords")
+            for v in rs.values:
+                ET.SubElement(ET.SubElement(records, "ResourceRecord"), "Value").text = v
         if not len(changes):
             return
         self.driver.connection.set_context({"zone_id": zone.id})
@@ -245,7 +295,8 @@ class Rfc2136Writer(Writer):
                     ttl = rrset.ttl
         return Answer(frozenset(found), ttl)
 
-    def write(self, name: str, addresses: frozenset[str], ttl: int) -> None:
+    def write(self, name: str, addresses: frozenset[str], ttl: int,
+              weights: dict[str, int] | None = None) -> None:
         update = dns.update.UpdateMessage(self.zone, keyring=self.keyring,
                                           keyalgorithm=self.algorithm)
         for rtype in ("A", "AAAA"):

@@ -6,6 +6,7 @@ deployment, cut a location, and read the switch off `switch()`.
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,3 +107,29 @@ class Load:
                 buckets.setdefault(int((s.start - cut_at) / bucket), []).append(s.end - s.start)
         slow = [k for k, v in buckets.items() if sorted(v)[len(v) // 2] > limit]
         return (max(slow) + 1) * bucket if slow else 0.0
+
+
+class LongResponse(threading.Thread):
+    """One long response held open across a move or a failover (the test guest's
+    /cgi-bin/stream sends `lines` lines, one every 0.1 s): it must end with every line."""
+
+    def __init__(self, host: str, port: int, lines: int, timeout: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port, self.lines, self.timeout = host, port, lines, timeout
+        self.body = ""
+        self.error: str | None = None
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", f"/cgi-bin/stream?{self.lines}")
+            self.body = conn.getresponse().read().decode()
+        except (OSError, http.client.HTTPException) as exc:
+            self.error = repr(exc)
+        finally:
+            conn.close()
+
+    @property
+    def broken(self) -> bool:
+        return (self.error is not None or not self.body.rstrip().endswith("end")
+                or self.body.count("line ") != self.lines)

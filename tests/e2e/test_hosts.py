@@ -12,7 +12,6 @@ holds VMs cannot be removed.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,15 @@ from typing import Any
 import pytest
 
 from onepane.providers.vm.hostlab import HostLab, host_lab
+from onepane.traffic.drill import LongResponse
 from tests.conftest import Server
 from tests.e2e.test_cli import cli
-from tests.e2e.test_vm import Load, Stream, http_get
-from tests.helpers import wait_for
+from tests.e2e.test_vm import Load, http_get
+from tests.helpers import ok, wait_for
 
 pytestmark = pytest.mark.root
 HOSTS = {"h1": 214, "h2": 215, "h3": 216}
 
-
-def ok(r: subprocess.CompletedProcess[str]) -> Any:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +93,7 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, guest
     victim = host_of(server, replicas[0]["id"])
     assert victim is not None
     host, port = dep["listen"].rsplit(":", 1)
-    load, stream = Load(f"http://{dep['listen']}/"), Stream(host, int(port), 80)
+    load, stream = Load(f"http://{dep['listen']}/"), LongResponse(host, int(port), 80)
     load.start()
     stream.start()
     wait_for(lambda: load.ok >= 20, 30, what="load flowing")

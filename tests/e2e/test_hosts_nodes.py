@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -20,15 +18,11 @@ from onepane.providers.vm.hostlab import HostLab, host_lab
 from tests.conftest import Server
 from tests.e2e.test_cli import cli
 from tests.e2e.test_crash_drill import fresh_database
-from tests.helpers import wait_for
+from tests.helpers import ok, wait_for
 
 pytestmark = pytest.mark.root
 HOSTS = {"m1": 227, "m2": 228}
 
-
-def ok(r: subprocess.CompletedProcess[str]) -> Any:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ TCG boots take seconds, so one server and one set of VMs serve the whole module.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import subprocess
 import threading
 import time
@@ -23,10 +21,11 @@ from playwright.sync_api import Page, expect
 
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.vm.provider import VmProvider
+from onepane.traffic.drill import LongResponse
 from tests.conftest import Server, ec2_location
 from tests.e2e.test_cli import cli
 from tests.e2e.test_console import open_page
-from tests.helpers import wait_for
+from tests.helpers import ok, wait_for
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +57,6 @@ def vm_server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterat
         if not had_catch_all:
             subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 
-
-def ok(r: subprocess.CompletedProcess[str]) -> Any:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
 
 
 def http_get(url: str, timeout: float = 2.0) -> str | None:
@@ -171,26 +166,6 @@ class Load(threading.Thread):
                 self.stop.wait(max(0.0, self.period - (time.monotonic() - t)))
 
 
-class Stream(threading.Thread):
-    """One long response held open across the move: it must end with every line."""
-
-    def __init__(self, host: str, port: int, lines: int) -> None:
-        super().__init__(daemon=True)
-        self.host, self.port, self.lines = host, port, lines
-        self.body = ""
-        self.error: str | None = None
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            conn.request("GET", f"/cgi-bin/stream?{self.lines}")
-            self.body = conn.getresponse().read().decode()
-        except (OSError, http.client.HTTPException) as exc:
-            self.error = repr(exc)
-        finally:
-            conn.close()
-
-
 def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: str,
                                             tmp_path: Path, page: Page) -> None:
     ok(cli(vm_server, "images", "replicate", catalog_image, "--to", "vm-a"))
@@ -208,7 +183,7 @@ def test_a_running_vm_deployment_moves_live(vm_server: Server, catalog_image: st
     front = f"http://{dep['listen']}"
     before = guest_state(wait_for(lambda: http_get(f"{front}/cgi-bin/state"), 30, what="state"))
 
-    load, stream = Load(f"{front}/"), Stream(host, int(port), 80)  # 8 s of lines
+    load, stream = Load(f"{front}/"), LongResponse(host, int(port), 80, timeout=30)  # 8 s of lines
     load.start()
     stream.start()
     wait_for(lambda: load.ok >= 20, 30, what="load flowing")

@@ -171,3 +171,33 @@ def test_an_unknown_dns_account_is_refused_by_name(world: Core) -> None:
         deploy(world, "gz", {"provider": "nope", "zone": "pdns.onepane.test"})
     assert err.value.field == "dns.provider" and "pdns" in err.value.detail
     assert all(d.name != "gz" for d in world.deployments.list())
+
+
+def test_active_active_weights_are_weighted_records_where_the_dns_has_them(
+        world: Core, moto_url: str) -> None:
+    core = world
+    for name, provider, zone in (("gw", "aws", R53_ZONE), ("gv", "pdns", "pdns.onepane.test")):
+        core.deployments.apply(parse_spec({
+            "name": name, "image": "httpecho", "replicas": {SITES[0]: 1, SITES[1]: 1},
+            "listen": f"127.0.0.1:{free_port()}", "front_doors": "per-site",
+            "dns": {"provider": provider, "zone": zone, "name": name, "publish": "serving"},
+            "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+            "traffic": {"mode": "active-active", "weights": {SITES[0]: 3, SITES[1]: 1}}}))
+    r53 = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1",
+                       aws_access_key_id="AKIDTEST", aws_secret_access_key="s3cr3t")
+    zone_id = next(z["Id"] for z in r53.list_hosted_zones()["HostedZones"]
+                   if z["Name"] == R53_ZONE)
+
+    def weighted() -> dict[str, int]:
+        sets = r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        return {s["ResourceRecords"][0]["Value"]: s["Weight"] for s in sets
+                if s["Name"] == f"gw.{R53_ZONE}" and "Weight" in s}
+    wait_for(lambda: weighted() == {DOOR[SITES[0]]: 3, DOOR[SITES[1]]: 1}, 30,
+             what="Route 53: one weighted set per door")
+    # PowerDNS has no weighted records: both doors, and the status says so
+    wait_for(lambda: dns_status(core, "gv").get("state") == "published", 30, what="gv published")
+    st = dns_status(core, "gv")
+    assert st["published"] == sorted(DOOR.values()) and "equal share" in str(st["note"])
+    for name in ("gw", "gv"):
+        core.deployments.delete(name)
+    wait_for(lambda: weighted() == {}, 30, what="weighted sets withdrawn")

@@ -26,7 +26,8 @@ class FakeZone(Writer):
             raise DnsUnreachable("timed out")
         return Answer(self.records.get(name, frozenset()), 5)
 
-    def write(self, name: str, addresses: frozenset[str], ttl: int) -> None:
+    def write(self, name: str, addresses: frozenset[str], ttl: int,
+              weights: dict[str, int] | None = None) -> None:
         if self.down:
             raise DnsUnreachable("timed out")
         self.writes.append(addresses)

@@ -33,13 +33,13 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import (
     Conflict,
@@ -61,15 +61,20 @@ from ..base import (
 from ..dcnet import ip
 from . import guestnet
 from .domain import Disk, DomainSpec, Nic, disk_paths, domain_xml, read_metadata
-from .migration import Phase, Switch, Watch, completed_stats
+from .migration import Phase, Switch, Watch, report_end
 from .placement import HostLoad, NoRoom, choose
 from .provider import (
     DISK_TARGETS,
     SIZES,
     _extra_mac,
     _libvirt,
+    find_domain,
+    libvirt_errors,
     observe_domain,
+    parse_options,
+    resume_domain,
     stop_domain,
+    suspend_domain,
     translate,
 )
 
@@ -107,13 +112,7 @@ class HostsOptions(BaseModel):
 
 
 def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
-    try:
-        opts = HostsOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"location {location}: options.{where}: {first['msg']}",
-                           field=f"options.{where}") from exc
+    opts = parse_options(HostsOptions, location, options)
     names = [h.name for h in opts.hosts]
     if len(set(names)) != len(names):
         raise InvalidInput(f"location {location}: options.hosts: names must differ", field="options.hosts")
@@ -455,19 +454,10 @@ class HostsProvider(Provider):
         self.start_instance(provider_id)
 
     def suspend_instance(self, provider_id: str) -> None:
-        _, dom = self._located(provider_id)
-        with self._errors():
-            if not dom.isActive():
-                raise Conflict(f"instance {provider_id} is not running; cannot suspend it",
-                               field="state")
-            if dom.state()[0] != _libvirt().VIR_DOMAIN_PAUSED:
-                dom.suspend()
+        suspend_domain(self._located(provider_id)[1])
 
     def resume_instance(self, provider_id: str) -> None:
-        _, dom = self._located(provider_id)
-        with self._errors():
-            if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
-                dom.resume()
+        resume_domain(self._located(provider_id)[1])
 
     def destroy_instance(self, provider_id: str) -> None:
         lv = _libvirt()
@@ -617,16 +607,7 @@ class HostsProvider(Provider):
         if switch.switched is None:
             target._route(dst, instance, meta)
             switch.resumed = switch.switched = time.monotonic()
-        resumed, switched = switch.resumed or switch.switched, switch.switched
-        stats = completed_stats(dom)
-        on_phase("memory", resumed - watch.memory_started, {
-            "memory_iterations": stats.get("memory_iteration"),
-            "memory_bytes": stats.get("memory_processed")})
-        downtime = stats.get("downtime")
-        on_phase("switchover", (downtime or 0) / 1000, {
-            "downtime_ms": downtime, "route_switched_ms": round(1000 * (switched - resumed), 1),
-            "disk_bytes": stats.get("disk_processed"), "total_ms": round(1000 * (switched - t0)),
-            "from_host": src, "to_host": dst})
+        report_end(on_phase, dom, watch, switch, t0, from_host=src, to_host=dst)
         # the running copy is confirmed: only now does the source's leftover go
         with contextlib.suppress(lv.libvirtError):
             if not dom.isActive():
@@ -707,26 +688,15 @@ class HostsProvider(Provider):
 
     # ---- internals ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        lv = _libvirt()
-        try:
-            yield
-        except lv.libvirtError as exc:
-            raise translate(exc) from exc
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return libvirt_errors()
 
     def _domains(self, host: str) -> list[Any]:
         with self._errors():
             return list(self.conn(host).listAllDomains())
 
     def _find(self, host: str, instance: str) -> Any | None:
-        lv = _libvirt()
-        try:
-            return self.conn(host).lookupByName(instance)
-        except lv.libvirtError as exc:
-            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
-                return None
-            raise translate(exc) from exc
+        return find_domain(self.conn(host), instance)
 
     def _locate(self, instance: str) -> tuple[str, Any] | None:
         """The host that runs the instance (or holds it stopped), preferring a running copy."""

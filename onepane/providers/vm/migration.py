@@ -102,7 +102,18 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
         if meta.get("address"):
             guestnet.route_to(meta["address"], dst.net)
         switch.resumed = switch.switched = time.monotonic()
-    resumed, switched = switch.resumed or switch.switched, switch.switched
+    report_end(on_phase, dom, watch, switch, t0)
+    with contextlib.suppress(lv.libvirtError):
+        dom.undefine()
+    shutil.rmtree(src_dir, ignore_errors=True)
+    return dst._observed(moved)
+
+
+def report_end(on_phase: Phase, dom: Any, watch: Watch, switch: Switch, t0: float,
+               **extra: Any) -> None:
+    """The memory and switchover phases of a finished move, from the source's statistics."""
+    resumed = switch.resumed or switch.switched or time.monotonic()
+    switched = switch.switched or resumed
     stats = completed_stats(dom)
     on_phase("memory", resumed - watch.memory_started, {
         "memory_iterations": stats.get("memory_iteration"),
@@ -110,11 +121,8 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
     downtime = stats.get("downtime")
     on_phase("switchover", (downtime or 0) / 1000, {
         "downtime_ms": downtime, "route_switched_ms": round(1000 * (switched - resumed), 1),
-        "disk_bytes": stats.get("disk_processed"), "total_ms": round(1000 * (switched - t0))})
-    with contextlib.suppress(lv.libvirtError):
-        dom.undefine()
-    shutil.rmtree(src_dir, ignore_errors=True)
-    return dst._observed(moved)
+        "disk_bytes": stats.get("disk_processed"), "total_ms": round(1000 * (switched - t0)),
+        **extra})
 
 
 class Watch(threading.Thread):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -79,14 +79,22 @@ class VmOptions(BaseModel):
                                        description="the pause a live move may cost at its end")
 
 
-def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def parse_options(model: type[OptionsT], location: str, options: dict[str, Any]) -> OptionsT:
+    """A location's options as `model`, or one clear error naming the option."""
     try:
-        return VmOptions.model_validate(options)
+        return model.model_validate(options)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"location {location}: options.{where}: {first['msg']}",
                            field=f"options.{where}") from exc
+
+
+def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
+    return parse_options(VmOptions, location, options)
 
 
 def _libvirt() -> Any:
@@ -160,13 +168,8 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
                 raise TransientProviderError(f"libvirtd of {self.location}: {exc}") from exc
             return self._conn
 
-    @contextlib.contextmanager
-    def _libvirt_errors(self) -> Iterator[None]:
-        lv = _libvirt()
-        try:
-            yield
-        except lv.libvirtError as exc:
-            raise translate(exc) from exc
+    def _libvirt_errors(self) -> contextlib.AbstractContextManager[None]:
+        return libvirt_errors()
 
     def setup(self) -> None:
         for d in (self.images_dir, self.instances_dir, self.root / "volumes"):
@@ -263,20 +266,10 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         return "qcow2"
 
     def suspend_instance(self, provider_id: str) -> None:
-        """Pause the guest's CPUs; its memory stays where it is until resume."""
-        dom = self._domain(provider_id)
-        with self._libvirt_errors():
-            if not dom.isActive():
-                raise Conflict(f"instance {provider_id} is not running; cannot suspend it",
-                               field="state")
-            if dom.state()[0] != _libvirt().VIR_DOMAIN_PAUSED:
-                dom.suspend()
+        suspend_domain(self._domain(provider_id))
 
     def resume_instance(self, provider_id: str) -> None:
-        dom = self._domain(provider_id)
-        with self._libvirt_errors():
-            if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
-                dom.resume()
+        resume_domain(self._domain(provider_id))
 
     def stop_instance(self, provider_id: str) -> None:
         with self._libvirt_errors():
@@ -446,13 +439,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
             return list(self.connection().listAllDomains())
 
     def _find(self, instance_id: str) -> Any | None:
-        lv = _libvirt()
-        try:
-            return self.connection().lookupByName(instance_id)
-        except lv.libvirtError as exc:
-            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
-                return None
-            raise translate(exc) from exc
+        return find_domain(self.connection(), instance_id)
 
     def _domain(self, instance_id: str) -> Any:
         dom = self._find(instance_id)
@@ -489,6 +476,42 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 f"<source file='{self._volume_path(volume_id)}'/>"
                 f"<target dev='{target}' bus='virtio'/></disk>")
+
+
+@contextlib.contextmanager
+def libvirt_errors() -> Iterator[None]:
+    """libvirt's errors as onepane's (NotFound, transient, permanent)."""
+    lv = _libvirt()
+    try:
+        yield
+    except lv.libvirtError as exc:
+        raise translate(exc) from exc
+
+
+def find_domain(conn: Any, name: str) -> Any | None:
+    lv = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except lv.libvirtError as exc:
+        if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+            return None
+        raise translate(exc) from exc
+
+
+def suspend_domain(dom: Any) -> None:
+    """Pause the guest's CPUs; its memory stays where it is until resume."""
+    with libvirt_errors():
+        if not dom.isActive():
+            raise Conflict(f"instance {dom.name()} is not running; cannot suspend it",
+                           field="state")
+        if dom.state()[0] != _libvirt().VIR_DOMAIN_PAUSED:
+            dom.suspend()
+
+
+def resume_domain(dom: Any) -> None:
+    with libvirt_errors():
+        if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
+            dom.resume()
 
 
 def stop_domain(dom: Any, timeout: float) -> None:
