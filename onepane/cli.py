@@ -184,6 +184,7 @@ def down(
     from .config import load_settings
     from .shutdown import execute, instances, plan
     settings = load_settings(config, state_dir=state_dir)
+    _down_is_for_this_state(settings, config, state_dir)
     if not (settings.state_dir / "onepane.db").exists() and settings.database_url is None:
         raise InvalidInput(f"{settings.state_dir}: no onepane state here (use --state-dir)",
                            field="state-dir")
@@ -206,6 +207,27 @@ def down(
     done = execute(settings, todo)
     show({**todo.as_dict(), "done": done} if ctx.output == Output.json else
          [{"done": line} for line in done] or [{"done": "nothing was running"}], ["done"])
+
+
+def _down_is_for_this_state(settings: Any, config: Path | None, state_dir: Path | None) -> None:
+    """`down` stops the onepane of a state directory on this machine, not the one ONEPANE_URL
+    names: refuse rather than stop another onepane than the user has in mind."""
+    import ipaddress
+    from urllib.parse import urlsplit
+    url = os.environ.get("ONEPANE_URL")
+    if not url or config is not None or state_dir is not None:
+        return
+    u = urlsplit(url)
+    try:
+        local = u.hostname == "localhost" or ipaddress.ip_address(u.hostname or "").is_loopback
+    except ValueError:
+        local = False
+    if local and (u.port or 80) == settings.api_port:
+        return
+    raise InvalidInput(f"ONEPANE_URL is {url}, but onepane down stops the onepane whose state "
+                       f"is here ({settings.state_dir}, API port {settings.api_port}); run it "
+                       "on that onepane's machine with its --state-dir or --config, or unset "
+                       "ONEPANE_URL", field="ONEPANE_URL")
 
 
 # ---- locations -------------------------------------------------------------------------------

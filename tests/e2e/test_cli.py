@@ -421,3 +421,13 @@ def test_a_job_is_waited_for_without_polling(start_server: Any) -> None:
     assert http.post("/v1/instances", params={"wait": -1}, json={
         "name": "waited4", "location": "dc-a", "image": "httpecho", "size": "nano"}
     ).status_code == 422
+
+
+def test_down_refuses_when_onepane_url_names_another_onepane(tmp_path: Path) -> None:
+    """`down` stops the onepane of a state directory here; with ONEPANE_URL naming another one
+    (a remote server) and no --state-dir, it refuses and says why, and stops nothing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEPANE_")}
+    env["ONEPANE_URL"] = "http://192.0.2.10:8640"
+    r = subprocess.run([str(VENV_BIN / "onepane"), "down", "--yes"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode != 0 and "ONEPANE_URL" in r.stderr and "--state-dir" in r.stderr

@@ -906,7 +906,8 @@ class HostsProvider(Provider):
                 dst_pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>"
                                    f"{capacity}</capacity><target><format type='qcow2'/>"
                                    "</target></volume>", 0)
-            for suffix in ("ovf-env.xml", "authorized_keys"):
+            # the console's log too (its last MiB): the destination's QEMU appends to it
+            for suffix in ("ovf-env.xml", "authorized_keys", "console.log"):
                 data = self._download(src, f"{instance}-{suffix}", 1 << 20)
                 if data:
                     target._upload(dst, f"{instance}-{suffix}", data)

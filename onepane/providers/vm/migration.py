@@ -142,6 +142,9 @@ class Watch(threading.Thread):
 
     def summary(self) -> str:
         s = self.last
+        if not s:
+            return ("cancelled before libvirt reported any progress: the bound is shorter "
+                    "than a move takes to start")
         return (f"disk {s.get('disk_processed', 0) / 2**20:.0f}/{s.get('disk_total', 0) / 2**20:.0f} "
                 f"MiB, memory round {s.get('memory_iteration', 0)}, "
                 f"{s.get('memory_remaining', 0) / 2**20:.0f} MiB left")
@@ -214,8 +217,8 @@ def _prepare_destination(xml: str, src_dir: Path, dst_dir: Path) -> None:
         target = Path(str(path).replace(str(src_dir), str(dst_dir)))
         if target != path:
             _qemu_img("create", "-q", "-f", "qcow2", str(target), str(info["virtual-size"]))
-    for f in src_dir.iterdir():
-        if f.is_file() and not f.name.endswith(".qcow2") and f.name != "console.log":
+    for f in src_dir.iterdir():  # the console's log too: the destination appends to it
+        if f.is_file() and not f.name.endswith(".qcow2"):
             shutil.copy2(f, dst_dir / f.name)
 
 
