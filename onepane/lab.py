@@ -38,6 +38,9 @@ def netns_lab(state_dir: Path, locations: dict[str, int], **settings: object) ->
         core.stop()
         for plane in core.reconciler.planes.values():
             plane.stop()
+        for doors in core.reconciler.sites.planes.values():  # the sites' own front doors
+            for plane in doors.values():
+                plane.stop()
         for p in providers:
             assert isinstance(p, NetnsProvider)
             p.teardown()  # processes inside, the namespace, then waits for the veth

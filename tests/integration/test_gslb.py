@@ -201,3 +201,22 @@ def test_active_active_weights_are_weighted_records_where_the_dns_has_them(
     for name in ("gw", "gv"):
         core.deployments.delete(name)
     wait_for(lambda: weighted() == {}, 30, what="weighted sets withdrawn")
+
+
+def test_haproxy_runs_as_a_front_door_in_each_site(world: Core, lab: DnsLab) -> None:
+    core = world
+    port = free_port()
+    core.deployments.apply(parse_spec({
+        "name": "gh", "image": "httpecho", "replicas": {SITES[0]: 1, SITES[1]: 1},
+        "listen": f"127.0.0.1:{port}", "front_doors": "per-site", "data_plane": "haproxy",
+        "dns": {"provider": "pdns", "zone": "pdns.onepane.test", "name": "gh"},
+        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "traffic": {"order": list(SITES)}}))
+    wait_for(lambda: authoritative(lab.pdns, "gh.pdns.onepane.test.") == set(DOOR.values()), 30,
+             what="both HAProxy doors published")
+    for door in DOOR.values():  # the west door forwards to the east primary, across the sites
+        r = httpx.get(f"http://{door}:{port}/", timeout=5)
+        assert r.status_code == 200 and r.headers["x-served-by"] == SITES[0], door
+    core.deployments.delete("gh")
+    wait_for(lambda: authoritative(lab.pdns, "gh.pdns.onepane.test.") == set(), 30,
+             what="gh withdrawn")
