@@ -104,13 +104,19 @@ class DataCenterNet:
             if index == self.index or peer == self.ns:
                 continue
             mine, theirs = wan_if(self.index, index), wan_if(index, self.index)
-            if ip("-n", self.ns, "link", "show", mine, check=False).returncode != 0:
-                ip("link", "del", mine, check=False)  # a half-made pair from a run that died
-                ip("link", "add", mine, "type", "veth", "peer", "name", theirs)
-                ip("link", "set", mine, "netns", self.ns)
-                ip("link", "set", theirs, "netns", peer)
-            ip("-n", self.ns, "link", "set", mine, "up")
-            ip("-n", peer, "link", "set", theirs, "up")
+            try:
+                if ip("-n", self.ns, "link", "show", mine, check=False).returncode != 0:
+                    ip("link", "del", mine, check=False)  # a half-made pair from a run that died
+                    ip("link", "add", mine, "type", "veth", "peer", "name", theirs)
+                    ip("link", "set", mine, "netns", self.ns)
+                    ip("link", "set", theirs, "netns", peer)
+                ip("-n", self.ns, "link", "set", mine, "up")
+                ip("-n", peer, "link", "set", theirs, "up")
+            except PermanentProviderError:
+                # the peer's namespace went away meanwhile (its location was torn down): no
+                # link to make; what half of the pair exists goes with this namespace
+                ip("link", "del", mine, check=False)
+                continue
             _wan_route(self.ns, self.index, index, blocked=_cut_in(self.ns))
             _wan_route(peer, index, self.index, blocked=_cut_in(peer))
 

@@ -54,12 +54,12 @@ def config(lab: HostLab) -> str:
 
 
 def copies(lab: HostLab, instance: str) -> dict[str, tuple[int, int]]:
-    """host -> (state, reason) of every copy of the guest, read through each host's own socket
-    (the test's view, not onepane's)."""
+    """host -> (state, reason) of every copy of the guest, read over the network with the
+    test's own certificate (the test's view, not onepane's)."""
     lv = _libvirt()
     out = {}
     for h in lab.hosts:
-        conn = lv.open(h.hypervisor.uri)
+        conn = lab.connect(h)
         try:
             out[h.name] = tuple(conn.lookupByName(instance).state())
         except lv.libvirtError:
@@ -82,7 +82,7 @@ def phase_of(lab: HostLab, host: str, instance: str) -> str | None:
     if len(now) == 1 and now != [host]:
         return "switchover"
     src = next(h for h in lab.hosts if h.name == host)
-    conn = lv.open(src.hypervisor.uri)
+    conn = lab.connect(src)
     try:
         stats = conn.lookupByName(instance).jobStats()
     except lv.libvirtError:
@@ -136,11 +136,10 @@ def gone(server: Server, lab: HostLab) -> None:
     stop onepane: a VM left running would slow the next test's guests (TCG, two cores)."""
     for dep in ok(cli(server, "-o", "json", "deployments", "list")):
         cli(server, "deployments", "delete", dep["name"])
-    lv = _libvirt()
 
     def no_vms() -> bool:
         for h in lab.hosts:
-            conn = lv.open(h.hypervisor.uri)
+            conn = lab.connect(h)
             try:
                 if conn.listAllDomains():
                     return False

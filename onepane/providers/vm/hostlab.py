@@ -150,12 +150,28 @@ def stop_host(host: LabHost) -> None:
 class HostLab:
     hosts: list[LabHost]
     ca: LabCA | None
+    root: Path
 
     def specs(self) -> list[dict[str, str]]:
         return [h.spec() for h in self.hosts]
 
     def credentials(self) -> dict[str, str]:
         return self.ca.credentials() if self.ca else {}
+
+    def connect(self, host: LabHost) -> Any:
+        """A libvirt connection to the host over the network, as an observer other than
+        onepane (a test checking where a guest runs) makes it: TLS with a client certificate
+        of its own."""
+        from .provider import _libvirt
+        if self.ca is None:
+            return _libvirt().open(host.uri)
+        pki = self.root / "observer-pki"
+        if not pki.exists():
+            cert, key = self.ca.issue("onepane-observer")
+            _write(pki / "cacert.pem", self.ca.pem)
+            _write(pki / "clientcert.pem", cert)
+            _write(pki / "clientkey.pem", key, 0o600)
+        return _libvirt().open(f"{host.uri}?pkipath={pki}")
 
 
 @contextlib.contextmanager
@@ -169,7 +185,7 @@ def host_lab(hosts: dict[str, int], tls: bool = True) -> Iterator[HostLab]:
     try:
         for name, index in hosts.items():
             started.append(start_host(name, index, root, ca))
-        yield HostLab(started, ca)
+        yield HostLab(started, ca, root)
     finally:
         for host in started:
             stop_host(host)

@@ -156,7 +156,7 @@ class Hypervisor:
                 t = self.tls_dir
                 daemon += (f'listen_tls = 1\nlisten_tcp = 0\nkey_file = "{t / "serverkey.pem"}"\n'
                            f'cert_file = "{t / "servercert.pem"}"\nca_file = "{t / "cacert.pem"}"\n'
-                           'tls_allowed_dn_list = ["CN=onepane", "CN=onepane-host-*"]\n')
+                           'tls_allowed_dn_list = ["CN=onepane", "CN=onepane-*"]\n')
             else:
                 daemon += 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
 
