@@ -19,7 +19,7 @@ from .gslb.publisher import Publisher
 from .images.catalog import Catalog
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
-from .inventory.hosts import Hosts
+from .inventory.hosts import WATCH_INTERVAL_S, Hosts
 from .inventory.jobs import JobRunner
 from .inventory.keypairs import KeyPairs
 from .inventory.locations import Locations
@@ -88,6 +88,7 @@ class Core:
                                      publisher=self.publisher)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)
         self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0, leads)
+        self.host_watch = Periodic("hosts", self.hosts.watch, WATCH_INTERVAL_S, leads)
         self.dns: DnsServer | None = None
 
     def start(self, *, background: bool = True) -> None:
@@ -106,6 +107,7 @@ class Core:
             self.publisher.start()
             self.sampler.start()
             self.firewall.start()
+            self.host_watch.start()
             self.alerts.start()
             if self.settings.dns_port is not None:
                 try:
@@ -137,6 +139,7 @@ class Core:
             self.dns.stop()
         self.sampler.stop()
         self.firewall.stop()
+        self.host_watch.stop()
         self.alerts.stop()
         self.reconciler.stop()
         self.publisher.stop()

@@ -22,8 +22,11 @@ def free_port() -> int:
 
 
 def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> T:
-    """Poll until cond() is truthy; fail with `what` after the deadline. No blind sleeps."""
+             what: str = "condition", explain: Callable[[], object] | None = None) -> T:
+    """Poll until cond() is truthy; fail with `what` after the deadline. No blind sleeps.
+
+    `explain` is asked at the deadline for what the world looked like: a failure on a machine
+    no one here can log into (CI) then says why, not only that it waited."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -36,7 +39,14 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
         except Exception as exc:
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+    seen = ""
+    if explain is not None:
+        try:
+            seen = f"; seen: {explain()}"
+        except Exception as exc:  # the explanation must never hide the failure
+            seen = f"; explain() failed: {exc!r}"
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} "
+                         f"(last error: {last_exc}){seen}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

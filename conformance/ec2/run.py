@@ -54,6 +54,8 @@ def main() -> int:
     ap.add_argument("--tempest", required=True)
     ap.add_argument("--regex", default="ec2api_tempest_plugin.api")
     ap.add_argument("--target", type=int, default=TARGET)
+    ap.add_argument("--concurrency", type=int, default=2,
+                    help="tempest workers (its tests are written to run in parallel)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="onepane-ec2-") as tmp:
         work = Path(tmp)
@@ -114,8 +116,8 @@ ec2api = True
 """)
             run = subprocess.run([args.tempest, "run", "--config-file",
                                   str(ws / "etc" / "tempest.conf"), "--regex", args.regex,
-                                  "--concurrency", "1"], cwd=ws, capture_output=True, text=True,
-                                 timeout=3000)
+                                  "--concurrency", str(args.concurrency)], cwd=ws,
+                                 capture_output=True, text=True, timeout=3000)
         finally:
             server.terminate()
             moto.terminate()

@@ -24,7 +24,7 @@ class Maintenance(BaseModel):
 
 @router.get("", dependencies=[viewer])
 def list_hosts(request: Request, name: str) -> list[dict[str, Any]]:
-    """Each host: state (up, unreachable, maintenance), CPUs, memory, what its VMs are given,
+    """Each host: state (up, unreachable, maintenance, fenced), CPUs, memory, what its VMs are given,
     free memory, how many VMs."""
     return core(request).hosts.list(name)
 

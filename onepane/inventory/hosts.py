@@ -5,23 +5,34 @@ from the moment it starts, and every VM running there moves live to another host
 location, each move an event with its phases; the job's result says what moved where and
 what did not, with the reason. `activate` lets the host take VMs again (nothing moves back on
 its own: the next creates fill it).
+
+Failure (the leader's `watch`, every WATCH_INTERVAL_S): a host that stops answering is an event;
+one declared dead (providers/vm/hostfailure.py says when) is fenced and a `host.recover` job
+starts its VMs on the other hosts; a fenced host that answers again is cleaned of the copies
+that run elsewhere now and readmitted. Every step is an event.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from ..errors import InvalidInput
 from ..events import EventLog
 from ..model import Job
 from ..providers.base import Provider
+from ..providers.vm.hostfailure import HostFailures
 from ..providers.vm.hosts import HostSpec, HostsProvider
 from ..store.tables import JobRow
 from .locations import Locations
 from .operations import Operations
 
 HOST_MAINTENANCE = "host.maintenance"
+HOST_RECOVER = "host.recover"
 DEFAULT_BOUND_S = 300.0
+WATCH_INTERVAL_S = 1.0
+log = logging.getLogger(__name__)
 
 
 class Hosts:
@@ -31,6 +42,9 @@ class Hosts:
         self.ops = ops
         # Running it again is safe: a VM already moved is simply not on the host any more.
         ops.runner.register(HOST_MAINTENANCE, self._evacuate, repeatable=lambda _p: True)
+        # Again safe: a VM that runs somewhere already is not started a second time.
+        ops.runner.register(HOST_RECOVER, self._recover, repeatable=lambda _p: True)
+        self._silent: dict[tuple[str, str], float] = {}  # (location, host) -> since when
 
     def provider(self, location: str) -> HostsProvider:
         provider = self.locations.provider(location)
@@ -106,3 +120,76 @@ class Hosts:
                              f"{len(result['moved'])} VMs moved", location=location,
                              subject=host, data=result)
         return result
+
+    # ---- failure ---------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """One pass over every location of hosts (the leader's loop calls it)."""
+        for loc in self.locations.list():
+            try:
+                provider = self.locations.provider(loc.name)
+            except Exception:  # a location being removed or not started: the next pass
+                continue
+            if isinstance(provider, HostsProvider):
+                try:
+                    self.locations.registry.run(loc.name, self._watch_location, timeout=60)
+                except Exception as exc:
+                    log.warning("watching the hosts of %s: %s", loc.name, exc)
+
+    def _watch_location(self, provider: Provider) -> None:
+        assert isinstance(provider, HostsProvider)
+        location = provider.location
+        failures = HostFailures(provider)
+        down = failures.probe()
+        fenced = failures.fenced()
+        for host, why in down.items():
+            if (location, host) not in self._silent:
+                self._silent[location, host] = time.monotonic()
+                self.events.emit("host.unreachable", f"{location}: host {host} does not "
+                                 f"answer ({why})", location=location, subject=host,
+                                 severity="warning", data={"error": why})
+        for key in [k for k in self._silent if k[0] == location and k[1] not in down]:
+            del self._silent[key]
+            if key[1] not in fenced:
+                self.events.emit("host.answering", f"{location}: host {key[1]} answers again",
+                                 location=location, subject=key[1])
+        for host in sorted(fenced - set(down)):  # a fenced host is back
+            removed = failures.readmit(host)
+            self.events.emit("host.readmitted", f"{location}: host {host} answers again; "
+                             + (f"removed its stale copies of {', '.join(removed)}; "
+                                if removed else "") + "it takes VMs again",
+                             location=location, subject=host, data={"removed": removed})
+        for host in failures.dead():
+            silent = round(failures.silent_for(host), 1)
+            guests = failures.guests_of(host)
+            self.events.emit("host.dead", f"{location}: host {host} is dead: no answer for "
+                             f"{silent} s, nor from its VMs ({', '.join(guests) or 'none'})",
+                             location=location, subject=host, severity="error",
+                             data={"silent_s": silent, "instances": guests})
+            if provider.options.storage is None:
+                for inst in guests:
+                    self.events.emit("host.vm_lost", f"{location}: {inst} ran on dead host "
+                                     f"{host} with its disks there; it comes back with the "
+                                     "host", location=location, subject=inst, severity="error",
+                                     data={"host": host})
+                continue
+            failures.fence(host)
+            self.events.emit("host.fenced", f"{location}: host {host} is fenced: it takes no "
+                             "VM, and its VMs start elsewhere from fresh copies of their disks",
+                             location=location, subject=host, severity="warning")
+            self.ops.submit(HOST_RECOVER, host, location, {"host": host}, None, None,
+                            f"start the VMs of dead host {host} of {location} elsewhere")
+
+    def _recover(self, provider: Provider, job: JobRow) -> dict[str, Any]:
+        assert isinstance(provider, HostsProvider)
+        host, location = job.params["host"], job.location
+        result = HostFailures(provider).recover(host)
+        for inst, dst in result.restarted.items():
+            self.events.emit("host.restarted", f"{location}: {inst} of dead host {host} runs "
+                             f"again on {dst}", location=location, subject=inst,
+                             data={"from": host, "to": dst})
+        for inst, why in result.lost.items():
+            self.events.emit("host.vm_lost", f"{location}: {inst} of dead host {host} could "
+                             f"not start elsewhere: {why}", location=location, subject=inst,
+                             severity="error", data={"host": host, "error": why})
+        return result.as_dict()

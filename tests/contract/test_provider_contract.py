@@ -55,8 +55,11 @@ def _vm(tmp: Path, guest_disk: Path, **_: Any) -> Case:
 
 
 def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: HostLab, **_: Any) -> Case:
+    # disks on the lab's network storage (the local-disk flavour is tests/e2e/test_hosts_crash)
+    assert lab_hosts.storage is not None
     p = build_provider("c-vmhosts", "vm", state_dir=tmp, region="", driver=None,
-                       credentials=lab_hosts.credentials(), options={"hosts": lab_hosts.specs()})
+                       credentials=lab_hosts.credentials(),
+                       options={"hosts": lab_hosts.specs(), "storage": lab_hosts.storage.options()})
     p.setup()
     image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
                           lambda _pct: None)
@@ -91,8 +94,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def lab_hosts() -> Iterator[HostLab]:
-    """Two hypervisor hosts reached over TCP, for the multi-host vm provider."""
-    with host_lab({"ch1": 243, "ch2": 244}) as hosts:
+    """Two hypervisor hosts reached over TCP and a storage host, for the multi-host vm
+    provider."""
+    with host_lab({"ch1": 243, "ch2": 244}, storage=("cst", 245)) as hosts:
         yield hosts
 
 

@@ -7,6 +7,7 @@ one instance per key, no orphan process, no ghost row, every location healthy.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from onepane.providers.local import LocalProvider
 from tests.conftest import Server, ec2_location
 from tests.helpers import wait_for
 
-POINTS = 20
+POINTS = int(os.environ.get("ONEPANE_CRASH_POINTS", "12"))  # the suite's; more by hand
 
 
 def fresh_database(postgres_url: str, name: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from onepane.providers.vm.hostlab import HostLab, host_lab
 from onepane.traffic.drill import LongResponse
@@ -27,12 +28,14 @@ from tests.helpers import ok, wait_for
 
 pytestmark = pytest.mark.root
 HOSTS = {"h1": 214, "h2": 215, "h3": 216}
+STORAGE = ("st", 217)
+DEAD_AFTER_S = 4
 
 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[HostLab]:
-    with host_lab(HOSTS) as lab:  # TLS: onepane's client certificate in the credentials
+    with host_lab(HOSTS, storage=STORAGE) as lab:  # TLS: onepane's certificate in credentials
         yield lab
 
 
@@ -40,8 +43,11 @@ def hosts() -> Iterator[HostLab]:
 def server(hosts: HostLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in hosts.hosts)
     creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in hosts.credentials().items())
+    assert hosts.storage is not None
+    storage = ", ".join(f"{k} = {json.dumps(v)}" for k, v in hosts.storage.options().items())
     config = (f'sync_interval = 0.5\n[locations.dc-h]\nprovider = "vm"\n'
-              f"options = {{ hosts = [{spec}] }}\ncredentials = {{ {creds} }}\n")
+              f"options = {{ hosts = [{spec}], storage = {{ {storage} }}, "
+              f"host_dead_after = {DEAD_AFTER_S} }}\ncredentials = {{ {creds} }}\n")
     server = Server(tmp_path_factory.mktemp("hoststate"), config)
     try:
         yield server
@@ -62,11 +68,27 @@ def instances(server: Server, *args: str) -> list[dict[str, Any]]:
     return list(ok(cli(server, "-o", "json", "instances", "list", *args)))
 
 
-def test_placement_and_a_maintenance_evacuation_under_load(server: Server, guest_disk: Path,
-                                                          tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def img(server: Server, guest_disk: Path) -> dict[str, Any]:
+    """The test guest, in the catalog and on the hosts (and the network storage)."""
+    image = ok(cli(server, "-o", "json", "images", "import", str(guest_disk), "--name", "guest"))
+    ok(cli(server, "images", "replicate", image["id"], "--to", "dc-h"))
+    return dict(image)
+
+
+def console_hosts(page: Page, server: Server) -> Page:
+    """The console's Hosts page, logged in with the server's token."""
+    page.goto(server.url + "/")
+    page.fill("#token", server.token)
+    page.click("#login-form button")
+    page.goto(server.url + "/#/hosts")
+    expect(page.locator("main[data-ready='#/hosts']")).to_be_attached()
+    return page
+
+
+def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: dict[str, Any],
+                                                          tmp_path: Path, page: Page) -> None:
     assert {h["state"] for h in host_rows(server).values()} == {"up"}
-    img = ok(cli(server, "-o", "json", "images", "import", str(guest_disk), "--name", "guest"))
-    ok(cli(server, "images", "replicate", img["id"], "--to", "dc-h"))
     spec = tmp_path / "web.yaml"
     spec.write_text(f"name: web-h\nimage: {img['id']}\nsize: vm.tiny\nreplicas: {{dc-h: 2}}\n"
                     "health: {path: /, interval: 0.5, timeout: 1.0}\nattempt_timeout: 30\n")
@@ -122,7 +144,73 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, guest
     keeper = next(h for h in on if h not in (None, victim))
     r = cli(server, "hosts", "remove", "dc-h", keeper)
     assert r.returncode != 0 and "empty it first" in " ".join(r.stderr.split())
-    ok(cli(server, "hosts", "activate", "dc-h", victim))
+    # the console's Hosts page shows the same, and its button takes the host back
+    row = console_hosts(page, server).locator(f"tr[data-host='{victim}']")
+    expect(row).to_have_attribute("data-state", "maintenance")
+    row.get_by_role("button", name="activate").click()
+    expect(page.locator(f"tr[data-host='{victim}']")).to_have_attribute("data-state", "up")
     assert host_rows(server)[victim]["state"] == "up"
     ok(cli(server, "deployments", "delete", "web-h"))
     wait_for(lambda: not instances(server, "--location", "dc-h"), 60, what="replicas gone")
+
+
+def domains_named(hosts: HostLab, name: str) -> dict[str, bool]:
+    """host -> whether it runs a domain of that name, over the network, for every host that
+    answers (a cut host does not)."""
+    out = {}
+    for h in hosts.hosts:
+        if h.net.is_cut():
+            continue
+        conn = hosts.connect(h)
+        try:
+            for dom in conn.listAllDomains():
+                if dom.name() == name:
+                    out[h.name] = bool(dom.isActive())
+        finally:
+            conn.close()
+    return out
+
+
+def test_a_dead_host_s_vm_runs_again_on_another_host_and_never_twice(
+        server: Server, hosts: HostLab, img: dict[str, Any], page: Page) -> None:
+    """Its libvirtd killed and its link cut: the host is declared dead, fenced, and its VM (its
+    disk on the network storage) boots on another host at the same address; when the host
+    comes back, its stale copy is destroyed before it takes VMs again."""
+    vm = ok(cli(server, "-o", "json", "instances", "create", "ha", "--location", "dc-h",
+                "--image", img["id"], "--size", "vm.tiny", "--wait"))["target"]
+    address = next(i for i in instances(server) if i["id"] == vm)["addresses"][0]
+    wait_for(lambda: http_get(f"http://{address}/", 2), 240, what="the VM answering")
+    victim = host_of(server, vm)
+    lab_host = next(h for h in hosts.hosts if h.name == victim)
+
+    lab_host.kill_daemon()
+    lab_host.net.cut("silent")
+    try:
+        def restarted() -> str | None:
+            events = ok(cli(server, "-o", "json", "events", "--kind", "host.", "--limit", "50"))
+            return next((e["data"]["to"] for e in events
+                         if e["kind"] == "host.restarted" and e["subject"] == vm), None)
+        new_host = wait_for(restarted, 120, what="the VM started on another host",
+                            explain=lambda: ok(cli(server, "-o", "json", "events", "--limit",
+                                                   "15")))
+        assert new_host != victim
+        wait_for(lambda: http_get(f"http://{address}/", 2), 240,
+                 what="the VM answering at its address from its new host")
+        assert domains_named(hosts, vm) == {new_host: True}  # one copy, where onepane says
+        assert host_rows(server)[victim]["state"] == "fenced"
+        row = console_hosts(page, server).locator(f"tr[data-host='{victim}']")
+        expect(row).to_have_attribute("data-state", "fenced")
+        kinds = [e["kind"] for e in ok(cli(server, "-o", "json", "events", "--kind", "host.",
+                                           "--limit", "50"))]
+        for kind in ("host.unreachable", "host.dead", "host.fenced", "host.restarted"):
+            assert kind in kinds, kinds
+    finally:
+        lab_host.net.restore()
+        lab_host.hypervisor.start()
+
+    # back: the stale copy (its QEMU ran on through the cut) goes, then the host takes VMs
+    wait_for(lambda: host_rows(server)[victim]["state"] == "up", 60, what="host readmitted")
+    assert domains_named(hosts, vm) == {new_host: True}
+    assert http_get(f"http://{address}/", 5) is not None
+    ok(cli(server, "instances", "destroy", vm, "--wait"))
+    assert domains_named(hosts, vm) == {}

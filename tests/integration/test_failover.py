@@ -8,6 +8,7 @@ see traffic come back: three rounds.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core) -> N
         wait_for(lambda: load.served_by(LOCS[0], 0), 10, what="traffic at the primary")
         cut = fail(core, LOCS[0], "silent")
         wait_for(lambda: load.served_by(LOCS[1], cut + 4, last=300), 20,
-                 what="four seconds of answers from the other location")
+                 what="four seconds of answers from the other location",
+                 explain=lambda: {"seconds": load.per_second(cut, 1, 12),
+                                  "last 300 by": Counter(s.where for s in load.snapshot()[-300:]),
+                                  "status": status(core)})
     finally:
         load.stop()
         recover(core, LOCS[0], "silent")

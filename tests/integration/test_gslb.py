@@ -10,7 +10,7 @@ a wrong TSIG key is an event and a status line, not a crash.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import boto3
 import dns.resolver
@@ -63,12 +63,27 @@ def deploy(core: Core, name: str, dns: dict[str, object]) -> None:
     core.deployments.apply(parse_spec({
         "name": name, "image": "httpecho", "replicas": {SITES[0]: 1, SITES[1]: 1},
         "listen": f"127.0.0.1:{free_port()}", "front_doors": "per-site", "dns": dns,
-        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "health": {"interval": 0.2, "timeout": 1.0, "rise": 2, "fall": 2},
         "traffic": {"order": list(SITES)}}))
 
 
 def dns_status(core: Core, name: str) -> dict[str, object]:
     return dict(core.deployments.get(name).status.get("dns") or {})
+
+
+def explain(core: Core, *names: str) -> Callable[[], object]:
+    """What the deployments said and did, for a failure message (a slow CI machine's failure
+    must say whether a door was down, the publisher failing, or nothing published at all)."""
+    def seen() -> object:
+        out: dict[str, object] = {}
+        for name in names:
+            st = core.deployments.get(name).status
+            events = core.events.list(subject=name, before=2**62, limit=8).items
+            out[name] = {"dns": st.get("dns"), "front_doors": st.get("front_doors"),
+                         "locations": st.get("locations"),
+                         "events": [f"{e.kind}: {e.message}" for e in events]}
+        return out
+    return seen
 
 
 def authoritative(server: str, name: str) -> set[str]:
@@ -115,7 +130,8 @@ def test_records_follow_the_sites_and_survive_hands_and_bad_keys(
     pdns_name, bind_name = "shop.pdns.onepane.test.", "shop.bind.onepane.test."
 
     # every door published in PowerDNS; only the serving site's in Route 53 and BIND
-    wait_for(lambda: authoritative(lab.pdns, pdns_name) == both, 30, what="PowerDNS: both doors")
+    wait_for(lambda: authoritative(lab.pdns, pdns_name) == both, 30, what="PowerDNS: both doors",
+             explain=explain(core, "gp"))
     wait_for(lambda: route53(core, moto_url, f"shop.{R53_ZONE}") == east, 30,
              what="Route 53: the primary's door")
     wait_for(lambda: authoritative(lab.bind, bind_name) == east, 30, what="BIND: the primary's door")
@@ -139,13 +155,15 @@ def test_records_follow_the_sites_and_survive_hands_and_bad_keys(
                     {"name": pdns_name, "type": "A", "ttl": 300, "changetype": "REPLACE",
                      "records": [{"content": "192.0.2.66", "disabled": False}]}]}
                 ).raise_for_status()
-    wait_for(lambda: authoritative(lab.pdns, pdns_name) == both, 15, what="PowerDNS repaired")
+    wait_for(lambda: authoritative(lab.pdns, pdns_name) == both, 15, what="PowerDNS repaired",
+             explain=explain(core, "gp"))
     assert any(e.kind == "dns.drift" for e in core.events.list(subject="gp", limit=100).items)
 
     # a silent cut of the primary site moves every record to the other site
     fail(core, SITES[0], "silent")
     try:
-        wait_for(lambda: authoritative(lab.pdns, pdns_name) == west, 30, what="PowerDNS moved")
+        wait_for(lambda: authoritative(lab.pdns, pdns_name) == west, 30, what="PowerDNS moved",
+                 explain=explain(core, "gp"))
         wait_for(lambda: route53(core, moto_url, f"shop.{R53_ZONE}") == west, 30,
                  what="Route 53 moved")
         wait_for(lambda: authoritative(lab.bind, bind_name) == west, 30, what="BIND moved")
@@ -181,7 +199,7 @@ def test_active_active_weights_are_weighted_records_where_the_dns_has_them(
             "name": name, "image": "httpecho", "replicas": {SITES[0]: 1, SITES[1]: 1},
             "listen": f"127.0.0.1:{free_port()}", "front_doors": "per-site",
             "dns": {"provider": provider, "zone": zone, "name": name, "publish": "serving"},
-            "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+            "health": {"interval": 0.2, "timeout": 1.0, "rise": 2, "fall": 2},
             "traffic": {"mode": "active-active", "weights": {SITES[0]: 3, SITES[1]: 1}}}))
     r53 = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1",
                        aws_access_key_id="AKIDTEST", aws_secret_access_key="s3cr3t")
@@ -193,9 +211,10 @@ def test_active_active_weights_are_weighted_records_where_the_dns_has_them(
         return {s["ResourceRecords"][0]["Value"]: s["Weight"] for s in sets
                 if s["Name"] == f"gw.{R53_ZONE}" and "Weight" in s}
     wait_for(lambda: weighted() == {DOOR[SITES[0]]: 3, DOOR[SITES[1]]: 1}, 30,
-             what="Route 53: one weighted set per door")
+             what="Route 53: one weighted set per door", explain=explain(core, "gw"))
     # PowerDNS has no weighted records: both doors, and the status says so
-    wait_for(lambda: dns_status(core, "gv").get("state") == "published", 30, what="gv published")
+    wait_for(lambda: dns_status(core, "gv").get("state") == "published", 30, what="gv published",
+             explain=explain(core, "gv"))
     st = dns_status(core, "gv")
     assert st["published"] == sorted(DOOR.values()) and "equal share" in str(st["note"])
     for name in ("gw", "gv"):
@@ -210,10 +229,10 @@ def test_haproxy_runs_as_a_front_door_in_each_site(world: Core, lab: DnsLab) -> 
         "name": "gh", "image": "httpecho", "replicas": {SITES[0]: 1, SITES[1]: 1},
         "listen": f"127.0.0.1:{port}", "front_doors": "per-site", "data_plane": "haproxy",
         "dns": {"provider": "pdns", "zone": "pdns.onepane.test", "name": "gh"},
-        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "health": {"interval": 0.2, "timeout": 1.0, "rise": 2, "fall": 2},
         "traffic": {"order": list(SITES)}}))
     wait_for(lambda: authoritative(lab.pdns, "gh.pdns.onepane.test.") == set(DOOR.values()), 30,
-             what="both HAProxy doors published")
+             what="both HAProxy doors published", explain=explain(core, "gh"))
     for door in DOOR.values():  # the west door forwards to the east primary, across the sites
         r = httpx.get(f"http://{door}:{port}/", timeout=5)
         assert r.status_code == 200 and r.headers["x-served-by"] == SITES[0], door

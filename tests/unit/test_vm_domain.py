@@ -48,3 +48,50 @@ def test_every_nic_of_a_guest_has_its_own_stable_mac() -> None:
     macs = [mac_for("10.200.255.10"), *(_extra_mac("10.200.255.10", n) for n in (1, 2, 3))]
     assert len(set(macs)) == 4 and macs[0] == "52:54:0a:c8:ff:0a"
     assert mac_for("10.200.255.11") != macs[0]
+
+
+def test_a_disk_on_network_storage_is_an_nbd_export_and_a_restart_renames_it() -> None:
+    from onepane.providers.vm.domain import NbdSource, disk_paths, nbd_exports, with_nbd_exports
+    xml = domain_xml(spec(disks=[
+        Disk(Path("inst-1-disk0.raw"), format="raw",
+             nbd=NbdSource("10.0.1.20", 10809, "inst-1-disk0.raw")),
+        Disk(Path("/s/inst-1/disk1.qcow2"), target="vdb")]))
+    disk = ET.fromstring(xml).find("devices/disk")
+    assert disk is not None and disk.get("type") == "network"
+    src = disk.find("source")
+    assert src is not None and src.get("protocol") == "nbd" and src.get("name") == "inst-1-disk0.raw"
+    host = src.find("host")
+    assert host is not None and (host.get("name"), host.get("port")) == ("10.0.1.20", "10809")
+    assert nbd_exports(xml) == {"vda": "inst-1-disk0.raw"}
+    assert disk_paths(xml) == {"vdb": Path("/s/inst-1/disk1.qcow2")}  # only the host's own
+    renamed = with_nbd_exports(xml, {"vda": "inst-1-disk0.r1.raw"})
+    assert nbd_exports(renamed) == {"vda": "inst-1-disk0.r1.raw"}
+    assert read_metadata(renamed) == read_metadata(xml)
+
+
+def test_storage_options_are_typed_and_refused_by_name() -> None:
+    import pytest
+
+    from onepane.errors import InvalidInput
+    from onepane.providers.vm.hosts import hosts_options
+    host = {"name": "h1", "uri": "qemu+tls://10.0.1.11/system"}
+    opts = hosts_options("dc", {"hosts": [host], "storage": {
+        "uri": "qemu+tls://10.0.1.20/system", "nbd": "10.0.1.20:10809"}})
+    assert opts.storage is not None and (opts.storage.nbd_host, opts.storage.nbd_port) == (
+        "10.0.1.20", 10809)
+    assert opts.host_dead_after == 10.0
+    for bad in ({"uri": "file:///etc/passwd", "nbd": "a:1"},
+                {"uri": "qemu+tls://s/system", "nbd": "no-port"},
+                {"uri": "qemu+tls://s/system", "nbd": "a:1", "nfs": "x"}):
+        with pytest.raises(InvalidInput) as err:
+            hosts_options("dc", {"hosts": [host], "storage": bad})
+        assert "storage" in str(err.value.field or err.value.detail)
+    with pytest.raises(InvalidInput):
+        hosts_options("dc", {"hosts": [host], "host_dead_after": 0.5})
+
+
+def test_a_guest_that_refuses_a_connection_is_alive() -> None:
+    """Refused proves the guest's kernel answered (the silent case, a cut host's guest, is
+    tests/e2e/test_hosts.py's: no address here may send packets off this machine)."""
+    from onepane.providers.vm.hostfailure import guest_answers
+    assert guest_answers("127.0.0.1")  # port 9 here: refused (or a discard server): alive

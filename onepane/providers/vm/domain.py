@@ -19,10 +19,20 @@ ET.register_namespace("onepane", META_NS)
 
 
 @dataclass
+class NbdSource:
+    """A disk on network storage: an NBD export that every host of the location reaches."""
+
+    host: str
+    port: int
+    export: str
+
+
+@dataclass
 class Disk:
     path: Path
     format: str = "qcow2"
     target: str = "vda"
+    nbd: NbdSource | None = None  # set: the disk is on network storage, `path` is unused
 
 
 @dataclass
@@ -75,9 +85,15 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(dom, "on_crash", "destroy")
     devices = _sub(dom, "devices")
     for disk in spec.disks:
-        d = _sub(devices, "disk", type="file", device="disk")
-        _sub(d, "driver", name="qemu", type=disk.format, cache="none", io="threads")
-        _sub(d, "source", file=str(disk.path))
+        if disk.nbd is not None:
+            d = _sub(devices, "disk", type="network", device="disk")
+            _sub(d, "driver", name="qemu", type=disk.format, cache="none")
+            src = _sub(d, "source", protocol="nbd", name=disk.nbd.export)
+            _sub(src, "host", name=disk.nbd.host, port=str(disk.nbd.port))
+        else:
+            d = _sub(devices, "disk", type="file", device="disk")
+            _sub(d, "driver", name="qemu", type=disk.format, cache="none", io="threads")
+            _sub(d, "source", file=str(disk.path))
         _sub(d, "target", dev=disk.target, bus="virtio")
     for nic in spec.nics:
         n = _sub(devices, "interface", type="bridge")
@@ -100,6 +116,29 @@ def read_metadata(xml: str) -> dict[str, Any] | None:
         return None
     data = json.loads(el.text)
     return data if isinstance(data, dict) else None
+
+
+def nbd_exports(xml: str) -> dict[str, str]:
+    """target dev -> export name of every disk on network storage (NBD)."""
+    root = SafeET.fromstring(xml)
+    out = {}
+    for d in root.findall("devices/disk"):
+        src, tgt = d.find("source"), d.find("target")
+        if src is not None and tgt is not None and src.get("protocol") == "nbd":
+            out[tgt.get("dev", "")] = src.get("name", "")
+    return out
+
+
+def with_nbd_exports(xml: str, exports: dict[str, str]) -> str:
+    """The domain XML with the named disks' exports replaced (target dev -> new export): a VM
+    restarted after its host died boots from a fresh copy of its disks, never the files the
+    dead host may still hold open."""
+    root = SafeET.fromstring(xml)  # it came back from a daemon
+    for d in root.findall("devices/disk"):
+        src, tgt = d.find("source"), d.find("target")
+        if src is not None and tgt is not None and tgt.get("dev") in exports:
+            src.set("name", exports[tgt.get("dev", "")])
+    return ET.tostring(root, encoding="unicode")
 
 
 def disk_paths(xml: str) -> dict[str, Path]:

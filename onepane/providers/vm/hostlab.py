@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,11 +148,63 @@ def stop_host(host: LabHost) -> None:
     host.net.teardown()
 
 
+NBD_PORT = 10809
+SHARED_POOL = "/var/lib/libvirt/onepane-shared"
+
+
+@dataclass
+class LabStorage:
+    """A storage host: its own libvirtd (onepane makes the disks through it) and an NBD server
+    (nbdkit's file plugin) exporting every file of the shared pool, both at its address."""
+
+    host: LabHost
+    nbd: subprocess.Popen[bytes]
+
+    def options(self) -> dict[str, str]:
+        return {"uri": self.host.uri, "nbd": f"{self.host.address}:{NBD_PORT}",
+                "pool_path": SHARED_POOL}
+
+
+def start_storage(name: str, index: int, root: Path, ca: LabCA | None) -> LabStorage:
+    if not shutil.which("nbdkit"):
+        raise RuntimeError("the lab's storage host needs nbdkit (apt install nbdkit)")
+    host = start_host(name, index, root, ca)
+    # the pool as the storage host's libvirtd sees it (/var/lib/libvirt is its own, mounted
+    # from root/<name>/lib): nbdkit serves the same files, in the host's network namespace
+    pool = root / name / "lib" / SHARED_POOL.removeprefix("/var/lib/libvirt/")
+    pool.mkdir(parents=True, exist_ok=True)
+    log = open(root / name / "nbdkit.log", "ab")  # noqa: SIM115 - lives as long as nbdkit
+    nbd = subprocess.Popen(
+        ["ip", "netns", "exec", host.net.ns, "nbdkit", "--foreground", "--exit-with-parent",
+         "-i", host.address, "-p", str(NBD_PORT), "file", f"dir={pool}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 15
+    while True:
+        probe = subprocess.run(["ip", "netns", "exec", host.net.ns, "ss", "-ltnH",
+                                f"sport = :{NBD_PORT}"], capture_output=True, text=True)
+        if probe.stdout.strip():
+            break
+        if nbd.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"nbdkit did not start: {(root / name / 'nbdkit.log').read_text()}")
+        time.sleep(0.05)
+    return LabStorage(host, nbd)
+
+
+def stop_storage(storage: LabStorage) -> None:
+    storage.nbd.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        storage.nbd.wait(5)
+    if storage.nbd.poll() is None:
+        storage.nbd.kill()
+    stop_host(storage.host)
+
+
 @dataclass
 class HostLab:
     hosts: list[LabHost]
     ca: LabCA | None
     root: Path
+    storage: LabStorage | None = None
 
     def specs(self) -> list[dict[str, str]]:
         return [h.spec() for h in self.hosts]
@@ -175,18 +229,25 @@ class HostLab:
 
 
 @contextlib.contextmanager
-def host_lab(hosts: dict[str, int], tls: bool = True) -> Iterator[HostLab]:
-    """name -> index (10.200.<index>.0/24). Needs root, libvirt and QEMU."""
+def host_lab(hosts: dict[str, int], tls: bool = True,
+             storage: tuple[str, int] | None = None) -> Iterator[HostLab]:
+    """name -> index (10.200.<index>.0/24); `storage`: (name, index) of a storage host too.
+    Needs root, libvirt and QEMU (and nbdkit for the storage host)."""
     had = CATCH_ALL in ip("route", "show", "type", "blackhole", check=False).stdout
     ensure_catch_all()
     root = Path(tempfile.mkdtemp(prefix="onepane-hosts-"))
     ca = LabCA() if tls else None
     started: list[LabHost] = []
+    shared: LabStorage | None = None
     try:
         for name, index in hosts.items():
             started.append(start_host(name, index, root, ca))
-        yield HostLab(started, ca, root)
+        if storage is not None:
+            shared = start_storage(storage[0], storage[1], root, ca)
+        yield HostLab(started, ca, root, shared)
     finally:
+        if shared is not None:
+            stop_storage(shared)
         for host in started:
             stop_host(host)
         shutil.rmtree(root, ignore_errors=True)

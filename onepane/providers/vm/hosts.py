@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -60,7 +61,17 @@ from ..base import (
 )
 from ..dcnet import ip
 from . import guestnet
-from .domain import Disk, DomainSpec, Nic, disk_paths, domain_xml, read_metadata
+from .domain import (
+    Disk,
+    DomainSpec,
+    NbdSource,
+    Nic,
+    disk_paths,
+    domain_xml,
+    nbd_exports,
+    read_metadata,
+)
+from .hostfailure import HostFailures
 from .migration import Phase, Switch, Watch, report_end
 from .placement import HostLoad, NoRoom, choose
 from .provider import (
@@ -79,9 +90,11 @@ from .provider import (
 )
 
 POOL = "onepane"
+STORAGE = "@storage"  # the connection name of the location's storage host (not a host name)
 MAINTENANCE = ".onepane-maintenance"  # a volume in a host's pool: the host is in maintenance
 HOST_TAG = "onepane:host"  # shown on every instance: the host that runs it
 KEEPALIVE_S, KEEPALIVE_COUNT = 2, 3  # a host that stops answering fails its calls in ~8 s
+FW_FILES = {"ovf-env.xml": "opt/onepane/ovf-env", "authorized_keys": "opt/onepane/ssh-keys"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -92,6 +105,29 @@ class HostSpec(BaseModel):
                      description="libvirt connection URI, e.g. qemu+tls://10.0.0.11/system")
     route_via: str | None = Field(default=None, description="where onepane's machine sends "
                                   "this host's guests' traffic; default: the URI's host")
+
+
+class SharedStorage(BaseModel):
+    """Network storage every host reaches: a storage host whose libvirt holds the disks in a
+    directory pool and whose NBD server exports that directory (one export per file, e.g.
+    `nbdkit file dir=POOL`). A VM whose disks live there restarts on another host when its
+    host dies, and moves live without copying a disk."""
+
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(pattern=r"^qemu\+(tcp|tls|ssh)://[^/\s]+/system(\?\S*)?$",
+                     description="libvirt of the storage host: onepane makes and removes the "
+                     "disks through it")
+    nbd: str = Field(pattern=r"^[\w.:-]+:\d{1,5}$",
+                     description="address:port of the NBD server exporting the pool")
+    pool_path: str = Field(default="/var/lib/libvirt/onepane-shared", pattern=r"^/[\w./-]+$")
+
+    @property
+    def nbd_host(self) -> str:
+        return self.nbd.rsplit(":", 1)[0]
+
+    @property
+    def nbd_port(self) -> int:
+        return int(self.nbd.rsplit(":", 1)[1])
 
 
 class HostsOptions(BaseModel):
@@ -109,6 +145,10 @@ class HostsOptions(BaseModel):
                                     description="live moves at once when a host is emptied")
     route_guests: bool = Field(default=True, description="route each guest's /32 from "
                                "onepane's machine via its host (off where the network does it)")
+    storage: SharedStorage | None = Field(default=None, description="network storage: VMs' "
+                                          "disks there survive their host")
+    host_dead_after: float = Field(default=10.0, ge=2, le=600, description="seconds a host "
+                                   "and its guests stay silent before it is declared dead")
 
 
 def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
@@ -172,6 +212,11 @@ class HostsProvider(Provider):
         self._down: dict[str, str] = {}  # host -> why it does not answer
         self._lock = threading.RLock()
         self._host_locks = {h.name: threading.Lock() for h in self.options.hosts}
+        self._host_locks[STORAGE] = threading.Lock()
+        self._down_since: dict[str, float] = {}  # host -> when it stopped answering
+        self._retry_at: dict[str, float] = {}  # host -> not asked again before (it failed)
+        # instance -> (host, running) as last listed: where a dead host's VMs were
+        self.last_seen: dict[str, tuple[str, bool]] = {}
         # instance -> (host, vCPUs, MiB) of a move in flight: not defined at its destination
         # yet, so placement would not count it without this
         self._reserved: dict[str, tuple[str, int, int]] = {}
@@ -244,9 +289,16 @@ class HostsProvider(Provider):
             elif not on and vol is not None:
                 vol.delete(0)
 
+    def _uri(self, name: str) -> str:
+        if name == STORAGE and self.options.storage is not None:
+            return self.options.storage.uri
+        return self.host(name).uri
+
     def conn(self, name: str) -> Any:
-        """The host's connection, opened (with keepalive) when it is not alive."""
-        self.host(name)  # a clear NotFound for a name that is not a host here
+        """The host's connection, opened (with keepalive) when it is not alive. A host whose
+        port does not answer within CONNECT_TIMEOUT_S fails at once: libvirt itself would wait
+        for TCP's own time-out (minutes) on a host whose link is cut."""
+        uri = self._uri(name)  # a clear NotFound for a name that is not a host here
         lv = _libvirt()
         with self._host_locks[name]:
             c = self._conns.get(name)
@@ -254,16 +306,23 @@ class HostsProvider(Provider):
                 with contextlib.suppress(Exception):
                     if c.isAlive():
                         return c
+            if time.monotonic() < self._retry_at.get(name, 0.0):  # it failed a moment ago
+                raise TransientProviderError(f"host {name} of {self.location} does not answer: "
+                                             f"{self._down.get(name, 'not reachable')}")
             _event_loop()
             try:
+                _reachable(uri)
                 c = self.open_connection(name)
                 c.setKeepAlive(KEEPALIVE_S, KEEPALIVE_COUNT)
-            except lv.libvirtError as exc:
-                self._down[name] = str(exc)
+            except (OSError, lv.libvirtError) as exc:
+                self._down[name] = str(exc) or type(exc).__name__
+                self._down_since.setdefault(name, time.monotonic())
+                self._retry_at[name] = time.monotonic() + RETRY_DOWN_S
                 raise TransientProviderError(f"host {name} of {self.location} does not answer: "
-                                             f"{exc}") from exc
+                                             f"{self._down[name]}") from exc
             self._conns[name] = c
             self._down.pop(name, None)
+            self._down_since.pop(name, None)
             return c
 
     def open_connection(self, name: str) -> Any:
@@ -271,7 +330,7 @@ class HostsProvider(Provider):
         certificate and key are written to a private folder for as long as libvirt reads
         them (pkipath) and removed at once."""
         lv = _libvirt()
-        uri = self.host(name).uri
+        uri = self._uri(name)
         if not (self.tls and uri.startswith("qemu+tls://")):
             return lv.open(uri)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -295,10 +354,15 @@ class HostsProvider(Provider):
     def hosts(self) -> list[dict[str, Any]]:
         """Each host as an operator sees it: state, capacity, what is committed, its VMs."""
         maint = self.maintenance()
+        fenced = HostFailures(self).fenced()
         out = []
         for h in self.options.hosts:
-            row: dict[str, Any] = {"name": h.name, "uri": h.uri, "state": "unreachable",
+            row: dict[str, Any] = {"name": h.name, "uri": h.uri,
+                                   "state": "fenced" if h.name in fenced else "unreachable",
                                    "maintenance": h.name in maint}
+            if h.name in fenced:
+                out.append(row)
+                continue
             try:
                 load = self._load(h.name, maint)
             except OnepaneError as exc:
@@ -341,7 +405,7 @@ class HostsProvider(Provider):
                         same_deployment=same)
 
     def _loads(self, deployment: str | None = None) -> list[HostLoad]:
-        maint = self.maintenance()
+        maint = self.maintenance() | HostFailures(self).fenced()  # neither takes a new VM
         loads = []
         for h in self.options.hosts:
             try:
@@ -362,6 +426,9 @@ class HostsProvider(Provider):
 
     def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.options.storage is not None:
+            with contextlib.suppress(OnepaneError):
+                self._pool(STORAGE)
         for name in self._up_hosts():
             with contextlib.suppress(OnepaneError):
                 self._pool(name)
@@ -409,6 +476,7 @@ class HostsProvider(Provider):
                     # two copies (a move cut short): the one that runs is the instance
                     if obs.provider_id not in found or _running(dom):
                         found[obs.provider_id] = obs
+                        self.last_seen[obs.provider_id] = (name, _running(dom))
         return list(found.values())
 
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
@@ -473,6 +541,10 @@ class HostsProvider(Provider):
                     with contextlib.suppress(lv.libvirtError):
                         dom.undefine()
                 self._forget(name, provider_id)
+            if self.options.storage is not None and self._locate(provider_id) is None:
+                # on a dead host, or nowhere: its disks and definition on the storage go, so
+                # that no recovery starts it again
+                self._delete_volumes(STORAGE, provider_id)
 
     def kill_instance(self, provider_id: str) -> None:
         _, dom = self._located(provider_id)
@@ -566,6 +638,9 @@ class HostsProvider(Provider):
                            "moves live", field="instance")
         xml = dom.XMLDesc(lv.VIR_DOMAIN_XML_MIGRATABLE)
         meta = read_metadata(xml) or {}
+        if nbd_exports(xml) and target is not self:
+            raise Conflict(f"{instance}'s disks are on {self.location}'s network storage: it "
+                           "moves live between that location's hosts only", field="to")
         target.conn(dst)  # fails early, with its reason, when the destination is down
         t0 = time.monotonic()
         try:
@@ -577,8 +652,11 @@ class HostsProvider(Provider):
                       lv.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
             with contextlib.suppress(lv.libvirtError):
                 dom.migrateSetMaxDowntime(self.options.migration_downtime_ms, 0)
-            flags = (lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER
-                     | lv.VIR_MIGRATE_NON_SHARED_DISK | lv.VIR_MIGRATE_PERSIST_DEST)
+            flags = lv.VIR_MIGRATE_LIVE | lv.VIR_MIGRATE_PEER2PEER | lv.VIR_MIGRATE_PERSIST_DEST
+            if disk_paths(xml):  # disks of the host's own: copied; network storage's: not
+                flags |= lv.VIR_MIGRATE_NON_SHARED_DISK
+            else:
+                del params[lv.VIR_MIGRATE_PARAM_MIGRATE_DISKS]
             watch = Watch(dom, t0, bound_s, on_phase)
             switch = Switch(lambda: target.open_connection(dst), instance,
                             lambda: target._route(dst, instance, meta))
@@ -671,6 +749,8 @@ class HostsProvider(Provider):
         if not hosts:
             raise TransientProviderError(f"no host of {self.location} answers: "
                                          + "; ".join(self.problems()))
+        if self.options.storage is not None:
+            hosts.append(STORAGE)  # the network storage copies VMs' disks from it
         for n, host in enumerate(hosts):
             if image not in self._images_on(host):
                 self._upload(host, image, path, fmt)
@@ -725,13 +805,15 @@ class HostsProvider(Provider):
     def _pool(self, host: str) -> Any:
         lv = _libvirt()
         c = self.conn(host)
+        path = (self.options.storage.pool_path if host == STORAGE and self.options.storage
+                else self.options.pool_path)
         with self._errors():
             try:
                 pool = c.storagePoolLookupByName(POOL)
             except lv.libvirtError:
                 pool = c.storagePoolDefineXML(
                     f"<pool type='dir'><name>{POOL}</name><target><path>"
-                    f"{self.options.pool_path}</path></target></pool>", 0)
+                    f"{path}</path></target></pool>", 0)
                 pool.build(0)
                 pool.setAutostart(1)
             if not pool.isActive():
@@ -838,6 +920,37 @@ class HostsProvider(Provider):
         address = self.addresses.allocate(spec.onepane_id)
         cpus, memory = SIZES[spec.size]
         fmt = "raw" if spec.image.endswith(".raw") else "qcow2"
+        if self.options.storage is not None:
+            disks = self._shared_disks(spec)
+        else:
+            disks = self._local_disks(pool, spec, image, virtual, fmt)
+        files = {}
+        small = {"ovf-env.xml": spec.user_data.encode() if spec.user_data else b"",
+                 "authorized_keys": "".join(k.strip() + "\n" for k in spec.ssh_keys).encode()}
+        for suffix, data in small.items():
+            if not data:
+                continue
+            for where in (host, STORAGE) if self.options.storage else (host,):
+                self._upload(where, f"{spec.onepane_id}-{suffix}", data)
+            files[FW_FILES[suffix]] = Path(self._vol_path(f"{spec.onepane_id}-{suffix}"))
+        nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
+        nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
+        meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
+                "tags": spec.tags, "address": address}
+        xml = domain_xml(DomainSpec(
+            name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
+            console_log=Path(self._vol_path(f"{spec.onepane_id}-console.log")),
+            accel=self.options.accel,
+            firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
+                                                f"{guestnet.GATEWAY}"},
+            firmware_files=files, metadata=meta))
+        if self.options.storage is not None:  # what another host boots it from if this dies
+            self._upload(STORAGE, f"{spec.onepane_id}-domain.xml", xml.encode())
+        return xml
+
+    def _local_disks(self, pool: Any, spec: InstanceSpec, image: str, virtual: int,
+                     fmt: str) -> list[Disk]:
+        """A qcow2 overlay on the image in the host's own pool, and the extra disks there."""
         root = f"{spec.onepane_id}-disk0.qcow2"
         with self._errors():
             pool.createXML(f"<volume><name>{root}</name><capacity unit='bytes'>{virtual}"
@@ -849,25 +962,37 @@ class HostsProvider(Provider):
                 pool.createXML(f"<volume><name>{extra}</name><capacity unit='bytes'>{size}"
                                "</capacity><target><format type='qcow2'/></target></volume>", 0)
                 disks.append(Disk(Path(self._vol_path(extra)), target=DISK_TARGETS[n]))
-        files = {}
-        if spec.user_data:
-            self._upload(host, f"{spec.onepane_id}-ovf-env.xml", spec.user_data.encode())
-            files["opt/onepane/ovf-env"] = Path(self._vol_path(f"{spec.onepane_id}-ovf-env.xml"))
-        if spec.ssh_keys:
-            keys = "".join(k.strip() + "\n" for k in spec.ssh_keys).encode()
-            self._upload(host, f"{spec.onepane_id}-authorized_keys", keys)
-            files["opt/onepane/ssh-keys"] = Path(self._vol_path(f"{spec.onepane_id}-authorized_keys"))
-        nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
-        nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
-        meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
-                "tags": spec.tags, "address": address}
-        return domain_xml(DomainSpec(
-            name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
-            console_log=Path(self._vol_path(f"{spec.onepane_id}-console.log")),
-            accel=self.options.accel,
-            firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
-                                                f"{guestnet.GATEWAY}"},
-            firmware_files=files, metadata=meta))
+        return disks
+
+    def _shared_disks(self, spec: InstanceSpec) -> list[Disk]:
+        """Raw disks on the storage host, reached over NBD: a whole copy of the image (no
+        backing chain: a host reads the export, not the storage host's paths) and the extra
+        disks. Raw, so that a copy taken while a dead host may still write is never a broken
+        qcow2."""
+        storage = self.options.storage
+        assert storage is not None
+        lv = _libvirt()
+        self._ensure_image(STORAGE, spec.image)
+        pool = self._pool(STORAGE)
+        disks = []
+        with self._errors():
+            image_vol = pool.storageVolLookupByName(spec.image)
+            for n, size in enumerate([0, *spec.disks]):
+                name = f"{spec.onepane_id}-disk{n}.raw"
+                with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
+                    pool.storageVolLookupByName(name).delete(0)
+                if n == 0:
+                    size = int(image_vol.info()[1])
+                    pool.createXMLFrom(f"<volume><name>{name}</name><capacity unit='bytes'>"
+                                       f"{size}</capacity><target><format type='raw'/>"
+                                       "</target></volume>", image_vol, 0)
+                else:
+                    pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>{size}"
+                                   "</capacity><target><format type='raw'/></target></volume>",
+                                   0)
+                disks.append(Disk(Path(name), format="raw", target=DISK_TARGETS[n],
+                                  nbd=NbdSource(storage.nbd_host, storage.nbd_port, name)))
+        return disks
 
     def _start(self, host: str, dom: Any) -> None:
         with self._errors():
@@ -953,11 +1078,27 @@ class HostsProvider(Provider):
     def _forget(self, host: str, instance: str) -> None:
         self._delete_volumes(host, instance)
         if self._locate(instance) is None:
+            self.last_seen.pop(instance, None)
+            if self.options.storage is not None:  # no copy is left anywhere: its disks go
+                self._delete_volumes(STORAGE, instance)
             address = self.addresses.get(instance)
             if address:
                 if self.options.route_guests:
                     ip("route", "del", f"{address}/32", check=False)
                 self.addresses.release(instance)
+
+
+CONNECT_TIMEOUT_S = 2.0
+RETRY_DOWN_S = 2.0  # a host that failed is not asked again sooner: every call would wait
+DEFAULT_PORTS = {"qemu+tls": 16514, "qemu+tcp": 16509, "qemu+ssh": 22}
+
+
+def _reachable(uri: str) -> None:
+    """Raise OSError unless the URI's host accepts a TCP connection within CONNECT_TIMEOUT_S."""
+    parts = urlsplit(uri)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme, 16514)
+    with socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
+        pass
 
 
 def _running(dom: Any) -> bool:

@@ -856,9 +856,48 @@ function follow(onEvent) {
   return () => { ctrl.abort(); liveState(""); };
 }
 
+// ---- hosts ------------------------------------------------------------------------------------
+
+// The hypervisor hosts of every location made of hosts: state, capacity, what is committed and
+// which VMs each runs; maintenance empties a host live (a job), activate lets it take VMs again.
+async function hosts() {
+  const gen = routeGen;
+  const locs = (await api("/v1/locations")).filter(l => Array.isArray(l.options?.hosts));
+  const rows = await Promise.all(locs.map(l => api(`/v1/locations/${encodeURIComponent(l.name)}/hosts`)
+    .then(list => ({ loc: l.name, list })).catch(err => ({ loc: l.name, list: [], error: err.message }))));
+  if (stale(gen)) return;
+  const out = h("div", { id: "hosts-result", class: "result", role: "status" });
+  const act = (loc, host, verb) => async () => {
+    if (verb === "maintenance" && !confirm(`Empty ${host} of ${loc}? Its VMs move live to the other hosts.`)) return;
+    out.replaceChildren(verb === "maintenance" ? `emptying ${host}…` : `activating ${host}…`);
+    try {
+      const r = await api(`/v1/locations/${encodeURIComponent(loc)}/hosts/${encodeURIComponent(host)}/${verb}`, { method: "POST" });
+      if (r && r.id && r.status) await waitJob(r);
+      route();
+    } catch (err) { out.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
+  const gib = mb => mb === undefined ? "" : `${(mb / 1024).toFixed(1)} GiB`;
+  const sections = rows.map(({ loc, list, error }) => h("section", { "data-location": loc },
+    h("h3", {}, loc), error ? h("p", { class: "error" }, error) : h("div", { class: "scroll" }, table([
+      { title: "host", cell: r => r.name },
+      { title: "state", cell: r => h("span", { class: { up: "ok", maintenance: "warning" }[r.state] || "bad" }, r.state) },
+      { title: "CPUs", cell: r => r.cpus ?? "" },
+      { title: "vCPUs given", cell: r => r.committed_vcpus ?? "" },
+      { title: "memory", cell: r => gib(r.memory_mb) },
+      { title: "memory given", cell: r => gib(r.committed_mb) },
+      { title: "free", cell: r => gib(r.free_mb) },
+      { title: "VMs", cell: r => (r.instances || []).map(i => h("a", { href: `#/instance/${i}` }, i, " ")) },
+      { title: "", cell: r => r.state === "up" ? h("button", { onclick: act(loc, r.name, "maintenance") }, "maintenance")
+        : r.state === "maintenance" ? h("button", { onclick: act(loc, r.name, "activate") }, "activate") : r.error || "" }],
+      list, r => ({ "data-host": r.name, "data-state": r.state })))));
+  main.replaceChildren(h("h2", {}, "Hosts"), out,
+    ...(sections.length ? sections : [h("p", {}, "No location here is made of hypervisor hosts (a vm location with options.hosts).")]));
+  ready();
+}
+
 // ---- routing ----------------------------------------------------------------------------------
 
-const pages = { overview, inventory, deployments, images, events, manage, instance };
+const pages = { overview, inventory, deployments, images, events, manage, instance, hosts };
 
 async function route() {
   stopPage(); stopPage = () => {};
