@@ -105,6 +105,15 @@ def show(data: Any, columns: list[str] | None = None, title: str | None = None) 
     out.print(table)
 
 
+def said(message: str, data: dict[str, Any]) -> None:
+    """What a command that answers nothing did: a line, or `data` with -o json (a script that
+    deletes wants to know that it did)."""
+    if ctx.output == Output.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(message)
+
+
 ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 
 
@@ -303,6 +312,7 @@ def locations_label(
 @locations_app.command("remove")
 def locations_remove(name: str, force: bool = False) -> None:
     client().delete(f"/v1/locations/{name}", force=force)
+    said(f"removed location {name}", {"location": name, "removed": True})
 
 
 @locations_app.command("sizes")
@@ -346,6 +356,8 @@ def hosts_add(location: str, name: str,
 def hosts_remove(location: str, name: str) -> None:
     """Remove an empty host from the location."""
     client().delete(f"/v1/locations/{location}/hosts/{name}")
+    said(f"removed host {name} from {location}", {"location": location, "host": name,
+                                                  "removed": True})
 
 
 @hosts_app.command("maintenance")
@@ -792,6 +804,7 @@ def tokens_list() -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: str) -> None:
     client().delete(f"/v1/tokens/{token_id}")
+    said(f"revoked token {token_id}", {"token": token_id, "revoked": True})
 
 
 @keys_app.command("create")
@@ -808,6 +821,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     client().delete(f"/v1/access-keys/{key_id}")
+    said(f"revoked access key {key_id}", {"access_key_id": key_id, "revoked": True})
 
 
 # ---- deployments -----------------------------------------------------------------------------
@@ -827,6 +841,16 @@ def _dns_cell(st: dict[str, Any]) -> str:
     return f"{dns['name']} -> {shown}" + (" (updating)" if dns.get("state") == "pending" else "")
 
 
+def _budget_cell(sla: dict[str, Any]) -> str:
+    budget = sla.get("error_budget") or {}
+    if sla.get("measuring"):
+        return "measuring (warm-up)"
+    if budget.get("overspent_s"):
+        return (f"spent: {budget['used_down_s']} s down of {budget['allowed_down_s']} s "
+                "allowed")
+    return f"{budget.get('remaining_pct')}% left"
+
+
 def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
     st = d.get("status") or {}
     health = {loc: f"{v['healthy']}/{v['replicas']}" + (f" (want {v['desired']})" if v.get("desired")
@@ -836,18 +860,20 @@ def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "serving": st.get("serving"), "health": health,
             "availability": ("measuring (warm-up)" if sla.get("measuring") else
                              f"{sla['availability']}% (target {sla['target']}%)") if sla else "",
-            "error_budget": f"{sla['error_budget']['remaining_pct']}% left" if sla else "",
+            "error_budget": _budget_cell(sla) if sla else "",
             "dns": _dns_cell(st)}
 
 
 @deployments_app.command("apply")
 def deployments_apply(
-        file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON spec")],
+        file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON spec; - reads "
+                                           "standard input")],
         force: Annotated[bool, typer.Option(help="apply even if it would serve nowhere now")] = False,
 ) -> None:
     """Create or update a deployment from a spec file, and show the status of *this* spec."""
     c = client()
-    dep = c.request("POST", "/v1/deployments", content=file.read_bytes(),
+    body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    dep = c.request("POST", "/v1/deployments", content=body,
                     params={"force": "true"} if force else None,
                     headers={"Content-Type": "application/yaml"})
     deadline = time.monotonic() + 10  # until the reconciler has looked at this generation
@@ -942,6 +968,8 @@ METRIC_UNITS: dict[str, tuple[str, float]] = {
 @deployments_app.command("delete")
 def deployments_delete(name: str) -> None:
     client().delete(f"/v1/deployments/{name}")
+    said(f"deleted deployment {name}: its replicas and data plane go now",
+         {"deployment": name, "deleted": True})
 
 
 @app.command()
@@ -1008,11 +1036,21 @@ def status_report(c: Client) -> dict[str, Any]:
             todo.append(f"deployment {d['name']}: its DNS records are not published: "
                         f"{st['dns'].get('error')} (onepane events --kind dns.; check the "
                         f"account {st['dns'].get('provider')!r} in onepane.toml)")
+    broken = c.get("/v1/instances", state="error", limit=100)["items"]
+    for inst in broken[:10]:  # each with what last happened to it: the reason, most often
+        last = c.get("/v1/events", subject=inst["id"], before=2**53, limit=1)["items"]
+        why = f": {last[-1]['message']}" if last else ""
+        todo.append(f"instance {inst['name']} ({inst['id']}) at {inst['location']} is in error"
+                    f"{why} (onepane instances start {inst['id']}, or destroy it)")
+    if len(broken) > 10:
+        todo.append(f"{len(broken) - 10} more instances are in error (onepane instances list "
+                    "--state error)")
     if failed:
         todo.append(f"{len(failed)} recent jobs failed (onepane jobs list --status failed)")
     return {"server": {"url": str(c.http.base_url), "version": __version__},
             "nodes": [{"name": n["name"], "role": n["role"], "api_url": n["api_url"],
-                       "heard_s_ago": n["heartbeat_age_s"]} for n in nodes],
+                       "heard": f"{n['heartbeat_age_s']} s ago",
+                       "heartbeat_age_s": n["heartbeat_age_s"]} for n in nodes],
             "locations": [{"name": loc["name"], "provider": loc["provider"],
                            "status": loc["status"]} for loc in locs],
             "deployments": [{"name": d["name"], "primary": d.get("primary"),
@@ -1032,7 +1070,7 @@ def status() -> None:
         show(report)
         return
     out.print(f"onepane {report['server']['version']} at {report['server']['url']}")
-    show(report["nodes"], ["name", "role", "api_url", "heard_s_ago"], title="nodes")
+    show(report["nodes"], ["name", "role", "api_url", "heard"], title="nodes")
     show(report["locations"], ["name", "provider", "status"], title="locations")
     show(report["deployments"], ["name", "primary", "serving", "listen", "dns"],
          title="deployments")

@@ -28,6 +28,13 @@ class Unreachable(OnepaneError):
     title = "onepane is unreachable"
 
 
+class NotOnepane(Unreachable):
+    """Something answered at the URL, but not onepane (a data plane's port, another service):
+    the same exit code as no answer, with what answered."""
+
+    title = "not onepane"
+
+
 class JobFailed(OnepaneError):
     exit_code = 1
     title = "Job failed"
@@ -57,7 +64,12 @@ class Client:
         if r.status_code >= 400:
             raise self._error(r)
         self.unanswered = r.headers.get("Onepane-Unanswered")  # a partial listing says who
-        return r.json() if r.content else None
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            raise self._not_onepane(path, r) from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -72,6 +84,9 @@ class Client:
         cursor = None
         while True:
             page = self.get(path, cursor=cursor, **params)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise NotOnepane(f"{self.http.base_url} answered {path} with no list of items: "
+                                 "it is not onepane's API (check --url / ONEPANE_URL)")
             yield from page["items"]
             cursor = page.get("next_cursor")
             if not cursor:
@@ -93,6 +108,11 @@ class Client:
                 raise JobFailed(f"job {job_id} still {job['status']} after {timeout:.0f}s")
             time.sleep(interval)
             interval = min(interval * 1.5, 1.0)
+
+    def _not_onepane(self, path: str, r: httpx.Response) -> NotOnepane:
+        kind = r.headers.get("content-type", "no content type").split(";")[0]
+        return NotOnepane(f"{self.http.base_url} answered {path} with {kind}, not onepane's "
+                          "JSON: it is not onepane's API (check --url / ONEPANE_URL)")
 
     @staticmethod
     def _error(r: httpx.Response) -> OnepaneError:

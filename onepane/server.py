@@ -62,9 +62,11 @@ def serve(settings: Settings) -> None:
     check_ports(settings)
     bound_malloc()
     settings.node_dir.mkdir(parents=True, exist_ok=True)
-    write_pid(settings.node_dir)  # for `onepane down`
     core = Core(settings)
     core.start()
+    # for `onepane down`; only now: a start refused above (another onepane on this state
+    # directory) must not take the pid file of the one that runs
+    write_pid(settings.node_dir)
     token = ensure_admin_token(core)
     app = create_app(core)
     base = f"http://{settings.api_host}:{settings.api_port}"

@@ -20,6 +20,7 @@ from ..model import (
     Image,
     Instance,
     InstanceCreate,
+    InstanceState,
     Job,
     Location,
     LocationCreate,
@@ -28,6 +29,7 @@ from ..model import (
     NetworkCreate,
     Node,
     Page,
+    ProviderKind,
     Size,
     Volume,
     VolumeAttach,
@@ -116,8 +118,9 @@ def restore_location(request: Request, name: str) -> dict[str, Any]:
 # ---- instances -------------------------------------------------------------------------------
 
 @router.get("/instances", dependencies=[viewer])
-def list_instances(request: Request, location: str | None = None, provider: str | None = None,
-                   state: str | None = None, name: str | None = None,
+def list_instances(request: Request, location: str | None = None,
+                   provider: ProviderKind | None = None, state: InstanceState | None = None,
+                   name: str | None = None,
                    tag: Annotated[list[str] | None, Query(description="key=value")] = None,
                    limit: Limit = 100, cursor: str | None = None,
                    sort: Annotated[str | None, Query(
@@ -129,6 +132,8 @@ def list_instances(request: Request, location: str | None = None, provider: str 
             raise InvalidInput(f"tag filter {t!r} must be key=value", field="tag")
         k, v = t.split("=", 1)
         tags[k] = v
+    if location is not None:  # a typo is not "nothing there": 404 naming the field
+        core(request).locations.get(location)
     return core(request).ops.list_instances(location=location, provider=provider, state=state,
                                             name=name, tags=tags, limit=limit, cursor=cursor,
                                             sort=sort)

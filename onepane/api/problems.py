@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,8 +38,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
-                  for e in exc.errors()]
+        errors = [{"field": _field(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         body = {"type": "https://onepane.dev/problems/InvalidInput", "title": "Invalid input",
                 "status": 422, "detail": detail, "errors": errors}
@@ -80,3 +81,12 @@ class NoNul:
                 await JSONResponse(body, status_code=422, media_type=MEDIA)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    """The field as the caller wrote it: `role`, not FastAPI's `body.role` or `query.state`
+    (where a value came from is the framework's business; the name is the caller's)."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts)

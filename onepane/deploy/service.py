@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,7 +21,7 @@ from ..policy.placement import violation
 from ..policy.schedule import active_locations
 from ..ports import check_free, free_port
 from ..providers.base import Provider
-from ..store.tables import DeploymentRow
+from ..store.tables import DeploymentRow, MetricRow
 from ..traffic.manager import next_healthy
 from .spec import DeploymentSpec
 
@@ -66,6 +68,33 @@ class Deployments:
         with self.events.store.tx() as s:
             return s.scalar(select(DeploymentRow.generation).where(DeploymentRow.name == name))
 
+    def _location_problems(self, spec: DeploymentSpec, loc: str
+                           ) -> builtins.list[tuple[str, str]]:
+        """(field, reason) for what keeps the spec from running at `loc`: a location that does
+        not exist is `replicas.<loc>`'s fault, a size it does not offer is `size`'s."""
+        try:
+            provider = self.locations.provider(loc)
+        except NotFound:
+            return [(f"replicas.{loc}", "no such location")]
+        out = []
+        if spec.front_doors == "per-site" and provider.front_door() is None:
+            out.append(("front_doors", f"per-site needs a front door in every location, and "
+                        f"{loc} ({type(provider).__name__}) cannot run one (it has no address "
+                        "of its own)"))
+        if (why := violation(spec.policies.placement.require,
+                             self.locations.get(loc).labels)) is not None:
+            out.append((f"replicas.{loc}", f"cannot be placed at {loc}: it {why}"))
+        try:
+            image = spec.image
+            if self.boot_image is not None and image.startswith("img-"):
+                image = self.boot_image(image, loc, None, {}).provider_image_id
+            self.locations.registry.run(loc, partial(_validate, image=image, size=spec.size),
+                                        timeout=10)
+        except InvalidInput as exc:
+            field = exc.field if exc.field in ("image", "size") else f"replicas.{loc}"
+            out.append((field, exc.detail if loc in exc.detail else f"at {loc}: {exc.detail}"))
+        return out
+
     def spec(self, name: str) -> DeploymentSpec:
         return DeploymentSpec.model_validate(self.get(name).spec)
 
@@ -78,27 +107,11 @@ class Deployments:
                                f"(configured in onepane.toml's dns_accounts: "
                                f"{', '.join(sorted(self.dns_accounts)) or 'none'})",
                                field="dns.provider")
-        require = spec.policies.placement.require
-        for loc in spec.replicas:
-            try:
-                provider = self.locations.provider(loc)
-            except NotFound as exc:
-                raise InvalidInput(f"replicas.{loc}: no such location", field=f"replicas.{loc}") from exc
-            if spec.front_doors == "per-site" and provider.front_door() is None:
-                raise InvalidInput(f"replicas.{loc}: front_doors per-site needs a front door in "
-                                   f"every location, and {loc} ({type(provider).__name__}) cannot "
-                                   "run one (it has no address of its own)", field="front_doors")
-            if (why := violation(require, self.locations.get(loc).labels)) is not None:
-                raise InvalidInput(f"replicas.{loc}: cannot be placed at {loc}: it {why}",
-                                   field=f"replicas.{loc}")
-            try:
-                image = spec.image
-                if self.boot_image is not None and image.startswith("img-"):
-                    image = self.boot_image(image, loc, None, {}).provider_image_id
-                self.locations.registry.run(loc, partial(_validate, image=image, size=spec.size),
-                                            timeout=10)
-            except InvalidInput as exc:
-                raise InvalidInput(f"replicas.{loc}: {exc.detail}", field=f"replicas.{loc}") from exc
+        problems = [p for loc in spec.replicas for p in self._location_problems(spec, loc)]
+        if problems:  # every one at once, each under the field to change
+            raise InvalidInput("; ".join(f"{field}: {reason}" for field, reason in problems),
+                               field=problems[0][0],
+                               errors=[{"field": f, "reason": r} for f, r in problems])
         with self.events.tx() as s:
             row = s.get(DeploymentRow, spec.name)
             if row is None:
@@ -144,6 +157,8 @@ class Deployments:
         with self.events.tx() as s:
             row = self._row(s, name)
             s.delete(row)
+            # its charts go with it: a deployment made later under the name starts empty
+            s.execute(sql_delete(MetricRow).where(MetricRow.deployment == name))
             self.events.emit("deployment.deleted", f"deployment {name} deleted", subject=name,
                              session=s)
 

@@ -118,7 +118,8 @@ class Locations:
             n = s.scalar(select(func.count()).select_from(InstanceRow)
                          .where(InstanceRow.location == name)) or 0
             if n and not force:
-                raise Conflict(f"location {name} still has {n} instances; destroy them or use force",
+                raise Conflict(f"location {name} still has {n} instances; destroy them first, or "
+                               "remove it anyway with force=true (CLI: --force)",
                                field="location")
             for table in (InstanceRow, VolumeRow, NetworkRow):
                 for child in s.scalars(select(table).where(table.location == name)):

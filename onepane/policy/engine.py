@@ -146,10 +146,11 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
     for r in obs.replicas:
         if replicas.get(r.location, 0) == 0:
             continue
-        if not r.ever_healthy and r.state not in _GONE:
+        if not r.ever_healthy and r.state not in (*_GONE, "stopped"):
             # Never passed a check: starting, or its location is cut off. Replacing it would
             # only make another one that fails the same way (the traffic manager handles a
-            # location that is down); a crash still counts.
+            # location that is down); a crash still counts, and a stopped replica (`onepane
+            # down`, then `up`: no check has run since) is started.
             continue
         fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting,
                               now, r.slow_boot)

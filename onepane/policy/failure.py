@@ -37,7 +37,7 @@ def evaluate(policy: FailurePolicy, state: Records, instance: str, failures: int
              slow_boot: bool = False) -> FailureDecision | None:
     t = state.get(instance)
     rec = None if t is None else ReplicaRecord._make(t)
-    if failures == 0 and provider_state != "missing" and provider_state != "error":
+    if failures == 0 and provider_state not in ("missing", "error", "stopped"):
         if rec is not None and (rec.failures_at_restart or rec.restarted_at is not None):
             state[instance] = (rec.restarts, 0, None)  # later failures count from 0
         return None  # the common case, kept cheap: no record for a replica that never failed
@@ -52,6 +52,10 @@ def evaluate(policy: FailurePolicy, state: Records, instance: str, failures: int
         return None  # booting again after its restart: its checks do not count yet
     if provider_state == "missing":
         return FailureDecision(instance, "replace", "the provider no longer has it")
+    if provider_state == "stopped":  # by `onepane down` or by hand: a replica runs; no crash
+        state[instance] = (rec.restarts, failures, now)  # its checks count from its start
+        return FailureDecision(instance, "restart", "it was stopped (onepane down, or by hand) "
+                               "and a deployment's replica runs")
     if provider_state == "error":  # crashed: the provider saw the process or VM die
         if rec.restarts < policy.max_restarts:
             return _restart(state, rec, instance, failures, "it crashed", now)

@@ -56,11 +56,18 @@ class SlaTracker:
         return 100.0 if total == 0 else 100.0 * self.up_s / total
 
     def budget(self) -> dict[str, float]:
+        """What is left of the downtime the target allows. Once spent it is 0 % left, and the
+        overspend is said in seconds: `-97029.76 % left` (early downtime against a few seconds
+        of allowance) told an operator nothing."""
         total = self.up_s + self.down_s
         allowed = total * (100.0 - self.target) / 100.0
-        return {"allowed_down_s": round(allowed, 3), "used_down_s": round(self.down_s, 3),
-                "remaining_pct": round(100.0 * (1 - self.down_s / allowed), 2) if allowed
-                else (100.0 if self.down_s == 0 else 0.0)}
+        remaining = (100.0 * (1 - self.down_s / allowed) if allowed
+                     else (100.0 if self.down_s == 0 else 0.0))
+        out = {"allowed_down_s": round(allowed, 3), "used_down_s": round(self.down_s, 3),
+               "remaining_pct": round(max(0.0, remaining), 2)}
+        if self.down_s > allowed:
+            out["overspent_s"] = round(self.down_s - allowed, 3)
+        return out
 
     def report(self) -> dict[str, Any]:
         return {"target": self.target, "availability": round(self.availability(), 4),

@@ -191,8 +191,14 @@ class LocalProvider(FileSnapshots, Provider):
 
     def teardown(self) -> None:
         """Stop every instance's process and drop its cgroup (the files stay with the state
-        directory; a later start makes the group again)."""
+        directory; a later start makes the group again). Each is recorded as stopped: what
+        `onepane down` stopped reads `stopped` after the next `up`, not `error` (a deployment's
+        replicas are started again by their reconciler; other instances by their owner)."""
         for rec in self._records():
+            if rec.desired == "running":
+                rec.desired = "stopped"
+                with contextlib.suppress(OSError):
+                    self._save(rec)
             self._terminate(rec)
             limits.remove_limits(f"{self.location}-{rec.id}")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import httpx
 import psutil
 
 from tests.conftest import VENV_BIN
-from tests.helpers import wait_for
+from tests.helpers import ok, wait_for
 
 
 def config(moto: str) -> str:
@@ -118,6 +120,57 @@ def test_exit_codes_and_errors(start_server: Any, moto: str) -> None:
     # nothing was left behind by the rejected create
     assert json.loads(cli(server, "-o", "json", "instances", "list").stdout) == []
 
+    # a filter with a typo is an error naming it, not an empty answer (issue 31)
+    r = cli(server, "instances", "list", "--location", "nowhere")
+    assert r.returncode == 3 and "nowhere" in r.stderr, (r.returncode, r.stderr)
+    r = cli(server, "instances", "list", "--state", "bogus")
+    assert r.returncode == 2 and "state" in r.stderr and "running" in r.stderr, r.stderr
+    assert cli(server, "instances", "list", "--provider", "nope").returncode == 2
+    # something that is not onepane (a plain HTTP server here) is said, without a traceback
+    with http_server(b'{"hello": "world"}', "application/json") as url:
+        r = subprocess.run([str(VENV_BIN / "onepane"), "--url", url, "instances", "list"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 6 and "not onepane" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    with http_server(b"<html>hi</html>", "text/html") as url:
+        r = subprocess.run([str(VENV_BIN / "onepane"), "--url", url, "locations", "list"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 6 and "text/html" in r.stderr and "Traceback" not in r.stderr
+    # a command that answers nothing still says what it did, also as JSON
+    made = ok(cli(server, "-o", "json", "tokens", "create", "gone-soon", "--role", "viewer"))
+    r = ok(cli(server, "-o", "json", "tokens", "revoke", made["id"]))
+    assert r == {"token": made["id"], "revoked": True}
+    ok(cli(server, "locations", "add", "dc-tmp", "--provider", "local"))
+    r = cli(server, "locations", "remove", "dc-tmp")  # it holds nothing: removed, and said
+    assert r.returncode == 0 and "removed location dc-tmp" in r.stdout, r.stdout + r.stderr
+
+
+@contextlib.contextmanager
+def http_server(body: bytes, content_type: str) -> Iterator[str]:
+    """A plain HTTP server on loopback that answers every GET with `body`."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
 
 def test_credentials_never_returned_or_logged(start_server: Any, moto: str) -> None:
     server = start_server(config(moto))
@@ -200,7 +253,7 @@ def test_bad_input_is_a_4xx_that_leaves_nothing_behind(start_server: Any) -> Non
     http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
     assert http.get("/v1/instances", params={"name": "a\x00b"}).status_code == 422
     r = http.post("/v1/networks", json={"name": "n2", "location": "dc-a", "cidr": "10.9.0.0/33"})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.cidr"
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cidr"
     # a location that had a network can be removed (its rows go first)
     assert http.post("/v1/locations", json={"name": "dc-c", "provider": "local"}).status_code == 201
     job = http.post("/v1/networks", json={"name": "n1", "location": "dc-c",
@@ -279,6 +332,19 @@ def test_status_says_what_is_well_and_what_to_do(start_server: Any) -> None:
     report = json.loads(cli(server, "status", "-o", "json").stdout)
     assert {loc["name"] for loc in report["locations"]} == {"dc-a", "dc-b"}
     assert report["jobs"] == {"running": 0, "queued": 0, "recently_failed": 0}
+    assert "s ago" in report["nodes"][0]["heard"]  # a figure with its unit
+
+    # an instance that died is named, with what happened to it (issue 31)
+    made = ok(cli(server, "-o", "json", "instances", "create", "web-1", "--location", "dc-a",
+                  "--image", "httpecho", "--size", "nano", "--wait"))
+    from tests.helpers import kill_instances, wait_for
+    kill_instances(server.state_dir)
+
+    def said() -> list[str]:
+        todo = json.loads(cli(server, "status", "-o", "json").stdout)["todo"]
+        return [line for line in todo if made["target"] in line and "in error" in line]
+    line = wait_for(said, 30, what="the dead instance in status")[0]
+    assert "web-1" in line and "dc-a" in line and ": " in line.split("in error", 1)[1], line
 
 
 def test_events_follow_survives_a_restart_and_ctrl_c_is_quiet(start_server: Any) -> None:
@@ -372,10 +438,13 @@ def test_down_stops_the_server_its_data_planes_and_instances(start_server: Any) 
     listen = r.json()["listen"]
     wait_for(lambda: httpx.get(f"http://{listen}/", timeout=1).status_code == 200, 60,
              what="shop serving")
+    solo = http.post("/v1/instances?wait=30", json={"name": "solo", "location": "dc-a",
+                                                    "image": "httpecho", "size": "nano"}).json()
+    assert solo["status"] == "succeeded", solo
     pids = [json.loads(p.read_text())["pid"]
             for p in server.state_dir.glob("locations/*/instances/*/instance.json")]
     plane = int(next((server.state_dir / "traffic").glob("*.pid")).read_text().split()[0])
-    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in [*pids, plane])
+    assert len(pids) == 3 and all(psutil.pid_exists(p) for p in [*pids, plane])
 
     args = [str(VENV_BIN / "onepane"), "down", "--state-dir", str(server.state_dir)]
     r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
@@ -385,7 +454,7 @@ def test_down_stops_the_server_its_data_planes_and_instances(start_server: Any) 
     r = subprocess.run([*args, "--yes", "-o", "json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["server_pid"] == server.proc.pid and report["locations"] == {"dc-a": 1, "dc-b": 1}
+    assert report["server_pid"] == server.proc.pid and report["locations"] == {"dc-a": 2, "dc-b": 1}
     assert server.proc.wait(30) is not None
 
     def gone(pid: int) -> bool:
@@ -395,6 +464,24 @@ def test_down_stops_the_server_its_data_planes_and_instances(start_server: Any) 
     # nothing left to stop: a second down says so
     r = subprocess.run([*args, "--yes"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "no running server" in " ".join(r.stderr.split())
+
+    # up again (issue 31): what down stopped reads `stopped`, never `error`; the deployment's
+    # replicas are started again as replicas (not "it crashed"); the plain instance stays put
+    from tests.conftest import Server
+    again = Server(server.state_dir, "sync_interval = 0.5\n")
+    try:
+        http = httpx.Client(base_url=again.url, headers={"Authorization": f"Bearer {again.token}"})
+        wait_for(lambda: httpx.get(f"http://{listen}/", timeout=1).status_code == 200, 60,
+                 what="shop serving again", explain=lambda: [
+                     (e["kind"], e["message"]) for e in http.get("/v1/events", params={
+                         "limit": 15, "before": 2**53}).json()["items"]])
+        states = {i["name"]: i["state"] for i in http.get("/v1/instances").json()["items"]}
+        assert states["solo"] == "stopped" and "error" not in states.values(), states
+        events = http.get("/v1/events", params={"limit": 1000}).json()["items"]
+        assert not [e for e in events if "crashed" in e["message"]], events[-10:]
+        assert [e for e in events if e["kind"].startswith("policy.") and "stopped" in e["message"]]
+    finally:
+        again.stop()
 
 
 def test_a_job_is_waited_for_without_polling(start_server: Any) -> None:

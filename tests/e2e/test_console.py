@@ -237,6 +237,12 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
                        "traffic: {mode: active-passive, order: [dc-a, dc-b]}\n")
     page.click("#apply")
     expect(page.locator("#spec-result .ok")).to_contain_text("applied: shop")
+    # applying a spec of the same name again replaces a live deployment: it asks first
+    asked: list[str] = []
+    page.on("dialog", lambda d: asked.append(d.message))  # (the fixture's listener accepts)
+    page.click("#apply")
+    expect(page.locator("#spec-result .ok")).to_contain_text("applied: shop")
+    assert len(asked) == 1 and "shop exists" in asked[0] and "Replace" in asked[0], asked
 
     page.fill("#loc-name", "dc-c")
     page.fill("#loc-key", "not-a-real-key")

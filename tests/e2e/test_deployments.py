@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from onepane.traffic.drill import Load
+from tests.conftest import VENV_BIN
 from tests.e2e.test_cli import cli
 from tests.helpers import free_port, port_open, wait_for
 
@@ -101,10 +103,25 @@ def test_delete_removes_replicas_and_data_plane(start_server: Any, tmp_path: Pat
     f.write_text(spec(port))
     assert cli(server, "deployments", "apply", "-f", str(f)).returncode == 0
     wait_for(lambda: served_by(port) == "dc-a", 30, what="shop serving")
+    import sqlite3
+    with sqlite3.connect(server.state_dir / "onepane.db", timeout=30) as db:  # its history
+        db.execute("INSERT INTO metric_samples (ts, deployment, location, instance, name, value, "
+                   "step) VALUES (strftime('%s','now') - 60, 'shop', 'dc-a', '', 'rps', 42, 1)")
     assert cli(server, "deployments", "delete", "shop").returncode == 0
     wait_for(lambda: json.loads(cli(server, "-o", "json", "instances", "list").stdout) == [], 30,
              what="replicas destroyed")
     wait_for(lambda: not port_open("127.0.0.1", port), 10, what="data plane stopped")
+
+    # made again under the same name, it starts with no history of the deleted one (issue 31)
+    assert cli(server, "deployments", "apply", "-f", str(f)).returncode == 0
+    headers = {"Authorization": f"Bearer {server.token}"}
+    again = httpx.get(f"{server.url}/v1/deployments/shop", headers=headers).json()
+    series = httpx.get(f"{server.url}/v1/deployments/shop/metrics", headers=headers,
+                       params={"since": 3600}).json()["series"]
+    assert not [s for s in series if s["name"] == "rps" and any(p[1] == 42 for p in s["points"])]
+    old = httpx.get(f"{server.url}/v1/events", headers=headers, params={
+        "subject": "shop", "kind": "deployment.deleted", "since": again["created_at"]}).json()
+    assert old["items"] == []  # the console asks for events since the deployment was made
 
 
 def test_bad_specs_are_rejected_with_the_field(start_server: Any, tmp_path: Path) -> None:
@@ -112,7 +129,20 @@ def test_bad_specs_are_rejected_with_the_field(start_server: Any, tmp_path: Path
     f = tmp_path / "bad.yaml"
     f.write_text(spec(free_port()).replace("size: nano", "size: gigantic"))
     r = cli(server, "deployments", "apply", "-f", str(f))
-    assert r.returncode == 2 and "gigantic" in r.stderr and "replicas.dc-a" in r.stderr
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "[size]" in said and "unknown size 'gigantic' at dc-a" in said
+    # two mistakes: both said at once, each under its own field (issue 31); `-f -` is stdin
+    two = spec(free_port()).replace("size: nano", "size: hugeee").replace("dc-b", "dc-q")
+    r = subprocess.run([str(VENV_BIN / "onepane"), "deployments", "apply", "-f", "-"],
+                       input=two, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "ONEPANE_URL": server.url,
+                            "ONEPANE_TOKEN": server.token or ""})
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "unknown size 'hugeee' at dc-a" in said and \
+        "replicas.dc-q: no such location" in said, r.stderr
+    problem = httpx.post(f"{server.url}/v1/deployments", content=two, headers={
+        "Content-Type": "application/yaml", "Authorization": f"Bearer {server.token}"}).json()
+    assert {e["field"] for e in problem["errors"]} == {"size", "replicas.dc-q"}, problem
     f.write_text(spec(free_port()).replace("order: [dc-a, dc-b]", "order: [dc-a, mars]"))
     r = cli(server, "deployments", "apply", "-f", str(f))
     assert r.returncode == 2 and "traffic.order" in r.stderr

@@ -276,13 +276,18 @@ def test_sqlite_refuses_a_second_node(start_server: Any, tmp_path: Path) -> None
     s = start_server("")
     import subprocess
 
+    from onepane.shutdown import PID_FILE
     from tests.conftest import VENV_BIN
+    pid_file = next(s.state_dir.rglob(PID_FILE))
+    before = pid_file.read_text()
     r = subprocess.run([str(VENV_BIN / "onepane"), "up", "--state-dir", str(s.state_dir),
                         "--port", str(free_port()), "--dns-port", "off"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "SQLite" in r.stderr + r.stdout and "PostgreSQL" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
+    # the refused start left the running one's pid file alone: `onepane down` still stops it
+    assert pid_file.read_text() == before  # issue 31
     # event cursors out of range are the caller's error, never the store's
     http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
     bad = http.get("/v1/events", params={"after": -2219645710195476001718272})

@@ -15,6 +15,9 @@ def test_availability_and_error_budget_for_a_known_outage() -> None:
     assert t.observe(1000.0, False) is None
     assert t.observe(1001.0, True) == "violation"  # 11 s down of 1001 s
     assert t.report()["violated"] is True
+    # spent: 0 % left (never a large negative percentage), the overspend in seconds
+    assert t.budget() == {"allowed_down_s": 10.01, "used_down_s": 11.0, "remaining_pct": 0.0,
+                          "overspent_s": 0.99}
     assert t.observe(3000.0, True) == "recovered"  # long enough up again
     assert round(t.availability(), 3) == round(100 * 2989 / 3000, 3)
 

@@ -317,7 +317,8 @@ class HostsProvider(Provider):
             except (OSError, lv.libvirtError) as exc:
                 self._down[name] = str(exc) or type(exc).__name__
                 self._down_since.setdefault(name, time.monotonic())
-                self._retry_at[name] = time.monotonic() + RETRY_DOWN_S
+                if isinstance(exc, TimeoutError):  # silent (a cut link): every call would wait
+                    self._retry_at[name] = time.monotonic() + RETRY_DOWN_S
                 raise TransientProviderError(f"host {name} of {self.location} does not answer: "
                                              f"{self._down[name]}") from exc
             self._conns[name] = c
@@ -1089,7 +1090,7 @@ class HostsProvider(Provider):
 
 
 CONNECT_TIMEOUT_S = 2.0
-RETRY_DOWN_S = 2.0  # a host that failed is not asked again sooner: every call would wait
+RETRY_DOWN_S = 2.0  # a silent host is not asked again sooner (a refusal is asked at once)
 DEFAULT_PORTS = {"qemu+tls": 16514, "qemu+tcp": 16509, "qemu+ssh": 22}
 
 

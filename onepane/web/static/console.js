@@ -375,10 +375,13 @@ async function deployments(name) {
   let current = null;
   async function render() {
     const subject = encodeURIComponent(name);
-    const [d, moves, decisions, phases, locations] = await Promise.all([api(`/v1/deployments/${name}`),
-      api(`/v1/events?subject=${subject}&kind=traffic.&limit=1000`),
-      api(`/v1/events?subject=${subject}&kind=policy.&limit=1000`),
-      api(`/v1/events?subject=${subject}&kind=move.&limit=1000`), api("/v1/locations")]);
+    // only this deployment's history: one deleted earlier under the same name is not it
+    const d = await api(`/v1/deployments/${name}`);
+    const since = encodeURIComponent(d.created_at);
+    const [moves, decisions, phases, locations] = await Promise.all([
+      api(`/v1/events?subject=${subject}&kind=traffic.&since=${since}&limit=1000`),
+      api(`/v1/events?subject=${subject}&kind=policy.&since=${since}&limit=1000`),
+      api(`/v1/events?subject=${subject}&kind=move.&since=${since}&limit=1000`), api("/v1/locations")]);
     const evs = { items: [...moves.items, ...decisions.items, ...phases.items].sort((a, b) => a.id - b.id) };
     // Live moves: offered when the primary can move a running VM, to locations of its kind.
     const byName = Object.fromEntries(locations.map(l => [l.name, l]));
@@ -618,6 +621,16 @@ async function manage() {
   const specOut = out("spec-result");
   const apply = async () => {
     specOut.replaceChildren();
+    // a spec naming a deployment that exists replaces it: ask first, saying what runs now
+    const named = /^name:\s*["']?([\w.-]+)/m.exec(spec.value);
+    if (named) {
+      const live = await api(`/v1/deployments/${encodeURIComponent(named[1])}`).catch(() => null);
+      if (live && !confirm(`Deployment ${live.name} exists (generation ${live.generation}, serving `
+          + `${(live.status?.serving || []).join(", ") || "nowhere"}). Replace its spec with this one?`)) {
+        specOut.replaceChildren(h("span", { class: "warning", id: "spec-kept" }, `${live.name} left as it was`));
+        return;
+      }
+    }
     try {
       const d = await api("/v1/deployments", { method: "POST", yaml: spec.value });
       specOut.replaceChildren(h("span", { class: "ok" }, `applied: ${d.name} (generation ${d.generation}) `),
