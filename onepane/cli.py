@@ -14,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -587,10 +588,7 @@ def images_import(path: Path, name: Annotated[str, typer.Option()],
         params["deployment_option"] = deployment_option
     with tempfile.TemporaryDirectory(prefix="onepane-ova-") as tmp:
         upload = _packed(path, Path(tmp))
-        with upload.open("rb") as f:
-            img = client().request("POST", "/v1/catalog", content=f,
-                                   headers={"Content-Type": "application/octet-stream"},
-                                   params=params)
+        img = _upload(upload, params)
     for warning in img.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {warning}")
     if img.get("reused") and ctx.output == Output.table:
@@ -601,6 +599,37 @@ def images_import(path: Path, name: Annotated[str, typer.Option()],
                   f"{len(img['appliance']['members'])} systems imported "
                   f"({', '.join(img['appliance']['members'])})")
     show(img, ["id", "name", "version", "os", "cpus", "memory_mb", "deployment_option", "source"])
+
+
+UPLOAD_CHUNK = 1 << 20
+SERVER_MIN_RATE = 20 * 2**20  # bytes/s the server inspects and stores at, at the least
+
+
+def _upload(file: Path, params: dict[str, str]) -> Any:
+    """Stream the file with a progress bar (bytes and rate, on stderr, for people). Time-outs
+    follow progress: each write may take a minute (a stalled upload fails, a slow one goes
+    on); the answer, which comes once the server has inspected and stored the file, may take
+    as long as that takes at SERVER_MIN_RATE."""
+    from rich import progress as bar
+    size = file.stat().st_size
+    timeout = httpx.Timeout(connect=10.0, write=60.0, pool=10.0,
+                            read=max(120.0, size / SERVER_MIN_RATE))
+    progress = bar.Progress("{task.description}", bar.BarColumn(), bar.DownloadColumn(),
+                            bar.TransferSpeedColumn(), bar.TimeRemainingColumn(), console=err,
+                            transient=True, disable=ctx.output == Output.json)
+
+    def chunks() -> Iterator[bytes]:
+        with file.open("rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                progress.update(task, advance=len(chunk))
+                yield chunk
+        progress.update(task, description="checking")
+
+    with progress:
+        task = progress.add_task("uploading", total=size)
+        return client().request("POST", "/v1/catalog", content=chunks(), params=params,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(size)}, timeout=timeout)
 
 
 def _packed(path: Path, tmp: Path) -> Path:

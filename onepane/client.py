@@ -20,7 +20,8 @@ from .errors import (
 )
 
 _BY_STATUS: dict[int, type[OnepaneError]] = {400: InvalidInput, 401: Unauthorized, 403: Forbidden,
-                                             404: NotFound, 409: Conflict, 422: InvalidInput}
+                                             404: NotFound, 409: Conflict, 413: InvalidInput,
+                                             422: InvalidInput}
 
 
 class Unreachable(OnepaneError):
@@ -52,13 +53,15 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
                 idempotent_key: bool = False, content: Any = None,
-                headers: dict[str, str] | None = None) -> Any:
+                headers: dict[str, str] | None = None,
+                timeout: httpx.Timeout | None = None) -> Any:
         hdrs = dict(headers or {})
         if idempotent_key:
             hdrs["Idempotency-Key"] = str(uuid.uuid4())
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         try:
             r = self.http.request(method, path, json=json, params=params, content=content,
-                                  headers=hdrs)
+                                  headers=hdrs, **extra)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach {self.http.base_url}: {exc}") from exc
         if r.status_code >= 400:

@@ -50,6 +50,9 @@ class Settings(BaseModel):
         "seconds between reading a published record back (a record changed by hand is put "
         "back within this)"))
     metrics_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between samples")
+    max_image_bytes: int = Field(default=64 * 2**30, ge=2**20, le=2**44, description=(
+        "the largest disk image or OVA an import takes; a bigger one is refused with 413 "
+        "before it is read (from its Content-Length) or the moment it passes the limit"))
     metrics_raw_retention: float = Field(default=3600.0, gt=0, description="raw samples, seconds")
     metrics_retention: float = Field(default=7 * 86400.0, gt=0, description="1-minute averages")
     webhooks: list[Webhook] = Field(default_factory=list)

@@ -32,6 +32,9 @@ LIMITS: list[tuple[str, re.Pattern[str], int]] = [
 ]
 
 
+IMAGE_UPLOAD = re.compile(r"^/v1/catalog/?$")
+
+
 def limit_for(method: str, path: str) -> int:
     for m, pattern, limit in LIMITS:
         if m == method and pattern.match(path):
@@ -44,14 +47,18 @@ class TooLarge(Exception):
 
 
 class BodyLimits:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, image_limit: int | None = None) -> None:
         self.app = app
+        self.image_limit = image_limit  # the catalog's uploads: onepane.toml's max_image_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         limit = limit_for(scope["method"], scope["path"])
+        if self.image_limit is not None and IMAGE_UPLOAD.match(scope["path"]) \
+                and scope["method"] == "POST":
+            limit = self.image_limit
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _refuse(send, limit)

@@ -21,7 +21,6 @@ from .deps import core, operator, viewer
 from .uploads import save_body
 
 router = APIRouter(prefix="/v1/catalog")
-MAX_UPLOAD = 64 * 2**30
 
 
 @router.get("", dependencies=[viewer])
@@ -42,7 +41,7 @@ async def import_image(
     c = core(request)
     with tempfile.TemporaryDirectory(dir=c.catalog.blobs, prefix=".upload-") as tmp:
         path = Path(tmp) / "upload"
-        _, digest = await save_body(request, path, MAX_UPLOAD)
+        _, digest = await save_body(request, path, c.settings.max_image_bytes)
         return await run_in_threadpool(c.catalog.import_file, path, name, version, digest,
                                        deployment_option, "upload")
 

@@ -23,6 +23,7 @@ import time
 from typing import Literal
 
 from ..errors import InvalidInput, PermanentProviderError
+from . import netclaims
 
 PREFIX = "10.200"
 CATCH_ALL = f"{PREFIX}.0.0/16"
@@ -53,9 +54,12 @@ def location_index(location: str, options: dict[str, object]) -> int:
 
 
 class DataCenterNet:
-    def __init__(self, location: str, index: int) -> None:
+    def __init__(self, location: str, index: int, owner: str | None = None) -> None:
         self.location = location
         self.index = index
+        # the state directory (or lab) whose network this is: claimed machine-wide before it
+        # is made, so that another onepane here never takes it over or deletes it (netclaims)
+        self.owner = owner
         self.ns = f"op-{location}"[:32]
         self.host_if, self.ns_if = f"op-h{index}", f"op-c{index}"
 
@@ -73,6 +77,8 @@ class DataCenterNet:
         if os.geteuid() != 0:
             raise PermanentProviderError(f"location {self.location} needs root (ip netns)")
         ensure_catch_all()
+        if self.owner is not None:
+            netclaims.claim(self.index, self.ns, self.owner)
         have_ns = self.ns in ip("netns", "list").stdout.split()
         have_veth = ip("link", "show", self.host_if, check=False).returncode == 0
         peer_inside = have_ns and ip("-n", self.ns, "link", "show", self.ns_if,
@@ -128,7 +134,10 @@ class DataCenterNet:
         return ["ip", "netns", "exec", self.ns, *argv]
 
     def teardown(self) -> None:
-        """Kill what is still inside, delete the namespace, wait until its veth is gone."""
+        """Kill what is still inside, delete the namespace, wait until its veth is gone —
+        only a network this owner holds (or nobody does): never another onepane's."""
+        if self.owner is not None:
+            netclaims.claim(self.index, self.ns, self.owner)  # refuses another's that runs
         self.restore()
         for pid in ip("netns", "pids", self.ns, check=False).stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
@@ -139,6 +148,8 @@ class DataCenterNet:
             if time.monotonic() > deadline:
                 raise PermanentProviderError(f"{self.host_if} still exists after deleting {self.ns}")
             time.sleep(0.02)
+        if self.owner is not None:
+            netclaims.release(self.index, self.owner)
 
     def cut(self, mode: str = "silent") -> None:
         """Make the location unreachable. `silent`: packets vanish (clients time out);

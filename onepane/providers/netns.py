@@ -28,7 +28,8 @@ class NetnsProvider(CutByNamespace, LocalProvider):
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(location, state_dir, options)
-        self.net = DataCenterNet(location, location_index(location, self.options))
+        self.net = DataCenterNet(location, location_index(location, self.options),
+                                 owner=str(state_dir.resolve()))
         self.index = self.net.index
         self.ns = self.net.ns
 

@@ -112,3 +112,36 @@ def test_the_reported_leak_is_refused_and_leaves_nothing(start_server: Any, moto
     blobs = server.state_dir / "blobs"
     assert not list((blobs / "sha256").iterdir())
     assert not [p for p in blobs.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_big_uploads_are_bounded_shown_and_abandoned_cleanly(start_server: Any,
+                                                             tmp_path: Path) -> None:
+    """Issue 31: a size limit refused up front (413, exit 2, nothing read), progress for
+    people and none in JSON, and an upload whose client goes away stops there: no scratch file
+    left, no traceback in the server's log."""
+    import socket
+
+    from tests.helpers import wait_for
+    server = start_server(f"dns_port = 0\nmax_image_bytes = {4 * 2**20}\n")
+    big = tmp_path / "big.raw"
+    with big.open("wb") as f:
+        f.truncate(8 * 2**20)
+    r = cli(server, "images", "import", str(big), "--name", "big")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "larger than" in said and str(4 * 2**20) in said, r.stderr
+    small = make_disk(tmp_path, "small.qcow2", size_mib=8)  # 2 MiB of content: under the limit
+    r = cli(server, "-o", "json", "images", "import", str(small), "--name", "small")
+    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "small", r.stderr
+    assert "uploading" not in r.stderr  # JSON output: no progress bar
+
+    # a client that sends half its body and goes away
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"POST /v1/catalog?name=gone HTTP/1.1\r\nHost: {host}\r\nAuthorization: "
+                  f"Bearer {server.token}\r\nContent-Type: application/octet-stream\r\n"
+                  f"Content-Length: {3 * 2**20}\r\n\r\n".encode() + b"\0" * 2**20)
+        blobs = server.state_dir / "blobs"
+        wait_for(lambda: list(blobs.glob(".upload-*")), 10, what="the upload under way")
+    wait_for(lambda: not list(blobs.glob(".upload-*")) and not list(blobs.glob(".import-*")),
+             10, what="its scratch files removed")
+    assert "Traceback" not in server.log()

@@ -324,6 +324,8 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     def names() -> list[str]:
         cells = page.locator("tbody tr[data-instance] td:nth-child(2)").all_inner_texts()
         return [t.split()[0] for t in cells]
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     # by keyboard alone: Tab from the top of the page reaches the sort header, Enter sorts
     tab_to(page, 'a[data-sort="name"]')
     page.keyboard.press("Enter")
@@ -331,6 +333,7 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     assert names() == ["alpha", "mike", "zeta"]
     page.click('a[data-sort="name"]')  # again: descending
     expect(page.locator("tbody tr[data-instance]").first).to_contain_text("zeta")
+    assert console_errors == []  # a javascript: link was a CSP error per click (issue 31)
     page.fill("#filter-tag", "team=red")
     page.press("#filter-tag", "Enter")
     expect(page.locator("tbody tr[data-instance]")).to_have_count(2)
@@ -352,6 +355,14 @@ def test_inventory_sorts_filters_acts_in_bulk_and_opens_an_instance(start_server
     expect(page.locator("#instance-tags")).to_contain_text("team=red")
     expect(page.locator("#instance-events li").first).to_be_visible()
     expect(page.locator("#console-output")).not_to_have_text("…", timeout=10_000)
+    # its page acts on it too (issue 31), offering only what its state allows
+    expect(page.locator("#instance-actions button[data-action=stop]")).to_have_count(0)
+    page.click("#instance-actions button[data-action=start]")
+    expect(page.locator("main h2 .ok")).to_have_text("running", timeout=15_000)
+    page.click("#instance-actions button[data-action=destroy]")
+    expect(page.locator("main[data-ready='#/inventory']")).to_be_attached(timeout=15_000)
+    assert [i for i in http.get("/v1/instances", params={"name": "mike"}).json()["items"]
+            if i["name"] == "mike"] == []
 
 
 def test_the_live_indicator_reconnects_after_a_restart(start_server: Any, page: Page) -> None:

@@ -85,3 +85,55 @@ def test_setup_rebuilds_a_link_whose_peer_was_left_in_an_orphan_namespace(tmp_pa
         subprocess.run(["ip", "link", "del", f"op-h{index}"], check=False, capture_output=True)
         if not had_catch_all:
             subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def test_another_onepane_s_network_is_neither_taken_nor_deleted(tmp_path: Path) -> None:
+    """Issue 28: two onepanes on one machine with a location of the same name and index took
+    over and deleted each other's namespace. The second is now refused, naming the first,
+    and the first's namespace survives the second's teardown."""
+    import sys
+
+    from onepane.errors import Conflict
+    from onepane.providers import netclaims
+    from onepane.providers.dcnet import DataCenterNet, ip
+    claims = tmp_path / "claims.json"
+    first = tmp_path / "first"
+    # the first onepane: another process that holds the claim while it runs
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with netclaims._table(claims) as table:
+            table[str(INDEX)] = {"owner": str(first), "pid": holder.pid, "namespace": "op-nst"}
+        with pytest.raises(Conflict) as err:
+            netclaims.claim(INDEX, "op-nst", str(tmp_path / "second"), path=claims)
+        assert str(first) in err.value.detail and "options.index" in err.value.detail
+        assert netclaims.owner_of(INDEX, path=claims) == str(first)
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process gone, the claim is stale: taken over, then released on teardown
+    netclaims.claim(INDEX, "op-nst", str(tmp_path / "second"), path=claims)
+    assert netclaims.owner_of(INDEX, path=claims) == str(tmp_path / "second")
+    netclaims.release(INDEX, str(tmp_path / "second"), path=claims)
+    assert netclaims.owner_of(INDEX, path=claims) is None
+
+    # for real, through the machine's table: a namespace made by one owner is refused to
+    # another while a live process holds it, and stays
+    had = CATCH_ALL in ip("route", "show", "type", "blackhole", check=False).stdout
+    net = DataCenterNet("nst", INDEX, owner=str(first))
+    net.setup()
+    try:
+        with netclaims._table(netclaims.CLAIMS) as table:
+            table[str(INDEX)]["pid"] = holder_pid = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(60)"]).pid
+        other = DataCenterNet("nst", INDEX, owner=str(tmp_path / "second"))
+        with pytest.raises(Conflict):
+            other.teardown()
+        assert "op-nst" in ip("netns", "list").stdout  # still there
+    finally:
+        os.kill(holder_pid, 9)
+        os.waitpid(holder_pid, 0)
+        net.teardown()
+    assert "op-nst" not in ip("netns", "list").stdout
+    assert netclaims.owner_of(INDEX) is None
+    if not had:
+        ip("route", "del", "blackhole", CATCH_ALL, check=False)

@@ -114,7 +114,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def start_host(name: str, index: int, root: Path, ca: LabCA | None = None) -> LabHost:
-    net = DataCenterNet(f"host-{name}", index)
+    net = DataCenterNet(f"host-{name}", index, owner=str(root))
     net.setup()
     guestnet.setup_bridge(net)
     tls_dir = None

@@ -133,7 +133,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         super().__init__(location)
         self.options = vm_options(location, options or {})
         self.root = state_dir / "locations" / location
-        self.net = DataCenterNet(location, self.options.index)
+        self.net = DataCenterNet(location, self.options.index, owner=str(state_dir.resolve()))
         self.hypervisor = Hypervisor(location, self.net.ns, self.root / "libvirt")
         self.addresses = guestnet.AddressBook(state_dir)
         self.volumes = VolumeTable(location, self.root / "volumes.json")

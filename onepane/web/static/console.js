@@ -245,8 +245,9 @@ async function inventory() {
     load();
   }
 
-  const sortable = (title, key) => ({ title: h("a", { href: "javascript:void 0", "data-sort": key,
-    onclick: () => { f.sort = f.sort === key ? `-${key}` : key; load(); } },
+  // a real link (no javascript: URL, which the page's own CSP blocks), kept from navigating
+  const sortable = (title, key) => ({ title: h("a", { href: "#/inventory", role: "button", "data-sort": key,
+    onclick: e => { e.preventDefault(); f.sort = f.sort === key ? `-${key}` : key; load(); } },
     title, f.sort === key ? " ▲" : f.sort === `-${key}` ? " ▼" : "") });
   const columns = () => [
     { title: h("input", { type: "checkbox", "aria-label": "select all on this page", onchange: e => {
@@ -323,7 +324,24 @@ async function instance(id) {
     api(`/v1/volumes?limit=1000`), api(`/v1/events?subject=${encodeURIComponent(id)}&before=${2 ** 53}&limit=50`)]);
   if (stale(gen)) return;
   const consoleBox = h("pre", { id: "console-output", class: "console" }, "…");
-  main.replaceChildren(h("h2", {}, inst.name, " ", badge(inst.state)),
+  // what the inventory's rows offer, here too: only what makes sense in this state
+  const actOut = h("span", { id: "instance-action-result", role: "status" });
+  const act = action => async () => {
+    if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return;
+    actOut.replaceChildren(`${action}…`);
+    try {
+      const job = action === "destroy"
+        ? await api(`/v1/instances/${encodeURIComponent(inst.id)}`, { method: "DELETE" })
+        : await api(`/v1/instances/${encodeURIComponent(inst.id)}/${action}`, { method: "POST" });
+      await waitJob(job);
+      if (action === "destroy") { location.hash = "#/inventory"; return; }
+      route();
+    } catch (err) { actOut.replaceChildren(h("span", { class: "error" }, err.message)); }
+  };
+  const actions = h("div", { class: "filters", id: "instance-actions" },
+    (ACTIONS_BY_STATE[inst.state] || ["destroy"]).map(a => h("button", { "data-action": a, onclick: act(a) }, a)),
+    actOut);
+  main.replaceChildren(h("h2", {}, inst.name, " ", badge(inst.state)), actions,
     h("div", { class: "card" }, table([{ title: "field", cell: ([k]) => k }, { title: "value", cell: ([, v]) => v }], [
       ["id", inst.id], ["location", inst.location], ["provider id", inst.provider_id || ""],
       ["image", inst.image], ["size", inst.size], ["addresses", inst.addresses.join(", ")],
