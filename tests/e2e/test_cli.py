@@ -337,7 +337,7 @@ def test_version_and_output_option_anywhere() -> None:
 
 
 def test_status_says_what_is_well_and_what_to_do(start_server: Any) -> None:
-    server = start_server("")
+    server = start_server("sync_interval = 0.5\n")
     r = cli(server, "status")
     assert r.returncode == 0, r.stderr
     assert "dc-a" in r.stdout and "nothing: every location answers" in r.stdout
