@@ -460,7 +460,14 @@ def instances_create(
                             "tags": pairs(tag, "tag"), "network": network}
     if deployment_option or prop:
         body |= {"deployment_option": deployment_option, "properties": pairs(prop, "property")}
-    job = client().post("/v1/instances", body)
+    c = client()
+    same = [i for i in c.get("/v1/instances", name=name, limit=100)["items"] if i["name"] == name]
+    if same and ctx.output == Output.table:  # allowed (names are labels), but said
+        where = ", ".join(f"{i['id']} at {i['location']}" for i in same[:5])
+        err.print(f"[yellow]note:[/] {len(same)} other instance"
+                  f"{'s are' if len(same) > 1 else ' is'} named {name} already ({where}); "
+                  "ids tell them apart")
+    job = c.post("/v1/instances", body)
     finish(job, wait, f"creating {name} at {location}")
 
 

@@ -135,6 +135,14 @@ def test_exit_codes_and_errors(start_server: Any, moto: str) -> None:
         r = subprocess.run([str(VENV_BIN / "onepane"), "--url", url, "locations", "list"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 6 and "text/html" in r.stderr and "Traceback" not in r.stderr
+    # a second instance of the same name is allowed, and said (issue 31)
+    first = cli(server, "instances", "create", "twin", "--location", "dc-a", "--image",
+                "httpecho", "--size", "nano")
+    assert first.returncode == 0 and "named twin" not in first.stderr
+    second = cli(server, "instances", "create", "twin", "--location", "dc-a", "--image",
+                 "httpecho", "--size", "nano")
+    assert second.returncode == 0 and "1 other instance is named twin" in " ".join(
+        second.stderr.split()), second.stderr
     # a command that answers nothing still says what it did, also as JSON
     made = ok(cli(server, "-o", "json", "tokens", "create", "gone-soon", "--role", "viewer"))
     r = ok(cli(server, "-o", "json", "tokens", "revoke", made["id"]))

@@ -204,3 +204,55 @@ def test_aws_cli(start_server: Any, moto: str) -> None:
     assert waited.returncode == 0, waited.stderr
     bad = aws("describe-instances", "--instance-ids", "i-00000000000000000")
     assert bad.returncode != 0 and "InvalidInstanceID.NotFound" in bad.stderr
+
+
+def test_what_ansible_sends_at_create(start_server: Any, moto: str) -> None:
+    """Issue 32: amazon.aws's ec2_instance always launches with NetworkInterface.1 (device 0,
+    a subnet, groups); ec2_vpc_net finds its VPC again by the Name tag given at create
+    (TagSpecification on CreateVpc, also CreateSubnet, CreateSecurityGroup, CreateSnapshot)."""
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+
+    def named(kind: str, name: str) -> list[dict[str, Any]]:
+        return [{"ResourceType": kind, "Tags": [{"Key": "Name", "Value": name}]}]
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16", TagSpecifications=named("vpc", "app"))["Vpc"]
+    assert {"Key": "Name", "Value": "app"} in vpc.get("Tags", [])
+    found = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["app"]}])["Vpcs"]
+    assert [v["VpcId"] for v in found] == [vpc["VpcId"]]
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.30.1.0/24",
+                               AvailabilityZone="dc-a",
+                               TagSpecifications=named("subnet", "app-a"))["Subnet"]
+    assert ec2.describe_subnets(Filters=[{"Name": "tag:Name", "Values": ["app-a"]}]
+                                )["Subnets"][0]["SubnetId"] == subnet["SubnetId"]
+    group = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc["VpcId"],
+                                      TagSpecifications=named("security-group", "web"))
+    assert {"Key": "Name", "Value": "web"} in ec2.describe_security_groups(
+        GroupIds=[group["GroupId"]])["SecurityGroups"][0]["Tags"]
+    # a bad tag makes nothing
+    before = len(ec2.describe_vpcs()["Vpcs"])
+    assert error_code(ec2.create_vpc, CidrBlock="10.31.0.0/16", TagSpecifications=[
+        {"ResourceType": "vpc", "Tags": [{"Key": "", "Value": "x"}]}]) == "InvalidParameterValue"
+    assert len(ec2.describe_vpcs()["Vpcs"]) == before
+
+    # the launch ec2_instance makes: its interface says where, with which groups
+    inst = ec2.run_instances(ImageId="httpecho", InstanceType="small", MinCount=1, MaxCount=1,
+                             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet["SubnetId"],
+                                                 "Groups": [group["GroupId"]],
+                                                 "AssociatePublicIpAddress": True,
+                                                 "DeleteOnTermination": True}],
+                             TagSpecifications=named("instance", "web-1"))["Instances"][0]
+    assert inst["SubnetId"] == subnet["SubnetId"] and inst["VpcId"] == vpc["VpcId"]
+    assert [g["GroupId"] for g in inst["SecurityGroups"]] == [group["GroupId"]]
+    # what onepane cannot honour is refused by name, and makes nothing
+    count = len(ec2.describe_instances()["Reservations"])
+    for nic in ({"DeviceIndex": 0, "NetworkInterfaceId": "eni-12345678"},
+                {"DeviceIndex": 0, "SubnetId": subnet["SubnetId"], "PrivateIpAddress": "10.30.1.9"},
+                {"DeviceIndex": 0, "SubnetId": subnet["SubnetId"], "DeleteOnTermination": False}):
+        assert error_code(ec2.run_instances, ImageId="httpecho", InstanceType="small",
+                          MinCount=1, MaxCount=1, NetworkInterfaces=[nic]) == "UnsupportedOperation"
+    assert error_code(ec2.run_instances, ImageId="httpecho", InstanceType="small", MinCount=1,
+                      MaxCount=1, SubnetId=subnet["SubnetId"],
+                      NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet["SubnetId"]}]
+                      ) == "InvalidParameterCombination"
+    assert len(ec2.describe_instances()["Reservations"]) == count
+    ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])

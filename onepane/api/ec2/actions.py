@@ -191,6 +191,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("MissingParameter", "the request must contain MinCount and MaxCount")
     if low > high:
         raise Ec2Error("InvalidParameterValue", "MinCount must not be larger than MaxCount")
+    p = _with_primary_interface(p)
     for unhonoured in ("BlockDeviceMapping", "KernelId", "RamdiskId", "Ipv6Address",
                        "PrivateIpAddress", "NetworkInterface",
                        "ElasticGpuSpecification", "CpuOptions", "HibernationOptions"):
@@ -248,6 +249,55 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for item in body["instancesSet"]:
         item["clientToken"] = token
     return body
+
+
+# What a launch's primary interface may say: what onepane does anyway (a subnet, groups, the
+# address the location gives, gone with the instance). Ansible's ec2_instance always sends one.
+PRIMARY_INTERFACE_KEYS = {"DeviceIndex", "SubnetId", "SecurityGroupId", "Description",
+                          "AssociatePublicIpAddress", "DeleteOnTermination"}
+
+
+def _with_primary_interface(p: dict[str, Any]) -> dict[str, Any]:
+    """RunInstances' `NetworkInterface.1` (device 0, a subnet, groups) as the plain SubnetId and
+    SecurityGroupId it amounts to; anything onepane cannot honour is refused by name (another
+    interface, an existing ENI, fixed or extra addresses, keeping it after termination)."""
+    nics = members(p, "NetworkInterface")
+    if not nics:
+        return p
+    if len(nics) > 1:
+        raise Ec2Error("UnsupportedOperation", "NetworkInterface.2: onepane gives an instance "
+                       "one interface")
+    nic = nics[0]
+    extra = sorted(set(nic) - PRIMARY_INTERFACE_KEYS)
+    if extra:
+        raise Ec2Error("UnsupportedOperation", f"NetworkInterface.1.{extra[0]}: onepane cannot "
+                       "honour it (an instance gets one interface in its subnet, with the "
+                       "address its location gives)")
+    if str(nic.get("DeviceIndex", "0")) != "0":
+        raise Ec2Error("InvalidParameterValue", "NetworkInterface.1.DeviceIndex must be 0")
+    if str(nic.get("DeleteOnTermination", "true")).lower() != "true":
+        raise Ec2Error("UnsupportedOperation", "NetworkInterface.1.DeleteOnTermination=false: "
+                       "an instance's interface goes with it")
+    if (nic.get("SubnetId") and p.get("SubnetId")) or \
+            (nic.get("SecurityGroupId") and (p.get("SecurityGroupId") or p.get("SecurityGroup"))):
+        raise Ec2Error("InvalidParameterCombination", "give the subnet and groups either in "
+                       "NetworkInterface.1 or at the top level, not both")
+    out = {k: v for k, v in p.items() if k != "NetworkInterface"}
+    if nic.get("SubnetId"):
+        out["SubnetId"] = nic["SubnetId"]
+    if nic.get("SecurityGroupId"):
+        out["SecurityGroupId"] = members(nic, "SecurityGroupId")
+    return out
+
+
+def tags_at_create(ctx: Context, p: dict[str, Any], resource_type: str, kind: str,
+                   rid: str, tags: dict[str, str] | None = None) -> None:
+    """TagSpecification on a Create call: the tags land with the resource (Ansible finds its
+    VPC by its Name tag on the next run; without them it made a second one). Call
+    _tag_specs(p, …) before creating anything so that a bad tag creates nothing."""
+    tags = _tag_specs(p, resource_type) if tags is None else tags
+    if tags:
+        _retag(ctx, kind, rid, tags, {})
 
 
 def set_ec2_notes(ctx: Context, resource: str, **values: Any) -> None:

@@ -8,7 +8,17 @@ from ...inventory.firewall import ENFORCED_WHERE, Group, Rule
 from ...inventory.keypairs import KeyPair, decode_material
 from ...inventory.snapshots import Snapshot
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _check_filters, _match, action, tags_match
+from .actions import (
+    READ_ONLY,
+    WRITE,
+    Context,
+    _check_filters,
+    _match,
+    _tag_specs,
+    action,
+    tags_at_create,
+    tags_match,
+)
 from .wire import Ec2Error, filters, integer, members, required
 
 # ---- key pairs --------------------------------------------------------------------------------
@@ -75,9 +85,11 @@ def CreateSecurityGroup(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         from .vpc import all_vpcs
         if vpc not in {v["vpcId"] for v in all_vpcs(ctx)}:
             raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vpc}' does not exist")
+    tags = _tag_specs(p, "security-group")  # checked before anything is made
     g = ctx.core.security_groups.create(required(p, "GroupName"), required(p, "GroupDescription"),
                                         vpc)
-    return {"groupId": g.id, "return": True}
+    tags_at_create(ctx, p, "security-group", "other", g.id, tags)
+    return {"groupId": g.id, "return": True, "tagSet": shapes.tag_set(tags)}
 
 
 @action(WRITE)
@@ -183,7 +195,12 @@ def _snapshot(s: Snapshot) -> dict[str, Any]:
 @action(WRITE)
 def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
-    return _snapshot(ctx.core.snapshots.create(vol.id, str(p.get("Description") or "")))
+    tags = _tag_specs(p, "snapshot")  # checked before anything is made
+    snap = ctx.core.snapshots.create(vol.id, str(p.get("Description") or ""))
+    if tags:
+        tags_at_create(ctx, p, "snapshot", "snapshot", snap.id, tags)
+        snap = ctx.core.snapshots.get(snap.id)
+    return _snapshot(snap)
 
 
 @action(READ_ONLY)

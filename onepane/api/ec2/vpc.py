@@ -10,7 +10,17 @@ from typing import Any
 from ...inventory.operations import every
 from ...model import Network, NetworkCreate
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _check_filters, _match, action, tags_match
+from .actions import (
+    READ_ONLY,
+    WRITE,
+    Context,
+    _check_filters,
+    _match,
+    _tag_specs,
+    action,
+    tags_at_create,
+    tags_match,
+)
 from .wire import Ec2Error, filters, members, required
 
 VPC = "vpc"
@@ -56,11 +66,13 @@ def CreateVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     cidr = _cidr(required(p, "CidrBlock"), 16, 28, "InvalidVpc.Range")
     if p.get("InstanceTenancy", "default") != "default":
         raise Ec2Error("UnsupportedOperation", "onepane has no dedicated tenancy")
+    tags = _tag_specs(p, "vpc")  # checked before anything is made
     rec = ctx.core.records.add(VPC, "vpc", {"cidr": str(cidr)})
     ctx.core.security_groups.default(rec.id)
     from .routing import make_main_table
     make_main_table(ctx, rec.id, str(cidr))
-    return {"vpc": _vpc_shape(rec.id, str(cidr), {})}
+    tags_at_create(ctx, p, "vpc", "other", rec.id, tags)
+    return {"vpc": _vpc_shape(rec.id, str(cidr), tags)}
 
 
 @action(WRITE)
@@ -143,11 +155,14 @@ def CreateSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise Ec2Error("InvalidSubnet.Conflict", f"the CIDR {cidr} conflicts with subnet "
                            f"subnet-{n.id.split('-', 1)[1]}")
     zone = p.get("AvailabilityZone") or ctx.core.locations.default()
+    tags = _tag_specs(p, "subnet")  # checked before anything is made
     job = ctx.core.ops.create_network(NetworkCreate(
         name=f"subnet-{str(cidr.network_address).replace('.', '-')}-{cidr.prefixlen}",
         location=zone, cidr=str(cidr)))
     ctx.core.annotations.put(job.target or "", {"ec2.vpc": vid}, [])
-    return {"subnet": _subnet_shape(ctx, ctx.core.ops.get_network(job.target or ""))}
+    net = ctx.core.ops.get_network(job.target or "")
+    tags_at_create(ctx, p, "subnet", "other", f"subnet-{net.id.split('-', 1)[1]}", tags)
+    return {"subnet": _subnet_shape(ctx, net)}
 
 
 @action(WRITE)
