@@ -219,17 +219,17 @@ def test_libcloud_ec2_driver_needs_no_workaround(start_server: Any) -> None:
 
 
 def test_the_tempest_classes_that_pass_whole(tmp_path: Path) -> None:
-    """OpenStack's EC2 API tests for key pairs, regions, VPCs, subnets, DHCP options, volumes
-    and instances (conformance/ec2.sh runs all of them, gateways and snapshots among them: the
-    suite runs the classes a change is likeliest to break, to stay within its time)."""
-    classes = ("key_pairs", "regions", "vpcs", "subnets", "dhcp_options", "volumes",
-               "instances")
+    """OpenStack's EC2 API tests for key pairs, regions, VPCs, subnets, DHCP options and
+    instances (conformance/ec2.sh runs all of them, gateways, snapshots and volumes among them:
+    the suite runs the classes a change is likeliest to break that take seconds — volumes
+    alone take 30 s of the plugin's polling)."""
+    classes = ("key_pairs", "regions", "vpcs", "subnets", "dhcp_options", "instances")
     regex = r"ec2api_tempest_plugin\.api\.test_(" + "|".join(classes) + r")\."
     r = subprocess.run([str(ROOT / "conformance" / "ec2.sh"), regex], capture_output=True,
-                       text=True, timeout=1500, env={**os.environ, "EC2_TARGET": "34"})
+                       text=True, timeout=1500, env={**os.environ, "EC2_TARGET": "29"})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     totals = json.loads(r.stdout.strip().splitlines()[-2])
-    assert totals["FAILED"] == 0 and totals["ok"] >= 34, r.stdout[-4000:]
+    assert totals["FAILED"] == 0 and totals["ok"] >= 29, r.stdout[-4000:]
 
 
 def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any) -> None:
