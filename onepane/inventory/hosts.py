@@ -45,6 +45,7 @@ class Hosts:
         # Again safe: a VM that runs somewhere already is not started a second time.
         ops.runner.register(HOST_RECOVER, self._recover, repeatable=lambda _p: True)
         self._silent: dict[tuple[str, str], float] = {}  # (location, host) -> since when
+        self._declared: set[tuple[str, str]] = set()  # dead hosts already said (no storage)
 
     def provider(self, location: str) -> HostsProvider:
         provider = self.locations.provider(location)
@@ -150,6 +151,7 @@ class Hosts:
                                  severity="warning", data={"error": why})
         for key in [k for k in self._silent if k[0] == location and k[1] not in down]:
             del self._silent[key]
+            self._declared.discard(key)
             if key[1] not in fenced:
                 self.events.emit("host.answering", f"{location}: host {key[1]} answers again",
                                  location=location, subject=key[1])
@@ -160,6 +162,8 @@ class Hosts:
                                 if removed else "") + "it takes VMs again",
                              location=location, subject=host, data={"removed": removed})
         for host in failures.dead():
+            if (location, host) in self._declared:
+                continue  # said once (no storage: nothing to fence); dead until it answers
             silent = round(failures.silent_for(host), 1)
             guests = failures.guests_of(host)
             self.events.emit("host.dead", f"{location}: host {host} is dead: no answer for "
@@ -167,6 +171,7 @@ class Hosts:
                              location=location, subject=host, severity="error",
                              data={"silent_s": silent, "instances": guests})
             if provider.options.storage is None:
+                self._declared.add((location, host))
                 for inst in guests:
                     self.events.emit("host.vm_lost", f"{location}: {inst} ran on dead host "
                                      f"{host} with its disks there; it comes back with the "
