@@ -161,7 +161,7 @@ class Hosts:
                              + (f"removed its stale copies of {', '.join(removed)}; "
                                 if removed else "") + "it takes VMs again",
                              location=location, subject=host, data={"removed": removed})
-        for host in failures.dead():
+        for host in failures.dead(down, fenced):
             if (location, host) in self._declared:
                 continue  # said once (no storage: nothing to fence); dead until it answers
             silent = round(failures.silent_for(host), 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,12 +79,14 @@ class HostFailures:
     def guests_of(self, host: str) -> list[str]:
         return sorted(i for i, (h, _) in self.p.last_seen.items() if h == host)
 
-    def dead(self) -> list[str]:
+    def dead(self, down: Mapping[str, str] | None = None,
+             fenced: set[str] | None = None) -> list[str]:
         """Hosts silent for longer than host_dead_after whose guests are silent too, and not
-        fenced yet."""
-        fenced = self.fenced()
+        fenced yet. `down` and `fenced`: what a caller just asked (probe(), fenced()), so that a
+        pass asks the hosts and the storage once."""
+        fenced = self.fenced() if fenced is None else fenced
         out = []
-        for host in self.probe():
+        for host in self.probe() if down is None else down:
             if host in fenced or self.silent_for(host) < self.p.options.host_dead_after:
                 continue
             addresses = [a for a in (self.p.addresses.get(i) for i in self.guests_of(host)) if a]
@@ -162,9 +165,9 @@ class HostFailures:
             raise PermanentProviderError(f"{instance}'s disks were on its host's own pool; it "
                                          "comes back when its host does")
         meta = read_metadata(xml) or {}
-        fenced = frozenset(self.fenced())
+        # placement never picks a fenced host (it counts as one in maintenance)
         dst = self.p.place(str(meta.get("size", "vm.small")),
-                           (meta.get("tags") or {}).get("onepane:deployment"), exclude=fenced)
+                           (meta.get("tags") or {}).get("onepane:deployment"))
         pool = self.p._pool(STORAGE)
         stamp = f"r{time.time_ns() // 1_000_000}"
         renamed: dict[str, str] = {}

@@ -531,10 +531,12 @@ class HostsProvider(Provider):
     def destroy_instance(self, provider_id: str) -> None:
         lv = _libvirt()
         with self._lock:
+            found = False
             for name in self._up_hosts():  # every copy, wherever a move left one
                 dom = self._find(name, provider_id)
                 if dom is None:
                     continue
+                found = True
                 with self._errors():
                     if dom.isActive():
                         with contextlib.suppress(lv.libvirtError):
@@ -542,9 +544,9 @@ class HostsProvider(Provider):
                     with contextlib.suppress(lv.libvirtError):
                         dom.undefine()
                 self._forget(name, provider_id)
-            if self.options.storage is not None and self._locate(provider_id) is None:
+            if self.options.storage is not None and not found:
                 # on a dead host, or nowhere: its disks and definition on the storage go, so
-                # that no recovery starts it again
+                # that no recovery starts it again (a copy found above: _forget did it)
                 self._delete_volumes(STORAGE, provider_id)
 
     def kill_instance(self, provider_id: str) -> None:
@@ -916,15 +918,12 @@ class HostsProvider(Provider):
             stream.finish()
 
     def _define(self, host: str, spec: InstanceSpec) -> str:
-        image, virtual = self._ensure_image(host, spec.image)
-        pool = self._pool(host)
         address = self.addresses.allocate(spec.onepane_id)
         cpus, memory = SIZES[spec.size]
-        fmt = "raw" if spec.image.endswith(".raw") else "qcow2"
-        if self.options.storage is not None:
+        if self.options.storage is not None:  # the host needs no copy of the image then
             disks = self._shared_disks(spec)
         else:
-            disks = self._local_disks(pool, spec, image, virtual, fmt)
+            disks = self._local_disks(host, spec)
         files = {}
         small = {"ovf-env.xml": spec.user_data.encode() if spec.user_data else b"",
                  "authorized_keys": "".join(k.strip() + "\n" for k in spec.ssh_keys).encode()}
@@ -949,9 +948,11 @@ class HostsProvider(Provider):
             self._upload(STORAGE, f"{spec.onepane_id}-domain.xml", xml.encode())
         return xml
 
-    def _local_disks(self, pool: Any, spec: InstanceSpec, image: str, virtual: int,
-                     fmt: str) -> list[Disk]:
+    def _local_disks(self, host: str, spec: InstanceSpec) -> list[Disk]:
         """A qcow2 overlay on the image in the host's own pool, and the extra disks there."""
+        image, virtual = self._ensure_image(host, spec.image)
+        pool = self._pool(host)
+        fmt = "raw" if spec.image.endswith(".raw") else "qcow2"
         root = f"{spec.onepane_id}-disk0.qcow2"
         with self._errors():
             pool.createXML(f"<volume><name>{root}</name><capacity unit='bytes'>{virtual}"

@@ -38,6 +38,16 @@ async function waitJob(job) {
   return job;
 }
 
+// Start, stop, reboot, resume or destroy an instance, once confirmed; resolves when its job has
+// ended (false: not confirmed), rejects with the job's reason when it failed.
+async function instanceAction(inst, action) {
+  if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return false;
+  const path = `/v1/instances/${encodeURIComponent(inst.id)}`;
+  await waitJob(action === "destroy" ? await api(path, { method: "DELETE" })
+    : await api(`${path}/${action}`, { method: "POST" }));
+  return true;
+}
+
 function table(columns, rows, rowAttrs = () => ({})) {
   return h("table", {}, h("thead", {}, h("tr", {}, columns.map(c => h("th", {}, c.title)))),
     h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => h("td", {}, c.cell(r)))))));
@@ -233,16 +243,8 @@ async function inventory() {
   const counted = () => { document.getElementById("bulk-count").textContent = `${chosen.size} selected`; };
 
   async function act(inst, action) {
-    if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return;
-    const job = action === "destroy"
-      ? await api(`/v1/instances/${inst.id}`, { method: "DELETE" })
-      : await api(`/v1/instances/${inst.id}/${action}`, { method: "POST" });
-    for (let i = 0; i < 100; i++) {
-      const j = await api(`/v1/jobs/${job.id}`);
-      if (j.status === "succeeded" || j.status === "failed") break;
-      await new Promise(r => setTimeout(r, 100));
-    }
-    load();
+    const asked = await instanceAction(inst, action).catch(() => true);  // a failure shows in the row
+    if (asked) load();
   }
 
   // a real link (no javascript: URL, which the page's own CSP blocks), kept from navigating
@@ -327,13 +329,9 @@ async function instance(id) {
   // what the inventory's rows offer, here too: only what makes sense in this state
   const actOut = h("span", { id: "instance-action-result", role: "status" });
   const act = action => async () => {
-    if (!confirm(`${action} ${inst.name} (${inst.id}) at ${inst.location}?`)) return;
     actOut.replaceChildren(`${action}…`);
     try {
-      const job = action === "destroy"
-        ? await api(`/v1/instances/${encodeURIComponent(inst.id)}`, { method: "DELETE" })
-        : await api(`/v1/instances/${encodeURIComponent(inst.id)}/${action}`, { method: "POST" });
-      await waitJob(job);
+      if (!await instanceAction(inst, action)) { actOut.replaceChildren(); return; }
       if (action === "destroy") { location.hash = "#/inventory"; return; }
       route();
     } catch (err) { actOut.replaceChildren(h("span", { class: "error" }, err.message)); }
