@@ -8,6 +8,12 @@ header) is passed on as the bytes it came as; only the others are parsed whole a
 is copied (bench/proxy.py). Failures (refused, reset, closed early, per-attempt timeout,
 502/503/504) are retried on another backend for idempotent requests, and the failing backend
 is marked down at once.
+
+A response whose head has come but whose body has not all come with it (a stream: server-sent
+events, a long chunked answer, a download) is committed then: it will not be retried, so its
+head and every later piece go to the client as they come, with the client's reading pacing the
+backend's, and TCP keepalive on the backend's connection closes the client's within seconds if
+the backend goes silent under the stream (the same bound as a tunnel's).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from .balancer import Backend
-from .tunnel import attach, connect_tunnel
+from .tunnel import attach, connect_tunnel, keepalive
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -37,6 +43,7 @@ FOR_THIS_HOP = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP
 HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 Done = Callable[["Upstream", int, "bool", "str | None", bool], None]
+Head = Callable[["Upstream"], "Client | None"]
 
 
 class Message:
@@ -120,16 +127,20 @@ class Upstream(asyncio.Protocol):
         self.got_any = False
         self.deadline = 0.0  # loop time after which the attempt times out (Sweeper)
         self.raw: list[bytes] = []  # the response's bytes as they came
+        self.on_head: Head | None = None  # asked once a head came without its whole body
+        self.stream_to: Client | None = None  # committed: the rest goes straight there
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, raw: bytes, head_only: bool, deadline: float, done: Done) -> None:
+    def send(self, raw: bytes, head_only: bool, deadline: float, done: Done,
+             on_head: Head | None = None) -> None:
         self.done, self.got_any = done, False
         self.msg.reset(head_only)
         self.resp = self.msg
         self.raw = []
         self.deadline = deadline
+        self.on_head, self.stream_to = on_head, None
         assert self.transport is not None
         self.transport.write(raw)
 
@@ -137,17 +148,37 @@ class Upstream(asyncio.Protocol):
         if self.resp is None:
             return
         self.got_any = True
-        self.raw.append(data)
+        if self.stream_to is not None:
+            self.stream_to.write(data)
+        else:
+            self.raw.append(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._finish(0, f"bad response: {exc}")
             return
-        if self.resp.done:
+        if not self.resp.done and self.resp.headers_done and self.on_head is not None:
+            self._stream()
+        if self.resp is not None and self.resp.done:
             status = self.parser.get_status_code()
             if self.resp.head_only:  # llhttp still waits for a body: start afresh next time
                 self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
             self._finish(status, None)
+
+    def _stream(self) -> None:
+        """The head came without the whole body: ask the exchange whether to commit (it does
+        unless it would retry this answer); committed, what came so far goes to the client
+        now and the rest as it comes, with no attempt deadline."""
+        on_head, self.on_head = self.on_head, None
+        client = on_head(self) if on_head is not None else None
+        if client is None:
+            return
+        self.stream_to, self.deadline = client, float("inf")
+        client.streaming = self
+        raw, self.raw = self.raw, []
+        client.write(b"".join(raw))
+        if self.transport is not None:
+            keepalive(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -181,12 +212,29 @@ class Client(asyncio.Protocol):
         self.busy = False
         self.pending = b""
         self.raw: list[bytes] = []  # the request's bytes as they came
+        self.streaming: Upstream | None = None  # a response being streamed to this client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        up, self.streaming = self.streaming, None
+        if up is not None and up.transport is not None:
+            up.transport.abort()  # the client left a stream: stop reading it
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and data:
+            self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        """The client reads slower than a streamed response comes: hold the backend."""
+        if self.streaming is not None and self.streaming.transport is not None:
+            self.streaming.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.streaming is not None and self.streaming.transport is not None:
+            self.streaming.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.busy:  # pipelined: parse it once the current exchange is answered
@@ -374,11 +422,27 @@ class Exchange:
         if not self.ups:
             proxy.inflight.add(self)
         self.ups.add(up)
-        up.send(self.raw, head_only, sent + proxy.settings.attempt_timeout, done)
+        up.send(self.raw, head_only, sent + proxy.settings.attempt_timeout, done, self.commit)
         if self.method in IDEMPOTENT and not self.hedge_at:
             delay = proxy.hedge_delay(up.backend)
             if delay is not None:
                 self.hedge_at = sent + delay
+
+    def commit(self, up: Upstream) -> Client | None:
+        """A head came without its whole body: serve the client from this attempt as it comes
+        (the client to write to), unless the answer is one to retry elsewhere or another
+        attempt already answered (None: keep it whole)."""
+        status = up.parser.get_status_code()
+        if self.answered or self.client.transport is None or (
+                status in RETRY_STATUS and self.method in IDEMPOTENT
+                and len(self.tried) < self.client.proxy.settings.attempts):
+            return None
+        self.ups.discard(up)  # it is the answer: _done must not abort it
+        self._done()
+        proxy = self.client.proxy
+        proxy.stats.record(proxy.loop.time() - self.started, proxy.balancer.pool_of.get(
+            up.backend, "?"))
+        return self.client
 
     def _done(self) -> None:
         """The request is answered (or given up): stop the hedge and the attempts that lost."""
@@ -394,6 +458,9 @@ class Exchange:
         proxy = self.client.proxy
         b = up.backend
         raw = up.raw  # before the connection goes back to the pool
+        if up.stream_to is not None:
+            self._streamed(up, answered)
+            return
         if self.answered:
             if up.transport is not None:
                 up.transport.close()
@@ -433,6 +500,21 @@ class Exchange:
         if head_only or not one or FOR_THIS_HOP.search(head) or not HAS_LENGTH.search(head):
             whole = render(status, parse_whole(whole, False, head_only))
         self.client._reply(whole, self.keep)
+
+
+    def _streamed(self, up: Upstream, answered: bool) -> None:
+        """A streamed response ended: whole (the connections kept if both sides may), or cut
+        off (the client's connection closed, so it sees a truncated answer, never a hang)."""
+        client, up.stream_to = self.client, None
+        client.streaming = None
+        if up.transport is not None:
+            up.transport.resume_reading()  # a slow client may have paused it
+        keep = answered and up.msg.keep_alive and not up.closed
+        if keep:
+            self.client.proxy.pool.give(up.backend, up)
+        elif up.transport is not None:
+            up.transport.close()
+        client._reply(b"", keep and self.keep)
 
 
 def render(status: int, resp: FullMessage) -> bytes:

@@ -260,3 +260,76 @@ def test_haproxy_stops_sending_to_a_dead_server_after_its_first_failure(tmp_path
         # one failed connection marked it down (observe layer4, error-limit 1): the 29 requests
         # after it never went there
         assert int(dead["econ"] or 0) + int(dead["wretr"] or 0) <= 2, dead
+
+
+class Stream:
+    """A backend that answers with an endless chunked stream (server-sent events), one event
+    each time the test says so: what the client has seen proves the proxy did not hold it."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            self.conns.append(conn)
+
+    def send(self, event: str) -> None:
+        data = f"data: {event}\n\n".encode()
+        self.conns[-1].sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def die(self) -> None:
+        """The backend's process dies under the stream: its connection is reset."""
+        for conn in self.conns:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+        self.server.close()
+
+    @property
+    def addr(self) -> list[Any]:
+        return ["127.0.0.1", self.server.getsockname()[1]]
+
+
+def test_a_stream_flows_as_it_comes_survives_a_failover_and_ends_with_its_backend(
+        proxy: Any, tmp_path: Path) -> None:
+    """Issue 27: a streamed response is passed on piece by piece (never held until it ends),
+    is not cut by the attempt timeout, outlives a reload that moves new traffic elsewhere while
+    its backend lives, and ends for the client (no hang) when its backend dies."""
+    stream, other = Stream(), Backend("b")
+    url = proxy([{"name": "a", "backends": [stream.addr]}, {"name": "b", "backends": [other.addr]}],
+                attempt_timeout=1.0)
+    port = int(url.rsplit(":", 1)[1])
+    cfg = tmp_path / f"p{port}.json"
+    with httpx.Client(timeout=10) as http, http.stream("GET", url + "/events") as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+        lines = r.iter_lines()
+        wait_for(lambda: bool(stream.conns), 5, what="the stream's backend connection")
+        for n in range(3):
+            stream.send(f"event {n}")  # the next is sent only once this one was read
+            assert next(lines) == f"data: event {n}"
+            assert next(lines) == ""
+        settings = json.loads(cfg.read_text())  # the control plane moves traffic to b
+        settings["pools"] = settings["pools"][::-1]
+        cfg.write_text(json.dumps(settings))
+        pid = next(p.pid for p in psutil.process_iter(["cmdline"])
+                   if str(cfg) in (p.info["cmdline"] or []))
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: httpx.get(url).json() == {"location": "b"}, 5, what="new traffic at b")
+        threading.Event().wait(1.2)  # longer than the attempt timeout: a stream has none
+        stream.send("after the failover")
+        assert next(lines) == "data: after the failover"
+        assert next(lines) == ""
+        stream.die()
+        with pytest.raises(httpx.RemoteProtocolError):  # cut short, and said so
+            for _ in lines:
+                pass
