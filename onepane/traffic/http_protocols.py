@@ -254,7 +254,7 @@ class Client(asyncio.Protocol):
             chunks, self.raw = self.raw, []
             raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             method = self.parser.get_method()
-            if self.req.messages != 1 or FOR_THIS_HOP.search(head_of(raw)):
+            if self.req.messages != 1 or FOR_THIS_HOP.search(raw, 0, raw.find(b"\r\n\r\n")):
                 raw = rebuild_request(method, parse_whole(raw, True))
             Exchange(self, method, raw, self.parser.should_keep_alive())
 
@@ -496,8 +496,9 @@ class Exchange:
         # As it came when nothing in it is for this hop only and its length says where it
         # ends (the usual case); else rebuilt.
         whole = raw[0] if len(raw) == 1 else b"".join(raw)
-        head = head_of(whole)
-        if head_only or not one or FOR_THIS_HOP.search(head) or not HAS_LENGTH.search(head):
+        end = whole.find(b"\r\n\r\n")
+        if head_only or not one or FOR_THIS_HOP.search(whole, 0, end) \
+                or not HAS_LENGTH.search(whole, 0, end):
             whole = render(status, parse_whole(whole, False, head_only))
         self.client._reply(whole, self.keep)
 
