@@ -88,6 +88,29 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
         return [load.per_second(cut, 2, AFTER_S) for cut in cuts], load.worst_ms(), load.failed()
 
 
+def client_alone(rate: float) -> list[SecondStats]:
+    """The reference: the same client, no proxy, against a server that holds requests as
+    HAProxy's own log showed it holding them in a silent cut (bench/heldserver.py). What the
+    client then shows is the client's own doing."""
+    with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp:
+        port, delay = free_port(), 4.0
+        server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "heldserver.py"),
+                                   str(port), str(delay)])
+        out = Path(tmp) / "shots.json"
+        at = time.monotonic() + delay
+        time.sleep(0.3)
+        client = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
+                                   f"http://127.0.0.1:{port}/", str(out), str(rate)])
+        try:
+            time.sleep(delay + AFTER_S)
+        finally:
+            client.send_signal(signal.SIGTERM)
+            client.wait(60)
+            server.terminate()
+            server.wait()
+        return load_shots(str(out)).per_second(at, 2, AFTER_S)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=300.0)
@@ -115,6 +138,12 @@ def main() -> None:
                       f"failed {sum(c.failed for c in col)}")
             if failure == "silent":
                 after_p50[plane] = max(c.p50_ms for r in rounds for c in r if c.second >= 1)
+    if "haproxy" in planes and "silent" in args.faults:
+        print("\n  reference, no proxy: the same client against a server holding requests the "
+              "way HAProxy's log shows it does in a silent cut (all for 0.19 s, ten for 1.5 s)")
+        for row in client_alone(args.rate):
+            print(f"    second {row.second:3d}: p50 {row.p50_ms:8.1f} ms  max {row.max_ms:8.1f} ms"
+                  f"  requests {row.requests}  failed {row.failed}")
     print("\n  targets: 0 failed; silent cut: worst <= 1000 ms (built-in) / 2000 ms (HAProxy), "
           "p50 <= 10 ms from 1 s after the cut")
     for plane, target in (("builtin", 1000), ("haproxy", 2000)):

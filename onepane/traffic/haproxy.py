@@ -106,6 +106,15 @@ def render(shape: Shape, sock: Path) -> str:
         "    default_backend be",
         "backend be",
         "    balance roundrobin",
+    ]
+    if http:
+        # `timeout server` is HAProxy's inactivity bound on the server side, for the wait for
+        # an answer and for the gaps in a streamed one alike (2.6 cannot change it once the
+        # head is in). A server-sent event stream (EventSource always asks for it) may stay
+        # quiet far longer than an answer may take to start: it gets the tunnel's bound.
+        lines.append("    http-request set-timeout server 1h "
+                     "if { req.hdr(accept) -m sub text/event-stream }")
+    lines += [
         # Passive observation marks a server down at its first failed connection (layer4, not
         # layer7: one 500 from an application must not move a location's traffic); a request
         # that timed out is retried on another server (retry-on). Active checks every 250 ms,

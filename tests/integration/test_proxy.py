@@ -279,10 +279,19 @@ class Stream:
                 conn, _ = self.server.accept()
             except OSError:
                 return
-            conn.recv(65536)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            if not conn.recv(65536):  # a health check's bare connect
+                conn.close()
+                return
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
-            self.conns.append(conn)
+        except OSError:
+            conn.close()
+            return
+        self.conns.append(conn)
 
     def send(self, event: str) -> None:
         data = f"data: {event}\n\n".encode()
@@ -310,7 +319,8 @@ def test_a_stream_flows_as_it_comes_survives_a_failover_and_ends_with_its_backen
                 attempt_timeout=1.0)
     port = int(url.rsplit(":", 1)[1])
     cfg = tmp_path / f"p{port}.json"
-    with httpx.Client(timeout=10) as http, http.stream("GET", url + "/events") as r:
+    with httpx.Client(timeout=10) as http, http.stream(
+            "GET", url + "/events", headers={"accept": "text/event-stream"}) as r:
         assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
         lines = r.iter_lines()
         wait_for(lambda: bool(stream.conns), 5, what="the stream's backend connection")
@@ -333,3 +343,39 @@ def test_a_stream_flows_as_it_comes_survives_a_failover_and_ends_with_its_backen
         with pytest.raises(httpx.RemoteProtocolError):  # cut short, and said so
             for _ in lines:
                 pass
+
+
+def test_haproxy_passes_a_stream_on_as_it_comes_and_ends_it_with_its_backend(
+        tmp_path: Path) -> None:
+    """The same stream through HAProxy as onepane configures it (timeout server is the
+    attempt timeout; a stream must outlive it)."""
+    from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
+    from onepane.traffic.haproxy import HaproxyDataPlane
+    stream, other = Stream(), Backend("b")
+    plane = HaproxyDataPlane("stream", tmp_path)
+    port = free_port()
+    try:
+        plane.apply(DataPlaneConfig(
+            listen=f"127.0.0.1:{port}", mode="http", policy="ordered", attempt_timeout=1.0,
+            pools=(PoolConfig("a", (tuple(stream.addr),)),  # type: ignore[arg-type]
+                   PoolConfig("b", (tuple(other.addr),)))))  # type: ignore[arg-type]
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(timeout=10) as http, http.stream(
+            "GET", url + "/events", headers={"accept": "text/event-stream"}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            wait_for(lambda: bool(stream.conns), 5, what="the stream's backend connection")
+            for n in range(2):
+                stream.send(f"event {n}")
+                assert next(lines) == f"data: event {n}"
+                assert next(lines) == ""
+            threading.Event().wait(1.2)  # quiet for longer than the attempt timeout
+            stream.send("still here")
+            assert next(lines) == "data: still here"
+            assert next(lines) == ""
+            stream.die()
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in lines:
+                    pass
+    finally:
+        plane.stop()

@@ -44,6 +44,47 @@ def test_the_ovf_hardware_and_environment_reach_the_domain() -> None:
     assert ET.fromstring(domain_xml(spec(accel="kvm"))).get("type") == "kvm"
 
 
+def test_damaged_metadata_keeps_the_vm_listed_and_says_what_is_wrong() -> None:
+    """Issue 35 for vm locations: the domain's own record (onepane's metadata in its XML)
+    damaged in each way a file can be still reads as onepane's VM, under its domain name,
+    with the damage said; a domain with no onepane metadata stays a stranger."""
+    import json
+    import re
+    from xml.sax.saxutils import escape
+
+    from onepane.providers.vm.provider import observe_domain
+    xml = domain_xml(spec())
+    body = re.search(r"(<onepane:instance[^>]*>)(.*?)(</onepane:instance>)", xml, re.S)
+    assert body is not None
+    good = json.dumps(spec().metadata)
+    ways = {"a list": "[]", "empty": "", "truncated": good[: len(good) // 2],
+            "wrong shape": '{"id": [1, 2]}', "not JSON": "\u00ff\u00fe{"}
+    for way, text in ways.items():
+        damaged_xml = xml.replace(body.group(0), body.group(1) + escape(text) + body.group(3))
+        meta = read_metadata(damaged_xml)
+        assert meta is not None and meta["id"] == "inst-1" and meta["damaged"], way
+
+        class Dom:  # what libvirt answers for such a domain (a fake for the logic)
+            def __init__(self, xml: str) -> None:
+                self.xml = xml
+
+            def XMLDesc(self, flags: int) -> str:
+                return self.xml
+
+            def name(self) -> str:
+                return "inst-1"
+
+            def state(self) -> list[int]:
+                return [1, 1]  # running
+
+        seen: dict[str, str] = {}
+        obs = observe_domain(Dom(damaged_xml), damaged=seen)
+        assert obs is not None and obs.onepane_id == "inst-1", way
+        assert obs.state.value == "running" and "metadata" in seen["inst-1"], way
+    stranger = re.sub(r"<metadata>.*</metadata>", "", xml, flags=re.S)
+    assert read_metadata(stranger) is None
+
+
 def test_every_nic_of_a_guest_has_its_own_stable_mac() -> None:
     macs = [mac_for("10.200.255.10"), *(_extra_mac("10.200.255.10", n) for n in (1, 2, 3))]
     assert len(set(macs)) == 4 and macs[0] == "52:54:0a:c8:ff:0a"

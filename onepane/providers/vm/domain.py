@@ -109,13 +109,28 @@ def domain_xml(spec: DomainSpec) -> str:
 
 
 def read_metadata(xml: str) -> dict[str, Any] | None:
-    """onepane's metadata in a domain's XML; None for a domain onepane did not make."""
+    """onepane's metadata in a domain's XML; None for a domain onepane did not make.
+
+    Metadata that onepane wrote but that no longer reads (an operator's `virsh edit`, a
+    restore of another day) is never a reason to lose the VM or to stop a listing: it reads
+    as the domain's own name for id and name, with `damaged` saying what is wrong, so the
+    VM stays listed (and never looks like a stranger to clean up) while its location shows
+    the damage until it is mended."""
     root = SafeET.fromstring(xml)
     el = root.find(f"metadata/{{{META_NS}}}instance")
-    if el is None or not el.text:
+    if el is None:
         return None
-    data = json.loads(el.text)
-    return data if isinstance(data, dict) else None
+    why = ""
+    try:
+        data = json.loads(el.text or "")
+    except ValueError as exc:
+        why = f"its onepane metadata is not JSON ({exc})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("id", ""), str):
+            return data
+        why = f"its onepane metadata is a JSON {type(data).__name__}, not an object with an id"
+    name = root.findtext("name") or "?"
+    return {"id": name, "name": name, "damaged": why}
 
 
 def nbd_exports(xml: str) -> dict[str, str]:

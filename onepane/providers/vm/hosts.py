@@ -210,6 +210,7 @@ class HostsProvider(Provider):
         self.addresses = guestnet.AddressBook(state_dir)
         self._conns: dict[str, Any] = {}
         self._down: dict[str, str] = {}  # host -> why it does not answer
+        self._damaged: dict[str, str] = {}  # domain -> why its metadata does not read
         self._lock = threading.RLock()
         self._host_locks = {h.name: threading.Lock() for h in self.options.hosts}
         self._host_locks[STORAGE] = threading.Lock()
@@ -439,7 +440,8 @@ class HostsProvider(Provider):
             self.recovered += self.reconcile_copies()
 
     def problems(self) -> list[str]:
-        return [f"host {h} does not answer: {why}" for h, why in sorted(self._down.items())]
+        return [f"host {h} does not answer: {why}" for h, why in sorted(self._down.items())] + [
+            f"instance {name}: {why}" for name, why in sorted(self._damaged.items())]
 
     def check(self) -> None:
         if not self._up_hosts():
@@ -468,16 +470,18 @@ class HostsProvider(Provider):
 
     def list_instances(self) -> list[ObservedInstance]:
         found: dict[str, ObservedInstance] = {}
+        damaged: dict[str, str] = {}
         for name in self._up_hosts():
             for dom in self._domains(name):
                 with contextlib.suppress(Exception):
-                    obs = observe_domain(dom, {HOST_TAG: name})
+                    obs = observe_domain(dom, {HOST_TAG: name}, damaged)
                     if obs is None:
                         continue
                     # two copies (a move cut short): the one that runs is the instance
                     if obs.provider_id not in found or _running(dom):
                         found[obs.provider_id] = obs
                         self.last_seen[obs.provider_id] = (name, _running(dom))
+        self._damaged = damaged
         return list(found.values())
 
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:

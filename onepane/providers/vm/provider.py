@@ -137,6 +137,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         self.hypervisor = Hypervisor(location, self.net.ns, self.root / "libvirt")
         self.addresses = guestnet.AddressBook(state_dir)
         self.volumes = VolumeTable(location, self.root / "volumes.json")
+        self._damaged: dict[str, str] = {}  # domain -> why its metadata does not read
         self._conn: Any = None
         self._lock = threading.RLock()
 
@@ -180,7 +181,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
         self.connection()
         for dom in self._domains():  # host routes do not survive a host reboot; domains do
             meta = self._meta(dom)
-            if meta and dom.isActive():
+            if meta and meta.get("address") and dom.isActive():
                 guestnet.route_to(meta["address"], self.net)
 
     def check(self) -> None:
@@ -217,6 +218,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
 
     def list_instances(self) -> list[ObservedInstance]:
         out = []
+        self._damaged.clear()
         for dom in self._domains():
             with contextlib.suppress(OnepaneError):
                 if (obs := self._observe(dom)) is not None:
@@ -459,7 +461,10 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
 
     def _observe(self, dom: Any) -> ObservedInstance | None:
         with self._libvirt_errors():
-            return observe_domain(dom)
+            return observe_domain(dom, damaged=self._damaged)
+
+    def problems(self) -> list[str]:
+        return [f"instance {name}: {why}" for name, why in sorted(self._damaged.items())]
 
     def _image_path(self, image: str) -> Path:
         path = self.images_dir / image
@@ -530,12 +535,17 @@ def stop_domain(dom: Any, timeout: float) -> None:
         dom.destroy()
 
 
-def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None) -> ObservedInstance | None:
-    """What onepane shows of a domain it made (None for one it did not make)."""
+def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None,
+                   damaged: dict[str, str] | None = None) -> ObservedInstance | None:
+    """What onepane shows of a domain it made (None for one it did not make); a domain
+    whose metadata is damaged is shown with what libvirt itself says, and named in
+    `damaged` (domain -> what is wrong) for the location's status."""
     lv = _libvirt()
     meta = read_metadata(dom.XMLDesc(0))
     if meta is None:
         return None
+    if damaged is not None and meta.get("damaged"):
+        damaged[dom.name()] = meta["damaged"]
     state, reason = dom.state()
     # paused by a suspend; paused to move (a live migration's last step) is still running
     user_paused = state == lv.VIR_DOMAIN_PAUSED and reason == lv.VIR_DOMAIN_PAUSED_USER
