@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import free_port, result
 from onepane.core import Core
-from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
+from onepane.spec import parse_spec
 from onepane.traffic.openloop import SecondStats, load_shots
 
 LOCS = ("bench-east", "bench-west")

@@ -134,9 +134,9 @@ def main() -> None:
         asyncio.run(client(resolver, int(port), float(rate), float(seconds), Path(out)))
         return
 
-    from onepane.deploy.spec import parse_spec
-    from onepane.gslb.lab import dns_lab
+    from onepane.dnslab import dns_lab
     from onepane.lab import fail, netns_lab, recover
+    from onepane.spec import parse_spec
 
     with dns_lab(index=233) as lab, tempfile.TemporaryDirectory() as tmp:
         ref_ms = reference_update_ms(lab)

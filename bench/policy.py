@@ -27,8 +27,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import free_port, onepane, result
-from onepane.deploy.spec import parse_spec
 from onepane.policy import engine, passes
+from onepane.spec import parse_spec
 from onepane.traffic.drill import Load
 
 SUSTAIN = 1.0

@@ -19,9 +19,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import InvalidInput
 from .gslb.accounts import DnsAccount
 from .model import LocationCreate, ProviderKind
-from .policy.alerts import Webhook
 
 DEFAULT_PORT = 8640
+
+
+WEBHOOK_EVENTS = ["policy.*", "sla.*", "traffic.failover", "replica.replaced"]
+
+
+class Webhook(BaseModel):
+    """Where the alerts of policy.alerts go: a configuration type, so it lives with the
+    settings that hold it rather than with the code that sends."""
+
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16, repr=False)
+    events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    attempts: int = Field(default=6, ge=1, le=20)
+    backoff: float = Field(default=0.5, gt=0, le=60, description="first retry delay, doubled each time")
 
 
 class Settings(BaseModel):

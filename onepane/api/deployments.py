@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ..deploy.service import Deployment
-from ..deploy.spec import parse_spec
+from ..spec import parse_spec
 from .deps import core, operator, viewer
 
 router = APIRouter(prefix="/v1/deployments")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..errors import OnepaneError
 from ..inventory.locations import Locations
+from ..spec import DeploymentSpec
 from ..traffic.dataplane import DataPlane, DataPlaneConfig, make_data_plane
 from ..traffic.health import HealthMonitor, Target
-from .spec import DeploymentSpec
 
 GROUP_SUFFIX = "#doors"  # the health monitor's group of a deployment's doors
 

@@ -21,10 +21,10 @@ from ..inventory.operations import LIVE_MOVE, Operations
 from ..model import InstanceState, Job
 from ..policy.placement import violation
 from ..providers.base import Feature, Provider
+from ..spec import DeploymentSpec
 from ..store.tables import DeploymentRow, InstanceRow, JobRow
 from .reconciler import TAG
 from .service import Deployments
-from .spec import DeploymentSpec
 
 DEFAULT_BOUND_S = 300.0
 

@@ -6,7 +6,7 @@ import ipaddress
 
 from ..gslb.publisher import Wanted
 from ..gslb.zones import absolute
-from .spec import DeploymentSpec
+from ..spec import DeploymentSpec
 
 
 def wanted_answer(spec: DeploymentSpec, serving: set[str], doors_up: dict[str, str],

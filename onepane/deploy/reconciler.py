@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..cluster import fencing
 from ..errors import OnepaneError
 from ..events import EventLog
 from ..gslb.publisher import Publisher
@@ -28,6 +27,8 @@ from ..policy import engine, passes
 from ..policy.metrics import Metrics
 from ..policy.sla import SlaTracker
 from ..providers.base import Feature
+from ..spec import DeploymentSpec, HealthCheck
+from ..store import fencing
 from ..traffic.dataplane import (
     DataPlane,
     DataPlaneConfig,
@@ -41,7 +42,6 @@ from ..traffic.manager import Decision, decide
 from .frontdoors import GROUP_SUFFIX, SiteFrontDoors
 from .publishing import wanted_answer
 from .service import Deployment, Deployments
-from .spec import DeploymentSpec, HealthCheck
 
 log = logging.getLogger(__name__)
 TAG = "onepane:deployment"

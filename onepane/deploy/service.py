@@ -13,7 +13,6 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..cluster import fencing
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..inventory.locations import Locations
@@ -21,9 +20,10 @@ from ..policy.placement import violation
 from ..policy.schedule import active_locations
 from ..ports import check_free, free_port
 from ..providers.base import Provider
+from ..spec import DeploymentSpec
+from ..store import fencing
 from ..store.tables import DeploymentRow, MetricRow
 from ..traffic.manager import next_healthy
-from .spec import DeploymentSpec
 
 
 class Deployment(BaseModel):

@@ -21,7 +21,6 @@ from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..cluster import fencing
 from ..errors import (
     Conflict,
     IdempotencyMismatch,
@@ -48,6 +47,7 @@ from ..model import (
     new_id,
 )
 from ..providers.base import Feature, InstanceSpec, Provider
+from ..store import fencing
 from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
 from ..store.tags import tag_rows
 from .jobs import Handler, JobRunner, Outcome, chain_key

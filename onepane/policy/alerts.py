@@ -20,21 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from pydantic import BaseModel, Field
 
+from ..config import Webhook
 from ..events import EventLog
 from ..model import Event, utc_iso
 
 log = logging.getLogger(__name__)
-DEFAULT_EVENTS = ["policy.*", "sla.*", "traffic.failover", "replica.replaced"]
-
-
-class Webhook(BaseModel):
-    url: str = Field(pattern=r"^https?://")
-    secret: str = Field(min_length=16, repr=False)
-    events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
-    attempts: int = Field(default=6, ge=1, le=20)
-    backoff: float = Field(default=0.5, gt=0, le=60, description="first retry delay, doubled each time")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..deploy.spec import Autoscale
+from ..spec import Autoscale
 
 
 class LocationScale(NamedTuple):

@@ -19,7 +19,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from ..deploy.spec import DeploymentSpec
+from ..spec import DeploymentSpec
 from . import autoscale, failure, placement, schedule
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..deploy.spec import FailurePolicy
+from ..spec import FailurePolicy
 
 
 class ReplicaRecord(NamedTuple):

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..deploy.spec import DeploymentSpec
+from ..spec import DeploymentSpec
 from .engine import Observation, Plan, PolicyState, evaluate
 
 

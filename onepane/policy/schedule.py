@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from ..deploy.spec import Window
+from ..spec import Window
 
 _local = threading.local()
 

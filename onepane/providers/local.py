@@ -1,6 +1,6 @@
 """A data center made of supervised processes on this host: the embedded default.
 
-Each instance is a process running an app image (images.app), started in its own session so it
+Each instance is a process running an app image (providers/appimage.py), started in its own session so it
 outlives onepane: the data plane must survive the control plane. Its record on disk (pid and
 process start time) lets a restarted onepane adopt it again without confusing a recycled pid.
 """
@@ -34,9 +34,9 @@ from ..errors import (
     OnepaneError,
     PermanentProviderError,
 )
-from ..images.app import AppManifest, install_app_image, read_manifest
 from ..model import InstanceState, new_id
 from . import copy, limits, process_records, sandbox
+from .appimage import AppManifest, install_app_image, read_manifest
 from .base import (
     Capabilities,
     InstanceSpec,

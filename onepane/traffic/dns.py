@@ -13,7 +13,8 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import dns.flags
 import dns.message
@@ -23,15 +24,37 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ..deploy.service import Deployments
-from ..inventory.operations import Operations
+from ..model import Instance, Page
 
 log = logging.getLogger(__name__)
 TAG = "onepane:deployment"
 
 
+class ServedDeployment(Protocol):
+    """What the server reads of a deployment."""
+
+    name: str
+    spec: dict[str, Any]
+    listen: str
+    status: dict[str, Any]
+
+
+class DeploymentList(Protocol):
+    """The deployments' service, as far as this server needs it (deploy.service.Deployments):
+    the traffic package stays below the deploy package that uses it."""
+
+    def list(self) -> Sequence[ServedDeployment]: ...
+
+
+class InstanceList(Protocol):
+    """The inventory, as far as this server needs it (inventory.operations.Operations)."""
+
+    def list_instances(self, *, tags: dict[str, str] | None = ...,
+                       limit: int = ...) -> Page[Instance]: ...
+
+
 class DnsServer:
-    def __init__(self, deployments: Deployments, ops: Operations, zone: str, ttl: int,
+    def __init__(self, deployments: DeploymentList, ops: InstanceList, zone: str, ttl: int,
                  bind: tuple[str, int],
                  front_doors: Callable[[], list[str | None]] = lambda: [None]) -> None:
         self.deployments = deployments

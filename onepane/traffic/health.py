@@ -17,7 +17,7 @@ from typing import Any
 
 import httptools
 
-from ..deploy.spec import HealthCheck
+from ..spec import HealthCheck
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..deploy.spec import DeploymentSpec
+from ..spec import DeploymentSpec
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from onepane.core import Core
-from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
+from onepane.spec import parse_spec
 from onepane.traffic.drill import Load
 from onepane.traffic.openloop import OpenLoop
 from tests.helpers import free_port, kill_instances, wait_for

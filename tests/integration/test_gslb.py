@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from onepane.core import Core
-from onepane.deploy.spec import parse_spec
+from onepane.dnslab import DnsLab, dns_lab
 from onepane.errors import InvalidInput
-from onepane.gslb.lab import DnsLab, dns_lab
 from onepane.lab import fail, netns_lab, recover
+from onepane.spec import parse_spec
 from tests.helpers import free_port, kill_instances, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from onepane.cluster import fencing
 from onepane.cluster.lease import LeaderLease, NotLeader
+from onepane.store import fencing
 from onepane.store.db import Store
 from onepane.store.tables import LocationRow
 from tests.e2e.test_crash_drill import fresh_database

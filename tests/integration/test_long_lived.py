@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from onepane.core import Core
-from onepane.deploy.spec import parse_spec
 from onepane.lab import fail, netns_lab, recover
+from onepane.spec import parse_spec
 from tests.helpers import free_port, kill_instances, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from onepane.config import Webhook
 from onepane.events import EventLog
-from onepane.policy.alerts import Alerts, Webhook, verify
+from onepane.policy.alerts import Alerts, verify
 from onepane.policy.metrics import Metrics
 from onepane.store.db import Store
 from tests.helpers import wait_for

@@ -12,8 +12,8 @@ import pytest
 from onepane.config import Settings
 from onepane.core import Core
 from onepane.deploy.reconciler import TAG
-from onepane.deploy.spec import parse_spec
 from onepane.model import LocationCreate
+from onepane.spec import parse_spec
 from tests.helpers import kill_instances, wait_for
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from onepane.deploy.publishing import wanted_answer
-from onepane.deploy.spec import parse_spec
 from onepane.events import EventLog
 from onepane.gslb.publisher import Publisher, Wanted
 from onepane.gslb.zones import Answer, DnsUnreachable, Writer, absolute
+from onepane.spec import parse_spec
 from onepane.store.db import Store
 
 

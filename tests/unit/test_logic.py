@@ -108,6 +108,6 @@ def test_global_options_work_anywhere_on_the_command_line() -> None:
 
 
 def test_an_empty_spec_says_so() -> None:
-    from onepane.deploy.spec import parse_spec
+    from onepane.spec import parse_spec
     with pytest.raises(InvalidInput, match="the spec is empty"):
         parse_spec("")

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from onepane.deploy.spec import parse_spec
 from onepane.errors import InvalidInput
 from onepane.policy import engine, passes
 from onepane.policy.placement import violation
+from onepane.spec import parse_spec
 
 MONDAY_0759 = datetime(2026, 11, 23, 7, 59, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from onepane.deploy.spec import parse_spec
 from onepane.errors import InvalidInput
+from onepane.spec import parse_spec
 from onepane.traffic.balancer import Balancer, Pool
 from onepane.traffic.manager import STARTUP_GRACE_S, decide
 

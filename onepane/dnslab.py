@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..providers.dcnet import PREFIX, ensure_catch_all, ip
+from .providers.dcnet import PREFIX, ensure_catch_all, ip
 
 API_KEY_BYTES = 24
 

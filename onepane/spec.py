@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from ..errors import InvalidInput
-from ..model import NAME_PATTERN, Strict
+from .errors import InvalidInput
+from .model import NAME_PATTERN, Strict
 
 
 class HealthCheck(Strict):
