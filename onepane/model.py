@@ -126,12 +126,13 @@ class Strict(BaseModel):
 # ---- locations -------------------------------------------------------------------------------
 
 
-# Options whose type onepane knows, per provider (cloud: its own and Libcloud's connection
-# options; other keys go to the driver, scalars only).
+# Every option a location of each kind takes, with its type (cloud: onepane's own, Libcloud's
+# connection options, and `driver_options`, the one mapping a driver gets as keywords of its
+# own: Libcloud's drivers take **kwargs, so a misspelt option there would be silently ignored).
 _OPTION_TYPES: dict[Any, dict[str, type]] = {
     ProviderKind.cloud: {"host": str, "port": int, "secure": bool, "path": str, "zone": str,
                          "image_owner": str, "image_bucket": str, "single_put_max": int,
-                         "pool_size": int, "timeout": int},
+                         "pool_size": int, "timeout": int, "driver_options": dict},
     ProviderKind.local: {},
     ProviderKind.netns: {"index": int},
 }
@@ -155,16 +156,19 @@ class LocationCreate(Strict):
         kind = info.data.get("provider")
         for key, value in options.items():
             want = _OPTION_TYPES.get(kind, {}).get(key)
-            if kind in (ProviderKind.local, ProviderKind.netns) and want is None:
-                raise ValueError(f"options.{key}: a {kind} location takes "
-                                 f"{', '.join(_OPTION_TYPES[kind]) or 'no options'}")
+            if kind in _OPTION_TYPES and want is None:
+                hint = "; a Libcloud driver's own keyword goes under options.driver_options" \
+                    if kind == ProviderKind.cloud else ""
+                raise ValueError(f"options.{key}: not an option of a {kind} location, which "
+                                 f"takes {', '.join(_OPTION_TYPES[kind]) or 'none'}{hint}")
             if want is not None and (not isinstance(value, want)
                                      or (want is int and isinstance(value, bool))):
                 raise ValueError(f"options.{key}: expected {want.__name__}, got "
                                  f"{type(value).__name__}")
-            if kind == ProviderKind.cloud and not isinstance(value, str | int | float | bool):
-                raise ValueError(f"options.{key}: a driver option is a string, a number or "
-                                 "true/false")
+        for key, value in (options.get("driver_options") or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+                raise ValueError(f"options.driver_options.{key}: a driver option is a string, "
+                                 "a number or true/false")
         return options
 
 

@@ -1,10 +1,12 @@
 """The deployment reconciler: desired replicas vs what runs, health vs who serves.
 
-Each pass, per deployment: ask the traffic manager who serves, ask the policy engine how many
-replicas each location should run and which replicas to restart or replace, carry that out
-(create missing replicas, remove extras), point the health monitor at the running replicas and
-push a new data plane configuration only when it changed. Every action goes through the same
-operations (jobs) as a user's, and every policy decision lands in the event log with its reason.
+Each pass, per deployment: observe (its replicas, their checks, who the traffic manager says
+serves), decide (the policy engine: how many replicas each location should run, which to
+restart or replace), act (create missing replicas, remove extras, point the health monitor at
+the running ones, feed the data plane a configuration when it changed) and report (DNS, SLA,
+status). Every action goes through the same operations (jobs) as a user's, and every policy
+decision lands in the event log with its reason. What it keeps of a deployment between
+passes is one DeploymentState (state.py).
 """
 
 from __future__ import annotations
@@ -25,30 +27,23 @@ from ..model import UNFINISHED, Instance, InstanceCreate, InstanceState
 from ..periodic import Periodic
 from ..policy import engine, passes
 from ..policy.metrics import Metrics
-from ..policy.sla import SlaTracker
-from ..providers.base import Feature
-from ..spec import DeploymentSpec, HealthCheck
+from ..spec import DeploymentSpec
 from ..store import fencing
-from ..traffic.dataplane import (
-    DataPlane,
-    DataPlaneConfig,
-    PoolConfig,
-    backends_of,
-    keep_last,
-    make_data_plane,
-)
+from ..traffic.dataplane import DataPlane, DataPlaneConfig
 from ..traffic.health import HealthMonitor, Target
-from ..traffic.manager import Decision, decide
-from .frontdoors import GROUP_SUFFIX, SiteFrontDoors
+from ..traffic.manager import decide
+from .checks import check_for, runs_vms
+from .frontdoors import SiteFrontDoors
+from .healthevents import say_transitions
+from .planes import feed, plane_config, replica_samples
 from .publishing import wanted_answer
 from .service import Deployment, Deployments
+from .slareport import track_sla
+from .state import DeploymentState, View
 
 log = logging.getLogger(__name__)
 TAG = "onepane:deployment"
-DEFAULT_ATTEMPT_TIMEOUT = {"builtin": 5.0, "haproxy": 1.5}
-DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.15}
 BROKEN = {InstanceState.error, InstanceState.missing}
-VM_CHECK_TIMEOUT_S = 2.0
 
 
 class Reconciler:
@@ -67,24 +62,22 @@ class Reconciler:
         self.clock = clock  # wall time for schedules; injectable so tests can move it
         self.policy = passes.Engine()
         self.decisions: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, kind) -> count
-        self.instances: dict[str, list[Instance]] = {}  # the last listing, for the sampler
+        self.states: dict[str, DeploymentState] = {}
         self._labels: dict[str, dict[str, str]] = {}
         self.ops = ops
         self.deployments = deployments
         self.workdir = workdir
         self.health = HealthMonitor()
-        self.planes: dict[str, DataPlane] = {}
         self.sites = SiteFrontDoors(deployments.locations, self.health, workdir)
         self.publisher = publisher
-        self._replacing: set[str] = set()
-        self._adopting: dict[str, float] = {}  # deployment -> hold its adopted plane until
-        self._empty_since: dict[str, float] = {}  # deployment -> since when it has no backend
+        self._replacing: set[str] = set()  # replicas being replaced (by instance id)
         self._restarting: dict[str, str] = {}  # instance -> its restart job
-        self._replica_ever_up: dict[str, set[str]] = {}  # deployment -> replicas that passed a check
-        self._ever_up: dict[str, set[str]] = defaultdict(set)
-        self._started: dict[str, float] = {}
-        self._sla: dict[str, SlaTracker] = {}
         self._loop = Periodic("reconciler", self.run_once, interval)
+
+    @property
+    def planes(self) -> dict[str, DataPlane]:
+        """Each deployment's central data plane, as started so far."""
+        return {name: st.plane for name, st in self.states.items() if st.plane is not None}
 
     def start(self) -> None:
         self.health.start()
@@ -106,32 +99,30 @@ class Reconciler:
                     self.reconcile(dep, deciding)
                 except OnepaneError as exc:
                     log.warning("deployment %s: %s", dep.name, exc.detail)
-            for name in set(self.planes) - {d.name for d in deps}:
+            for name in set(self.states) - {d.name for d in deps}:
                 self.remove(name, deciding)
         transitions = self.health.drain_transitions()
-        if not deciding:
-            return  # the leader's own checks write the health events
-        for dep_name, t in transitions:
-            if dep_name.endswith(GROUP_SUFFIX):
-                dep_name = dep_name.removesuffix(GROUP_SUFFIX)
-                self.events.emit(f"frontdoor.{'up' if t.up else 'down'}",
-                                 f"{dep_name}: the front door at {t.location} ({t.host}:{t.port}) "
-                                 f"is {'up' if t.up else 'down'}" + (
-                                     f" ({t.last_error})" if t.last_error and not t.up else ""),
-                                 severity="info" if t.up else "warning", location=t.location,
-                                 subject=dep_name)
-                continue
-            self.events.emit(f"health.{'up' if t.up else 'down'}",
-                             f"{dep_name}: replica {t.key} at {t.location} is "
-                             f"{'up' if t.up else 'down'}" + (f" ({t.last_error})" if t.last_error
-                                                              and not t.up else ""),
-                             severity="info" if t.up else "warning", location=t.location,
-                             subject=dep_name, data={"instance": t.key})
+        if deciding:  # the leader's own checks write the health events
+            say_transitions(self.events, transitions)
 
     def reconcile(self, dep: Deployment, deciding: bool = True) -> None:
+        st = self.states.get(dep.name)
+        if st is None:
+            st = self.states[dep.name] = DeploymentState(started=time.monotonic())
+        view = self._observe(dep, st)
+        plan = self._decide(dep, view, st, deciding)
+        desired = self._act(dep, view, st, plan, deciding)
+        config = self._feed(dep, view, st)
+        if not deciding:
+            if self.publisher:
+                self.publisher.forget(dep.name)  # the leader publishes
+            return
+        self._report(dep, view, st, config, desired)
+
+    def _observe(self, dep: Deployment, st: DeploymentState) -> View:
         spec = DeploymentSpec.model_validate(dep.spec)
         instances = self.ops.list_instances(tags={TAG: dep.name}, limit=1000).items
-        self.instances[dep.name] = instances
+        st.instances = instances
         by_loc: dict[str, list[Instance]] = defaultdict(list)
         for inst in instances:
             by_loc[inst.location].append(inst)
@@ -141,65 +132,90 @@ class Reconciler:
         since: dict[str, float] = {}
         for t in up:
             since[t.location] = min(since.get(t.location, t.since), t.since)
-        self._ever_up[dep.name] |= healthy
-        now = time.monotonic()
-        started = self._started.setdefault(dep.name, now)
-        decision = decide(spec, dep.primary, healthy, since, now, self._ever_up[dep.name], started)
+        st.ever_up |= healthy
+        decision = decide(spec, dep.primary, healthy, since, time.monotonic(), st.ever_up,
+                          st.started)
         serving = set(decision.order[:1]) if spec.traffic.mode == "active-passive" else {
             loc for loc, w in decision.weights.items() if w > 0}
-
         healthy_at = {loc: sum(1 for t in up if t.location == loc) for loc in spec.replicas}
-        plan = None
-        if (deciding and not {i.id for i in instances} & self.ops.moving()
-                and self.deployments.generation(dep.name) == dep.generation):
-            # (A live move under way: no policy acts on a VM that is between two places, and
-            # no replica is added or removed until the move has updated the spec. A spec
-            # changed since this pass read it — a live move that landed in between, which
-            # writes the spec and its VM's location together — would be judged against
-            # instances newer than itself: the moved VM counted as a surplus at its new
-            # location and destroyed. The next pass decides, from both as they are.)
-            plan = self._plan(dep.name, spec, instances, snapshot, healthy_at, serving, now)
+        return View(spec, instances, by_loc, snapshot, up, healthy, healthy_at, decision, serving)
+
+    def _decide(self, dep: Deployment, view: View, st: DeploymentState,
+                deciding: bool) -> engine.Plan | None:
+        """The policy engine's plan, or None: not deciding (a standby), a live move under way
+        (no policy acts on a VM between two places, and no replica is added or removed until
+        the move has updated the spec), or a spec changed since this pass read it (a live move
+        that landed in between writes the spec and its VM's location together: judged against
+        the older spec, the moved VM would count as a surplus at its new location)."""
+        if not deciding or {i.id for i in view.instances} & self.ops.moving() \
+                or self.deployments.generation(dep.name) != dep.generation:
+            return None
+        return self._plan(dep.name, view, st)
+
+    def _act(self, dep: Deployment, view: View, st: DeploymentState,
+             plan: engine.Plan | None, deciding: bool) -> dict[str, int]:
+        """Carry the plan out (creates and removals, spaced out by the state's backoff after
+        a failure) and point the health checks at what runs; returns the replicas wanted."""
+        spec, by_loc = view.spec, view.by_location
         if plan is None:  # not deciding, moving, or the policy engine has not planned it yet
             desired = {loc: len(by_loc.get(loc, [])) for loc in spec.replicas}
         else:
             desired = plan.replicas
-            for loc in set(by_loc) | set(plan.replicas):
-                self._converge(dep.name, spec, loc, by_loc.get(loc, []), plan.replicas.get(loc, 0))
-        self._replacing &= {i.id for i in instances}  # forget replicas that are gone
-        running = [i for i in instances if i.state == InstanceState.running and i.addresses
-                   and "app" in i.ports and i.location in spec.replicas]
-        checked_up = {t.key: t for t in up} if deciding else {}
-        for inst in instances:  # no longer checked because it stopped: say so, as a crash does
-            if inst.id in checked_up and inst.state in (InstanceState.stopped, InstanceState.suspended,
+            if st.backoff.ready(time.monotonic()):
+                try:
+                    for loc in set(by_loc) | set(plan.replicas):
+                        self._converge(dep.name, spec, loc, by_loc.get(loc, []),
+                                       plan.replicas.get(loc, 0))
+                    st.backoff.succeeded()
+                except OnepaneError as exc:
+                    delay = st.backoff.failed(time.monotonic())
+                    log.warning("deployment %s: %s (tried again in %.1f s)", dep.name,
+                                exc.detail, delay)
+        self._replacing &= {i.id for i in view.instances}  # forget replicas that are gone
+        checked_up = {t.key for t in view.up} if deciding else set()
+        for inst in view.instances:  # no longer checked because it stopped: say so, as a crash does
+            if inst.id in checked_up and inst.state in (InstanceState.stopped,
+                                                        InstanceState.suspended,
                                                         InstanceState.error):
-                self.events.emit("health.down", f"{dep.name}: replica {inst.id} at {inst.location} "
-                                 f"is down (instance {inst.state})", severity="warning",
-                                 location=inst.location, subject=dep.name,
+                self.events.emit("health.down", f"{dep.name}: replica {inst.id} at "
+                                 f"{inst.location} is down (instance {inst.state})",
+                                 severity="warning", location=inst.location, subject=dep.name,
                                  data={"instance": inst.id, "reason": str(inst.state)})
+        running = [i for i in view.instances if i.state == InstanceState.running and i.addresses
+                   and "app" in i.ports and i.location in spec.replicas]
         self.health.set_targets(dep.name, [
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
-                   check=self._check_for(spec, i.location)) for i in running])
-        config = self._apply(dep, spec, decision, up)
-        if spec.front_doors == "per-site":
-            self.sites.apply(dep.name, spec, config)
+                   check=check_for(spec, self._runs_vms(i.location))) for i in running])
+        return desired
+
+    def _feed(self, dep: Deployment, view: View, st: DeploymentState) -> DataPlaneConfig:
+        """The central front door, then the sites' own doors (same pools, their addresses)."""
+        config = plane_config(dep.listen, self.front_door_host, view.spec, view.decision,
+                              view.up)
+        feed(st, dep.name, view.spec, config, self.workdir,
+             lambda: self.health.snapshot(dep.name))
+        if view.spec.front_doors == "per-site":
+            self.sites.apply(dep.name, view.spec, config)
         else:
             self.sites.remove(dep.name)
-        if not deciding:
-            if self.publisher:
-                self.publisher.forget(dep.name)  # the leader publishes
-            return
-        dns_status = self._publish(dep.name, spec, serving, config, decision.weights)
-        sla = self._track_sla(dep, spec, bool(serving & healthy))
+        return config
+
+    def _report(self, dep: Deployment, view: View, st: DeploymentState,
+                config: DataPlaneConfig, desired: dict[str, int]) -> None:
+        spec, decision = view.spec, view.decision
+        dns_status = self._publish(dep.name, spec, view.serving, config, decision.weights)
+        sla = track_sla(st, dep.name, dep.status, spec, bool(view.serving & view.healthy),
+                        self.events)
         status = {
             "mode": spec.traffic.mode,
             "serving": decision.order[:1] if spec.traffic.mode == "active-passive"
             else [loc for loc, w in decision.weights.items() if w > 0],
             "weights": decision.weights,
-            "locations": {loc: {"replicas": sum(1 for i in by_loc.get(loc, [])
+            "locations": {loc: {"replicas": sum(1 for i in view.by_location.get(loc, [])
                                                 if i.state not in BROKEN),
                                 "desired": desired.get(loc, 0),
-                                "healthy": healthy_at[loc],
-                                "up": loc in healthy}
+                                "healthy": view.healthy_at[loc],
+                                "up": loc in view.healthy}
                           for loc in spec.replicas},
             "sla": sla,
             "dns": dns_status,
@@ -224,27 +240,26 @@ class Reconciler:
             self.publisher.want(name, wanted)
         return self.publisher.status(name)
 
-    def _plan(self, name: str, spec: DeploymentSpec, instances: list[Instance],
-              snapshot: list[Target], healthy_at: dict[str, int], serving: set[str],
-              now: float) -> engine.Plan | None:
+    def _plan(self, name: str, view: View, st: DeploymentState) -> engine.Plan | None:
         """Ask the policy engine, then carry out and log what it decided."""
-        checks = {t.key: t.failures for t in snapshot}
-        ever = self._replica_ever_up.setdefault(name, set())
+        spec, instances = view.spec, view.instances
+        checks = {t.key: t.failures for t in view.snapshot}
+        ever = st.replica_ever_up
         ever &= {i.id for i in instances}
-        ever |= {t.key for t in snapshot if t.up}
+        ever |= {t.key for t in view.snapshot if t.up}
         live = self.metrics.live.get(name) if self.metrics else None
         obs = engine.Observation(
-            serving=serving,
+            serving=view.serving,
             replicas=[engine.Replica(i.id, i.location, i.state, checks.get(i.id, 0),
                                      live.cpu.get(i.id) if live else None, self._still_restarting(i.id),
                                      i.id in ever, self._runs_vms(i.location))
                       for i in instances if i.id not in self._replacing],
-            healthy=healthy_at,
+            healthy=view.healthy_at,
             rps=dict(live.rps) if live else {},
             p95_ms=live.p95_ms if live else None,
             labels=self._labels)
         state = self.policy.state(name)
-        plan = self.policy.evaluate(name, spec, obs, now, self.clock())
+        plan = self.policy.evaluate(name, spec, obs, time.monotonic(), self.clock())
         if plan is None:
             return None
         for act in plan.actions:
@@ -274,47 +289,7 @@ class Reconciler:
         return plan
 
     def _runs_vms(self, location: str) -> bool:
-        """Whether the location's replicas are virtual machines (slow to boot, slower to
-        answer under load when emulated) rather than processes."""
-        try:
-            caps = self.deployments.locations.provider(location).capabilities
-        except OnepaneError:
-            return False
-        return not caps.supports(Feature.app_images)
-
-    def _check_for(self, spec: DeploymentSpec, location: str) -> HealthCheck:
-        """The spec's check; for VMs, a timeout of at least VM_CHECK_TIMEOUT_S unless the spec
-        sets one: a guest that is busy (an emulated one above all) answers in hundreds of
-        milliseconds, and 0.3 s rebooted guests that were merely working (issue 28)."""
-        h = spec.health
-        if "timeout" in h.model_fields_set or not self._runs_vms(location):
-            return h
-        return h.model_copy(update={"timeout": max(h.timeout, VM_CHECK_TIMEOUT_S)})
-
-    def _track_sla(self, dep: Deployment, spec: DeploymentSpec, available: bool) -> dict[str, Any]:
-        tracker = self._sla.get(dep.name)
-        if tracker is None:
-            old = dep.status.get("sla") or {}  # carry the figures over a restart
-            budget = old.get("error_budget") or {}
-            measured = float(old.get("measured_s") or 0)
-            down = float(budget.get("used_down_s") or 0)
-            tracker = self._sla[dep.name] = SlaTracker(
-                spec.sla.target, up_s=measured - down, down_s=down,
-                violated=bool(old.get("violated")), warm_up=spec.sla.warm_up)
-        tracker.target = spec.sla.target
-        crossing = tracker.observe(time.monotonic(), available)
-        if crossing:
-            rep = tracker.report()
-            self.events.emit(f"sla.{crossing}", f"{dep.name}: availability {rep['availability']}% "
-                             f"is {'below' if crossing == 'violation' else 'back above'} its "
-                             f"{spec.sla.target}% target", subject=dep.name,
-                             severity="error" if crossing == "violation" else "info", data=rep)
-        rep = tracker.report()
-        rep["measured_s"] = round(rep["measured_s"])  # write the status at most once a second
-        rep["error_budget"]["used_down_s"] = round(rep["error_budget"]["used_down_s"], 1)
-        rep["error_budget"]["allowed_down_s"] = round(rep["error_budget"]["allowed_down_s"])
-        rep["availability"] = round(rep["availability"], 3)
-        return rep
+        return runs_vms(self.deployments.locations.provider, location)
 
     def _still_restarting(self, instance: str) -> bool:
         job = self._restarting.get(instance)
@@ -341,89 +316,22 @@ class Reconciler:
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
 
-    def _apply(self, dep: Deployment, spec: DeploymentSpec, decision: Decision,
-               up: list[Target]) -> DataPlaneConfig:
-        """Feed the central front door; returns its configuration (the sites' doors get the
-        same, at their own addresses)."""
-        pools = tuple(PoolConfig(name=loc, weight=decision.weights.get(loc, 1),
-                                 backends=tuple(sorted((t.host, t.port) for t in up
-                                                       if t.location == loc)))
-                      for loc in decision.order)
-        listen = dep.listen
-        if self.front_door_host:  # this node's own front door: its address, the spec's port
-            listen = f"{self.front_door_host}:{dep.listen.rsplit(':', 1)[1]}"
-        config = DataPlaneConfig(listen=listen, mode=spec.protocol,
-                                 policy="ordered" if spec.traffic.mode == "active-passive"
-                                 else "weighted", pools=pools,
-                                 attempt_timeout=spec.attempt_timeout or DEFAULT_ATTEMPT_TIMEOUT[
-                                     spec.data_plane], hedge_factor=spec.hedge,
-                                 connect_timeout=spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT[
-                                     spec.data_plane])
-        plane = self.planes.get(dep.name)
-        if plane is None:
-            plane = self.planes[dep.name] = make_data_plane(spec.data_plane, dep.name,
-                                                            self.workdir)
-            if plane.pid() is not None:
-                # Serving since before this onepane started (a restart, a crash): adopt it and
-                # let it keep its last configuration until the health checks have spoken.
-                # Pools built from the empty snapshot of a fresh start would refuse every
-                # request for as long as the checks take to rise.
-                h = spec.health
-                self._adopting[dep.name] = time.monotonic() + max(
-                    10.0, 5 * (h.interval * (h.rise + h.fall) + h.timeout))
-        until = self._adopting.get(dep.name)
-        if until is not None:
-            # Until every replica's checks have settled (risen, or fallen) and one of them is
-            # up, or a cap passes: pools with nobody in them would only turn requests away
-            # that the adopted plane, routing around what it saw fail, still serves.
-            targets = self.health.snapshot(dep.name)
-            settled = any(t.up for t in targets) and all(
-                t.up or t.failures >= t.check.fall for t in targets)
-            if time.monotonic() < until and not settled:
-                return config
-            del self._adopting[dep.name]
-        empty_for = 0.0
-        if backends_of(config):
-            self._empty_since.pop(dep.name, None)
-        else:
-            empty_for = time.monotonic() - self._empty_since.setdefault(dep.name, time.monotonic())
-        if plane.applied != config and not keep_last(plane.applied, config, empty_for):
-            plane.apply(config)
-        return config
-
     def sample_metrics(self) -> None:
         """One look at every deployment for the metrics (the sampler thread calls this)."""
-        if self.metrics is None:
-            return
-        for name, plane in list(self.planes.items()):
-            checks = {t.key: t for t in self.health.snapshot(name)}
-            replicas = []
-            for inst in self.instances.get(name, []):
-                t = checks.get(inst.id)
-                use = None
-                if inst.provider_id and inst.state == InstanceState.running:
-                    try:
-                        use = self.ops.locations.provider(inst.location).usage(inst.provider_id)
-                    except OnepaneError:
-                        use = None
-                replicas.append({"id": inst.id, "location": inst.location, "up": bool(t and t.up),
-                                 "check_ms": t.latency_ms if t else None,
-                                 "cpu": use[0] if use else None, "memory": use[1] if use else None})
-            self.metrics.observe(name, plane.stats(), replicas)
+        if self.metrics is not None:
+            for name, st in list(self.states.items()):
+                if st.plane is not None:
+                    replicas = replica_samples(st.instances, self.health.snapshot(name),
+                                               self.ops.locations.provider)
+                    self.metrics.observe(name, st.plane.stats(), replicas)
 
     def remove(self, name: str, deciding: bool = True) -> None:
-        plane = self.planes.pop(name, None)
-        if plane:
-            plane.stop()
+        st = self.states.pop(name, None)
+        if st is not None and st.plane is not None:
+            st.plane.stop()
         self.sites.remove(name)
         self.health.forget(name)
-        self._empty_since.pop(name, None)
-        self._ever_up.pop(name, None)
-        self._sla.pop(name, None)
-        self._started.pop(name, None)
         self.policy.forget(name)
-        self._replica_ever_up.pop(name, None)
-        self.instances.pop(name, None)
         if self.metrics:
             self.metrics.forget(name)
         if not deciding:

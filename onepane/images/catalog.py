@@ -123,6 +123,39 @@ class BootImage(BaseModel):
     nics: int = 1
 
 
+def _ready_replica(img: CatalogImage, location: str) -> Replica:
+    rep = next((r for r in img.replicas if r.location == location), None)
+    if rep is None or rep.state != "ready" or not rep.provider_image_id:
+        state = rep.state if rep else "not replicated"
+        raise InvalidInput(f"image {img.name} ({img.id}) is {state} at {location}: replicate "
+                           f"it first (onepane images replicate {img.id} --to {location})",
+                           field="image")
+    return rep
+
+
+def _deployment_option(img: CatalogImage, meta: dict[str, Any], option: str | None) -> str | None:
+    """The caller's option, checked, or the descriptor's default."""
+    known = [o["id"] for o in meta.get("options", [])]
+    if option is not None and option not in known:
+        raise InvalidInput(f"no deployment option {option!r} in image {img.name}; it has: "
+                           f"{', '.join(known) or 'none'}", field="deployment_option")
+    return option or meta.get("default_option")
+
+
+def _hardware(img: CatalogImage, meta: dict[str, Any], chosen: str | None) -> dict[str, Any]:
+    """CPUs, memory, the extra disks' capacities and the NIC count the option asks for. Only
+    the boot disk is replicated; the option's other disks start blank at their size."""
+    hw = meta.get("hardware", {}).get(chosen or "") or {}
+    capacity = {d.get("id"): d.get("capacity_bytes") or d.get("virtual_size") or 0
+                for d in [*img.disks, *meta.get("blank_disks", [])]}
+    boot_disk = img.disks[0].get("id") if img.disks else None
+    extra = [capacity.get(d) or 0 for d in hw.get("disks", []) if d != boot_disk]
+    return {"cpus": hw.get("cpus") or img.cpus,
+            "memory_mb": (hw.get("memory_bytes") or 0) // 2**20 or img.memory_mb,
+            "extra_disks": [b for b in extra if b > 0],
+            "nics": max(1, len(hw.get("nics") or img.networks or [""]))}
+
+
 class Catalog:
     def __init__(self, events: EventLog, registry: Registry, runner: JobRunner,
                  state_dir: Path) -> None:
@@ -283,34 +316,16 @@ class Catalog:
         checked, and the properties (defaults, then the caller's values, each checked against
         its type) as an OVF environment document."""
         img = self.get(image_id)
-        rep = next((r for r in img.replicas if r.location == location), None)
-        if rep is None or rep.state != "ready" or not rep.provider_image_id:
-            state = rep.state if rep else "not replicated"
-            raise InvalidInput(f"image {img.name} ({img.id}) is {state} at {location}: "
-                               f"replicate it first (onepane images replicate {img.id} --to "
-                               f"{location})", field="image")
+        rep = _ready_replica(img, location)
         meta = img.ovf or {}
-        known = [o["id"] for o in meta.get("options", [])]
-        if option is not None and option not in known:
-            raise InvalidInput(f"no deployment option {option!r} in image {img.name}; it has: "
-                               f"{', '.join(known) or 'none'}", field="deployment_option")
-        prop_defs = meta.get("properties", [])
-        chosen = option or meta.get("default_option")
+        chosen = _deployment_option(img, meta, option)
         user_data = None
-        if prop_defs or values:
-            resolved = properties.resolve(prop_defs, values)
+        if meta.get("properties") or values:
+            resolved = properties.resolve(meta.get("properties", []), values)
             user_data = properties.environment(meta.get("system_id") or img.name, resolved)
-        hw = meta.get("hardware", {}).get(chosen or "") or {}
-        capacity = {d.get("id"): d.get("capacity_bytes") or d.get("virtual_size") or 0
-                    for d in [*img.disks, *meta.get("blank_disks", [])]}
-        boot_disk = img.disks[0].get("id") if img.disks else None
-        # Only the boot disk is replicated; the option's other disks start blank at their size.
-        extra = [capacity.get(d) or 0 for d in hw.get("disks", []) if d != boot_disk]
-        return BootImage(provider_image_id=rep.provider_image_id, deployment_option=chosen,
-                         user_data=user_data, cpus=hw.get("cpus") or img.cpus,
-                         memory_mb=(hw.get("memory_bytes") or 0) // 2**20 or img.memory_mb,
-                         extra_disks=[b for b in extra if b > 0],
-                         nics=max(1, len(hw.get("nics") or img.networks or [""])))
+        return BootImage(provider_image_id=rep.provider_image_id or "",
+                         deployment_option=chosen, user_data=user_data,
+                         **_hardware(img, meta, chosen))
 
     def blob(self, sha: str) -> Path:
         return self.blobs / "sha256" / sha

@@ -81,12 +81,21 @@ class PolicyState:
 
 def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: float,
              wall: datetime) -> Plan:
-    pol = spec.policies
+    """The policies in the order they narrow each other: placement forbids a location,
+    schedules switch locations off, autoscaling sizes what is left, and the failure policy
+    acts on the replicas of locations that still run any."""
     actions: list[Action] = []
     replicas = dict(spec.replicas)
-    due, due_wall = math.inf, None
+    _place(spec, obs, replicas, actions)
+    due_wall = _schedule(spec, state, wall, replicas, actions)
+    due = _autoscale(spec, obs, state, now, replicas, actions)
+    _failures(spec, obs, state, now, replicas, actions)
+    return Plan(replicas, actions, due, due_wall)
 
-    require = pol.placement.require
+
+def _place(spec: DeploymentSpec, obs: Observation, replicas: dict[str, int],
+           actions: list[Action]) -> None:
+    require = spec.policies.placement.require
     if require:
         for loc in replicas:
             why = placement.violation(require, obs.labels.get(loc, _NO_LABELS))
@@ -94,54 +103,70 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
                 replicas[loc] = 0
                 actions.append(Action("placement", f"{loc} {why}; running nothing there", loc))
 
-    if pol.schedule:
-        active, due_wall = schedule.active_until(pol.schedule, replicas, wall)
-        names = _names(active)
-        if state.active is None:  # the first look says what it decided too, not only changes
-            for loc in sorted(replicas):
-                actions.append(Action("schedule_on", f"a schedule window is open at {loc}", loc)
-                               if loc in active else
-                               Action("schedule_off", f"no schedule window is open for {loc}", loc))
-        elif names != state.active:
-            before = set(state.active)
-            for loc in sorted(active - before):
-                actions.append(Action("schedule_on", f"a schedule window opened at {loc}", loc))
-            for loc in sorted(before - active):
-                actions.append(Action("schedule_off", f"no schedule window is open for {loc}", loc))
-        state.active = names
-        if len(active) != len(replicas):
-            for loc in replicas:
-                if loc not in active:
-                    replicas[loc] = 0
 
-    scale = pol.autoscale
-    if scale is not None:
-        if state.serving != _names(obs.serving):
-            actions += _capacity_follows_traffic(spec, obs, state, now)
-        for loc in (obs.serving if len(obs.serving) < 2 else sorted(obs.serving)):
-            if replicas.get(loc, 0) == 0:
-                continue  # off by schedule or placement: nothing to scale
-            value = _metric(scale.metric, obs, loc)
-            d = autoscale.evaluate(scale, state.scale, loc, spec.replicas[loc], value, now)
-            if d is not None:
-                actions.append(Action("scale_out" if d.after > d.before else "scale_in", d.reason,
-                                      loc, data={"from": d.before, "to": d.after}))
-            st = autoscale.get(state.scale, loc)
-            assert st is not None  # autoscale.evaluate made it
-            replicas[loc] = st.replicas
-            due = min(due, autoscale.due(scale, st))
-        for loc, until in list(state.draining.items()):
-            st = autoscale.get(state.scale, loc)
-            if loc in obs.serving or now >= until or st is None:
-                del state.draining[loc]
-                if st is not None and loc not in obs.serving:  # back to its own count
-                    autoscale.put(state.scale, loc, st._replace(
-                        replicas=autoscale.initial(scale, spec.replicas.get(loc, 0)).replicas))
-                continue
-            due = min(due, until)
-            if replicas.get(loc, 0):
-                replicas[loc] = max(replicas[loc], st.replicas)  # until its cooldown is over
+def _schedule(spec: DeploymentSpec, state: PolicyState, wall: datetime,
+              replicas: dict[str, int], actions: list[Action]) -> datetime | None:
+    """Locations outside every open window run nothing; returns the next window's edge."""
+    if not spec.policies.schedule:
+        return None
+    active, due_wall = schedule.active_until(spec.policies.schedule, replicas, wall)
+    names = _names(active)
+    if state.active is None:  # the first look says what it decided too, not only changes
+        for loc in sorted(replicas):
+            actions.append(Action("schedule_on", f"a schedule window is open at {loc}", loc)
+                           if loc in active else
+                           Action("schedule_off", f"no schedule window is open for {loc}", loc))
+    elif names != state.active:
+        before = set(state.active)
+        for loc in sorted(active - before):
+            actions.append(Action("schedule_on", f"a schedule window opened at {loc}", loc))
+        for loc in sorted(before - active):
+            actions.append(Action("schedule_off", f"no schedule window is open for {loc}", loc))
+    state.active = names
+    if len(active) != len(replicas):
+        for loc in replicas:
+            if loc not in active:
+                replicas[loc] = 0
+    return due_wall
 
+
+def _autoscale(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: float,
+               replicas: dict[str, int], actions: list[Action]) -> float:
+    """Size the serving locations that still run replicas; a former primary keeps its
+    replicas while it drains. Returns when the next timer (sustain, cooldown, drain) is due."""
+    scale, due = spec.policies.autoscale, math.inf
+    if scale is None:
+        return due
+    if state.serving != _names(obs.serving):
+        actions += _capacity_follows_traffic(spec, obs, state, now)
+    for loc in (obs.serving if len(obs.serving) < 2 else sorted(obs.serving)):
+        if replicas.get(loc, 0) == 0:
+            continue  # off by schedule or placement: nothing to scale
+        value = _metric(scale.metric, obs, loc)
+        d = autoscale.evaluate(scale, state.scale, loc, spec.replicas[loc], value, now)
+        if d is not None:
+            actions.append(Action("scale_out" if d.after > d.before else "scale_in", d.reason,
+                                  loc, data={"from": d.before, "to": d.after}))
+        st = autoscale.get(state.scale, loc)
+        assert st is not None  # autoscale.evaluate made it
+        replicas[loc] = st.replicas
+        due = min(due, autoscale.due(scale, st))
+    for loc, until in list(state.draining.items()):
+        st = autoscale.get(state.scale, loc)
+        if loc in obs.serving or now >= until or st is None:
+            del state.draining[loc]
+            if st is not None and loc not in obs.serving:  # back to its own count
+                autoscale.put(state.scale, loc, st._replace(
+                    replicas=autoscale.initial(scale, spec.replicas.get(loc, 0)).replicas))
+            continue
+        due = min(due, until)
+        if replicas.get(loc, 0):
+            replicas[loc] = max(replicas[loc], st.replicas)  # until its cooldown is over
+    return due
+
+
+def _failures(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: float,
+              replicas: dict[str, int], actions: list[Action]) -> None:
     records = state.failures
     for r in obs.replicas:
         if replicas.get(r.location, 0) == 0:
@@ -152,13 +177,12 @@ def evaluate(spec: DeploymentSpec, obs: Observation, state: PolicyState, now: fl
             # location that is down); a crash still counts, and a stopped replica (`onepane
             # down`, then `up`: no check has run since) is started.
             continue
-        fd = failure.evaluate(pol.failure, state.failures, r.id, r.failures, r.state, r.restarting,
-                              now, r.slow_boot)
+        fd = failure.evaluate(spec.policies.failure, state.failures, r.id, r.failures, r.state,
+                              r.restarting, now, r.slow_boot)
         if fd is not None:
             actions.append(Action(fd.action, fd.reason, r.location, r.id))
     if records:
         failure.forget(state.failures, {r.id for r in obs.replicas})
-    return Plan(replicas, actions, due, due_wall)
 
 
 _NO_LABELS: dict[str, str] = {}

@@ -56,7 +56,9 @@ from .ec2_compat import CompatEC2NodeDriver
 
 ONEPANE_TAG = "onepane:id"
 # Options onepane reads itself rather than handing to the driver.
-OWN_OPTIONS = {"zone", "image_owner", "pool_size", "image_bucket"}
+# Libcloud's connection options, given to every driver; a driver's own keywords come only from
+# options.driver_options (model._OPTION_TYPES lists every option a cloud location takes).
+CONNECTION_OPTIONS = ("host", "port", "secure", "path", "timeout")
 _STATES = {
     NodeState.RUNNING: InstanceState.running,
     NodeState.STOPPED: InstanceState.stopped,
@@ -75,7 +77,8 @@ _TRANSIENT_CODES = ("RequestLimitExceeded", "Throttling", "InternalError", "Serv
 
 def make_driver(driver: str, region: str, credentials: dict[str, str],
                 options: dict[str, Any]) -> NodeDriver:
-    kwargs = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+    kwargs = {k: options[k] for k in CONNECTION_OPTIONS if k in options}
+    kwargs.update(options.get("driver_options") or {})
     key, secret = credentials.get("key"), credentials.get("secret")
     try:
         if driver == "ec2-compat":

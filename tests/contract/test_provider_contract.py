@@ -172,7 +172,8 @@ def state_of(p: Provider, provider_id: str) -> InstanceState | None:
 def test_suspend_keeps_the_instance_and_resume_or_start_goes_on_where_declared(case: Case) -> None:
     p = case.provider
     if not p.capabilities.supports(Feature.suspend):
-        return  # its reason is checked above, and the verb's error below
+        pytest.skip(f"{p.location} declares no suspend: "
+                    f"{p.capabilities.reasons()['suspend']}")  # the verb's error: below
     obs = p.create_instance(spec(case, 3))
     wait_for(lambda: state_of(p, obs.provider_id) == InstanceState.running, 120,
              what="running")

@@ -185,19 +185,65 @@ def _keep(flt: dict[str, list[str]], inst: Instance, ex: shapes.Extras) -> bool:
 def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = required(p, "ImageId")
     size = p.get("InstanceType") or "t2.micro"
+    count = _launch_count(p)
+    p = _with_primary_interface(p)
+    _refuse_unhonoured(p)
+    zone, network = _where(ctx, p)
+    tags = _tag_specs(p, "instance")
+    token = p.get("ClientToken")
+    if token and len(token) > 64:
+        raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
+    key_name = p.get("KeyName")
+    groups = _groups_for(ctx, p, network)
+    cloud_groups = [g.id for g in groups] if ctx.core.locations.provider(zone).capabilities \
+        .supports(Feature.firewall) and ctx.core.locations.get(zone).provider == "cloud" else []
+    base = slug(tags.get("Name")) or "ec2"
+    template = InstanceCreate(
+        name=base, location=zone, image=image, size=size, tags=tags, network=network,
+        user_data=_user_data(p), security_groups=cloud_groups,
+        ssh_keys=[ctx.core.key_pairs.get(key_name).public_key] if key_name else [])
+    insts: list[Instance] = []
+    for n in range(count):
+        name = base if count == 1 else f"{base[:58]}-{n}"
+        insts.append(_launch(ctx, template.model_copy(update={"name": name}), token, n, count,
+                             insts[0].id if insts else None))
+    rid = "r-" + insts[0].id.split("-", 1)[1]
+    protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
+    for n, inst in enumerate(insts):
+        set_ec2_notes(ctx, inst.id, reservation=rid, launchIndex=n, count=count,
+                      keyName=key_name, userData=p.get("UserData"),
+                      disableApiTermination=protect)
+        ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
+    body = reservations(insts, extras(ctx))[0]
+    for item in body["instancesSet"]:
+        item["clientToken"] = token
+    return body
+
+
+def _launch_count(p: dict[str, Any]) -> int:
+    """How many to launch: MaxCount (onepane starts them all or fails), checked against
+    MinCount."""
     low = integer(p, "MinCount", low=1, high=100)
     high = integer(p, "MaxCount", low=1, high=100)
     if low is None or high is None:
         raise Ec2Error("MissingParameter", "the request must contain MinCount and MaxCount")
     if low > high:
         raise Ec2Error("InvalidParameterValue", "MinCount must not be larger than MaxCount")
-    p = _with_primary_interface(p)
+    return high
+
+
+def _refuse_unhonoured(p: dict[str, Any]) -> None:
     for unhonoured in ("BlockDeviceMapping", "KernelId", "RamdiskId", "Ipv6Address",
                        "PrivateIpAddress", "NetworkInterface",
                        "ElasticGpuSpecification", "CpuOptions", "HibernationOptions"):
         if members(p, unhonoured) if isinstance(p.get(unhonoured), list) else p.get(unhonoured):
             raise Ec2Error("UnsupportedOperation", f"{unhonoured}: onepane cannot honour it "
                            "(instances get their location's disks, kernel and network)")
+
+
+def _where(ctx: Context, p: dict[str, Any]) -> tuple[str, str | None]:
+    """The location (the subnet's, else the placement's zone, else the default) and the
+    onepane network of the subnet, if one was given."""
     network = shapes.to_onepane(p["SubnetId"], "subnet") if p.get("SubnetId") else None
     placed = (p.get("Placement") or {}).get("AvailabilityZone")
     zone = placed or ctx.core.locations.default()
@@ -207,48 +253,26 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise Ec2Error("InvalidParameterValue", f"subnet {p['SubnetId']} is in "
                            f"{net.location}, not {placed}")
         zone = net.location  # the subnet says where the instance goes
-    tags = _tag_specs(p, "instance")
-    token = p.get("ClientToken")
-    if token and len(token) > 64:
-        raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
-    key_name = p.get("KeyName")
-    ssh_keys = [ctx.core.key_pairs.get(key_name).public_key] if key_name else []
-    groups = _groups_for(ctx, p, network)
-    cloud_groups = [g.id for g in groups] if ctx.core.locations.provider(zone).capabilities \
-        .supports(Feature.firewall) and ctx.core.locations.get(zone).provider == "cloud" else []
-    user_data = _user_data(p)
-    protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
-    base = slug(tags.get("Name")) or "ec2"
-    insts: list[Instance] = []
-    for n in range(high):
-        name = base if high == 1 else f"{base[:58]}-{n}"
-        req = InstanceCreate(name=name, location=zone, image=image, size=size, tags=tags,
-                             network=network, user_data=user_data, ssh_keys=ssh_keys,
-                             security_groups=cloud_groups)
-        key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
-        try:
-            job = ctx.core.ops.create_instance(req, key)
-        except IdempotencyMismatch as exc:
-            raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used "
-                           "before with other parameters") from exc
-        inst = ctx.core.ops.get_instance(job.target or "")
-        first = ctx.core.annotations.get(insts[0].id if insts else inst.id).attributes
-        if (inst.image, inst.size, inst.location) != (image, size, zone) or \
-                (token and first.get("ec2.count") not in (None, high)):
-            raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
-                           "with other parameters")
-        insts.append(inst)
-    rid = "r-" + insts[0].id.split("-", 1)[1]
-    for n, inst in enumerate(insts):
-        set_ec2_notes(ctx, inst.id, reservation=rid, launchIndex=n, count=high,
-                      keyName=key_name, userData=p.get("UserData"),
-                      disableApiTermination=protect)
-        ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
-    ex = extras(ctx)
-    body = reservations(insts, ex)[0]
-    for item in body["instancesSet"]:
-        item["clientToken"] = token
-    return body
+    return zone, network
+
+
+def _launch(ctx: Context, req: InstanceCreate, token: str | None, n: int, count: int,
+            first_id: str | None) -> Instance:
+    """One instance of the launch; with a ClientToken, the one an earlier attempt made if it
+    asked for the same (IdempotentParameterMismatch if not)."""
+    key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
+    mismatch = Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
+                        "with other parameters")
+    try:
+        job = ctx.core.ops.create_instance(req, key)
+    except IdempotencyMismatch as exc:
+        raise mismatch from exc
+    inst = ctx.core.ops.get_instance(job.target or "")
+    first = ctx.core.annotations.get(first_id or inst.id).attributes
+    if (inst.image, inst.size, inst.location) != (req.image, req.size, req.location) or \
+            (token and first.get("ec2.count") not in (None, count)):
+        raise mismatch
+    return inst
 
 
 # What a launch's primary interface may say: what onepane does anyway (a subnet, groups, the

@@ -76,46 +76,71 @@ def DescribeInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
 
 @action(WRITE)
 def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Two shapes, as EC2 takes them: `Attribute` + `Value`, or one attribute's own parameter
+    (`DisableApiTermination.Value`, `GroupId.N`, …); one attribute a call."""
     inst = _instance(ctx, p.get("InstanceId") or "")
-    given = {k: p[v] for k, v in MUTABLE.items() if isinstance(p.get(v), dict)}
     name = p.get("Attribute")
-    if name is not None:
-        if name not in ATTRIBUTES:
-            raise Ec2Error("InvalidParameterValue", f"Attribute {name!r} is not one of "
-                           f"{', '.join(ATTRIBUTES)}")
-        if given:
-            raise Ec2Error("InvalidParameterCombination", "give Attribute and Value, or one "
-                           "attribute's own parameter, not both")
-        if "Value" not in p:
-            raise Ec2Error("MissingParameter", "the request must contain the parameter Value")
-        given = {name: {"Value": p["Value"]}}
+    given = _given_attribute(p, name)
     if "GroupId" in p:  # membership is onepane's to keep (groups are not enforced yet)
         if given or name is not None:
             raise Ec2Error("InvalidParameterCombination", "change one attribute at a time")
-        sg = ctx.core.security_groups
-        wanted = [sg.get(g).id for g in members(p, "GroupId")]
-        sg.leave_all(inst.id)
-        sg.join(inst.id, wanted, inst.location)
-        return {"return": True}
-    if "SourceDestCheck" in p or name == "sourceDestCheck":
-        if not inst.network:
-            raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
-                           "instances in a VPC")
-        value = (p.get("SourceDestCheck") or {}).get("Value", p.get("Value"))
-        set_notes(ctx, inst, sourceDestCheck=str(value).lower() == "true")
-        return {"return": True}
-    if "InstanceType" in p or name == "instanceType":
+        _set_groups(ctx, inst, members(p, "GroupId"))
+    elif "SourceDestCheck" in p or name == "sourceDestCheck":
+        _set_source_dest_check(ctx, inst, (p.get("SourceDestCheck") or {}).get(
+            "Value", p.get("Value")))
+    elif "InstanceType" in p or name == "instanceType":
         typed = p.get("InstanceType")
         size = typed.get("Value") if isinstance(typed, dict) else None
-        size = size or (p.get("Value") if name == "instanceType" else None)
-        if not size:
-            raise Ec2Error("MissingParameter", "the request must contain the new instance type")
-        if inst.state.value != "stopped":
-            raise Ec2Error("IncorrectInstanceState", "the instance type can change only while "
-                           "it is stopped")
-        ctx.core.ops.resize_instance(inst.id, str(size))
-        return {"return": True}
-    others = [k for k in ("BlockDeviceMapping", "Kernel", "Ramdisk", "EbsOptimized") if k in p]
+        _set_type(ctx, inst, size or (p.get("Value") if name == "instanceType" else None))
+    else:
+        _set_noted(ctx, inst, given, [k for k in ("BlockDeviceMapping", "Kernel", "Ramdisk",
+                                                  "EbsOptimized") if k in p])
+    return {"return": True}
+
+
+def _given_attribute(p: dict[str, Any], name: str | None) -> dict[str, dict[str, Any]]:
+    """The attributes the call changes by their own parameters, or its Attribute + Value."""
+    given = {k: p[v] for k, v in MUTABLE.items() if isinstance(p.get(v), dict)}
+    if name is None:
+        return given
+    if name not in ATTRIBUTES:
+        raise Ec2Error("InvalidParameterValue", f"Attribute {name!r} is not one of "
+                       f"{', '.join(ATTRIBUTES)}")
+    if given:
+        raise Ec2Error("InvalidParameterCombination", "give Attribute and Value, or one "
+                       "attribute's own parameter, not both")
+    if "Value" not in p:
+        raise Ec2Error("MissingParameter", "the request must contain the parameter Value")
+    return {name: {"Value": p["Value"]}}
+
+
+def _set_groups(ctx: Context, inst: Instance, groups: list[str]) -> None:
+    sg = ctx.core.security_groups
+    wanted = [sg.get(g).id for g in groups]
+    sg.leave_all(inst.id)
+    sg.join(inst.id, wanted, inst.location)
+
+
+def _set_source_dest_check(ctx: Context, inst: Instance, value: Any) -> None:
+    if not inst.network:
+        raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
+                       "instances in a VPC")
+    set_notes(ctx, inst, sourceDestCheck=str(value).lower() == "true")
+
+
+def _set_type(ctx: Context, inst: Instance, size: Any) -> None:
+    if not size:
+        raise Ec2Error("MissingParameter", "the request must contain the new instance type")
+    if inst.state.value != "stopped":
+        raise Ec2Error("IncorrectInstanceState", "the instance type can change only while "
+                       "it is stopped")
+    ctx.core.ops.resize_instance(inst.id, str(size))
+
+
+def _set_noted(ctx: Context, inst: Instance, given: dict[str, dict[str, Any]],
+               others: list[str]) -> None:
+    """The attributes onepane keeps as notes (termination protection, shutdown behaviour);
+    the rest are refused by name."""
     if not given and not others:
         raise Ec2Error("InvalidParameterCombination", "name one attribute to change")
     if len(given) + len(others) > 1:
@@ -138,7 +163,6 @@ def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     else:
         raise Ec2Error("UnsupportedOperation", "onepane hands user data to an instance when it "
                        "is created; changing it later would not reach it")
-    return {"return": True}
 
 
 @action(WRITE)
