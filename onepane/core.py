@@ -73,7 +73,7 @@ class Core:
         self.security_groups.enforced_at = self._enforces
         self.security_groups.changed = self.enforcer.apply_all
         self.catalog = Catalog(self.events, self.registry, self.runner, settings.state_dir)
-        self.ops.boot_image = self.catalog.boot_image
+        self.ops.instances.boot_image = self.catalog.boot_image
         self.deployments.boot_image = self.catalog.boot_image
         self.hosts = Hosts(self.events, self.locations, self.ops)
         self.moves = LiveMoves(self.events, self.locations, self.runner, self.ops, self.deployments)
@@ -111,7 +111,7 @@ class Core:
             self.alerts.start()
             if self.settings.dns_port is not None:
                 try:
-                    self.dns = DnsServer(self.deployments, self.ops, self.settings.dns_zone,
+                    self.dns = DnsServer(self.deployments, self.ops.instances, self.settings.dns_zone,
                                          self.settings.dns_ttl, (self.settings.dns_host,
                                                                  self.settings.dns_port),
                                          front_doors=self._front_doors)

@@ -56,7 +56,7 @@ def fail(core: Core, location: str, failure: str) -> float:
     assert isinstance(provider, NetnsProvider)
     at = time.monotonic()
     if failure == "kill":
-        for inst in core.ops.list_instances(location=location).items:
+        for inst in core.ops.instances.list_instances(location=location).items:
             provider.kill_instance(inst.id)
     else:
         provider.cut(failure)

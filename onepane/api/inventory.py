@@ -134,7 +134,7 @@ def list_instances(request: Request, location: str | None = None,
         tags[k] = v
     if location is not None:  # a typo is not "nothing there": 404 naming the field
         core(request).locations.get(location)
-    return core(request).ops.list_instances(location=location, provider=provider, state=state,
+    return core(request).ops.instances.list_instances(location=location, provider=provider, state=state,
                                             name=name, tags=tags, limit=limit, cursor=cursor,
                                             sort=sort)
 
@@ -142,7 +142,7 @@ def list_instances(request: Request, location: str | None = None,
 @router.get("/inventory/summary", dependencies=[viewer])
 def inventory_summary(request: Request) -> dict[str, dict[str, int]]:
     """Instance counts per location and state."""
-    return core(request).ops.summary()
+    return core(request).ops.instances.summary()
 
 
 @router.post("/instances", status_code=202, dependencies=[operator])
@@ -153,16 +153,16 @@ async def create_instance(request: Request, response: Response, req: InstanceCre
     request instead of two."""
     c = core(request)
     if wait <= 0:
-        return accepted(response, await run_in_threadpool(c.ops.create_instance, req, key))
+        return accepted(response, await run_in_threadpool(c.ops.instances.create_instance, req, key))
     with JobEnd(c) as end:  # listening before the job exists: its end cannot be missed
-        job = await run_in_threadpool(c.ops.create_instance, req, key)
+        job = await run_in_threadpool(c.ops.instances.create_instance, req, key)
         end.expect(job.id)
         return accepted(response, await end.wait(wait, job))
 
 
 @router.get("/instances/{instance_id}", dependencies=[viewer])
 def get_instance(request: Request, instance_id: str) -> Instance:
-    return core(request).ops.get_instance(instance_id)
+    return core(request).ops.instances.get_instance(instance_id)
 
 
 @router.get("/instances/{instance_id}/console", dependencies=[operator])
@@ -170,20 +170,20 @@ def instance_console(request: Request, instance_id: str,
                      max_bytes: Annotated[int, Query(ge=1, le=1048576)] = 65536) -> dict[str, Any]:
     """The last bytes the instance wrote to its console (a VM's serial port, a process's
     output). Operators only: consoles print what a viewer should not necessarily read."""
-    return core(request).ops.console(instance_id, max_bytes)
+    return core(request).ops.instances.console(instance_id, max_bytes)
 
 
 @router.post("/instances/{instance_id}/{action}", status_code=202, dependencies=[operator])
 def instance_action(request: Request, response: Response, instance_id: str,
                     action: Literal["start", "stop", "reboot", "suspend", "resume"],
                     key: IdemKey) -> Job:
-    return accepted(response, core(request).ops.instance_action(instance_id, action, key))
+    return accepted(response, core(request).ops.instances.instance_action(instance_id, action, key))
 
 
 @router.delete("/instances/{instance_id}", status_code=202, dependencies=[operator])
 def destroy_instance(request: Request, response: Response, instance_id: str,
                      key: IdemKey) -> Job:
-    return accepted(response, core(request).ops.destroy_instance(instance_id, key))
+    return accepted(response, core(request).ops.instances.destroy_instance(instance_id, key))
 
 
 # ---- volumes ---------------------------------------------------------------------------------
@@ -191,33 +191,33 @@ def destroy_instance(request: Request, response: Response, instance_id: str,
 @router.get("/volumes", dependencies=[viewer])
 def list_volumes(request: Request, location: str | None = None, limit: Limit = 100,
                  cursor: str | None = None) -> Page[Volume]:
-    return core(request).ops.list_volumes(location=location, limit=limit, cursor=cursor)
+    return core(request).ops.volumes.list_volumes(location=location, limit=limit, cursor=cursor)
 
 
 @router.post("/volumes", status_code=202, dependencies=[operator])
 def create_volume(request: Request, response: Response, req: VolumeCreate,
                   key: IdemKey) -> Job:
-    return accepted(response, core(request).ops.create_volume(req, key))
+    return accepted(response, core(request).ops.volumes.create_volume(req, key))
 
 
 @router.get("/volumes/{volume_id}", dependencies=[viewer])
 def get_volume(request: Request, volume_id: str) -> Volume:
-    return core(request).ops.get_volume(volume_id)
+    return core(request).ops.volumes.get_volume(volume_id)
 
 
 @router.post("/volumes/{volume_id}/attach", status_code=202, dependencies=[operator])
 def attach_volume(request: Request, response: Response, volume_id: str, req: VolumeAttach) -> Job:
-    return accepted(response, core(request).ops.attach_volume(volume_id, req))
+    return accepted(response, core(request).ops.volumes.attach_volume(volume_id, req))
 
 
 @router.post("/volumes/{volume_id}/detach", status_code=202, dependencies=[operator])
 def detach_volume(request: Request, response: Response, volume_id: str) -> Job:
-    return accepted(response, core(request).ops.detach_volume(volume_id))
+    return accepted(response, core(request).ops.volumes.detach_volume(volume_id))
 
 
 @router.delete("/volumes/{volume_id}", status_code=202, dependencies=[operator])
 def delete_volume(request: Request, response: Response, volume_id: str) -> Job:
-    return accepted(response, core(request).ops.delete_volume(volume_id))
+    return accepted(response, core(request).ops.volumes.delete_volume(volume_id))
 
 
 # ---- networks --------------------------------------------------------------------------------
@@ -225,13 +225,13 @@ def delete_volume(request: Request, response: Response, volume_id: str) -> Job:
 @router.get("/networks", dependencies=[viewer])
 def list_networks(request: Request, location: str | None = None, limit: Limit = 100,
                   cursor: str | None = None) -> Page[Network]:
-    return core(request).ops.list_networks(location=location, limit=limit, cursor=cursor)
+    return core(request).ops.networks.list_networks(location=location, limit=limit, cursor=cursor)
 
 
 @router.post("/networks", status_code=202, dependencies=[operator])
 def create_network(request: Request, response: Response, req: NetworkCreate,
                    key: IdemKey) -> Job:
-    return accepted(response, core(request).ops.create_network(req, key))
+    return accepted(response, core(request).ops.networks.create_network(req, key))
 
 
 # ---- images ----------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def list_images(request: Request, response: Response,
     """Images as each location's provider lists them, all locations asked concurrently. The
     answer comes within a deadline with what has come by then; the locations that did not
     answer are named in the `Onepane-Unanswered` header (`name: why`, `; `-separated)."""
-    images, missing = core(request).ops.images_within(location, name, limit)
+    images, missing = core(request).ops.images.images_within(location, name, limit)
     if missing:
         response.headers["Onepane-Unanswered"] = "; ".join(
             f"{n}: {why}" for n, why in sorted(missing.items())).encode("ascii", "replace") \
@@ -271,7 +271,7 @@ async def upload_app_image(request: Request, name: str) -> Image:
 @router.get("/jobs", dependencies=[viewer])
 def list_jobs(request: Request, status: str | None = None, target: str | None = None,
               limit: Limit = 100, cursor: str | None = None) -> Page[Job]:
-    return core(request).ops.list_jobs(status=status, target=target, limit=limit, cursor=cursor)
+    return core(request).ops.jobs.list_jobs(status=status, target=target, limit=limit, cursor=cursor)
 
 
 @router.get("/jobs/{job_id}", dependencies=[viewer])

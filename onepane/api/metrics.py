@@ -24,7 +24,7 @@ class OnepaneCollector(Collector):
         c = self.core
         instances = GaugeMetricFamily("onepane_instances", "Instances by location and state",
                                       labels=["location", "state"])
-        for loc, states in c.ops.summary().items():
+        for loc, states in c.ops.instances.summary().items():
             for state, n in states.items():
                 instances.add_metric([loc, state], n)
         yield instances

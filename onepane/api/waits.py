@@ -52,7 +52,7 @@ class JobEnd:
         deadline = self.loop.time() + wait
         while True:
             if job is None:
-                job = await run_in_threadpool(self.core.ops.get_job, self._job_id)
+                job = await run_in_threadpool(self.core.ops.jobs.get_job, self._job_id)
             if job.status in ENDED or (left := deadline - self.loop.time()) <= 0:
                 return job
             with contextlib.suppress(TimeoutError):
@@ -76,7 +76,7 @@ class JobEnd:
 async def job_ended(core: Core, job_id: str, wait: float) -> Job:
     """GET's wait: the job once it has ended, or as it is when `wait` seconds are over."""
     if wait <= 0:
-        return await run_in_threadpool(core.ops.get_job, job_id)
+        return await run_in_threadpool(core.ops.jobs.get_job, job_id)
     with JobEnd(core) as end:
         end.expect(job_id)
         return await end.wait(wait)

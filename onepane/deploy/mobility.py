@@ -15,9 +15,10 @@ from typing import Any
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
+from ..inventory.jobqueue import LIVE_MOVE
 from ..inventory.jobs import JobRunner
 from ..inventory.locations import Locations
-from ..inventory.operations import LIVE_MOVE, Operations
+from ..inventory.operations import Operations
 from ..model import InstanceState, Job
 from ..policy.placement import violation
 from ..providers.base import Feature, Provider
@@ -63,13 +64,13 @@ class LiveMoves:
                                "instance moves only between locations of one kind", field="to")
         if (why := violation(spec.policies.placement.require, self.locations.get(to).labels)):
             raise InvalidInput(f"{name} cannot be placed at {to}: it {why}", field="to")
-        replicas = [i for i in self.ops.list_instances(location=source, tags={TAG: name}).items
+        replicas = [i for i in self.ops.instances.list_instances(location=source, tags={TAG: name}).items
                     if i.state == InstanceState.running]
         if not replicas:
             raise Conflict(f"{name} has no running replica at {source} to move", field="name")
-        if self.ops.moving() & {i.id for i in replicas}:
+        if self.ops.jobs.moving() & {i.id for i in replicas}:
             raise Conflict(f"{name} is already moving", field="name")
-        return [self.ops.submit(LIVE_MOVE, inst.id, source,
+        return [self.ops.jobs.submit(LIVE_MOVE, inst.id, source,
                                 {"deployment": name, "from": source, "to": to,
                                  "bound_s": bound_s}, None, None,
                                 f"live move of {inst.name} ({inst.id}) from {source} to {to}")

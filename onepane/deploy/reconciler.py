@@ -121,7 +121,7 @@ class Reconciler:
 
     def _observe(self, dep: Deployment, st: DeploymentState) -> View:
         spec = DeploymentSpec.model_validate(dep.spec)
-        instances = self.ops.list_instances(tags={TAG: dep.name}, limit=1000).items
+        instances = self.ops.instances.list_instances(tags={TAG: dep.name}, limit=1000).items
         st.instances = instances
         by_loc: dict[str, list[Instance]] = defaultdict(list)
         for inst in instances:
@@ -147,7 +147,7 @@ class Reconciler:
         the move has updated the spec), or a spec changed since this pass read it (a live move
         that landed in between writes the spec and its VM's location together: judged against
         the older spec, the moved VM would count as a surplus at its new location)."""
-        if not deciding or {i.id for i in view.instances} & self.ops.moving() \
+        if not deciding or {i.id for i in view.instances} & self.ops.jobs.moving() \
                 or self.deployments.generation(dep.name) != dep.generation:
             return None
         return self._plan(dep.name, view, st)
@@ -265,7 +265,8 @@ class Reconciler:
         for act in plan.actions:
             if act.kind == "restart" and act.instance:
                 try:
-                    self._restarting[act.instance] = self.ops.instance_action(act.instance, "reboot").id
+                    self._restarting[act.instance] = self.ops.instances.instance_action(
+                        act.instance, "reboot").id
                 except OnepaneError as exc:  # e.g. already being replaced; the next pass decides
                     log.warning("%s: cannot restart %s: %s", name, act.instance, exc.detail)
                     continue
@@ -273,7 +274,7 @@ class Reconciler:
                 if act.instance in self._replacing:
                     continue
                 self._replacing.add(act.instance)
-                self.ops.destroy_instance(act.instance, f"reconcile:{act.instance}:destroy")
+                self.ops.instances.destroy_instance(act.instance, f"reconcile:{act.instance}:destroy")
             elif act.kind == "placement" and state.warned_placement.get(act.location or "") == act.reason:
                 continue
             if act.kind == "placement":
@@ -296,7 +297,7 @@ class Reconciler:
         if job is None:
             return False
         try:
-            if self.ops.get_job(job).status in UNFINISHED:
+            if self.ops.jobs.get_job(job).status in UNFINISHED:
                 return True
         except OnepaneError:
             pass
@@ -308,9 +309,9 @@ class Reconciler:
         live = sorted((i for i in have if i.state not in BROKEN and i.id not in self._replacing),
                       key=lambda i: i.id)
         for extra in live[want:]:
-            self.ops.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
+            self.ops.instances.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
         for _ in range(want - len(live)):  # `want` is the engine's: 0 where placement forbids
-            self.ops.create_instance(InstanceCreate(
+            self.ops.instances.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
                 location=loc, image=spec.image, size=spec.size, tags={TAG: name}))
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
@@ -340,5 +341,5 @@ class Reconciler:
             return
         if self.publisher:
             self.publisher.withdraw(name)
-        for inst in self.ops.list_instances(tags={TAG: name}, limit=1000).items:
-            self.ops.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")
+        for inst in self.ops.instances.list_instances(tags={TAG: name}, limit=1000).items:
+            self.ops.instances.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")

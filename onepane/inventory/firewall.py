@@ -245,7 +245,7 @@ class Enforcer:
     def apply_all(self) -> None:
         from ..errors import OnepaneError
         from ..providers.base import Feature
-        from .operations import every
+        from .paging import every
         registry = self.ops.locations.registry
         enforcing = []
         for name in registry.names():
@@ -262,11 +262,11 @@ class Enforcer:
             for m in g.members:
                 member_of.setdefault(m, []).append(g)
         peers_wanted = any(r["groups"] for g in groups for r in g.ingress)
-        addresses = {i.id: i.addresses for i in every(self.ops.list_instances)} \
+        addresses = {i.id: i.addresses for i in every(self.ops.instances.list_instances)} \
             if peers_wanted else {}
         for name in enforcing:
             ingress: dict[str, list[dict[str, Any]]] = {}
-            for inst in every(self.ops.list_instances, location=name):
+            for inst in every(self.ops.instances.list_instances, location=name):
                 if inst.id not in member_of or not inst.provider_id:
                     continue
                 rules = []

@@ -81,7 +81,7 @@ class Hosts:
         self.events.emit("host.maintenance", f"{location}: host {host} enters maintenance; "
                          "its VMs move to the other hosts", location=location,
                          subject=host, severity="warning")
-        return self.ops.submit(HOST_MAINTENANCE, host, location,
+        return self.ops.jobs.submit(HOST_MAINTENANCE, host, location,
                                {"host": host, "bound_s": bound_s}, None, None,
                                f"empty host {host} of {location} for maintenance")
 
@@ -182,7 +182,7 @@ class Hosts:
             self.events.emit("host.fenced", f"{location}: host {host} is fenced: it takes no "
                              "VM, and its VMs start elsewhere from fresh copies of their disks",
                              location=location, subject=host, severity="warning")
-            self.ops.submit(HOST_RECOVER, host, location, {"host": host}, None, None,
+            self.ops.jobs.submit(HOST_RECOVER, host, location, {"host": host}, None, None,
                             f"start the VMs of dead host {host} of {location} elsewhere")
 
     def _recover(self, provider: Provider, job: JobRow) -> dict[str, Any]:

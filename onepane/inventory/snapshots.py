@@ -51,20 +51,20 @@ class Snapshots:
         return self.find([snapshot_id])[0]
 
     def create(self, volume_id: str, description: str = "") -> Snapshot:
-        vol = self.ops.get_volume(volume_id)
+        vol = self.ops.volumes.get_volume(volume_id)
         self.ops.locations.provider(vol.location).require(Feature.snapshots, "volume")
         sid = new_id("snap")
 
         def rows(s: Any) -> None:
             s.add(SnapshotRow(id=sid, volume_id=vol.id, location=vol.location,
                               size_gb=vol.size_gb, description=description[:255], tags={}))
-        self.ops.submit("snapshot.create", sid, vol.location, {"volume": vol.id}, None, rows,
+        self.ops.jobs.submit("snapshot.create", sid, vol.location, {"volume": vol.id}, None, rows,
                         f"snapshot volume {vol.name} ({vol.id}) as {sid}")
         return self.get(sid)
 
     def delete(self, snapshot_id: str) -> Job:
         snap = self.get(snapshot_id)
-        return self.ops.submit("snapshot.delete", snapshot_id, snap.location, {}, None, None,
+        return self.ops.jobs.submit("snapshot.delete", snapshot_id, snap.location, {}, None, None,
                                f"delete snapshot {snapshot_id}")
 
     def retag(self, snapshot_id: str, add: dict[str, str], remove: dict[str, str | None]) -> None:
@@ -96,14 +96,14 @@ class Snapshots:
         def rows(s: Any) -> None:
             s.add(VolumeRow(id=vol_id, name=name, location=location, size_gb=size,
                             state="creating", tags=tags))
-        return self.ops.submit("volume.restore", vol_id, location,
+        return self.ops.jobs.submit("volume.restore", vol_id, location,
                                {"name": name, "size_gb": size, "snapshot": snapshot_id}, None,
                                rows, f"create volume {name} ({vol_id}) from {snapshot_id}")
 
     # ---- jobs ----------------------------------------------------------------------------
 
     def _do_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
-        vol_pid = self.ops._volume_pid(job.params["volume"])
+        vol_pid = self.ops.volumes.provider_id_of(job.params["volume"])
         pid = provider.create_snapshot(vol_pid, job.target or "")
         with self.events.tx() as s:
             row = s.get(SnapshotRow, job.target)

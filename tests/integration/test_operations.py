@@ -67,13 +67,13 @@ def core(tmp_path: Path) -> Iterator[Core]:
 
 
 def create(core: Core, name: str, location: str = "dc-a", key: str | None = None) -> str:
-    job = core.ops.create_instance(InstanceCreate(name=name, location=location, image="httpecho",
+    job = core.ops.instances.create_instance(InstanceCreate(name=name, location=location, image="httpecho",
                                                   size="small"), key)
     return job.id
 
 
 def done(core: Core, job_id: str) -> Any:
-    return wait_for(lambda: (j := core.ops.get_job(job_id)).status in ("succeeded", "failed") and j,
+    return wait_for(lambda: (j := core.ops.jobs.get_job(job_id)).status in ("succeeded", "failed") and j,
                     20, what=f"job {job_id}")
 
 
@@ -82,7 +82,7 @@ def test_idempotency_key_makes_one_server(core: Core) -> None:
     second = create(core, "web", key="k-1")
     assert first == second
     assert done(core, first).status == "succeeded"
-    assert len(core.ops.list_instances().items) == 1
+    assert len(core.ops.instances.list_instances().items) == 1
     assert len(core.registry.get("dc-a").list_instances()) == 1
 
 
@@ -97,21 +97,21 @@ def test_transient_errors_are_retried(core: Core, tmp_path: Path) -> None:
     swap(core, Flaky("dc-b", tmp_path, failures=2))
     job = done(core, create(core, "web", "dc-b"))
     assert job.status == "succeeded" and job.attempts == 3
-    assert core.ops.get_instance(job.target).state == InstanceState.running
+    assert core.ops.instances.get_instance(job.target).state == InstanceState.running
 
 
 def test_permanent_failure_leaves_nothing_behind(core: Core, tmp_path: Path) -> None:
     swap(core, Flaky("dc-b", tmp_path, failures=99))
     job = done(core, create(core, "web", "dc-b"))
     assert job.status == "failed" and job.error["transient"] is True and job.attempts == 5
-    assert core.ops.list_instances().items == []
+    assert core.ops.instances.list_instances().items == []
     with pytest.raises(InvalidInput):  # rejected up front: no job, no row
-        core.ops.create_instance(InstanceCreate(name="x", location="dc-a", image="nope",
+        core.ops.instances.create_instance(InstanceCreate(name="x", location="dc-a", image="nope",
                                                 size="small"))
     with pytest.raises(NotFound):
-        core.ops.create_instance(InstanceCreate(name="x", location="dc-zz", image="httpecho",
+        core.ops.instances.create_instance(InstanceCreate(name="x", location="dc-zz", image="httpecho",
                                                 size="small"))
-    assert core.ops.list_instances().items == []
+    assert core.ops.instances.list_instances().items == []
     kinds = [e.kind for e in core.events.list(limit=1000).items]
     assert "job.failed" in kinds
 
@@ -124,7 +124,7 @@ def test_a_hung_provider_does_not_stall_the_others(core: Core, tmp_path: Path) -
         fine = [create(core, f"fine-{i}", "dc-a") for i in range(4)]
         for j in fine:
             assert done(core, j).status == "succeeded"
-        assert all(core.ops.get_job(j).status in ("queued", "running") for j in stuck)
+        assert all(core.ops.jobs.get_job(j).status in ("queued", "running") for j in stuck)
     finally:
         hung.release.set()
 
@@ -151,7 +151,7 @@ def test_a_hung_endpoint_answers_503_for_its_own_requests_only(core: Core, tmp_p
             errors.append(exc.value.detail)
         assert "did not answer within" in errors[0]
         assert all("is not answering" in e for e in errors[2:])
-        assert core.ops.list_instances(location="dc-b").items == []  # nothing recorded
+        assert core.ops.instances.list_instances(location="dc-b").items == []  # nothing recorded
         # and everyone else is served as usual meanwhile
         assert done(core, create(core, "fine", "dc-a")).status == "succeeded"
         assert [loc.name for loc in core.locations.list()] == ["dc-a", "dc-b"]
@@ -213,8 +213,8 @@ def test_actions_on_one_instance_run_in_the_order_they_were_sent(core: Core, tmp
     slow = Slow("dc-b", tmp_path)
     swap(core, slow)
     inst = done(core, create(core, "web", "dc-b")).target
-    reboot = core.ops.instance_action(inst, "reboot")
-    stop = core.ops.instance_action(inst, "stop")
+    reboot = core.ops.instances.instance_action(inst, "reboot")
+    stop = core.ops.instances.instance_action(inst, "stop")
     assert done(core, reboot.id).status == "succeeded" and done(core, stop.id).status == "succeeded"
     assert slow.calls == ["reboot", "rebooted", "stop"]
     assert slow.list_instances()[0].state == InstanceState.stopped
@@ -240,11 +240,11 @@ def test_drift_is_detected_and_logged(core: Core, moto: str) -> None:
     rogue = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1,
                               InstanceType="t2.micro")["Instances"][0]["InstanceId"]
     assert core.sync.sync_all()["aws-us-east-1"] == "ok"
-    found = core.ops.list_instances(location="aws-us-east-1").items
+    found = core.ops.instances.list_instances(location="aws-us-east-1").items
     assert [(i.provider_id, i.origin) for i in found] == [(rogue, "discovered")]
     ec2.terminate_instances(InstanceIds=[rogue])
     core.sync.sync_all()
-    assert core.ops.get_instance(found[0].id).state == InstanceState.missing
+    assert core.ops.instances.get_instance(found[0].id).state == InstanceState.missing
     kinds = [e.kind for e in core.events.list(kind="drift.", subject=found[0].id).items]
     assert kinds == ["drift.appeared", "drift.vanished"]
     # a local instance killed outside onepane is seen too
@@ -255,7 +255,7 @@ def test_drift_is_detected_and_logged(core: Core, moto: str) -> None:
 
     def seen_dead() -> bool:
         core.sync.sync_all()
-        return core.ops.get_instance(job.target).state == InstanceState.error
+        return core.ops.instances.get_instance(job.target).state == InstanceState.error
     wait_for(seen_dead, 10, what="the killed instance to show as error")
     assert any(e.kind == "instance.state" for e in core.events.list(subject=job.target).items)
 
@@ -286,7 +286,7 @@ def test_an_ec2_create_whose_reply_was_lost_makes_one_server(core: Core, moto: s
                       real.options)
     core.registry.remove(real.location)
     core.registry.add(lossy)
-    job = done(core, core.ops.create_instance(InstanceCreate(
+    job = done(core, core.ops.instances.create_instance(InstanceCreate(
         name="web", location="aws-us-east-1", image="ami-760aaa0f", size="t2.micro")).id)
     assert job.status == "succeeded", job.error
     assert retries == [False, True] and searched == [job.target]
@@ -294,7 +294,7 @@ def test_an_ec2_create_whose_reply_was_lost_makes_one_server(core: Core, moto: s
                        aws_access_key_id="x", aws_secret_access_key="x")
     made = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
             for i in r["Instances"]]
-    assert made == [core.ops.get_instance(job.target).provider_id]  # one server, and it is ours
+    assert made == [core.ops.instances.get_instance(job.target).provider_id]  # one server, and it is ours
 
 
 def test_a_location_that_cannot_work_is_not_stored(core: Core, moto: str) -> None:
@@ -315,19 +315,19 @@ def test_asking_for_a_missing_capability_is_refused(core: Core) -> None:
     assert core.locations.get("dummy").capabilities["volumes"] is False
     with pytest.raises(Unsupported, match=r"dummy cannot have volumes: Libcloud.s dummy driver "
                        r"creates no volumes") as exc:
-        core.ops.create_volume(VolumeCreate(name="data", location="dummy", size_gb=1))
+        core.ops.volumes.create_volume(VolumeCreate(name="data", location="dummy", size_gb=1))
     assert exc.value.status == 422 and exc.value.field == "location"
-    assert core.ops.list_volumes().items == []
+    assert core.ops.volumes.list_volumes().items == []
 
 
 def test_a_destroy_racing_a_sync_leaves_no_ghost(core: Core) -> None:
     inst = done(core, create(core, "web")).target
     provider = core.registry.get("dc-a")
     listing = provider.list_instances()  # the sync looked just before the destroy...
-    assert done(core, core.ops.destroy_instance(inst).id).status == "succeeded"
+    assert done(core, core.ops.instances.destroy_instance(inst).id).status == "succeeded"
     with core.events.tx() as s:  # ...and folds what it saw after it
         core.sync._fold_instances(s, {"dc-a": (listing, None)})
-    assert core.ops.list_instances(location="dc-a").items == []
+    assert core.ops.instances.list_instances(location="dc-a").items == []
     assert not [e for e in core.events.list(kind="drift.", limit=100).items]
 
 
@@ -340,7 +340,7 @@ def test_listings_sort_on_any_column_and_page_without_gaps(core: Core) -> None:
     def walk(sort: str) -> list[str]:
         out, cursor = [], None
         while True:
-            page = core.ops.list_instances(sort=sort, limit=3, cursor=cursor)
+            page = core.ops.instances.list_instances(sort=sort, limit=3, cursor=cursor)
             out += [i.name for i in page.items]
             if not (cursor := page.next_cursor):
                 return out
@@ -350,7 +350,7 @@ def test_listings_sort_on_any_column_and_page_without_gaps(core: Core) -> None:
     assert by_location[:3] == [names[i] for i in (1, 3, 5)]  # dc-a first, then as created
     assert sorted(walk("-created")) == sorted(names) and walk("-created")[0] == "cherry"
     with pytest.raises(InvalidInput):
-        core.ops.list_instances(sort="secret")
+        core.ops.instances.list_instances(sort="secret")
 
 
 def test_a_burst_of_creates_asks_its_location_once(core: Core) -> None:
@@ -370,13 +370,13 @@ def test_a_burst_of_creates_asks_its_location_once(core: Core) -> None:
 
     def create(i: int, image: str) -> Any:
         try:
-            return core.ops.create_instance(InstanceCreate(name=f"b{i}", location="dc-a",
+            return core.ops.instances.create_instance(InstanceCreate(name=f"b{i}", location="dc-a",
                                                            image=image, size="nano"))
         except OnepaneError as exc:
             return exc
 
     def waiting(image: str) -> int:  # creates waiting for the one validation under way
-        answer = core.ops._validating.get(("dc-a", image, "nano"))
+        answer = core.ops.instances.validation._validating.get(("dc-a", image, "nano"))
         return len(answer._condition._waiters) if answer else 0  # type: ignore[attr-defined]
 
     for image in ("no-such-image", "httpecho"):
@@ -392,5 +392,5 @@ def test_a_burst_of_creates_asks_its_location_once(core: Core) -> None:
             assert all(isinstance(a, InvalidInput) and a.field == "image" for a in answers)
         else:  # the six creates run to their end (their processes die with the test's)
             for a in answers:
-                wait_for(lambda a=a: core.ops.get_job(a.id).status == "succeeded", 30,
+                wait_for(lambda a=a: core.ops.jobs.get_job(a.id).status == "succeeded", 30,
                          what=f"job {a.id}")

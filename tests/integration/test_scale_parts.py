@@ -65,7 +65,7 @@ def test_a_sync_on_a_change_feed_writes_only_what_changed(core: Core) -> None:
         return full()
     sim.list_instances = counted  # type: ignore[method-assign]
     assert core.sync.sync_location("sim-1") == "ok"  # the first pass lists everything
-    assert core.ops.list_instances(location="sim-1", limit=1).items
+    assert core.ops.instances.list_instances(location="sim-1", limit=1).items
     with core.store.tx() as s:
         assert s.scalar(select(func.count()).select_from(InstanceRow)) == 5000
         before = {r[0]: r[1] for r in s.execute(select(InstanceRow.id, InstanceRow.updated_at))}
@@ -77,7 +77,7 @@ def test_a_sync_on_a_change_feed_writes_only_what_changed(core: Core) -> None:
     written = [i for i in after if after[i] != before.get(i)]
     assert 0 < len(written) <= 100  # what changed, not the 5,000 instances there
     listing = {o.provider_id: o.state for o in full()}
-    stored = {r.provider_id: r.state for r in core.ops.list_instances(
+    stored = {r.provider_id: r.state for r in core.ops.instances.list_instances(
         location="sim-1", limit=1000, state="stopped").items}
     assert all(listing.get(pid, "missing") == "stopped" for pid in stored)
 
@@ -150,7 +150,7 @@ def test_a_round_that_cannot_be_written_loses_nothing(three: tuple[Core, Clock])
     for n in range(3):
         sim = core.registry.get(f"sim-{n}")
         listing = {o.provider_id: o.state for o in sim.list_instances()}
-        stored = {i.provider_id: i.state for i in core.ops.list_instances(
+        stored = {i.provider_id: i.state for i in core.ops.instances.list_instances(
             location=f"sim-{n}", limit=1000).items if i.state != "missing"}
         assert stored == listing
     assert core.locations.get("sim-1").status == "ok"  # back, and said so
@@ -160,16 +160,16 @@ def test_a_round_that_cannot_be_written_loses_nothing(three: tuple[Core, Clock])
 
 def test_tag_filters_follow_every_change_of_tags(core: Core) -> None:
     core.sync.sync_location("sim-1")
-    red = core.ops.list_instances(tags={"team": "t3"}, limit=1000)
+    red = core.ops.instances.list_instances(tags={"team": "t3"}, limit=1000)
     assert red.items and all(i.tags["team"] == "t3" for i in red.items)
     first = red.items[0]
     with core.store.tx() as s:
         row = s.get(InstanceRow, first.id)
         assert row is not None
         row.tags = {**row.tags, "team": "blue"}
-    assert first.id not in {i.id for i in core.ops.list_instances(tags={"team": "t3"},
+    assert first.id not in {i.id for i in core.ops.instances.list_instances(tags={"team": "t3"},
                                                                   limit=1000).items}
-    assert [i.id for i in core.ops.list_instances(tags={"team": "blue"}).items] == [first.id]
+    assert [i.id for i in core.ops.instances.list_instances(tags={"team": "blue"}).items] == [first.id]
     with core.store.tx() as s:
         s.delete(s.get(InstanceRow, first.id))
     with core.store.tx() as s:

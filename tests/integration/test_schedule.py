@@ -38,7 +38,7 @@ def core(tmp_path: Path) -> Iterator[Core]:
 def running(core: Core) -> dict[str, int]:
     core.reconciler.run_once()
     out: dict[str, int] = {}
-    for i in core.ops.list_instances(tags={TAG: "office"}).items:
+    for i in core.ops.instances.list_instances(tags={TAG: "office"}).items:
         if i.state == "running":
             out[i.location] = out.get(i.location, 0) + 1
     return out
@@ -79,10 +79,10 @@ def test_a_pass_that_read_the_spec_before_a_live_move_landed_does_not_undo_it(co
 
     def replicas() -> list[tuple[str, str]]:
         core.reconciler.run_once()
-        return [(i.location, i.state) for i in core.ops.list_instances(tags={TAG: "web"}).items]
+        return [(i.location, i.state) for i in core.ops.instances.list_instances(tags={TAG: "web"}).items]
     wait_for(lambda: replicas() == [("dc-a", "running")], 20, what="one replica at dc-a")
     stale = core.deployments.get("web")
-    moved = core.ops.list_instances(tags={TAG: "web"}).items[0]
+    moved = core.ops.instances.list_instances(tags={TAG: "web"}).items[0]
     with core.store.tx() as s:  # what a landed live move writes, in one transaction
         from onepane.store.tables import DeploymentRow, InstanceRow
         inst, dep = s.get(InstanceRow, moved.id), s.get(DeploymentRow, "web")
@@ -90,8 +90,8 @@ def test_a_pass_that_read_the_spec_before_a_live_move_landed_does_not_undo_it(co
         inst.location = "dc-b"
         dep.spec = {**dep.spec, "replicas": {"dc-a": 0, "dc-b": 1}}
         dep.generation, dep.primary = dep.generation + 1, "dc-b"
-    jobs_before = {j.id for j in core.ops.list_jobs(limit=100).items}
+    jobs_before = {j.id for j in core.ops.jobs.list_jobs(limit=100).items}
     core.reconciler.reconcile(stale)  # the pass that read the spec before the move
     core.reconciler.run_once()  # and the next one, which reads both as they are
-    new_jobs = [j for j in core.ops.list_jobs(limit=100).items if j.id not in jobs_before]
+    new_jobs = [j for j in core.ops.jobs.list_jobs(limit=100).items if j.id not in jobs_before]
     assert [(j.kind, j.target) for j in new_jobs] == []  # nothing created, nothing destroyed

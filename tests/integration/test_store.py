@@ -67,7 +67,7 @@ def test_cursor_pages_walk_everything_once(core: Core) -> None:
     seen = []
     cursor = None
     while True:
-        page = core.ops.list_instances(limit=60, cursor=cursor)
+        page = core.ops.instances.list_instances(limit=60, cursor=cursor)
         seen += [i.id for i in page.items]
         if not page.next_cursor:
             break
@@ -77,14 +77,15 @@ def test_cursor_pages_walk_everything_once(core: Core) -> None:
 
 def test_filters_by_location_state_and_tags(core: Core) -> None:
     seed(core, 30)
-    a = core.ops.list_instances(location="dc-a", limit=1000).items
+    a = core.ops.instances.list_instances(location="dc-a", limit=1000).items
     assert len(a) == 15 and {i.location for i in a} == {"dc-a"}
-    db = core.ops.list_instances(tags={"tier": "db"}, limit=1000).items
+    db = core.ops.instances.list_instances(tags={"tier": "db"}, limit=1000).items
     assert len(db) == 10 and all(i.tags["tier"] == "db" for i in db)
-    both = core.ops.list_instances(tags={"tier": "db", "n": "3"}, location="dc-a").items
+    both = core.ops.instances.list_instances(tags={"tier": "db", "n": "3"}, location="dc-a").items
     assert [i.name for i in both] == ["web-3"]
-    assert core.ops.list_instances(state="stopped").items == []
-    assert [i.provider for i in core.ops.list_instances(provider="local", limit=1).items] == ["local"]
+    assert core.ops.instances.list_instances(state="stopped").items == []
+    assert [i.provider for i in core.ops.instances.list_instances(
+        provider="local", limit=1).items] == ["local"]
 
 
 def test_idempotency_keys_are_unique(core: Core) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from onepane.config import load_settings
 from onepane.errors import InvalidInput, PermanentProviderError, TransientProviderError
-from onepane.inventory.operations import decode_cursor, encode_cursor
+from onepane.inventory.paging import decode_cursor, encode_cursor
 from onepane.providers.cloud import translate
 from onepane.providers.ec2_compat import one_based
 from onepane.retry import with_retry

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...inventory.operations import every
+from ...inventory.paging import every
 from ...model import InstanceState
 from . import shapes
 from .actions import READ_ONLY, WRITE, Context, _check_filters, _instance, _match, action
@@ -105,7 +105,7 @@ def DescribeInstanceTypes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def DescribeInstanceStatus(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ids = members(p, "InstanceId")
     every_state = str(p.get("IncludeAllInstances", "false")).lower() == "true"
-    insts = [_instance(ctx, i) for i in ids] if ids else list(every(ctx.core.ops.list_instances))
+    insts = [_instance(ctx, i) for i in ids] if ids else list(every(ctx.core.ops.instances.list_instances))
     flt = filters(p)
     _check_filters(flt, {"availability-zone", "instance-state-name", "instance-status.status"})
     out = []

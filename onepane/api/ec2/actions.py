@@ -16,7 +16,7 @@ from typing import Any
 
 from ...core import Core
 from ...errors import IdempotencyMismatch, NotFound
-from ...inventory.operations import every
+from ...inventory.paging import every
 from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
 from ...providers.base import Feature
 from . import shapes
@@ -97,7 +97,7 @@ def extras(ctx: Context) -> shapes.Extras:
     out.reservations = {k: (str(n.attributes["ec2.reservation"]),
                             int(n.attributes.get("ec2.launchIndex", 0)))
                         for k, n in notes.items() if "ec2.reservation" in n.attributes}
-    for v in every(ctx.core.ops.list_volumes):
+    for v in every(ctx.core.ops.volumes.list_volumes):
         if v.attached_to:
             out.volumes.setdefault(v.attached_to, []).append(v)
     return out
@@ -144,7 +144,7 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     cursor = p.get("NextToken") or None
     want = max_results or 1_000_000
     while len(out) < want:
-        page = ops.list_instances(limit=min(1000, want - len(out)), cursor=cursor, **kw)
+        page = ops.instances.list_instances(limit=min(1000, want - len(out)), cursor=cursor, **kw)
         out.extend(i for i in page.items if _keep(flt, i, ex))
         cursor = page.next_cursor
         if not cursor:
@@ -248,7 +248,7 @@ def _where(ctx: Context, p: dict[str, Any]) -> tuple[str, str | None]:
     placed = (p.get("Placement") or {}).get("AvailabilityZone")
     zone = placed or ctx.core.locations.default()
     if network:
-        net = ctx.core.ops.get_network(network)
+        net = ctx.core.ops.networks.get_network(network)
         if placed and placed != net.location:
             raise Ec2Error("InvalidParameterValue", f"subnet {p['SubnetId']} is in "
                            f"{net.location}, not {placed}")
@@ -264,10 +264,10 @@ def _launch(ctx: Context, req: InstanceCreate, token: str | None, n: int, count:
     mismatch = Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
                         "with other parameters")
     try:
-        job = ctx.core.ops.create_instance(req, key)
+        job = ctx.core.ops.instances.create_instance(req, key)
     except IdempotencyMismatch as exc:
         raise mismatch from exc
-    inst = ctx.core.ops.get_instance(job.target or "")
+    inst = ctx.core.ops.instances.get_instance(job.target or "")
     first = ctx.core.annotations.get(first_id or inst.id).attributes
     if (inst.image, inst.size, inst.location) != (req.image, req.size, req.location) or \
             (token and first.get("ec2.count") not in (None, count)):
@@ -393,10 +393,10 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
         if verb == "destroy" and inst.state == InstanceState.missing:
             now = before  # terminating what is terminated succeeds and changes nothing
         elif verb == "destroy":
-            ctx.core.ops.destroy_instance(inst.id)
+            ctx.core.ops.instances.destroy_instance(inst.id)
             ctx.core.security_groups.leave_all(inst.id)
         else:
-            ctx.core.ops.instance_action(inst.id, verb)
+            ctx.core.ops.instances.instance_action(inst.id, verb)
         out.append({"instanceId": shapes.instance_id(inst.id), "currentState": now,
                     "previousState": before})
     return out
@@ -404,7 +404,7 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
 
 def _instance(ctx: Context, ec2_id: str) -> Instance:
     try:
-        return ctx.core.ops.get_instance(shapes.to_onepane(ec2_id, "instance"))
+        return ctx.core.ops.instances.get_instance(shapes.to_onepane(ec2_id, "instance"))
     except NotFound as exc:  # named as the caller named it
         raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{ec2_id}' does not "
                        "exist") from exc
@@ -438,7 +438,7 @@ def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                          "architecture", "root-device-type", "image-type"}, tags=True)
     ids = members(p, "ImageId")
     notes = ctx.core.annotations.all()
-    images = ctx.core.ops.list_images(flt.get("availability-zone"), limit=100_000)
+    images = ctx.core.ops.images.list_images(flt.get("availability-zone"), limit=100_000)
     one: dict[str, Any] = {}
     for i in images:  # an image present in several zones is one entry
         one.setdefault(i.id, i)
@@ -520,7 +520,7 @@ def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for rid in ids:
         if rid.startswith("vol-"):
-            out.append(("volume", ctx.core.ops.get_volume(shapes.to_onepane(rid, "volume")).id))
+            out.append(("volume", ctx.core.ops.volumes.get_volume(shapes.to_onepane(rid, "volume")).id))
         elif rid.startswith("snap-"):
             out.append(("snapshot", ctx.core.snapshots.get(rid).id))
         elif rid.startswith("i-"):
@@ -530,7 +530,7 @@ def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[tuple[str, str]]:
                 raise Ec2Error(f"Invalid{OTHER_KINDS[rid.split('-', 1)[0]]}ID.NotFound",
                                f"the ID '{rid}' does not exist")
             out.append(("other", rid))
-        elif any(i.id == rid for i in ctx.core.ops.list_images(limit=100_000)):
+        elif any(i.id == rid for i in ctx.core.ops.images.list_images(limit=100_000)):
             out.append(("other", rid))  # an image, by the id its location gives it
         else:
             raise Ec2Error("InvalidID", f"the ID {rid!r} is not valid here")
@@ -549,14 +549,14 @@ def ec2_exists(ctx: Context, rid: str) -> bool:
         return rid in {v["vpcId"] for v in all_vpcs(ctx)}
     if kind == "subnet":
         try:
-            ctx.core.ops.get_network(shapes.to_onepane(rid, "subnet"))
+            ctx.core.ops.networks.get_network(shapes.to_onepane(rid, "subnet"))
             return True
         except NotFound:
             return False
     if kind == "sg":
         return rid in {g.id for g in ctx.core.security_groups.find()}
     if kind == "ami":
-        return any(i.id == rid for i in ctx.core.ops.list_images(limit=100_000))
+        return any(i.id == rid for i in ctx.core.ops.images.list_images(limit=100_000))
     return rid in {r.id for k in ("igw", "rtb", "dopt") for r in ctx.core.records.find(k)}
 
 
@@ -568,10 +568,10 @@ def _tags_of(ctx: Context, kind: str, rid: str) -> dict[str, str]:
     if kind == "snapshot":
         return ctx.core.snapshots.get(rid).tags
     if kind == "volume":
-        return ctx.core.ops.get_volume(rid).tags
+        return ctx.core.ops.volumes.get_volume(rid).tags
     if kind == "other":
         return other_tags(ctx, rid)
-    return ctx.core.ops.get_instance(rid).tags
+    return ctx.core.ops.instances.get_instance(rid).tags
 
 
 def _retag(ctx: Context, kind: str, rid: str, add: dict[str, str],
@@ -586,7 +586,7 @@ def _retag(ctx: Context, kind: str, rid: str, add: dict[str, str],
         note = ctx.core.annotations.get(rid)
         ctx.core.annotations.put(rid, {**note.attributes, "ec2.tags": tags}, note.categories)
     else:
-        ctx.core.ops.retag(rid, add, remove)
+        ctx.core.ops.instances.retag(rid, add, remove)
 
 
 @action(READ_ONLY)
@@ -600,12 +600,12 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                        "tags instances, volumes and snapshots")
     rows: list[dict[str, str]] = []
     if _match(flt, "resource-type", "instance"):
-        for inst in every(ctx.core.ops.list_instances):
+        for inst in every(ctx.core.ops.instances.list_instances):
             rid = shapes.instance_id(inst.id)
             rows.extend({"resourceId": rid, "resourceType": "instance", "key": k, "value": v}
                         for k, v in sorted(inst.tags.items()))
     if _match(flt, "resource-type", "volume"):
-        for vol in every(ctx.core.ops.list_volumes):
+        for vol in every(ctx.core.ops.volumes.list_volumes):
             rows.extend({"resourceId": vol.id, "resourceType": "volume", "key": k, "value": v}
                         for k, v in sorted(vol.tags.items()))
     for rid, note in ctx.core.annotations.all().items():
@@ -661,44 +661,44 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("SnapshotId"):
         job = ctx.core.snapshots.restore(p["SnapshotId"], name, zone, size, tags)
         ctx.core.annotations.put(job.target or "", {"ec2.snapshot": p["SnapshotId"]}, [])
-        return shapes.volume(ctx.core.ops.get_volume(job.target or ""), p["SnapshotId"])
+        return shapes.volume(ctx.core.ops.volumes.get_volume(job.target or ""), p["SnapshotId"])
     if size is None:
         raise Ec2Error("MissingParameter", "the request must contain the parameter Size")
     try:
-        job = ctx.core.ops.create_volume(
+        job = ctx.core.ops.volumes.create_volume(
             VolumeCreate(name=name, location=zone, size_gb=size, tags=tags),
             f"ec2:{ctx.key_id}:{token}" if token else None)
     except IdempotencyMismatch as exc:
         raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
                        "with other parameters") from exc
-    return shapes.volume(ctx.core.ops.get_volume(job.target or ""))
+    return shapes.volume(ctx.core.ops.volumes.get_volume(job.target or ""))
 
 
 @action(WRITE)
 def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     inst = _instance(ctx, required(p, "InstanceId"))
     device = required(p, "Device")
     if vol.location != inst.location:
         raise Ec2Error("InvalidVolume.ZoneMismatch", f"volume {vol.id} is in {vol.location}, "
                        f"instance {shapes.instance_id(inst.id)} in {inst.location}")
-    ctx.core.ops.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
+    ctx.core.ops.volumes.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(inst.id), "device": device,
             "status": "attaching", "attachTime": vol.created_at}
 
 
 @action(WRITE)
 def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
-    ctx.core.ops.detach_volume(vol.id)
+    vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    ctx.core.ops.volumes.detach_volume(vol.id)
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(vol.attached_to or "x-"),
             "device": vol.device or "", "status": "detaching", "attachTime": vol.created_at}
 
 
 @action(WRITE)
 def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
-    ctx.core.ops.delete_volume(vol.id)
+    vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    ctx.core.ops.volumes.delete_volume(vol.id)
     return {"return": True}
 
 
@@ -709,8 +709,8 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                          "snapshot-id", "size", "attachment.status", "attachment.device"},
                    tags=True)
     ids = members(p, "VolumeId")
-    vols = ([ctx.core.ops.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
-            else list(every(ctx.core.ops.list_volumes)))
+    vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
+            else list(every(ctx.core.ops.volumes.list_volumes)))
     notes = ctx.core.annotations.all()
     out = []
     for v in (shapes.volume(x, str(notes[x.id].attributes.get("ec2.snapshot", ""))

@@ -134,7 +134,7 @@ def _set_type(ctx: Context, inst: Instance, size: Any) -> None:
     if inst.state.value != "stopped":
         raise Ec2Error("IncorrectInstanceState", "the instance type can change only while "
                        "it is stopped")
-    ctx.core.ops.resize_instance(inst.id, str(size))
+    ctx.core.ops.instances.resize_instance(inst.id, str(size))
 
 
 def _set_noted(ctx: Context, inst: Instance, given: dict[str, dict[str, Any]],
@@ -185,7 +185,7 @@ def ResetInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def GetConsoleOutput(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     inst = _instance(ctx, p.get("InstanceId") or "")
     try:
-        text = str(ctx.core.ops.console(inst.id).get("output", ""))
+        text = str(ctx.core.ops.instances.console(inst.id).get("output", ""))
     except OnepaneError:
         text = ""  # a location without consoles: EC2 answers with no output, not an error
     return {"instanceId": shapes.instance_id(inst.id), "timestamp": datetime.now(UTC),
@@ -202,8 +202,8 @@ def GetPasswordData(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _volumes_of(ctx: Context, inst: Instance) -> list[Any]:
-    from ...inventory.operations import every
-    return [v for v in every(ctx.core.ops.list_volumes, location=inst.location)
+    from ...inventory.paging import every
+    return [v for v in every(ctx.core.ops.volumes.list_volumes, location=inst.location)
             if v.attached_to == inst.id]
 
 

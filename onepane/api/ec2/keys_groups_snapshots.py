@@ -194,7 +194,7 @@ def _snapshot(s: Snapshot) -> dict[str, Any]:
 
 @action(WRITE)
 def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vol = ctx.core.ops.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     tags = _tag_specs(p, "snapshot")  # checked before anything is made
     snap = ctx.core.snapshots.create(vol.id, str(p.get("Description") or ""))
     if tags:

@@ -164,7 +164,7 @@ def _any(flt: dict[str, list[str]], name: str, values: list[str]) -> bool:
 
 
 def _subnet_vpc(ctx: Context, subnet_id: str) -> str:
-    net = ctx.core.ops.get_network(shapes.to_onepane(subnet_id, "subnet"))
+    net = ctx.core.ops.networks.get_network(shapes.to_onepane(subnet_id, "subnet"))
     return _vpc_of(ctx, net)
 
 

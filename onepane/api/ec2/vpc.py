@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ...inventory.operations import every
+from ...inventory.paging import every
 from ...model import Network, NetworkCreate
 from . import shapes
 from .actions import (
@@ -56,7 +56,7 @@ def all_vpcs(ctx: Context) -> list[dict[str, Any]]:
     made = [_vpc_shape(r.id, r.attributes["cidr"], other_tags(ctx, r.id),
                        r.attributes.get("dhcp") or "default") for r in ctx.core.records.find(VPC)]
     own = [_vpc_shape("vpc-" + n.id.split("-", 1)[1], n.cidr or "", {"Name": n.name})
-           for n in every(ctx.core.ops.list_networks)
+           for n in every(ctx.core.ops.networks.list_networks)
            if not ctx.core.annotations.get(n.id).attributes.get("ec2.vpc")]
     return made + own
 
@@ -79,7 +79,7 @@ def CreateVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def DeleteVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vid = required(p, "VpcId")
     ctx.core.records.get(VPC, vid, "vpc")
-    if any(_vpc_of(ctx, n) == vid for n in every(ctx.core.ops.list_networks)):
+    if any(_vpc_of(ctx, n) == vid for n in every(ctx.core.ops.networks.list_networks)):
         raise Ec2Error("DependencyViolation", f"the vpc {vid!r} has subnets; delete them first")
     for g in ctx.core.security_groups.find():
         if g.network == vid and g.name != "default":
@@ -150,26 +150,26 @@ def CreateSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if not cidr.subnet_of(ipaddress.ip_network(vpc.attributes["cidr"])):  # type: ignore[arg-type]
         raise Ec2Error("InvalidSubnet.Range", f"the CIDR {cidr} is not within the vpc's "
                        f"{vpc.attributes['cidr']}")
-    for n in every(ctx.core.ops.list_networks):
+    for n in every(ctx.core.ops.networks.list_networks):
         if _vpc_of(ctx, n) == vid and n.cidr and ipaddress.ip_network(n.cidr).overlaps(cidr):
             raise Ec2Error("InvalidSubnet.Conflict", f"the CIDR {cidr} conflicts with subnet "
                            f"subnet-{n.id.split('-', 1)[1]}")
     zone = p.get("AvailabilityZone") or ctx.core.locations.default()
     tags = _tag_specs(p, "subnet")  # checked before anything is made
-    job = ctx.core.ops.create_network(NetworkCreate(
+    job = ctx.core.ops.networks.create_network(NetworkCreate(
         name=f"subnet-{str(cidr.network_address).replace('.', '-')}-{cidr.prefixlen}",
         location=zone, cidr=str(cidr)))
     ctx.core.annotations.put(job.target or "", {"ec2.vpc": vid}, [])
-    net = ctx.core.ops.get_network(job.target or "")
+    net = ctx.core.ops.networks.get_network(job.target or "")
     tags_at_create(ctx, p, "subnet", "other", f"subnet-{net.id.split('-', 1)[1]}", tags)
     return {"subnet": _subnet_shape(ctx, net)}
 
 
 @action(WRITE)
 def DeleteSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    net = ctx.core.ops.get_network(shapes.to_onepane(required(p, "SubnetId"), "subnet"))
+    net = ctx.core.ops.networks.get_network(shapes.to_onepane(required(p, "SubnetId"), "subnet"))
     try:
-        ctx.core.ops.delete_network(net.id)
+        ctx.core.ops.networks.delete_network(net.id)
     except Exception as exc:
         if "instances" in str(exc):
             raise Ec2Error("DependencyViolation", str(exc)) from exc
@@ -184,7 +184,7 @@ def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     _check_filters(flt, {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "cidr",
                          "state", "cidrBlock"}, tags=True)
     ids = {shapes.to_onepane(v, "subnet") for v in members(p, "SubnetId")}
-    nets = [n for n in every(ctx.core.ops.list_networks) if not ids or n.id in ids]
+    nets = [n for n in every(ctx.core.ops.networks.list_networks) if not ids or n.id in ids]
     if missing := ids - {n.id for n in nets}:
         raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID 'subnet-"
                        f"{sorted(missing)[0][4:]}' does not exist")

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...errors import Conflict, NotFound, OnepaneError
 from ...inventory.annotations import CategoryDef
-from ...inventory.operations import every
+from ...inventory.paging import every
 from ...model import InstanceCreate, NetworkCreate, VolumeAttach, VolumeCreate, slug
 from ...providers.base import Feature
 from . import attributes
@@ -150,12 +150,12 @@ def _compute(m: Model, p: Parsed, values: dict[str, Any], mixins: list[Category]
                                           or DEFAULT_DEVICE)))
         else:
             raise OcciError(400, f"a compute links to networks and storage, not {link.target!r}")
-    job = m.call.settle(m.ops.create_instance(InstanceCreate(
+    job = m.call.settle(m.ops.instances.create_instance(InstanceCreate(
         name=_name(values, "occi-compute"), location=loc, image=os_tpls[0][1], size=size,
         network=network)))
     inst_id = job.target or ""
     for vol, device in volumes:
-        m.call.settle(m.ops.attach_volume(vol, VolumeAttach(instance=inst_id, device=device)))
+        m.call.settle(m.ops.volumes.attach_volume(vol, VolumeAttach(instance=inst_id, device=device)))
     return m.entity("compute", inst_id)
 
 
@@ -194,7 +194,7 @@ def _storage(m: Model, p: Parsed, values: dict[str, Any], mixins: list[Category]
     if size <= 0 or size > 65536:
         raise OcciError(400, f"occi.storage.size: {size} is not between 0 and 65536 GiB")
     loc = _location(m, mixins) or m.call.core.locations.default()
-    job = m.call.settle(m.ops.create_volume(VolumeCreate(
+    job = m.call.settle(m.ops.volumes.create_volume(VolumeCreate(
         name=_name(values, "occi-storage"), location=loc, size_gb=math.ceil(size))))
     return m.entity("storage", job.target or "")
 
@@ -204,14 +204,14 @@ def _network(m: Model, p: Parsed, values: dict[str, Any], mixins: list[Category]
     cidr = values.get("occi.network.address") or _free_cidr(m, loc)
     if NET_MIXIN + "ipnetwork" not in p.mixins and "occi.network.address" in values:
         raise OcciError(400, "occi.network.address belongs to the ipnetwork mixin; add it")
-    job = m.call.settle(m.ops.create_network(NetworkCreate(
+    job = m.call.settle(m.ops.networks.create_network(NetworkCreate(
         name=_name(values, "occi-network"), location=loc, cidr=str(cidr))))
     return m.entity("network", job.target or "")
 
 
 def _free_cidr(m: Model, loc: str) -> str:
     """A network without an address plan gets a /24 no other network at `loc` overlaps."""
-    taken = [ipaddress.ip_network(n.cidr) for n in every(m.ops.list_networks, location=loc)
+    taken = [ipaddress.ip_network(n.cidr) for n in every(m.ops.networks.list_networks, location=loc)
              if n.cidr]
     for third in range(256):
         candidate = ipaddress.ip_network(f"10.{100 + third // 256}.{third}.0/24")
@@ -231,7 +231,7 @@ def _ends(m: Model, values: dict[str, Any], source: str, target: str) -> tuple[E
 def _storagelink(m: Model, p: Parsed, values: dict[str, Any], mixins: list[Category]) -> Entity:
     compute, storage = _ends(m, values, "compute", "storage")
     device = str(values.get("occi.storagelink.deviceid") or DEFAULT_DEVICE)
-    m.call.settle(m.ops.attach_volume(storage.resource, VolumeAttach(instance=compute.resource,
+    m.call.settle(m.ops.volumes.attach_volume(storage.resource, VolumeAttach(instance=compute.resource,
                                                                      device=device)))
     return m.entity("storagelink", storage.resource + LINK_SUFFIX)
 
@@ -239,7 +239,7 @@ def _storagelink(m: Model, p: Parsed, values: dict[str, Any], mixins: list[Categ
 def _networkinterface(m: Model, p: Parsed, values: dict[str, Any],
                       mixins: list[Category]) -> Entity:
     compute, network = _ends(m, values, "compute", "network")
-    m.ops.connect_network(compute.resource, network.resource)
+    m.ops.instances.connect_network(compute.resource, network.resource)
     return m.entity("networkinterface", compute.resource + NIC_SUFFIX)
 
 
@@ -294,10 +294,10 @@ def act(m: Model, e: Entity, term: str, p: Parsed) -> Entity:
         raise OcciError(409, f"{term} is not possible now: the compute is {state}")
     action = COMPUTE_ACTIONS[term]
     if term == "suspend" and m.call.core.locations.provider(
-            m.ops.get_instance(e.resource).location).capabilities.supports(Feature.suspend):
+            m.ops.instances.get_instance(e.resource).location).capabilities.supports(Feature.suspend):
         action = "suspend"  # a real one: the VM pauses with its memory kept
     try:
-        m.call.settle(m.ops.instance_action(e.resource, action))
+        m.call.settle(m.ops.instances.instance_action(e.resource, action))
     except Conflict as exc:
         raise OcciError(409, exc.detail) from exc
     return m.entity("compute", e.key)
@@ -309,13 +309,13 @@ def delete(m: Model, e: Entity) -> None:
     ops, term = m.ops, e.kind.term
     try:
         if term == "compute":
-            m.call.settle(ops.destroy_instance(e.resource))
+            m.call.settle(ops.instances.destroy_instance(e.resource))
         elif term == "storage":
-            m.call.settle(ops.delete_volume(e.resource))
+            m.call.settle(ops.volumes.delete_volume(e.resource))
         elif term == "storagelink":
-            m.call.settle(ops.detach_volume(e.resource))
+            m.call.settle(ops.volumes.detach_volume(e.resource))
         elif term == "networkinterface":
-            ops.connect_network(e.resource, None)
+            ops.instances.connect_network(e.resource, None)
         else:
             raise OcciError(409, f"onepane cannot delete a {term} yet")
     except NotFound as exc:

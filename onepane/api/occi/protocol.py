@@ -57,7 +57,7 @@ class Call:
         deadline = time.monotonic() + timeout
         while job.status in UNFINISHED and time.monotonic() < deadline:
             time.sleep(0.05)
-            job = self.core.ops.get_job(job.id)
+            job = self.core.ops.jobs.get_job(job.id)
         if job.status == JobStatus.failed:
             detail = (job.error or {}).get("detail") or (job.error or {}).get("message") or job.error
             raise OcciError(502, f"the provider failed: {detail or 'no reason given'}")

@@ -50,7 +50,7 @@ def build(core: Core) -> Templates:
             tpl.default_size[loc.name] = min(sizes, key=lambda s: (s.memory_mb or 0, s.cpu or 0)
                                              ).provider_id
     try:
-        images = core.ops.list_images(limit=10_000)
+        images = core.ops.images.list_images(limit=10_000)
     except Exception:
         images = []
     for img in sorted(images, key=lambda i: (i.location, i.id)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from ...errors import NotFound
-from ...inventory.operations import every
+from ...inventory.paging import every
 from ...model import Instance, Volume
 from . import entities
 from .categories import ACTIONS, KINDS, LINK_KINDS, MIXINS, ONEPANE, RESOURCE_KINDS, Category
@@ -61,16 +61,16 @@ class Model:
             return [e for t in LINK_KINDS for e in self.of_kind(t)]
         ctx = self.ctx
         if term == "storage":
-            return [entities.storage(v, ctx) for v in every(self.ops.list_volumes)]
+            return [entities.storage(v, ctx) for v in every(self.ops.volumes.list_volumes)]
         if term == "network":
-            return [entities.network(n, ctx) for n in every(self.ops.list_networks)]
+            return [entities.network(n, ctx) for n in every(self.ops.networks.list_networks)]
         if term == "storagelink":
-            return [entities.storagelink(v, ctx) for v in every(self.ops.list_volumes)
+            return [entities.storagelink(v, ctx) for v in every(self.ops.volumes.list_volumes)
                     if v.attached_to]
-        instances = list(every(self.ops.list_instances))
+        instances = list(every(self.ops.instances.list_instances))
         if term == "networkinterface":
             return [entities.networkinterface(i, ctx) for i in instances if i.network]
-        vols = [v for v in every(self.ops.list_volumes) if v.attached_to]
+        vols = [v for v in every(self.ops.volumes.list_volumes) if v.attached_to]
         return [entities.compute(i, ctx, vols) for i in instances]
 
     def members(self, c: Category) -> list[Entity]:
@@ -87,18 +87,18 @@ class Model:
         eid = str(alias) if alias else eid
         try:
             if kind == "compute":
-                inst = self.ops.get_instance(eid)
+                inst = self.ops.instances.get_instance(eid)
                 return entities.compute(inst, self.ctx, self._volumes_of(inst))
             if kind == "storage":
-                return entities.storage(self.ops.get_volume(eid), self.ctx)
+                return entities.storage(self.ops.volumes.get_volume(eid), self.ctx)
             if kind == "network":
-                return entities.network(self.ops.get_network(eid), self.ctx)
+                return entities.network(self.ops.networks.get_network(eid), self.ctx)
             if kind == "storagelink" and eid.endswith(LINK_SUFFIX):
-                vol = self.ops.get_volume(eid.removesuffix(LINK_SUFFIX))
+                vol = self.ops.volumes.get_volume(eid.removesuffix(LINK_SUFFIX))
                 if vol.attached_to:
                     return entities.storagelink(vol, self.ctx)
             if kind == "networkinterface" and eid.endswith(NIC_SUFFIX):
-                inst = self.ops.get_instance(eid.removesuffix(NIC_SUFFIX))
+                inst = self.ops.instances.get_instance(eid.removesuffix(NIC_SUFFIX))
                 if inst.network:
                     return entities.networkinterface(inst, self.ctx)
         except NotFound:
@@ -118,7 +118,7 @@ class Model:
         return self.entity(kind, eid)
 
     def _volumes_of(self, inst: Instance) -> list[Volume]:
-        return [v for v in every(self.ops.list_volumes, location=inst.location)
+        return [v for v in every(self.ops.volumes.list_volumes, location=inst.location)
                 if v.attached_to == inst.id]
 
 
