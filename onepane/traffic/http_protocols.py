@@ -41,6 +41,9 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-enco
 FOR_THIS_HOP = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP - {
     b"content-length"})) + rb")[ \t]*:", re.IGNORECASE)
 HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+EVENT_STREAM = re.compile(rb"\r\ncontent-type[ \t]*:[ \t]*text/event-stream", re.IGNORECASE)
+STREAM_AFTER_S = 0.25  # a body still coming this long after its head: a stream (Sweeper)
+STREAM_AFTER_BYTES = 256 * 1024  # or this much of it buffered
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 Done = Callable[["Upstream", int, "bool", "str | None", bool], None]
 Head = Callable[["Upstream"], "Client | None"]
@@ -127,8 +130,10 @@ class Upstream(asyncio.Protocol):
         self.got_any = False
         self.deadline = 0.0  # loop time after which the attempt times out (Sweeper)
         self.raw: list[bytes] = []  # the response's bytes as they came
-        self.on_head: Head | None = None  # asked once a head came without its whole body
+        self.on_head: Head | None = None  # asked once the response is seen to be a stream
         self.stream_to: Client | None = None  # committed: the rest goes straight there
+        self.head_at = 0.0  # loop time its head came while its body had not (0: not yet)
+        self.buffered = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -141,6 +146,7 @@ class Upstream(asyncio.Protocol):
         self.raw = []
         self.deadline = deadline
         self.on_head, self.stream_to = on_head, None
+        self.head_at, self.buffered = 0.0, 0
         assert self.transport is not None
         self.transport.write(raw)
 
@@ -158,17 +164,30 @@ class Upstream(asyncio.Protocol):
             self._finish(0, f"bad response: {exc}")
             return
         if not self.resp.done and self.resp.headers_done and self.on_head is not None:
-            self._stream()
+            self._maybe_stream(len(data))
         if self.resp is not None and self.resp.done:
             status = self.parser.get_status_code()
             if self.resp.head_only:  # llhttp still waits for a body: start afresh next time
                 self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
             self._finish(status, None)
 
-    def _stream(self) -> None:
-        """The head came without the whole body: ask the exchange whether to commit (it does
-        unless it would retry this answer); committed, what came so far goes to the client
-        now and the rest as it comes, with no attempt deadline."""
+    def _maybe_stream(self, more: int) -> None:
+        """Stream at once what says it is an event stream or has buffered a lot; note when the
+        head came otherwise (the Sweeper streams it after STREAM_AFTER_S)."""
+        self.buffered += more
+        if not self.head_at:
+            self.head_at = asyncio.get_running_loop().time()
+            raw = self.raw[0] if len(self.raw) == 1 else b"".join(self.raw)
+            if EVENT_STREAM.search(raw, 0, raw.find(b"\r\n\r\n")):
+                self.stream()
+                return
+        if self.buffered > STREAM_AFTER_BYTES:
+            self.stream()
+
+    def stream(self) -> None:
+        """The response is a stream: ask the exchange whether to commit (it does unless it
+        would retry this answer); committed, what came so far goes to the client now and the
+        rest as it comes, with no attempt deadline."""
         on_head, self.on_head = self.on_head, None
         client = on_head(self) if on_head is not None else None
         if client is None:
@@ -177,6 +196,7 @@ class Upstream(asyncio.Protocol):
         client.streaming = self
         raw, self.raw = self.raw, []
         client.write(b"".join(raw))
+        self.head_at = 0.0
         if self.transport is not None:
             keepalive(self.transport)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .balancer import Backend, Balancer, Pool
-from .http_protocols import Client, UpstreamPool
+from .http_protocols import STREAM_AFTER_S, Client, UpstreamPool
 from .tunnel import TcpClient
 
 log = logging.getLogger("onepane.proxy")
@@ -198,6 +198,9 @@ class Proxy:
                 for up in list(ex.ups):
                     if up.done is not None and now >= up.deadline:
                         up.timeout()
+                    elif up.head_at and up.on_head is not None and \
+                            now - up.head_at >= STREAM_AFTER_S:
+                        up.stream()  # its body is still coming: a stream
                 if ex.hedge_at and now >= ex.hedge_at and not ex.answered:
                     ex.hedge()
 

@@ -266,7 +266,8 @@ class Stream:
     """A backend that answers with an endless chunked stream (server-sent events), one event
     each time the test says so: what the client has seen proves the proxy did not hold it."""
 
-    def __init__(self) -> None:
+    def __init__(self, content_type: str = "text/event-stream") -> None:
+        self.content_type = content_type
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(8)
@@ -286,8 +287,8 @@ class Stream:
             if not conn.recv(65536):  # a health check's bare connect
                 conn.close()
                 return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n".encode())
         except OSError:
             conn.close()
             return
@@ -379,3 +380,44 @@ def test_haproxy_passes_a_stream_on_as_it_comes_and_ends_it_with_its_backend(
                     pass
     finally:
         plane.stop()
+
+
+def test_a_long_answer_streams_but_a_short_one_cut_short_is_retried_whole(proxy: Any) -> None:
+    """A body still coming a moment after its head is a stream and flows (here a chunked
+    download that says nothing of streaming); an answer whose backend dies between its head
+    and the rest of its body is retried elsewhere, never passed on cut short: an answer that
+    ends with its connection (HTTP/1.0 style, busybox's CGI) would look complete to the client
+    (seen as empty JSON bodies during a VM's live move)."""
+    stream = Stream("application/octet-stream")
+    url = proxy([{"name": "a", "backends": [stream.addr]}], attempt_timeout=5.0)
+    with httpx.Client(timeout=10) as http, http.stream("GET", url + "/download") as r:
+        assert r.status_code == 200
+        stream.send("first")  # the rest has not come: the proxy passes on what has
+        assert next(r.iter_lines()) == "data: first"
+        stream.die()
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def head_then_reset() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            threading.Event().wait(0.05)  # the body would follow; the backend dies first
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+    threading.Thread(target=head_then_reset, daemon=True).start()
+    whole = Backend("b")
+    try:
+        url = proxy([{"name": "a", "backends": [["127.0.0.1", server.getsockname()[1]]]},
+                     {"name": "b", "backends": [whole.addr]}])
+        with httpx.Client(timeout=10) as http:
+            r = http.get(url + "/state")
+            assert r.status_code == 200 and r.json() == {"location": "b"}, r.content
+    finally:
+        server.close()
