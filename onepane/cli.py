@@ -100,10 +100,23 @@ def show(data: Any, columns: list[str] | None = None, title: str | None = None) 
     cols = columns or list(rows[0].keys())
     table = Table(title=title, show_lines=False)
     for c in cols:
-        table.add_column(c)
+        table.add_column(header(c))
     for r in rows:
         table.add_row(*[_cell(r.get(c)) for c in cols])
     out.print(table)
+
+
+UNITS = (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes"), ("_gb", "GB"), ("_pct", "%"),
+         ("_percent", "%"))
+
+
+def header(key: str) -> str:
+    """A table's column for a field: its unit said in words (`downtime (ms)`, not
+    `downtime_ms`); -o json keeps the field names."""
+    for suffix, unit in UNITS:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return f"{key[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return key.replace("_", " ")
 
 
 def said(message: str, data: dict[str, Any]) -> None:
@@ -554,6 +567,12 @@ def networks_create(name: str, location: Annotated[str, typer.Option()],
     finish(job, wait, f"creating network {name}")
 
 
+@networks_app.command("delete")
+def networks_delete(network_id: str, wait: bool = True) -> None:
+    """Refused while instances are on the network (exit 5)."""
+    finish(client().delete(f"/v1/networks/{network_id}"), wait, f"deleting {network_id}")
+
+
 # ---- images ----------------------------------------------------------------------------------
 
 @images_app.command("list")
@@ -877,9 +896,19 @@ def _dns_cell(st: dict[str, Any]) -> str:
     return f"{dns['name']} -> {shown}" + (" (updating)" if dns.get("state") == "pending" else "")
 
 
+def sla_text(sla: dict[str, Any]) -> str:
+    """One wording of an SLA everywhere (the console's too): below it is said as such even
+    during a warm-up after a restart, which only pauses the measuring."""
+    if sla.get("violated"):
+        return f"below SLA: {sla['availability']}% of {sla['target']}%"
+    if sla.get("measuring"):
+        return "measuring (warm-up)"
+    return f"{sla['availability']}% of {sla['target']}%"
+
+
 def _budget_cell(sla: dict[str, Any]) -> str:
     budget = sla.get("error_budget") or {}
-    if sla.get("measuring"):
+    if sla.get("measuring") and not sla.get("violated"):
         return "measuring (warm-up)"
     if budget.get("overspent_s"):
         return (f"spent: {budget['used_down_s']} s down of {budget['allowed_down_s']} s "
@@ -894,8 +923,7 @@ def _dep_row(d: dict[str, Any]) -> dict[str, Any]:
               for loc, v in (st.get("locations") or {}).items()}
     sla = st.get("sla") or {}
     return {**d, "serving": st.get("serving"), "health": health,
-            "availability": ("measuring (warm-up)" if sla.get("measuring") else
-                             f"{sla['availability']}% (target {sla['target']}%)") if sla else "",
+            "availability": sla_text(sla) if sla else "",
             "error_budget": _budget_cell(sla) if sla else "",
             "dns": _dns_cell(st)}
 

@@ -234,6 +234,17 @@ def create_network(request: Request, response: Response, req: NetworkCreate,
     return accepted(response, core(request).ops.networks.create_network(req, key))
 
 
+@router.get("/networks/{network_id}", dependencies=[viewer])
+def get_network(request: Request, network_id: str) -> Network:
+    return core(request).ops.networks.get_network(network_id)
+
+
+@router.delete("/networks/{network_id}", status_code=202, dependencies=[operator])
+def delete_network(request: Request, response: Response, network_id: str) -> Job:
+    """Refused (409) while instances are on the network."""
+    return accepted(response, core(request).ops.networks.delete_network(network_id))
+
+
 # ---- images ----------------------------------------------------------------------------------
 
 @router.get("/images", dependencies=[viewer])

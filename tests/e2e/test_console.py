@@ -421,3 +421,90 @@ def test_the_inventory_filters_and_sorts_twenty_thousand_instances(tmp_path: Pat
         assert more[:50] == names and more == sorted(more, reverse=True)
     finally:
         s.stop()
+
+
+UNLABELLED = """() => [...document.querySelectorAll("main input, main select, main textarea")]
+  .filter(el => el.type !== "checkbox" || !el.getAttribute("aria-label"))
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+  .map(el => el.id || el.outerHTML.slice(0, 80))"""
+
+
+def test_volumes_networks_jobs_locations_labels_charts_and_narrow_rows(start_server: Any,
+                                                                       page: Page) -> None:
+    """Issue 31, the console's gaps: volumes attached, detached and deleted and networks
+    deleted from the inventory; a jobs page and a locations page; every input labelled; image
+    and size chosen from what the location has; row actions on screen at 400 px; the events'
+    messages wrap at 1280 px; chart times in whole seconds, UTC, and p50/p95/p99 told apart."""
+    s = start_server("")
+    http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
+    done = lambda j: wait_for(  # noqa: E731
+        lambda: http.get(f"/v1/jobs/{j['id']}").json()["status"] == "succeeded", 30, what=j["kind"])
+    long_name = "a-rather-long-instance-name-that-makes-its-event-messages-long"
+    done(http.post("/v1/instances", json={"name": long_name, "location": "dc-a",
+                                          "image": "httpecho", "size": "nano"}).json())
+    vol = http.post("/v1/volumes", json={"name": "data", "location": "dc-a", "size_gb": 1}).json()
+    net = http.post("/v1/networks", json={"name": "back", "location": "dc-a",
+                                          "cidr": "10.60.0.0/24"}).json()
+    done(vol)
+    done(net)
+    page.goto(s.url + "/")
+    page.fill("#token", s.token)
+    page.click("#login-form button")
+
+    open_page(page, s.url, "#/inventory")
+    assert page.evaluate(UNLABELLED) == []
+    row = page.locator(f'tr[data-volume="{vol["target"]}"]')
+    expect(row.locator("select[data-attach-to] option")).to_have_count(1)
+    row.locator("button[data-attach]").click()
+    expect(row.locator("button[data-detach]")).to_have_count(1, timeout=15_000)
+    assert http.get(f"/v1/volumes/{vol['target']}").json()["attached_to"]
+    row.locator("button[data-detach]").click()
+    expect(row.locator("button[data-attach]")).to_have_count(1, timeout=15_000)
+    row.locator("button[data-delete-volume]").click()
+    expect(row).to_have_count(0, timeout=15_000)
+    page.locator(f'button[data-delete-network="{net["target"]}"]').click()
+    expect(page.locator(f'tr[data-network="{net["target"]}"]')).to_have_count(0, timeout=15_000)
+    assert http.get(f"/v1/networks/{net['target']}").status_code == 404
+
+    open_page(page, s.url, "#/jobs")
+    assert page.evaluate(UNLABELLED) == []
+    for kind in ("volume.attach", "volume.detach", "volume.delete", "network.delete"):
+        expect(page.locator("tr[data-job]", has_text=kind)).to_have_count(1)
+    page.select_option("#job-status", "failed")
+    expect(page.locator("tr[data-job]")).to_have_count(0)
+
+    open_page(page, s.url, "#/locations")
+    expect(page.locator('tr[data-location-row="dc-a"][data-status="ok"]')).to_have_count(1)
+    expect(page.locator('tr[data-location-row="dc-a"]')).to_contain_text("1")  # its instance
+
+    open_page(page, s.url, "#/manage")
+    assert page.evaluate(UNLABELLED) == []
+    page.select_option("#new-location", "dc-b")
+    expect(page.locator('#new-image option[value="httpecho"]')).to_have_count(1)
+    expect(page.locator('#new-size option[value="nano"]')).to_have_count(1)
+    page.select_option("#new-image", "httpecho")
+    page.select_option("#new-size", "small")
+    page.fill("#new-name", "picked")
+    page.click("#create-instance")
+    expect(page.locator("#instance-result .ok")).to_contain_text("created inst-", timeout=15_000)
+    made = http.get("/v1/instances", params={"name": "picked"}).json()["items"]
+    assert [(i["location"], i["size"]) for i in made] == [("dc-b", "small")]
+
+    open_page(page, s.url, "#/events")
+    assert page.evaluate(UNLABELLED) == []
+    cut = page.evaluate("""() => [...document.querySelectorAll('#events-feed td.message')]
+        .filter(td => td.scrollWidth > td.clientWidth + 1).length""")
+    assert cut == 0 and page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    charts = page.evaluate("""() => { const c = window.onepaneCharts;
+        return [c.chartTime(13 * 3600 + 18.5, 60), c.chartTime(13 * 3600, 7200),
+                c.chartTime(86400 * 40, 86400 * 7), Math.min(...c.TIME_STEPS),
+                new Set(c.DASHES.slice(0, 3).map(String)).size]; }""")
+    assert charts == ["13:00:18", "13:00", "02-10 00:00", 1, 3], charts
+
+    page.set_viewport_size({"width": 400, "height": 800})
+    open_page(page, s.url, "#/inventory")
+    edges = page.evaluate("""() => [...document.querySelectorAll('button[data-action]')]
+        .map(b => b.getBoundingClientRect().right)""")
+    assert edges and max(edges) <= 400, edges
+    page.screenshot(path=str(SHOTS / "inventory-400px.png"), full_page=True)

@@ -111,3 +111,13 @@ def test_an_empty_spec_says_so() -> None:
     from onepane.spec import parse_spec
     with pytest.raises(InvalidInput, match="the spec is empty"):
         parse_spec("")
+
+
+def test_table_columns_say_their_units() -> None:
+    """Issue 31: `p50_ms`, `heard_s_ago`-style keys read as words with units in tables."""
+    from onepane.cli import header
+    assert header("downtime_ms") == "downtime (ms)"
+    assert header("heartbeat_age_s") == "heartbeat age (s)"
+    assert header("disk_bytes") == "disk (bytes)" and header("size_gb") == "size (GB)"
+    assert header("remaining_pct") == "remaining (%)" and header("api_url") == "api url"
+    assert header("name") == "name"

@@ -48,9 +48,16 @@ async function instanceAction(inst, action) {
   return true;
 }
 
+// Every input has a visible label (a screen reader names it by it too).
+const field = (text, input) => h("label", { class: "field" }, h("span", {}, text), input);
+
+// Each cell carries its column's name (data-label): on a narrow screen a row is a card of
+// labelled lines, so its actions stay on screen. `wrap`: a free-text column that wraps.
 function table(columns, rows, rowAttrs = () => ({})) {
+  const cell = (c, r) => h("td", { "data-label": typeof c.title === "string" ? c.title : "",
+    class: c.wrap ? "wrap" : null }, c.cell(r));
   return h("table", {}, h("thead", {}, h("tr", {}, columns.map(c => h("th", {}, c.title)))),
-    h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => h("td", {}, c.cell(r)))))));
+    h("tbody", {}, rows.map(r => h("tr", rowAttrs(r), columns.map(c => cell(c, r))))));
 }
 
 // Only what makes sense now: a running instance is not started, a stopped one not stopped.
@@ -60,6 +67,20 @@ const ACTIONS_BY_STATE = { running: ["stop", "reboot", "destroy"], stopped: ["st
 const stateClass = s => ({ running: "ok", ok: "ok", stopped: "warning", suspended: "warning", pending: "warning" }[s] || "bad");
 const badge = s => h("span", { class: stateClass(s) }, s);
 const stale = gen => gen !== routeGen;
+// Chart time axes: whole seconds and up (uPlot's own ticks read ":18.500" on a live minute),
+// in UTC; a tick says as much as its span needs.
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+const DASHES = [[], [8, 4], [2, 3], [12, 3, 2, 3]];
+function chartTime(t, span) {
+  const iso = new Date(t * 1000).toISOString();  // always UTC
+  return span > 2 * 86400 ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}`
+    : span > 600 ? iso.slice(11, 16) : iso.slice(11, 19);
+}
+window.onepaneCharts = { chartTime, TIME_STEPS, DASHES };  // for the console's tests
+// One wording of a deployment's SLA everywhere (tables, its page, the alerts): below its SLA
+// is said as such even during a warm-up after a restart, which only pauses the measuring.
+const slaText = sla => sla.violated ? `below SLA: ${sla.availability}% of ${sla.target}%`
+  : sla.measuring ? "measuring (warm-up)" : `${sla.availability}% of ${sla.target}%`;
 const ready = () => main.setAttribute("data-ready", location.hash || "#/overview");
 
 // ---- login ------------------------------------------------------------------------------------
@@ -152,7 +173,7 @@ async function overview() {
   for (const st of Object.values(summary)) for (const [k, n] of Object.entries(st)) allStates[k] = (allStates[k] || 0) + n;
   const alerts = [
     ...locs.filter(l => !["ok", "unknown"].includes(l.status)).map(l => `location ${l.name} is ${l.status}: ${l.status_detail || ""}`),
-    ...deps.filter(d => d.status.sla?.violated).map(d => `deployment ${d.name} is below its SLA (${d.status.sla.availability}% of ${d.status.sla.target}%)`),
+    ...deps.filter(d => d.status.sla?.violated).map(d => `deployment ${d.name}: ${slaText(d.status.sla)}`),
     ...deps.filter(d => Object.keys(d.status.locations || {}).length && !Object.values(d.status.locations).some(v => v.up)).map(d => `deployment ${d.name} has no healthy replica`),
     ...failed.items.map(j => `job ${j.kind} ${j.target || ""} failed: ${j.error?.detail || ""}`),
     ...(nodes.length && !leader ? ["no node of the control plane leads: no failover, policy or sync happens"] : []),
@@ -164,10 +185,10 @@ async function overview() {
       { title: "primary", cell: d => d.primary || "" },
       { title: "health", cell: d => Object.entries(d.status.locations || {}).map(([l, v]) =>
           h("span", { class: "pill " + (v.up ? "ok" : "bad") }, `${l} ${v.healthy}/${v.replicas}`)) },
-      { title: "availability", cell: d => !d.status.sla ? "" : d.status.sla.measuring
-          ? h("span", { title: "warm-up: availability counts once the deployment first serves" }, "measuring")
-          : h("span", { class: d.status.sla.violated ? "bad" : "ok" },
-            `${d.status.sla.availability}% of ${d.status.sla.target}%`) },
+      { title: "availability", cell: d => !d.status.sla ? "" : h("span", {
+          class: d.status.sla.violated ? "bad" : d.status.sla.measuring ? "" : "ok",
+          title: d.status.sla.measuring ? "warm-up: availability counts once the deployment first serves" : null },
+          slaText(d.status.sla)) },
     ], all ? byTrouble : byTrouble.slice(0, MAP_ROWS)),
     byTrouble.length > MAP_ROWS && !all ? h("button", { id: "all-deployments", onclick: () => listDeployments(true) },
       `show all ${byTrouble.length}`) : "");
@@ -222,10 +243,10 @@ async function inventory() {
   locsP.then(locs => locSelect.append(...locs.map(l => h("option", { value: l.name }, l.name))));
   main.replaceChildren(h("h2", {}, "Inventory"),
     h("div", { class: "filters" },
-      locSelect,
-      select("state", ["running", "stopped", "suspended", "pending", "error", "missing"]),
-      h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } }),
-      h("input", { id: "filter-tag", placeholder: "tag key=value", onchange: e => { f.tag = e.target.value; load(); } })),
+      field("location", locSelect),
+      field("state", select("state", ["running", "stopped", "suspended", "pending", "error", "missing"])),
+      field("name", h("input", { id: "filter-name", placeholder: "search names", oninput: e => { f.name = e.target.value; load(); } })),
+      field("tag", h("input", { id: "filter-tag", placeholder: "key=value", onchange: e => { f.tag = e.target.value; load(); } }))),
     h("div", { class: "filters", id: "bulk" }, h("span", { id: "bulk-count" }, "0 selected"),
       ...["start", "stop", "reboot", "destroy"].map(a => h("button", { "data-bulk": a, onclick: () => bulk(a) }, `${a} selected`))),
     body);
@@ -287,7 +308,7 @@ async function inventory() {
       more.replaceChildren(cursor ? h("button", { id: "more", onclick: async () => {
         q.set("cursor", cursor);
         const next = await api(`/v1/instances?${q}`);
-        instances.tBodies[0].append(...next.items.map(i => h("tr", rowAttrs(i), cols.map(c => h("td", {}, c.cell(i))))));
+        instances.tBodies[0].append(...table(cols, next.items, rowAttrs).tBodies[0].children);
         cursor = next.next_cursor;
         addMore();
       } }, "Load more") : "");
@@ -298,14 +319,38 @@ async function inventory() {
     ready();  // the instances are on screen; volumes and networks follow below them
     const [vols, nets] = await extras;
     if (mine !== seq) return;
+    const vnOut = h("div", { id: "vn-action-result", role: "status" });
     below.replaceChildren(
       h("h3", {}, "Volumes"),
       table([{ title: "name", cell: v => v.name }, { title: "location", cell: v => v.location },
         { title: "size", cell: v => `${v.size_gb} GB` }, { title: "state", cell: v => v.state },
-        { title: "attached to", cell: v => v.attached_to || "" }], vols.items),
+        { title: "attached to", cell: v => v.attached_to || "" },
+        { title: "", cell: v => volumeActions(v, page.items, vnOut) }], vols.items,
+        v => ({ "data-volume": v.id })),
       h("h3", {}, "Networks"),
       table([{ title: "name", cell: n => n.name }, { title: "location", cell: n => n.location },
-        { title: "cidr", cell: n => n.cidr || "" }, { title: "state", cell: n => n.state }], nets.items));
+        { title: "cidr", cell: n => n.cidr || "" }, { title: "state", cell: n => n.state },
+        { title: "", cell: n => h("button", { "data-delete-network": n.id, onclick: () => vnAct(vnOut,
+            `Delete network ${n.name} (${n.id})?`, () => api(`/v1/networks/${n.id}`, { method: "DELETE" })) }, "delete") }],
+        nets.items, n => ({ "data-network": n.id })),
+      vnOut);
+  }
+  // a volume: attached to an instance of its location (chosen from a list), detached, deleted
+  function volumeActions(v, instances, vnOut) {
+    if (v.attached_to) return h("button", { "data-detach": v.id, onclick: () => vnAct(vnOut,
+      `Detach ${v.name} from ${v.attached_to}?`, () => api(`/v1/volumes/${v.id}/detach`, { method: "POST" })) }, "detach");
+    const here = instances.filter(i => i.location === v.location && i.provider_id);
+    const pick = h("select", { "aria-label": `attach ${v.name} to`, "data-attach-to": v.id },
+      here.map(i => h("option", { value: i.id }, `${i.name} (${i.id})`)));
+    return [here.length ? pick : "", here.length ? h("button", { "data-attach": v.id, onclick: () => vnAct(vnOut, null,
+        () => api(`/v1/volumes/${v.id}/attach`, { method: "POST", body: { instance: pick.value } })) }, "attach") : "",
+      h("button", { "data-delete-volume": v.id, onclick: () => vnAct(vnOut, `Delete volume ${v.name} (${v.id})?`,
+        () => api(`/v1/volumes/${v.id}`, { method: "DELETE" })) }, "delete")];
+  }
+  async function vnAct(vnOut, question, call) {
+    if (question && !confirm(question)) return;
+    try { await waitJob(await call()); load(); }
+    catch (err) { vnOut.replaceChildren(h("span", { class: "error" }, err.message)); }
   }
   await load();
   // The table follows what happens (creates, state changes, drift), a moment after the events
@@ -404,7 +449,7 @@ async function deployments(name) {
     const here = byName[d.primary];
     const targets = here && here.capabilities.live_migration ? locations.filter(l =>
       l.name !== d.primary && l.provider === here.provider && l.capabilities.live_migration) : [];
-    const liveTo = h("select", { id: "live-to" }, targets.map(l => h("option", { value: l.name }, l.name)));
+    const liveTo = h("select", { id: "live-to", "aria-label": "live move to" }, targets.map(l => h("option", { value: l.name }, l.name)));
     const liveMove = async () => {
       const to = liveTo.value;
       if (!confirm(`Move ${name}'s running VM from ${d.primary} to ${to}? Its memory, disk, address and open connections move with it.`)) return;
@@ -447,10 +492,10 @@ async function deployments(name) {
         { title: "", cell: ([l, v]) => l === d.primary ? "" : h("button", { "data-move": l, disabled: !v.up,
             onclick: act("move", { to: l }, `Move ${name} to ${l}?`) }, `Move to ${l}`) },
       ], Object.entries(locs)),
-      d.status.sla && d.status.sla.measuring ? h("p", { id: "sla" },
+      d.status.sla && d.status.sla.measuring && !d.status.sla.violated ? h("p", { id: "sla" },
         `SLA: measuring (warm-up, target ${d.status.sla.target}%)`) :
       d.status.sla ? h("p", { id: "sla", class: d.status.sla.violated ? "bad" : "ok" },
-        `SLA: availability ${d.status.sla.availability}% (target ${d.status.sla.target}%) · `,
+        `SLA: ${slaText(d.status.sla)} · `,
         d.status.sla.error_budget.remaining_pct < 0 ? "error budget exhausted " :
           `error budget left ${d.status.sla.error_budget.remaining_pct}% `,
         `(${d.status.sla.error_budget.used_down_s} s down of ${d.status.sla.error_budget.allowed_down_s} s allowed)`) : "",
@@ -472,9 +517,14 @@ async function deployments(name) {
     if (!window.uPlot || !data[0].length) return;
     const opts = { width: Math.max(280, box.clientWidth || main.clientWidth - 60), height: 170,
       legend: { live: false },
-      axes: [{}, { size: 80, values: (u, ticks) => ticks.map(v => `${+v.toFixed(2)}${unit}`) }],
-      series: [{}, ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4], width: 2,
-        value: (u, v) => v == null ? "—" : `${v.toFixed(2)}${unit}` }))] };
+      tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),  // UTC, as the rest of the console
+      axes: [{ space: 70, incrs: TIME_STEPS, label: "UTC",
+               values: (u, ticks) => ticks.map(t => chartTime(t, u.scales.x.max - u.scales.x.min)) },
+             { size: 80, values: (u, ticks) => ticks.map(v => `${+v.toFixed(2)}${unit}`) }],
+      // distinct dashes as well as colours: p50, p95 and p99 often lie on top of each other
+      series: [{ value: (u, t) => t == null ? "—" : chartTime(t, 0) + " UTC" },
+        ...labels.map((l, i) => ({ label: l, stroke: colors[i % 4], width: 2, dash: DASHES[i % 4],
+          value: (u, v) => v == null ? "—" : `${v.toFixed(2)}${unit}` }))] };
     // a stored range spans the whole window asked for, however little of it has data yet
     if (range) opts.scales = { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - range, now]; } } };
     if (!charts[key] || charts[key].series.length !== labels.length + 1) {
@@ -661,8 +711,27 @@ async function manage() {
 
   // an instance
   const f = { name: h("input", { id: "new-name", placeholder: "name", value: "web-1" }),
-    location: h("select", { id: "new-location" }, locs.map(l => h("option", { value: l.name }, l.name))),
-    image: h("input", { id: "new-image", value: "httpecho" }), size: h("input", { id: "new-size", value: "nano" }) };
+    location: h("select", { id: "new-location", onchange: () => choices() },
+      locs.map(l => h("option", { value: l.name }, l.name))),
+    image: h("select", { id: "new-image" }), size: h("select", { id: "new-size" }) };
+  // what the chosen location has: its images (catalog images replicated there first) and sizes
+  async function choices() {
+    const loc = f.location.value;
+    if (!loc) return;
+    const [imgs, cat, sizes] = await Promise.all([
+      api(`/v1/images?location=${encodeURIComponent(loc)}&limit=200`).catch(() => []),
+      api("/v1/catalog").catch(() => ({ items: [] })),
+      api(`/v1/locations/${encodeURIComponent(loc)}/sizes`).catch(() => [])]);
+    if (f.location.value !== loc) return;
+    const ready = (cat.items || cat).filter(c => (c.replicas || []).some(r => r.location === loc && r.state === "ready"));
+    f.image.replaceChildren(...ready.map(c => h("option", { value: c.id }, `${c.name} (${c.id})`)),
+      ...imgs.map(i => h("option", { value: i.id }, i.name === i.id ? i.id : `${i.name} (${i.id})`)));
+    f.size.replaceChildren(...(ready.length ? [h("option", { value: "auto" }, "auto (what the image asks for)")] : []),
+      ...sizes.map(z => h("option", { value: z.id }, z.name && z.name !== z.id ? `${z.id} (${z.name})` : z.id)));
+    const nano = sizes.find(z => z.id === "nano");
+    if (nano && !ready.length) f.size.value = "nano";
+  }
+  choices();
   const instOut = out("instance-result");
   const create = async () => {
     instOut.replaceChildren("creating…");
@@ -769,25 +838,31 @@ async function manage() {
     catch (err) { vnOut.replaceChildren(h("span", { class: "error" }, err.message)); }
   };
   main.replaceChildren(h("h2", {}, "Manage"),
-    h("div", { class: "card" }, h("h3", {}, "Apply a deployment"), spec,
+    h("div", { class: "card" }, h("h3", {}, "Apply a deployment"), field("spec (YAML)", spec),
       h("p", {}, h("button", { id: "apply", onclick: apply }, "Apply")), specOut),
     h("div", { class: "card" }, h("h3", {}, "Create an instance"),
-      h("div", { class: "filters" }, f.name, f.location, f.image, f.size,
+      h("div", { class: "filters" }, field("name", f.name), field("location", f.location),
+        field("image", f.image), field("size", f.size),
         h("button", { id: "create-instance", onclick: create }, "Create")), instOut),
     h("div", { class: "card" }, h("h3", {}, "Import an image"),
-      h("div", { class: "filters" }, file, imgName, h("label", {}, "replicate to ", targets),
+      h("div", { class: "filters" }, field("disk or OVA file", file), field("name", imgName),
+        field("replicate to", targets),
         h("button", { id: "upload", onclick: upload }, "Import")), bar, imgOut),
     h("div", { class: "card" }, h("h3", {}, "Volumes and networks"),
-      h("div", { class: "filters" }, vf.name, vf.size, vf.location, h("button", { id: "create-volume",
+      h("div", { class: "filters" }, field("volume name", vf.name), field("size (GB)", vf.size),
+        field("location", vf.location), h("button", { id: "create-volume",
         onclick: make("/v1/volumes", () => ({ name: vf.name.value, size_gb: Number(vf.size.value), location: vf.location.value })) }, "Create volume")),
-      h("div", { class: "filters" }, nf.name, nf.cidr, nf.location, h("button", { id: "create-network",
+      h("div", { class: "filters" }, field("network name", nf.name), field("CIDR", nf.cidr),
+        field("location", nf.location), h("button", { id: "create-network",
         onclick: make("/v1/networks", () => ({ name: nf.name.value, cidr: nf.cidr.value, location: nf.location.value })) }, "Create network")),
       vnOut),
     tokens ? h("div", { class: "card" }, h("h3", {}, "Locations"),
-      h("div", { class: "filters" }, ...Object.values(lf), h("button", { id: "add-location", onclick: addLocation }, "Add location")),
+      h("div", { class: "filters" }, ...Object.entries(lf).map(([k, el]) => field(k, el)),
+        h("button", { id: "add-location", onclick: addLocation }, "Add location")),
       locOut, locBox) : "",
     tokens ? h("div", { class: "card" }, h("h3", {}, "Tokens"),
-      h("div", { class: "filters" }, tokName, tokRole, h("button", { id: "create-token", onclick: makeToken }, "Create token")),
+      h("div", { class: "filters" }, field("token name", tokName), field("role", tokRole),
+        h("button", { id: "create-token", onclick: makeToken }, "Create token")),
       secretOut, tokBox) : h("p", {}, "Tokens and keys need the admin role."),
     keys ? h("div", { class: "card" }, h("h3", {}, "EC2 access keys"),
       h("div", { class: "scroll" }, table([{ title: "key id", cell: k => k.access_key_id }, { title: "name", cell: k => k.name },
@@ -805,9 +880,11 @@ async function events() {
   const state = { kind: "", severity: "", range: "", oldest: null };
   const tbody = h("tbody", { id: "events-feed" });
   const row = e => h("tr", { "data-kind": e.kind, "data-severity": e.severity },
-    h("td", {}, e.ts.replace("T", " ").slice(0, 19) + "Z"),
-    h("td", { class: e.severity }, e.severity), h("td", {}, e.kind), h("td", {}, e.location || ""),
-    h("td", {}, e.subject || ""), h("td", {}, e.message));
+    h("td", { "data-label": "time (UTC)" }, e.ts.replace("T", " ").slice(0, 19) + "Z"),
+    h("td", { class: e.severity, "data-label": "severity" }, e.severity),
+    h("td", { "data-label": "kind" }, e.kind), h("td", { "data-label": "location" }, e.location || ""),
+    h("td", { "data-label": "subject" }, e.subject || ""),
+    h("td", { class: "wrap message", "data-label": "message" }, e.message));
   const older = h("button", { id: "events-older", onclick: () => load(true) }, "Older");
   function query(before) {
     const q = new URLSearchParams({ limit: "100", before: String(before) });
@@ -827,15 +904,15 @@ async function events() {
     && (!state.severity || state.severity.split(",").includes(e.severity));
   main.replaceChildren(h("h2", {}, "Events ", h("small", { id: "live" }, "(live)")),
     h("div", { class: "filters" },
-      h("input", { id: "event-filter", placeholder: "kind prefix, e.g. traffic.",
-        oninput: e => { state.kind = e.target.value; load(); } }),
-      h("select", { id: "event-severity", onchange: e => { state.severity = e.target.value; load(); } },
+      field("kind", h("input", { id: "event-filter", placeholder: "prefix, e.g. traffic.",
+        oninput: e => { state.kind = e.target.value; load(); } })),
+      field("severity", h("select", { id: "event-severity", onchange: e => { state.severity = e.target.value; load(); } },
         ...[["", "any severity"], ["warning,error", "warnings and errors"], ["error", "errors"]]
-          .map(([v, t]) => h("option", { value: v }, t))),
-      h("select", { id: "event-range", onchange: e => { state.range = e.target.value; load(); } },
+          .map(([v, t]) => h("option", { value: v }, t)))),
+      field("time", h("select", { id: "event-range", onchange: e => { state.range = e.target.value; load(); } },
         ...[["", "all time"], ["900", "last 15 min"], ["3600", "last hour"], ["86400", "last 24 h"],
-            ["604800", "last 7 days"]].map(([v, t]) => h("option", { value: v }, t)))),
-    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {},
+            ["604800", "last 7 days"]].map(([v, t]) => h("option", { value: v }, t))))),
+    h("div", {}, h("table", { id: "events-table" }, h("thead", {}, h("tr", {},
       ["time (UTC)", "severity", "kind", "location", "subject", "message"].map(t => h("th", {}, t)))), tbody)),
     older);
   await load();
@@ -924,9 +1001,75 @@ async function hosts() {
   ready();
 }
 
+// ---- locations: what each can do and how it is -------------------------------------------------
+
+async function locations() {
+  const gen = routeGen;
+  const [locs, summary] = await Promise.all([api("/v1/locations"), api("/v1/inventory/summary").catch(() => ({}))]);
+  if (stale(gen)) return;
+  const count = l => Object.values(summary[l.name] || {}).reduce((a, b) => a + b, 0);
+  main.replaceChildren(h("h2", {}, "Locations"), table([
+    { title: "name", cell: l => l.name },
+    { title: "provider", cell: l => l.driver ? `${l.provider} (${l.driver})` : l.provider },
+    { title: "region", cell: l => l.region },
+    { title: "status", cell: l => h("span", { class: stateClass(l.status) }, l.status) },
+    { title: "why", wrap: true, cell: l => l.status_detail || "" },
+    { title: "last sync (UTC)", cell: l => l.last_sync ? l.last_sync.replace("T", " ").slice(0, 19) : "never" },
+    { title: "instances", cell: l => h("a", { href: "#/inventory" }, String(count(l))) },
+    { title: "labels", cell: l => Object.entries(l.labels).map(([k, v]) => h("span", { class: "pill" }, `${k}=${v}`)) },
+    { title: "cannot", wrap: true, cell: l => Object.entries(l.unsupported || {}).map(([f, why]) =>
+        h("span", { class: "pill", title: why }, f.replace(/_/g, " "))) },
+  ], locs, l => ({ "data-location-row": l.name, "data-status": l.status })));
+  ready();
+}
+
+// ---- jobs: what was asked, what it did, why it failed -------------------------------------------
+
+async function jobs() {
+  const gen = routeGen;
+  const f = { status: "", target: "" };
+  const body = h("div");
+  const more = h("p");
+  const columns = [
+    { title: "created (UTC)", cell: j => j.created_at.replace("T", " ").slice(0, 19) },
+    { title: "kind", cell: j => j.kind },
+    { title: "target", cell: j => !j.target ? "" : j.target.startsWith("inst-")
+        ? h("a", { href: `#/instance/${j.target}` }, j.target) : j.target },
+    { title: "location", cell: j => j.location || "" },
+    { title: "status", cell: j => h("span", { class: { succeeded: "ok", failed: "bad" }[j.status] || "warning" }, j.status) },
+    { title: "attempts", cell: j => String(j.attempts) },
+    { title: "error", wrap: true, cell: j => j.error?.detail || "" },
+  ];
+  const rowAttrs = j => ({ "data-job": j.id, "data-status": j.status });
+  async function load(cursor = null) {
+    const q = new URLSearchParams({ limit: "100" });
+    for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+    if (cursor) q.set("cursor", cursor);
+    const page = await api(`/v1/jobs?${q}`);
+    if (stale(gen)) return;
+    if (cursor) body.querySelector("tbody").append(...table(columns, page.items, rowAttrs).tBodies[0].children);
+    else body.replaceChildren(table(columns, page.items, rowAttrs));
+    more.replaceChildren(page.next_cursor ? h("button", { id: "jobs-older", onclick: () => load(page.next_cursor) }, "Older") : "");
+  }
+  main.replaceChildren(h("h2", {}, "Jobs"),
+    h("div", { class: "filters" },
+      field("status", h("select", { id: "job-status", onchange: e => { f.status = e.target.value; load(); } },
+        ["", "queued", "running", "succeeded", "failed"].map(v => h("option", { value: v }, v || "any status")))),
+      field("target", h("input", { id: "job-target", placeholder: "inst-…, vol-…", onchange: e => { f.target = e.target.value.trim(); load(); } }))),
+    body, more);
+  await load();
+  if (stale(gen)) return;
+  ready();
+  let pending = null;
+  stopPage = follow(ev => {
+    if (!ev.kind.startsWith("job.") || pending) return;
+    pending = setTimeout(() => { pending = null; load(); }, 300);
+  });
+}
+
 // ---- routing ----------------------------------------------------------------------------------
 
-const pages = { overview, inventory, deployments, images, events, manage, instance, hosts };
+const pages = { overview, inventory, deployments, images, events, manage, instance, hosts, locations, jobs };
 
 async function route() {
   stopPage(); stopPage = () => {};
