@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -33,11 +34,18 @@ class Switch:
     p50_elevated_s: float = 0.0  # how long p50 (per 250 ms) stayed above 2x its value before
 
 
+def served_by_location(r: httpx.Response) -> str:
+    """Who answered, as httpecho says it ({"location": ...}); ValueError/KeyError if not."""
+    return str(r.json()["location"])
+
+
 @dataclass
 class Load:
     url: str
     clients: int = 1
     timeout: float = 10.0
+    # a 200's answer -> who served it; raising ValueError or KeyError makes it a failure
+    read: Callable[[httpx.Response], str] = served_by_location
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -62,7 +70,7 @@ class Load:
                 try:
                     r = http.get(self.url)
                     ok = r.status_code == 200
-                    where = r.json()["location"] if ok else f"HTTP {r.status_code}"
+                    where = self.read(r) if ok else f"HTTP {r.status_code}"
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     ok, where = False, repr(exc)
                 with self._lock:

@@ -41,6 +41,8 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-enco
 FOR_THIS_HOP = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP - {
     b"content-length"})) + rb")[ \t]*:", re.IGNORECASE)
 HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+FRAMED = re.compile(rb"\r\n(content-length[ \t]*:|transfer-encoding[ \t]*:[^\r]*chunked)",
+                    re.IGNORECASE)
 EVENT_STREAM = re.compile(rb"\r\ncontent-type[ \t]*:[ \t]*text/event-stream", re.IGNORECASE)
 STREAM_AFTER_S = 0.25  # a body still coming this long after its head: a stream (Sweeper)
 STREAM_AFTER_BYTES = 256 * 1024  # or this much of it buffered
@@ -132,8 +134,9 @@ class Upstream(asyncio.Protocol):
         self.raw: list[bytes] = []  # the response's bytes as they came
         self.on_head: Head | None = None  # asked once the response is seen to be a stream
         self.stream_to: Client | None = None  # committed: the rest goes straight there
-        self.head_at = 0.0  # loop time its head came while its body had not (0: not yet)
+        self.head_at = 0.0  # loop time a framed head came while its body had not (0: not yet)
         self.buffered = 0
+        self.seen_head = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -146,7 +149,7 @@ class Upstream(asyncio.Protocol):
         self.raw = []
         self.deadline = deadline
         self.on_head, self.stream_to = on_head, None
-        self.head_at, self.buffered = 0.0, 0
+        self.head_at, self.buffered, self.seen_head = 0.0, 0, False
         assert self.transport is not None
         self.transport.write(raw)
 
@@ -175,12 +178,15 @@ class Upstream(asyncio.Protocol):
         """Stream at once what says it is an event stream or has buffered a lot; note when the
         head came otherwise (the Sweeper streams it after STREAM_AFTER_S)."""
         self.buffered += more
-        if not self.head_at:
-            self.head_at = asyncio.get_running_loop().time()
+        if not self.seen_head:
+            self.seen_head = True
             raw = self.raw[0] if len(self.raw) == 1 else b"".join(self.raw)
-            if EVENT_STREAM.search(raw, 0, raw.find(b"\r\n\r\n")):
+            end = raw.find(b"\r\n\r\n")
+            if EVENT_STREAM.search(raw, 0, end):
                 self.stream()
                 return
+            if FRAMED.search(raw, 0, end):  # the Sweeper streams it if it stays slow
+                self.head_at = asyncio.get_running_loop().time()
         if self.buffered > STREAM_AFTER_BYTES:
             self.stream()
 

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 from onepane.providers.dcnet import CATCH_ALL
 from onepane.providers.netns import NetnsProvider
 from onepane.traffic.drill import Load
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, port_open, wait_for
 from tests.integration.test_images import make_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -501,6 +501,32 @@ def test_volumes_networks_jobs_locations_labels_charts_and_narrow_rows(start_ser
                 c.chartTime(86400 * 40, 86400 * 7), Math.min(...c.TIME_STEPS),
                 new Set(c.DASHES.slice(0, 3).map(String)).size]; }""")
     assert charts == ["13:00:18", "13:00", "02-10 00:00", 1, 3], charts
+    # one SLA wording: below it is said as such even during a restart's warm-up
+    sla = {"availability": 97.5, "target": 99.9, "measuring": True, "violated": True}
+    assert page.evaluate("s => window.onepaneSlaText(s)", sla) == "below SLA: 97.5% of 99.9%"
+    assert page.evaluate("s => window.onepaneSlaText(s)", {**sla, "violated": False}) == \
+        "measuring (warm-up)"
+
+    # a deployment made again under a deleted one's name shows none of its history
+    again_port = free_port()
+    spec = {"name": "again", "image": "httpecho", "size": "nano", "listen": f"127.0.0.1:{again_port}",
+            "replicas": {"dc-a": 1, "dc-b": 1},
+            "health": {"interval": 0.2, "timeout": 0.5, "rise": 1, "fall": 1},
+            "traffic": {"mode": "active-passive", "order": ["dc-a", "dc-b"]}}
+    http.post("/v1/deployments", json=spec).raise_for_status()
+    wait_for(lambda: all(v["up"] for v in (http.get("/v1/deployments/again").json()["status"]
+                                           .get("locations") or {"x": {"up": False}}).values()),
+             30, what="again: both locations up")
+    http.post("/v1/deployments/again/failover").raise_for_status()
+    wait_for(lambda: http.get("/v1/events", params={"subject": "again", "kind": "traffic."})
+             .json()["items"] != [], 10, what="the failover's event")
+    http.delete("/v1/deployments/again").raise_for_status()
+    wait_for(lambda: http.get("/v1/deployments/again").status_code == 404
+             and not port_open("127.0.0.1", again_port), 20, what="deleted, its plane stopped")
+    http.post("/v1/deployments", json=spec).raise_for_status()
+    open_page(page, s.url, "#/deployments/again")
+    expect(page.locator("#timeline")).to_be_attached(timeout=10_000)
+    expect(page.locator("#timeline li", has_text="fail")).to_have_count(0)
 
     page.set_viewport_size({"width": 400, "height": 800})
     open_page(page, s.url, "#/inventory")

@@ -138,9 +138,9 @@ class Unanswering(Hanging):
 
 def test_a_hung_endpoint_answers_503_for_its_own_requests_only(core: Core, tmp_path: Path,
                                                                monkeypatch: Any) -> None:
-    import onepane.inventory.operations as operations
+    import onepane.inventory.validation as validation
     from onepane.errors import TransientProviderError as Transient
-    monkeypatch.setattr(operations, "VALIDATE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(validation, "VALIDATE_TIMEOUT_S", 0.5)
     hung = Unanswering("dc-b", tmp_path)
     swap(core, hung)
     try:

@@ -121,3 +121,13 @@ def test_table_columns_say_their_units() -> None:
     assert header("disk_bytes") == "disk (bytes)" and header("size_gb") == "size (GB)"
     assert header("remaining_pct") == "remaining (%)" and header("api_url") == "api url"
     assert header("name") == "name"
+
+
+def test_the_sla_reads_the_same_in_every_table() -> None:
+    """Issue 31: a deployment below its SLA was `measuring` in the table while the alerts said
+    `below SLA` (a restart's warm-up pauses the measuring, not the violation)."""
+    from onepane.cli import sla_text
+    sla = {"availability": 97.5, "target": 99.9, "measuring": True, "violated": True}
+    assert sla_text(sla) == "below SLA: 97.5% of 99.9%"
+    assert sla_text({**sla, "violated": False}) == "measuring (warm-up)"
+    assert sla_text({**sla, "violated": False, "measuring": False}) == "97.5% of 99.9%"

@@ -79,7 +79,7 @@ function chartTime(t, span) {
 window.onepaneCharts = { chartTime, TIME_STEPS, DASHES };  // for the console's tests
 // One wording of a deployment's SLA everywhere (tables, its page, the alerts): below its SLA
 // is said as such even during a warm-up after a restart, which only pauses the measuring.
-const slaText = sla => sla.violated ? `below SLA: ${sla.availability}% of ${sla.target}%`
+const slaText = window.onepaneSlaText = sla => sla.violated ? `below SLA: ${sla.availability}% of ${sla.target}%`
   : sla.measuring ? "measuring (warm-up)" : `${sla.availability}% of ${sla.target}%`;
 const ready = () => main.setAttribute("data-ready", location.hash || "#/overview");
 
