@@ -256,3 +256,55 @@ def test_what_ansible_sends_at_create(start_server: Any, moto: str) -> None:
                       ) == "InvalidParameterCombination"
     assert len(ec2.describe_instances()["Reservations"]) == count
     ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
+
+
+def test_what_ansible_asks_on_a_rerun(start_server: Any, moto: str) -> None:
+    """Issue 32, the calls amazon.aws makes on every run: ec2_vpc_net sets the VPC's DNS
+    attributes, ec2_vpc_subnet reads assignIpv6AddressOnCreation and sets MapPublicIpOnLaunch,
+    ec2_vol reads multiAttachEnabled, ec2_snapshot_info asks DescribeSnapshotAttribute, and
+    ec2_security_group first asks sts:GetCallerIdentity and iam:GetUser at the same endpoint."""
+    server = start_server(config(moto))
+    key = access_key(server)
+    ec2 = ec2_client(server, key)
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    assert ec2.describe_vpc_attribute(VpcId=vpc, Attribute="enableDnsHostnames")[
+        "EnableDnsHostnames"]["Value"] is False
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    assert ec2.describe_vpc_attribute(VpcId=vpc, Attribute="enableDnsHostnames")[
+        "EnableDnsHostnames"]["Value"] is True
+    assert ec2.describe_vpc_attribute(VpcId=vpc, Attribute="enableDnsSupport")[
+        "EnableDnsSupport"]["Value"] is True
+    assert error_code(ec2.modify_vpc_attribute, VpcId="vpc-00000000",
+                      EnableDnsSupport={"Value": True}) == "InvalidVpcID.NotFound"
+
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24",
+                               AvailabilityZone="dc-a")["Subnet"]["SubnetId"]
+    shown = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]
+    assert shown["AssignIpv6AddressOnCreation"] is False and shown["MapPublicIpOnLaunch"] is False
+    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+    assert ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["MapPublicIpOnLaunch"] is True
+    assert error_code(ec2.modify_subnet_attribute, SubnetId=subnet,
+                      AssignIpv6AddressOnCreation={"Value": True}) == "UnsupportedOperation"
+    ec2.modify_subnet_attribute(SubnetId=subnet, AssignIpv6AddressOnCreation={"Value": False})
+
+    vol = ec2.create_volume(AvailabilityZone="dc-a", Size=1)["VolumeId"]
+    wait_for(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available",
+             30, what="the volume")
+    assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["MultiAttachEnabled"] is False
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    perm = ec2.describe_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission")
+    assert perm["SnapshotId"] == snap and perm["CreateVolumePermissions"] == []
+
+    who = boto3.client("sts", endpoint_url=f"{server.url}/ec2/", region_name="onepane",
+                       aws_access_key_id=key[0], aws_secret_access_key=key[1]
+                       ).get_caller_identity()
+    assert who["Account"] == "000000000000" and who["UserId"] == key[0]
+    assert who["Arn"] == "arn:aws:iam::000000000000:user/ci-operator"
+    user = boto3.client("iam", endpoint_url=f"{server.url}/ec2/", region_name="onepane",
+                        aws_access_key_id=key[0], aws_secret_access_key=key[1]).get_user()
+    assert user["User"]["UserName"] == "ci-operator" and user["User"]["Arn"] == who["Arn"]
+    wrong = boto3.client("sts", endpoint_url=f"{server.url}/ec2/", region_name="onepane",
+                         aws_access_key_id=key[0], aws_secret_access_key="not-the-secret")
+    with pytest.raises(ClientError) as err:
+        wrong.get_caller_identity()
+    assert err.value.response["Error"]["Code"] == "SignatureDoesNotMatch"

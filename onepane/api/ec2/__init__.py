@@ -27,6 +27,7 @@ from ...errors import (
 from ..deps import RANK, core, header_lists
 from . import (  # noqa: F401 - they register their actions
     account,
+    identity,
     instance_details,
     keys_groups_snapshots,
     routing,
@@ -63,11 +64,13 @@ def handle(request: Request, body: bytes) -> Response:
     raw_query = request.scope.get("query_string", b"").decode("latin-1")
     form = body.decode("utf-8", "replace") if request.method == "POST" else ""
     pairs = parse_qsl(raw_query, keep_blank_values=True) + parse_qsl(form, keep_blank_values=True)
-    key_id, role = authenticate(request, raw_query, body)
+    key_id, role, service = authenticate(request, raw_query, body)
     params = decode_params(pairs)
     name = params.pop("Action", None)
     if not isinstance(name, str) or not name:
         raise Ec2Error("MissingAction", "the request must contain the parameter Action")
+    if service != "ec2":  # STS and IAM, for the identity questions tools ask first
+        return Response(identity.answer(c, service, name, key_id), media_type=XML)
     version = params.pop("Version", API_VERSION)
     if name not in ACTIONS:
         raise Ec2Error("InvalidAction", f"the action {name} is not valid for this web service; "
@@ -94,10 +97,12 @@ def handle(request: Request, body: bytes) -> Response:
     return Response(render(name, result), media_type=XML)
 
 
-def authenticate(request: Request, raw_query: str, body: bytes) -> tuple[str, str]:
+def authenticate(request: Request, raw_query: str, body: bytes) -> tuple[str, str, str]:
+    """The key, its role, and the service the request was signed for (ec2, or the sts and iam
+    that tools such as Ansible ask at the same endpoint)."""
     c = core(request)
     if c.settings.dev and "authorization" not in request.headers:
-        return "dev", "admin"
+        return "dev", "admin", "ec2"
     signed = SignedRequest(method=request.method, raw_path=request.scope.get("raw_path", b"/").decode(),
                            raw_query=raw_query, headers=header_lists(request), body=body)
 
@@ -105,12 +110,12 @@ def authenticate(request: Request, raw_query: str, body: bytes) -> tuple[str, st
         pair = c.access_keys.secret_and_role(key_id)
         return pair[0] if pair else None
     try:
-        cred = verify(signed, secret_of)
+        cred = verify(signed, secret_of, services=identity.SERVICES)
     except SignatureError as exc:
         raise Ec2Error(exc.code, exc.message, 401 if exc.code != "MissingParameter" else 400) from exc
     pair = c.access_keys.secret_and_role(cred.key_id)  # cached: no second query
     assert pair is not None
-    return cred.key_id, pair[1]
+    return cred.key_id, pair[1], cred.service
 
 
 def translate(exc: OnepaneError) -> Ec2Error:

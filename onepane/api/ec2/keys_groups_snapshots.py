@@ -220,3 +220,17 @@ def DescribeSnapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def DeleteSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ctx.core.snapshots.delete(required(p, "SnapshotId"))
     return {"return": True}
+
+
+@action(READ_ONLY)
+def DescribeSnapshotAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot is its owner's alone (no sharing, no product codes): what Ansible's
+    ec2_snapshot_info asks for every snapshot."""
+    sid = required(p, "SnapshotId")
+    if not ctx.core.snapshots.find([sid]):
+        raise Ec2Error("InvalidSnapshot.NotFound", f"the snapshot '{sid}' does not exist")
+    name = p.get("Attribute")
+    if name not in ("createVolumePermission", "productCodes"):
+        raise Ec2Error("InvalidParameterValue", "Attribute is createVolumePermission or "
+                       "productCodes")
+    return {"snapshotId": sid, name: []}

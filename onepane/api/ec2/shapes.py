@@ -153,7 +153,7 @@ def volume(vol: Volume, snapshot: str = "") -> dict[str, Any]:
     return {"volumeId": vol.id, "size": vol.size_gb, "snapshotId": snapshot,
             "availabilityZone": vol.location, "status": status, "createTime": vol.created_at,
             "attachmentSet": attachments, "volumeType": "standard", "encrypted": False,
-            "tagSet": tag_set(vol.tags)}
+            "multiAttachEnabled": False, "tagSet": tag_set(vol.tags)}
 
 
 def vpc(net: Network) -> dict[str, Any]:
@@ -169,6 +169,7 @@ def subnet(net: Network) -> dict[str, Any]:
             "state": "available" if net.state == "available" else "pending",
             "cidrBlock": net.cidr or "", "availabilityZone": net.location,
             "availableIpAddressCount": 251, "defaultForAz": False, "mapPublicIpOnLaunch": False,
+            "assignIpv6AddressOnCreation": False, "ipv6CidrBlockAssociationSet": [],
             "tagSet": tag_set({"Name": net.name})}
 
 

@@ -66,13 +66,14 @@ def parse_authorization(header: str | None) -> tuple[Credential, list[str], str]
     return cred, m["signed"].split(";"), m["sig"]
 
 
-def verify(req: SignedRequest, secret_of: Callable[[str], str | None], *, service: str = "ec2",
-           now: datetime | None = None) -> Credential:
-    """Checks the signature; returns the credential it was made with."""
+def verify(req: SignedRequest, secret_of: Callable[[str], str | None], *,
+           services: tuple[str, ...] = ("ec2",), now: datetime | None = None) -> Credential:
+    """Checks the signature; returns the credential it was made with (its service one of
+    `services`)."""
     cred, signed, signature = parse_authorization(_first(req.headers, "authorization"))
-    if cred.service != service:
+    if cred.service not in services:
         raise SignatureError("SignatureDoesNotMatch", f"credential scope names service "
-                             f"{cred.service!r}; this endpoint is {service!r}")
+                             f"{cred.service!r}; this endpoint serves {', '.join(services)}")
     amz_date = _first(req.headers, "x-amz-date")
     if not amz_date:
         raise SignatureError("MissingParameter", "the X-Amz-Date header is missing")

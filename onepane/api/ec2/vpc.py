@@ -124,10 +124,42 @@ def DescribeVpcAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if vid not in {v["vpcId"] for v in all_vpcs(ctx)}:
         raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vid}' does not exist")
     name = p.get("Attribute")
-    if name not in ("enableDnsSupport", "enableDnsHostnames"):
+    if name not in VPC_DNS:
         raise Ec2Error("InvalidParameterValue", "Attribute is enableDnsSupport or "
                        "enableDnsHostnames")
-    return {"vpcId": vid, name: {"value": name == "enableDnsSupport"}}
+    value = ctx.core.annotations.get(vid).attributes.get(f"ec2.{name}", VPC_DNS[name])
+    return {"vpcId": vid, name: {"value": bool(value)}}
+
+
+VPC_DNS = {"enableDnsSupport": True, "enableDnsHostnames": False}  # EC2's defaults
+
+
+@action(WRITE)
+def ModifyVpcAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """The VPC's DNS settings, kept as EC2 keeps them (what Ansible's ec2_vpc_net sets on
+    every run); onepane's own DNS does not depend on them."""
+    from .actions import set_ec2_notes
+    vid = required(p, "VpcId")
+    if vid not in {v["vpcId"] for v in all_vpcs(ctx)}:
+        raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vid}' does not exist")
+    given = {name: _flag(p, name[0].upper() + name[1:]) for name in VPC_DNS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if len(given) != 1:
+        raise Ec2Error("InvalidParameterCombination", "change exactly one of EnableDnsSupport "
+                       "and EnableDnsHostnames a call")
+    set_ec2_notes(ctx, vid, **given)
+    return {"return": True}
+
+
+def _flag(p: dict[str, Any], name: str) -> bool | None:
+    """`Name.Value=true|false` (EC2's AttributeBooleanValue), or None when not given."""
+    body = p.get(name)
+    if body is None:
+        return None
+    value = str(body.get("Value") if isinstance(body, dict) else body).lower()
+    if value not in ("true", "false"):
+        raise Ec2Error("InvalidParameterValue", f"{name}.Value is true or false")
+    return value == "true"
 
 
 # ---- subnets ----------------------------------------------------------------------------------
@@ -135,6 +167,8 @@ def DescribeVpcAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def _subnet_shape(ctx: Context, net: Network) -> dict[str, Any]:
     body = shapes.subnet(net)
     body["vpcId"] = _vpc_of(ctx, net)
+    notes = ctx.core.annotations.get(body["subnetId"]).attributes
+    body["mapPublicIpOnLaunch"] = bool(notes.get("ec2.mapPublicIpOnLaunch", False))
     tags = ctx.core.annotations.get(body["subnetId"]).attributes.get("ec2.tags")
     body["tagSet"] = shapes.tag_set(dict(tags or {"Name": net.name}))
     size = ipaddress.ip_network(net.cidr).num_addresses if net.cidr else 256
@@ -198,3 +232,25 @@ def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                 and tags_match(flt, tags)):
             out.append(s)
     return {"subnetSet": out}
+
+
+@action(WRITE)
+def ModifySubnetAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """MapPublicIpOnLaunch is kept (a location gives its instances the addresses it gives);
+    IPv6 is refused by name: onepane's networks have none."""
+    from .actions import set_ec2_notes
+    sid = required(p, "SubnetId")
+    if not any(s["subnetId"] == sid for s in DescribeSubnets(ctx, {})["subnetSet"]):
+        raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID '{sid}' does not exist")
+    public = _flag(p, "MapPublicIpOnLaunch")
+    v6 = _flag(p, "AssignIpv6AddressOnCreation")
+    others = [k for k in ("EnableDns64", "MapCustomerOwnedIpOnLaunch", "EnableLniAtDeviceIndex",
+                          "PrivateDnsHostnameTypeOnLaunch") if k in p]
+    if (public is not None) + (v6 is not None) + len(others) != 1:
+        raise Ec2Error("InvalidParameterCombination", "change exactly one attribute a call")
+    if v6 or others:
+        raise Ec2Error("UnsupportedOperation", f"{others[0] if others else 'IPv6'}: onepane's "
+                       "networks have no IPv6 and no such setting")
+    if public is not None:
+        set_ec2_notes(ctx, sid, mapPublicIpOnLaunch=public)
+    return {"return": True}
