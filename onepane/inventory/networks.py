@@ -13,7 +13,7 @@ from ..providers.base import Feature, Provider
 from ..store.tables import InstanceRow, JobRow, NetworkRow
 from .jobqueue import Jobs
 from .locations import Locations
-from .paging import MAX_PAGE, decode_cursor, page
+from .paging import by_location
 from .views import network_view
 
 
@@ -26,13 +26,7 @@ class Networks:
 
     def list_networks(self, *, location: str | None = None, limit: int = 100,
                       cursor: str | None = None) -> Page[Network]:
-        limit = max(1, min(limit, MAX_PAGE))
-        q = select(NetworkRow).order_by(NetworkRow.id).limit(limit + 1)
-        if location:
-            q = q.where(NetworkRow.location == location)
-        if cursor:
-            q = q.where(NetworkRow.id > decode_cursor(cursor))
-        return page(self.store, q, limit, network_view)
+        return by_location(self.store, NetworkRow, network_view, location, limit, cursor)
 
     def get_network(self, network_id: str) -> Network:
         with self.store.tx() as s:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 
 from ..errors import InvalidInput
 from ..model import Page
@@ -72,3 +72,16 @@ def page(store: Store, q: Select[Any], limit: int, view: Any, columns: bool = Fa
     items = [view(r) for r in rows[:limit]]
     nxt = encode_cursor(items[-1].id) if len(rows) > limit else None
     return Page[Any](items=items, next_cursor=nxt)
+
+
+def by_location(store: Store, table: Any, view: Any, location: str | None, limit: int,
+                cursor: str | None) -> Page[Any]:
+    """A page of a table's rows in id order, at one location or all: every resource that is
+    listed by location (volumes, networks) is paged this one way."""
+    limit = max(1, min(limit, MAX_PAGE))
+    q = select(table).order_by(table.id).limit(limit + 1)
+    if location:
+        q = q.where(table.location == location)
+    if cursor:
+        q = q.where(table.id > decode_cursor(cursor))
+    return page(store, q, limit, view)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from ..errors import Conflict, InvalidInput
 from ..events import EventLog
 from ..model import Job, Page, Volume, VolumeAttach, VolumeCreate, new_id
@@ -15,7 +13,7 @@ from ..store.tables import JobRow, VolumeRow
 from .instances import Instances
 from .jobqueue import Jobs
 from .locations import Locations
-from .paging import MAX_PAGE, decode_cursor, page
+from .paging import by_location
 from .rows import volume_row
 from .views import volume_view
 
@@ -31,13 +29,7 @@ class Volumes:
 
     def list_volumes(self, *, location: str | None = None, limit: int = 100,
                      cursor: str | None = None) -> Page[Volume]:
-        limit = max(1, min(limit, MAX_PAGE))
-        q = select(VolumeRow).order_by(VolumeRow.id).limit(limit + 1)
-        if location:
-            q = q.where(VolumeRow.location == location)
-        if cursor:
-            q = q.where(VolumeRow.id > decode_cursor(cursor))
-        return page(self.store, q, limit, volume_view)
+        return by_location(self.store, VolumeRow, volume_view, location, limit, cursor)
 
     def get_volume(self, volume_id: str) -> Volume:
         with self.store.tx() as s:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -139,8 +139,9 @@ def test_tcp_mode_and_reload(proxy: Any, tmp_path: Path) -> None:
         assert b'"location": "b"' in s.recv(4096) + s.recv(4096)
 
 
-def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -> None:
-    """HTTP/1.0 style answers (no length, no chunks: busybox httpd's CGI) end at EOF."""
+def raw_server(answer: Callable[[socket.socket], None]) -> socket.socket:
+    """A listening socket whose every connection `answer` handles, byte by byte as a test
+    needs (what http.server would tidy up); close it to stop."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -151,11 +152,19 @@ def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nline 1\n")
-                conn.sendall(b"line 2\nend\n")
+            answer(conn)
     threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_response_that_ends_with_its_connection_is_relayed_whole(proxy: Any) -> None:
+    """HTTP/1.0 style answers (no length, no chunks: busybox httpd's CGI) end at EOF."""
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nline 1\n")
+            conn.sendall(b"line 2\nend\n")
+    server = raw_server(answer)
     try:
         url = proxy([{"name": "old", "backends": [["127.0.0.1", server.getsockname()[1]]]}])
         with httpx.Client() as http:
@@ -396,22 +405,13 @@ def test_a_long_answer_streams_but_a_short_one_cut_short_is_retried_whole(proxy:
         assert next(r.iter_lines()) == "data: first"
         stream.die()
 
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-
-    def head_then_reset() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
-            threading.Event().wait(0.05)  # the body would follow; the backend dies first
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            conn.close()
-    threading.Thread(target=head_then_reset, daemon=True).start()
+    def head_then_reset(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        threading.Event().wait(0.05)  # the body would follow; the backend dies first
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+    server = raw_server(head_then_reset)
     whole = Backend("b")
     try:
         url = proxy([{"name": "a", "backends": [["127.0.0.1", server.getsockname()[1]]]},
