@@ -100,9 +100,9 @@ class HostFailures:
     def fenced(self) -> set[str]:
         if self.p.options.storage is None:
             return set()
-        from .hosts import STORAGE
+        from .hostpools import STORAGE
         with contextlib.suppress(OnepaneError):
-            pool = self.p._pool(STORAGE)
+            pool = self.p.pools.pool(STORAGE)
             with self.p._errors():
                 pool.refresh(0)
                 return {n.removeprefix(FENCE_PREFIX) for n in pool.listVolumes()
@@ -112,11 +112,11 @@ class HostFailures:
     def fence(self, host: str) -> None:
         """Mark the host fenced where every node sees it, before any of its VMs starts
         elsewhere; its connection is dropped (it is not asked again until it answers)."""
-        from .hosts import STORAGE
+        from .hostpools import STORAGE
         if self.p.options.storage is None:
             raise Conflict(f"{self.p.location} has no network storage: a dead host's VMs "
                            "cannot start elsewhere, so it is not fenced", field="host")
-        self.p._upload(STORAGE, f"{FENCE_PREFIX}{host}",
+        self.p.pools.upload(STORAGE, f"{FENCE_PREFIX}{host}",
                        f"fenced at {time.time():.0f}\n".encode())
         with contextlib.suppress(Exception):
             self.p._conns.pop(host).close()
@@ -137,13 +137,13 @@ class HostFailures:
     def _stranded(self, host: str) -> list[str]:
         """The dead host's VMs: those last listed there, and (after a restart of onepane)
         every VM on the network storage that no answering host holds."""
-        from .hosts import STORAGE
+        from .hostpools import STORAGE
         mine = set(self.guests_of(host))
         # after a restart of onepane nothing was listed: with one host silent, the VMs on the
         # network storage that no host holds are its (with two, whose is unknown: wait)
         if self.p.options.storage is not None and set(self.p._down) == {host}:
             with contextlib.suppress(OnepaneError):
-                pool = self.p._pool(STORAGE)
+                pool = self.p.pools.pool(STORAGE)
                 with self.p._errors():
                     pool.refresh(0)
                     mine |= {n.removesuffix("-domain.xml") for n in pool.listVolumes()
@@ -155,12 +155,12 @@ class HostFailures:
     def restart(self, instance: str) -> str:
         """Define and start the instance on the host placement picks, from new copies of its
         disks; returns that host."""
-        from .hosts import STORAGE
+        from .hostpools import STORAGE
         lv = _libvirt()
         if self.p.options.storage is None:
             raise PermanentProviderError(f"{instance}'s disks were on its host's own pool; it "
                                          "comes back when its host does")
-        xml = self.p._download(STORAGE, f"{instance}-domain.xml", 1 << 20).decode()
+        xml = self.p.pools.download(STORAGE, f"{instance}-domain.xml", 1 << 20).decode()
         if not xml:
             raise PermanentProviderError(f"{instance}'s disks were on its host's own pool; it "
                                          "comes back when its host does")
@@ -168,7 +168,7 @@ class HostFailures:
         # placement never picks a fenced host (it counts as one in maintenance)
         dst = self.p.place(str(meta.get("size", "vm.small")),
                            (meta.get("tags") or {}).get("onepane:deployment"))
-        pool = self.p._pool(STORAGE)
+        pool = self.p.pools.pool(STORAGE)
         stamp = f"r{time.time_ns() // 1_000_000}"
         renamed: dict[str, str] = {}
         with self.p._errors():
@@ -183,9 +183,9 @@ class HostFailures:
                 renamed[target] = fresh
         new_xml = with_nbd_exports(xml, renamed)
         for suffix in ("ovf-env.xml", "authorized_keys"):
-            data = self.p._download(STORAGE, f"{instance}-{suffix}", 1 << 20)
+            data = self.p.pools.download(STORAGE, f"{instance}-{suffix}", 1 << 20)
             if data:
-                self.p._upload(dst, f"{instance}-{suffix}", data)
+                self.p.pools.upload(dst, f"{instance}-{suffix}", data)
         cpus, mb = SIZES.get(str(meta.get("size")), SIZES["vm.small"])
         self.p._reserved[instance] = (dst, cpus, mb)
         try:
@@ -201,7 +201,7 @@ class HostFailures:
             raise
         finally:
             self.p._reserved.pop(instance, None)
-        self.p._upload(STORAGE, f"{instance}-domain.xml", new_xml.encode())
+        self.p.pools.upload(STORAGE, f"{instance}-domain.xml", new_xml.encode())
         self.p._route(dst, instance, meta)
         self.p.last_seen[instance] = (dst, True)
         return dst
@@ -211,7 +211,8 @@ class HostFailures:
     def readmit(self, host: str) -> list[str]:
         """The fenced host answers again: destroy its copies of VMs that run elsewhere now and
         remove the disks only they used, then lift the fence. Returns what was removed."""
-        from .hosts import STORAGE, _running
+        from .hostpools import STORAGE
+        from .hosts import _running
         lv = _libvirt()
         removed = []
         others = [h for h in self.p._up_hosts() if h != host]
@@ -231,10 +232,10 @@ class HostFailures:
             self.p._delete_volumes(host, name)
             in_use = set(nbd_exports(live.XMLDesc(0)).values())
             with contextlib.suppress(OnepaneError, lv.libvirtError):
-                pool = self.p._pool(STORAGE)
+                pool = self.p.pools.pool(STORAGE)
                 for export in set(nbd_exports(xml).values()) - in_use:
                     pool.storageVolLookupByName(export).delete(0)
             removed.append(name)
         with contextlib.suppress(OnepaneError, lv.libvirtError):
-            self.p._pool(STORAGE).storageVolLookupByName(f"{FENCE_PREFIX}{host}").delete(0)
+            self.p.pools.pool(STORAGE).storageVolLookupByName(f"{FENCE_PREFIX}{host}").delete(0)
         return removed

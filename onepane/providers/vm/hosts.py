@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -72,6 +72,7 @@ from .domain import (
     read_metadata,
 )
 from .hostfailure import HostFailures
+from .hostpools import STORAGE, HostPools
 from .migration import Phase, Switch, Watch, report_end
 from .placement import HostLoad, NoRoom, choose
 from .provider import (
@@ -89,8 +90,6 @@ from .provider import (
     translate,
 )
 
-POOL = "onepane"
-STORAGE = "@storage"  # the connection name of the location's storage host (not a host name)
 MAINTENANCE = ".onepane-maintenance"  # a volume in a host's pool: the host is in maintenance
 HOST_TAG = "onepane:host"  # shown on every instance: the host that runs it
 KEEPALIVE_S, KEEPALIVE_COUNT = 2, 3  # a host that stops answering fails its calls in ~8 s
@@ -208,6 +207,8 @@ class HostsProvider(Provider):
                                "tls_key together", field="credentials")
         self.root = state_dir / "locations" / location
         self.addresses = guestnet.AddressBook(state_dir)
+        self.pools = HostPools(location, self.root, lambda: self.options, self.conn,
+                               self._up_hosts)
         self._conns: dict[str, Any] = {}
         self._down: dict[str, str] = {}  # host -> why it does not answer
         self._damaged: dict[str, str] = {}  # domain -> why its metadata does not read
@@ -240,7 +241,7 @@ class HostsProvider(Provider):
             self.options.hosts.append(spec)
             self._host_locks[spec.name] = threading.Lock()
             try:
-                self._pool(spec.name)
+                self.pools.pool(spec.name)
             except OnepaneError:
                 self.options.hosts.remove(spec)
                 self._down.pop(spec.name, None)
@@ -272,21 +273,21 @@ class HostsProvider(Provider):
         marked = set()
         for h in self.options.hosts:
             with contextlib.suppress(OnepaneError, lv.libvirtError):
-                self._pool(h.name).storageVolLookupByName(MAINTENANCE)
+                self.pools.pool(h.name).storageVolLookupByName(MAINTENANCE)
                 marked.add(h.name)
         return marked
 
     def set_maintenance(self, name: str, on: bool) -> None:
         lv = _libvirt()
         self.host(name)
-        pool = self._pool(name)
+        pool = self.pools.pool(name)
         with self._errors():
             try:
                 vol = pool.storageVolLookupByName(MAINTENANCE)
             except lv.libvirtError:
                 vol = None
             if on and vol is None:
-                self._upload(name, MAINTENANCE, f"maintenance since {time.time():.0f}\n".encode())
+                self.pools.upload(name, MAINTENANCE, f"maintenance since {time.time():.0f}\n".encode())
             elif not on and vol is not None:
                 vol.delete(0)
 
@@ -430,10 +431,10 @@ class HostsProvider(Provider):
         self.root.mkdir(parents=True, exist_ok=True)
         if self.options.storage is not None:
             with contextlib.suppress(OnepaneError):
-                self._pool(STORAGE)
+                self.pools.pool(STORAGE)
         for name in self._up_hosts():
             with contextlib.suppress(OnepaneError):
-                self._pool(name)
+                self.pools.pool(name)
                 self._route_running(name)
         # a move onepane died in the middle of: the running copy stays, a paused one goes
         with contextlib.suppress(OnepaneError):
@@ -560,7 +561,7 @@ class HostsProvider(Provider):
 
     def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
         host, _ = self._located(provider_id)
-        data = self._download(host, f"{provider_id}-console.log", max_bytes)
+        data = self.pools.download(host, f"{provider_id}-console.log", max_bytes)
         return data.decode(errors="replace")
 
     # ---- live moves --------------------------------------------------------------------------
@@ -651,7 +652,7 @@ class HostsProvider(Provider):
         target.conn(dst)  # fails early, with its reason, when the destination is down
         t0 = time.monotonic()
         try:
-            target._pool(dst)
+            target.pools.pool(dst)
             self._prepare(src, target, dst, instance, xml)
             dest_xml = xml.replace(self.options.pool_path, target.options.pool_path)
             params = {lv.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(disk_paths(xml)),
@@ -733,7 +734,7 @@ class HostsProvider(Provider):
         """The images some host holds whole (its upload marker is there)."""
         found: dict[str, ObservedImage] = {}
         for host in self._up_hosts():
-            for name in self._images_on(host):
+            for name in self.pools.images_on(host):
                 suffix = name.rsplit(".", 1)[-1]
                 found.setdefault(name, ObservedImage(
                     provider_id=name, name=name.rsplit(".", 1)[0],
@@ -759,9 +760,9 @@ class HostsProvider(Provider):
         if self.options.storage is not None:
             hosts.append(STORAGE)  # the network storage copies VMs' disks from it
         for n, host in enumerate(hosts):
-            if image not in self._images_on(host):
-                self._upload(host, image, path, fmt)
-                self._upload(host, f"{image}.ok", sha256.encode())
+            if image not in self.pools.images_on(host):
+                self.pools.upload(host, image, path, fmt)
+                self.pools.upload(host, f"{image}.ok", sha256.encode())
             progress((n + 1) / len(hosts))
         return image
 
@@ -809,117 +810,12 @@ class HostsProvider(Provider):
             raise PermanentProviderError(f"domain {dom.name()} has no onepane metadata")
         return obs
 
-    def _pool(self, host: str) -> Any:
-        lv = _libvirt()
-        c = self.conn(host)
-        path = (self.options.storage.pool_path if host == STORAGE and self.options.storage
-                else self.options.pool_path)
-        with self._errors():
-            try:
-                pool = c.storagePoolLookupByName(POOL)
-            except lv.libvirtError:
-                pool = c.storagePoolDefineXML(
-                    f"<pool type='dir'><name>{POOL}</name><target><path>"
-                    f"{path}</path></target></pool>", 0)
-                pool.build(0)
-                pool.setAutostart(1)
-            if not pool.isActive():
-                pool.create(0)
-            return pool
-
-    def _vol_path(self, name: str) -> str:
-        return str(PurePosixPath(self.options.pool_path) / name)
-
     def _image_known(self, image: str) -> None:
         if "/" in image or image.startswith(".") or not any(
-                image in self._images_on(h) for h in self._up_hosts()):
+                image in self.pools.images_on(h) for h in self._up_hosts()):
             names = ", ".join(i.provider_id for i in self.list_images()) or "none"
             raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
                                "(replicate a catalog image here first)", field="image")
-
-    def _images_on(self, host: str) -> set[str]:
-        lv = _libvirt()
-        with contextlib.suppress(OnepaneError, lv.libvirtError):
-            pool = self._pool(host)
-            pool.refresh(0)
-            names = set(pool.listVolumes())
-            return {n for n in names if f"{n}.ok" in names}
-        return set()
-
-    def _ensure_image(self, host: str, image: str) -> tuple[str, int]:
-        """The image's path on the host and its virtual size; a host that lacks it gets it
-        from one that has it, relayed through onepane (hosts need not reach each other's
-        storage)."""
-        if image not in self._images_on(host):
-            source = next((h for h in self._up_hosts() if image in self._images_on(h)), None)
-            if source is None:
-                raise InvalidInput(f"unknown image {image!r} at {self.location}", field="image")
-            with tempfile.TemporaryDirectory(dir=self.root) as tmp:
-                copy_path = Path(tmp) / image
-                self._download_to(source, image, copy_path)
-                fmt = image.rsplit(".", 1)[-1]
-                self._upload(host, image, copy_path, "raw" if fmt == "raw" else "qcow2")
-                marker = self._download(source, f"{image}.ok", 1024)
-                self._upload(host, f"{image}.ok", marker or b"ok")
-        pool = self._pool(host)
-        with self._errors():
-            pool.refresh(0)
-            capacity = int(pool.storageVolLookupByName(image).info()[1])  # the virtual size
-        return self._vol_path(image), capacity
-
-    def _upload(self, host: str, name: str, data: bytes | Path, fmt: str = "raw") -> None:
-        lv = _libvirt()
-        c = self.conn(host)
-        pool = self._pool(host)
-        size = len(data) if isinstance(data, bytes) else data.stat().st_size
-        with self._errors():
-            with contextlib.suppress(lv.libvirtError):
-                pool.storageVolLookupByName(name).delete(0)
-            vol = pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>"
-                                 f"{max(size, 1)}</capacity><target><format type='{fmt}'/>"
-                                 "</target></volume>", 0)
-            if size == 0:
-                return
-            stream = c.newStream(0)
-            vol.upload(stream, 0, size, 0)
-            if isinstance(data, bytes):
-                view = memoryview(data)
-                sent = 0
-                while sent < size:
-                    sent += stream.send(view[sent:sent + 262144].tobytes())
-            else:
-                with open(data, "rb") as f:
-                    stream.sendAll(lambda _s, n, fh: fh.read(n), f)
-            stream.finish()
-
-    def _download(self, host: str, name: str, max_bytes: int) -> bytes:
-        lv = _libvirt()
-        c = self.conn(host)
-        pool = self._pool(host)
-        with self._errors():
-            pool.refresh(0)
-            try:
-                vol = pool.storageVolLookupByName(name)
-            except lv.libvirtError:
-                return b""
-            size = vol.info()[1]
-            offset = max(0, size - max_bytes)
-            stream = c.newStream(0)
-            vol.download(stream, offset, size - offset, 0)
-            chunks: list[bytes] = []
-            stream.recvAll(lambda _s, buf, acc: acc.append(bytes(buf)) or len(buf), chunks)
-            stream.finish()
-            return b"".join(chunks)
-
-    def _download_to(self, host: str, name: str, dest: Path) -> None:
-        c = self.conn(host)
-        pool = self._pool(host)
-        with self._errors(), open(dest, "wb") as f:
-            vol = pool.storageVolLookupByName(name)
-            stream = c.newStream(0)
-            vol.download(stream, 0, 0, 0)  # length 0: all of it
-            stream.recvAll(lambda _s, buf, fh: fh.write(buf), f)
-            stream.finish()
 
     def _define(self, host: str, spec: InstanceSpec) -> str:
         address = self.addresses.allocate(spec.onepane_id)
@@ -935,39 +831,39 @@ class HostsProvider(Provider):
             if not data:
                 continue
             for where in (host, STORAGE) if self.options.storage else (host,):
-                self._upload(where, f"{spec.onepane_id}-{suffix}", data)
-            files[FW_FILES[suffix]] = Path(self._vol_path(f"{spec.onepane_id}-{suffix}"))
+                self.pools.upload(where, f"{spec.onepane_id}-{suffix}", data)
+            files[FW_FILES[suffix]] = Path(self.pools.vol_path(f"{spec.onepane_id}-{suffix}"))
         nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
         nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
         meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
                 "tags": spec.tags, "address": address}
         xml = domain_xml(DomainSpec(
             name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
-            console_log=Path(self._vol_path(f"{spec.onepane_id}-console.log")),
+            console_log=Path(self.pools.vol_path(f"{spec.onepane_id}-console.log")),
             accel=self.options.accel,
             firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
                                                 f"{guestnet.GATEWAY}"},
             firmware_files=files, metadata=meta))
         if self.options.storage is not None:  # what another host boots it from if this dies
-            self._upload(STORAGE, f"{spec.onepane_id}-domain.xml", xml.encode())
+            self.pools.upload(STORAGE, f"{spec.onepane_id}-domain.xml", xml.encode())
         return xml
 
     def _local_disks(self, host: str, spec: InstanceSpec) -> list[Disk]:
         """A qcow2 overlay on the image in the host's own pool, and the extra disks there."""
-        image, virtual = self._ensure_image(host, spec.image)
-        pool = self._pool(host)
+        image, virtual = self.pools.ensure_image(host, spec.image)
+        pool = self.pools.pool(host)
         fmt = "raw" if spec.image.endswith(".raw") else "qcow2"
         root = f"{spec.onepane_id}-disk0.qcow2"
         with self._errors():
             pool.createXML(f"<volume><name>{root}</name><capacity unit='bytes'>{virtual}"
                            "</capacity><target><format type='qcow2'/></target><backingStore>"
                            f"<path>{image}</path><format type='{fmt}'/></backingStore></volume>", 0)
-            disks = [Disk(Path(self._vol_path(root)))]
+            disks = [Disk(Path(self.pools.vol_path(root)))]
             for n, size in enumerate(spec.disks, start=1):
                 extra = f"{spec.onepane_id}-disk{n}.qcow2"
                 pool.createXML(f"<volume><name>{extra}</name><capacity unit='bytes'>{size}"
                                "</capacity><target><format type='qcow2'/></target></volume>", 0)
-                disks.append(Disk(Path(self._vol_path(extra)), target=DISK_TARGETS[n]))
+                disks.append(Disk(Path(self.pools.vol_path(extra)), target=DISK_TARGETS[n]))
         return disks
 
     def _shared_disks(self, spec: InstanceSpec) -> list[Disk]:
@@ -978,8 +874,8 @@ class HostsProvider(Provider):
         storage = self.options.storage
         assert storage is not None
         lv = _libvirt()
-        self._ensure_image(STORAGE, spec.image)
-        pool = self._pool(STORAGE)
+        self.pools.ensure_image(STORAGE, spec.image)
+        pool = self.pools.pool(STORAGE)
         disks = []
         with self._errors():
             image_vol = pool.storageVolLookupByName(spec.image)
@@ -1026,7 +922,7 @@ class HostsProvider(Provider):
                  xml: str) -> None:
         """Empty disks of the same sizes at the destination (the mirror fills them) and the
         instance's small files (its OVF environment, its keys), copied host to host."""
-        src_pool, dst_pool = self._pool(src), target._pool(dst)
+        src_pool, dst_pool = self.pools.pool(src), target.pools.pool(dst)
         lv = _libvirt()
         with self._errors():
             for path in disk_paths(xml).values():
@@ -1039,9 +935,9 @@ class HostsProvider(Provider):
                                    "</target></volume>", 0)
             # the console's log too (its last MiB): the destination's QEMU appends to it
             for suffix in ("ovf-env.xml", "authorized_keys", "console.log"):
-                data = self._download(src, f"{instance}-{suffix}", 1 << 20)
+                data = self.pools.download(src, f"{instance}-{suffix}", 1 << 20)
                 if data:
-                    target._upload(dst, f"{instance}-{suffix}", data)
+                    target.pools.upload(dst, f"{instance}-{suffix}", data)
 
     def _remove_leftover(self, host: str, dom: Any) -> None:
         """A copy that does not run (paused or stopped by a move that finished elsewhere):
@@ -1074,7 +970,7 @@ class HostsProvider(Provider):
     def _delete_volumes(self, host: str, instance: str) -> None:
         lv = _libvirt()
         with contextlib.suppress(OnepaneError, lv.libvirtError):
-            pool = self._pool(host)
+            pool = self.pools.pool(host)
             pool.refresh(0)
             for name in pool.listVolumes():
                 if name.startswith(f"{instance}-"):
