@@ -101,8 +101,9 @@ def test_up_starts_with_a_vm_location_s_records_damaged() -> None:
     booted: what is read at start is the same."""
     from onepane.providers.vm.domain import Disk, DomainSpec, domain_xml
     from onepane.providers.vm.provider import VmProvider
-    # libvirt's sockets live under the state directory: a UNIX socket's path has 108 bytes
-    state = Path(tempfile.mkdtemp(prefix="opdv-"))
+    # deeper than a UNIX socket's path allows (108 bytes): libvirt's sockets go to /run/onepane
+    state = Path(tempfile.mkdtemp(prefix="opdv-")) / ("deep-" * 16) / "state"
+    assert len(str(state / "locations" / "dc-v" / "libvirt" / "run" / "libvirt-sock")) > 108
     had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
                                                 capture_output=True, text=True).stdout
     options = {"index": VM_INDEX}
@@ -158,6 +159,6 @@ def test_up_starts_with_a_vm_location_s_records_damaged() -> None:
             volumes.write_bytes(good_volumes)
     finally:
         VmProvider("dc-v", state, options).teardown()
-        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(state.parents[1], ignore_errors=True)
         if not had_catch_all:
             subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)

@@ -14,7 +14,9 @@ restarted onepane finds them by their socket.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from ...errors import PermanentProviderError
 
+SOCKET_PATH_MAX = 100  # a UNIX socket's path holds 107 bytes; this leaves room for libvirt's names
 PRIVATE_DIRS = {"etc": "/etc/libvirt", "run": "/run/libvirt", "lib": "/var/lib/libvirt",
                 "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}
 SHARED_CACHE = Path(os.environ.get("ONEPANE_LIBVIRT_CACHE", "/var/cache/onepane/libvirt"))
@@ -63,8 +66,19 @@ class Hypervisor:
         self.tls_dir = tls_dir
 
     @property
+    def run_dir(self) -> Path:
+        """The daemons' /run/libvirt: in the state directory, or, where a socket's path there
+        would not fit a UNIX address (108 bytes; a deep checkout's state directory), under
+        /run/onepane, named for the location's folder (a vm location failed to start there)."""
+        near = self.root / "run"
+        if len(str(near / "virtlogd-admin-sock")) < SOCKET_PATH_MAX:
+            return near
+        return Path("/run/onepane") / ("libvirt-" + hashlib.sha256(
+            str(self.root).encode()).hexdigest()[:16])
+
+    @property
     def socket_path(self) -> Path:
-        return self.root / "run" / "libvirt-sock"
+        return self.run_dir / "libvirt-sock"
 
     @property
     def uri(self) -> str:
@@ -72,7 +86,7 @@ class Hypervisor:
 
     @property
     def pid_file(self) -> Path:
-        return self.root / "run" / "libvirtd.pid"
+        return self.run_dir / "libvirtd.pid"
 
     def running(self) -> bool:
         if not self.socket_path.exists():
@@ -98,7 +112,7 @@ class Hypervisor:
             binds += ["mkdir -p /etc/pki", f"mount --bind {self.tls_dir / 'pki'} /etc/pki"]
         script = "; ".join([
             *(f"mkdir -p {t}" for t in PRIVATE_DIRS.values()), *binds,
-            f"/usr/sbin/virtlogd --daemon --pid-file {self.root / 'run' / 'virtlogd.pid'}",
+            f"/usr/sbin/virtlogd --daemon --pid-file {self.run_dir / 'virtlogd.pid'}",
             f"exec /usr/sbin/libvirtd --pid-file {self.pid_file}"
             + (" --listen" if self.listen else ""),
         ])
@@ -116,10 +130,16 @@ class Hypervisor:
                 raise PermanentProviderError(f"libvirtd for {self.location} did not start: {tail}")
             time.sleep(0.05)
 
+    def forget(self) -> None:
+        """After stop, when the location goes: its run folder, if it lives outside the state
+        directory."""
+        if self.run_dir != self.root / "run":
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
     def stop(self) -> None:
         """Stop the daemons (not the VMs: stopping those is the caller's decision)."""
         for name in ("libvirtd.pid", "virtlogd.pid"):
-            pid_file = self.root / "run" / name
+            pid_file = self.run_dir / name
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
                 pid = int(pid_file.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
@@ -134,8 +154,8 @@ class Hypervisor:
     # ---- internals -----------------------------------------------------------------------
 
     def _dir(self, key: str) -> Path:
-        d = self.root / key
-        d.mkdir(parents=True, exist_ok=True)
+        d = self.run_dir if key == "run" else self.root / key
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
         return d
 
     def _write_config(self) -> None:

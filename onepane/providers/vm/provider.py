@@ -208,6 +208,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
                     self.destroy_instance(dom.name())
         self.close()
         self.hypervisor.stop()
+        self.hypervisor.forget()
         self.net.teardown()
 
     # ---- instances -----------------------------------------------------------------------
