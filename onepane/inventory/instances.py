@@ -16,7 +16,7 @@ from ..model import Instance, InstanceCreate, InstanceState, Job, Page, new_id
 from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
 from ..store.tags import tag_rows
-from .jobqueue import Jobs
+from .jobqueue import Jobs, ResourceService
 from .jobs import Outcome
 from .locations import Locations
 from .paging import MAX_PAGE, decode_sort_cursor, encode_sort_cursor, page
@@ -53,12 +53,9 @@ def fitting_size(provider: Provider, cpus: int, memory_mb: int, option: str | No
     return min(fits, key=lambda s: (s.memory_mb or 0, s.cpu or 0, s.provider_id)).provider_id
 
 
-class Instances:
+class Instances(ResourceService):
     def __init__(self, events: EventLog, locations: Locations, jobs: Jobs) -> None:
-        self.events = events
-        self.store = events.store
-        self.locations = locations
-        self.jobs = jobs
+        super().__init__(events, locations, jobs)
         self.validation = Validation(locations)
         # Set by the core to the image catalog's: what a location boots for a catalog image.
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None

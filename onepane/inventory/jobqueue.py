@@ -138,3 +138,14 @@ class Jobs:
             row = s.get(table, job.target)
             if row is not None and getattr(row, "provider_id", None) is None:
                 s.delete(row)
+
+
+class ResourceService:
+    """What every per-resource service of the inventory works with: the event log (and its
+    store), the locations' providers, and this one job queue."""
+
+    def __init__(self, events: EventLog, locations: Locations, jobs: Jobs) -> None:
+        self.events = events
+        self.store = events.store
+        self.locations = locations
+        self.jobs = jobs

@@ -7,23 +7,15 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..errors import Conflict, NotFound
-from ..events import EventLog
 from ..model import Job, Network, NetworkCreate, Page, new_id
 from ..providers.base import Feature, Provider
 from ..store.tables import InstanceRow, JobRow, NetworkRow
-from .jobqueue import Jobs
-from .locations import Locations
+from .jobqueue import ResourceService
 from .paging import by_location
 from .views import network_view
 
 
-class Networks:
-    def __init__(self, events: EventLog, locations: Locations, jobs: Jobs) -> None:
-        self.events = events
-        self.store = events.store
-        self.locations = locations
-        self.jobs = jobs
-
+class Networks(ResourceService):
     def list_networks(self, *, location: str | None = None, limit: int = 100,
                       cursor: str | None = None) -> Page[Network]:
         return by_location(self.store, NetworkRow, network_view, location, limit, cursor)

@@ -11,21 +11,18 @@ from ..model import Job, Page, Volume, VolumeAttach, VolumeCreate, new_id
 from ..providers.base import Feature, Provider
 from ..store.tables import JobRow, VolumeRow
 from .instances import Instances
-from .jobqueue import Jobs
+from .jobqueue import Jobs, ResourceService
 from .locations import Locations
 from .paging import by_location
 from .rows import volume_row
 from .views import volume_view
 
 
-class Volumes:
+class Volumes(ResourceService):
     def __init__(self, events: EventLog, locations: Locations, jobs: Jobs,
                  instances: Instances) -> None:
-        self.events = events
-        self.store = events.store
-        self.locations = locations
-        self.jobs = jobs
-        self.instances = instances
+        super().__init__(events, locations, jobs)
+        self.instances = instances  # an attach checks the instance's location and state
 
     def list_volumes(self, *, location: str | None = None, limit: int = 100,
                      cursor: str | None = None) -> Page[Volume]:
