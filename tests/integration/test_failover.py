@@ -103,6 +103,6 @@ def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core) -> N
         load.stop()
         recover(core, LOCS[0], "silent")
     seconds = load.per_second(cut, 1, 4)
-    assert load.failed() == 0
+    assert load.failed() == 0, [s for s in load.snapshot() if s.status != 200][:5]
     assert load.worst_ms() < 2000, seconds  # the bound is 1 s; it was 11-18 s
     assert all(s.p50_ms < 50 for s in seconds if s.second >= 1), seconds
