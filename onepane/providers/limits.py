@@ -60,6 +60,17 @@ def _write(path: Path, value: int) -> None:
         os.close(fd)
 
 
+def members(key: str) -> set[int]:
+    """The processes in the instance's groups: who belongs to an instance when its record
+    cannot say (the kernel keeps this list, so no process can hide from it or forge it)."""
+    pids: set[int] = set()
+    for controller in ("cpu", "memory"):
+        with contextlib.suppress(OSError, ValueError):
+            text = (CGROUP_ROOT / controller / "onepane" / key / "cgroup.procs").read_text()
+            pids.update(int(line) for line in text.split())
+    return pids
+
+
 def remove_limits(key: str) -> bool:
     """Remove the instance's groups; whether they are gone (not while a process is in one)."""
     gone = True

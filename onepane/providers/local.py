@@ -306,9 +306,16 @@ class LocalProvider(FileSnapshots, Provider):
             shutil.rmtree(path.parent, ignore_errors=True)
 
     def _destroy_damaged(self, provider_id: str) -> None:
-        for pid, inst_id in self._our_processes().items():
-            if inst_id == provider_id:
-                self._kill_group(pid)
+        """Its processes are those its cgroup holds and those started with its id in their
+        environment (where cgroups are not writable)."""
+        leaders = {pid for pid, inst_id in self._our_processes().items() if inst_id == provider_id}
+        for pid in leaders:
+            self._kill_group(pid)
+        for pid in limits.members(f"{self.location}-{provider_id}"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).wait(timeout=2)
         limits.remove_limits(f"{self.location}-{provider_id}")
         self.volumes.detach_all(provider_id)
         shutil.rmtree(self._record_path(provider_id).parent, ignore_errors=True)

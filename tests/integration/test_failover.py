@@ -18,11 +18,17 @@ from onepane.core import Core
 from onepane.lab import fail, netns_lab, recover
 from onepane.spec import parse_spec
 from onepane.traffic.drill import Load
-from onepane.traffic.openloop import OpenLoop
+from onepane.traffic.openloop import LoadProcess
 from tests.helpers import free_port, kill_instances, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 LOCS = ("ns-east", "ns-west")
+# The open-loop test's rate. bench/failover.py drives 300/s, the issue's figure, on an idle
+# machine; here the suite's shared guests and daemons share the CPU, and at 300/s a starved
+# machine has no headroom left to drain what any client's pool queues during the second a
+# silent cut takes to see (measured: with one core busy, 300/s never drained, 18 s worst; the
+# fault under test, every request held for the connect timeout, fails this test at any rate).
+RATE = 150.0
 
 
 @pytest.fixture
@@ -80,7 +86,8 @@ def test_whack_a_mole(core: Core, failure: str, data_plane: str) -> None:
     assert kinds.count("traffic.failover") == 3
 
 
-def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core) -> None:
+def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core, tmp_path: Path
+                                                                ) -> None:
     """Issue 27: 300 requests/s on schedule through an ordinary client's pool (httpx, 256/64):
     a silent cut of the primary held every new request for the connect timeout, the client's
     pool queued them and never drained (p50 of seconds for as long as the load ran)."""
@@ -90,14 +97,15 @@ def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core) -> N
         "replicas": {LOCS[0]: 1, LOCS[1]: 1}, "listen": f"127.0.0.1:{port}",
         "data_plane": "builtin", "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
     wait_for(lambda: all(healthy(core, loc) for loc in LOCS), 30, what="both locations healthy")
-    load = OpenLoop(f"http://127.0.0.1:{port}/", rate=300).start()
+    load = LoadProcess(f"http://127.0.0.1:{port}/", tmp_path / "shots.jsonl", rate=RATE).start()
     try:
         wait_for(lambda: load.served_by(LOCS[0], 0), 10, what="traffic at the primary")
         cut = fail(core, LOCS[0], "silent")
-        wait_for(lambda: load.served_by(LOCS[1], cut + 4, last=300), 20,
+        wait_for(lambda: load.served_by(LOCS[1], cut + 4, last=int(RATE)), 20,
                  what="four seconds of answers from the other location",
                  explain=lambda: {"seconds": load.per_second(cut, 1, 12),
-                                  "last 300 by": Counter(s.where for s in load.snapshot()[-300:]),
+                                  "last second by": Counter(s.where for s in
+                                                            load.snapshot()[-int(RATE):]),
                                   "status": status(core)})
     finally:
         load.stop()

@@ -300,8 +300,17 @@ def test_a_damaged_record_can_still_be_destroyed(tmp_path: Path) -> None:
     record.write_text("[]")
     dc.destroy_instance("inst-d")
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
-             what="the process gone")
+             what="the process gone", explain=lambda: _described(pid))
     assert not record.parent.exists() and dc.list_instances() == []
+
+
+def _described(pid: int) -> dict[str, object]:
+    """What a failure on CI needs to say which way a damaged destroy missed the process."""
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        return {"status": proc.status(), "pgid": os.getpgid(pid), "cmdline": proc.cmdline(),
+                "env": sorted(k for k in proc.environ() if k.startswith("ONEPANE_")),
+                "cgroup": Path(f"/proc/{pid}/cgroup").read_text().split()}
 
 
 @pytest.mark.parametrize("table", ["volumes.json", "networks.json"])
