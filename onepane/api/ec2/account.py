@@ -8,8 +8,9 @@ from typing import Any
 from ...inventory.paging import every
 from ...model import InstanceState
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _check_filters, _instance, _match, action
-from .wire import Ec2Error, filters, members
+from .actions import READ_ONLY, WRITE, Context, _instance, action
+from .filtering import FilterTable, key
+from .wire import Ec2Error, members
 
 NO_PUBLIC = ("no onepane location hands out public (elastic) addresses: instances have their "
              "location's addresses only")
@@ -95,10 +96,16 @@ def DescribeInstanceTypes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if unknown := set(wanted) - set(types):
         raise Ec2Error("InvalidInstanceType", f"the instance type {sorted(unknown)[0]!r} does "
                        f"not exist; onepane's locations offer {', '.join(sorted(types))}")
-    flt = filters(p)
-    _check_filters(flt, {"instance-type"})
-    return {"instanceTypeSet": [t for n, t in sorted(types.items())
-                                if (not wanted or n in wanted) and _match(flt, "instance-type", n)]}
+    flt = TYPE_FILTERS.parse(p)
+    return {"instanceTypeSet": TYPE_FILTERS.apply(
+        flt, [t for n, t in sorted(types.items()) if not wanted or n in wanted])}
+
+
+TYPE_FILTERS = FilterTable({"instance-type": key("instanceType")})
+STATUS_FILTERS = FilterTable({
+    "availability-zone": key("availabilityZone"),
+    "instance-state-name": lambda item: item["instanceState"]["name"],
+    "instance-status.status": lambda item: item["instanceStatus"]["status"]})
 
 
 @action(READ_ONLY)
@@ -106,8 +113,7 @@ def DescribeInstanceStatus(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ids = members(p, "InstanceId")
     every_state = str(p.get("IncludeAllInstances", "false")).lower() == "true"
     insts = [_instance(ctx, i) for i in ids] if ids else list(every(ctx.core.ops.instances.list_instances))
-    flt = filters(p)
-    _check_filters(flt, {"availability-zone", "instance-state-name", "instance-status.status"})
+    flt = STATUS_FILTERS.parse(p)
     out = []
     for inst in insts:
         running = inst.state == InstanceState.running
@@ -121,8 +127,6 @@ def DescribeInstanceStatus(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                     {"name": "reachability", "status": "passed" if running else status}]},
                 "instanceStatus": {"status": status, "details": [
                     {"name": "reachability", "status": "passed" if running else status}]}}
-        if (_match(flt, "availability-zone", inst.location)
-                and _match(flt, "instance-state-name", item["instanceState"]["name"])
-                and _match(flt, "instance-status.status", status)):
+        if STATUS_FILTERS.keep(flt, item):
             out.append(item)
     return {"instanceStatusSet": out}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,8 @@ from ...inventory.paging import every
 from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
 from ...providers.base import Feature
 from . import shapes
-from .wire import Ec2Error, filters, integer, members, required
+from .filtering import FilterTable, Getter, each, key, tag_set
+from .wire import Ec2Error, integer, members, required
 
 TERMINATED_FOR = timedelta(hours=1)
 READ_ONLY = "viewer"
@@ -64,20 +64,45 @@ def DescribeAvailabilityZones(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
     wanted = set(members(p, "ZoneName"))
     if unknown := wanted - {z["zoneName"] for z in zones}:
         raise Ec2Error("InvalidParameterValue", f"unknown availability zone {sorted(unknown)[0]!r}")
-    flt = filters(p)
-    _check_filters(flt, {"zone-name", "state", "region-name"})
-    zones = [z for z in zones if (not wanted or z["zoneName"] in wanted)
-             and _match(flt, "zone-name", z["zoneName"]) and _match(flt, "state", z["zoneState"])
-             and _match(flt, "region-name", z["regionName"])]
-    return {"availabilityZoneInfo": zones}
+    flt = ZONE_FILTERS.parse(p)
+    return {"availabilityZoneInfo": ZONE_FILTERS.apply(
+        flt, [z for z in zones if not wanted or z["zoneName"] in wanted])}
+
+
+ZONE_FILTERS = FilterTable({"zone-name": key("zoneName"), "state": key("zoneState"),
+                            "region-name": key("regionName")})
 
 
 # ---- instances --------------------------------------------------------------------------------
 
-INSTANCE_FILTERS = {"instance-id", "instance-state-name", "availability-zone", "instance-type",
-                    "image-id", "tag-key", "tag-value", "private-ip-address", "private-dns-name",
-                    "ip-address", "key-name", "reservation-id", "subnet-id", "vpc-id",
-                    "instance.group-id", "instance.group-name", "group-id", "group-name"}
+def _net_hex(inst: Instance) -> str | None:
+    return inst.network.split("-", 1)[1] if inst.network else None
+
+
+def _groups(pair: tuple[Instance, shapes.Extras]) -> list[tuple[str, str]]:
+    return pair[1].groups.get(pair[0].id, [])
+
+
+# filters read (instance, extras): what the answer shows of an instance is in both
+INSTANCE_FILTERS = FilterTable({
+    "instance-id": lambda ie: shapes.instance_id(ie[0].id),
+    "instance-state-name": lambda ie: shapes.state_of(ie[0])["name"],
+    "availability-zone": lambda ie: ie[0].location,
+    "instance-type": lambda ie: ie[0].size,
+    "image-id": lambda ie: ie[0].image,
+    "private-ip-address": lambda ie: shapes.split_addresses(ie[0].addresses)[0] or "",
+    "private-dns-name": lambda ie: shapes.private_dns(shapes.split_addresses(ie[0].addresses)[0]),
+    "ip-address": lambda ie: shapes.split_addresses(ie[0].addresses)[1] or "",
+    "key-name": lambda ie: ie[1].key_names.get(ie[0].id, ""),
+    "reservation-id": lambda ie: ie[1].reservations.get(
+        ie[0].id, ("r-" + ie[0].id.split("-", 1)[1], 0))[0],
+    "subnet-id": lambda ie: f"subnet-{h}" if (h := _net_hex(ie[0])) else "",
+    "vpc-id": lambda ie: f"vpc-{h}" if (h := _net_hex(ie[0])) else "",
+    "instance.group-id": lambda ie: [g for g, _ in _groups(ie)],
+    "group-id": lambda ie: [g for g, _ in _groups(ie)],
+    "instance.group-name": lambda ie: [n for _, n in _groups(ie)],
+    "group-name": lambda ie: [n for _, n in _groups(ie)]},
+    tags=lambda ie: ie[0].tags)
 
 
 def extras(ctx: Context) -> shapes.Extras:
@@ -122,8 +147,7 @@ def reservations(insts: list[Instance], ex: shapes.Extras) -> list[dict[str, Any
 
 @action(READ_ONLY)
 def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, INSTANCE_FILTERS, tags=True)
+    flt = INSTANCE_FILTERS.parse(p)
     ids = members(p, "InstanceId")
     max_results = integer(p, "MaxResults", None, low=5, high=1000)
     if ids and max_results is not None:
@@ -153,32 +177,7 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _keep(flt: dict[str, list[str]], inst: Instance, ex: shapes.Extras) -> bool:
-    if not flt:
-        return True
-    private, public = shapes.split_addresses(inst.addresses)
-    groups = ex.groups.get(inst.id, [])
-    net_hex = inst.network.split("-", 1)[1] if inst.network else None
-    if not (_match(flt, "private-ip-address", private or "")
-            and _match(flt, "private-dns-name", shapes.private_dns(private))
-            and _match(flt, "ip-address", public or "")
-            and _match(flt, "key-name", ex.key_names.get(inst.id, ""))
-            and _match(flt, "reservation-id", ex.reservations.get(
-                inst.id, ("r-" + inst.id.split("-", 1)[1], 0))[0])
-            and _match(flt, "subnet-id", f"subnet-{net_hex}" if net_hex else "")
-            and _match(flt, "vpc-id", f"vpc-{net_hex}" if net_hex else "")
-            and _match_any(flt, "instance.group-id", [g for g, _ in groups])
-            and _match_any(flt, "group-id", [g for g, _ in groups])
-            and _match_any(flt, "instance.group-name", [n for _, n in groups])
-            and _match_any(flt, "group-name", [n for _, n in groups])):
-        return False
-    if not (_match(flt, "instance-id", shapes.instance_id(inst.id))
-            and _match(flt, "instance-state-name", shapes.state_of(inst)["name"])
-            and _match(flt, "availability-zone", inst.location)
-            and _match(flt, "instance-type", inst.size) and _match(flt, "image-id", inst.image)
-            and _match_any(flt, "tag-key", inst.tags.keys())
-            and _match_any(flt, "tag-value", inst.tags.values())):
-        return False
-    return tags_match(flt, inst.tags)
+    return INSTANCE_FILTERS.keep(flt, (inst, ex))
 
 
 @action(WRITE)
@@ -433,9 +432,7 @@ def _instance_or_terminated(ctx: Context, ec2_id: str) -> Instance:
 
 @action(READ_ONLY)
 def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"image-id", "name", "availability-zone", "state", "owner-id",
-                         "architecture", "root-device-type", "image-type"}, tags=True)
+    flt = IMAGE_FILTERS.parse(p)
     ids = members(p, "ImageId")
     notes = ctx.core.annotations.all()
     images = ctx.core.ops.images.list_images(flt.get("availability-zone"), limit=100_000)
@@ -448,19 +445,23 @@ def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     def tags(image_id: str) -> dict[str, str]:
         return dict(notes[image_id].attributes.get("ec2.tags") or {}) if image_id in notes \
             else {}
-    zones = flt.get("availability-zone")
-    catalog = [shapes.catalog_image(c, tags(c.id)) for c in ctx.core.catalog.all()
-               if (not ids or c.id in ids) and (not zones or any(
-                   _match(flt, "availability-zone", r.location) for r in c.replicas))
-               and _match(flt, "image-id", c.id) and _match(flt, "name", c.name)
-               and tags_match(flt, tags(c.id))]
-    return {"imagesSet": catalog + [shapes.image(i, tags(i.id)) for i in one.values()
-                          if (not ids or i.id in ids) and _match(flt, "image-id", i.id)
-                          and _match(flt, "name", i.name) and _match(flt, "state", "available")
-                          and _match(flt, "owner-id", shapes.OWNER)
-                          and _match(flt, "architecture", "x86_64")
-                          and _match(flt, "root-device-type", "ebs")
-                          and _match(flt, "image-type", "machine") and tags_match(flt, tags(i.id))]}
+    # each image with the zones it is in (the answer does not show them; the filter reads them)
+    items = [(shapes.catalog_image(c, tags(c.id)), [r.location for r in c.replicas])
+             for c in ctx.core.catalog.all() if not ids or c.id in ids]
+    items += [(shapes.image(i, tags(i.id)), [i.location]) for i in one.values()
+              if not ids or i.id in ids]
+    return {"imagesSet": [shape for shape, _ in IMAGE_FILTERS.apply(flt, items)]}
+
+
+def _shown(name: str) -> Getter:
+    return lambda item: key(name)(item[0])
+
+
+IMAGE_FILTERS = FilterTable({
+    "image-id": _shown("imageId"), "name": _shown("name"), "state": _shown("imageState"),
+    "owner-id": _shown("imageOwnerId"), "architecture": _shown("architecture"),
+    "root-device-type": _shown("rootDeviceType"), "image-type": _shown("imageType"),
+    "availability-zone": lambda item: item[1]}, tags=lambda item: tag_set(item[0]))
 
 
 # ---- tags -------------------------------------------------------------------------------------
@@ -591,20 +592,19 @@ def _retag(ctx: Context, kind: str, rid: str, add: dict[str, str],
 
 @action(READ_ONLY)
 def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"resource-id", "resource-type", "key", "value"})
+    flt = TAG_FILTERS.parse(p)
     if bad := set(flt.get("resource-type", [])) - {
             "instance", "volume", "snapshot", "image", "vpc", "subnet", "security-group",
             "internet-gateway", "route-table", "dhcp-options"}:
         raise Ec2Error("InvalidParameterValue", f"resource-type {sorted(bad)[0]!r}: onepane "
                        "tags instances, volumes and snapshots")
     rows: list[dict[str, str]] = []
-    if _match(flt, "resource-type", "instance"):
+    if TAG_FILTERS.allows(flt, "resource-type", "instance"):
         for inst in every(ctx.core.ops.instances.list_instances):
             rid = shapes.instance_id(inst.id)
             rows.extend({"resourceId": rid, "resourceType": "instance", "key": k, "value": v}
                         for k, v in sorted(inst.tags.items()))
-    if _match(flt, "resource-type", "volume"):
+    if TAG_FILTERS.allows(flt, "resource-type", "volume"):
         for vol in every(ctx.core.ops.volumes.list_volumes):
             rows.extend({"resourceId": vol.id, "resourceType": "volume", "key": k, "value": v}
                         for k, v in sorted(vol.tags.items()))
@@ -613,21 +613,24 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                 "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
                 "ami": "image"}.get(rid.split("-", 1)[0]) or (
                     "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
-        if kind and _match(flt, "resource-type", kind):
+        if kind and TAG_FILTERS.allows(flt, "resource-type", kind):
             rows.extend({"resourceId": rid, "resourceType": kind, "key": k, "value": v}
                         for k, v in sorted((note.attributes.get("ec2.tags") or {}).items()))
-    if _match(flt, "resource-type", "snapshot"):
+    if TAG_FILTERS.allows(flt, "resource-type", "snapshot"):
         for snap in ctx.core.snapshots.find():
             rows.extend({"resourceId": snap.id, "resourceType": "snapshot", "key": k, "value": v}
                         for k, v in sorted(snap.tags.items()))
-    rows = [r for r in rows if _match(flt, "resource-id", r["resourceId"])
-            and _match(flt, "key", r["key"]) and _match(flt, "value", r["value"])]
+    rows = TAG_FILTERS.apply(flt, rows)
     limit = integer(p, "MaxResults", None, low=5, high=1000)
     start = integer(p, "NextToken", 0, low=0) or 0
     if limit is None:
         return {"tagSet": rows[start:]}
     nxt = str(start + limit) if start + limit < len(rows) else None
     return {"tagSet": rows[start:start + limit], "nextToken": nxt}
+
+
+TAG_FILTERS = FilterTable({"resource-id": key("resourceId"), "resource-type": key("resourceType"),
+                           "key": key("key"), "value": key("value")})
 
 
 def _tag_specs(p: dict[str, Any], kind: str) -> dict[str, str]:
@@ -704,52 +707,19 @@ def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"volume-id", "availability-zone", "status", "attachment.instance-id",
-                         "snapshot-id", "size", "attachment.status", "attachment.device"},
-                   tags=True)
+    flt = VOLUME_FILTERS.parse(p)
     ids = members(p, "VolumeId")
     vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
             else list(every(ctx.core.ops.volumes.list_volumes)))
     notes = ctx.core.annotations.all()
-    out = []
-    for v in (shapes.volume(x, str(notes[x.id].attributes.get("ec2.snapshot", ""))
-                            if x.id in notes else "") for x in vols):
-        attached = [a["instanceId"] for a in v["attachmentSet"]]
-        tags = {t["key"]: t["value"] for t in v["tagSet"]}
-        if (_match(flt, "volume-id", v["volumeId"]) and _match(flt, "status", v["status"])
-                and _match(flt, "availability-zone", v["availabilityZone"])
-                and _match_any(flt, "attachment.instance-id", attached)
-                and _match(flt, "snapshot-id", v["snapshotId"]) and _match(flt, "size", str(v["size"]))
-                and _match_any(flt, "attachment.status", [a["status"] for a in v["attachmentSet"]])
-                and _match_any(flt, "attachment.device", [a["device"] for a in v["attachmentSet"]])
-                and tags_match(flt, tags)):
-            out.append(v)
-    return {"volumeSet": out}
+    return {"volumeSet": VOLUME_FILTERS.apply(flt, (
+        shapes.volume(x, str(notes[x.id].attributes.get("ec2.snapshot", ""))
+                      if x.id in notes else "") for x in vols))}
 
 
-# ---- filters ----------------------------------------------------------------------------------
-
-def _check_filters(flt: dict[str, list[str]], known: set[str], *, tags: bool = False) -> None:
-    for name in flt:
-        if name not in known and not (tags and (name.startswith("tag:") or
-                                                 name in ("tag-key", "tag-value"))):
-            raise Ec2Error("InvalidParameterValue", f"the filter {name!r} is invalid here; "
-                           f"supported: {', '.join(sorted(known))}{', tag:<key>' if tags else ''}")
-
-
-def tags_match(flt: dict[str, list[str]], tags: dict[str, str]) -> bool:
-    """`tag:<key>`, `tag-key` and `tag-value` filters, with wildcards."""
-    return (_match_any(flt, "tag-key", tags.keys()) and _match_any(flt, "tag-value", tags.values())
-            and all(k[4:] in tags and _match(flt, k, tags[k[4:]])
-                    for k in flt if k.startswith("tag:")))
-
-
-def _match(flt: dict[str, list[str]], name: str, value: str) -> bool:
-    """EC2 filter values may hold wildcards: `*` any run of characters, `?` one."""
-    return name not in flt or any(fnmatch.fnmatchcase(str(value), pattern)
-                                  for pattern in flt[name])
-
-
-def _match_any(flt: dict[str, list[str]], name: str, values: Any) -> bool:
-    return name not in flt or any(_match(flt, name, v) for v in values)
+VOLUME_FILTERS = FilterTable({
+    "volume-id": key("volumeId"), "availability-zone": key("availabilityZone"),
+    "status": key("status"), "snapshot-id": key("snapshotId"), "size": key("size"),
+    "attachment.instance-id": each("attachmentSet", "instanceId"),
+    "attachment.status": each("attachmentSet", "status"),
+    "attachment.device": each("attachmentSet", "device")}, tags=tag_set)

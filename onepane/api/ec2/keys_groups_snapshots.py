@@ -12,14 +12,12 @@ from .actions import (
     READ_ONLY,
     WRITE,
     Context,
-    _check_filters,
-    _match,
     _tag_specs,
     action,
     tags_at_create,
-    tags_match,
-)
-from .wire import Ec2Error, filters, integer, members, required
+    )
+from .filtering import FilterTable, key, tag_set
+from .wire import Ec2Error, integer, members, required
 
 # ---- key pairs --------------------------------------------------------------------------------
 
@@ -46,11 +44,13 @@ def ImportKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeKeyPairs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"key-name", "fingerprint", "key-pair-id"})
+    flt = KEY_FILTERS.parse(p)
     keys = ctx.core.key_pairs.find(members(p, "KeyName") or None)
-    return {"keySet": [_key(k) for k in keys if _match(flt, "key-name", k.name)
-                       and _match(flt, "fingerprint", k.fingerprint)]}
+    return {"keySet": KEY_FILTERS.apply(flt, (_key(k) for k in keys))}
+
+
+KEY_FILTERS = FilterTable({"key-name": key("keyName"), "fingerprint": key("keyFingerprint"),
+                           "key-pair-id": key("keyPairId")})
 
 
 @action(WRITE)
@@ -107,17 +107,19 @@ def DescribeSecurityGroups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise Ec2Error("InvalidGroup.NotFound", f"the security group {sorted(missing)[0]!r} "
                            "does not exist")
         groups = [g for g in groups if g.name in wanted]
-    flt = filters(p)
-    _check_filters(flt, {"group-id", "group-name", "vpc-id", "description"}, tags=True)
+    flt = GROUP_FILTERS.parse(p)
     names = {g.id: g.name for g in sg.find()}
     notes = ctx.core.annotations.all()
 
     def tags(g: Group) -> dict[str, str]:
         return dict(notes[g.id].attributes.get("ec2.tags") or {}) if g.id in notes else {}
-    return {"securityGroupInfo": [
-        _group(g, names, tags(g)) for g in groups if tags_match(flt, tags(g)) if _match(flt, "group-id", g.id)
-        and _match(flt, "group-name", g.name) and _match(flt, "description", g.description)
-        and _match(flt, "vpc-id", _vpc_id(g.network) or "")]}
+    return {"securityGroupInfo": GROUP_FILTERS.apply(
+        flt, (_group(g, names, tags(g)) for g in groups))}
+
+
+GROUP_FILTERS = FilterTable({"group-id": key("groupId"), "group-name": key("groupName"),
+                             "vpc-id": key("vpcId"), "description": key("groupDescription")},
+                            tags=tag_set)
 
 
 def _vpc_id(network: str | None) -> str | None:
@@ -205,15 +207,14 @@ def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeSnapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"snapshot-id", "volume-id", "status", "description", "owner-id"},
-                   tags=True)
+    flt = SNAPSHOT_FILTERS.parse(p)
     snaps = ctx.core.snapshots.find(members(p, "SnapshotId") or None)
-    return {"snapshotSet": [
-        _snapshot(s) for s in snaps if _match(flt, "snapshot-id", s.id)
-        and _match(flt, "volume-id", s.volume_id) and _match(flt, "status", s.state)
-        and _match(flt, "description", s.description) and _match(flt, "owner-id", shapes.OWNER)
-        and tags_match(flt, s.tags)]}
+    return {"snapshotSet": SNAPSHOT_FILTERS.apply(flt, (_snapshot(s) for s in snaps))}
+
+
+SNAPSHOT_FILTERS = FilterTable({
+    "snapshot-id": key("snapshotId"), "volume-id": key("volumeId"), "status": key("status"),
+    "description": key("description"), "owner-id": key("ownerId")}, tags=tag_set)
 
 
 @action(WRITE)

@@ -10,9 +10,10 @@ from typing import Any
 
 from ...inventory.records import Record, record_id
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _check_filters, _match, action, other_tags, tags_match
+from .actions import READ_ONLY, WRITE, Context, action, other_tags
+from .filtering import FilterTable, each, key, tag_set
 from .vpc import VPC, _vpc_of
-from .wire import Ec2Error, filters, members, required
+from .wire import Ec2Error, members, required
 
 IGW, RTB, DOPT = "igw", "rtb", "dopt"
 
@@ -62,15 +63,14 @@ def DeleteInternetGateway(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeInternetGateways(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"internet-gateway-id", "attachment.vpc-id", "attachment.state"},
-                   tags=True)
+    flt = IGW_FILTERS.parse(p)
     gws = ctx.core.records.find(IGW, members(p, "InternetGatewayId") or None, "internet gateway")
-    return {"internetGatewaySet": [
-        _igw(r, ctx) for r in gws if _match(flt, "internet-gateway-id", r.id)
-        and _match(flt, "attachment.vpc-id", r.attributes.get("vpc") or "")
-        and _match(flt, "attachment.state", "available" if r.attributes.get("vpc") else "")
-        and tags_match(flt, other_tags(ctx, r.id))]}
+    return {"internetGatewaySet": IGW_FILTERS.apply(flt, (_igw(r, ctx) for r in gws))}
+
+
+IGW_FILTERS = FilterTable({"internet-gateway-id": key("internetGatewayId"),
+                           "attachment.vpc-id": each("attachmentSet", "vpcId"),
+                           "attachment.state": each("attachmentSet", "state")}, tags=tag_set)
 
 
 @action(WRITE)
@@ -135,32 +135,20 @@ def DeleteRouteTable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeRouteTables(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"route-table-id", "vpc-id", "association.route-table-association-id",
-                         "association.route-table-id", "association.subnet-id",
-                         "association.main", "route.destination-cidr-block",
-                         "route.gateway-id", "route.state"}, tags=True)
-    out = []
-    for r in ctx.core.records.find(RTB, members(p, "RouteTableId") or None, "route table"):
-        a = r.attributes
-        assoc = a["associations"]
-        routes = a["routes"]
-        if (_match(flt, "route-table-id", r.id) and _match(flt, "vpc-id", a["vpc"])
-                and _any(flt, "association.route-table-association-id", [s["id"] for s in assoc])
-                and _any(flt, "association.route-table-id", [r.id] if assoc else [])
-                and _any(flt, "association.subnet-id", [s["subnet"] for s in assoc if s["subnet"]])
-                and _any(flt, "association.main", ["true" if s["main"] else "false" for s in assoc])
-                and _any(flt, "route.destination-cidr-block",
-                         [x["DestinationCidrBlock"] for x in routes])
-                and _any(flt, "route.gateway-id", [x.get("GatewayId") or "" for x in routes])
-                and _any(flt, "route.state", [x["State"] for x in routes])
-                and tags_match(flt, other_tags(ctx, r.id))):
-            out.append(_rtb(r, ctx))
-    return {"routeTableSet": out}
+    flt = RTB_FILTERS.parse(p)
+    rtbs = ctx.core.records.find(RTB, members(p, "RouteTableId") or None, "route table")
+    return {"routeTableSet": RTB_FILTERS.apply(flt, (_rtb(r, ctx) for r in rtbs))}
 
 
-def _any(flt: dict[str, list[str]], name: str, values: list[str]) -> bool:
-    return name not in flt or any(_match(flt, name, v) for v in values)
+RTB_FILTERS = FilterTable({
+    "route-table-id": key("routeTableId"), "vpc-id": key("vpcId"),
+    "association.route-table-association-id": each("associationSet", "routeTableAssociationId"),
+    "association.route-table-id": each("associationSet", "routeTableId"),
+    "association.subnet-id": each("associationSet", "subnetId"),
+    "association.main": lambda item: [str(a["main"]).lower() for a in item["associationSet"]],
+    "route.destination-cidr-block": each("routeSet", "destinationCidrBlock"),
+    "route.gateway-id": each("routeSet", "gatewayId"),
+    "route.state": each("routeSet", "state")}, tags=tag_set)
 
 
 def _subnet_vpc(ctx: Context, subnet_id: str) -> str:
@@ -323,16 +311,15 @@ def DeleteDhcpOptions(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeDhcpOptions(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"dhcp-options-id", "key", "value"}, tags=True)
-    out = []
-    for r in ctx.core.records.find(DOPT, members(p, "DhcpOptionsId") or None, "DHCP options"):
-        config = r.attributes["config"]
-        if (_match(flt, "dhcp-options-id", r.id) and _any(flt, "key", list(config))
-                and _any(flt, "value", [v for vs in config.values() for v in vs])
-                and tags_match(flt, other_tags(ctx, r.id))):
-            out.append(_dopt(r, ctx))
-    return {"dhcpOptionsSet": out}
+    flt = DOPT_FILTERS.parse(p)
+    dopts = ctx.core.records.find(DOPT, members(p, "DhcpOptionsId") or None, "DHCP options")
+    return {"dhcpOptionsSet": DOPT_FILTERS.apply(flt, (_dopt(r, ctx) for r in dopts))}
+
+
+DOPT_FILTERS = FilterTable({
+    "dhcp-options-id": key("dhcpOptionsId"), "key": each("dhcpConfigurationSet", "key"),
+    "value": lambda item: [v["value"] for c in item["dhcpConfigurationSet"]
+                           for v in c["valueSet"]]}, tags=tag_set)
 
 
 @action(WRITE)

@@ -14,14 +14,12 @@ from .actions import (
     READ_ONLY,
     WRITE,
     Context,
-    _check_filters,
-    _match,
     _tag_specs,
     action,
     tags_at_create,
-    tags_match,
-)
-from .wire import Ec2Error, filters, members, required
+    )
+from .filtering import FilterTable, constant, key, tag_set
+from .wire import Ec2Error, members, required
 
 VPC = "vpc"
 
@@ -98,24 +96,19 @@ def DeleteVpc(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeVpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"vpc-id", "cidr", "cidr-block", "state", "is-default",
-                         "dhcp-options-id"}, tags=True)
+    flt = VPC_FILTERS.parse(p)
     vpcs = all_vpcs(ctx)
     ids = members(p, "VpcId")
     if missing := set(ids) - {v["vpcId"] for v in vpcs}:
         raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{sorted(missing)[0]}' does not "
                        "exist")
-    out = []
-    for v in vpcs:
-        tags = {t["key"]: t["value"] for t in v["tagSet"]}
-        if ((not ids or v["vpcId"] in ids) and _match(flt, "vpc-id", v["vpcId"])
-                and _match(flt, "cidr", v["cidrBlock"]) and _match(flt, "cidr-block", v["cidrBlock"])
-                and _match(flt, "state", v["state"]) and _match(flt, "is-default", "false")
-                and _match(flt, "dhcp-options-id", v["dhcpOptionsId"])
-                and tags_match(flt, tags)):
-            out.append(v)
-    return {"vpcSet": out}
+    return {"vpcSet": VPC_FILTERS.apply(flt, (v for v in vpcs if not ids or v["vpcId"] in ids))}
+
+
+VPC_FILTERS = FilterTable({
+    "vpc-id": key("vpcId"), "cidr": key("cidrBlock"), "cidr-block": key("cidrBlock"),
+    "state": key("state"), "is-default": constant("false"),
+    "dhcp-options-id": key("dhcpOptionsId")}, tags=tag_set)
 
 
 @action(READ_ONLY)
@@ -214,24 +207,20 @@ def DeleteSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(READ_ONLY)
 def DescribeSubnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    flt = filters(p)
-    _check_filters(flt, {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "cidr",
-                         "state", "cidrBlock"}, tags=True)
+    flt = SUBNET_FILTERS.parse(p)
     ids = {shapes.to_onepane(v, "subnet") for v in members(p, "SubnetId")}
     nets = [n for n in every(ctx.core.ops.networks.list_networks) if not ids or n.id in ids]
     if missing := ids - {n.id for n in nets}:
         raise Ec2Error("InvalidSubnetID.NotFound", f"the subnet ID 'subnet-"
                        f"{sorted(missing)[0][4:]}' does not exist")
-    out = []
-    for s in (_subnet_shape(ctx, n) for n in nets):
-        tags = {t["key"]: t["value"] for t in s["tagSet"]}
-        if (_match(flt, "subnet-id", s["subnetId"]) and _match(flt, "vpc-id", s["vpcId"])
-                and _match(flt, "availability-zone", s["availabilityZone"])
-                and _match(flt, "cidr-block", s["cidrBlock"]) and _match(flt, "cidr", s["cidrBlock"])
-                and _match(flt, "cidrBlock", s["cidrBlock"]) and _match(flt, "state", s["state"])
-                and tags_match(flt, tags)):
-            out.append(s)
-    return {"subnetSet": out}
+    return {"subnetSet": SUBNET_FILTERS.apply(flt, (_subnet_shape(ctx, n) for n in nets))}
+
+
+SUBNET_FILTERS = FilterTable({
+    "subnet-id": key("subnetId"), "vpc-id": key("vpcId"),
+    "availability-zone": key("availabilityZone"), "cidr-block": key("cidrBlock"),
+    "cidr": key("cidrBlock"), "cidrBlock": key("cidrBlock"), "state": key("state")},
+    tags=tag_set)
 
 
 @action(WRITE)
