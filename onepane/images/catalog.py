@@ -9,10 +9,8 @@ there as a job of that location, checks the digest at the other end, and registe
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import tempfile
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,10 @@ from ..inventory.jobs import JobRunner, chain_key
 from ..inventory.views import job_view
 from ..model import Job, JobStatus, new_id, slug
 from ..providers.base import Feature, Provider
-from ..providers.copy import sha256_of
 from ..providers.registry import Registry
 from ..store.tables import CatalogImageRow, ImageReplicaRow, JobRow
-from . import disk, inspect, ova, ovf, ovf_writer, properties
+from . import export, inspect, ova, ovf, properties
+from .blobs import BlobStore
 
 
 def _member_name(name: str, system_id: str) -> str:
@@ -162,10 +160,8 @@ class Catalog:
         self.events = events
         self.registry = registry
         self.runner = runner
-        self.blobs = state_dir / "blobs"
-        (self.blobs / "sha256").mkdir(parents=True, exist_ok=True)
-        (self.blobs / "converted").mkdir(parents=True, exist_ok=True)
-        self._convert_lock = threading.Lock()
+        self.store = BlobStore(state_dir / "blobs")
+        self.blobs = self.store.root  # scratch folders for uploads live beside the blobs
         runner.register("image.replicate", self._do_replicate, self._replicate_failed)
 
     # ---- import --------------------------------------------------------------------------
@@ -196,7 +192,7 @@ class Catalog:
                 found = inspect.check(path, label, field="file")
                 rows = [CatalogImageRow(
                     id=new_id("img"), name=name or path.stem, version=version, os=None, cpus=1,
-                    memory_mb=512, disks=[self._store_blob(path, found, digest)], networks=[],
+                    memory_mb=512, disks=[self.store.keep(path, found, digest)], networks=[],
                     product={}, source="disk")]
         with self.events.tx() as s:
             same = _stored_twin(s, rows)
@@ -233,7 +229,7 @@ class Catalog:
                     blank.append({"id": d.id, "capacity_bytes": d.capacity_bytes,
                                   "capacity": d.capacity, "units": d.capacity_units})
                     continue
-                entry = self._store_blob(pkg.directory / ref.href, pkg.disks[d.id])
+                entry = self.store.keep(pkg.directory / ref.href, pkg.disks[d.id])
                 disks.append({**entry, "id": d.id, "capacity_bytes": d.capacity_bytes})
             if not disks:
                 continue
@@ -253,22 +249,6 @@ class Catalog:
                 r.appliance = {"id": group, "name": name or desc.collection,
                                "collection": desc.collection, "members": members}
         return rows
-
-    def _store_blob(self, src: Path, found: inspect.Inspected,
-                    digest: str | None = None) -> dict[str, Any]:
-        """Keep an inspected disk once, by content."""
-        movable = digest is not None  # an upload of ours, in a scratch folder on the same disk
-        digest = digest or sha256_of(src)
-        blob = self.blobs / "sha256" / digest
-        if not blob.exists():  # content-addressed: the same disk is kept once
-            if movable:
-                src.replace(blob)
-            else:
-                tmp = blob.with_name(digest + ".partial")
-                shutil.copyfile(src, tmp)
-                tmp.replace(blob)
-        return {"sha256": digest, "format": found.format, "virtual_size": found.virtual_size,
-                "size": blob.stat().st_size, "subformat": found.subformat}
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -327,75 +307,12 @@ class Catalog:
                          deployment_option=chosen, user_data=user_data,
                          **_hardware(img, meta, chosen))
 
-    def blob(self, sha: str) -> Path:
-        return self.blobs / "sha256" / sha
-
-    def converted(self, sha: str, fmt: str, src_format: str, subformat: str | None = None) -> Path:
-        """The disk in `fmt`, converted once and cached (the blob itself when it already is).
-        A VMDK counts as VMDK only when streamOptimized, the one subformat OVF consumers take;
-        any other is converted, not relabelled."""
-        if fmt == src_format and (fmt != "vmdk" or subformat == "streamOptimized"):
-            return self.blob(sha)
-        out = self.blobs / "converted" / f"{sha}.{fmt}"
-        with self._convert_lock:
-            if not out.exists():
-                disk.convert(self.blob(sha), out, fmt, src_format)
-        return out
-
-    @staticmethod
-    def _digest_of(converted: Path) -> str:
-        """A converted disk is hashed once; later replications of it read the digest back."""
-        side = converted.with_name(converted.name + ".sha256")
-        if side.exists():
-            return side.read_text().strip()
-        digest = sha256_of(converted)
-        side.write_text(digest)
-        return digest
-
     # ---- export --------------------------------------------------------------------------
 
     def export(self, image_id: str, out: Path, fmt: str = "ova", ovf_version: str = "1.0") -> Path:
-        img = self.get(image_id)
-        if fmt != "ova":
-            if len(img.disks) > 1:
-                raise InvalidInput(f"image {img.name} has {len(img.disks)} disks and a {fmt} file "
-                                   "holds one: export it as an OVA", field="format")
-            first = img.disks[0]
-            return Path(shutil.copyfile(self.converted(first["sha256"], fmt, first["format"],
-                                                       first.get("subformat")), out))
-        files: dict[str, Path] = {}
-        disks, refs = [], []
-        for i, d in enumerate(img.disks, start=1):
-            path = self.converted(d["sha256"], "vmdk", d["format"], d.get("subformat"))
-            href = f"{img.name}-disk{i}.vmdk"
-            files[href] = path
-            refs.append(ovf.OvfFile(id=f"file{i}", href=href, size=path.stat().st_size))
-            disks.append(ovf.OvfDisk(id=d.get("id") or f"vmdisk{i}", file_ref=f"file{i}",
-                                     capacity_bytes=max(d["virtual_size"],
-                                                        d.get("capacity_bytes") or 0),
-                                     format=ovf.VMDK_STREAM))
-        meta = img.ovf or {}
-        disks += [ovf.OvfDisk(id=b["id"], file_ref=None, capacity_bytes=b["capacity_bytes"],
-                              format=ovf.VMDK_STREAM) for b in meta.get("blank_disks", [])]
-        default = meta.get("default_option")
-        options = [ovf.DeploymentOption(id=o["id"], label=o.get("label"),
-                                        description=o.get("description"), default=o["id"] == default)
-                   for o in meta.get("options", [])]
-        per_option = {(k or None): ovf.Hardware(**v) for k, v in meta.get("hardware", {}).items()} \
-            or {None: ovf.Hardware(cpus=img.cpus, memory_bytes=img.memory_mb * 2**20,
-                                   disks=[d.id for d in disks], nics=list(img.networks))}
-        default = default if default in per_option else next(iter(per_option))
-        system = ovf.VirtualSystem(
-            id=meta.get("system_id") or img.name, name=img.name,
-            items=ovf_writer.build_items(per_option, default), os_id=meta.get("os_id"),
-            os_description=img.os, product=img.product,
-            properties=[ovf.Property(**p) for p in meta.get("properties", [])],
-            eulas=list(meta.get("eulas", [])), annotation=meta.get("annotation"))
-        networks = sorted({n for h in per_option.values() for n in h.nics if n})
-        pkg = ovf.OvfPackage(version=ovf_version, files=refs, disks=disks, networks=networks,
-                             systems=[system], options=options)
-        ova.write_ova(pkg, files, out, ovf_version, img.name)
-        return out
+        """The image as an OVA (OVF `ovf_version`, disks as streamOptimized VMDK) or, for an
+        image of one disk, as that disk in `fmt`."""
+        return export.write(self.get(image_id), self.store, out, fmt, ovf_version)
 
     def capture(self, location: str, provider_id: str, name: str) -> CatalogImage:
         """An instance's disk as a catalog image (flattened, inspected like any upload) that
@@ -455,8 +372,8 @@ class Catalog:
         d = img.disks[0]
         fmt = next((f for f in provider.disk_formats if f == d["format"]), provider.disk_formats[0])
         self._set(image_id, loc, state="converting", format=fmt)
-        path = self.converted(d["sha256"], fmt, d["format"], d.get("subformat"))
-        digest = d["sha256"] if path == self.blob(d["sha256"]) else self._digest_of(path)
+        path = self.store.converted(d["sha256"], fmt, d["format"], d.get("subformat"))
+        digest = d["sha256"] if path == self.store.path(d["sha256"]) else self.store.digest_of(path)
         self._set(image_id, loc, state="replicating")
         last = [0.0]
 
