@@ -23,7 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import kill_instances, moto_server, onepane, result, three_locations
 from onepane.providers.base import InstanceSpec
-from onepane.providers.cloud import CloudProvider
+from onepane.providers.ec2 import Ec2Provider
 from onepane.providers.local import LocalProvider
 
 AMI, SIZE = "ami-760aaa0f", "t2.micro"
@@ -46,7 +46,7 @@ def sleeper_dir(root: Path) -> Path:
 def direct(count: int, moto: str, root: Path) -> float:
     port = int(moto.rsplit(":", 1)[1])
     providers = {name: LocalProvider(name, root / "direct") for name in ("dc-a", "dc-b")}
-    providers["aws"] = CloudProvider("aws", "ec2-compat", "us-east-1",  # type: ignore[assignment]
+    providers["aws"] = Ec2Provider("aws", "ec2-compat", "us-east-1",  # type: ignore[assignment]
                                      {"key": "k", "secret": "s"},
                                      {"host": "127.0.0.1", "port": port, "secure": False})
     app = sleeper_dir(root)

@@ -1,19 +1,17 @@
 """Any Apache Libcloud compute driver as a onepane location.
 
-The driver is picked by Libcloud's provider name (`ec2`, `gce`, `openstack`, `azure_arm`,
-`dummy`, ...) or `ec2-compat` for EC2-compatible endpoints (see ec2_compat). Credentials come in
-as `key`/`secret`; every other option is passed to the driver's constructor unchanged, so a
-driver's own settings (`ex_force_auth_url`, `project`, `datacenter`, ...) need no code here.
+The driver is picked by Libcloud's provider name (`gce`, `openstack`, `azure_arm`, `dummy`,
+...); EC2 and EC2-compatible endpoints (`ec2`, `ec2-compat`) are ec2.Ec2Provider, this class
+plus what only EC2's API offers. Credentials come in as `key`/`secret`; a driver gets Libcloud's
+connection options (`host`, `port`, ...) and its own keywords only from `options.driver_options`,
+all typed and checked (model._OPTION_TYPES): a misspelt option is refused, not ignored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 import threading
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -124,25 +122,6 @@ def translate(exc: Exception) -> OnepaneError:
     return PermanentProviderError(repr(exc))
 
 
-SINGLE_PUT_MAX = 5 * 2**30  # S3's limit for one PUT
-
-
-class _Progress:
-    """A file wrapper that reports how much has been read (for upload progress)."""
-
-    def __init__(self, f: Any, total: int, progress: Callable[[float], None]) -> None:
-        self.f, self.total, self.done, self.progress = f, total, 0, progress
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self.f.read(n)
-        self.done += len(data)
-        self.progress(100.0 * self.done / self.total if self.total else 100.0)
-        return data
-
-    def __iter__(self) -> Any:
-        while data := self.read(2**20):
-            yield data
-
 
 def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
     """What a Libcloud driver cannot do, read from which of NodeDriver's verbs it overrides."""
@@ -157,9 +136,6 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         missing[Feature.snapshots] = f"Libcloud's {name} driver makes no volume snapshots"
     if not hasattr(d, "ex_change_node_size"):
         missing[Feature.resize] = f"Libcloud's {name} driver cannot change a server's size"
-    if not hasattr(d, "ex_create_security_group"):
-        missing[Feature.firewall] = (f"Libcloud's {name} driver has no security groups to pass "
-                                     "onepane's to")
     missing[Feature.capture_image] = ("onepane does not copy a cloud server's disk into its "
                                       "catalog yet")
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
@@ -173,13 +149,15 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
         missing[Feature.stop_start] = f"Libcloud's {name} driver cannot stop a server"
     if d.reboot_node is NodeDriver.reboot_node:
         missing[Feature.reboot] = f"Libcloud's {name} driver cannot reboot a server"
-    if not name.startswith("ec2"):
-        missing[Feature.disk_images] = missing[Feature.boot_images] = (
-            "onepane registers disk images only through EC2's S3 + RegisterImage path")
-        missing[Feature.idempotent_create] = (
-            f"Libcloud's {name} driver keeps no tag or client token by which a retried create "
-            "finds the server an earlier attempt made")
-    if not name.startswith(("ec2", "openstack")):
+    # EC2 can (ec2.Ec2Provider takes these out again)
+    missing[Feature.firewall] = ("onepane passes its security groups to EC2's API only (other "
+                                 "clouds' group verbs differ)")
+    missing[Feature.disk_images] = missing[Feature.boot_images] = (
+        "onepane registers disk images only through EC2's S3 + RegisterImage path")
+    missing[Feature.idempotent_create] = (
+        f"Libcloud's {name} driver keeps no tag or client token by which a retried create "
+        "finds the server an earlier attempt made")
+    if not name.startswith("openstack"):
         missing[Feature.user_data] = f"Libcloud's {name} driver takes no user data"
     return Capabilities(missing)
 
@@ -197,8 +175,6 @@ class CloudProvider(Provider):
         self._lock = threading.Lock()
         d = type(self.driver)
         self.capabilities = cloud_capabilities(driver, d)
-        if self.capabilities.supports(Feature.disk_images):
-            self.disk_formats = ("vmdk", "raw")
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -235,22 +211,12 @@ class CloudProvider(Provider):
             return self._observe(earlier)
         size = self._size(spec.size)
         image = NodeImage(id=spec.image, name=spec.image, driver=self.driver)
-        kwargs: dict[str, Any] = {}
-        if self.driver_name.startswith("ec2"):
-            kwargs["ex_metadata"] = {ONEPANE_TAG: spec.onepane_id, **spec.tags}
-            kwargs["ex_clienttoken"] = spec.onepane_id
-            if spec.network:
-                kwargs["ex_subnet"] = self._subnet(spec.network)
+        kwargs = self._create_options(spec)
         if spec.user_data:
             self.require(Feature.user_data, "properties")
             kwargs["ex_userdata"] = spec.user_data
-        if spec.security_groups:  # the cloud's own groups, named after onepane's (rules: enforce)
+        if spec.security_groups:
             self.require(Feature.firewall, "security_group")
-            ids = [self._cloud_group(g) for g in spec.security_groups]
-            if spec.network:  # Libcloud takes group ids only together with a subnet
-                kwargs["ex_security_group_ids"] = ids
-            else:
-                kwargs["ex_security_groups"] = [f"onepane-{g}" for g in spec.security_groups]
         if spec.ssh_keys:
             if "ssh_key" not in (self.driver.features or {}).get("create_node", []):
                 raise Unsupported(f"Libcloud's driver at {self.location} takes no SSH key",
@@ -259,14 +225,21 @@ class CloudProvider(Provider):
         node = self._call(self.driver.create_node, name=spec.name, size=size, image=image, **kwargs)
         return self._observe(node)
 
+    def _create_options(self, spec: InstanceSpec) -> dict[str, Any]:
+        """What this cloud's driver takes beyond name, size and image (EC2: tags, a client
+        token, a subnet)."""
+        return {}
+
+    def _tagged(self, onepane_id: str) -> dict[str, Any]:
+        """list_nodes keywords that narrow the listing to onepane's server (EC2: a filter)."""
+        return {}
+
     def _made_by(self, onepane_id: str) -> Node | None:
         """The server an earlier attempt of this create made, if any: a retry after a lost reply
         must not make a second one (EC2's client token does that too, but compatible clouds
-        and moto ignore it). On EC2 it is found by its tag, one small answer; listing every
-        server made each create cost what the estate costs to list."""
-        mine = ({"ex_filters": {f"tag:{ONEPANE_TAG}": onepane_id}}
-                if self.driver_name.startswith("ec2") else {})
-        for node in self._call(self.driver.list_nodes, **mine):
+        and moto ignore it). Where the cloud filters by tag (_tagged), one small answer; listing
+        every server made each create cost what the estate costs to list."""
+        for node in self._call(self.driver.list_nodes, **self._tagged(onepane_id)):
             tags = node.extra.get("tags") or {}
             if tags.get(ONEPANE_TAG) == onepane_id and node.state != NodeState.TERMINATED:
                 return node
@@ -310,70 +283,6 @@ class CloudProvider(Provider):
                              cpu=_cpus(s.extra or {}))
                 for s in self._size_map().values()]
 
-    def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
-                    progress: Callable[[float], None]) -> str:
-        """EC2's way: the disk goes to S3 and is registered as an AMI from there. Against real
-        AWS the same upload feeds ImportImage (not served by moto, which registers from
-        ImageLocation).
-
-        Up to S3's single-PUT limit the file is sent in one streamed PUT and S3's ETag (the MD5
-        of what it received) must match ours: verified at the destination without reading the
-        object back. Larger disks go multipart and are read back and hashed (SHA-256)."""
-        if not self.capabilities.supports(Feature.disk_images):
-            return super().import_disk(image_id, name, path, fmt, sha256, progress)
-        ami_name = f"{name}-{image_id}"[:120]
-        for img in self._call(self.driver.list_images, ex_owner="self",
-                              ex_filters={"name": ami_name}):
-            if img.name == ami_name:
-                return str(img.id)  # registered by an earlier attempt
-        storage = self._storage()
-        bucket = self.options.get("image_bucket", "onepane-images")
-        try:
-            container = self._call(storage.get_container, bucket)
-        except PermanentProviderError:
-            container = self._call(storage.create_container, bucket)
-        key = f"{image_id}-{sha256[:16]}.{fmt}"
-        # An object left by an earlier attempt is read back and hashed before it is trusted.
-        if self._remote_sha256(storage, container, key) != sha256:
-            extra = {"meta_data": {"sha256": sha256}}
-            size = path.stat().st_size
-            if size <= self.options.get("single_put_max", SINGLE_PUT_MAX):
-                progress(1.0)
-                # verify_hash: libcloud compares S3's ETag with the MD5 of the file, and fails
-                # on a mismatch (retried as transient by the job runner).
-                self._call(storage.upload_object, str(path), container, key, extra=extra,
-                           verify_hash=True)
-            else:
-                with path.open("rb") as f:
-                    self._call(storage.upload_object_via_stream, _Progress(f, size, progress),
-                               container, key, extra=extra)
-                if self._remote_sha256(storage, container, key) != sha256:
-                    raise TransientProviderError(f"{key}: checksum mismatch after the upload")
-        progress(100.0)
-        ami = self._call(self.driver.ex_register_image, ami_name,  # type: ignore[attr-defined]
-                         description=f"onepane {image_id} sha256:{sha256}",
-                         image_location=f"{bucket}/{key}", root_device_name="/dev/sda1")
-        return str(ami.id)
-
-    def _storage(self) -> Any:
-        from libcloud.storage.providers import get_driver as storage_driver
-        from libcloud.storage.types import Provider as StorageProvider
-        kwargs = {k: self.options[k] for k in ("host", "port", "secure") if k in self.options}
-        return storage_driver(StorageProvider.S3)(self.credentials.get("key"),
-                                                  self.credentials.get("secret"),
-                                                  region=self.region, **kwargs)
-
-    def _remote_sha256(self, storage: Any, container: Any, key: str) -> str | None:
-        """Read the object back and hash it: what arrived, not what was meant to."""
-        try:
-            obj = storage.get_object(container.name, key)
-        except Exception:
-            return None
-        h = hashlib.sha256()
-        for chunk in self._call(storage.download_object_as_stream, obj, chunk_size=2**20):
-            h.update(chunk)
-        return h.hexdigest()
-
     # ---- volumes -------------------------------------------------------------------------
 
     def list_volumes(self) -> list[ObservedVolume]:
@@ -408,38 +317,6 @@ class CloudProvider(Provider):
             raise InvalidInput(f"unknown size {size!r} at {self.location}", field="size")
         self._call(self.driver.ex_change_node_size, self._node(provider_id),  # type: ignore[attr-defined]
                    sizes[size])
-
-    # ---- security groups: one cloud group per onepane group, its rules kept the same ----
-
-    def _cloud_group(self, group_id: str) -> str:
-        """The cloud group's id (made now if it is not there yet)."""
-        name = f"onepane-{group_id}"
-        drv: Any = self.driver
-        found = [g for g in self._call(drv.ex_get_security_groups) if g.name == name]
-        if found:
-            return str(found[0].id)
-        made = self._call(drv.ex_create_security_group, name, f"onepane security group {group_id}")
-        return str(made["group_id"])
-
-    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
-                groups: dict[str, list[dict[str, Any]]]) -> None:
-        """Each onepane group that instances here use has a cloud group of the same name
-        prefix; its inbound rules are made the same as the onepane group's."""
-        self.require(Feature.firewall, "security_group")
-        drv: Any = self.driver
-        for sg in self._call(drv.ex_get_security_groups):
-            if not sg.name.startswith("onepane-sg-"):
-                continue
-            wanted = {_rule_key(r) for r in groups.get(sg.name.removeprefix("onepane-"), [])}
-            have = {_rule_key({"protocol": r["protocol"], "from_port": _int(r["from_port"]),
-                               "to_port": _int(r["to_port"]), "cidrs": r["cidr_ips"]})
-                    for r in sg.ingress_rules if r.get("cidr_ips")}
-            for proto, lo, hi, cidrs in wanted - have:
-                self._call(drv.ex_authorize_security_group_ingress, sg.id, lo, hi,
-                           cidr_ips=list(cidrs), protocol=proto)
-            for proto, lo, hi, cidrs in have - wanted:
-                self._call(drv.ex_revoke_security_group_ingress, sg.id, lo, hi,
-                           cidr_ips=list(cidrs), protocol=proto)
 
     def create_snapshot(self, volume_id: str, snapshot_id: str) -> str:
         self.require(Feature.snapshots, "volume")
@@ -550,12 +427,6 @@ class CloudProvider(Provider):
                 return z
         raise InvalidInput(f"zone {wanted!r} not found at {self.location}", field="options.zone")
 
-    def _subnet(self, subnet_id: str) -> Any:
-        for s in self._call(self.driver.ex_list_subnets):  # type: ignore[attr-defined]
-            if s.id == subnet_id:
-                return s
-        raise InvalidInput(f"no subnet {subnet_id!r} at {self.location}", field="network")
-
 
 def _cpus(extra: dict[str, Any]) -> float | None:
     """Drivers name it differently: `cpu` (most), `vcpu` as a string (EC2's price list)."""
@@ -565,15 +436,3 @@ def _cpus(extra: dict[str, Any]) -> float | None:
         except (KeyError, TypeError, ValueError):
             continue
     return None
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _rule_key(r: dict[str, Any]) -> tuple[str, int | None, int | None, tuple[str, ...]]:
-    proto = "-1" if r["protocol"] in ("-1", "all") else str(r["protocol"])
-    return (proto, r.get("from_port"), r.get("to_port"), tuple(sorted(r.get("cidrs") or [])))

@@ -43,6 +43,9 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
     if kind == ProviderKind.cloud:
         if not driver:
             raise InvalidInput("cloud locations need a Libcloud driver name", field="driver")
+        if driver.startswith("ec2"):  # ec2, ec2-compat: EC2's API, with what only it offers
+            from .ec2 import Ec2Provider
+            return Ec2Provider(name, driver, region, credentials, options)
         from .cloud import CloudProvider
         return CloudProvider(name, driver, region, credentials, options)
     raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm, cloud or sim", field="provider")

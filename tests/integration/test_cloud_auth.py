@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from onepane.errors import ProviderAuthError
-from onepane.providers.cloud import CloudProvider
+from onepane.providers.ec2 import Ec2Provider
 from tests.conftest import VENV_BIN
 from tests.helpers import free_port, port_open, wait_for
 
@@ -30,7 +30,7 @@ def strict_moto(tmp_path: Path) -> Iterator[int]:
 
 
 def test_wrong_credentials_are_a_clear_permanent_error(strict_moto: int) -> None:
-    p = CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "AKIDWRONG", "secret": "nope"},
+    p = Ec2Provider("aws", "ec2-compat", "us-east-1", {"key": "AKIDWRONG", "secret": "nope"},
                       {"host": "127.0.0.1", "port": strict_moto, "secure": False})
     with pytest.raises(ProviderAuthError, match="credentials rejected") as exc:
         p.check()

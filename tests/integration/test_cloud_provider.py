@@ -13,6 +13,7 @@ from onepane.errors import InvalidInput, NotFound, TransientProviderError
 from onepane.model import InstanceState
 from onepane.providers.base import Feature, InstanceSpec
 from onepane.providers.cloud import CloudProvider
+from onepane.providers.ec2 import Ec2Provider
 from tests.helpers import free_port
 
 AMI = "ami-760aaa0f"
@@ -20,7 +21,7 @@ AMI = "ami-760aaa0f"
 
 def ec2(moto: str) -> CloudProvider:
     port = int(moto.rsplit(":", 1)[1])
-    return CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "testing", "secret": "testing"},
+    return Ec2Provider("aws", "ec2-compat", "us-east-1", {"key": "testing", "secret": "testing"},
                          {"host": "127.0.0.1", "port": port, "secure": False})
 
 
@@ -92,7 +93,7 @@ def test_ec2_bad_input_is_a_clear_error(moto: str) -> None:
 
 
 def test_unreachable_endpoint_is_transient() -> None:
-    p = CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"},
+    p = Ec2Provider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"},
                       {"host": "127.0.0.1", "port": free_port(), "secure": False})
     with pytest.raises(TransientProviderError):
         p.check()
@@ -126,7 +127,7 @@ def test_disk_import_via_s3_single_put_and_multipart(moto: str, tmp_path: Path,
     port = int(moto.rsplit(":", 1)[1])
     options = {"host": "127.0.0.1", "port": port, "secure": False,
                **({"single_put_max": single_put_max} if single_put_max else {})}
-    p = CloudProvider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"}, options)
+    p = Ec2Provider("aws", "ec2-compat", "us-east-1", {"key": "k", "secret": "s"}, options)
     disk = tmp_path / "disk.vmdk"
     disk.write_bytes(os.urandom(6 * 2**20 + 123))
     digest = hashlib.sha256(disk.read_bytes()).hexdigest()

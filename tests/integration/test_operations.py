@@ -16,7 +16,7 @@ from onepane.core import Core
 from onepane.errors import InvalidInput, NotFound, OnepaneError, TransientProviderError
 from onepane.model import InstanceCreate, InstanceState, LocationCreate
 from onepane.providers.base import Capabilities, InstanceSpec, ObservedImage, ObservedInstance, ObservedSize
-from onepane.providers.cloud import CloudProvider
+from onepane.providers.ec2 import Ec2Provider
 from onepane.providers.local import LocalProvider
 from tests.conftest import ec2_location
 from tests.helpers import kill_instances, wait_for
@@ -266,11 +266,11 @@ def test_an_ec2_create_whose_reply_was_lost_makes_one_server(core: Core, moto: s
     it. Real moto; the lost answer is the fake part."""
     core.locations.add(LocationCreate.model_validate(ec2_location(moto)))
     real = core.registry.get("aws-us-east-1")
-    assert isinstance(real, CloudProvider)
+    assert isinstance(real, Ec2Provider)
     retries: list[bool] = []
     searched: list[str] = []
 
-    class LostReply(CloudProvider):
+    class LostReply(Ec2Provider):
         def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
             retries.append(spec.retry)
             obs = super().create_instance(spec)
