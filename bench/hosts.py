@@ -85,12 +85,12 @@ def main() -> None:
                                 hashlib.sha256(disk.read_bytes()).hexdigest(), lambda f: None)
             first = "bh1"
             for other in ("bh2", "bh3"):
-                p.set_maintenance(other, True)  # so that every VM lands on the first host
+                p.roster.set_maintenance(other, True)  # so that every VM lands on the first host
             vms = [p.create_instance(InstanceSpec(onepane_id=f"inst-b{n}", name=f"b{n}",
                                                   image=img, size="vm.tiny"))
                    for n in range(args.vms)]
             for other in ("bh2", "bh3"):
-                p.set_maintenance(other, False)
+                p.roster.set_maintenance(other, False)
             addresses = [v.addresses[0] for v in vms]
             assert all(v.tags["onepane:host"] == first for v in vms)
             deadline = time.monotonic() + 180
@@ -149,11 +149,11 @@ def host_failure(lab: HostLab, out: Path, disk: Path) -> float:
                         hashlib.sha256(disk.read_bytes()).hexdigest(), lambda f: None)
     victim = next(h for h in lab.hosts if h.name == "bh2")
     for other in ("bh1", "bh3"):
-        p.set_maintenance(other, True)
+        p.roster.set_maintenance(other, True)
     vms = [p.create_instance(InstanceSpec(onepane_id=f"inst-ha{n}", name=f"ha{n}", image=img,
                                           size="vm.tiny")) for n in range(2)]
     for other in ("bh1", "bh3"):
-        p.set_maintenance(other, False)
+        p.roster.set_maintenance(other, False)
     addresses = [v.addresses[0] for v in vms]
     _wait(lambda: all(_answers(a) for a in addresses), 180, "the guests did not boot")
     p.list_instances()  # what the failure watch knows of where VMs run

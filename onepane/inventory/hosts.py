@@ -57,11 +57,11 @@ class Hosts:
     def list(self, location: str) -> list[dict[str, Any]]:
         self.provider(location)
         return list(self.locations.registry.run(
-            location, lambda p: p.hosts() if isinstance(p, HostsProvider) else [], timeout=30))
+            location, lambda p: p.roster.hosts() if isinstance(p, HostsProvider) else [], timeout=30))
 
     def add(self, location: str, spec: HostSpec) -> dict[str, Any]:
         provider = self.provider(location)
-        self.locations.registry.run(location, lambda _p: provider.add_host(spec), timeout=60)
+        self.locations.registry.run(location, lambda _p: provider.roster.add_host(spec), timeout=60)
         self.locations.store_options(location, provider.options.model_dump(exclude_none=True))
         self.events.emit("host.added", f"{location}: host {spec.name} ({spec.uri}) added",
                          location=location, subject=spec.name)
@@ -69,15 +69,15 @@ class Hosts:
 
     def remove(self, location: str, host: str) -> None:
         provider = self.provider(location)
-        self.locations.registry.run(location, lambda _p: provider.remove_host(host), timeout=60)
+        self.locations.registry.run(location, lambda _p: provider.roster.remove_host(host), timeout=60)
         self.locations.store_options(location, provider.options.model_dump(exclude_none=True))
         self.events.emit("host.removed", f"{location}: host {host} removed", location=location,
                          subject=host)
 
     def maintenance(self, location: str, host: str, bound_s: float = DEFAULT_BOUND_S) -> Job:
         provider = self.provider(location)
-        provider.host(host)  # a clear 404 naming the host before anything is recorded
-        provider.set_maintenance(host, True)  # placement avoids it from now on, job or not
+        provider.roster.host(host)  # a clear 404 naming the host before anything is recorded
+        provider.roster.set_maintenance(host, True)  # placement avoids it from now on, job or not
         self.events.emit("host.maintenance", f"{location}: host {host} enters maintenance; "
                          "its VMs move to the other hosts", location=location,
                          subject=host, severity="warning")
@@ -87,7 +87,7 @@ class Hosts:
 
     def activate(self, location: str, host: str) -> dict[str, Any]:
         provider = self.provider(location)
-        provider.set_maintenance(host, False)
+        provider.roster.set_maintenance(host, False)
         self.events.emit("host.activated", f"{location}: host {host} takes VMs again",
                          location=location, subject=host)
         return {"location": location, "host": host, "maintenance": False}

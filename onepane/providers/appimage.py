@@ -11,6 +11,7 @@ the same values arrive as HOST and PORT in the environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tarfile
@@ -52,6 +53,17 @@ def read_manifest(app_dir: Path) -> AppManifest:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
         raise InvalidInput(f"{MANIFEST}: {where}: {err['msg']}", field=f"manifest.{where}") from exc
+
+
+def installed(images_dir: Path) -> list[AppManifest]:
+    """The app images installed in `images_dir`, by name; a folder whose manifest does not
+    read is not one (a half-installed upload, or damage)."""
+    out = []
+    for d in sorted(images_dir.iterdir()) if images_dir.exists() else []:
+        if d.is_dir() and not d.name.startswith("."):
+            with contextlib.suppress(InvalidInput):
+                out.append(read_manifest(d))
+    return out
 
 
 def install_app_image(source: Path, images_dir: Path) -> AppManifest:

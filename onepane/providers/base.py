@@ -347,3 +347,14 @@ class Provider(ABC):
     def kill_instance(self, provider_id: str) -> None:
         """Kill without changing the desired state: what a crash looks like (drills, tests)."""
         self._unsupported(Feature.cut, "instance")
+
+
+def tail_text(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a console log a provider keeps as a file ("" before there is
+    one), decoded leniently: a console is whatever the guest or process wrote."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - max_bytes))
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""

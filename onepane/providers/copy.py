@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import TransientProviderError
+from .base import ObservedImage
 
 CHUNK = 1024 * 1024  # small: three replications at once stay within the memory target
 
@@ -50,3 +51,13 @@ def into_store(store: Path, image_id: str, src: Path, fmt: str, sha256: str,
         final.unlink()
         raise TransientProviderError(f"{final.name}: checksum mismatch after the copy")
     return final.name
+
+
+def stored_disks(store: Path, formats: tuple[str, ...], bootable: bool) -> list[ObservedImage]:
+    """The disks in a data center's image store (what into_store put there), by file name."""
+    if not store.is_dir():
+        return []
+    return [ObservedImage(provider_id=p.name, name=p.stem,
+                          extra={"kind": "disk", "format": p.suffix[1:], "bootable": bootable})
+            for p in sorted(store.iterdir())
+            if p.suffix[1:] in formats and not p.name.startswith(".")]

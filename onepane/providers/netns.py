@@ -53,7 +53,7 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         lines = ["table inet onepane_sg {", " chain input {",
                  "  type filter hook input priority 0; policy accept;",
                  "  ct state established,related accept", '  iifname "lo" accept']
-        for rec in self._records():
+        for rec in self.records.all():
             rules = ingress.get(rec.id)
             if rules is None:
                 continue
@@ -86,7 +86,7 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         return self.net.exec_argv(cmd)
 
     def _free_port(self) -> int:
-        used = {r.port for r in self._records()}
+        used = {r.port for r in self.records.all()}
         port = FIRST_PORT
         while port in used:
             port += 1

@@ -9,15 +9,17 @@ never the instance's live process (a record that cannot be read proves nothing a
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
 from .. import atomic
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 
 RECORD = "instance.json"
+log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 1 << 20  # a record is a few hundred bytes; a huge one is damage
 
 
@@ -79,3 +81,54 @@ def read(path: Path) -> ProcessRecord:
 
 def write(path: Path, rec: ProcessRecord) -> None:
     atomic.write_json(path, asdict(rec))
+
+
+class RecordStore:
+    """One location's records, a folder per instance, and which of them are damaged (reported
+    by the location's problems, listed from what their processes say)."""
+
+    def __init__(self, location: str, instances_dir: Path) -> None:
+        self.location = location
+        self.instances_dir = instances_dir
+        self.damaged: dict[str, str] = {}  # instance id -> why its record cannot be read
+
+    def path(self, instance_id: str) -> Path:
+        if "/" in instance_id or instance_id.startswith("."):
+            raise NotFound(f"no instance {instance_id!r} at {self.location}")
+        return self.instances_dir / instance_id / RECORD
+
+    def load(self, instance_id: str) -> ProcessRecord:
+        """The record, or NotFound; a damaged one is a Conflict naming the damage (DamagedRecord
+        is one), so that an operation on it fails clearly instead of acting on a guess."""
+        path = self.path(instance_id)
+        try:
+            return read(path)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no instance {instance_id!r} at {self.location}") from exc
+        except DamagedRecord as exc:
+            self.damaged[instance_id] = str(exc)
+            raise DamagedInstance(f"instance {instance_id} at {self.location} has a damaged "
+                                  f"record ({exc}); repair {path} or destroy the instance",
+                                  field="instance") from exc
+
+    def save(self, rec: ProcessRecord) -> None:
+        write(self.path(rec.id), rec)
+
+    def all(self) -> list[ProcessRecord]:
+        """Every readable record of a live instance; the damaged ones are noted, not returned."""
+        out, damaged = [], {}
+        for path in self.instances_dir.glob(f"*/{RECORD}"):
+            try:
+                rec = read(path)
+            except FileNotFoundError:
+                continue  # destroyed meanwhile
+            except (DamagedRecord, OSError) as exc:
+                damaged[path.parent.name] = str(exc)
+                continue
+            if rec.desired != "destroyed":
+                out.append(rec)
+        for inst_id in damaged.keys() - self.damaged.keys():
+            log.warning("%s: instance %s has a damaged record (%s); left as it is",
+                        self.location, inst_id, damaged[inst_id])
+        self.damaged = damaged
+        return out

@@ -115,7 +115,7 @@ def test_kill_9_anywhere_loses_and_doubles_nothing(tmp_path: Path, db: str,
             records = {p.parent.name: json.loads(p.read_text())
                        for p in (state / "locations" / loc / "instances").glob("*/instance.json")}
             live = {r["id"] for r in records.values() if r["desired"] != "destroyed"}
-            procs = provider._our_processes()
+            procs = provider.processes.ours()
             assert sorted(procs.values()) == sorted(live), (loc, procs, live)  # no orphan, no twin
             running.update({i: loc for i in live})
         assert sorted(running) == sorted(created.values())

@@ -52,7 +52,7 @@ def test_up_starts_with_any_single_state_file_damaged(tmp_path: Path, kind: str)
     vol = dc.create_volume("v", 1)
     dc.attach_volume(vol.provider_id, "inst-d", "/dev/sdh")
     dc.create_network("n", "10.1.0.0/16")
-    pid = dc._load("inst-d").pid
+    pid = dc.records.load("inst-d").pid
     assert pid is not None
     files = sorted(p for p in dc.root.rglob("*") if p.is_file() and not p.is_symlink()
                    and p.suffix in (".json", "") and p.stat().st_size < 65536

@@ -202,16 +202,16 @@ def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProv
 
     # 1. killed after the record was written, before the process started: started on recovery
     first = dc.create_instance(InstanceSpec("inst-r1", "web", "httpecho", "nano"))
-    rec = dc._load("inst-r1")
+    rec = dc.records.load("inst-r1")
     psutil.Process(rec.pid).kill()
-    dc._save(replace(rec, pid=None, started=None))
+    dc.records.save(replace(rec, pid=None, started=None))
     # 2. killed after the process started, before its pid was recorded: adopted, not doubled
     dc.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano"))
-    pid2 = dc._load("inst-r2").pid
-    dc._save(replace(dc._load("inst-r2"), pid=None, started=None))
+    pid2 = dc.records.load("inst-r2").pid
+    dc.records.save(replace(dc.records.load("inst-r2"), pid=None, started=None))
     # 3. a process of an instance with nothing left of it here (no folder): stopped
     r3 = dc.create_instance(InstanceSpec("inst-r3", "web", "httpecho", "nano"))
-    pid3 = dc._load("inst-r3").pid
+    pid3 = dc.records.load("inst-r3").pid
     wait_for(lambda: get("127.0.0.1", r3.ports["app"]), what="inst-r3 confined and serving")
     shutil.rmtree(dc.instances_dir / "inst-r3")
 
@@ -222,17 +222,17 @@ def test_a_crash_anywhere_in_a_create_leaves_no_orphan_and_no_twin(dc: LocalProv
     assert f"inst-r2: a create was interrupted; adopted its process {pid2}" in notes
     assert f"stopped process {pid3} of instance inst-r3" in notes
     assert not Path("/sys/fs/cgroup/cpu/onepane/dc-t-inst-r3").exists()  # and its cgroup
-    r1, r2 = again._load("inst-r1"), again._load("inst-r2")
+    r1, r2 = again.records.load("inst-r1"), again.records.load("inst-r2")
     assert r1.pid is not None and psutil.pid_exists(r1.pid)
     assert r2.pid == pid2  # the same process, adopted
     wait_for(lambda: not psutil.pid_exists(pid3) or psutil.Process(pid3).status() == "zombie",
              5, what="the unknown process stopped")
-    assert sorted(again._our_processes().values()) == ["inst-r1", "inst-r2"]
+    assert sorted(again.processes.ours().values()) == ["inst-r1", "inst-r2"]
     assert {i.provider_id: i.state for i in again.list_instances()} == {
         "inst-r1": InstanceState.running, "inst-r2": InstanceState.running}
     # and a retried create of a recorded one returns it, no second process
     assert again.create_instance(InstanceSpec("inst-r2", "web", "httpecho", "nano")).provider_id \
-        == "inst-r2" and again._load("inst-r2").pid == pid2
+        == "inst-r2" and again.records.load("inst-r2").pid == pid2
     assert first.provider_id == "inst-r1"
 
 

@@ -69,11 +69,11 @@ class HostFailures:
 
     def probe(self) -> dict[str, str]:
         """Ask every host once; host -> why it does not answer, for those that do not."""
-        self.p._up_hosts()
-        return dict(self.p._down)
+        self.p.up_hosts()
+        return dict(self.p.links.down)
 
     def silent_for(self, host: str) -> float:
-        since = self.p._down_since.get(host)
+        since = self.p.links.down_since.get(host)
         return 0.0 if since is None else time.monotonic() - since
 
     def guests_of(self, host: str) -> list[str]:
@@ -119,7 +119,7 @@ class HostFailures:
         self.p.pools.upload(STORAGE, f"{FENCE_PREFIX}{host}",
                        f"fenced at {time.time():.0f}\n".encode())
         with contextlib.suppress(Exception):
-            self.p._conns.pop(host).close()
+            self.p.links.open.pop(host).close()
 
     # ---- recovery ----------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class HostFailures:
         mine = set(self.guests_of(host))
         # after a restart of onepane nothing was listed: with one host silent, the VMs on the
         # network storage that no host holds are its (with two, whose is unknown: wait)
-        if self.p.options.storage is not None and set(self.p._down) == {host}:
+        if self.p.options.storage is not None and set(self.p.links.down) == {host}:
             with contextlib.suppress(OnepaneError):
                 pool = self.p.pools.pool(STORAGE)
                 with self.p._errors():
@@ -149,7 +149,7 @@ class HostFailures:
                     mine |= {n.removesuffix("-domain.xml") for n in pool.listVolumes()
                              if n.endswith("-domain.xml")
                              and n.removesuffix("-domain.xml") not in self.p.last_seen}
-        held = {d.name() for h in self.p._up_hosts() for d in self.p._domains(h)}
+        held = {d.name() for h in self.p.up_hosts() for d in self.p.domains(h)}
         return sorted(mine - held)
 
     def restart(self, instance: str) -> str:
@@ -166,7 +166,7 @@ class HostFailures:
                                          "comes back when its host does")
         meta = read_metadata(xml) or {}
         # placement never picks a fenced host (it counts as one in maintenance)
-        dst = self.p.place(str(meta.get("size", "vm.small")),
+        dst = self.p.roster.place(str(meta.get("size", "vm.small")),
                            (meta.get("tags") or {}).get("onepane:deployment"))
         pool = self.p.pools.pool(STORAGE)
         stamp = f"r{time.time_ns() // 1_000_000}"
@@ -187,22 +187,22 @@ class HostFailures:
             if data:
                 self.p.pools.upload(dst, f"{instance}-{suffix}", data)
         cpus, mb = SIZES.get(str(meta.get("size")), SIZES["vm.small"])
-        self.p._reserved[instance] = (dst, cpus, mb)
+        self.p.reserved[instance] = (dst, cpus, mb)
         try:
             with self.p._errors():
                 dom = self.p.conn(dst).defineXML(new_xml)
                 dom.create()
         except BaseException:
             with contextlib.suppress(Exception):  # not started: nothing of it may remain
-                d = self.p._find(dst, instance)
+                d = self.p.find(dst, instance)
                 if d is not None:
                     with contextlib.suppress(lv.libvirtError):
                         d.undefine()
             raise
         finally:
-            self.p._reserved.pop(instance, None)
+            self.p.reserved.pop(instance, None)
         self.p.pools.upload(STORAGE, f"{instance}-domain.xml", new_xml.encode())
-        self.p._route(dst, instance, meta)
+        self.p.roster.route(dst, instance, meta)
         self.p.last_seen[instance] = (dst, True)
         return dst
 
@@ -211,17 +211,17 @@ class HostFailures:
     def readmit(self, host: str) -> list[str]:
         """The fenced host answers again: destroy its copies of VMs that run elsewhere now and
         remove the disks only they used, then lift the fence. Returns what was removed."""
+        from .hostmoves import running as _running
         from .hostpools import STORAGE
-        from .hosts import _running
         lv = _libvirt()
         removed = []
-        others = [h for h in self.p._up_hosts() if h != host]
-        for dom in self.p._domains(host):
+        others = [h for h in self.p.up_hosts() if h != host]
+        for dom in self.p.domains(host):
             xml = dom.XMLDesc(0)
             if read_metadata(xml) is None:
                 continue
             name = dom.name()
-            live = next((d for h in others if (d := self.p._find(h, name)) is not None
+            live = next((d for h in others if (d := self.p.find(h, name)) is not None
                          and _running(d)), None)
             if live is None:
                 continue  # its only copy (it was reported lost): it stays, adopted as it runs
@@ -229,7 +229,7 @@ class HostFailures:
                 dom.destroy()
             with contextlib.suppress(lv.libvirtError):
                 dom.undefine()
-            self.p._delete_volumes(host, name)
+            self.p.pools.delete_volumes(host, name)
             in_use = set(nbd_exports(live.XMLDesc(0)).values())
             with contextlib.suppress(OnepaneError, lv.libvirtError):
                 pool = self.p.pools.pool(STORAGE)

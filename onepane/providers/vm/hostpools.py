@@ -135,3 +135,24 @@ class HostPools:
             vol.download(stream, 0, 0, 0)  # length 0: all of it
             stream.recvAll(lambda _s, buf, fh: fh.write(buf), f)
             stream.finish()
+
+    def replicate(self, hosts: list[str], image: str, path: Path, fmt: str, sha256: str,
+                  progress: Callable[[float], None]) -> None:
+        """The image on each of `hosts` that lacks it, with the marker that says the upload
+        finished (a host that missed it gets it, relayed, when a VM there first needs it)."""
+        for n, host in enumerate(hosts):
+            if image not in self.images_on(host):
+                self.upload(host, image, path, fmt)
+                self.upload(host, f"{image}.ok", sha256.encode())
+            progress((n + 1) / len(hosts))
+
+    def delete_volumes(self, host: str, instance: str) -> None:
+        """Every volume of the instance in the host's pool (its disks and small files)."""
+        lv = _libvirt()
+        with contextlib.suppress(OnepaneError, lv.libvirtError):
+            pool = self.pool(host)
+            pool.refresh(0)
+            for name in pool.listVolumes():
+                if name.startswith(f"{instance}-"):
+                    with contextlib.suppress(lv.libvirtError):
+                        pool.storageVolLookupByName(name).delete(0)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -31,7 +30,7 @@ from ...errors import (
     PermanentProviderError,
     TransientProviderError,
 )
-from ...model import InstanceState, new_id
+from ...model import InstanceState
 from .. import copy
 from ..base import (
     Capabilities,
@@ -40,14 +39,16 @@ from ..base import (
     ObservedInstance,
     ObservedNetwork,
     ObservedSize,
-    ObservedVolume,
     Provider,
+    tail_text,
 )
 from ..dcnet import CutByNamespace, DataCenterNet
-from ..volumetable import FileSnapshots, VolumeTable
+from ..volumetable import VolumeTable
 from . import guestnet
 from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
 from .hypervisor import Hypervisor
+from .libvirtcalls import DISK_TARGETS, _libvirt, _qemu_img, libvirt_errors, translate
+from .volumes import QcowVolumes
 
 SIZES: dict[str, tuple[int, int]] = {  # name -> (vCPUs, MiB)
     "vm.tiny": (1, 128),
@@ -58,7 +59,6 @@ SIZES: dict[str, tuple[int, int]] = {  # name -> (vCPUs, MiB)
     "vm.2xlarge": (4, 4096),
 }
 APP_PORT = 80
-DISK_TARGETS = [f"vd{c}" for c in "abcdefghijklmnop"]
 MAX_EXTRA_DISK_BYTES = 2 * 1024**4
 
 
@@ -97,36 +97,17 @@ def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
     return parse_options(VmOptions, location, options)
 
 
-def _libvirt() -> Any:
-    try:
-        import libvirt
-    except ImportError as exc:
-        raise PermanentProviderError("vm locations need libvirt-python (pip install "
-                                     "'onepane[vm]'; ./run installs it)") from exc
-    # libvirt prints every error to stderr by default; onepane reports them itself.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    return libvirt
-
-
-def translate(exc: Exception) -> OnepaneError:
-    lv = _libvirt()
-    code = exc.get_error_code() if isinstance(exc, lv.libvirtError) else None
-    if code in (lv.VIR_ERR_NO_DOMAIN,):
-        return NotFound(str(exc))
-    if code in (lv.VIR_ERR_NO_CONNECT, lv.VIR_ERR_RPC, lv.VIR_ERR_SYSTEM_ERROR,
-                lv.VIR_ERR_OPERATION_TIMEOUT, lv.VIR_ERR_AGENT_UNRESPONSIVE):
-        return TransientProviderError(f"libvirt: {exc}")
-    return PermanentProviderError(f"libvirt: {exc}")
-
-
-class VmProvider(CutByNamespace, FileSnapshots, Provider):
+class VmProvider(CutByNamespace, QcowVolumes, Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
         firewall="security groups are not enforced at VM locations yet (netns locations do)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
-                   "centers")
+                   "centers",
+        networks="a vm location has one guest network (10.200.255.0/24), shared by every "
+                 "vm location so that a moved VM keeps its address; more are not built yet",
+    )
     disk_formats = ("qcow2", "raw")
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any] | None = None) -> None:
@@ -303,11 +284,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
 
     def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
         self._domain(provider_id)
-        log = self.instance_dir(provider_id) / "console.log"
-        with contextlib.suppress(FileNotFoundError), open(log, "rb") as f:
-            f.seek(max(0, log.stat().st_size - max_bytes))
-            return f.read().decode(errors="replace")
-        return ""
+        return tail_text(self.instance_dir(provider_id) / "console.log", max_bytes)
 
     def live_migrate(self, provider_id: str, target: Provider, bound_s: float,
                      on_phase: Callable[[str, float, dict[str, Any]], None]) -> ObservedInstance:
@@ -320,10 +297,7 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
     # ---- catalog -------------------------------------------------------------------------
 
     def list_images(self) -> list[ObservedImage]:
-        return [ObservedImage(provider_id=p.name, name=p.stem, extra={"kind": "disk",
-                                                                      "format": p.suffix[1:]})
-                for p in sorted(self.images_dir.glob("*"))
-                if p.suffix[1:] in self.disk_formats and not p.name.startswith(".")]
+        return copy.stored_disks(self.images_dir, self.disk_formats, bootable=True)
 
     def list_sizes(self) -> list[ObservedSize]:
         return [ObservedSize(provider_id=k, cpu=c, memory_mb=m) for k, (c, m) in SIZES.items()]
@@ -332,96 +306,28 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
                     progress: Callable[[float], None]) -> str:
         return copy.into_store(self.images_dir, image_id, path, fmt, sha256, progress)
 
-    # ---- volumes: qcow2 files attached as virtio disks -----------------------------------
-
-    def list_volumes(self) -> list[ObservedVolume]:
-        return self.volumes.observed()
-
-    def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
-        with self._lock:
-            vols = self.volumes.load()
-            vid = new_id("vvol")
-            _qemu_img("create", "-q", "-f", "qcow2", str(self._volume_path(vid)), f"{size_gb}G")
-            return self.volumes.add(vols, vid, name, size_gb)
-
-    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
-        lv = _libvirt()
-        with self._lock:
-            vols = self.volumes.load()
-            vol = self.volumes.get(vols, volume_id)
-            dom = self._domain(instance_id)
-            self.volumes.attachable(vol, volume_id, instance_id)
-            target = Path(device).name
-            if target not in DISK_TARGETS[1:]:
-                raise InvalidInput(f"device {device!r}: use /dev/vdb ... /dev/vdp", field="device")
-            flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive()
-                                                   else 0)
-            with self._libvirt_errors():
-                dom.attachDeviceFlags(self._volume_xml(volume_id, target), flags)
-            vol.update(attached_to=instance_id, device=device, state="in-use")
-            self.volumes.save(vols)
-
-    def detach_volume(self, volume_id: str) -> None:
-        lv = _libvirt()
-        with self._lock:
-            vols = self.volumes.load()
-            vol = self.volumes.get(vols, volume_id)
-            if vol["attached_to"] and (dom := self._find(vol["attached_to"])) is not None:
-                flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (
-                    lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
-                with self._libvirt_errors():
-                    dom.detachDeviceFlags(self._volume_xml(volume_id, Path(vol["device"]).name),
-                                          flags)
-            self.volumes.detached(vols, vol)
-
-    def delete_volume(self, volume_id: str) -> None:
-        with self._lock:
-            self.volumes.delete(volume_id, self._volume_path(volume_id))
-
-    def _grow(self, path: Path, size_gb: int) -> None:
-        _qemu_img("resize", "-q", "-f", "qcow2", str(path), f"{size_gb}G")
-
     # ---- networks ------------------------------------------------------------------------
 
     def list_networks(self) -> list[ObservedNetwork]:
         return [ObservedNetwork(provider_id="guest", name="guest",
                                 cidr=str(guestnet.GUEST_NET))]
 
-    def create_network(self, name: str, cidr: str) -> ObservedNetwork:
-        raise Conflict(f"location {self.location} has one guest network ({guestnet.GUEST_NET}, "
-                       "shared by every vm location so a moved VM keeps its address); "
-                       "more networks are not built yet", field="cidr")
-
     # ---- internals -----------------------------------------------------------------------
 
     def _define_xml(self, spec: InstanceSpec, base: Path, d: Path) -> str:
-        address = self.addresses.allocate(spec.onepane_id)
-        cpus, memory = SIZES[spec.size]
         root = d / "disk0.qcow2"
-        fmt = base.suffix[1:]
-        _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(root))
+        _qemu_img("create", "-q", "-f", "qcow2", "-F", base.suffix[1:], "-b", str(base), str(root))
         disks = [Disk(root)]
         for n, size in enumerate(spec.disks, start=1):
             extra = d / f"disk{n}.qcow2"
             _qemu_img("create", "-q", "-f", "qcow2", str(extra), str(size))
             disks.append(Disk(extra, target=DISK_TARGETS[n]))
         files = {}
-        if spec.user_data:
-            (d / "ovf-env.xml").write_text(spec.user_data)
-            files["opt/onepane/ovf-env"] = d / "ovf-env.xml"
-        if spec.ssh_keys:  # the guest reads them from its firmware config
-            (d / "authorized_keys").write_text("".join(k.strip() + "\n" for k in spec.ssh_keys))
-            files["opt/onepane/ssh-keys"] = d / "authorized_keys"
-        nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
-        nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
-        meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
-                "tags": spec.tags, "address": address}
-        return domain_xml(DomainSpec(
-            name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
-            console_log=d / "console.log", accel=self.options.accel,
-            firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
-                                                f"{guestnet.GATEWAY}"},
-            firmware_files=files, metadata=meta))
+        for name, data in guest_files(spec).items():
+            (d / name).write_bytes(data)
+            files[FW_FILES[name]] = d / name
+        return guest_domain(spec, self.addresses.allocate(spec.onepane_id), disks, files,
+                            d / "console.log", self.options.accel)
 
     def _start(self, dom: Any) -> None:
         meta = self._meta(dom) or {}
@@ -475,23 +381,6 @@ class VmProvider(CutByNamespace, FileSnapshots, Provider):
                                "(replicate a catalog image here first)", field="image")
         return path
 
-    def _volume_path(self, volume_id: str) -> Path:
-        return self.root / "volumes" / f"{volume_id}.qcow2"
-
-    def _volume_xml(self, volume_id: str, target: str) -> str:
-        return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-                f"<source file='{self._volume_path(volume_id)}'/>"
-                f"<target dev='{target}' bus='virtio'/></disk>")
-
-
-@contextlib.contextmanager
-def libvirt_errors() -> Iterator[None]:
-    """libvirt's errors as onepane's (NotFound, transient, permanent)."""
-    lv = _libvirt()
-    try:
-        yield
-    except lv.libvirtError as exc:
-        raise translate(exc) from exc
 
 
 def find_domain(conn: Any, name: str) -> Any | None:
@@ -567,12 +456,34 @@ def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None,
                             onepane_id=meta.get("id"))
 
 
+FW_FILES = {"ovf-env.xml": "opt/onepane/ovf-env", "authorized_keys": "opt/onepane/ssh-keys"}
+
+
+def guest_files(spec: InstanceSpec) -> dict[str, bytes]:
+    """The small files a guest reads from its firmware config (its OVF environment, its SSH
+    keys), by file name; only those the spec has."""
+    files = {"ovf-env.xml": spec.user_data.encode() if spec.user_data else b"",
+             "authorized_keys": "".join(k.strip() + "\n" for k in spec.ssh_keys).encode()}
+    return {name: data for name, data in files.items() if data}
+
+
+def guest_domain(spec: InstanceSpec, address: str, disks: list[Disk], files: dict[str, Path],
+                 console_log: Path, accel: str) -> str:
+    """The domain XML of a new guest: its NICs on the guest bridge (MACs from its address),
+    its address handed in through the firmware, and onepane's metadata, its record."""
+    cpus, memory = SIZES[spec.size]
+    nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
+    nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
+    meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
+            "tags": spec.tags, "address": address}
+    return domain_xml(DomainSpec(
+        name=spec.onepane_id, vcpus=cpus, memory_mb=memory, disks=disks, nics=nics,
+        console_log=console_log, accel=accel,
+        firmware_config={"opt/onepane/net": f"{address}/{guestnet.GUEST_NET.prefixlen} "
+                                            f"{guestnet.GATEWAY}"},
+        firmware_files=files, metadata=meta))
+
+
 def _extra_mac(address: str, n: int) -> str:
     """The n-th extra NIC's MAC: the guest's MAC with the second octet counting up."""
     return f"52:{0x54 + n:02x}" + guestnet.mac_for(address)[5:]
-
-
-def _qemu_img(*args: str) -> None:
-    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise PermanentProviderError(f"qemu-img {args[0]}: {proc.stderr.strip()}")

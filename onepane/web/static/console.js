@@ -723,9 +723,10 @@ async function manage() {
       api("/v1/catalog").catch(() => ({ items: [] })),
       api(`/v1/locations/${encodeURIComponent(loc)}/sizes`).catch(() => [])]);
     if (f.location.value !== loc) return;
-    const ready = (cat.items || cat).filter(c => (c.replicas || []).some(r => r.location === loc && r.state === "ready"));
+    // only what boots there: a process location keeps disk images without booting them
+    const ready = (cat.items || cat).filter(c => (c.replicas || []).some(r => r.location === loc && r.state === "ready" && r.bootable !== false));
     f.image.replaceChildren(...ready.map(c => h("option", { value: c.id }, `${c.name} (${c.id})`)),
-      ...imgs.map(i => h("option", { value: i.id }, i.name === i.id ? i.id : `${i.name} (${i.id})`)));
+      ...imgs.filter(i => !(i.extra && i.extra.bootable === false)).map(i => h("option", { value: i.id }, i.name === i.id ? i.id : `${i.name} (${i.id})`)));
     f.size.replaceChildren(...(ready.length ? [h("option", { value: "auto" }, "auto (what the image asks for)")] : []),
       ...sizes.map(z => h("option", { value: z.id }, z.name && z.name !== z.id ? `${z.id} (${z.name})` : z.id)));
     const nano = sizes.find(z => z.id === "nano");
