@@ -185,12 +185,12 @@ class HostMoves:
         for instance, copies in seen.items():
             if len(copies) < 2:
                 continue
-            running = [(h, d) for h, d in copies if running(d)]
-            if len(running) != 1:
-                said.append(f"{instance}: {len(running)} running copies on "
+            live = [(h, d) for h, d in copies if running(d)]
+            if len(live) != 1:
+                said.append(f"{instance}: {len(live)} running copies on "
                             f"{', '.join(h for h, _ in copies)}; left as they are")
                 continue
-            keep, _ = running[0]
+            keep, _ = live[0]
             self.p.roster.route(keep, instance)
             for h, d in copies:
                 if h == keep:
