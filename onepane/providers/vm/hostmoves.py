@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ...errors import Conflict, InvalidInput, OnepaneError, PermanentProviderError
 from ..base import ObservedInstance, Provider
 from .domain import disk_paths, nbd_exports, read_metadata
-from .migration import Phase, Switch, Watch, report_end
-from .provider import SIZES, _libvirt, libvirt_errors, translate
+from .migration import Phase, Switch, Watch, failed_move, report_end
+from .provider import SIZES, _libvirt, libvirt_errors
 
 if TYPE_CHECKING:
     from .hosts import HostsProvider
@@ -147,11 +147,7 @@ class HostMoves:
                 switch.stop()
                 if running(dom):
                     self.p.roster.route(src, instance, meta)  # the source runs it: traffic back there
-                if watch.aborted:
-                    raise Conflict(f"the move of {instance} did not converge within "
-                                   f"{bound_s:.0f} s and was cancelled; it keeps running on "
-                                   f"{src} ({watch.summary()})", field="to") from exc
-                raise translate(exc) from exc
+                raise failed_move(exc, watch, instance, bound_s, f"on {src}") from exc
             watch.stop()
             switch.stop()
         except BaseException:

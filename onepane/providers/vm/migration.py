@@ -29,6 +29,7 @@ from ...errors import Conflict, OnepaneError, PermanentProviderError
 from ..base import ObservedInstance
 from . import guestnet
 from .domain import disk_paths, read_metadata
+from .libvirtcalls import translate
 
 if TYPE_CHECKING:
     from .provider import VmProvider
@@ -39,7 +40,7 @@ POLL_S = 0.1
 
 def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             on_phase: Phase) -> ObservedInstance:
-    from .provider import _libvirt, translate
+    from .provider import _libvirt
     lv = _libvirt()
     dom = src._domain(instance_id)
     if dst._find(instance_id) is not None and not dom.isActive():
@@ -85,11 +86,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             switch.stop()
             if switch.switched is not None and meta.get("address"):
                 guestnet.route_to(meta["address"], src.net)  # the source runs it again
-            if watch.aborted:
-                raise Conflict(f"the move of {instance_id} did not converge within {bound_s:.0f} s "
-                               f"and was cancelled; it keeps running at {src.location} "
-                               f"({watch.summary()})", field="to") from exc
-            raise translate(exc) from exc
+            raise failed_move(exc, watch, instance_id, bound_s, f"at {src.location}") from exc
         watch.stop()
         switch.stop()
     except BaseException:
@@ -246,3 +243,14 @@ def _qemu_img(*args: str) -> str:
     if proc.returncode != 0:
         raise PermanentProviderError(f"qemu-img {args[0]}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def failed_move(exc: Exception, watch: Watch, instance: str, bound_s: float,
+                where: str) -> OnepaneError:
+    """What a migration that failed raises: cancelled by the watch for not converging within
+    its bound (the guest keeps running `where` it was), or libvirt's own error."""
+    if watch.aborted:
+        return Conflict(f"the move of {instance} did not converge within {bound_s:.0f} s and "
+                        f"was cancelled; it keeps running {where} ({watch.summary()})",
+                        field="to")
+    return translate(exc)
