@@ -9,14 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source conformance/venv.sh
 CACHE=$ROOT/.cache/ec2-tempest
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
-if [ ! -f "$CACHE/ready-1.7.0" ]; then
-  rm -rf "$CACHE" && "$PY" -m venv "$CACHE/venv"
-  "$CACHE/venv/bin/pip" install -q "ec2api-tempest-plugin==1.7.0" "tempest==47.0.0" \
-    2>&1 | grep -v "^WARNING: Location" || true
-  touch "$CACHE/ready-1.7.0"
-fi
+tool_venv "$CACHE" 1.7.0 "ec2api-tempest-plugin==1.7.0" "tempest==47.0.0"
 exec "$ROOT/.venv/bin/python" conformance/ec2/run.py --tempest "$CACHE/venv/bin/tempest" \
   --regex "${1:-ec2api_tempest_plugin.api}" --target "${EC2_TARGET:-70}"

@@ -20,6 +20,7 @@ from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, Volu
 from ...providers.base import Feature
 from . import shapes
 from .filtering import FilterTable, Getter, each, key, tag_set
+from .settle import settle
 from .wire import Ec2Error, integer, members, required
 
 TERMINATED_FOR = timedelta(hours=1)
@@ -188,7 +189,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     p = _with_primary_interface(p)
     _refuse_unhonoured(p)
     zone, network = _where(ctx, p)
-    tags = _tag_specs(p, "instance")
+    tags = _tag_specs(p, "instance", made_none=("volume",))
     token = p.get("ClientToken")
     if token and len(token) > 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
@@ -202,10 +203,13 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         user_data=_user_data(p), security_groups=cloud_groups,
         ssh_keys=[ctx.core.key_pairs.get(key_name).public_key] if key_name else [])
     insts: list[Instance] = []
+    jobs: list[str] = []
     for n in range(count):
         name = base if count == 1 else f"{base[:58]}-{n}"
-        insts.append(_launch(ctx, template.model_copy(update={"name": name}), token, n, count,
-                             insts[0].id if insts else None))
+        inst, job_id = _launch(ctx, template.model_copy(update={"name": name}), token, n, count,
+                               insts[0].id if insts else None)
+        insts.append(inst)
+        jobs.append(job_id)
     rid = "r-" + insts[0].id.split("-", 1)[1]
     protect = str(p.get("DisableApiTermination", "false")).lower() == "true"
     for n, inst in enumerate(insts):
@@ -213,6 +217,8 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                       keyName=key_name, userData=p.get("UserData"),
                       disableApiTermination=protect)
         ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
+    settle(ctx.core, jobs)  # usually running by now: a client's waiter need not wait 15 s
+    insts = [ctx.core.ops.instances.get_instance(i.id) for i in insts]
     body = reservations(insts, extras(ctx))[0]
     for item in body["instancesSet"]:
         item["clientToken"] = token
@@ -256,7 +262,7 @@ def _where(ctx: Context, p: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _launch(ctx: Context, req: InstanceCreate, token: str | None, n: int, count: int,
-            first_id: str | None) -> Instance:
+            first_id: str | None) -> tuple[Instance, str]:
     """One instance of the launch; with a ClientToken, the one an earlier attempt made if it
     asked for the same (IdempotentParameterMismatch if not)."""
     key = f"ec2:{ctx.key_id}:{token}:{n}" if token else None
@@ -271,7 +277,7 @@ def _launch(ctx: Context, req: InstanceCreate, token: str | None, n: int, count:
     if (inst.image, inst.size, inst.location) != (req.image, req.size, req.location) or \
             (token and first.get("ec2.count") not in (None, count)):
         raise mismatch
-    return inst
+    return inst, job.id
 
 
 # What a launch's primary interface may say: what onepane does anyway (a subnet, groups, the
@@ -386,18 +392,20 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
                                f"{shapes.instance_id(inst.id)} may not be terminated: change "
                                "its disableApiTermination attribute first")
     out = []
+    jobs = []
     for inst in found:
         before = shapes.state_of(inst)
         now = current
         if verb == "destroy" and inst.state == InstanceState.missing:
             now = before  # terminating what is terminated succeeds and changes nothing
         elif verb == "destroy":
-            ctx.core.ops.instances.destroy_instance(inst.id)
+            jobs.append(ctx.core.ops.instances.destroy_instance(inst.id).id)
             ctx.core.security_groups.leave_all(inst.id)
         else:
             ctx.core.ops.instances.instance_action(inst.id, verb)
         out.append({"instanceId": shapes.instance_id(inst.id), "currentState": now,
                     "previousState": before})
+    settle(ctx.core, jobs)  # the answer still says shutting-down; the first look, terminated
     return out
 
 
@@ -633,15 +641,23 @@ TAG_FILTERS = FilterTable({"resource-id": key("resourceId"), "resource-type": ke
                            "key": key("key"), "value": key("value")})
 
 
-def _tag_specs(p: dict[str, Any], kind: str) -> dict[str, str]:
+def _tag_specs(p: dict[str, Any], kind: str, made_none: tuple[str, ...] = ()) -> dict[str, str]:
+    """The tags a create's TagSpecifications give the `kind` it makes. `made_none`: kinds EC2
+    makes along with it that onepane does not (RunInstances' EBS root volume: an instance's
+    disk is its location's), whose tags are checked like any and apply to nothing; any other
+    kind is refused, never dropped."""
     tags: dict[str, str] = {}
     for spec in members(p, "TagSpecification"):
-        if spec.get("ResourceType", kind) != kind:
+        rtype = spec.get("ResourceType", kind)
+        if rtype != kind and rtype not in made_none:
             raise Ec2Error("InvalidParameterValue", f"TagSpecification ResourceType "
-                           f"{spec.get('ResourceType')!r} does not apply here; use {kind!r}")
-        tags.update({t.get("Key", ""): t.get("Value", "") for t in members(spec, "Tag")})
-    if "" in tags:
-        raise Ec2Error("InvalidParameterValue", "a tag needs a non-empty Key")
+                           f"{rtype!r} does not apply here; use {kind!r}")
+        these = {t.get("Key", ""): t.get("Value", "") for t in members(spec, "Tag")}
+        if "" in these:
+            raise Ec2Error("InvalidParameterValue", "a tag needs a non-empty Key")
+        _check_tags(these)
+        if rtype == kind:
+            tags.update(these)
     _check_tags(tags)
     return tags
 
@@ -664,6 +680,7 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("SnapshotId"):
         job = ctx.core.snapshots.restore(p["SnapshotId"], name, zone, size, tags)
         ctx.core.annotations.put(job.target or "", {"ec2.snapshot": p["SnapshotId"]}, [])
+        settle(ctx.core, [job.id])
         return shapes.volume(ctx.core.ops.volumes.get_volume(job.target or ""), p["SnapshotId"])
     if size is None:
         raise Ec2Error("MissingParameter", "the request must contain the parameter Size")
@@ -674,6 +691,7 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     except IdempotencyMismatch as exc:
         raise Ec2Error("IdempotentParameterMismatch", f"ClientToken {token!r} was used before "
                        "with other parameters") from exc
+    settle(ctx.core, [job.id])  # usually available by now (a client's waiter need not wait)
     return shapes.volume(ctx.core.ops.volumes.get_volume(job.target or ""))
 
 
@@ -685,15 +703,17 @@ def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if vol.location != inst.location:
         raise Ec2Error("InvalidVolume.ZoneMismatch", f"volume {vol.id} is in {vol.location}, "
                        f"instance {shapes.instance_id(inst.id)} in {inst.location}")
-    ctx.core.ops.volumes.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
+    job = ctx.core.ops.volumes.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
+    settle(ctx.core, [job.id])
+    attached = ctx.core.ops.volumes.get_volume(vol.id).attached_to == inst.id
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(inst.id), "device": device,
-            "status": "attaching", "attachTime": vol.created_at}
+            "status": "attached" if attached else "attaching", "attachTime": vol.created_at}
 
 
 @action(WRITE)
 def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
-    ctx.core.ops.volumes.detach_volume(vol.id)
+    settle(ctx.core, [ctx.core.ops.volumes.detach_volume(vol.id).id])
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(vol.attached_to or "x-"),
             "device": vol.device or "", "status": "detaching", "attachTime": vol.created_at}
 
@@ -701,7 +721,7 @@ def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
-    ctx.core.ops.volumes.delete_volume(vol.id)
+    settle(ctx.core, [ctx.core.ops.volumes.delete_volume(vol.id).id])
     return {"return": True}
 
 
