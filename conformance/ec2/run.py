@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import subprocess
@@ -143,6 +144,8 @@ ec2api = True
         print(f"{cls:55} {c['ok']:5} {c['FAILED']:5} {c['SKIPPED']:5}")
     for name in failed:
         print(f"failed: {name}")
+    if os.environ.get("ONEPANE_TEMPEST_VERBOSE"):  # each failure's traceback, for debugging
+        print(run.stdout)
     passed = sum(c["ok"] for c in per.values())
     print(json.dumps({k: sum(c[k] for c in per.values()) for k in ("ok", "FAILED", "SKIPPED")}))
     print(f"RESULT ec2_tempest_passed {passed} count target >= {args.target}")

@@ -313,3 +313,63 @@ def test_security_groups_reach_a_cloud_as_its_own(start_server: Any, moto: str) 
     assert name in groups  # launched in it
     ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=perm)
     wait_for(lambda: cloud_rules() == [], 30, what="revoked at the cloud too")
+
+
+def test_network_interfaces_hold_subnet_addresses_and_attach(start_server: Any) -> None:
+    """Issue 32: interfaces as resources of their own (what Terraform's aws_network_interface
+    and Ansible's ec2_eni make): addresses from the subnet's plan, counted and never given
+    twice; attributes; attached to an instance and released with it; a subnet that holds one
+    is not deleted."""
+    server = start_server("")
+    ec2 = ec2_client(server, access_key(server))
+    vpc = ec2.create_vpc(CidrBlock="10.70.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.70.1.0/28",
+                               AvailabilityZone="dc-a")["Subnet"]["SubnetId"]
+
+    def free() -> int:
+        return int(ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0][
+            "AvailableIpAddressCount"])
+    assert free() == 11  # 16, less the first four and the last
+    eni = ec2.create_network_interface(SubnetId=subnet, Description="db", TagSpecifications=[
+        {"ResourceType": "network-interface", "Tags": [{"Key": "Name", "Value": "db"}]}])[
+            "NetworkInterface"]
+    eid = eni["NetworkInterfaceId"]
+    assert eni["PrivateIpAddress"] == "10.70.1.4" and eni["Status"] == "available"
+    assert free() == 10
+    assert error_code(ec2.create_network_interface, SubnetId=subnet,
+                      PrivateIpAddress="10.70.1.4") == "InvalidIPAddress.InUse"
+    got = ec2.assign_private_ip_addresses(NetworkInterfaceId=eid,
+                                          SecondaryPrivateIpAddressCount=2)
+    assert [a["PrivateIpAddress"] for a in got["AssignedPrivateIpAddresses"]] == \
+        ["10.70.1.5", "10.70.1.6"] and free() == 8
+    assert error_code(ec2.unassign_private_ip_addresses, NetworkInterfaceId=eid,
+                      PrivateIpAddresses=["10.70.1.4"]) == "InvalidParameterValue"  # primary
+    ec2.unassign_private_ip_addresses(NetworkInterfaceId=eid, PrivateIpAddresses=["10.70.1.6"])
+    assert free() == 9
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eid,
+                                           SourceDestCheck={"Value": False})
+    assert ec2.describe_network_interface_attribute(
+        NetworkInterfaceId=eid, Attribute="sourceDestCheck")["SourceDestCheck"]["Value"] is False
+    found = ec2.describe_network_interfaces(Filters=[{"Name": "tag:Name", "Values": ["db"]}])
+    assert [i["NetworkInterfaceId"] for i in found["NetworkInterfaces"]] == [eid]
+
+    iid = ec2.run_instances(**RUN, SubnetId=subnet)["Instances"][0]["InstanceId"]
+    primary = ec2.describe_network_interfaces(Filters=[
+        {"Name": "attachment.instance-id", "Values": [iid]}])["NetworkInterfaces"]
+    assert [i["Attachment"]["DeviceIndex"] for i in primary] == [0]
+    assert error_code(ec2.attach_network_interface, NetworkInterfaceId=eid, InstanceId=iid,
+                      DeviceIndex=0) == "InvalidParameterValue"  # the primary's place
+    att = ec2.attach_network_interface(NetworkInterfaceId=eid, InstanceId=iid,
+                                       DeviceIndex=1)["AttachmentId"]
+    assert error_code(ec2.delete_network_interface,
+                      NetworkInterfaceId=eid) == "InvalidParameterValue"  # attached
+    listed = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert sorted(n["Attachment"]["DeviceIndex"] for n in listed["NetworkInterfaces"]) == [0, 1]
+    assert error_code(ec2.delete_subnet, SubnetId=subnet) == "DependencyViolation"
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eid, Attachment={
+        "AttachmentId": att, "DeleteOnTermination": True})
+    ec2.terminate_instances(InstanceIds=[iid])
+    wait_for(lambda: not [i for i in ec2.describe_network_interfaces()["NetworkInterfaces"]
+                          if i["NetworkInterfaceId"] == eid], 30,
+             what="the interface gone with its instance")
+    assert free() == 11

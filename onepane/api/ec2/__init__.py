@@ -29,6 +29,7 @@ from . import (  # noqa: F401 - they register their actions
     account,
     identity,
     instance_details,
+    interfaces,
     keys_groups_snapshots,
     routing,
     vpc,

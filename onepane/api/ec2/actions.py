@@ -126,6 +126,8 @@ def extras(ctx: Context) -> shapes.Extras:
     for v in every(ctx.core.ops.volumes.list_volumes):
         if v.attached_to:
             out.volumes.setdefault(v.attached_to, []).append(v)
+    from .interfaces import attached
+    out.interfaces = attached(ctx)
     return out
 
 
@@ -401,6 +403,8 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
         elif verb == "destroy":
             jobs.append(ctx.core.ops.instances.destroy_instance(inst.id).id)
             ctx.core.security_groups.leave_all(inst.id)
+            from .interfaces import released_with
+            released_with(ctx, shapes.instance_id(inst.id))
         else:
             ctx.core.ops.instances.instance_action(inst.id, verb)
         out.append({"instanceId": shapes.instance_id(inst.id), "currentState": now,
@@ -566,7 +570,7 @@ def ec2_exists(ctx: Context, rid: str) -> bool:
         return rid in {g.id for g in ctx.core.security_groups.find()}
     if kind == "ami":
         return any(i.id == rid for i in ctx.core.ops.images.list_images(limit=100_000))
-    return rid in {r.id for k in ("igw", "rtb", "dopt") for r in ctx.core.records.find(k)}
+    return rid in {r.id for k in ("igw", "rtb", "dopt", "eni") for r in ctx.core.records.find(k)}
 
 
 def other_tags(ctx: Context, rid: str) -> dict[str, str]:
@@ -603,7 +607,7 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = TAG_FILTERS.parse(p)
     if bad := set(flt.get("resource-type", [])) - {
             "instance", "volume", "snapshot", "image", "vpc", "subnet", "security-group",
-            "internet-gateway", "route-table", "dhcp-options"}:
+            "internet-gateway", "route-table", "dhcp-options", "network-interface"}:
         raise Ec2Error("InvalidParameterValue", f"resource-type {sorted(bad)[0]!r}: onepane "
                        "tags instances, volumes and snapshots")
     rows: list[dict[str, str]] = []
@@ -619,7 +623,7 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for rid, note in ctx.core.annotations.all().items():
         kind = {"vpc": "vpc", "subnet": "subnet", "sg": "security-group",
                 "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
-                "ami": "image"}.get(rid.split("-", 1)[0]) or (
+                "ami": "image", "eni": "network-interface"}.get(rid.split("-", 1)[0]) or (
                     "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
         if kind and TAG_FILTERS.allows(flt, "resource-type", kind):
             rows.extend({"resourceId": rid, "resourceType": kind, "key": k, "value": v}

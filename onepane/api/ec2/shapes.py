@@ -28,6 +28,8 @@ class Extras:
     reservations: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (r-, index)
     vpcs: dict[str, str] = field(default_factory=dict)  # network id -> its EC2 VPC
     source_dest: dict[str, bool] = field(default_factory=dict)  # instance -> sourceDestCheck
+    # instance -> the interfaces attached to it besides its own (interfaces.py's records)
+    interfaces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 OWNER = "000000000000"
 # EC2 state codes: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceState.html
@@ -130,7 +132,8 @@ def instance(inst: Instance, index: int = 0, extras: Extras | None = None) -> di
         "vpcId": vpc,
         "sourceDestCheck": extras.source_dest.get(inst.id, True) if inst.network else None,
         "networkInterfaceSet": [network_interface(inst, vpc, groups, extras.source_dest.get(
-            inst.id, True))] if inst.network and vpc else None,
+            inst.id, True)), *extras.interfaces.get(inst.id, [])] if inst.network and vpc
+        else None,
     }
 
 

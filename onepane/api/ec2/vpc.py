@@ -17,8 +17,9 @@ from .actions import (
     _tag_specs,
     action,
     tags_at_create,
-    )
+)
 from .filtering import FilterTable, constant, key, tag_set
+from .interfaces import free_count
 from .wire import Ec2Error, members, required
 
 VPC = "vpc"
@@ -164,8 +165,9 @@ def _subnet_shape(ctx: Context, net: Network) -> dict[str, Any]:
     body["mapPublicIpOnLaunch"] = bool(notes.get("ec2.mapPublicIpOnLaunch", False))
     tags = ctx.core.annotations.get(body["subnetId"]).attributes.get("ec2.tags")
     body["tagSet"] = shapes.tag_set(dict(tags or {"Name": net.name}))
-    size = ipaddress.ip_network(net.cidr).num_addresses if net.cidr else 256
-    body["availableIpAddressCount"] = max(0, size - 5)  # as EC2: network, broadcast, 3 reserved
+    # as EC2: the block without network, broadcast and 3 reserved, and without what
+    # interfaces hold
+    body["availableIpAddressCount"] = free_count(ctx, net)
     return body
 
 
@@ -195,6 +197,9 @@ def CreateSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def DeleteSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     net = ctx.core.ops.networks.get_network(shapes.to_onepane(required(p, "SubnetId"), "subnet"))
+    if held := [r.id for r in ctx.core.records.find("eni") if r.attributes["subnet"] == net.id]:
+        raise Ec2Error("DependencyViolation", f"subnet {p['SubnetId']} has network interfaces "
+                       f"({', '.join(held)}); delete them first")
     try:
         ctx.core.ops.networks.delete_network(net.id)
     except Exception as exc:
