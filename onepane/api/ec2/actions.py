@@ -708,10 +708,9 @@ def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidVolume.ZoneMismatch", f"volume {vol.id} is in {vol.location}, "
                        f"instance {shapes.instance_id(inst.id)} in {inst.location}")
     job = ctx.core.ops.volumes.attach_volume(vol.id, VolumeAttach(instance=inst.id, device=device))
-    settle(ctx.core, [job.id])
-    attached = ctx.core.ops.volumes.get_volume(vol.id).attached_to == inst.id
+    settle(ctx.core, [job.id])  # the answer says attaching, as EC2's does; a look after it,
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(inst.id), "device": device,
-            "status": "attached" if attached else "attaching", "attachTime": vol.created_at}
+            "status": "attaching", "attachTime": vol.created_at}  # usually in-use
 
 
 @action(WRITE)

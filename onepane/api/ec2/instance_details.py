@@ -12,6 +12,7 @@ from ...errors import OnepaneError
 from ...model import Instance
 from . import shapes
 from .actions import READ_ONLY, WRITE, Context, _instance, action
+from .settle import settle
 from .wire import Ec2Error, members
 
 ATTRIBUTES = ("instanceType", "kernel", "ramdisk", "userData", "disableApiTermination",
@@ -41,6 +42,8 @@ def DescribeInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
         raise Ec2Error("InvalidParameterValue", f"Attribute {name!r} is not one of "
                        f"{', '.join(ATTRIBUTES)}")
     inst = _instance(ctx, p.get("InstanceId") or "")
+    if name in ("groupSet", "sourceDestCheck"):
+        _one_interface(ctx, inst)
     notes = ec2_notes(ctx, inst)
     out: dict[str, Any] = {"instanceId": shapes.instance_id(inst.id)}
     value: Any
@@ -81,6 +84,8 @@ def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     inst = _instance(ctx, p.get("InstanceId") or "")
     name = p.get("Attribute")
     given = _given_attribute(p, name)
+    if "GroupId" in p or "SourceDestCheck" in p or name in ("groupSet", "sourceDestCheck"):
+        _one_interface(ctx, inst)
     if "GroupId" in p:  # membership is onepane's to keep (groups are not enforced yet)
         if given or name is not None:
             raise Ec2Error("InvalidParameterCombination", "change one attribute at a time")
@@ -128,13 +133,23 @@ def _set_source_dest_check(ctx: Context, inst: Instance, value: Any) -> None:
     set_notes(ctx, inst, sourceDestCheck=str(value).lower() == "true")
 
 
+def _one_interface(ctx: Context, inst: Instance) -> None:
+    """Groups and the source/destination check belong to interfaces: an instance's own stand
+    for it only while it has no other (EC2 refuses them on the instance then)."""
+    from .interfaces import attached
+    if attached(ctx).get(inst.id):
+        raise Ec2Error("InvalidInstanceID", f"{shapes.instance_id(inst.id)} has several "
+                       "network interfaces: ask or change the interface "
+                       "(Describe/ModifyNetworkInterfaceAttribute)")
+
+
 def _set_type(ctx: Context, inst: Instance, size: Any) -> None:
     if not size:
         raise Ec2Error("MissingParameter", "the request must contain the new instance type")
     if inst.state.value != "stopped":
         raise Ec2Error("IncorrectInstanceState", "the instance type can change only while "
                        "it is stopped")
-    ctx.core.ops.instances.resize_instance(inst.id, str(size))
+    settle(ctx.core, [ctx.core.ops.instances.resize_instance(inst.id, str(size)).id])
 
 
 def _set_noted(ctx: Context, inst: Instance, given: dict[str, dict[str, Any]],
@@ -177,6 +192,7 @@ def ResetInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if not inst.network:
             raise Ec2Error("InvalidParameterCombination", "sourceDestCheck is an attribute of "
                            "instances in a VPC")
+        _one_interface(ctx, inst)
         set_notes(ctx, inst, sourceDestCheck=True)
     return {"return": True}
 

@@ -20,6 +20,7 @@ from .actions import (
 )
 from .filtering import FilterTable, constant, key, tag_set
 from .interfaces import free_count
+from .settle import settle
 from .wire import Ec2Error, members, required
 
 VPC = "vpc"
@@ -189,6 +190,7 @@ def CreateSubnet(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         name=f"subnet-{str(cidr.network_address).replace('.', '-')}-{cidr.prefixlen}",
         location=zone, cidr=str(cidr)))
     ctx.core.annotations.put(job.target or "", {"ec2.vpc": vid}, [])
+    settle(ctx.core, [job.id])  # usually available by now: an instance may be launched in it
     net = ctx.core.ops.networks.get_network(job.target or "")
     tags_at_create(ctx, p, "subnet", "other", f"subnet-{net.id.split('-', 1)[1]}", tags)
     return {"subnet": _subnet_shape(ctx, net)}
