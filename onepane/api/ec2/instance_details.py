@@ -136,8 +136,8 @@ def _set_source_dest_check(ctx: Context, inst: Instance, value: Any) -> None:
 def _one_interface(ctx: Context, inst: Instance) -> None:
     """Groups and the source/destination check belong to interfaces: an instance's own stand
     for it only while it has no other (EC2 refuses them on the instance then)."""
-    from .interfaces import attached
-    if attached(ctx).get(inst.id):
+    from .interfaces import has_others
+    if has_others(ctx, inst.id):
         raise Ec2Error("InvalidInstanceID", f"{shapes.instance_id(inst.id)} has several "
                        "network interfaces: ask or change the interface "
                        "(Describe/ModifyNetworkInterfaceAttribute)")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from ...errors import OnepaneError
 from ...inventory.paging import every
 from ...inventory.records import Record, record_id
-from ...model import Network
+from ...model import Instance, Network
 from . import shapes
 from .actions import (
     READ_ONLY,
@@ -35,8 +36,7 @@ from .filtering import FilterTable, each, key, tag_set
 from .wire import Ec2Error, integer, members, required
 
 ENI = "eni"
-ATTRIBUTES = {"description": "description", "sourceDestCheck": "sourceDestCheck",
-              "groupSet": "groupSet", "attachment": "attachment"}
+ATTRIBUTES = ("description", "sourceDestCheck", "groupSet", "attachment")
 
 
 # ---- addresses --------------------------------------------------------------------------------
@@ -58,29 +58,38 @@ def used_addresses(ctx: Context, network_id: str) -> set[str]:
 
 
 def free_count(ctx: Context, net: Network) -> int:
-    hosts = _hosts(net)
-    return len(set(hosts) - used_addresses(ctx, net.id))
+    """What DescribeSubnets says is left: counted, not listed (a /16 has 65,531)."""
+    lo, hi = _plan(net)
+    return max(0, hi - lo) - len(used_addresses(ctx, net.id))
 
 
-def _hosts(net: Network) -> list[str]:
-    """The addresses EC2 would hand out: the block without its first four and its last."""
+def _plan(net: Network) -> tuple[int, int]:
+    """The addresses EC2 would hand out, as [lo, hi) integers: the block without its first
+    four and its last."""
     block = ipaddress.ip_network(net.cidr or "0.0.0.0/32")
-    return [str(a) for a in list(block)[4:-1]]
+    first = int(block.network_address)
+    return first + 4, first + block.num_addresses - 1
 
 
 def _take(ctx: Context, net: Network, wanted: list[str], count: int) -> list[str]:
-    hosts, used = _hosts(net), used_addresses(ctx, net.id)
+    (lo, hi), used = _plan(net), used_addresses(ctx, net.id)
     for a in wanted:
-        if a not in hosts:
+        if not lo <= int(ipaddress.ip_address(a)) < hi:
             raise Ec2Error("InvalidParameterValue", f"address {a} is not in subnet "
                            f"{net.cidr} (or is one of its reserved addresses)")
         if a in used:
             raise Ec2Error("InvalidIPAddress.InUse", f"address {a} is in use")
-    free = [a for a in hosts if a not in used and a not in wanted]
+    free: list[str] = []
+    for n in range(lo, hi):  # the lowest free ones, stopping as soon as there are enough
+        if len(free) == count:
+            break
+        a = str(ipaddress.ip_address(n))
+        if a not in used and a not in wanted:
+            free.append(a)
     if len(free) < count:
         raise Ec2Error("InsufficientFreeAddressesInSubnet", f"subnet {net.cidr} has "
                        f"{len(free)} free addresses, not {count}")
-    return [*wanted, *free[:count]]
+    return [*wanted, *free]
 
 
 # ---- shapes -----------------------------------------------------------------------------------
@@ -96,7 +105,7 @@ def _shape(ctx: Context, r: Record) -> dict[str, Any]:
         "vpcId": a["vpc"], "availabilityZone": a["zone"], "description": a["description"],
         "ownerId": shapes.OWNER, "requesterManaged": False,
         "status": "in-use" if att else "available",
-        "macAddress": "02:" + ":".join(hex_id[-10:][i:i + 2] for i in range(0, 10, 2)),
+        "macAddress": shapes.mac_of(hex_id),
         "privateIpAddress": primary, "privateDnsName": shapes.private_dns(primary),
         "sourceDestCheck": a["sourceDestCheck"], "interfaceType": "interface",
         "groupSet": [{"groupId": g, "groupName": names.get(g, g)} for g in a["groups"]],
@@ -121,22 +130,40 @@ def attached(ctx: Context) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def has_others(ctx: Context, instance_id: str) -> bool:
+    """Whether an interface besides its own is attached to the instance."""
+    ec2_id = shapes.instance_id(instance_id)
+    return any((r.attributes.get("attachment") or {}).get("instance") == ec2_id
+               for r in ctx.core.records.find(ENI))
+
+
 def _primaries(ctx: Context) -> list[dict[str, Any]]:
     """The instances' own interfaces, as DescribeInstances shows them."""
-    from .vpc import _vpc_of
     ex = extras(ctx)
-    out = []
-    for inst in every(ctx.core.ops.instances.list_instances):
-        if inst.network is None:
-            continue
-        net = ctx.core.ops.networks.get_network(inst.network)
-        body = shapes.network_interface(inst, _vpc_of(ctx, net), ex.groups.get(inst.id, []),
-                                        ex.source_dest.get(inst.id, True))
-        body["attachment"]["instanceId"] = shapes.instance_id(inst.id)
-        body.update(availabilityZone=inst.location, interfaceType="interface",
-                    requesterManaged=False, tagSet=[])
-        out.append(body)
-    return out
+    return [_primary_shape(ctx, inst, ex) for inst in every(ctx.core.ops.instances.list_instances)
+            if inst.network is not None]
+
+
+def _primary(ctx: Context, eni_id: str) -> dict[str, Any] | None:
+    """The instance's own interface `eni_id` names, if that is what it names: its id is the
+    instance's, so one lookup finds it."""
+    try:
+        inst = ctx.core.ops.instances.get_instance("inst-" + eni_id.removeprefix("eni-"))
+    except OnepaneError:
+        return None
+    return None if inst.network is None else _primary_shape(ctx, inst, extras(ctx))
+
+
+def _primary_shape(ctx: Context, inst: Instance, ex: shapes.Extras) -> dict[str, Any]:
+    from .vpc import _vpc_of
+    assert inst.network is not None
+    net = ctx.core.ops.networks.get_network(inst.network)
+    body = shapes.network_interface(inst, _vpc_of(ctx, net), ex.groups.get(inst.id, []),
+                                    ex.source_dest.get(inst.id, True))
+    body["attachment"]["instanceId"] = shapes.instance_id(inst.id)
+    body.update(availabilityZone=inst.location, interfaceType="interface",
+                requesterManaged=False, tagSet=[])
+    return body
 
 
 ENI_FILTERS = FilterTable({
@@ -153,16 +180,19 @@ ENI_FILTERS = FilterTable({
     "owner-id": key("ownerId")}, tags=tag_set)
 
 
+def _find(ctx: Context, eni_id: str) -> Record | None:
+    return next((r for r in ctx.core.records.find(ENI) if r.id == eni_id), None)
+
+
 def _record(ctx: Context, eni_id: str) -> Record:
-    found = [r for r in ctx.core.records.find(ENI) if r.id == eni_id]
-    if not found:
-        if eni_id.startswith("eni-") and any(i["networkInterfaceId"] == eni_id
-                                             for i in _primaries(ctx)):
+    found = _find(ctx, eni_id)
+    if found is None:
+        if _primary(ctx, eni_id) is not None:
             raise Ec2Error("OperationNotPermitted", f"{eni_id} is an instance's primary "
                            "interface: it comes and goes with the instance")
         raise Ec2Error("InvalidNetworkInterfaceID.NotFound", f"the networkInterface ID "
                        f"'{eni_id}' does not exist")
-    return found[0]
+    return found
 
 
 # ---- actions ----------------------------------------------------------------------------------
@@ -266,10 +296,9 @@ def released_with(ctx: Context, instance_ec2_id: str) -> None:
 
 def _any_interface(ctx: Context, eni_id: str) -> dict[str, Any]:
     """An interface as DescribeNetworkInterfaces shows it: a record's or an instance's own."""
-    for item in _primaries(ctx):
-        if item["networkInterfaceId"] == eni_id:
-            return item
-    return _shape(ctx, _record(ctx, eni_id))
+    if (found := _find(ctx, eni_id)) is not None:
+        return _shape(ctx, found)
+    return _primary(ctx, eni_id) or _shape(ctx, _record(ctx, eni_id))
 
 
 @action(READ_ONLY)
@@ -294,7 +323,7 @@ def ModifyNetworkInterfaceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str
     if len(given) != 1:
         raise Ec2Error("InvalidParameterCombination", "give exactly one of Description.Value, "
                        "SourceDestCheck.Value, SecurityGroupId.N, Attachment")
-    primary = next((i for i in _primaries(ctx) if i["networkInterfaceId"] == eni_id), None)
+    primary = _primary(ctx, eni_id) if _find(ctx, eni_id) is None else None
     if primary is not None:  # an instance's own: its source/dest check is the instance's
         if given != ["SourceDestCheck"]:
             raise Ec2Error("UnsupportedOperation", f"{eni_id} is an instance's primary "

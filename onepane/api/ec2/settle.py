@@ -15,9 +15,9 @@ import threading
 
 from ...core import Core
 from ...model import Job
+from ..waits import ENDED
 
 GRACE_S = 2.0
-ENDED = ("succeeded", "failed")
 
 
 def settle(core: Core, job_ids: list[str], grace: float = GRACE_S) -> None:

@@ -206,6 +206,11 @@ def catalog_image(img: Any, tags: dict[str, str] | None = None) -> dict[str, Any
             "tagSet": tag_set({**(tags or {}), "onepane:catalog": "true"})}
 
 
+def mac_of(hex_id: str) -> str:
+    """A stable, locally administered MAC from a resource's hex id (a process has no MAC)."""
+    return "02:" + ":".join(hex_id[-10:][i:i + 2] for i in range(0, 10, 2))
+
+
 def network_interface(inst: Instance, vpc: str, groups: list[tuple[str, str]],
                       source_dest_check: bool) -> dict[str, Any]:
     """An instance in a subnet has one interface: onepane's record of its place in the
@@ -213,7 +218,7 @@ def network_interface(inst: Instance, vpc: str, groups: list[tuple[str, str]],
     (locally administered), so that it is stable."""
     hex_id = inst.id.split("-", 1)[1]
     private, public = split_addresses(inst.addresses)
-    mac = "02:" + ":".join(hex_id[-10:][i:i + 2] for i in range(0, 10, 2))
+    mac = mac_of(hex_id)
     assert inst.network is not None
     return {"networkInterfaceId": "eni-" + hex_id, "subnetId": "subnet-" + inst.network.split(
                 "-", 1)[1], "vpcId": vpc, "description": "", "ownerId": OWNER,
