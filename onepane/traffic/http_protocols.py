@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -40,44 +39,72 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-enco
 # when the message is rebuilt anyway)
 FOR_THIS_HOP = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP - {
     b"content-length"})) + rb")[ \t]*:", re.IGNORECASE)
-HAS_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+# The headers that decide whether a response passes on as it came: it does when the only one
+# found is its Content-Length (one search instead of one per question)
+DECIDING = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) +
+                      rb")[ \t]*:", re.IGNORECASE)
 FRAMED = re.compile(rb"\r\n(content-length[ \t]*:|transfer-encoding[ \t]*:[^\r]*chunked)",
                     re.IGNORECASE)
 EVENT_STREAM = re.compile(rb"\r\ncontent-type[ \t]*:[ \t]*text/event-stream", re.IGNORECASE)
 STREAM_AFTER_S = 0.25  # a body still coming this long after its head: a stream (Sweeper)
 STREAM_AFTER_BYTES = 256 * 1024  # or this much of it buffered
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-Done = Callable[["Upstream", int, "bool", "str | None", bool], None]
-Head = Callable[["Upstream"], "Client | None"]
 
 
 class Message:
-    """Where a message ends (httptools calls back at the end of its head and at its end)."""
+    """Where a response ends, and whether its connection may carry another: httptools calls
+    back at its end only (llhttp still knows keep-alive then; it forgets it right after)."""
 
-    __slots__ = ("done", "head_only", "headers_done", "keep_alive", "messages", "parser")
+    __slots__ = ("done", "keep_alive", "messages", "parser")
 
-    def __init__(self, head_only: bool = False) -> None:
-        self.parser: httptools.HttpResponseParser | None = None  # set by its reader
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
         self.keep_alive = True
-        self.reset(head_only)
+        self.reset()
 
-    def reset(self, head_only: bool = False) -> None:
+    def reset(self) -> None:
         """Reuse for the next message: the parser keeps calling this same object."""
         self.done = False
-        self.headers_done = False
-        self.head_only = head_only
         self.messages = 0  # messages completed since the reset (pipelining makes it more)
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-        if self.parser is not None:  # llhttp forgets it once the message is complete
-            self.keep_alive = self.parser.should_keep_alive()
-        if self.head_only:
-            self.done = True
 
     def on_message_complete(self) -> None:
         self.done = True
         self.messages += 1
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+class HeadMessage(Message):
+    """The answer to a HEAD request ends with its head (llhttp would wait for the body its
+    Content-Length announces): a parser of its own, used once."""
+
+    __slots__ = ()
+
+    def on_headers_complete(self) -> None:
+        self.done = True
+        self.messages += 1
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+class RequestMessage:
+    """Where a request ends, and whether the client's connection stays open after it: read
+    at its end, while llhttp still knows (after it, a `Connection: close` request reads as
+    keep-alive)."""
+
+    __slots__ = ("done", "keep_alive", "messages", "parser")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.keep_alive = True
+        self.reset()
+
+    def reset(self) -> None:
+        self.done = False
+        self.messages = 0
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.messages += 1
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 class FullMessage:
@@ -125,14 +152,16 @@ class Upstream(asyncio.Protocol):
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.done: Done | None = None
-        self.msg = Message()
-        self.resp: Message | None = None
-        self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
+        self.exchange: Exchange | None = None  # the exchange whose attempt is under way
+        self.sent = 0.0  # loop time the attempt was sent
+        self.reused = False  # the attempt went over a pooled connection
+        self.lean = self.msg = Message()  # msg: the current exchange's (lean, or a HEAD's)
+        self.resp: Message | None = None  # msg while an exchange is under way
+        self.parser = self.msg.parser
         self.got_any = False
         self.deadline = 0.0  # loop time after which the attempt times out (Sweeper)
         self.raw: list[bytes] = []  # the response's bytes as they came
-        self.on_head: Head | None = None  # asked once the response is seen to be a stream
+        self.may_stream = False  # the exchange is asked once the response is seen a stream
         self.stream_to: Client | None = None  # committed: the rest goes straight there
         self.head_at = 0.0  # loop time a framed head came while its body had not (0: not yet)
         self.buffered = 0
@@ -141,14 +170,19 @@ class Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, raw: bytes, head_only: bool, deadline: float, done: Done,
-             on_head: Head | None = None) -> None:
-        self.done, self.got_any = done, False
-        self.msg.reset(head_only)
-        self.resp = self.msg
+    def send(self, raw: bytes, head_only: bool, sent: float, deadline: float,
+             exchange: Exchange, reused: bool) -> None:
+        self.exchange, self.got_any = exchange, False
+        self.sent, self.reused = sent, reused
+        if head_only:
+            self.msg = HeadMessage()
+        else:
+            self.msg = self.lean
+            self.lean.reset()
+        self.resp, self.parser = self.msg, self.msg.parser
         self.raw = []
         self.deadline = deadline
-        self.on_head, self.stream_to = on_head, None
+        self.may_stream, self.stream_to = True, None
         self.head_at, self.buffered, self.seen_head = 0.0, 0, False
         assert self.transport is not None
         self.transport.write(raw)
@@ -166,22 +200,25 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._finish(0, f"bad response: {exc}")
             return
-        if not self.resp.done and self.resp.headers_done and self.on_head is not None:
+        if not self.resp.done and self.may_stream:
             self._maybe_stream(len(data))
-        if self.resp is not None and self.resp.done:
-            status = self.parser.get_status_code()
-            if self.resp.head_only:  # llhttp still waits for a body: start afresh next time
-                self.parser = self.msg.parser = httptools.HttpResponseParser(self.msg)
-            self._finish(status, None)
+        if self.resp is not None and self.resp.done:  # _finish(status, None), inlined
+            exchange = self.exchange
+            self.exchange = self.resp = None
+            if exchange is not None:
+                exchange.attempt_done(self, self.parser.get_status_code(), True, None, True)
 
     def _maybe_stream(self, more: int) -> None:
         """Stream at once what says it is an event stream or has buffered a lot; note when the
-        head came otherwise (the Sweeper streams it after STREAM_AFTER_S)."""
+        head came otherwise (the Sweeper streams it after STREAM_AFTER_S); nothing while its
+        head has not all come."""
         self.buffered += more
         if not self.seen_head:
-            self.seen_head = True
             raw = self.raw[0] if len(self.raw) == 1 else b"".join(self.raw)
             end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.seen_head = True
             if EVENT_STREAM.search(raw, 0, end):
                 self.stream()
                 return
@@ -194,8 +231,9 @@ class Upstream(asyncio.Protocol):
         """The response is a stream: ask the exchange whether to commit (it does unless it
         would retry this answer); committed, what came so far goes to the client now and the
         rest as it comes, with no attempt deadline."""
-        on_head, self.on_head = self.on_head, None
-        client = on_head(self) if on_head is not None else None
+        exchange = self.exchange if self.may_stream else None
+        self.may_stream = False
+        client = exchange.commit(self) if exchange is not None else None
         if client is None:
             return
         self.stream_to, self.deadline = client, float("inf")
@@ -208,13 +246,13 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.done is not None and exc is None and self.resp is not None \
-                and self.resp.headers_done \
+        if self.exchange is not None and exc is None and self.resp is not None \
+                and (self.seen_head or b"\r\n\r\n" in b"".join(self.raw)) \
                 and _close_delimited(parse_whole(head_of(b"".join(self.raw)), False).headers):
             # HTTP/1.0 style: no length, no chunks, the body ends where the connection does
             # (busybox httpd's CGI answers, for one).
             self._finish(self.parser.get_status_code(), None)
-        elif self.done is not None:
+        elif self.exchange is not None:
             self._finish(0, f"closed by backend{f': {exc}' if exc else ''}")
 
     def timeout(self) -> None:
@@ -223,18 +261,19 @@ class Upstream(asyncio.Protocol):
             self.transport.abort()
 
     def _finish(self, status: int, error: str | None) -> None:
-        done, resp, got_any = self.done, self.resp, self.got_any
-        self.done = self.resp = None
-        if done is not None:
-            done(self, status, resp is not None and error is None, error, got_any)
+        exchange, resp, got_any = self.exchange, self.resp, self.got_any
+        self.exchange = self.resp = None
+        if exchange is not None:
+            exchange.attempt_done(self, status, resp is not None and error is None, error,
+                                  got_any)
 
 
 class Client(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
-        self.req = Message()
-        self.parser = httptools.HttpRequestParser(self.req)
+        self.req = RequestMessage()
+        self.parser = self.req.parser
         self.busy = False
         self.pending = b""
         self.raw: list[bytes] = []  # the request's bytes as they came
@@ -282,7 +321,7 @@ class Client(asyncio.Protocol):
             method = self.parser.get_method()
             if self.req.messages != 1 or FOR_THIS_HOP.search(raw, 0, raw.find(b"\r\n\r\n")):
                 raw = rebuild_request(method, parse_whole(raw, True))
-            Exchange(self, method, raw, self.parser.should_keep_alive())
+            Exchange(self, method, raw, self.req.keep_alive)
 
     def _tunnel(self, after: int) -> None:
         """The request asked to switch protocols: from here on bytes, both ways, between the
@@ -434,25 +473,76 @@ class Exchange:
         self.send(up, reused=False)
 
     def send(self, up: Upstream, reused: bool) -> None:
-        head_only = self.method == b"HEAD"
         proxy = self.client.proxy
         sent = proxy.loop.time()
-
-        def done(up: Upstream, status: int, answered: bool, error: str | None,
-                 got_any: bool) -> None:
-            self.ups.discard(up)
-            self.inflight -= 1
-            if answered:
-                proxy.latency.record(up.backend, proxy.loop.time() - sent)
-            self.finished(up, status, answered, error, got_any, reused)
         if not self.ups:
             proxy.inflight.add(self)
         self.ups.add(up)
-        up.send(self.raw, head_only, sent + proxy.settings.attempt_timeout, done, self.commit)
-        if self.method in IDEMPOTENT and not self.hedge_at:
-            delay = proxy.hedge_delay(up.backend)
-            if delay is not None:
-                self.hedge_at = sent + delay
+        up.send(self.raw, self.method == b"HEAD", sent, sent + proxy.settings.attempt_timeout,
+                self, reused)
+        if not self.hedge_at and self.method in IDEMPOTENT:
+            latency = proxy.latency  # Latency.hedge_after, without a call per request
+            self.hedge_at = sent + latency.after.get(up.backend, latency.unknown)
+
+    def attempt_done(self, up: Upstream, status: int, answered: bool, error: str | None,
+                     got_any: bool) -> None:
+        """An attempt ended: answered (a whole response, or a stream's end) or not."""
+        self.ups.discard(up)
+        self.inflight -= 1
+        if up.stream_to is not None:
+            self._streamed(up, answered)
+            return
+        if self.answered:
+            if up.transport is not None:
+                up.transport.close()
+            return
+        if not answered:
+            self._failed(up, error, got_any)
+            return
+        proxy = self.client.proxy
+        b = up.backend
+        raw = up.raw  # before the connection goes back to the pool
+        head_only = self.method == b"HEAD"
+        if up.msg.keep_alive and not head_only and not up.closed:
+            proxy.pool.give(b, up)
+        elif up.transport:
+            up.transport.close()
+        if status in RETRY_STATUS and self.method in IDEMPOTENT and \
+                len(self.tried) < proxy.settings.attempts:
+            proxy.stats.retried += 1
+            self.attempt(f"{b[0]}:{b[1]} answered {status}")
+            return
+        if self.ups:
+            self._done()
+        else:  # _done() with no other attempt to stop, inlined
+            self.answered, self.hedge_at = True, 0.0
+            proxy.inflight.discard(self)
+        proxy.answered(b, self.started, up.sent)
+        # As it came when nothing in it is for this hop only and its length says where it
+        # ends (the usual case); else rebuilt.
+        whole = raw[0] if len(raw) == 1 else b"".join(raw)
+        if head_only or up.msg.messages != 1 or not _as_it_came(whole):
+            whole = render(status, parse_whole(whole, False, head_only))
+        self.client._reply(whole, self.keep)
+
+    def _failed(self, up: Upstream, error: str | None, got_any: bool) -> None:
+        """An attempt got no answer: try again (elsewhere unless only the pooled connection
+        had gone stale), or, for a request that may not be repeated, answer 502."""
+        proxy = self.client.proxy
+        b = up.backend
+        if up.reused and not got_any and error != "timeout":
+            self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
+            self.attempt(error or "")
+            return
+        proxy.backend_down(b)
+        proxy.pool.drop(b)
+        if self.method not in IDEMPOTENT:
+            self._done()
+            self.client._reply(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
+                               self.keep)
+            return
+        proxy.stats.retried += 1
+        self.attempt(f"{b[0]}:{b[1]} {error}")
 
     def commit(self, up: Upstream) -> Client | None:
         """A head came without its whole body: serve the client from this attempt as it comes
@@ -465,9 +555,7 @@ class Exchange:
             return None
         self.ups.discard(up)  # it is the answer: _done must not abort it
         self._done()
-        proxy = self.client.proxy
-        proxy.stats.record(proxy.loop.time() - self.started, proxy.balancer.pool_of.get(
-            up.backend, "?"))
+        self.client.proxy.answered(up.backend, self.started, up.sent)
         return self.client
 
     def _done(self) -> None:
@@ -478,56 +566,6 @@ class Exchange:
         for other in list(self.ups):
             if other.transport is not None:
                 other.transport.abort()  # its late answer must not reach the pool
-
-    def finished(self, up: Upstream, status: int, answered: bool, error: str | None,
-                 got_any: bool, reused: bool) -> None:
-        proxy = self.client.proxy
-        b = up.backend
-        raw = up.raw  # before the connection goes back to the pool
-        if up.stream_to is not None:
-            self._streamed(up, answered)
-            return
-        if self.answered:
-            if up.transport is not None:
-                up.transport.close()
-            return
-        if not answered:
-            if reused and not got_any and error != "timeout":
-                self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
-                self.attempt(error or "")
-                return
-            proxy.backend_down(b)
-            proxy.pool.drop(b)
-            if self.method not in IDEMPOTENT:
-                self._done()
-                self.client._reply(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
-                                   self.keep)
-                return
-            proxy.stats.retried += 1
-            self.attempt(f"{b[0]}:{b[1]} {error}")
-            return
-        head_only = self.method == b"HEAD"
-        one = up.msg.messages == 1
-        if up.msg.keep_alive and not head_only and not up.closed:
-            proxy.pool.give(b, up)
-        elif up.transport:
-            up.transport.close()
-        if status in RETRY_STATUS and self.method in IDEMPOTENT and \
-                len(self.tried) < proxy.settings.attempts:
-            proxy.stats.retried += 1
-            self.attempt(f"{b[0]}:{b[1]} answered {status}")
-            return
-        self._done()
-        proxy.stats.record(proxy.loop.time() - self.started, proxy.balancer.pool_of.get(b, "?"))
-        # As it came when nothing in it is for this hop only and its length says where it
-        # ends (the usual case); else rebuilt.
-        whole = raw[0] if len(raw) == 1 else b"".join(raw)
-        end = whole.find(b"\r\n\r\n")
-        if head_only or not one or FOR_THIS_HOP.search(whole, 0, end) \
-                or not HAS_LENGTH.search(whole, 0, end):
-            whole = render(status, parse_whole(whole, False, head_only))
-        self.client._reply(whole, self.keep)
-
 
     def _streamed(self, up: Upstream, answered: bool) -> None:
         """A streamed response ended: whole (the connections kept if both sides may), or cut
@@ -578,6 +616,12 @@ class UpstreamPool:
         for up in self.idle.pop(b, []):
             if up.transport:
                 up.transport.close()
+
+
+def _as_it_came(response: bytes) -> bool:
+    """Its length says where it ends and nothing in its head is for this hop only."""
+    found = DECIDING.findall(response, 0, response.find(b"\r\n\r\n"))
+    return len(found) == 1 and found[0].lower() == b"content-length"
 
 
 def _close_delimited(headers: list[tuple[bytes, bytes]]) -> bool:

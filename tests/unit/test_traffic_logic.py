@@ -112,3 +112,29 @@ def test_a_plane_keeps_its_last_backends_rather_than_none_for_a_while() -> None:
     assert not keep_last(empty, empty, 0.0)
     assert not keep_last(serving, config(listen="127.0.0.1:9"), 0.0)  # moved: applied
     assert not keep_last(serving, config(("127.0.0.1", 4001)), 0.0)  # other backends: applied
+
+
+def test_the_proxy_counts_every_answer_and_samples_latency_only_under_load() -> None:
+    from onepane.traffic.proxy import Latency, Settings, Stats
+    stats = Stats()
+    a, b = ("10.0.0.1", 80), ("10.0.0.2", 80)
+    stats.by_backend = {a: 3000, b: 1000}
+    stats.served = 4000
+    stats.last_at -= 0.5  # 4000 answers in half a second: 8000/s
+    snap = stats.snapshot({a: "east", b: "west"})
+    assert snap["served"] == 4000 and snap["by_location"] == {"east": 3000, "west": 1000}
+    assert 3 <= stats.every <= 8000 // Stats.SAMPLES_PER_S  # 1 in 4, less what the test took
+    stats.by_backend = {a: 5}  # a reload moved a to another location: what it served stays
+    stats.settle({a: "east"})
+    stats.served += 5
+    stats.last_at -= 1.0
+    assert stats.snapshot({a: "north"})["by_location"] == {"east": 3005, "west": 1000}
+    assert stats.every == 1  # 5 answers in a second: every one sampled
+
+    latency = Latency(Settings(listen=("127.0.0.1", 1)))
+    assert latency.hedge_after(a) == 1.0  # nothing known of a yet
+    for _ in range(Latency.ENOUGH):
+        latency.record(a, 0.2)
+    assert latency.hedge_after(a) == pytest.approx(0.6)  # 3 x p99
+    latency.retune(Settings(listen=("127.0.0.1", 1), hedge_factor=0))
+    assert latency.hedge_after(a) == float("inf") and latency.hedge_after(b) == float("inf")
