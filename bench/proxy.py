@@ -2,7 +2,7 @@
 backends, in the same run, with wrk; direct to a backend as the ceiling, and bench/minproxy.py,
 the least a Python proxy can do, as the floor under any proxy written in Python here.
 
-    .venv/bin/python bench/proxy.py [--seconds 8] [--connections 50]
+    .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 5] [--connections 50]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5, help="per measurement")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="HAProxy, the floor and the built-in plane measured in turn, this "
                          "many times; the ratio is the median of each round's")
     ap.add_argument("--connections", type=int, default=50)
