@@ -2,9 +2,10 @@
 
 onepane keeps the groups, their rules and their members, and a location that can enforce them
 does (`Feature.firewall`: a netns location, with nftables inside its namespace, for inbound
-TCP). Elsewhere the rules are kept and not enforced, and said so: an instance that joins a
-group with rules at such a location writes a `security_group.not_enforced` event, so that
-nobody believes a port is closed because a rule says it."""
+TCP to each instance's port and for all that each instance opens, matched by its own uid).
+Elsewhere the rules are kept and not enforced, and said so: an instance that joins a group
+with rules at such a location writes a `security_group.not_enforced` event, so that nobody
+believes a port is closed because a rule says it."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from ..store.tables import SecurityGroupRow
 
 NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
-ENFORCED_WHERE = ("at netns locations (inbound TCP) and EC2 clouds (their own groups); kept, not "
-                  "enforced, elsewhere")
+ENFORCED_WHERE = ("at netns locations (inbound TCP, and outbound) and EC2 clouds (their own "
+                  "groups); kept, not enforced, elsewhere")
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
-ALL_TRAFFIC = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
+ALL_TRAFFIC: dict[str, Any] = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
                "groups": []}
 
 
@@ -224,6 +225,17 @@ class SecurityGroups:
         return [g for g in self.find() if instance_id in g.members]
 
 
+def egress_of(groups: list[Group]) -> list[dict[str, Any]] | None:
+    """What an instance in these groups may open, as EC2 has it: the union of its groups'
+    egress rules; None when that is everything. A group outside any network with no egress
+    rules limits nothing (EC2-Classic's groups had no egress rules: all went out), so the
+    default group of instances outside a VPC does not cut them off."""
+    rules = [r for g in groups for r in (g.egress if g.network or g.egress else [ALL_TRAFFIC])]
+    if any(r["protocol"] == "-1" and "0.0.0.0/0" in r["cidrs"] for r in rules):
+        return None
+    return rules
+
+
 def _view(r: SecurityGroupRow) -> Group:
     return Group(r.id, r.name, r.description, r.network, list(r.ingress or []),
                  list(r.egress or []), list(r.members or []))
@@ -261,28 +273,39 @@ class Enforcer:
         for g in groups:
             for m in g.members:
                 member_of.setdefault(m, []).append(g)
-        peers_wanted = any(r["groups"] for g in groups for r in g.ingress)
+        peers_wanted = any(r["groups"] for g in groups for r in [*g.ingress, *g.egress])
         addresses = {i.id: i.addresses for i in every(self.ops.instances.list_instances)} \
             if peers_wanted else {}
+
+        def expanded(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """A rule naming groups also covers their members' addresses."""
+            out = []
+            for r in rules:
+                peers = [f"{a}/32" for gid in r["groups"] for other in groups
+                         if other.id == gid for m in other.members
+                         for a in addresses.get(m, []) if ":" not in a]
+                out.append({**r, "cidrs": sorted({*r["cidrs"], *peers})})
+            return out
         for name in enforcing:
             ingress: dict[str, list[dict[str, Any]]] = {}
+            egress: dict[str, list[dict[str, Any]]] = {}
             for inst in every(self.ops.instances.list_instances, location=name):
                 if inst.id not in member_of or not inst.provider_id:
                     continue
-                rules = []
-                for g in member_of[inst.id]:
-                    for r in g.ingress:
-                        peers = [f"{a}/32" for gid in r["groups"] for other in groups
-                                 if other.id == gid for m in other.members
-                                 for a in addresses.get(m, []) if ":" not in a]
-                        rules.append({**r, "cidrs": sorted({*r["cidrs"], *peers})})
-                ingress[inst.provider_id] = rules
-            picture = repr((sorted(ingress.items()), sorted((g.id, g.ingress) for g in groups)))
+                ingress[inst.provider_id] = expanded(
+                    [r for g in member_of[inst.id] for r in g.ingress])
+                out = egress_of(member_of[inst.id])
+                if out is not None:
+                    egress[inst.provider_id] = expanded(out)
+            picture = repr((sorted(ingress.items()), sorted(egress.items()),
+                            sorted((g.id, g.ingress, g.egress) for g in groups)))
             if self._applied.get(name) == picture:
                 continue
             try:
-                own = {g.id: g.ingress for g in groups}
-                registry.run(name, lambda p, ing=ingress, o=own: p.enforce(ing, o), timeout=10)
+                own = {g.id: {"ingress": g.ingress, "egress": egress_of([g]) or [ALL_TRAFFIC]}
+                       for g in groups}
+                registry.run(name, lambda p, ing=ingress, o=own, eg=egress: p.enforce(
+                    ing, o, egress=eg), timeout=10)
                 self._applied[name] = picture
             except OnepaneError as exc:
                 log.warning("security groups at %s: %s", name, exc.detail)

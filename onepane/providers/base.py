@@ -255,10 +255,13 @@ class Provider(ABC):
         self._unsupported(Feature.capture_image, "instance")
 
     def enforce(self, ingress: dict[str, list[dict[str, Any]]],
-                groups: dict[str, list[dict[str, Any]]]) -> None:
+                groups: dict[str, dict[str, list[dict[str, Any]]]],
+                egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
         """Filter inbound traffic: for each instance (provider id) in a group, only what one
         of its rules allows (protocol, port range, source CIDRs) reaches it; instances not
-        named are not filtered. `groups` has each group's own rules, for providers whose
+        named are not filtered. `egress` likewise for what an instance opens (protocol, port
+        range, destination CIDRs); an instance not named there may open anything. `groups`
+        has each group's own rules ({"ingress": [...], "egress": [...]}), for providers whose
         firewall has groups of its own (a cloud's). Called with the whole picture each time."""
         self._unsupported(Feature.firewall, "security_group")
 

@@ -81,24 +81,33 @@ class Ec2Provider(CloudProvider):
         return str(made["group_id"])
 
     def enforce(self, ingress: dict[str, list[dict[str, Any]]],
-                groups: dict[str, list[dict[str, Any]]]) -> None:
+                groups: dict[str, dict[str, list[dict[str, Any]]]],
+                egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
         """Each onepane group that instances here use has a cloud group of the same name
-        prefix; its inbound rules are made the same as the onepane group's."""
+        prefix; its rules, both ways, are made the same as the onepane group's (the cloud
+        enforces them, per group, so the per-instance pictures are not needed here)."""
         self.require(Feature.firewall, "security_group")
         drv: Any = self.driver
         for sg in self._call(drv.ex_get_security_groups):
             if not sg.name.startswith("onepane-sg-"):
                 continue
-            wanted = {_rule_key(r) for r in groups.get(sg.name.removeprefix("onepane-"), [])}
-            have = {_rule_key({"protocol": r["protocol"], "from_port": _int(r["from_port"]),
-                               "to_port": _int(r["to_port"]), "cidrs": r["cidr_ips"]})
-                    for r in sg.ingress_rules if r.get("cidr_ips")}
-            for proto, lo, hi, cidrs in wanted - have:
-                self._call(drv.ex_authorize_security_group_ingress, sg.id, lo, hi,
-                           cidr_ips=list(cidrs), protocol=proto)
-            for proto, lo, hi, cidrs in have - wanted:
-                self._call(drv.ex_revoke_security_group_ingress, sg.id, lo, hi,
-                           cidr_ips=list(cidrs), protocol=proto)
+            own = groups.get(sg.name.removeprefix("onepane-"), {})
+            for direction, rules in (("ingress", sg.ingress_rules),
+                                     ("egress", sg.egress_rules)):
+                wanted = {_rule_key(r) for r in own.get(direction, []) if r.get("cidrs")}
+                have = {_rule_key({"protocol": r["protocol"], "from_port": _int(r["from_port"]),
+                                   "to_port": _int(r["to_port"]), "cidrs": r["cidr_ips"]})
+                        for r in rules if r.get("cidr_ips")}
+                grant = getattr(drv, f"ex_authorize_security_group_{direction}")
+                revoke = getattr(drv, f"ex_revoke_security_group_{direction}")
+                # an all-protocols rule has no ports: EC2 takes -1 for them (libcloud would
+                # send the word None, which matches no rule)
+                for proto, lo, hi, cidrs in wanted - have:
+                    self._call(grant, sg.id, -1 if lo is None else lo, -1 if hi is None else hi,
+                               cidr_ips=list(cidrs), protocol=proto)
+                for proto, lo, hi, cidrs in have - wanted:
+                    self._call(revoke, sg.id, -1 if lo is None else lo, -1 if hi is None else hi,
+                               cidr_ips=list(cidrs), protocol=proto)
 
     def _tagged(self, onepane_id: str) -> dict[str, Any]:
         return {"ex_filters": {f"tag:{ONEPANE_TAG}": onepane_id}}

@@ -46,10 +46,14 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         super().setup()
 
     def enforce(self, ingress: dict[str, list[dict[str, Any]]],
-                groups: dict[str, list[dict[str, Any]]]) -> None:
-        """nftables inside the namespace: one table, replaced whole each time. Each instance
-        in a group listens on its own port of the namespace's address, so its rules are
-        matched on that port; established connections and loopback always pass."""
+                groups: dict[str, dict[str, list[dict[str, Any]]]],
+                egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """nftables inside the namespace: one table, replaced whole each time. Inbound: each
+        instance in a group listens on its own port of the namespace's address, so its rules
+        are matched on that port; established connections and loopback always pass.
+        Outbound: each instance runs as a uid of its own (sandbox.py), so what it opens is
+        matched by the socket's owner (`meta skuid`); answers on connections made to it are
+        established and pass."""
         lines = ["table inet onepane_sg {", " chain input {",
                  "  type filter hook input priority 0; policy accept;",
                  "  ct state established,related accept", '  iifname "lo" accept']
@@ -68,6 +72,14 @@ class NetnsProvider(CutByNamespace, LocalProvider):
                     lines.append(f"  tcp dport {rec.port} ip saddr {{ {', '.join(sources)} }} "
                                  "accept")
             lines.append(f"  tcp dport {rec.port} drop")
+        lines += [" }", " chain output {", "  type filter hook output priority 0; policy accept;",
+                  "  ct state established,related accept"]
+        for rec in self.records.all():
+            rules = (egress or {}).get(rec.id)
+            if rules is None or rec.uid is None:
+                continue
+            lines += [f"  meta skuid {rec.uid} {match} accept" for match in _egress_matches(rules)]
+            lines.append(f"  meta skuid {rec.uid} drop")
         lines += [" }", "}"]
         script = "table inet onepane_sg\ndelete table inet onepane_sg\n" + "\n".join(lines) + "\n"
         proc = subprocess.run(self.net.exec_argv(["nft", "-f", "-"]), input=script,
@@ -91,3 +103,25 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         while port in used:
             port += 1
         return port
+
+
+def _egress_matches(rules: list[dict[str, Any]]) -> list[str]:
+    """nft match expressions, one per (rule, destination) an instance may open. IPv6 blocks
+    are left out: the namespaces have no IPv6 routes."""
+    out = []
+    for r in rules:
+        dests = [c for c in r.get("cidrs", []) if ":" not in c]
+        if not dests:
+            continue
+        where = "" if "0.0.0.0/0" in dests else f"ip daddr {{ {', '.join(dests)} }} "
+        proto, lo, hi = r["protocol"], r.get("from_port"), r.get("to_port")
+        if proto == "-1":
+            out.append(where.strip() or "meta nfproto ipv4")
+        elif proto in ("tcp", "udp"):
+            ports = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            out.append(f"{where}{proto} dport {ports}")
+        elif proto == "icmp":
+            out.append(f"{where}meta l4proto icmp")
+        else:
+            out.append(f"{where}meta l4proto {int(proto)}")
+    return out

@@ -233,8 +233,10 @@ def test_the_tempest_classes_that_pass_whole(tmp_path: Path) -> None:
 
 
 def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any) -> None:
-    """At a netns location a group's ingress rules are nftables rules inside the namespace:
-    what they allow connects, what they do not is dropped (a timeout, not a refusal)."""
+    """At a netns location a group's rules are nftables rules inside the namespace: inbound,
+    what they allow connects, what they do not is dropped (a timeout, not a refusal);
+    outbound (issue 32), what the instance itself opens — tried from the instance, through
+    httpecho's /reach — goes only where its egress rules say."""
     import socket
     import subprocess as sp
 
@@ -273,6 +275,28 @@ def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any)
         wait_for(lambda: not reachable(), 15, what="revoked: dropped again")
         tags = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]["Tags"]
         assert any(t["Key"] == "onepane:enforced" and "netns" in t["Value"] for t in tags)
+
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perm)
+        wait_for(reachable, 15, what="allowed again, to ask the instance")
+        gateway = NetnsProvider("sg-n", server.state_dir, {"index": 234}).gateway
+        listeners = [socket.create_server(("0.0.0.0", 0)) for _ in range(2)]
+        allowed, other = (s.getsockname()[1] for s in listeners)
+
+        def opens(to: int) -> bool:
+            return bool(httpx.get(f"http://{host}:{port}/reach", params={
+                "host": gateway, "port": to, "timeout": 0.5}, timeout=5).json()["reached"])
+        try:
+            assert opens(allowed) and opens(other)  # a group outside a VPC: all goes out
+            out = [{"IpProtocol": "tcp", "FromPort": allowed, "ToPort": allowed,
+                    "IpRanges": [{"CidrIp": f"{gateway}/32"}]}]
+            ec2.authorize_security_group_egress(GroupId=gid, IpPermissions=out)
+            wait_for(lambda: not opens(other), 15, what="egress: what no rule allows dropped")
+            assert opens(allowed)
+            ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=out)
+            wait_for(lambda: opens(other), 15, what="no egress rule left: all goes out again")
+        finally:
+            for s in listeners:
+                s.close()
     finally:
         server.stop()
         NetnsProvider("sg-n", server.state_dir, {"index": 234}).teardown()
@@ -313,6 +337,21 @@ def test_security_groups_reach_a_cloud_as_its_own(start_server: Any, moto: str) 
     assert name in groups  # launched in it
     ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=perm)
     wait_for(lambda: cloud_rules() == [], 30, what="revoked at the cloud too")
+
+    def cloud_egress() -> list[tuple[str, int, str]]:  # issue 32: egress goes there too
+        found = cloud.describe_security_groups(Filters=[{"Name": "group-name",
+                                                         "Values": [name]}])["SecurityGroups"]
+        return sorted((p["IpProtocol"], p.get("FromPort", -1), r["CidrIp"]) for g in found
+                      for p in g["IpPermissionsEgress"] for r in p.get("IpRanges", []))
+    assert cloud_egress() == [("-1", -1, "0.0.0.0/0")]  # no egress rule of its own: all out
+    out = [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+            "IpRanges": [{"CidrIp": "10.2.0.0/16"}]}]
+    ec2.authorize_security_group_egress(GroupId=gid, IpPermissions=out)
+    wait_for(lambda: cloud_egress() == [("tcp", 5432, "10.2.0.0/16")], 30,
+             what="only the egress rule at the cloud", explain=cloud_egress)
+    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=out)
+    wait_for(lambda: cloud_egress() == [("-1", -1, "0.0.0.0/0")], 30,
+             what="all traffic out again at the cloud")
 
 
 def test_network_interfaces_hold_subnet_addresses_and_attach(start_server: Any) -> None:
