@@ -46,7 +46,10 @@ deployments_app = typer.Typer(help="Replicated deployments and their traffic.",
                               no_args_is_help=True)
 hosts_app = typer.Typer(help="The hypervisor hosts of a vm location of remote hosts.",
                         no_args_is_help=True)
-for sub, name in [(hosts_app, "hosts"), (locations_app, "locations"), (instances_app, "instances"),
+addresses_app = typer.Typer(help="Elastic addresses: they stay while what answers behind them "
+                            "moves.", no_args_is_help=True)
+for sub, name in [(addresses_app, "addresses"), (hosts_app, "hosts"),
+                  (locations_app, "locations"), (instances_app, "instances"),
                   (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
                   (jobs_app, "jobs"), (tokens_app, "tokens"), (keys_app, "keys"),
                   (deployments_app, "deployments")]:
@@ -346,6 +349,45 @@ def locations_restore(name: str) -> None:
 
 
 # ---- hosts -----------------------------------------------------------------------------------
+
+ADDRESS_COLS = ["id", "public_ip", "instance", "deployment", "routed_to", "location", "why_not"]
+
+
+@addresses_app.command("list")
+def addresses_list() -> None:
+    """Each address, what it is associated with, and which instance it reaches now."""
+    show(client().get("/v1/addresses"), ADDRESS_COLS)
+
+
+@addresses_app.command("allocate")
+def addresses_allocate() -> None:
+    """The next free address of onepane's pool."""
+    show(client().post("/v1/addresses", {}, idempotent_key=False), ADDRESS_COLS)
+
+
+@addresses_app.command("associate")
+def addresses_associate(
+        address: str,
+        instance: Annotated[str | None, typer.Option(help="an instance id")] = None,
+        deployment: Annotated[str | None, typer.Option(
+            help="a deployment: the address follows its primary through failovers")] = None
+) -> None:
+    """Point an address at an instance, or at whatever serves a deployment."""
+    show(client().post(f"/v1/addresses/{address}/associate",
+                       {"instance": instance, "deployment": deployment}), ADDRESS_COLS)
+
+
+@addresses_app.command("disassociate")
+def addresses_disassociate(address: str) -> None:
+    show(client().post(f"/v1/addresses/{address}/disassociate", {}), ADDRESS_COLS)
+
+
+@addresses_app.command("release")
+def addresses_release(address: str) -> None:
+    """Give an address back (it must be associated with nothing)."""
+    client().delete(f"/v1/addresses/{address}")
+    said(f"released {address}", {"id": address, "released": True})
+
 
 HOST_COLS = ["name", "state", "vms", "cpus", "committed_vcpus", "memory_mb", "committed_mb",
              "free_mb", "uri", "error"]

@@ -10,6 +10,7 @@ import logging
 from .auth import AccessKeys, Tokens
 from .cluster.control import Cluster
 from .config import Settings
+from .deploy.addressing import instance_target, serving_replica
 from .deploy.mobility import LiveMoves
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
@@ -17,6 +18,7 @@ from .errors import OnepaneError
 from .events import EventLog
 from .gslb.publisher import Publisher
 from .images.catalog import Catalog
+from .inventory.addresses import AddressRouter, ElasticAddresses
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
 from .inventory.hosts import WATCH_INTERVAL_S, Hosts
@@ -86,6 +88,14 @@ class Core:
                                      fence=self.cluster.lease.fence,
                                      front_door_host=settings.front_door_host,
                                      publisher=self.publisher)
+        self.addresses = ElasticAddresses(self.records, self.events)
+        self.address_router = AddressRouter(
+            self.addresses, self.registry,
+            instance=lambda iid: instance_target(self.ops.instances, iid),
+            serving=lambda name, now: serving_replica(self.deployments, self.ops.instances,
+                                                      name, now))
+        self.addresses.changed = self.address_router.apply_all
+        self.address_routing = Periodic("addresses", self.address_router.apply_all, 0.5, leads)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)
         self.firewall = Periodic("firewall", self.enforcer.apply_all, 2.0, leads)
         self.host_watch = Periodic("hosts", self.hosts.watch, WATCH_INTERVAL_S, leads)
@@ -107,6 +117,7 @@ class Core:
             self.publisher.start()
             self.sampler.start()
             self.firewall.start()
+            self.address_routing.start()
             self.host_watch.start()
             self.alerts.start()
             if self.settings.dns_port is not None:
@@ -139,6 +150,7 @@ class Core:
             self.dns.stop()
         self.sampler.stop()
         self.firewall.stop()
+        self.address_routing.stop()
         self.host_watch.stop()
         self.alerts.stop()
         self.reconciler.stop()

@@ -39,6 +39,7 @@ class Feature(StrEnum):
     console = "console"  # an instance's console (or process) output can be read
     live_migration = "live_migration"  # a running instance moves to another location of its kind
     idempotent_create = "idempotent_create"  # a retried create finds the first one
+    addresses = "addresses"  # elastic addresses are routed to an instance here
 
 
 VERBS = {
@@ -56,6 +57,7 @@ VERBS = {
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
     Feature.idempotent_create: "recognise a retried create",
+    Feature.addresses: "route elastic addresses to its instances",
 }
 
 
@@ -264,6 +266,13 @@ class Provider(ABC):
         has each group's own rules ({"ingress": [...], "egress": [...]}), for providers whose
         firewall has groups of its own (a cloud's). Called with the whole picture each time."""
         self._unsupported(Feature.firewall, "security_group")
+
+    def route_addresses(self, wanted: dict[str, str]) -> None:
+        """Elastic addresses: each address in `wanted` reaches the instance (provider id) it
+        names, on every TCP port (the instance's one service port answers), from the machine
+        and what routes through it; addresses this location routed before and `wanted` no
+        longer names stop reaching it. Called with the whole picture each time."""
+        self._unsupported(Feature.addresses, "address")
 
     def resize_instance(self, provider_id: str, size: str) -> None:
         """A stopped instance takes `size` at its next start."""

@@ -152,6 +152,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
     # EC2 can (ec2.Ec2Provider takes these out again)
     missing[Feature.firewall] = ("onepane passes its security groups to EC2's API only (other "
                                  "clouds' group verbs differ)")
+    missing[Feature.addresses] = ("a cloud hands out its own public addresses (EC2's elastic "
+                                  "IPs); onepane does not route its own to a cloud server")
     missing[Feature.disk_images] = missing[Feature.boot_images] = (
         "onepane registers disk images only through EC2's S3 + RegisterImage path")
     missing[Feature.idempotent_create] = (

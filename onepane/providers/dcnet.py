@@ -28,6 +28,7 @@ from . import netclaims
 PREFIX = "10.200"
 CATCH_ALL = f"{PREFIX}.0.0/16"
 CutMode = Literal["silent", "down"]
+ADDRESS_ROUTES = "79"  # the routing protocol number on host routes to elastic addresses
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -150,6 +151,34 @@ class DataCenterNet:
             time.sleep(0.02)
         if self.owner is not None:
             netclaims.release(self.index, self.owner)
+
+    def route_addresses(self, wanted: dict[str, int]) -> None:
+        """Elastic addresses into this namespace: each address (every TCP port of it) reaches
+        the port it names on the namespace's address. Inside, one nft table, replaced whole,
+        rewrites the destination (answers are rewritten back by conntrack); on the host, a /32
+        route per address to the namespace, marked with ADDRESS_ROUTES so that the ones this
+        location no longer wants are found and removed. A route is replaced, not added: an
+        address moving here from another location takes its route over in one step."""
+        lines = ["table ip onepane_eip {", " chain prerouting {",
+                 "  type nat hook prerouting priority dstnat; policy accept;"]
+        lines += [f"  ip daddr {address} tcp dport 0-65535 dnat to {self.inside}:{port}"
+                  for address, port in sorted(wanted.items())]
+        lines += [" }", "}"]
+        script = "table ip onepane_eip\ndelete table ip onepane_eip\n" + "\n".join(lines) + "\n"
+        proc = subprocess.run(self.exec_argv(["nft", "-f", "-"]), input=script,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise PermanentProviderError(f"nft at {self.location}: {proc.stderr.strip()}")
+        for address in sorted(wanted):
+            ip("route", "replace", f"{address}/32", "via", self.inside, "dev", self.host_if,
+               "proto", ADDRESS_ROUTES)
+        routed = ip("route", "show", "dev", self.host_if, "proto", ADDRESS_ROUTES,
+                    check=False).stdout.split("\n")
+        for line in routed:
+            address = line.split(" ", 1)[0].removesuffix("/32")
+            if address and address not in wanted:
+                ip("route", "del", f"{address}/32", "dev", self.host_if, "proto", ADDRESS_ROUTES,
+                   check=False)
 
     def cut(self, mode: str = "silent") -> None:
         """Make the location unreachable. `silent`: packets vanish (clients time out);

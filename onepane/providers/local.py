@@ -67,6 +67,8 @@ class LocalProvider(FileVolumes, Provider):
         firewall="its processes share the host's network: filtering them would filter the host "
                  "(netns locations enforce security groups)",
         cut="its processes share the host's network; use a netns location for drills",
+        addresses="its processes listen on the host's loopback, where no address can be "
+                  "routed to one of them (netns locations route elastic addresses)",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
     disk_formats = ("qcow2",)

@@ -87,6 +87,11 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         if proc.returncode != 0:
             raise PermanentProviderError(f"nft at {self.location}: {proc.stderr.strip()}")
 
+    def route_addresses(self, wanted: dict[str, str]) -> None:
+        """Each address reaches its instance's one port (DataCenterNet.route_addresses)."""
+        self.net.route_addresses({address: self.records.load(provider_id).port
+                                  for address, provider_id in wanted.items()})
+
     def teardown(self) -> None:
         """Stop every instance, delete the namespace and wait until its veth is gone."""
         super().teardown()

@@ -63,7 +63,8 @@ class SimProvider(Provider):
         disk_images=NOTHING_RUNS, boot_images=NOTHING_RUNS, attach_network=NOTHING_RUNS,
         suspend=NOTHING_RUNS, snapshots=NOTHING_RUNS, resize=NOTHING_RUNS,
         capture_image=NOTHING_RUNS, firewall=NOTHING_RUNS, user_data=NOTHING_RUNS,
-        cut=NOTHING_RUNS, console=NOTHING_RUNS, live_migration=NOTHING_RUNS)
+        cut=NOTHING_RUNS, console=NOTHING_RUNS, live_migration=NOTHING_RUNS,
+        addresses=NOTHING_RUNS)
 
     def __init__(self, location: str, options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -263,6 +263,7 @@ VERBS: dict[Feature, Callable[[Provider], Any]] = {
     Feature.resize: lambda p: p.resize_instance("inst-knever", "small"),
     Feature.capture_image: lambda p: p.export_disk("inst-knever", Path("/nonexistent")),
     Feature.firewall: lambda p: p.enforce({}, {}),
+    Feature.addresses: lambda p: p.route_addresses({}),
     Feature.console: lambda p: p.console_output("inst-knever"),
     Feature.live_migration: lambda p: p.live_migrate("inst-knever", p, 1.0,
                                                      lambda *_a: None),

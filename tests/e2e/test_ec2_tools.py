@@ -412,3 +412,46 @@ def test_network_interfaces_hold_subnet_addresses_and_attach(start_server: Any) 
                           if i["NetworkInterfaceId"] == eid], 30,
              what="the interface gone with its instance")
     assert free() == 11
+
+
+def test_elastic_addresses_through_ec2(start_server: Any) -> None:
+    """Issue 32: Allocate/Describe/Associate/Disassociate/Release as boto3 sends them, EC2's
+    errors for what EC2 refuses, tags at create; at a location that cannot route an address
+    (processes on the host's loopback) the association stands and onepane says why it
+    reaches nothing (test_failover has one reaching a deployment through a failover)."""
+    server = start_server("")
+    ec2 = ec2_client(server, access_key(server))
+    got = ec2.allocate_address(Domain="vpc", TagSpecifications=[
+        {"ResourceType": "elastic-ip", "Tags": [{"Key": "Name", "Value": "front"}]}])
+    alloc, ip = got["AllocationId"], got["PublicIp"]
+    assert alloc.startswith("eipalloc-") and ip.startswith("10.200.0.")
+    second = ec2.allocate_address(Domain="vpc")
+    assert second["PublicIp"] != ip  # never given twice
+    listed = ec2.describe_addresses(AllocationIds=[alloc])["Addresses"]
+    assert listed[0]["PublicIp"] == ip and {"Key": "Name", "Value": "front"} in listed[0]["Tags"]
+    iid = ec2.run_instances(**RUN)["Instances"][0]["InstanceId"]
+    assoc = ec2.associate_address(AllocationId=alloc, InstanceId=iid)["AssociationId"]
+    assert ec2.associate_address(AllocationId=alloc, InstanceId=iid, AllowReassociation=False
+                                 )["AssociationId"] == assoc  # the same instance: the same
+    found = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])[
+        "Addresses"]
+    assert [(a["AllocationId"], a["AssociationId"]) for a in found] == [(alloc, assoc)]
+    assert error_code(ec2.release_address, AllocationId=alloc) == "InvalidIPAddress.InUse"
+    assert error_code(ec2.associate_address, AllocationId=second["AllocationId"],
+                      InstanceId="i-0000000000000000f") == "InvalidInstanceID.NotFound"
+
+    def native() -> dict[str, Any]:
+        return dict(httpx.get(f"{server.url}/v1/addresses/{alloc}",
+                              headers={"Authorization": f"Bearer {server.token}"}).json())
+    wait_for(lambda: "loopback" in (native()["why_not"] or ""), 15,
+             what="the reason the address reaches nothing at dc-a", explain=native)
+    assert native()["routed_to"] is None
+    ec2.disassociate_address(AssociationId=assoc)
+    assert "AssociationId" not in ec2.describe_addresses(PublicIps=[ip])["Addresses"][0]
+    assert error_code(ec2.disassociate_address,
+                      AssociationId=assoc) == "InvalidAssociationID.NotFound"
+    ec2.release_address(AllocationId=alloc)
+    assert error_code(ec2.describe_addresses,
+                      AllocationIds=[alloc]) == "InvalidAllocationID.NotFound"
+    ec2.release_address(PublicIp=second["PublicIp"])
+    assert ec2.describe_addresses()["Addresses"] == []

@@ -115,3 +115,39 @@ def test_a_silent_cut_builds_no_queue_under_an_open_loop_client(core: Core, tmp_
     assert load.failed() == 0, [s for s in load.snapshot() if s.status != 200][:5]
     assert load.worst_ms() < 2000, seconds  # the bound is 1 s; it was 11-18 s
     assert all(s.p50_ms < 50 for s in seconds if s.second >= 1), seconds
+
+
+def test_an_elastic_address_follows_the_deployment_through_a_failover(core: Core) -> None:
+    """Issue 32: an address associated with a deployment reaches whatever instance serves it:
+    a client connecting to the address (any port) reaches the primary, and after the primary
+    fails, the new one — the address stays, what answers behind it moved."""
+    import httpx
+    core.deployments.apply(parse_spec({
+        "name": "shop", "image": "httpecho", "size": "small",
+        "replicas": {LOCS[0]: 1, LOCS[1]: 1}, "listen": f"127.0.0.1:{free_port()}",
+        "health": {"interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
+    wait_for(lambda: all(healthy(core, loc) for loc in LOCS), 30, what="both locations healthy")
+    address = core.addresses.allocate()
+    core.addresses.associate(address.id, deployment="shop")
+
+    def answered_by() -> str | None:
+        try:
+            return str(httpx.get(f"http://{address.public_ip}:80/", timeout=1).json()["location"])
+        except httpx.HTTPError:
+            return None
+    wait_for(lambda: answered_by() == LOCS[0], 10, what="the address reaching the primary",
+             explain=lambda: core.addresses.get(address.id))
+    assert core.addresses.get(address.id).location == LOCS[0]
+    fail(core, LOCS[0], "kill")
+    wait_for(lambda: status(core)["primary"] == LOCS[1], 20, what="failover")
+    wait_for(lambda: answered_by() == LOCS[1], 10, what="the address reaching the new primary",
+             explain=lambda: core.addresses.get(address.id))
+    wait_for(lambda: {e.location for e in core.events.list(kind="address.routed", limit=10).items}
+             == set(LOCS), 5, what="an address.routed event for each move")
+    with pytest.raises(Exception, match="associated"):
+        core.addresses.release(address.id)  # in use: refused, nothing lost
+    core.addresses.disassociate(address.id)
+    wait_for(lambda: answered_by() is None, 10, what="disassociated: the address reaches nothing")
+    core.addresses.release(address.id)
+    assert core.addresses.find() == []

@@ -1,19 +1,19 @@
-"""What EC2 tools ask before anything else: the account's platforms and limits, public
-addresses (onepane's locations hand out none), instance types, and the state of instances."""
+"""What EC2 tools ask before anything else: the account's platforms and limits, elastic
+addresses (onepane's own pool, inventory/addresses.py), instance types, and the state of
+instances."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...errors import Conflict, NotFound
+from ...inventory.addresses import Address
 from ...inventory.paging import every
 from ...model import InstanceState
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _instance, action
+from .actions import READ_ONLY, WRITE, Context, _instance, _retag, _tag_specs, action, other_tags
 from .filtering import FilterTable, key
 from .wire import Ec2Error, members
-
-NO_PUBLIC = ("no onepane location hands out public (elastic) addresses: instances have their "
-             "location's addresses only")
 
 
 @action(READ_ONLY)
@@ -21,7 +21,7 @@ def DescribeAccountAttributes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
     """onepane is a VPC-only account with no default VPC: a network is a VPC with one subnet,
     and an instance without one lives in its location's own network."""
     attrs = {"supported-platforms": ["VPC"], "default-vpc": ["none"],
-             "max-instances": ["10000"], "max-elastic-ips": ["0"], "vpc-max-elastic-ips": ["0"],
+             "max-instances": ["10000"], "max-elastic-ips": ["254"], "vpc-max-elastic-ips": ["254"],
              "vpc-max-security-groups-per-interface": ["5"]}
     wanted = members(p, "AttributeName")
     if unknown := set(wanted) - set(attrs):
@@ -32,43 +32,151 @@ def DescribeAccountAttributes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
         for k, vs in attrs.items() if not wanted or k in wanted]}
 
 
+ADDRESS_FILTERS = FilterTable({
+    "allocation-id": key("allocationId"), "association-id": key("associationId"),
+    "domain": key("domain"), "instance-id": key("instanceId"), "public-ip": key("publicIp"),
+    "network-interface-id": key("networkInterfaceId"),
+    "private-ip-address": key("privateIpAddress"),
+    "network-border-group": key("networkBorderGroup")},
+    tags=lambda item: {t["key"]: t["value"] for t in item["tagSet"]})
+
+
+def _address(ctx: Context, a: Address) -> dict[str, Any]:
+    """EC2's shape. An address associated with a deployment names the instance it reaches
+    now (it changes on a failover), and says which deployment in the tag onepane:deployment."""
+    tags = other_tags(ctx, a.id)
+    if a.deployment:
+        tags["onepane:deployment"] = a.deployment
+    out: dict[str, Any] = {"publicIp": a.public_ip, "allocationId": a.id, "domain": "vpc",
+                           "publicIpv4Pool": "onepane", "networkBorderGroup": "onepane",
+                           "tagSet": shapes.tag_set(tags)}
+    if a.association:
+        out["associationId"] = a.association
+        reaches = a.instance or a.routed_to
+        if reaches:
+            out["instanceId"] = shapes.instance_id(reaches)
+            out["networkInterfaceOwnerId"] = shapes.OWNER
+            try:
+                inst = ctx.core.ops.instances.get_instance(reaches)
+                if inst.addresses:
+                    out["privateIpAddress"] = inst.addresses[0]
+            except NotFound:
+                pass
+    return out
+
+
+def _allocation(ctx: Context, p: dict[str, Any]) -> Address:
+    """The address a request names, by AllocationId or PublicIp."""
+    addresses = ctx.core.addresses
+    if alloc := p.get("AllocationId"):
+        try:
+            return addresses.get(alloc)
+        except NotFound as exc:
+            raise Ec2Error("InvalidAllocationID.NotFound",
+                           f"the allocation ID '{alloc}' does not exist") from exc
+    if ip := p.get("PublicIp"):
+        try:
+            return addresses.by_ip(ip)
+        except NotFound as exc:
+            raise Ec2Error("InvalidAddress.NotFound", f"address {ip} not found") from exc
+    raise Ec2Error("MissingParameter", "the request must contain PublicIp or AllocationId")
+
+
 @action(READ_ONLY)
 def DescribeAddresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    for ip in members(p, "PublicIp"):
-        raise Ec2Error("InvalidAddress.NotFound", f"address {ip} not found: {NO_PUBLIC}")
-    for alloc in members(p, "AllocationId"):
-        raise Ec2Error("InvalidAllocationID.NotFound", f"allocation {alloc} not found: "
-                       f"{NO_PUBLIC}")
-    return {"addressesSet": []}
+    flt = ADDRESS_FILTERS.parse(p)
+    found = ctx.core.addresses.find()
+    ids, ips = members(p, "AllocationId"), members(p, "PublicIp")
+    if missing := set(ids) - {a.id for a in found}:
+        raise Ec2Error("InvalidAllocationID.NotFound",
+                       f"the allocation ID '{sorted(missing)[0]}' does not exist")
+    if missing := set(ips) - {a.public_ip for a in found}:
+        raise Ec2Error("InvalidAddress.NotFound", f"address {sorted(missing)[0]} not found")
+    chosen = [a for a in found if (not ids or a.id in ids) and (not ips or a.public_ip in ips)]
+    return {"addressesSet": ADDRESS_FILTERS.apply(flt, (_address(ctx, a) for a in chosen))}
 
 
 @action(WRITE)
 def AllocateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """An address from onepane's pool (10.200.0.0/24: reached only through onepane's own
+    routes on this machine). It is routed where instances can be given one: netns locations."""
     domain = p.get("Domain", "vpc")
     if domain not in ("vpc", "standard"):
         raise Ec2Error("InvalidParameterValue", f"Domain {domain!r}: use vpc")
-    raise Ec2Error("AddressLimitExceeded", NO_PUBLIC)
+    for name in ("Address", "PublicIpv4Pool", "CustomerOwnedIpv4Pool", "IpamPoolId"):
+        if p.get(name):
+            raise Ec2Error("UnsupportedOperation", f"{name}: onepane gives the next address of "
+                           "its own pool; a chosen address or pool is not offered")
+    tags = _tag_specs(p, "elastic-ip")
+    try:
+        a = ctx.core.addresses.allocate()
+    except Conflict as exc:
+        raise Ec2Error("AddressLimitExceeded", exc.detail) from exc
+    if tags:
+        _retag(ctx, "other", a.id, tags, {})
+    return {"publicIp": a.public_ip, "allocationId": a.id, "domain": "vpc",
+            "publicIpv4Pool": "onepane", "networkBorderGroup": "onepane"}
 
 
 @action(WRITE)
 def AssociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    if not (p.get("PublicIp") or p.get("AllocationId")):
-        raise Ec2Error("MissingParameter", "the request must contain PublicIp or AllocationId")
-    raise Ec2Error("InvalidAddress.NotFound", NO_PUBLIC)
+    a = _allocation(ctx, p)
+    if p.get("InstanceId"):
+        instance = _instance(ctx, p["InstanceId"]).id
+    elif eni := p.get("NetworkInterfaceId"):
+        instance = _eni_instance(ctx, eni)
+    else:
+        raise Ec2Error("MissingParameter", "the request must contain InstanceId or "
+                       "NetworkInterfaceId")
+    if p.get("PrivateIpAddress"):
+        inst = ctx.core.ops.instances.get_instance(instance)
+        if p["PrivateIpAddress"] not in inst.addresses:
+            raise Ec2Error("UnsupportedOperation", "PrivateIpAddress: an address reaches an "
+                           "instance's own address only")
+    reassociate = str(p.get("AllowReassociation", "false")).lower() == "true"
+    if a.association and a.instance != instance and not reassociate:
+        raise Ec2Error("Resource.AlreadyAssociated", f"the address {a.public_ip} is already "
+                       "associated (AllowReassociation=true moves it)")
+    done = ctx.core.addresses.associate(a.id, instance=instance)
+    return {"associationId": done.association}
+
+
+def _eni_instance(ctx: Context, eni: str) -> str:
+    """The instance a network interface belongs to: an instance's own (eni-<its id>), or one
+    made by CreateNetworkInterface and attached."""
+    from .interfaces import attached_instance
+    instance = attached_instance(ctx, eni)
+    if instance is None:
+        raise Ec2Error("InvalidNetworkInterfaceID.NotFound", f"the networkInterface ID "
+                       f"'{eni}' does not exist or is attached to nothing")
+    return instance
 
 
 @action(WRITE)
 def DisassociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    if not (p.get("PublicIp") or p.get("AssociationId")):
+    if assoc := p.get("AssociationId"):
+        found = [a for a in ctx.core.addresses.find() if a.association == assoc]
+        if not found:
+            raise Ec2Error("InvalidAssociationID.NotFound",
+                           f"the association ID '{assoc}' does not exist")
+        a = found[0]
+    elif p.get("PublicIp"):
+        a = _allocation(ctx, {"PublicIp": p["PublicIp"]})
+    else:
         raise Ec2Error("MissingParameter", "the request must contain PublicIp or AssociationId")
-    raise Ec2Error("InvalidAssociationID.NotFound", NO_PUBLIC)
+    ctx.core.addresses.disassociate(a.id)
+    return {"return": True}
 
 
 @action(WRITE)
 def ReleaseAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    if not (p.get("PublicIp") or p.get("AllocationId")):
-        raise Ec2Error("MissingParameter", "the request must contain PublicIp or AllocationId")
-    raise Ec2Error("InvalidAllocationID.NotFound", NO_PUBLIC)
+    a = _allocation(ctx, p)
+    if a.association:
+        raise Ec2Error("InvalidIPAddress.InUse", f"the address {a.public_ip} is associated: "
+                       "disassociate it first")
+    ctx.core.addresses.release(a.id)
+    ctx.core.annotations.forget(a.id)
+    return {"return": True}
 
 
 @action(READ_ONLY)

@@ -552,7 +552,8 @@ def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[tuple[str, str]]:
 
 # Resources whose tags live in their annotations, keyed by the EC2 id, and their error names.
 OTHER_KINDS = {"vpc": "Vpc", "subnet": "Subnet", "sg": "Group", "igw": "InternetGateway",
-               "rtb": "RouteTable", "dopt": "DhcpOptions", "ami": "AMI", "eni": "NetworkInterface"}
+               "rtb": "RouteTable", "dopt": "DhcpOptions", "ami": "AMI", "eni": "NetworkInterface",
+               "eipalloc": "Allocation"}
 
 
 def ec2_exists(ctx: Context, rid: str) -> bool:
@@ -570,7 +571,8 @@ def ec2_exists(ctx: Context, rid: str) -> bool:
         return rid in {g.id for g in ctx.core.security_groups.find()}
     if kind == "ami":
         return any(i.id == rid for i in ctx.core.ops.images.list_images(limit=100_000))
-    return rid in {r.id for k in ("igw", "rtb", "dopt", "eni") for r in ctx.core.records.find(k)}
+    return rid in {r.id for k in ("igw", "rtb", "dopt", "eni", "eip")
+                   for r in ctx.core.records.find(k)}
 
 
 def other_tags(ctx: Context, rid: str) -> dict[str, str]:

@@ -389,3 +389,14 @@ def UnassignPrivateIpAddresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any
     ctx.core.records.update(r.id, addresses=[a for a in r.attributes["addresses"]
                                              if a["address"] not in gone])
     return {"return": True}
+
+
+def attached_instance(ctx: Context, eni_id: str) -> str | None:
+    """The instance (onepane id) an interface belongs to: an instance's own, or one made by
+    CreateNetworkInterface while it is attached; None otherwise."""
+    found = _find(ctx, eni_id)
+    if found is not None:
+        att = found.attributes.get("attachment")
+        return shapes.to_onepane(att["instance"], "instance") if att else None
+    primary = _primary(ctx, eni_id)
+    return None if primary is None else "inst-" + eni_id.removeprefix("eni-")

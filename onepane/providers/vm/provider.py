@@ -101,6 +101,7 @@ class VmProvider(CutByNamespace, QcowVolumes, Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
         firewall="security groups are not enforced at VM locations yet (netns locations do)",
+        addresses="elastic addresses are not routed to VMs yet (netns locations do)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
