@@ -453,5 +453,7 @@ def test_elastic_addresses_through_ec2(start_server: Any) -> None:
     ec2.release_address(AllocationId=alloc)
     assert error_code(ec2.describe_addresses,
                       AllocationIds=[alloc]) == "InvalidAllocationID.NotFound"
-    ec2.release_address(PublicIp=second["PublicIp"])
+    assert error_code(ec2.release_address, PublicIp=second["PublicIp"]
+                      ) == "InvalidParameterValue"  # EC2: a VPC address goes by its id
+    ec2.release_address(AllocationId=second["AllocationId"])
     assert ec2.describe_addresses()["Addresses"] == []

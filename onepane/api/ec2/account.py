@@ -4,6 +4,7 @@ instances."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from ...errors import Conflict, NotFound
@@ -87,12 +88,17 @@ def DescribeAddresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = ADDRESS_FILTERS.parse(p)
     found = ctx.core.addresses.find()
     ids, ips = members(p, "AllocationId"), members(p, "PublicIp")
+    for ip in ips:
+        try:
+            ipaddress.IPv4Address(ip)
+        except ValueError as exc:
+            raise Ec2Error("InvalidParameterValue", f"{ip!r} is not an IPv4 address") from exc
     if missing := set(ids) - {a.id for a in found}:
         raise Ec2Error("InvalidAllocationID.NotFound",
                        f"the allocation ID '{sorted(missing)[0]}' does not exist")
     if missing := set(ips) - {a.public_ip for a in found}:
         raise Ec2Error("InvalidAddress.NotFound", f"address {sorted(missing)[0]} not found")
-    chosen = [a for a in found if (not ids or a.id in ids) and (not ips or a.public_ip in ips)]
+    chosen = [a for a in found if (not ids and not ips) or a.id in ids or a.public_ip in ips]
     return {"addressesSet": ADDRESS_FILTERS.apply(flt, (_address(ctx, a) for a in chosen))}
 
 
@@ -161,7 +167,8 @@ def DisassociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                            f"the association ID '{assoc}' does not exist")
         a = found[0]
     elif p.get("PublicIp"):
-        a = _allocation(ctx, {"PublicIp": p["PublicIp"]})
+        raise Ec2Error("InvalidParameterValue", "a VPC address is disassociated by its "
+                       "AssociationId, not its PublicIp")
     else:
         raise Ec2Error("MissingParameter", "the request must contain PublicIp or AssociationId")
     ctx.core.addresses.disassociate(a.id)
@@ -170,6 +177,12 @@ def DisassociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(WRITE)
 def ReleaseAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """By AllocationId, as EC2 has it for VPC addresses (which all of onepane's are)."""
+    if p.get("PublicIp") and p.get("AllocationId"):
+        raise Ec2Error("InvalidParameterCombination", "give AllocationId or PublicIp, not both")
+    if p.get("PublicIp"):
+        raise Ec2Error("InvalidParameterValue", "a VPC address is released by its "
+                       "AllocationId, not its PublicIp")
     a = _allocation(ctx, p)
     if a.association:
         raise Ec2Error("InvalidIPAddress.InUse", f"the address {a.public_ip} is associated: "
