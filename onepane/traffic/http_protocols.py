@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -52,13 +52,16 @@ REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection:
 
 
 class Message:
-    """Where a response ends, and whether its connection may carry another: httptools calls
-    back at its end only (llhttp still knows keep-alive then; it forgets it right after)."""
+    """Where a message ends, and whether its connection may carry another: httptools calls
+    back at its end only, and keep-alive is read then, while llhttp still knows it (right
+    after, a `Connection: close` request reads as keep-alive). A request's (`request=True`:
+    the client's parser) or a response's (an upstream's)."""
 
     __slots__ = ("done", "keep_alive", "messages", "parser")
 
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+    def __init__(self, request: bool = False) -> None:
+        self.parser: Any = (httptools.HttpRequestParser if request
+                            else httptools.HttpResponseParser)(self)
         self.keep_alive = True
         self.reset()
 
@@ -80,31 +83,7 @@ class HeadMessage(Message):
     __slots__ = ()
 
     def on_headers_complete(self) -> None:
-        self.done = True
-        self.messages += 1
-        self.keep_alive = self.parser.should_keep_alive()
-
-
-class RequestMessage:
-    """Where a request ends, and whether the client's connection stays open after it: read
-    at its end, while llhttp still knows (after it, a `Connection: close` request reads as
-    keep-alive)."""
-
-    __slots__ = ("done", "keep_alive", "messages", "parser")
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.keep_alive = True
-        self.reset()
-
-    def reset(self) -> None:
-        self.done = False
-        self.messages = 0
-
-    def on_message_complete(self) -> None:
-        self.done = True
-        self.messages += 1
-        self.keep_alive = self.parser.should_keep_alive()
+        self.on_message_complete()
 
 
 class FullMessage:
@@ -272,8 +251,8 @@ class Client(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
-        self.req = RequestMessage()
-        self.parser = self.req.parser
+        self.req = Message(request=True)
+        self.parser: httptools.HttpRequestParser = self.req.parser
         self.busy = False
         self.pending = b""
         self.raw: list[bytes] = []  # the request's bytes as they came
