@@ -18,7 +18,7 @@ from .errors import OnepaneError
 from .events import EventLog
 from .gslb.publisher import Publisher
 from .images.catalog import Catalog
-from .inventory.addresses import AddressRouter, ElasticAddresses
+from .inventory.addresses import AddressRouter, ElasticAddresses, interface_addresses
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
 from .inventory.hosts import WATCH_INTERVAL_S, Hosts
@@ -93,7 +93,8 @@ class Core:
             self.addresses, self.registry,
             instance=lambda iid: instance_target(self.ops.instances, iid),
             serving=lambda name, now: serving_replica(self.deployments, self.ops.instances,
-                                                      name, now))
+                                                      name, now),
+            interfaces=lambda: interface_addresses(self.records))
         self.addresses.changed = self.address_router.apply_all
         self.address_routing = Periodic("addresses", self.address_router.apply_all, 0.5, leads)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)

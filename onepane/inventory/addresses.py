@@ -135,6 +135,21 @@ class ElasticAddresses:
 Target = tuple[str, str, str]  # (instance id, its location, its provider id)
 
 
+def interface_addresses(records: Records) -> dict[str, str]:
+    """The private addresses of network interfaces attached to instances (the records of kind
+    `eni` the EC2 front end keeps, api/ec2/interfaces.py): each reaches its instance the way
+    an elastic address does, which is what an interface's address is at a netns location."""
+    out: dict[str, str] = {}
+    for r in records.find("eni"):
+        att = r.attributes.get("attachment")
+        if not att:
+            continue
+        instance = "inst-" + str(att["instance"]).removeprefix("i-")
+        for a in r.attributes.get("addresses", []):
+            out.setdefault(str(a["address"]), instance)
+    return out
+
+
 class AddressRouter:
     """Routes each associated address to its instance, location by location, with the whole
     picture each time (like the security groups' Enforcer): at the new location first, then
@@ -146,13 +161,22 @@ class AddressRouter:
 
     def __init__(self, addresses: ElasticAddresses, registry: Any,
                  instance: Callable[[str], Target | None],
-                 serving: Callable[[str, str | None], Target | None]) -> None:
+                 serving: Callable[[str, str | None], Target | None],
+                 interfaces: Callable[[], dict[str, str]] = dict) -> None:
         self.addresses = addresses
+        self.interfaces = interfaces  # address -> instance, for attached interfaces
         self.registry = registry
         self.instance = instance
         self.serving = serving
         self._applied: dict[str, dict[str, str]] = {}  # location -> {address: provider id}
         self._lock = threading.Lock()
+
+    def _routes_at(self, location: str) -> bool:
+        from ..providers.base import Feature
+        try:
+            return bool(self.registry.get(location).capabilities.supports(Feature.addresses))
+        except OnepaneError:
+            return False
 
     def apply_all(self) -> None:
         with self._lock:
@@ -161,7 +185,8 @@ class AddressRouter:
     def _apply(self) -> None:
         from ..providers.base import Feature
         found = self.addresses.find()
-        if not found and not self._applied:
+        interfaces = self.interfaces()
+        if not found and not interfaces and not self._applied:
             return
         wanted: dict[str, dict[str, str]] = {}
         outcome: dict[str, tuple[str | None, str | None, str | None]] = {}
@@ -184,6 +209,11 @@ class AddressRouter:
                 continue
             wanted.setdefault(location, {})[a.public_ip] = provider_id
             outcome[a.id] = (inst, location, None)
+        for address, instance in sorted(interfaces.items()):
+            target = self.instance(instance)
+            if target is None or not self._routes_at(target[1]):
+                continue  # an interface elsewhere is a record only (README: EC2 front end)
+            wanted.setdefault(target[1], {}).setdefault(address, target[2])
         # new pictures first (an address arrives before it leaves), then the emptied ones
         order = sorted(set(wanted) | set(self._applied), key=lambda loc: loc not in wanted)
         for location in order:

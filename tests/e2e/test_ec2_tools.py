@@ -457,3 +457,48 @@ def test_elastic_addresses_through_ec2(start_server: Any) -> None:
                       ) == "InvalidParameterValue"  # EC2: a VPC address goes by its id
     ec2.release_address(AllocationId=second["AllocationId"])
     assert ec2.describe_addresses()["Addresses"] == []
+
+
+def test_an_attached_interface_is_an_address_of_the_instance_in_a_namespace(
+        start_server: Any) -> None:
+    """Issue 32: at a netns location an interface's address is real: attached, a client
+    reaches the instance at it (every port to the instance's one service port); detached,
+    the address reaches nothing again."""
+    import subprocess as sp
+
+    from onepane.providers.dcnet import CATCH_ALL
+    from onepane.providers.netns import NetnsProvider
+    had = CATCH_ALL in sp.run(["ip", "route", "show", "type", "blackhole"], capture_output=True,
+                              text=True).stdout
+    server = start_server('[locations.eni-n]\nprovider = "netns"\noptions = { index = 233 }\n')
+    try:
+        ec2 = ec2_client(server, access_key(server))
+        # inside the drills' blackhole (10.200.0.0/16; no location here has index 230), so
+        # an address onepane does not route reaches nothing, on or off the machine
+        vpc = ec2.create_vpc(CidrBlock="10.200.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.200.230.0/24",
+                                   AvailabilityZone="eni-n")["Subnet"]["SubnetId"]
+        iid = ec2.run_instances(**{**RUN, "Placement": {"AvailabilityZone": "eni-n"}},
+                                SubnetId=subnet)["Instances"][0]["InstanceId"]
+        eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]
+        address = eni["PrivateIpAddress"]
+
+        def answers() -> str | None:
+            try:
+                return str(httpx.get(f"http://{address}:80/", timeout=1).json()["instance"])
+            except (httpx.HTTPError, ValueError):
+                return None
+        assert answers() is None
+        wait_for(lambda: ec2.describe_instances(InstanceIds=[iid])["Reservations"][0][
+            "Instances"][0]["State"]["Name"] == "running", 30, what="the instance running")
+        attachment = ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
+                                                  InstanceId=iid, DeviceIndex=1)["AttachmentId"]
+        wait_for(lambda: answers() == f"inst-{iid[2:]}", 15,
+                 what="the instance answering at its interface's address")
+        ec2.detach_network_interface(AttachmentId=attachment)
+        wait_for(lambda: answers() is None, 15, what="detached: the address reaches nothing")
+    finally:
+        server.stop()
+        NetnsProvider("eni-n", server.state_dir, {"index": 233}).teardown()
+        if not had:
+            sp.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)

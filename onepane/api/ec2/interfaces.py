@@ -262,6 +262,7 @@ def AttachNetworkInterface(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     attachment = {"id": record_id("eni-attach"), "instance": shapes.instance_id(inst.id),
                   "deviceIndex": index, "deleteOnTermination": False}
     ctx.core.records.update(r.id, attachment=attachment)
+    ctx.core.addresses.changed()  # its addresses reach the instance, or stop to
     return {"attachmentId": attachment["id"]}
 
 
@@ -277,6 +278,7 @@ def _by_attachment(ctx: Context, attachment_id: str) -> Record:
 def DetachNetworkInterface(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     r = _by_attachment(ctx, required(p, "AttachmentId"))
     ctx.core.records.update(r.id, attachment=None)
+    ctx.core.addresses.changed()  # its addresses reach the instance, or stop to
     return {"return": True}
 
 
