@@ -152,17 +152,18 @@ class DataCenterNet:
         if self.owner is not None:
             netclaims.release(self.index, self.owner)
 
-    def route_addresses(self, wanted: dict[str, int]) -> None:
+    def route_addresses(self, wanted: dict[str, str]) -> None:
         """Elastic addresses into this namespace: each address (every TCP port of it) reaches
-        the port it names on the namespace's address. Inside, one nft table, replaced whole,
+        the destination it names: `ip:port` (a process's one port on the namespace's address)
+        or `ip` (a guest on the namespace's bridge, port kept). Inside, one nft table, replaced whole,
         rewrites the destination (answers are rewritten back by conntrack); on the host, a /32
         route per address to the namespace, marked with ADDRESS_ROUTES so that the ones this
         location no longer wants are found and removed. A route is replaced, not added: an
         address moving here from another location takes its route over in one step."""
         lines = ["table ip onepane_eip {", " chain prerouting {",
                  "  type nat hook prerouting priority dstnat; policy accept;"]
-        lines += [f"  ip daddr {address} tcp dport 0-65535 dnat to {self.inside}:{port}"
-                  for address, port in sorted(wanted.items())]
+        lines += [f"  ip daddr {address} tcp dport 0-65535 dnat to {to}"
+                  for address, to in sorted(wanted.items())]
         lines += [" }", "}"]
         script = "table ip onepane_eip\ndelete table ip onepane_eip\n" + "\n".join(lines) + "\n"
         proc = subprocess.run(self.exec_argv(["nft", "-f", "-"]), input=script,

@@ -89,8 +89,9 @@ class NetnsProvider(CutByNamespace, LocalProvider):
 
     def route_addresses(self, wanted: dict[str, str]) -> None:
         """Each address reaches its instance's one port (DataCenterNet.route_addresses)."""
-        self.net.route_addresses({address: self.records.load(provider_id).port
-                                  for address, provider_id in wanted.items()})
+        self.net.route_addresses({
+            address: f"{self.net.inside}:{self.records.load(provider_id).port}"
+            for address, provider_id in wanted.items()})
 
     def teardown(self) -> None:
         """Stop every instance, delete the namespace and wait until its veth is gone."""

@@ -96,6 +96,17 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     answer = wait_for(lambda: http_get(url), 120, what="HTTP from inside the guest")
     assert f"ip={inst['addresses'][0]}/24" in answer
 
+    # an elastic address reaches the guest (issue 32): every port to the guest's same port
+    address = ok(cli(vm_server, "-o", "json", "addresses", "allocate"))
+    ok(cli(vm_server, "addresses", "associate", address["id"], "--instance", inst["id"]))
+    via = wait_for(lambda: http_get(f"http://{address['public_ip']}/cgi-bin/state"), 15,
+                   what="the guest through its elastic address")
+    assert f"ip={inst['addresses'][0]}/24" in via
+    shown = ok(cli(vm_server, "-o", "json", "addresses", "list"))
+    assert [(a["routed_to"], a["location"]) for a in shown] == [(inst["id"], "vm-a")]
+    ok(cli(vm_server, "addresses", "disassociate", address["id"]))
+    ok(cli(vm_server, "addresses", "release", address["id"]))
+
     console = ok(cli(vm_server, "instances", "console", inst["id"]))
     assert "onepane-guest: ready" in console
 
