@@ -448,6 +448,10 @@ def test_elastic_addresses_through_ec2(start_server: Any) -> None:
     assert native()["routed_to"] is None
     ec2.disassociate_address(AssociationId=assoc)
     assert "AssociationId" not in ec2.describe_addresses(PublicIps=[ip])["Addresses"][0]
+    again = ec2.associate_address(AllocationId=alloc, InstanceId=iid)["AssociationId"]
+    ec2.terminate_instances(InstanceIds=[iid])  # EC2: terminating disassociates
+    assert "AssociationId" not in ec2.describe_addresses(PublicIps=[ip])["Addresses"][0]
+    assoc = again
     assert error_code(ec2.disassociate_address,
                       AssociationId=assoc) == "InvalidAssociationID.NotFound"
     ec2.release_address(AllocationId=alloc)

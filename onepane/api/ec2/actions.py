@@ -405,6 +405,7 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
             ctx.core.security_groups.leave_all(inst.id)
             from .interfaces import released_with
             released_with(ctx, shapes.instance_id(inst.id))
+            ctx.core.addresses.forget_instance(inst.id)  # EC2: terminating disassociates
         else:
             ctx.core.ops.instances.instance_action(inst.id, verb)
         out.append({"instanceId": shapes.instance_id(inst.id), "currentState": now,
