@@ -2,7 +2,8 @@
 
 onepane keeps the groups, their rules and their members, and a location that can enforce them
 does (`Feature.firewall`: a netns location, with nftables inside its namespace, for inbound
-TCP to each instance's port and for all that each instance opens, matched by its own uid).
+TCP to each instance's port and for all that each instance opens, matched by its own uid; a
+vm location, with nftables on what its namespace forwards to and from each guest's address).
 Elsewhere the rules are kept and not enforced, and said so: an instance that joins a group
 with rules at such a location writes a `security_group.not_enforced` event, so that nobody
 believes a port is closed because a rule says it."""
@@ -24,8 +25,9 @@ from ..store.tables import SecurityGroupRow
 
 NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
-ENFORCED_WHERE = ("at netns locations (inbound TCP, and outbound) and EC2 clouds (their own "
-                  "groups); kept, not enforced, elsewhere")
+ENFORCED_WHERE = ("at netns locations (inbound TCP, and outbound), vm locations (by the guest's "
+                  "address, both ways) and EC2 clouds (their own groups); kept, not enforced, "
+                  "elsewhere")
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
 ALL_TRAFFIC: dict[str, Any] = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
                "groups": []}

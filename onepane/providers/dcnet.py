@@ -24,6 +24,7 @@ from typing import Literal
 
 from ..errors import InvalidInput, PermanentProviderError
 from . import netclaims
+from .nftrules import replace_table
 
 PREFIX = "10.200"
 CATCH_ALL = f"{PREFIX}.0.0/16"
@@ -160,16 +161,10 @@ class DataCenterNet:
         route per address to the namespace, marked with ADDRESS_ROUTES so that the ones this
         location no longer wants are found and removed. A route is replaced, not added: an
         address moving here from another location takes its route over in one step."""
-        lines = ["table ip onepane_eip {", " chain prerouting {",
-                 "  type nat hook prerouting priority dstnat; policy accept;"]
-        lines += [f"  ip daddr {address} tcp dport 0-65535 dnat to {to}"
-                  for address, to in sorted(wanted.items())]
-        lines += [" }", "}"]
-        script = "table ip onepane_eip\ndelete table ip onepane_eip\n" + "\n".join(lines) + "\n"
-        proc = subprocess.run(self.exec_argv(["nft", "-f", "-"]), input=script,
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise PermanentProviderError(f"nft at {self.location}: {proc.stderr.strip()}")
+        replace_table(self.exec_argv(["nft"]), "ip", "onepane_eip", [
+            " chain prerouting {", "  type nat hook prerouting priority dstnat; policy accept;",
+            *(f"  ip daddr {address} tcp dport 0-65535 dnat to {to}"
+              for address, to in sorted(wanted.items())), " }"], self.location)
         for address in sorted(wanted):
             ip("route", "replace", f"{address}/32", "via", self.inside, "dev", self.host_if,
                "proto", ADDRESS_ROUTES)

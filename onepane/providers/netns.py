@@ -6,14 +6,13 @@ on a port of its own.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import PermanentProviderError
 from .base import Capabilities
 from .dcnet import CutByNamespace, DataCenterNet, location_index
 from .local import NO_SUSPEND, PROCESSES_ONLY, LocalProvider
+from .nftrules import replace_table, rule_matches
 
 FIRST_PORT = 20000
 
@@ -54,8 +53,7 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         Outbound: each instance runs as a uid of its own (sandbox.py), so what it opens is
         matched by the socket's owner (`meta skuid`); answers on connections made to it are
         established and pass."""
-        lines = ["table inet onepane_sg {", " chain input {",
-                 "  type filter hook input priority 0; policy accept;",
+        lines = [" chain input {", "  type filter hook input priority 0; policy accept;",
                  "  ct state established,related accept", '  iifname "lo" accept']
         for rec in self.records.all():
             rules = ingress.get(rec.id)
@@ -78,14 +76,11 @@ class NetnsProvider(CutByNamespace, LocalProvider):
             rules = (egress or {}).get(rec.id)
             if rules is None or rec.uid is None:
                 continue
-            lines += [f"  meta skuid {rec.uid} {match} accept" for match in _egress_matches(rules)]
+            lines += [f"  meta skuid {rec.uid} {match} accept"
+                      for match in rule_matches(rules, "daddr")]
             lines.append(f"  meta skuid {rec.uid} drop")
-        lines += [" }", "}"]
-        script = "table inet onepane_sg\ndelete table inet onepane_sg\n" + "\n".join(lines) + "\n"
-        proc = subprocess.run(self.net.exec_argv(["nft", "-f", "-"]), input=script,
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise PermanentProviderError(f"nft at {self.location}: {proc.stderr.strip()}")
+        lines.append(" }")
+        replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
 
     def route_addresses(self, wanted: dict[str, str]) -> None:
         """Each address reaches its instance's one port (DataCenterNet.route_addresses)."""
@@ -109,25 +104,3 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         while port in used:
             port += 1
         return port
-
-
-def _egress_matches(rules: list[dict[str, Any]]) -> list[str]:
-    """nft match expressions, one per (rule, destination) an instance may open. IPv6 blocks
-    are left out: the namespaces have no IPv6 routes."""
-    out = []
-    for r in rules:
-        dests = [c for c in r.get("cidrs", []) if ":" not in c]
-        if not dests:
-            continue
-        where = "" if "0.0.0.0/0" in dests else f"ip daddr {{ {', '.join(dests)} }} "
-        proto, lo, hi = r["protocol"], r.get("from_port"), r.get("to_port")
-        if proto == "-1":
-            out.append(where.strip() or "meta nfproto ipv4")
-        elif proto in ("tcp", "udp"):
-            ports = f"{lo}" if lo == hi else f"{lo}-{hi}"
-            out.append(f"{where}{proto} dport {ports}")
-        elif proto == "icmp":
-            out.append(f"{where}meta l4proto icmp")
-        else:
-            out.append(f"{where}meta l4proto {int(proto)}")
-    return out

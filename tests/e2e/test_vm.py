@@ -107,6 +107,17 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     ok(cli(vm_server, "addresses", "disassociate", address["id"]))
     ok(cli(vm_server, "addresses", "release", address["id"]))
 
+    # security groups at a vm location: nft in its namespace, by the guest's address
+    from tests.e2e.test_ec2_api import access_key, ec2_client
+    ec2 = ec2_client(vm_server, access_key(vm_server))
+    gid = ec2.create_security_group(GroupName="guests", Description="guests")["GroupId"]
+    ec2.modify_instance_attribute(InstanceId="i-" + inst["id"].split("-", 1)[1], Groups=[gid])
+    wait_for(lambda: http_get(url, 1) is None, 15, what="no ingress rule: the guest dropped")
+    ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+         "IpRanges": [{"CidrIp": "10.200.0.0/16"}]}])
+    wait_for(lambda: http_get(url, 1), 15, what="port 80 allowed: the guest answers again")
+
     console = ok(cli(vm_server, "instances", "console", inst["id"]))
     assert "onepane-guest: ready" in console
 
@@ -133,8 +144,6 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     assert 0 < after["uptime"] - before["uptime"] < 60
 
     # EC2's CreateImage: the guest's disk becomes a catalog image that boots where it was made
-    from tests.e2e.test_ec2_api import access_key, ec2_client
-    ec2 = ec2_client(vm_server, access_key(vm_server))
     made = ec2.create_image(InstanceId="i-" + inst["id"].split("-", 1)[1], Name="g1 golden")
     assert made["ImageId"].startswith("img-")
     wait_for(lambda: ec2.describe_images(ImageIds=[made["ImageId"]])["Images"][0]["State"]

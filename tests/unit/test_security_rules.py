@@ -1,12 +1,12 @@
-"""What an instance may open, from its groups (EC2's semantics), and the nft matches a netns
-location writes for it."""
+"""What an instance may open, from its groups (EC2's semantics), and the nft matches the
+locations that filter with nft write for rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from onepane.inventory.firewall import ALL_TRAFFIC, Group, egress_of
-from onepane.providers.netns import _egress_matches
+from onepane.providers.nftrules import rule_matches
 
 WEB = {"protocol": "tcp", "from_port": 443, "to_port": 443, "cidrs": ["10.1.0.0/16"],
        "groups": []}
@@ -25,12 +25,13 @@ def test_egress_is_the_union_of_the_groups_rules_as_ec2_has_it() -> None:
     assert egress_of([group("net-1", [WEB]), group(None, [])]) is None  # the union
 
 
-def test_nft_matches_for_egress_rules() -> None:
-    assert _egress_matches([WEB]) == ["ip daddr { 10.1.0.0/16 } tcp dport 443"]
-    assert _egress_matches([{**WEB, "protocol": "udp", "from_port": 53, "to_port": 60,
-                             "cidrs": ["0.0.0.0/0"]}]) == ["udp dport 53-60"]
-    assert _egress_matches([{**WEB, "protocol": "-1", "cidrs": ["10.2.0.0/24", "::/0"]}]) == [
-        "ip daddr { 10.2.0.0/24 }"]
-    assert _egress_matches([{**WEB, "cidrs": ["::/0"]}]) == []  # IPv6 only: nothing to write
-    assert _egress_matches([{**WEB, "protocol": "icmp", "cidrs": ["0.0.0.0/0"]}]) == [
-        "meta l4proto icmp"]
+def test_nft_matches_for_rules_both_ways() -> None:
+    assert rule_matches([WEB], "daddr") == ["ip daddr { 10.1.0.0/16 } tcp dport 443"]
+    assert rule_matches([WEB], "saddr") == ["ip saddr { 10.1.0.0/16 } tcp dport 443"]
+    udp = {**WEB, "protocol": "udp", "from_port": 53, "to_port": 60, "cidrs": ["0.0.0.0/0"]}
+    assert rule_matches([udp], "daddr") == ["udp dport 53-60"]
+    every = {**WEB, "protocol": "-1", "cidrs": ["10.2.0.0/24", "::/0"]}
+    assert rule_matches([every], "daddr") == ["ip daddr { 10.2.0.0/24 }"]
+    assert rule_matches([{**WEB, "cidrs": ["::/0"]}], "daddr") == []  # IPv6 only: nothing
+    icmp = {**WEB, "protocol": "icmp", "cidrs": ["0.0.0.0/0"]}
+    assert rule_matches([icmp], "saddr") == ["meta l4proto icmp"]

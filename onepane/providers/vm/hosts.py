@@ -141,8 +141,10 @@ def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
 class HostsProvider(Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
-        firewall="security groups are not enforced at VM locations yet (netns locations do)",
-        addresses="elastic addresses are not routed to VMs yet (netns locations do)",
+        firewall="security groups are not enforced at remote-host vm locations yet (netns and "
+                 "single-host vm locations do)",
+        addresses="elastic addresses are not routed to remote hosts' VMs yet (netns and "
+                  "single-host vm locations route them)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "

@@ -46,6 +46,7 @@ from ..dcnet import CutByNamespace, DataCenterNet
 from ..volumetable import VolumeTable
 from . import guestnet
 from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
+from .guestpolicy import GuestPolicy
 from .hypervisor import Hypervisor
 from .libvirtcalls import DISK_TARGETS, _libvirt, _qemu_img, libvirt_errors, translate
 from .volumes import QcowVolumes
@@ -97,10 +98,9 @@ def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
     return parse_options(VmOptions, location, options)
 
 
-class VmProvider(CutByNamespace, QcowVolumes, Provider):
+class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
-        firewall="security groups are not enforced at VM locations yet (netns locations do)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
@@ -335,19 +335,6 @@ class VmProvider(CutByNamespace, QcowVolumes, Provider):
             dom.create()
         if meta.get("address"):
             guestnet.route_to(meta["address"], self.net)
-
-    def route_addresses(self, wanted: dict[str, str]) -> None:
-        """Each address reaches its guest, every TCP port to the same port of the guest's own
-        address: a host route into this location's namespace and a DNAT there, the same
-        /32-route mechanism that carries the guest's own address (a live move re-routes)."""
-        targets = {}
-        for address, provider_id in wanted.items():
-            guest = self.addresses.get(provider_id)
-            if guest is None:
-                raise PermanentProviderError(f"instance {provider_id} at {self.location} has "
-                                             "no guest address")
-            targets[address] = guest
-        self.net.route_addresses(targets)
 
     def _forget(self, instance_id: str) -> None:
         address = self.addresses.get(instance_id)

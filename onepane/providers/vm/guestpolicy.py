@@ -1,0 +1,60 @@
+"""What a vm location does with its guests' network policy: security groups as nftables in
+the location's namespace, matched by each guest's own address, and elastic addresses routed
+to a guest (a mixin of VmProvider: it needs the location's namespace and address book)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import PermanentProviderError
+from ..dcnet import DataCenterNet
+from ..nftrules import replace_table, rule_matches
+from .guestnet import AddressBook
+
+
+class GuestPolicy:
+    location: str
+    net: DataCenterNet
+    addresses: AddressBook
+
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
+                groups: dict[str, dict[str, list[dict[str, Any]]]],
+                egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """nftables in the location's namespace, on what it forwards between its guests'
+        bridge and the world (the host, other locations, elastic addresses after their
+        DNAT): a guest in a group receives only what its ingress rules allow and opens only
+        what its egress rules allow, matched by the guest's own address; answers on
+        established connections pass. Traffic between two guests of one location stays on
+        the bridge and is not filtered (not built yet)."""
+        lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
+                 "  ct state established,related accept"]
+        for provider_id, rules in sorted(ingress.items()):
+            guest = self.addresses.get(provider_id)
+            if guest is None:
+                continue
+            lines += [f"  ip daddr {guest} {match} accept"
+                      for match in rule_matches(rules, "saddr")]
+            lines.append(f"  ip daddr {guest} drop")
+        for provider_id, rules in sorted((egress or {}).items()):
+            guest = self.addresses.get(provider_id)
+            if guest is None:
+                continue
+            lines += [f"  ip saddr {guest} {match} accept"
+                      for match in rule_matches(rules, "daddr")]
+            lines.append(f"  ip saddr {guest} drop")
+        lines.append(" }")
+        replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
+
+    def route_addresses(self, wanted: dict[str, str]) -> None:
+        """Each address reaches its guest, every TCP port to the same port of the guest's own
+        address: a host route into this location's namespace and a DNAT there, the same
+        /32-route mechanism that carries the guest's own address (a live move re-routes)."""
+        targets = {}
+        for address, provider_id in wanted.items():
+            guest = self.addresses.get(provider_id)
+            if guest is None:
+                raise PermanentProviderError(f"instance {provider_id} at {self.location} has "
+                                             "no guest address")
+            targets[address] = guest
+        self.net.route_addresses(targets)
+
