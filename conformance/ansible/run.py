@@ -83,6 +83,8 @@ def leftovers(extra: dict[str, str]) -> dict[str, list[str]]:
             "Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])[
                 "Reservations"] for i in r["Instances"]],
         "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=named)["Volumes"]],
+        "addresses": [a["AllocationId"] for a in ec2.describe_addresses(Filters=named)[
+            "Addresses"]],
         "snapshots": [s["SnapshotId"] for s in ec2.describe_snapshots(Filters=named)[
             "Snapshots"]]}
 

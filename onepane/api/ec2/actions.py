@@ -610,9 +610,10 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = TAG_FILTERS.parse(p)
     if bad := set(flt.get("resource-type", [])) - {
             "instance", "volume", "snapshot", "image", "vpc", "subnet", "security-group",
-            "internet-gateway", "route-table", "dhcp-options", "network-interface"}:
+            "internet-gateway", "route-table", "dhcp-options", "network-interface",
+            "elastic-ip"}:
         raise Ec2Error("InvalidParameterValue", f"resource-type {sorted(bad)[0]!r}: onepane "
-                       "tags instances, volumes and snapshots")
+                       "has no such resource to tag")
     rows: list[dict[str, str]] = []
     if TAG_FILTERS.allows(flt, "resource-type", "instance"):
         for inst in every(ctx.core.ops.instances.list_instances):
@@ -626,7 +627,8 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     for rid, note in ctx.core.annotations.all().items():
         kind = {"vpc": "vpc", "subnet": "subnet", "sg": "security-group",
                 "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
-                "ami": "image", "eni": "network-interface"}.get(rid.split("-", 1)[0]) or (
+                "ami": "image", "eni": "network-interface",
+                "eipalloc": "elastic-ip"}.get(rid.split("-", 1)[0]) or (
                     "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
         if kind and TAG_FILTERS.allows(flt, "resource-type", kind):
             rows.extend({"resourceId": rid, "resourceType": kind, "key": k, "value": v}
