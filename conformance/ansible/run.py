@@ -85,6 +85,8 @@ def leftovers(extra: dict[str, str]) -> dict[str, list[str]]:
         "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=named)["Volumes"]],
         "addresses": [a["AllocationId"] for a in ec2.describe_addresses(Filters=named)[
             "Addresses"]],
+        "interfaces": [n["NetworkInterfaceId"] for n in ec2.describe_network_interfaces(
+            Filters=named)["NetworkInterfaces"]],
         "snapshots": [s["SnapshotId"] for s in ec2.describe_snapshots(Filters=named)[
             "Snapshots"]]}
 
