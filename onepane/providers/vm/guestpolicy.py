@@ -28,20 +28,16 @@ class GuestPolicy:
         the bridge and is not filtered (not built yet)."""
         lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
                  "  ct state established,related accept"]
-        for provider_id, rules in sorted(ingress.items()):
-            guest = self.addresses.get(provider_id)
-            if guest is None:
-                continue
-            lines += [f"  ip daddr {guest} {match} accept"
-                      for match in rule_matches(rules, "saddr")]
-            lines.append(f"  ip daddr {guest} drop")
-        for provider_id, rules in sorted((egress or {}).items()):
-            guest = self.addresses.get(provider_id)
-            if guest is None:
-                continue
-            lines += [f"  ip saddr {guest} {match} accept"
-                      for match in rule_matches(rules, "daddr")]
-            lines.append(f"  ip saddr {guest} drop")
+        # inbound: to the guest, rules name sources; outbound: from it, rules name destinations
+        for by_guest, guest_is, rule_is in ((ingress, "daddr", "saddr"),
+                                            (egress or {}, "saddr", "daddr")):
+            for provider_id, rules in sorted(by_guest.items()):
+                guest = self.addresses.get(provider_id)
+                if guest is None:
+                    continue
+                lines += [f"  ip {guest_is} {guest} {match} accept"
+                          for match in rule_matches(rules, rule_is)]  # type: ignore[arg-type]
+                lines.append(f"  ip {guest_is} {guest} drop")
         lines.append(" }")
         replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
 
