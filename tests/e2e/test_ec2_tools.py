@@ -506,3 +506,32 @@ def test_an_attached_interface_is_an_address_of_the_instance_in_a_namespace(
         NetnsProvider("eni-n", server.state_dir, {"index": 233}).teardown()
         if not had:
             sp.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+
+
+def test_image_attributes_as_ec2_has_them(start_server: Any) -> None:
+    """Issue 32: Describe/Modify/ResetImageAttribute (what Ansible's ec2_ami_info asks for
+    every image): a description and a launch permission kept per image and shown by
+    DescribeImages; what onepane cannot mean is refused by name."""
+    server = start_server("")
+    ec2 = ec2_client(server, access_key(server))
+    img = "httpecho"
+    assert ec2.describe_image_attribute(ImageId=img, Attribute="launchPermission")[
+        "LaunchPermissions"] == []
+    ec2.modify_image_attribute(ImageId=img, Description={"Value": "echoes"})
+    ec2.modify_image_attribute(ImageId=img, Attribute="description", Value="echoes back")
+    assert ec2.describe_image_attribute(ImageId=img, Attribute="description")[
+        "Description"]["Value"] == "echoes back"
+    ec2.modify_image_attribute(ImageId=img, LaunchPermission={"Add": [{"Group": "all"}]})
+    shown = ec2.describe_images(ImageIds=[img])["Images"][0]
+    assert shown["Public"] is True and shown["Description"] == "echoes back"
+    ec2.reset_image_attribute(ImageId=img, Attribute="launchPermission")
+    assert ec2.describe_images(ImageIds=[img])["Images"][0]["Public"] is False
+    assert error_code(ec2.describe_image_attribute, ImageId=img,
+                      Attribute="unsupported") == "InvalidRequest"
+    assert error_code(ec2.modify_image_attribute, ImageId=img,
+                      LaunchPermission={"Add": [{"UserId": "123456789012"}]}
+                      ) == "UnsupportedOperation"
+    assert error_code(ec2.modify_image_attribute, ImageId=img,
+                      Attribute="launchPermission") == "InvalidParameterCombination"
+    assert error_code(ec2.describe_image_attribute, ImageId="img-0000000000000000f",
+                      Attribute="description") == "InvalidAMIID.NotFound"

@@ -28,6 +28,7 @@ from ..deps import RANK, core, header_lists
 from . import (  # noqa: F401 - they register their actions
     account,
     identity,
+    image_attributes,
     instance_details,
     interfaces,
     keys_groups_snapshots,

@@ -459,10 +459,15 @@ def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         return dict(notes[image_id].attributes.get("ec2.tags") or {}) if image_id in notes \
             else {}
     # each image with the zones it is in (the answer does not show them; the filter reads them)
-    items = [(shapes.catalog_image(c, tags(c.id)), [r.location for r in c.replicas])
+    from .image_attributes import shown
+
+    def note(image_id: str) -> dict[str, Any]:
+        return notes[image_id].attributes if image_id in notes else {}
+    items = [(shown(note(c.id), shapes.catalog_image(c, tags(c.id))),
+              [r.location for r in c.replicas])
              for c in ctx.core.catalog.all() if not ids or c.id in ids]
-    items += [(shapes.image(i, tags(i.id)), [i.location]) for i in one.values()
-              if not ids or i.id in ids]
+    items += [(shown(note(i.id), shapes.image(i, tags(i.id))), [i.location])
+              for i in one.values() if not ids or i.id in ids]
     return {"imagesSet": [shape for shape, _ in IMAGE_FILTERS.apply(flt, items)]}
 
 
