@@ -225,13 +225,15 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.exchange is not None and exc is None and self.resp is not None \
-                and (self.seen_head or b"\r\n\r\n" in b"".join(self.raw)) \
-                and _close_delimited(parse_whole(head_of(b"".join(self.raw)), False).headers):
+        if self.exchange is None:  # an idle pooled connection: nothing waits on it
+            return
+        raw = b"".join(self.raw)
+        if exc is None and self.resp is not None and (self.seen_head or b"\r\n\r\n" in raw) \
+                and _close_delimited(parse_whole(head_of(raw), False).headers):
             # HTTP/1.0 style: no length, no chunks, the body ends where the connection does
             # (busybox httpd's CGI answers, for one).
             self._finish(self.parser.get_status_code(), None)
-        elif self.exchange is not None:
+        else:
             self._finish(0, f"closed by backend{f': {exc}' if exc else ''}")
 
     def timeout(self) -> None:
