@@ -5,12 +5,11 @@ address router asks this every half second and so follows it."""
 from __future__ import annotations
 
 from ..errors import NotFound
+from ..inventory.addresses import Target
 from ..inventory.instances import Instances
 from ..model import InstanceState
 from .reconciler import TAG
 from .service import Deployments
-
-Target = tuple[str, str, str]  # (instance id, its location, its provider id)
 
 
 def serving_replica(deployments: Deployments, instances: Instances, name: str,

@@ -171,19 +171,19 @@ class AddressRouter:
         self._applied: dict[str, dict[str, str]] = {}  # location -> {address: provider id}
         self._lock = threading.Lock()
 
-    def _routes_at(self, location: str) -> bool:
+    def _why_not_routed(self, location: str) -> str | None:
+        """None where the location routes addresses to its instances; else why it does not."""
         from ..providers.base import Feature
         try:
-            return bool(self.registry.get(location).capabilities.supports(Feature.addresses))
-        except OnepaneError:
-            return False
+            return self.registry.get(location).capabilities.missing.get(Feature.addresses)
+        except OnepaneError as exc:
+            return exc.detail
 
     def apply_all(self) -> None:
         with self._lock:
             self._apply()
 
     def _apply(self) -> None:
-        from ..providers.base import Feature
         found = self.addresses.find()
         interfaces = self.interfaces()
         if not found and not interfaces and not self._applied:
@@ -198,20 +198,15 @@ class AddressRouter:
                                  a.association else None)
                 continue
             inst, location, provider_id = target
-            try:
-                routes = self.registry.get(location).capabilities.supports(Feature.addresses)
-                why = None if routes else \
-                    self.registry.get(location).capabilities.missing[Feature.addresses]
-            except OnepaneError as exc:
-                routes, why = False, exc.detail
-            if not routes:
+            why = self._why_not_routed(location)
+            if why is not None:
                 outcome[a.id] = (None, location, f"{location}: {why}")
                 continue
             wanted.setdefault(location, {})[a.public_ip] = provider_id
             outcome[a.id] = (inst, location, None)
         for address, instance in sorted(interfaces.items()):
             target = self.instance(instance)
-            if target is None or not self._routes_at(target[1]):
+            if target is None or self._why_not_routed(target[1]) is not None:
                 continue  # an interface elsewhere is a record only (README: EC2 front end)
             wanted.setdefault(target[1], {}).setdefault(address, target[2])
         # new pictures first (an address arrives before it leaves), then the emptied ones
