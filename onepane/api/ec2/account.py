@@ -12,8 +12,8 @@ from ...inventory.addresses import Address
 from ...inventory.paging import every
 from ...model import InstanceState
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _instance, _retag, _tag_specs, action, other_tags
-from .filtering import FilterTable, key
+from .actions import READ_ONLY, WRITE, Context, _instance, _tag_specs, action, other_tags, tags_at_create
+from .filtering import FilterTable, key, tag_set
 from .wire import Ec2Error, members
 
 
@@ -39,7 +39,7 @@ ADDRESS_FILTERS = FilterTable({
     "network-interface-id": key("networkInterfaceId"),
     "private-ip-address": key("privateIpAddress"),
     "network-border-group": key("networkBorderGroup")},
-    tags=lambda item: {t["key"]: t["value"] for t in item["tagSet"]})
+    tags=tag_set)
 
 
 def _address(ctx: Context, a: Address) -> dict[str, Any]:
@@ -105,7 +105,8 @@ def DescribeAddresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def AllocateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """An address from onepane's pool (10.200.0.0/24: reached only through onepane's own
-    routes on this machine). It is routed where instances can be given one: netns locations."""
+    routes on this machine), routed where instances can be given one (netns and vm
+    locations: Feature.addresses)."""
     domain = p.get("Domain", "vpc")
     if domain not in ("vpc", "standard"):
         raise Ec2Error("InvalidParameterValue", f"Domain {domain!r}: use vpc")
@@ -118,8 +119,7 @@ def AllocateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         a = ctx.core.addresses.allocate()
     except Conflict as exc:
         raise Ec2Error("AddressLimitExceeded", exc.detail) from exc
-    if tags:
-        _retag(ctx, "other", a.id, tags, {})
+    tags_at_create(ctx, p, "elastic-ip", "other", a.id, tags)
     return {"publicIp": a.public_ip, "allocationId": a.id, "domain": "vpc",
             "publicIpv4Pool": "onepane", "networkBorderGroup": "onepane"}
 
@@ -140,10 +140,11 @@ def AssociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise Ec2Error("UnsupportedOperation", "PrivateIpAddress: an address reaches an "
                            "instance's own address only")
     reassociate = str(p.get("AllowReassociation", "false")).lower() == "true"
-    if a.association and a.instance != instance and not reassociate:
-        raise Ec2Error("Resource.AlreadyAssociated", f"the address {a.public_ip} is already "
-                       "associated (AllowReassociation=true moves it)")
-    done = ctx.core.addresses.associate(a.id, instance=instance)
+    try:
+        done = ctx.core.addresses.associate(a.id, instance=instance, reassociate=reassociate)
+    except Conflict as exc:
+        raise Ec2Error("Resource.AlreadyAssociated",
+                       f"{exc.detail} (AllowReassociation=true moves it)") from exc
     return {"associationId": done.association}
 
 
@@ -184,10 +185,10 @@ def ReleaseAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidParameterValue", "a VPC address is released by its "
                        "AllocationId, not its PublicIp")
     a = _allocation(ctx, p)
-    if a.association:
-        raise Ec2Error("InvalidIPAddress.InUse", f"the address {a.public_ip} is associated: "
-                       "disassociate it first")
-    ctx.core.addresses.release(a.id)
+    try:
+        ctx.core.addresses.release(a.id)
+    except Conflict as exc:
+        raise Ec2Error("InvalidIPAddress.InUse", exc.detail) from exc
     ctx.core.annotations.forget(a.id)
     return {"return": True}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, action
+from .actions import READ_ONLY, WRITE, Context, action, set_ec2_notes
 from .wire import Ec2Error, members, required
 
 NOTE = "ec2.image"  # the annotation's key: {"description": str, "public": bool}
@@ -30,9 +30,7 @@ def kept(ctx: Context, image_id: str) -> dict[str, Any]:
 
 
 def _keep(ctx: Context, image_id: str, **values: Any) -> None:
-    note = ctx.core.annotations.get(image_id)
-    ctx.core.annotations.put(image_id, {**note.attributes, NOTE: {**kept(ctx, image_id),
-                                                                  **values}}, note.categories)
+    set_ec2_notes(ctx, image_id, image={**kept(ctx, image_id), **values})  # NOTE's key
 
 
 def shown(attributes: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
