@@ -29,8 +29,8 @@ ENFORCED_WHERE = ("at netns locations (inbound TCP, and outbound), vm locations 
                   "address, both ways) and EC2 clouds (their own groups); kept, not enforced, "
                   "elsewhere")
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "-1": "-1", "all": "-1"}
-ALL_TRAFFIC: dict[str, Any] = {"protocol": "-1", "from_port": None, "to_port": None, "cidrs": ["0.0.0.0/0"],
-               "groups": []}
+ALL_TRAFFIC: dict[str, Any] = {"protocol": "-1", "from_port": None, "to_port": None,
+                               "cidrs": ["0.0.0.0/0"], "groups": []}
 
 
 @dataclass

@@ -102,12 +102,10 @@ class Ec2Provider(CloudProvider):
                 revoke = getattr(drv, f"ex_revoke_security_group_{direction}")
                 # an all-protocols rule has no ports: EC2 takes -1 for them (libcloud would
                 # send the word None, which matches no rule)
-                for proto, lo, hi, cidrs in wanted - have:
-                    self._call(grant, sg.id, -1 if lo is None else lo, -1 if hi is None else hi,
-                               cidr_ips=list(cidrs), protocol=proto)
-                for proto, lo, hi, cidrs in have - wanted:
-                    self._call(revoke, sg.id, -1 if lo is None else lo, -1 if hi is None else hi,
-                               cidr_ips=list(cidrs), protocol=proto)
+                for change, keys in ((grant, wanted - have), (revoke, have - wanted)):
+                    for proto, lo, hi, cidrs in keys:
+                        self._call(change, sg.id, -1 if lo is None else lo,
+                                   -1 if hi is None else hi, cidr_ips=list(cidrs), protocol=proto)
 
     def _tagged(self, onepane_id: str) -> dict[str, Any]:
         return {"ex_filters": {f"tag:{ONEPANE_TAG}": onepane_id}}

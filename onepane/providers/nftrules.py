@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from ..errors import PermanentProviderError
 
+Side = Literal["saddr", "daddr"]  # which address of a packet a rule's blocks are
 
-def rule_matches(rules: list[dict[str, Any]], side: Literal["saddr", "daddr"]) -> list[str]:
+
+def rule_matches(rules: list[dict[str, Any]], side: Side) -> list[str]:
     """One match per rule: its protocol and ports, and its blocks as the packet's `side`
     (the source of what comes in, the destination of what goes out). IPv6 blocks are left
     out: the namespaces have no IPv6 routes; a rule with only those matches nothing."""

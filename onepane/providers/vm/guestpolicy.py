@@ -8,7 +8,7 @@ from typing import Any
 
 from ...errors import PermanentProviderError
 from ..dcnet import DataCenterNet
-from ..nftrules import replace_table, rule_matches
+from ..nftrules import Side, replace_table, rule_matches
 from .guestnet import AddressBook
 
 
@@ -29,14 +29,15 @@ class GuestPolicy:
         lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
                  "  ct state established,related accept"]
         # inbound: to the guest, rules name sources; outbound: from it, rules name destinations
-        for by_guest, guest_is, rule_is in ((ingress, "daddr", "saddr"),
-                                            (egress or {}, "saddr", "daddr")):
+        directions: list[tuple[dict[str, list[dict[str, Any]]], Side, Side]] = [
+            (ingress, "daddr", "saddr"), (egress or {}, "saddr", "daddr")]
+        for by_guest, guest_is, rule_is in directions:
             for provider_id, rules in sorted(by_guest.items()):
                 guest = self.addresses.get(provider_id)
                 if guest is None:
                     continue
                 lines += [f"  ip {guest_is} {guest} {match} accept"
-                          for match in rule_matches(rules, rule_is)]  # type: ignore[arg-type]
+                          for match in rule_matches(rules, rule_is)]
                 lines.append(f"  ip {guest_is} {guest} drop")
         lines.append(" }")
         replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
