@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from onepane.errors import Conflict
+from onepane.model import InstanceState
 from onepane.providers.vm.domain import DomainSpec, domain_xml
 from onepane.providers.vm.hostmoves import HostMoves
 from onepane.providers.vm.libvirtcalls import _libvirt
+from onepane.providers.vm.provider import observe_domain, refuse_moved_away
 
 
 @dataclass
@@ -83,3 +88,18 @@ def test_two_running_copies_are_reported_never_guessed() -> None:
     said = HostMoves(hosts).reconcile_copies()  # type: ignore[arg-type]
     assert said == ["inst-b: 2 running copies on k1, k2; left as they are"]
     assert a.gone == b.gone == [] and hosts.deleted == []
+
+
+def test_what_a_finished_move_left_at_its_source_is_neither_stopped_nor_startable() -> None:
+    """The CI drill once found two running copies: onepane died after libvirt finished a move
+    between locations, the restarted sync saw the source's leftover as "stopped", and the
+    failure policy started it while the guest ran at the destination."""
+    lv = _libvirt()
+    left = FakeDomain("inst-c", lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_SHUTOFF_MIGRATED)
+    stopped = FakeDomain("inst-d", lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+    obs_left, obs_stopped = observe_domain(left), observe_domain(stopped)
+    assert obs_left is not None and obs_left.state == InstanceState.unknown
+    assert obs_stopped is not None and obs_stopped.state == InstanceState.stopped
+    with pytest.raises(Conflict, match="moved live to another host"):
+        refuse_moved_away(left)
+    refuse_moved_away(stopped)  # an ordinary stopped VM starts

@@ -67,6 +67,7 @@ from .provider import (
     libvirt_errors,
     observe_domain,
     parse_options,
+    refuse_moved_away,
     resume_domain,
     stop_domain,
     suspend_domain,
@@ -272,6 +273,7 @@ class HostsProvider(Provider):
         host, dom = self.located(provider_id)
         with self._errors():
             if not dom.isActive():
+                refuse_moved_away(dom)
                 self._start(host, dom)
             elif dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
                 dom.resume()

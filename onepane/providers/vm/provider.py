@@ -237,6 +237,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
     def start_instance(self, provider_id: str) -> None:
         dom = self._domain(provider_id)
         if not dom.isActive():
+            refuse_moved_away(dom)
             self._start(dom)
         else:
             self.resume_instance(provider_id)
@@ -448,12 +449,32 @@ def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None,
               lv.VIR_DOMAIN_PMSUSPENDED: InstanceState.stopped,
               lv.VIR_DOMAIN_CRASHED: InstanceState.error}
     return ObservedInstance(provider_id=dom.name(), name=meta.get("name", dom.name()),
-                            state=states.get(state, InstanceState.unknown),
+                            # the source's copy of a finished live move, not yet removed
+                            # (onepane died before it recorded the move): "stopped" would
+                            # invite a failure policy to start it while the guest runs at the
+                            # destination — two running copies of one VM
+                            state=InstanceState.unknown if moved_away(state, reason)
+                            else states.get(state, InstanceState.unknown),
                             image=meta.get("image", ""), size=meta.get("size", ""),
                             addresses=[meta["address"]] if meta.get("address") else [],
                             ports={"app": APP_PORT}, tags={**(meta.get("tags") or {}),
                                                            **(extra_tags or {})},
                             onepane_id=meta.get("id"))
+
+
+def moved_away(state: int, reason: int) -> bool:
+    """A domain that libvirt shut off because a live migration moved its guest to another
+    host: what is left of it here must never be started again (the guest runs there)."""
+    lv = _libvirt()
+    return bool(state == lv.VIR_DOMAIN_SHUTOFF and reason == lv.VIR_DOMAIN_SHUTOFF_MIGRATED)
+
+
+def refuse_moved_away(dom: Any) -> None:
+    """Conflict, naming why, when `dom` is what a finished live move left at its source."""
+    if moved_away(*dom.state()):
+        raise Conflict(f"{dom.name()} was moved live to another host; this is the copy it left "
+                       "behind (removed once the move is recorded), not one to start",
+                       field="instance")
 
 
 FW_FILES = {"ovf-env.xml": "opt/onepane/ovf-env", "authorized_keys": "opt/onepane/ssh-keys"}
