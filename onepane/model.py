@@ -51,6 +51,7 @@ class ProviderKind(StrEnum):
     netns = "netns"
     cloud = "cloud"
     vm = "vm"
+    docker = "docker"  # Docker Engine hosts reached over TCP with TLS
     sim = "sim"  # simulated, for scale benches and tests
 
 
@@ -151,7 +152,7 @@ class LocationCreate(Strict):
     @classmethod
     def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Each option's type checked here, naming it: a number where a driver concatenates
-        a string was a 502 from deep inside Libcloud. (vm and sim locations check theirs
+        a string was a 502 from deep inside Libcloud. (vm, docker and sim locations check theirs
         whole, with their own models, when they are built.)"""
         kind = info.data.get("provider")
         for key, value in options.items():

@@ -25,9 +25,10 @@ from ..inventory.jobs import JobRunner, chain_key
 from ..inventory.views import job_view
 from ..model import Job, JobStatus, new_id, slug
 from ..providers.base import Feature, Provider
+from ..providers.copy import sha256_of
 from ..providers.registry import Registry
 from ..store.tables import CatalogImageRow, ImageReplicaRow, JobRow
-from . import export, inspect, ova, ovf, properties
+from . import containers, export, inspect, ova, ovf, properties
 from .blobs import BlobStore
 
 
@@ -182,7 +183,9 @@ class Catalog:
                                "or give the CLI the descriptor (or its folder), which packs it "
                                "with the files it references", field="file")
         with tempfile.TemporaryDirectory(dir=self.blobs, prefix=".import-") as tmp:
-            if ova.is_gzip(path) or tarfile.is_tarfile(path):
+            if containers.looks_like_container_archive(path):
+                rows = [self._container_row(path, Path(tmp), name, version, label, digest)]
+            elif ova.is_gzip(path) or tarfile.is_tarfile(path):
                 pkg = ova.read_ova(path, Path(tmp) / "ova", source=label)
                 rows = self._rows_from_package(pkg, name, version, deployment_option)
             else:
@@ -207,6 +210,23 @@ class Catalog:
                                  f"imported from {row.source}", subject=row.id, session=s,
                                  data={"warnings": row.warnings or []})
         return self.get(rows[0].id)
+
+    def _container_row(self, path: Path, tmp: Path, name: str, version: str, label: str,
+                       digest: str | None) -> CatalogImageRow:
+        """A container image archive, checked; an OCI layout gets Docker's manifest added (in a
+        copy: the caller's file is never changed)."""
+        image = containers.check_archive(path, label)
+        if image.docker_manifest is not None:
+            copy = tmp / "with-manifest.tar"
+            containers.with_docker_manifest(path, copy, image.docker_manifest)
+            path, digest = copy, sha256_of(copy)
+        entry = self.store.keep(path, inspect.Inspected(containers.FORMAT, image.size), digest)
+        default = (image.tags[0].rsplit(":", 1)[0].rsplit("/", 1)[-1] if image.tags else
+                   path.stem)
+        return CatalogImageRow(
+            id=new_id("img"), name=name or default, version=version, os="linux container",
+            cpus=1, memory_mb=128, disks=[{**entry, "container": image.as_meta()}],
+            networks=[], product={}, source="container")
 
     def _rows_from_package(self, pkg: ova.Package, name: str, version: str,
                            option: str | None) -> list[CatalogImageRow]:
@@ -333,9 +353,11 @@ class Catalog:
     def replicate(self, image_id: str, locations: list[str]) -> list[Job]:
         """One job per location; they run concurrently, each in its location's pool."""
         self.get(image_id)
+        fmt = (self.get(image_id).disks or [{}])[0].get("format")
         for loc in locations:
             provider = self.registry.get(loc)
             provider.require(Feature.disk_images, "to")
+            _runs(provider, fmt)
         jobs = []
         for loc in locations:
             job_id = new_id("job")
@@ -370,6 +392,7 @@ class Catalog:
                 return {"provider_image_id": rep.provider_image_id}
         img = self.get(image_id)
         d = img.disks[0]
+        _runs(provider, d["format"])
         fmt = next((f for f in provider.disk_formats if f == d["format"]), provider.disk_formats[0])
         self._set(image_id, loc, state="converting", format=fmt)
         path = self.store.converted(d["sha256"], fmt, d["format"], d.get("subformat"))
@@ -389,3 +412,15 @@ class Catalog:
 
     def _replicate_failed(self, job: JobRow, exc: OnepaneError) -> None:
         self._set(job.target or "", job.location or "", state="failed", error=exc.detail)
+
+
+def _runs(provider: Provider, fmt: str | None) -> None:
+    """A container image goes only where containers run, and a VM disk never goes there: no
+    conversion turns one into the other."""
+    container_host = containers.FORMAT in provider.disk_formats
+    if (fmt == containers.FORMAT) != container_host:
+        what = "a container image" if fmt == containers.FORMAT else "a VM disk image"
+        takes = "container images" if container_host else \
+            f"VM disk images ({', '.join(provider.disk_formats)})"
+        raise InvalidInput(f"location {provider.location} takes {takes}; this is {what}",
+                           field="to")

@@ -17,6 +17,10 @@ from typing import Any, NoReturn
 from ..errors import InvalidInput, Unsupported
 from ..model import InstanceState
 
+# A container image archive (docker save; an OCI layout with Docker's manifest added): the one
+# format a container location takes, and one no other location does
+CONTAINER_FORMAT = "docker-archive"
+
 
 class Feature(StrEnum):
     """What a provider may or may not be able to do. The values read as verbs in messages."""

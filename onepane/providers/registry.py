@@ -37,6 +37,9 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
     if kind == ProviderKind.vm:
         from .vm.provider import VmProvider
         return VmProvider(name, state_dir, options)
+    if kind == ProviderKind.docker:
+        from .docker.provider import DockerProvider
+        return DockerProvider(name, state_dir, options, credentials)
     if kind == ProviderKind.sim:
         from .sim import SimProvider
         return SimProvider(name, options)
@@ -48,7 +51,8 @@ def build_provider(name: str, kind: str, *, state_dir: Path, region: str, driver
             return Ec2Provider(name, driver, region, credentials, options)
         from .cloud import CloudProvider
         return CloudProvider(name, driver, region, credentials, options)
-    raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm, cloud or sim", field="provider")
+    raise InvalidInput(f"unknown provider {kind!r}; use local, netns, vm, docker, cloud or sim",
+                       field="provider")
 
 
 class Registry:

@@ -1,7 +1,8 @@
 """One contract, every provider: what onepane's services may rely on whatever the location is.
 
 The same tests run against process data centers (local, netns), VM data centers (vm: libvirt and
-QEMU), a Libcloud cloud (EC2 on moto's server), Libcloud's dummy driver and the simulated
+QEMU, one host or several over TLS), container data centers (docker: two Docker Engine hosts over
+TLS), a Libcloud cloud (EC2 on moto's server), Libcloud's dummy driver and the simulated
 data center used for scale (sim). A new provider is
 done when it passes here.
 """
@@ -19,9 +20,10 @@ import pytest
 
 from onepane.errors import InvalidInput, NotFound, Unsupported
 from onepane.model import InstanceState
-from onepane.providers.base import Feature, InstanceSpec, Provider
+from onepane.providers.base import CONTAINER_FORMAT, Feature, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
 from onepane.providers.dcnet import CATCH_ALL
+from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab
 from onepane.providers.registry import build_provider
 from onepane.providers.vm.hostlab import HostLab, host_lab
 from tests.conftest import ec2_location
@@ -66,6 +68,16 @@ def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: HostLab, **_: Any) -> Case
     return Case(p, image, "vm.tiny")
 
 
+def _docker(tmp: Path, lab_docker: DockerLab, **_: Any) -> Case:
+    p = build_provider("c-docker", "docker", state_dir=tmp, region="", driver=None,
+                       credentials=lab_docker.credentials(), options={"hosts": lab_docker.specs()})
+    p.setup()
+    archive = busybox_archive(tmp / "busybox.tar")
+    image = p.import_disk("img-contract", "busybox", archive, CONTAINER_FORMAT,
+                          sha256_of(archive), lambda _pct: None)
+    return Case(p, image, "docker.nano")
+
+
 def _ec2(tmp: Path, moto: str, **_: Any) -> Case:
     loc = ec2_location(moto)
     return Case(build_provider("c-ec2", "cloud", state_dir=tmp, region="us-east-1",
@@ -86,7 +98,7 @@ def _sim(tmp: Path, **_: Any) -> Case:
 
 
 CASES: dict[str, Callable[..., Case]] = {"local": _local, "netns": _netns, "vm": _vm,
-                                         "vm-hosts": _vm_hosts,
+                                         "vm-hosts": _vm_hosts, "docker": _docker,
                                          "ec2-on-moto": _ec2, "libcloud-dummy": _dummy,
                                          "sim": _sim}
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +112,13 @@ def lab_hosts() -> Iterator[HostLab]:
         yield hosts
 
 
+@pytest.fixture(scope="module")
+def lab_docker() -> Iterator[DockerLab]:
+    """Two Docker Engine hosts reached over TCP with mutual TLS."""
+    with docker_lab({"cd1": 246, "cd2": 247}) as hosts:
+        yield hosts
+
+
 @pytest.fixture(params=list(CASES))
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     kind = request.param
@@ -108,6 +127,8 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
         extra["guest_disk"] = request.getfixturevalue("guest_disk")
     if kind == "vm-hosts":
         extra["lab_hosts"] = request.getfixturevalue("lab_hosts")
+    if kind == "docker":
+        extra["lab_docker"] = request.getfixturevalue("lab_docker")
     if kind == "ec2-on-moto":
         extra["moto"] = request.getfixturevalue("moto")
     # after the fixtures above: a lab's catch-all stays as long as its namespaces do
@@ -197,7 +218,10 @@ def test_volumes_snapshots_networks_and_disk_imports_work_where_declared(
     if caps.supports(Feature.disk_images):
         fmt = "raw" if "raw" in p.disk_formats else p.disk_formats[0]
         disk = tmp_path / f"contract.{fmt}"
-        subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(disk), "1M"], check=True)
+        if fmt == CONTAINER_FORMAT:  # a container location takes image archives
+            busybox_archive(disk, tag="contract:1")
+        else:
+            subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(disk), "1M"], check=True)
         image = p.import_disk("img-kcontract", "contract", disk, fmt, sha256_of(disk),
                               lambda _pct: None)
         assert image in {i.provider_id for i in p.list_images()}

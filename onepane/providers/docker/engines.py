@@ -1,0 +1,162 @@
+"""The connections to one location's Docker Engine hosts, over TCP with mutual TLS.
+
+Two things make the Docker SDK usable against hosts on the other side of a network. The TLS
+material is onepane's (the location's credentials, kept encrypted by the store), so it is loaded
+into one SSL context per location — on disk only for the instant the context reads it — and the
+SDK's HTTP adapter is given that context instead of file paths (which would also let requests'
+CA-bundle environment variables replace the location's CA). And a host that does not answer
+must fail a call at once: the SDK alone waits for its read time-out on every call, so a host
+that failed a moment ago is not asked again for RETRY_DOWN_S, and each use starts with a
+bounded TCP connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from requests.adapters import HTTPAdapter
+
+from ...errors import InvalidInput, TransientProviderError
+
+API_VERSION = "1.41"  # Docker Engine 20.10 and later answer it; pinned so that no call probes
+CONNECT_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 60
+RETRY_DOWN_S = 2.0
+TLS_KEYS = ("tls_ca", "tls_cert", "tls_key")
+
+
+def tls_context(location: str, credentials: dict[str, str]) -> ssl.SSLContext:
+    """The location's CA and onepane's client certificate (PEM, from its credentials)."""
+    tls = {k: v for k, v in credentials.items() if k in TLS_KEYS}
+    if len(tls) != len(TLS_KEYS):
+        raise InvalidInput(f"location {location}: a docker location needs tls_ca, tls_cert and "
+                           "tls_key in its credentials (mutual TLS to every host)",
+                           field="credentials")
+    ctx = ssl.create_default_context(cadata=tls["tls_ca"])
+    with tempfile.TemporaryDirectory(prefix="onepane-docker-tls-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(tls["tls_key"])
+        cert.write_text(tls["tls_cert"])
+        try:
+            ctx.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise InvalidInput(f"location {location}: tls_cert and tls_key do not make a "
+                               f"client certificate ({exc.reason})",
+                               field="credentials") from None
+    return ctx
+
+
+class _ContextAdapter(HTTPAdapter):
+    """requests' adapter with one SSL context, and no per-request CA or certificate files."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        super().__init__(pool_connections=4, pool_maxsize=16)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self.ctx
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """The context verifies (the location's CA, the host's address); nothing to add."""
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any],
+                                                                        dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert)
+        for k in ("ca_certs", "ca_cert_dir", "cert_reqs", "cert_file", "key_file"):
+            pool_kwargs.pop(k, None)
+        pool_kwargs["ssl_context"] = self.ctx
+        return host_params, pool_kwargs
+
+
+def parse_url(url: str, field: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname:
+        raise InvalidInput(f"{url!r}: a docker host is tcp://ADDRESS:PORT (TLS with the "
+                           "location's certificates; ssh:// is not built yet)", field=field)
+    return parts.hostname, parts.port or 2376
+
+
+class DockerEngines:
+    """One SDK client per host, with the hosts that do not answer and why."""
+
+    def __init__(self, location: str, hosts: Callable[[], dict[str, str]],
+                 credentials: dict[str, str]) -> None:
+        self.location = location
+        self.hosts = hosts  # name -> tcp:// URL, as the location's options say now
+        self.ctx = tls_context(location, credentials)
+        self.clients: dict[str, Any] = {}
+        self.down: dict[str, str] = {}
+        self.down_since: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def client(self, name: str) -> Any:
+        """The host's client; TransientProviderError at once for a host that does not answer."""
+        url = self.hosts().get(name)
+        if url is None:
+            raise InvalidInput(f"no docker host {name!r} at {self.location}", field="host")
+        address, port = parse_url(url, "options.hosts")
+        if time.monotonic() < self._retry_at.get(name, 0.0):
+            raise TransientProviderError(f"docker host {name} of {self.location} does not "
+                                         f"answer: {self.down.get(name, 'not reachable')}")
+        try:
+            with socket.create_connection((address, port), CONNECT_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            self.mark_down(name, f"{address}:{port}: {exc.strerror or exc}")
+            raise TransientProviderError(f"docker host {name} of {self.location} does not "
+                                         f"answer: {self.down[name]}") from None
+        with self._lock:
+            c = self.clients.get(name)
+            if c is None:
+                import docker
+                c = docker.DockerClient(base_url=f"https://{address}:{port}", tls=True,
+                                        version=API_VERSION, timeout=CALL_TIMEOUT_S)
+                c.api.trust_env = False
+                c.api.mount("https://", _ContextAdapter(self.ctx))
+                self.clients[name] = c
+        if name in self.down:
+            self.down.pop(name, None)
+            self.down_since.pop(name, None)
+        return c
+
+    def mark_down(self, name: str, why: str) -> None:
+        self.down[name] = why
+        self.down_since.setdefault(name, time.monotonic())
+        self._retry_at[name] = time.monotonic() + RETRY_DOWN_S
+        with self._lock:
+            c = self.clients.pop(name, None)
+        if c is not None:
+            with contextlib.suppress(Exception):
+                c.close()
+
+    def up(self) -> list[str]:
+        """The hosts that answer now, in the options' order (one connect each, bounded)."""
+        out = []
+        for name in self.hosts():
+            with contextlib.suppress(TransientProviderError):
+                self.client(name)
+                out.append(name)
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self.clients = list(self.clients.values()), {}
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.close()

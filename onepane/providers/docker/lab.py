@@ -1,0 +1,259 @@
+"""Docker hosts for tests, benches and demos: container hosts onepane reaches only over IP.
+
+Each host is a network namespace with its own mount namespace and its own dockerd (with the
+containerd it starts), listening on TCP with mutual TLS at the host's address
+(`tcp://10.200.<index>.2:2376`), with its own data root, exec root and /etc/docker — what a
+separate machine looks like to onepane. Containers sit on dockerd's own bridge inside the
+namespace (10.202.<index>.0/24, never routed out) and are reached at the ports dockerd publishes
+on the host's address. The lab makes a CA, a server certificate per host (its address as subject
+alternative name) and onepane's client certificate, returned as the location's credentials.
+
+dockerd is started with `nsenter --net` and a private mount namespace, not `ip netns exec`: the
+latter remounts /sys and hides the cgroup hierarchy dockerd needs. No image is ever pulled: the
+lab builds a busybox-static image archive (`busybox_archive`) that tests import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import PermanentProviderError
+from ..dcnet import CATCH_ALL, DataCenterNet, ensure_catch_all, ip
+from ..vm.hostlab import LabCA, _write
+
+PORT = 2376
+START_TIMEOUT_S = 60.0
+BUSYBOX = Path("/bin/busybox")
+
+
+@dataclass
+class DockerHost:
+    name: str
+    net: DataCenterNet
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0
+
+    @property
+    def address(self) -> str:
+        return self.net.inside
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.address}:{PORT}"
+
+    @property
+    def socket(self) -> Path:
+        """The lab's own way in (the host's UNIX socket), for checks that are not onepane's."""
+        return self.root / "docker.sock"
+
+    def spec(self) -> dict[str, str]:
+        return {"name": self.name, "url": self.url}
+
+    def kill_daemon(self) -> None:
+        """dockerd and its containerd die at once (kill -9 of their process group), as when
+        the host's daemons crash; the containers' shims run on (as they do on a real host)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def docker(self, *args: str, stdin: bytes | None = None) -> str:
+        """The docker CLI against this host's own socket (the lab's view, not onepane's)."""
+        proc = subprocess.run(["docker", "-H", f"unix://{self.socket}", *args], input=stdin,
+                              capture_output=True, check=False, timeout=60)
+        if proc.returncode != 0:
+            raise PermanentProviderError(f"docker {' '.join(args)}: {proc.stderr.decode()}")
+        return proc.stdout.decode()
+
+
+def start_daemon(host: DockerHost, index: int, tls: Path) -> None:
+    for d in ("etc", "data", "exec"):
+        (host.root / d).mkdir(parents=True, exist_ok=True)
+    script = (f"mount --bind {host.root / 'etc'} /etc/docker && exec dockerd "
+              "--iptables=false --ip-masq=false --ip6tables=false "
+              f"--bip 10.202.{index}.1/24 --data-root {host.root / 'data'} "
+              f"--exec-root {host.root / 'exec'} --pidfile {host.root / 'dockerd.pid'} "
+              f"--containerd-namespace onepane-{host.name} "
+              f"--containerd-plugins-namespace onepane-{host.name}-plugins "
+              f"-H unix://{host.socket} -H tcp://{host.address}:{PORT} --tlsverify "
+              f"--tlscacert {tls / 'ca.pem'} --tlscert {tls / 'cert.pem'} "
+              f"--tlskey {tls / 'key.pem'}")
+    log = (host.root / "dockerd.log").open("ab")
+    host.proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{host.net.ns}", "unshare", "-m", "--propagation",
+         "private", "sh", "-c", script], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if host.proc.poll() is not None:
+            raise PermanentProviderError(f"dockerd of {host.name} exited: "
+                                         f"{(host.root / 'dockerd.log').read_text()[-2000:]}")
+        ping = subprocess.run(["docker", "-H", f"unix://{host.socket}", "version", "-f",
+                               "{{.Server.Version}}"], capture_output=True, check=False)
+        if ping.returncode == 0:
+            host.pid = host.proc.pid
+            return
+        time.sleep(0.1)
+    raise PermanentProviderError(f"dockerd of {host.name} did not answer within "
+                                 f"{START_TIMEOUT_S:.0f} s")
+
+
+def start_host(name: str, index: int, root: Path, ca: LabCA) -> DockerHost:
+    if shutil.which("dockerd") is None:
+        raise PermanentProviderError("docker hosts need dockerd (apt-get install docker.io)")
+    net = DataCenterNet(f"dock-{name}", index, owner=str(root))
+    net.setup()
+    host = DockerHost(name, net, root / name)
+    tls = host.root / "tls"
+    cert, key = ca.issue(net.inside, ip=net.inside)
+    _write(tls / "ca.pem", ca.pem)
+    _write(tls / "cert.pem", cert)
+    _write(tls / "key.pem", key, 0o600)
+    start_daemon(host, index, tls)
+    return host
+
+
+def restart_daemon(host: DockerHost) -> None:
+    """dockerd again, after kill_daemon: what a host that came back does. The killed
+    containerd may linger as a zombie here (this machine's init does not reap it), and dockerd
+    would wait for it behind its pid file: the stale file goes first."""
+    pid_file = host.root / "exec" / "containerd" / "containerd.pid"
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pid = int(pid_file.read_text().strip())
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            pid_file.unlink()
+    start_daemon(host, host.net.index, host.root / "tls")
+
+
+def stop_host(host: DockerHost) -> None:
+    """Remove its containers (through its own socket), stop its daemon, remove its namespace."""
+    with contextlib.suppress(Exception):
+        ids = host.docker("ps", "-aq").split()
+        if ids:
+            host.docker("rm", "-f", *ids)
+    if host.proc is not None and host.proc.poll() is None:
+        host.proc.terminate()
+        try:
+            host.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            host.proc.kill()
+            host.proc.wait(5)
+    # containerd's shims and anything else it left in the namespace go with the namespace
+    host.net.teardown()
+    with contextlib.suppress(Exception):
+        subprocess.run(["umount", "-R", str(host.root / "data")], capture_output=True,
+                       check=False)
+
+
+@dataclass
+class DockerLab:
+    hosts: list[DockerHost]
+    ca: LabCA
+    root: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def host(self, name: str) -> DockerHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def specs(self, *names: str) -> list[dict[str, str]]:
+        return [h.spec() for h in self.hosts if not names or h.name in names]
+
+    def credentials(self) -> dict[str, str]:
+        return self.ca.credentials()
+
+
+@contextlib.contextmanager
+def docker_lab(hosts: dict[str, int]) -> Iterator[DockerLab]:
+    """name -> index (10.200.<index>.0/24). Needs root and dockerd."""
+    had = CATCH_ALL in ip("route", "show", "type", "blackhole", check=False).stdout
+    ensure_catch_all()
+    root = Path(tempfile.mkdtemp(prefix="onepane-docker-"))
+    ca = LabCA()
+    started: list[DockerHost] = []
+    try:
+        for name, index in hosts.items():
+            started.append(start_host(name, index, root, ca))
+        yield DockerLab(started, ca, root)
+    finally:
+        for host in started:
+            stop_host(host)
+        shutil.rmtree(root, ignore_errors=True)
+        if not had:
+            ip("route", "del", "blackhole", CATCH_ALL, check=False)
+
+
+# ---- a test image, built by hand (nothing is pulled) -----------------------------------------
+
+def _tar_bytes(files: dict[str, tuple[bytes, int]], links: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({str(Path(p).parent) for p in [*files, *links]} - {"."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        for path, target in links.items():
+            info = tarfile.TarInfo(path)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def image_archive(dest: Path, tag: str, layer: bytes, config: dict[str, object],
+                  gzip_layer: bool = False) -> Path:
+    """A `docker save`-shaped archive (manifest.json, the config blob named by its digest, one
+    layer) of one image: what tests import, and what hostile variants start from."""
+    if gzip_layer:
+        layer = gzip.compress(layer, mtime=0)
+    diff_id = hashlib.sha256(gzip.decompress(layer) if gzip_layer else layer).hexdigest()
+    full = {"architecture": "amd64", "os": "linux", "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}
+    config_bytes = json.dumps(full).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    layer_dir = hashlib.sha256(layer).hexdigest()
+    manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{layer_dir}/layer.tar"]}]
+    members = {config_name: config_bytes, f"{layer_dir}/layer.tar": layer,
+               f"{layer_dir}/VERSION": b"1.0", "manifest.json": json.dumps(manifest).encode()}
+    with tarfile.open(dest, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+def busybox_archive(dest: Path, tag: str = "onepane-busybox:1", page: str = "hello") -> Path:
+    """An image of busybox-static serving /www on port 80 (httpd in the foreground, as PID 1
+    under docker's init): a web app with no registry behind it."""
+    if not BUSYBOX.exists():
+        raise PermanentProviderError("the test image needs busybox-static (/bin/busybox)")
+    layer = _tar_bytes({"bin/busybox": (BUSYBOX.read_bytes(), 0o755),
+                        "www/index.html": (f"{page}\n".encode(), 0o644)},
+                       {f"bin/{tool}": "busybox" for tool in ("sh", "httpd", "sleep", "cat",
+                                                              "echo", "ls", "wget")})
+    return image_archive(dest, tag, layer, {
+        "Cmd": ["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+        "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "/"})

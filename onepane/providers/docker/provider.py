@@ -1,0 +1,419 @@
+"""A container data center: one or more Docker Engine hosts that onepane reaches over the
+network (TCP with mutual TLS), never a socket of its own machine.
+
+An instance is a container named by its onepane id, labelled with what onepane knows of it
+(`onepane.id`, its name, size, image and tags), so the container is its own record: a restarted
+onepane, or a dockerd that restarted, finds its containers by label and adopts them rather than
+making twins. A size is a CPU and memory limit; the image's first exposed port is published on
+the host's address at a port dockerd picks, and that is where the traffic manager and health
+checks reach it. Placement: the answering host that has the image, with the fewest replicas of
+the same deployment, then the most memory not promised to containers.
+
+A host that stops answering keeps what it ran in `last_seen`: those containers are reported
+missing (so a deployment replaces them elsewhere), and destroying one is remembered and done
+when the host answers again, so a host that comes back never adds a replica twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...errors import InvalidInput, NotFound, PermanentProviderError, TransientProviderError
+from ...model import InstanceState
+from ..base import (
+    CONTAINER_FORMAT,
+    Capabilities,
+    InstanceSpec,
+    ObservedImage,
+    ObservedInstance,
+    ObservedSize,
+    Provider,
+)
+from .engines import DockerEngines, parse_url
+
+IMAGE_REPO = "onepane-img"  # every catalog image loaded here is tagged onepane-img/<id>:1
+ID_LABEL = "onepane.id"
+META_LABEL = "onepane.meta"
+HOST_TAG = "onepane:host"
+SIZES = {"docker.nano": (0.25, 64), "docker.small": (0.5, 128), "docker.medium": (1.0, 512),
+         "docker.large": (2.0, 2048)}
+CPU_PERIOD = 100_000  # µs: a size's CPUs are a quota of this period (changeable live)
+STATES = {"running": InstanceState.running, "restarting": InstanceState.running,
+          "paused": InstanceState.suspended, "created": InstanceState.stopped,
+          "exited": InstanceState.stopped, "removing": InstanceState.stopped,
+          "dead": InstanceState.error}
+
+
+class HostSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    url: str
+
+
+class DockerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hosts: list[HostSpec] = Field(min_length=1)
+    stop_timeout: int = Field(default=5, ge=0, le=300)
+
+
+def parse_options(location: str, options: dict[str, Any]) -> DockerOptions:
+    try:
+        opts = DockerOptions.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"location {location}: options.{where}: {err['msg']}",
+                           field=f"options.{where}") from None
+    names = [h.name for h in opts.hosts]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"location {location}: two docker hosts share a name",
+                           field="options.hosts")
+    for h in opts.hosts:
+        parse_url(h.url, "options.hosts")
+    return opts
+
+
+class DockerProvider(Provider):
+    disk_formats = (CONTAINER_FORMAT,)
+    capabilities = Capabilities.all_but(
+        volumes="a Docker volume lives on one host and is mounted only when a container is "
+                "created; onepane's volumes attach to running instances (not built for "
+                "containers yet)",
+        snapshots="Docker volumes have no snapshots",
+        networks="containers sit on each host's own bridge and are reached at the ports the "
+                 "host publishes; onepane networks are not built for containers yet",
+        attach_network="containers sit on each host's own bridge (no onepane networks here)",
+        app_images="onepane app folders do not run as containers yet: import a container "
+                   "image archive",
+        capture_image="committing a container to an image is not built yet",
+        firewall="security groups are not enforced on docker hosts yet (the host's own "
+                 "firewall is the operator's)",
+        addresses="elastic addresses are not routed to docker hosts",
+        user_data="an OVF environment has no place in a container (pass settings as the "
+                  "image's environment)",
+        cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
+            "host's link in the lab)",
+        live_migration="a container moves by being made again elsewhere (no checkpoint and "
+                       "restore here)",
+    )
+
+    def __init__(self, location: str, state_dir: Path, options: dict[str, Any],
+                 credentials: dict[str, str]) -> None:
+        super().__init__(location)
+        self.options = parse_options(location, options)
+        self.root = state_dir / "docker" / location
+        self.engines = DockerEngines(location, self.host_urls, credentials)
+        # host -> {container name -> its last observation}: what a silent host ran
+        self.last_seen: dict[str, dict[str, ObservedInstance]] = {}
+        self._pending_removal = self.root / "remove-when-back.json"
+        self._place = threading.Lock()
+
+    # ---- the location ----------------------------------------------------------------------
+
+    def host_urls(self) -> dict[str, str]:
+        return {h.name: h.url for h in self.options.hosts}
+
+    def setup(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_pending()
+
+    def check(self) -> None:
+        if not self.engines.up():
+            raise TransientProviderError(f"no docker host of {self.location} answers: "
+                                         + "; ".join(f"{h}: {why}" for h, why in
+                                                     self.engines.down.items()))
+
+    def problems(self) -> list[str]:
+        return [f"docker host {h} does not answer: {why}" for h, why in self.engines.down.items()]
+
+    def close(self) -> None:
+        self.engines.close()
+
+    def teardown(self) -> None:
+        """Every container and image onepane put on the hosts that answer."""
+        for name in self.engines.up():
+            c = self.engines.client(name)
+            for ctr in c.containers.list(all=True, filters={"label": ID_LABEL}):
+                with contextlib.suppress(Exception):
+                    ctr.remove(force=True)
+            for img in c.images.list(filters={"reference": f"{IMAGE_REPO}/*"}):
+                with contextlib.suppress(Exception):
+                    c.images.remove(img.id, force=True)
+
+    # ---- images and sizes ------------------------------------------------------------------
+
+    def list_sizes(self) -> list[ObservedSize]:
+        return [ObservedSize(name, cpu=cpus, memory_mb=mb)
+                for name, (cpus, mb) in SIZES.items()]
+
+    def list_images(self) -> list[ObservedImage]:
+        seen: dict[str, ObservedImage] = {}
+        for name in self.engines.up():
+            for img in self.engines.client(name).images.list(filters={"reference": f"{IMAGE_REPO}/*"}):
+                for tag in img.tags:
+                    if tag.startswith(f"{IMAGE_REPO}/"):
+                        seen[tag] = ObservedImage(tag, tag)
+        return list(seen.values())
+
+    def validate(self, image: str, size: str) -> None:
+        super().validate(image, size)
+        if image not in {i.provider_id for i in self.list_images()}:
+            names = ", ".join(i.provider_id for i in self.list_images()) or "none"
+            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
+                               "(replicate a catalog container image here first)",
+                               field="image")
+
+    def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
+                    progress: Any) -> str:
+        """The catalog's checked archive, loaded into every host that answers (the API's
+        image load), and tagged with the catalog id: that tag is the image here."""
+        if fmt != CONTAINER_FORMAT:
+            raise InvalidInput(f"{self.location} runs container images; {name} is a {fmt} disk",
+                               field="image")
+        tag = f"{IMAGE_REPO}/{image_id.lower()}:1"
+        hosts = self.engines.up()
+        if not hosts:
+            raise TransientProviderError(f"no docker host of {self.location} answers")
+        for i, host in enumerate(hosts):
+            c = self.engines.client(host)
+            with path.open("rb") as f:
+                loaded = c.images.load(f)
+            if not loaded:
+                raise PermanentProviderError(f"docker host {host} loaded nothing from {name}")
+            loaded[0].tag(tag)
+            progress(100.0 * (i + 1) / len(hosts))
+        return tag
+
+    # ---- instances -------------------------------------------------------------------------
+
+    def list_instances(self) -> list[ObservedInstance]:
+        self._remove_pending()  # first: what was destroyed while its host was silent
+        out: list[ObservedInstance] = []
+        for host in self.options.hosts:
+            try:
+                c = self.engines.client(host.name)
+                ctrs = c.containers.list(all=True, filters={"label": ID_LABEL})
+            except TransientProviderError:
+                # what a silent host ran: missing here, so deployments replace it elsewhere
+                out += [_as_missing(o) for o in self.last_seen.get(host.name, {}).values()]
+                continue
+            except Exception as exc:  # the SDK's own errors: this host is unusable now
+                self.engines.mark_down(host.name, str(exc)[:200])
+                out += [_as_missing(o) for o in self.last_seen.get(host.name, {}).values()]
+                continue
+            seen = {ctr.name: self._observe(host.name, ctr) for ctr in ctrs}
+            self.last_seen[host.name] = seen
+            out += list(seen.values())
+        return out
+
+    def _observe(self, host: str, ctr: Any) -> ObservedInstance:
+        labels = ctr.labels or {}
+        meta = _meta(labels)
+        address = next(h.url for h in self.options.hosts if h.name == host)
+        ports = {}
+        published = (ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        for binds in published.values():
+            if binds:
+                ports["app"] = int(binds[0]["HostPort"])
+                break
+        return ObservedInstance(
+            provider_id=ctr.name, name=str(meta.get("name", ctr.name)),
+            state=STATES.get(ctr.status, InstanceState.unknown), image=str(meta.get("image", "")),
+            size=_size_of(ctr.attrs, str(meta.get("size", ""))),
+            addresses=[parse_url(address, "options.hosts")[0]],
+            ports=ports, tags={**(meta.get("tags") or {}), HOST_TAG: host},
+            onepane_id=labels.get(ID_LABEL))
+
+    def locate(self, provider_id: str) -> tuple[str, Any] | None:
+        """(host, container) on the hosts that answer; None when none of them has it."""
+        if "/" in provider_id or not provider_id:
+            return None
+        import docker
+        for host in self.engines.up():
+            with contextlib.suppress(docker.errors.NotFound):
+                ctr = self.engines.client(host).containers.get(provider_id)
+                if (ctr.labels or {}).get(ID_LABEL):
+                    return host, ctr
+        return None
+
+    def located(self, provider_id: str) -> tuple[str, Any]:
+        found = self.locate(provider_id)
+        if found is None:
+            raise NotFound(f"no instance {provider_id!r} at {self.location}")
+        return found
+
+    def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
+        self.validate(spec.image, spec.size)
+        found = self.locate(spec.onepane_id)
+        if found is not None:  # a retried create: the first one's container
+            return self._observe(found[0], found[1])
+        cpus, mb = SIZES[spec.size]
+        with self._place:
+            host = self._placement(spec)
+            c = self.engines.client(host)
+            port = _first_port(c.images.get(spec.image).attrs)
+            address = parse_url(self.host_urls()[host], "options.hosts")[0]
+            meta = {"name": spec.name, "image": spec.image, "size": spec.size, "tags": spec.tags}
+            ctr = c.containers.create(
+                spec.image, name=spec.onepane_id, init=True, detach=True,
+                labels={ID_LABEL: spec.onepane_id, META_LABEL: json.dumps(meta),
+                        "onepane.deployment": spec.tags.get("onepane:deployment", "")},
+                cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=mb * 2**20,
+                memswap_limit=mb * 2**20,  # no swap: the size is what it gets
+                ports={port: (address, None)} if port else {})
+        try:
+            ctr.start()
+            ctr.reload()
+        except Exception:
+            with contextlib.suppress(Exception):
+                ctr.remove(force=True)
+            raise
+        obs = self._observe(host, ctr)
+        self.last_seen.setdefault(host, {})[ctr.name] = obs
+        return obs
+
+    def _placement(self, spec: InstanceSpec) -> str:
+        """The answering host with the image, the fewest of this deployment's replicas, then
+        the most memory not promised to containers."""
+        dep = spec.tags.get("onepane:deployment")
+        best: tuple[int, int, str] | None = None
+        for host in self.engines.up():
+            c = self.engines.client(host)
+            if not c.images.list(name=spec.image):
+                continue
+            total = int(c.info().get("MemTotal") or 0)
+            mine = c.containers.list(filters={"label": ID_LABEL})
+            promised = sum(int((x.attrs.get("HostConfig") or {}).get("Memory") or 0)
+                           for x in mine)
+            same = sum(1 for x in mine if dep and x.labels.get("onepane.deployment") == dep)
+            key = (same, -(total - promised), host)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            raise TransientProviderError(f"no answering docker host of {self.location} has "
+                                         f"image {spec.image}")
+        return best[2]
+
+    def destroy_instance(self, provider_id: str) -> None:
+        found = self.locate(provider_id)
+        if found is not None:
+            found[1].remove(force=True)
+            self.last_seen.get(found[0], {}).pop(provider_id, None)
+            return
+        for host, seen in self.last_seen.items():
+            if provider_id in seen and host in self.engines.down:
+                self._remember_removal(host, provider_id)  # done when the host answers again
+                seen.pop(provider_id, None)
+
+    def start_instance(self, provider_id: str) -> None:
+        _, ctr = self.located(provider_id)
+        if ctr.status == "paused":
+            ctr.unpause()
+        elif ctr.status != "running":
+            ctr.start()
+
+    def stop_instance(self, provider_id: str) -> None:
+        _, ctr = self.located(provider_id)
+        if ctr.status == "paused":
+            ctr.unpause()
+        ctr.stop(timeout=self.options.stop_timeout)
+
+    def reboot_instance(self, provider_id: str) -> None:
+        self.located(provider_id)[1].restart(timeout=self.options.stop_timeout)
+
+    def suspend_instance(self, provider_id: str) -> None:
+        _, ctr = self.located(provider_id)
+        if ctr.status == "running":
+            ctr.pause()
+
+    def resume_instance(self, provider_id: str) -> None:
+        _, ctr = self.located(provider_id)
+        if ctr.status == "paused":
+            ctr.unpause()
+
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        if size not in SIZES:
+            raise InvalidInput(f"unknown size {size!r} at {self.location}; available: "
+                               f"{', '.join(SIZES)}", field="size")
+        _, ctr = self.located(provider_id)
+        cpus, mb = SIZES[size]
+        # live: Docker changes a running container's limits (the size shown is read from them)
+        ctr.update(cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=mb * 2**20,
+                   memswap_limit=mb * 2**20)
+
+    def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
+        _, ctr = self.located(provider_id)
+        data: bytes = ctr.logs(tail=2000)
+        return data[-max_bytes:].decode(errors="replace")
+
+    def kill_instance(self, provider_id: str) -> None:
+        self.located(provider_id)[1].kill()
+
+    # ---- a host that comes back ------------------------------------------------------------
+
+    def _remember_removal(self, host: str, name: str) -> None:
+        pending = self._read_pending()
+        pending.setdefault(host, [])
+        if name not in pending[host]:
+            pending[host].append(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._pending_removal.write_text(json.dumps(pending))
+
+    def _read_pending(self) -> dict[str, list[str]]:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return dict(json.loads(self._pending_removal.read_text()))
+        return {}
+
+    def _remove_pending(self) -> None:
+        """Containers destroyed while their host was silent go once it answers again."""
+        pending = self._read_pending()
+        if not pending:
+            return
+        import docker
+        left: dict[str, list[str]] = {}
+        for host, names in pending.items():
+            try:
+                c = self.engines.client(host)
+            except (TransientProviderError, InvalidInput):
+                left[host] = names
+                continue
+            for name in names:
+                with contextlib.suppress(docker.errors.NotFound):
+                    c.containers.get(name).remove(force=True)
+                self.recovered.append(f"{name}: removed from {host}, which answers again "
+                                      "(it was destroyed while the host was silent)")
+        self._pending_removal.write_text(json.dumps(left))
+
+
+def _meta(labels: dict[str, str]) -> dict[str, Any]:
+    with contextlib.suppress(ValueError, TypeError):
+        value = json.loads(labels.get(META_LABEL) or "{}")
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _as_missing(obs: ObservedInstance) -> ObservedInstance:
+    return ObservedInstance(obs.provider_id, obs.name, InstanceState.missing, obs.image,
+                            obs.size, obs.addresses, obs.ports, obs.tags, obs.onepane_id)
+
+
+def _size_of(attrs: dict[str, Any], created_as: str) -> str:
+    """The size whose limits the container has now (a resize changes them, not its labels)."""
+    host = attrs.get("HostConfig") or {}
+    now = (int(host.get("CpuQuota") or 0), int(host.get("Memory") or 0))
+    return next((name for name, (cpus, mb) in SIZES.items()
+                 if now == (int(cpus * CPU_PERIOD), mb * 2**20)), created_as)
+
+
+def _first_port(attrs: dict[str, Any]) -> str | None:
+    """The image's first exposed TCP port ("80/tcp"), the one onepane publishes."""
+    exposed = ((attrs.get("Config") or {}).get("ExposedPorts") or {})
+    tcp = sorted(p for p in exposed if p.endswith("/tcp"))
+    return tcp[0] if tcp else None
