@@ -760,18 +760,21 @@ def _replica_rows(img: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @images_app.command("replicate")
-def images_replicate(image_id: str, to: Annotated[str, typer.Option(help="LOC[,LOC...]")],
+def images_replicate(image_id: str,
+                     to: Annotated[list[str], typer.Option(help="LOC[,LOC...], repeatable")],
                      wait: bool = True) -> None:
     """Copy and register the image at each location, concurrently, with a bar per location."""
     c = client()
-    jobs = c.post(f"/v1/catalog/{image_id}/replicate", {"to": to.split(",")})
+    # `--to a --to b` and `--to a,b` alike (a repeated option once kept only the last)
+    locations = [loc for value in to for loc in value.split(",") if loc]
+    jobs = c.post(f"/v1/catalog/{image_id}/replicate", {"to": locations})
     if not wait:
         show(jobs, JOB_COLS)
         return
     import time as _time
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
                   TimeElapsedColumn(), console=err, disable=ctx.output == Output.json) as bars:
-        tasks = {loc: bars.add_task(loc, total=100, state="pending") for loc in to.split(",")}
+        tasks = {loc: bars.add_task(loc, total=100, state="pending") for loc in locations}
         while True:
             img = c.get(f"/v1/catalog/{image_id}")
             reps = {r["location"]: r for r in img["replicas"]}
