@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ META_LABEL = "onepane.meta"
 HOST_TAG = "onepane:host"
 SIZES = {"docker.nano": (0.25, 64), "docker.small": (0.5, 128), "docker.medium": (1.0, 512),
          "docker.large": (2.0, 2048)}
+IMAGES_TTL_S = 5.0
 CPU_PERIOD = 100_000  # µs: a size's CPUs are a quota of this period (changeable live)
 STATES = {"running": InstanceState.running, "restarting": InstanceState.running,
           "paused": InstanceState.suspended, "created": InstanceState.stopped,
@@ -112,7 +114,11 @@ class DockerProvider(Provider):
         # host -> {container name -> its last observation}: what a silent host ran
         self.last_seen: dict[str, dict[str, ObservedInstance]] = {}
         self._pending_removal = self.root / "remove-when-back.json"
+        self._resized_file = self.root / "resized.json"
         self._place = threading.Lock()
+        self._images: dict[str, tuple[float, dict[str, str]]] = {}  # host -> (when, tag -> id)
+        self._ports: dict[str, str | None] = {}  # image id -> its published port
+        self._mem: dict[str, tuple[float, int]] = {}  # host -> (when, MemTotal)
 
     # ---- the location ----------------------------------------------------------------------
 
@@ -153,21 +159,28 @@ class DockerProvider(Provider):
                 for name, (cpus, mb) in SIZES.items()]
 
     def list_images(self) -> list[ObservedImage]:
-        seen: dict[str, ObservedImage] = {}
-        for name in self.engines.up():
-            for img in self.engines.client(name).images.list(filters={"reference": f"{IMAGE_REPO}/*"}):
-                for tag in img.tags:
-                    if tag.startswith(f"{IMAGE_REPO}/"):
-                        seen[tag] = ObservedImage(tag, tag)
-        return list(seen.values())
+        tags = {t for host in self.engines.up() for t in self.images_on(host)}
+        return [ObservedImage(t, t) for t in sorted(tags)]
+
+    def images_on(self, host: str) -> dict[str, str]:
+        """tag -> image id of the catalog images a host has; asked again after IMAGES_TTL_S
+        (and at once after an import), not on every create."""
+        at, tags = self._images.get(host, (0.0, {}))
+        if time.monotonic() - at < IMAGES_TTL_S:
+            return tags
+        found = self.engines.client(host).api.images(filters={"reference": f"{IMAGE_REPO}/*"})
+        tags = {t: img["Id"] for img in found for t in img.get("RepoTags") or []
+                if t.startswith(f"{IMAGE_REPO}/")}
+        self._images[host] = (time.monotonic(), tags)
+        return tags
 
     def validate(self, image: str, size: str) -> None:
         super().validate(image, size)
-        if image not in {i.provider_id for i in self.list_images()}:
-            names = ", ".join(i.provider_id for i in self.list_images()) or "none"
-            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: {names} "
-                               "(replicate a catalog container image here first)",
-                               field="image")
+        known = {i.provider_id for i in self.list_images()}
+        if image not in known:
+            raise InvalidInput(f"unknown image {image!r} at {self.location}; available: "
+                               f"{', '.join(sorted(known)) or 'none'} (replicate a catalog "
+                               "container image here first)", field="image")
 
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
                     progress: Any) -> str:
@@ -187,6 +200,7 @@ class DockerProvider(Provider):
             if not loaded:
                 raise PermanentProviderError(f"docker host {host} loaded nothing from {name}")
             loaded[0].tag(tag)
+            self._images.pop(host, None)
             progress(100.0 * (i + 1) / len(hosts))
         return tag
 
@@ -197,8 +211,7 @@ class DockerProvider(Provider):
         out: list[ObservedInstance] = []
         for host in self.options.hosts:
             try:
-                c = self.engines.client(host.name)
-                ctrs = c.containers.list(all=True, filters={"label": ID_LABEL})
+                found = self.containers_on(host.name, everything=True)
             except TransientProviderError:
                 # what a silent host ran: missing here, so deployments replace it elsewhere
                 out += [_as_missing(o) for o in self.last_seen.get(host.name, {}).values()]
@@ -207,28 +220,32 @@ class DockerProvider(Provider):
                 self.engines.mark_down(host.name, str(exc)[:200])
                 out += [_as_missing(o) for o in self.last_seen.get(host.name, {}).values()]
                 continue
-            seen = {ctr.name: self._observe(host.name, ctr) for ctr in ctrs}
+            seen = {o.provider_id: o for o in (self._observe(host.name, c) for c in found)}
             self.last_seen[host.name] = seen
             out += list(seen.values())
         return out
 
-    def _observe(self, host: str, ctr: Any) -> ObservedInstance:
-        labels = ctr.labels or {}
+    def containers_on(self, host: str, everything: bool = False) -> list[dict[str, Any]]:
+        """onepane's containers on a host, as one listing call gives them (the SDK's model
+        objects would inspect each one: a call per container, on every sync and create)."""
+        return list(self.engines.client(host).api.containers(
+            all=everything, filters={"label": ID_LABEL}))
+
+    def _observe(self, host: str, summary: dict[str, Any]) -> ObservedInstance:
+        labels = summary.get("Labels") or {}
         meta = _meta(labels)
-        address = next(h.url for h in self.options.hosts if h.name == host)
-        ports = {}
-        published = (ctr.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-        for binds in published.values():
-            if binds:
-                ports["app"] = int(binds[0]["HostPort"])
-                break
+        name = (summary.get("Names") or ["/"])[0].lstrip("/")
+        public = [p["PublicPort"] for p in summary.get("Ports") or [] if p.get("PublicPort")]
         return ObservedInstance(
-            provider_id=ctr.name, name=str(meta.get("name", ctr.name)),
-            state=STATES.get(ctr.status, InstanceState.unknown), image=str(meta.get("image", "")),
-            size=_size_of(ctr.attrs, str(meta.get("size", ""))),
-            addresses=[parse_url(address, "options.hosts")[0]],
-            ports=ports, tags={**(meta.get("tags") or {}), HOST_TAG: host},
-            onepane_id=labels.get(ID_LABEL))
+            provider_id=name, name=str(meta.get("name", name)),
+            state=STATES.get(summary.get("State", ""), InstanceState.unknown),
+            image=str(meta.get("image", "")),
+            size=self._resized().get(name) or str(meta.get("size", "")),
+            addresses=[self.address(host)], ports={"app": int(public[0])} if public else {},
+            tags={**(meta.get("tags") or {}), HOST_TAG: host}, onepane_id=labels.get(ID_LABEL))
+
+    def address(self, host: str) -> str:
+        return parse_url(self.host_urls()[host], "options.hosts")[0]
 
     def locate(self, provider_id: str) -> tuple[str, Any] | None:
         """(host, container) on the hosts that answer; None when none of them has it."""
@@ -250,15 +267,14 @@ class DockerProvider(Provider):
 
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
         self.validate(spec.image, spec.size)
-        found = self.locate(spec.onepane_id)
+        found = self.locate(spec.onepane_id) if spec.retry else None
         if found is not None:  # a retried create: the first one's container
-            return self._observe(found[0], found[1])
+            return self._observe(found[0], _summary(found[1].attrs))
         cpus, mb = SIZES[spec.size]
         with self._place:
             host = self._placement(spec)
             c = self.engines.client(host)
-            port = _first_port(c.images.get(spec.image).attrs)
-            address = parse_url(self.host_urls()[host], "options.hosts")[0]
+            port = self._port_of(c, self.images_on(host)[spec.image])
             meta = {"name": spec.name, "image": spec.image, "size": spec.size, "tags": spec.tags}
             ctr = c.containers.create(
                 spec.image, name=spec.onepane_id, init=True, detach=True,
@@ -266,39 +282,60 @@ class DockerProvider(Provider):
                         "onepane.deployment": spec.tags.get("onepane:deployment", "")},
                 cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=mb * 2**20,
                 memswap_limit=mb * 2**20,  # no swap: the size is what it gets
-                ports={port: (address, None)} if port else {})
+                ports={port: (self.address(host), None)} if port else {})
         try:
             ctr.start()
-            ctr.reload()
+            ctr.reload()  # the port dockerd published
         except Exception:
             with contextlib.suppress(Exception):
                 ctr.remove(force=True)
             raise
-        obs = self._observe(host, ctr)
-        self.last_seen.setdefault(host, {})[ctr.name] = obs
+        obs = self._observe(host, _summary(ctr.attrs))
+        self.last_seen.setdefault(host, {})[obs.provider_id] = obs
         return obs
+
+    def _port_of(self, client: Any, image_id: str) -> str | None:
+        """The image's first exposed TCP port ("80/tcp"), the one onepane publishes (kept per
+        image id: an image's configuration never changes)."""
+        if image_id not in self._ports:
+            exposed = (client.api.inspect_image(image_id).get("Config") or {}).get(
+                "ExposedPorts") or {}
+            tcp = sorted(p for p in exposed if p.endswith("/tcp"))
+            self._ports[image_id] = tcp[0] if tcp else None
+        return self._ports[image_id]
 
     def _placement(self, spec: InstanceSpec) -> str:
         """The answering host with the image, the fewest of this deployment's replicas, then
-        the most memory not promised to containers."""
+        the most memory not promised to running containers."""
         dep = spec.tags.get("onepane:deployment")
         best: tuple[int, int, str] | None = None
         for host in self.engines.up():
-            c = self.engines.client(host)
-            if not c.images.list(name=spec.image):
+            if spec.image not in self.images_on(host):
                 continue
-            total = int(c.info().get("MemTotal") or 0)
-            mine = c.containers.list(filters={"label": ID_LABEL})
-            promised = sum(int((x.attrs.get("HostConfig") or {}).get("Memory") or 0)
+            mine = self.containers_on(host)
+            promised = sum(SIZES.get(self._size_label(x), SIZES["docker.small"])[1] << 20
                            for x in mine)
-            same = sum(1 for x in mine if dep and x.labels.get("onepane.deployment") == dep)
-            key = (same, -(total - promised), host)
+            same = sum(1 for x in mine
+                       if dep and (x.get("Labels") or {}).get("onepane.deployment") == dep)
+            key = (same, -(self._memory(host) - promised), host)
             if best is None or key < best:
                 best = key
         if best is None:
             raise TransientProviderError(f"no answering docker host of {self.location} has "
                                          f"image {spec.image}")
         return best[2]
+
+    def _size_label(self, summary: dict[str, Any]) -> str:
+        name = (summary.get("Names") or ["/"])[0].lstrip("/")
+        return self._resized().get(name) or str(_meta(summary.get("Labels") or {}).get("size"))
+
+    def _memory(self, host: str) -> int:
+        """The host's memory (docker info, asked once a minute: it does not change)."""
+        at, total = self._mem.get(host, (0.0, 0))
+        if time.monotonic() - at > 60:
+            total = int(self.engines.client(host).info().get("MemTotal") or 0)
+            self._mem[host] = (time.monotonic(), total)
+        return total
 
     def destroy_instance(self, provider_id: str) -> None:
         found = self.locate(provider_id)
@@ -346,6 +383,15 @@ class DockerProvider(Provider):
         # live: Docker changes a running container's limits (the size shown is read from them)
         ctr.update(cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=mb * 2**20,
                    memswap_limit=mb * 2**20)
+        resized = self._resized()  # a container's labels are fixed at create: kept here
+        resized[provider_id] = size
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._resized_file.write_text(json.dumps(resized))
+
+    def _resized(self) -> dict[str, str]:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return dict(json.loads(self._resized_file.read_text()))
+        return {}
 
     def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
         _, ctr = self.located(provider_id)
@@ -404,16 +450,9 @@ def _as_missing(obs: ObservedInstance) -> ObservedInstance:
                             obs.size, obs.addresses, obs.ports, obs.tags, obs.onepane_id)
 
 
-def _size_of(attrs: dict[str, Any], created_as: str) -> str:
-    """The size whose limits the container has now (a resize changes them, not its labels)."""
-    host = attrs.get("HostConfig") or {}
-    now = (int(host.get("CpuQuota") or 0), int(host.get("Memory") or 0))
-    return next((name for name, (cpus, mb) in SIZES.items()
-                 if now == (int(cpus * CPU_PERIOD), mb * 2**20)), created_as)
-
-
-def _first_port(attrs: dict[str, Any]) -> str | None:
-    """The image's first exposed TCP port ("80/tcp"), the one onepane publishes."""
-    exposed = ((attrs.get("Config") or {}).get("ExposedPorts") or {})
-    tcp = sorted(p for p in exposed if p.endswith("/tcp"))
-    return tcp[0] if tcp else None
+def _summary(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A container's inspection in the shape of a listing's entry (what _observe reads)."""
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    return {"Names": [attrs.get("Name") or "/"], "Labels": (attrs.get("Config") or {}).get("Labels"),
+            "State": (attrs.get("State") or {}).get("Status", ""),
+            "Ports": [{"PublicPort": int(b[0]["HostPort"])} for b in ports.values() if b]}
