@@ -274,7 +274,7 @@ def locations_show(name: str) -> None:
 @locations_app.command("add")
 def locations_add(
     name: str,
-    provider: Annotated[str, typer.Option(help="local, netns or cloud")],
+    provider: Annotated[str, typer.Option(help="local, netns, vm, docker or cloud")],
     driver: Annotated[str | None, typer.Option(help="Libcloud driver, e.g. ec2, gce, openstack")] = None,
     region: Annotated[str, typer.Option()] = "local",
     key: Annotated[str | None, typer.Option(envvar="ONEPANE_CLOUD_KEY")] = None,
@@ -285,7 +285,14 @@ def locations_add(
         help="read the secret from this file, or from standard input with -")] = None,
     option: Annotated[list[str] | None, typer.Option(help="driver option key=value")] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+    host: Annotated[list[str] | None, typer.Option(
+        help="docker: NAME=tcp://ADDRESS:2376, one per Docker Engine host")] = None,
+    tls_dir: Annotated[Path | None, typer.Option(
+        help="docker: onepane's client certificate, as DOCKER_CERT_PATH holds it (ca.pem, "
+             "cert.pem, key.pem); stored encrypted with the location")] = None,
 ) -> None:
+    """Add a location. A docker location: --host for each Docker Engine host, --tls-dir for
+    the certificates that reach them."""
     if secret_file is not None:
         try:
             secret = (sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
@@ -294,12 +301,30 @@ def locations_add(
             raise InvalidInput(f"cannot read {secret_file}: {exc.strerror}",
                                field="secret-file") from exc
     creds = {k: v for k, v in {"key": key, "secret": secret}.items() if v is not None}
+    creds.update(_tls_files(tls_dir))
     opts: dict[str, Any] = {}
     for k, v in pairs(option, "option").items():
         opts[k] = _scalar(v)
+    if host:
+        opts["hosts"] = [{"name": k, "url": v} for k, v in pairs(host, "host").items()]
     body = {"name": name, "provider": provider, "driver": driver, "region": region,
             "credentials": creds, "options": opts, "labels": pairs(label, "label")}
     show(client().post("/v1/locations", body, idempotent_key=False), LOC_COLS)
+
+
+def _tls_files(folder: Path | None) -> dict[str, str]:
+    """ca.pem, cert.pem and key.pem of a folder (Docker's DOCKER_CERT_PATH layout) as a
+    location's TLS credentials."""
+    if folder is None:
+        return {}
+    out = {}
+    for key, name in (("tls_ca", "ca.pem"), ("tls_cert", "cert.pem"), ("tls_key", "key.pem")):
+        try:
+            out[key] = (folder / name).read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {folder / name}: {exc.strerror}",
+                               field="tls-dir") from exc
+    return out
 
 
 def _scalar(v: str) -> Any:

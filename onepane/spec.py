@@ -4,6 +4,8 @@
     image: httpecho
     size: small
     replicas: {dc-a: 2, dc-b: 1}
+    images: {dc-c: img-...}             # another form of the app at a location (a container)
+    sizes: {dc-c: docker.small}
     service: shop                       # DNS: shop.<zone>
     health: {type: http, path: /healthz, interval: 0.5, timeout: 0.3, rise: 2, fall: 2}
     traffic:
@@ -155,6 +157,10 @@ class DeploymentSpec(Strict):
     image: str = Field(min_length=1)
     size: str = "small"
     replicas: dict[str, int] = Field(min_length=1)
+    # The same app in another form at some locations: a container image at a docker location,
+    # an app image at a process one, a disk image at a vm one (location -> image / size)
+    images: dict[str, str] = Field(default_factory=dict)
+    sizes: dict[str, str] = Field(default_factory=dict)
     service: str | None = Field(default=None, pattern=NAME_PATTERN)
     health: HealthCheck = Field(default_factory=HealthCheck)
     traffic: Traffic = Field(default_factory=Traffic)
@@ -189,11 +195,21 @@ class DeploymentSpec(Strict):
     sla: Sla = Field(default_factory=Sla)
     policies: Policies = Field(default_factory=Policies)
 
+    def image_at(self, location: str) -> str:
+        return self.images.get(location) or self.image
+
+    def size_at(self, location: str) -> str:
+        return self.sizes.get(location) or self.size
+
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentSpec:
         for loc, n in self.replicas.items():
             if n < 0 or n > 100:
                 raise ValueError(f"replicas.{loc}: must be between 0 and 100, not {n}")
+        for what, per_location in (("images", self.images), ("sizes", self.sizes)):
+            unknown = [loc for loc in per_location if loc not in self.replicas]
+            if unknown:
+                raise ValueError(f"{what} names {unknown} without replicas")
         if self.traffic.mode == "active-passive":
             order = self.traffic.order or list(self.replicas)
             unknown = [loc for loc in order if loc not in self.replicas]

@@ -313,7 +313,7 @@ class Reconciler:
         for _ in range(want - len(live)):  # `want` is the engine's: 0 where placement forbids
             self.ops.instances.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
-                location=loc, image=spec.image, size=spec.size, tags={TAG: name}))
+                location=loc, image=spec.image_at(loc), size=spec.size_at(loc), tags={TAG: name}))
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
 

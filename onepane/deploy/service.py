@@ -85,10 +85,10 @@ class Deployments:
                              self.locations.get(loc).labels)) is not None:
             out.append((f"replicas.{loc}", f"cannot be placed at {loc}: it {why}"))
         try:
-            image = spec.image
+            image = spec.image_at(loc)
             if self.boot_image is not None and image.startswith("img-"):
                 image = self.boot_image(image, loc, None, {}).provider_image_id
-            self.locations.registry.run(loc, partial(_validate, image=image, size=spec.size),
+            self.locations.registry.run(loc, partial(_validate, image=image, size=spec.size_at(loc)),
                                         timeout=10)
         except InvalidInput as exc:
             field = exc.field if exc.field in ("image", "size") else f"replicas.{loc}"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab, restart_daemon
-from onepane.traffic.drill import Load
+from onepane.traffic.drill import Load, served_by_location
 from tests.conftest import Server
 from tests.e2e.test_cli import cli
 from tests.helpers import ok, wait_for
@@ -171,3 +171,38 @@ def test_a_deployment_survives_a_host_whose_daemons_die_and_never_doubles_when_i
     ok(cli(server, "deployments", "delete", "web-c"))
     wait_for(lambda: all(containers_on(lab, h) == [] for h in HOSTS), 60,
              what="the deployment's containers removed")
+
+
+def either_form(r: httpx.Response) -> str:
+    """The container's page, or httpecho's answer (the same app as a process): who served."""
+    return "container" if r.text.strip() == "hello" else served_by_location(r)
+
+
+def test_the_same_app_as_a_container_and_as_a_process_fails_over_between_the_two(
+        server: Server, lab: DockerLab, image: dict[str, Any], tmp_path: Path) -> None:
+    spec = tmp_path / "mix.yaml"
+    spec.write_text(json.dumps({
+        "name": "mix", "image": image["id"], "size": "docker.nano",
+        "images": {"dc-a": "httpecho"}, "sizes": {"dc-a": "nano"},
+        "replicas": {"dc-e": 1, "dc-a": 1}, "health": {"path": "/", "interval": 0.5},
+        "traffic": {"order": ["dc-e", "dc-a"]}}))
+    ok(cli(server, "deployments", "apply", "-f", str(spec)))
+    dep = wait_for(lambda: (d := ok(cli(server, "-o", "json", "deployments", "show", "mix")))
+                   and all((d["status"].get("locations") or {}).get(loc, {}).get("healthy") == 1
+                           for loc in ("dc-e", "dc-a")) and d, 120, what="both forms serving")
+    load = Load(f"http://{dep['listen']}/", read=either_form).start()
+    d3 = lab.host("d3")
+    try:
+        wait_for(lambda: {x.where for x in load.snapshot()} == {"container"}, 30,
+                 what="the container serving first")
+        killed = time.monotonic()
+        d3.kill_daemon()  # dc-e's only host
+        wait_for(lambda: any(x.where == "dc-a" and x.start > killed for x in load.snapshot()),
+                 30, what="the process form serving")
+    finally:
+        load.stop()
+        restart_daemon(d3)
+    failed = load.failures()
+    assert failed == [], [(round(f.start - killed, 2), f.where[:80]) for f in failed[:5]]
+    ok(cli(server, "deployments", "delete", "mix"))
+    wait_for(lambda: containers_on(lab, "d3") == [], 60, what="the container removed")

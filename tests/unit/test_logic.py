@@ -113,6 +113,19 @@ def test_an_empty_spec_says_so() -> None:
         parse_spec("")
 
 
+def test_an_app_in_two_forms_names_its_image_and_size_per_location() -> None:
+    """Issue 34: a container at a docker location, the same app as a process elsewhere."""
+    from onepane.spec import parse_spec
+    spec = parse_spec({"name": "mix", "image": "img-1", "size": "docker.nano",
+                       "images": {"dc-a": "httpecho"}, "sizes": {"dc-a": "nano"},
+                       "replicas": {"dc-c": 1, "dc-a": 1}})
+    assert (spec.image_at("dc-a"), spec.size_at("dc-a")) == ("httpecho", "nano")
+    assert (spec.image_at("dc-c"), spec.size_at("dc-c")) == ("img-1", "docker.nano")
+    with pytest.raises(InvalidInput, match=r"images names \['dc-x'\] without replicas"):
+        parse_spec({"name": "mix", "image": "img-1", "images": {"dc-x": "httpecho"},
+                    "replicas": {"dc-a": 1}})
+
+
 def test_table_columns_say_their_units() -> None:
     """Issue 31: `p50_ms`, `heard_s_ago`-style keys read as words with units in tables."""
     from onepane.cli import header

@@ -257,3 +257,35 @@ def busybox_archive(dest: Path, tag: str = "onepane-busybox:1", page: str = "hel
     return image_archive(dest, tag, layer, {
         "Cmd": ["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
         "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "/"})
+
+
+def main() -> None:
+    """Two Docker hosts to try a docker location with (root): their client certificates in
+    DIR/client (Docker's DOCKER_CERT_PATH layout), a web image archive in DIR/web.tar, and the
+    command that adds them to onepane. They run until Ctrl-C, then go with what they ran."""
+    import argparse
+    import threading
+    ap = argparse.ArgumentParser(prog="python -m onepane.providers.docker.lab")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/onepane-docker-lab"))
+    ap.add_argument("--location", default="dc-c")
+    args = ap.parse_args()
+    with docker_lab({"c1": 231, "c2": 232}) as lab:
+        client = args.dir / "client"
+        cert, key = lab.ca.issue("onepane")
+        _write(client / "ca.pem", lab.ca.pem)
+        _write(client / "cert.pem", cert)
+        _write(client / "key.pem", key, 0o600)
+        busybox_archive(args.dir / "web.tar")
+        hosts = " ".join(f"--host {h.name}={h.url}" for h in lab.hosts)
+        print(f"two Docker hosts answer over TLS: {', '.join(h.url for h in lab.hosts)}\n"
+              f"  onepane locations add {args.location} --provider docker {hosts} "
+              f"--tls-dir {client}\n  onepane images import {args.dir / 'web.tar'} --name web\n"
+              "Ctrl-C stops them.", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
+if __name__ == "__main__":
+    main()
