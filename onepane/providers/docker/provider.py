@@ -34,9 +34,11 @@ from ..base import (
     ObservedImage,
     ObservedInstance,
     ObservedSize,
+    ObservedVolume,
     Provider,
 )
 from .engines import DockerEngines, parse_url
+from .volumes import DockerVolumes
 
 IMAGE_REPO = "onepane-img"  # every catalog image loaded here is tagged onepane-img/<id>:1
 ID_LABEL = "onepane.id"
@@ -84,10 +86,7 @@ def parse_options(location: str, options: dict[str, Any]) -> DockerOptions:
 class DockerProvider(Provider):
     disk_formats = (CONTAINER_FORMAT,)
     capabilities = Capabilities.all_but(
-        volumes="a Docker volume lives on one host and is mounted only when a container is "
-                "created; onepane's volumes attach to running instances (not built for "
-                "containers yet)",
-        snapshots="Docker volumes have no snapshots",
+        snapshots="Docker's local volumes have no snapshots",
         networks="containers sit on each host's own bridge and are reached at the ports the "
                  "host publishes; onepane networks are not built for containers yet",
         attach_network="containers sit on each host's own bridge (no onepane networks here)",
@@ -119,6 +118,7 @@ class DockerProvider(Provider):
         self._images: dict[str, tuple[float, dict[str, str]]] = {}  # host -> (when, tag -> id)
         self._ports: dict[str, str | None] = {}  # image id -> its published port
         self._mem: dict[str, tuple[float, int]] = {}  # host -> (when, MemTotal)
+        self.volumes = DockerVolumes(self)
 
     # ---- the location ----------------------------------------------------------------------
 
@@ -342,6 +342,7 @@ class DockerProvider(Provider):
         if found is not None:
             found[1].remove(force=True)
             self.last_seen.get(found[0], {}).pop(provider_id, None)
+            self.volumes.forget_instance(provider_id)
             return
         for host, seen in self.last_seen.items():
             if provider_id in seen and host in self.engines.down:
@@ -397,6 +398,39 @@ class DockerProvider(Provider):
         _, ctr = self.located(provider_id)
         data: bytes = ctr.logs(tail=2000)
         return data[-max_bytes:].decode(errors="replace")
+
+    def recreate(self, host: str, ctr: Any, volumes: dict[str, str]) -> None:
+        """The container again, with these volumes (name -> mount point): a container's mounts
+        are fixed at create. Same name, labels, image, limits and published port; it runs
+        again if it ran."""
+        attrs, c = ctr.attrs, self.engines.client(host)
+        hc, cfg = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
+        port = next(iter(hc.get("PortBindings") or {}), None)
+        ran = ctr.status in ("running", "paused")
+        ctr.remove(force=True)
+        new = c.containers.create(
+            cfg.get("Image"), name=ctr.name, init=True, detach=True, labels=cfg.get("Labels"),
+            cpu_period=hc.get("CpuPeriod") or None, cpu_quota=hc.get("CpuQuota") or None,
+            mem_limit=hc.get("Memory") or None, memswap_limit=hc.get("MemorySwap") or None,
+            ports={port: (self.address(host), None)} if port else {},
+            volumes={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()})
+        if ran:
+            new.start()
+
+    def list_volumes(self) -> list[ObservedVolume]:
+        return self.volumes.observed()
+
+    def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
+        return self.volumes.create(name, size_gb)
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        self.volumes.attach(volume_id, instance_id, device)
+
+    def detach_volume(self, volume_id: str) -> None:
+        self.volumes.detach(volume_id)
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.volumes.delete(volume_id)
 
     def kill_instance(self, provider_id: str) -> None:
         self.located(provider_id)[1].kill()
