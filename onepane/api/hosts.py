@@ -25,7 +25,8 @@ class Maintenance(BaseModel):
 @router.get("", dependencies=[viewer])
 def list_hosts(request: Request, name: str) -> list[dict[str, Any]]:
     """Each host: state (up, unreachable, maintenance, fenced), CPUs, memory, what its VMs are given,
-    free memory, how many VMs."""
+    free memory, how many VMs. A docker location lists its Docker hosts (containers count as
+    VMs here; memory committed is their sizes')."""
     return core(request).hosts.list(name)
 
 

@@ -22,6 +22,7 @@ from ..errors import InvalidInput
 from ..events import EventLog
 from ..model import Job
 from ..providers.base import Provider
+from ..providers.docker.provider import DockerProvider
 from ..providers.vm.hostfailure import HostFailures
 from ..providers.vm.hosts import HostSpec, HostsProvider
 from ..store.tables import JobRow
@@ -50,11 +51,17 @@ class Hosts:
     def provider(self, location: str) -> HostsProvider:
         provider = self.locations.provider(location)
         if not isinstance(provider, HostsProvider):
-            raise InvalidInput(f"location {location} has no hosts of its own to manage (a vm "
-                               "location of remote hosts has options.hosts)", field="location")
+            raise InvalidInput(f"location {location} has no hypervisor hosts to manage (a vm "
+                               "location of remote hosts has options.hosts; a docker "
+                               "location's hosts are listed, not put in maintenance)",
+                               field="location")
         return provider
 
     def list(self, location: str) -> list[dict[str, Any]]:
+        if isinstance(self.locations.provider(location), DockerProvider):  # its Docker hosts
+            return list(self.locations.registry.run(
+                location, lambda p: p.hosts() if isinstance(p, DockerProvider) else [],
+                timeout=30))
         self.provider(location)
         return list(self.locations.registry.run(
             location, lambda p: p.roster.hosts() if isinstance(p, HostsProvider) else [], timeout=30))

@@ -143,6 +143,9 @@ def test_a_deployment_survives_a_host_whose_daemons_die_and_never_doubles_when_i
     (first,) = [i for i in replicas(server) if i["location"] == "dc-d"]
     (host,) = [h for h in LOCATIONS["dc-d"] if first["provider_id"] in containers_on(lab, h)]
     other = next(h for h in LOCATIONS["dc-d"] if h != host)
+    rows = {r["name"]: r for r in ok(cli(server, "-o", "json", "hosts", "list", "dc-d"))}
+    assert rows.keys() == {"d1", "d2"} and all(r["state"] == "up" for r in rows.values())
+    assert first["provider_id"] in rows[host]["instances"] and rows[host]["committed_mb"] >= 64
     load = Load(f"http://{dep['listen']}/", read=page).start()
     try:
         wait_for(lambda: len(load.snapshot()) > 20, 30, what="load flowing")

@@ -91,6 +91,8 @@ def test_a_cut_link_is_seen_in_seconds_and_the_container_is_back_when_it_heals(
     try:
         assert mine(p, "inst-c1") == [InstanceState.missing]  # a 2 s connect, not minutes
         assert any("does not answer" in x for x in p.problems())
+        rows = {r["name"]: r["state"] for r in p.hosts()}
+        assert rows[obs.tags["onepane:host"]] == "unreachable" and "up" in rows.values()
     finally:
         net.restore()
     wait_for(lambda: mine(p, "inst-c1") == [InstanceState.running], 10,

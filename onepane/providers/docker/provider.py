@@ -152,6 +152,29 @@ class DockerProvider(Provider):
                 with contextlib.suppress(Exception):
                     c.images.remove(img.id, force=True)
 
+    def hosts(self) -> list[dict[str, Any]]:
+        """Each host as an operator sees it (`onepane hosts list`): up or unreachable (why),
+        its memory, what onepane's running containers are promised, its containers."""
+        out = []
+        for h in self.options.hosts:
+            row: dict[str, Any] = {"name": h.name, "uri": h.url, "state": "unreachable",
+                                   "maintenance": False}
+            try:
+                mine = self.containers_on(h.name, everything=True)
+                total = self._memory(h.name)
+            except Exception as exc:  # the SDK's own errors too: the host is not usable now
+                row["error"] = getattr(exc, "detail", None) or str(exc)[:200]
+                out.append(row)
+                continue
+            running = [x for x in mine if x.get("State") == "running"]
+            committed = sum(SIZES.get(self._size_label(x), SIZES["docker.small"])[1]
+                            for x in running)
+            row.update(state="up", memory_mb=total >> 20, committed_mb=committed,
+                       free_mb=(total >> 20) - committed, vms=len(running),
+                       instances=sorted((x.get("Names") or ["/"])[0].lstrip("/") for x in mine))
+            out.append(row)
+        return out
+
     # ---- images and sizes ------------------------------------------------------------------
 
     def list_sizes(self) -> list[ObservedSize]:
