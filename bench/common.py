@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -154,3 +155,34 @@ region = "us-east-1"
 credentials = {{ key = "k", secret = "s" }}
 options = {{ host = "127.0.0.1", port = {port}, secure = false }}
 """
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it inline (strings and keys quoted as JSON does, which TOML reads)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def location_toml(name: str, provider: str, options: dict[str, Any],
+                  credentials: dict[str, str]) -> str:
+    """One [locations.NAME] table of onepane.toml (hosts, certificates: whatever it holds)."""
+    return (f"[locations.{name}]\nprovider = {json.dumps(provider)}\n"
+            f"options = {toml_value(options)}\ncredentials = {toml_value(credentials)}\n")
+
+
+def create_and_wait(http: httpx.Client, body: dict[str, Any], wait: float = 30) -> None:
+    """POST /v1/instances as a client that waits for the job (POST ?wait=, then GET ?wait= if
+    the wait was over first), without polling; exits naming the job when it failed."""
+    r = http.post("/v1/instances", params={"wait": wait}, json=body)
+    r.raise_for_status()
+    job, status = r.json()["id"], r.json()["status"]
+    while status not in ("succeeded", "failed"):
+        status = http.get(f"/v1/jobs/{job}", params={"wait": wait}).json()["status"]
+    if status != "succeeded":
+        raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")

@@ -14,7 +14,6 @@ send at the same concurrency (onepane's 8 workers per location; the SDK from 8 t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import onepane, result
+from bench.common import create_and_wait, location_toml, onepane, result
 from onepane.providers.docker.engines import DockerEngines
 from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab
 from onepane.providers.docker.provider import CPU_PERIOD, SIZES
@@ -65,14 +64,8 @@ def direct(lab: DockerLab, image: str, count: int) -> float:
 
 def via_api(http: httpx.Client, image_id: str, count: int, tag: str) -> float:
     def one(n: int) -> None:
-        r = http.post("/v1/instances", params={"wait": 60}, json={
-            "name": f"web-{tag}-{n}", "location": "dc-c", "image": image_id, "size": SIZE})
-        r.raise_for_status()
-        job, status = r.json()["id"], r.json()["status"]
-        while status not in ("succeeded", "failed"):
-            status = http.get(f"/v1/jobs/{job}", params={"wait": 60}).json()["status"]
-        if status != "succeeded":
-            raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
+        create_and_wait(http, {"name": f"web-{tag}-{n}", "location": "dc-c",
+                               "image": image_id, "size": SIZE}, wait=60)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -90,10 +83,7 @@ def main() -> None:
     ratios = []
     with docker_lab({"bench-d": 231}) as lab, \
             tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp:
-        creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in lab.credentials().items())
-        host = lab.hosts[0]
-        config = (f'[locations.dc-c]\nprovider = "docker"\noptions = {{ hosts = [{{ name = '
-                  f'"{host.name}", url = "{host.url}" }}] }}\ncredentials = {{ {creds} }}\n')
+        config = location_toml("dc-c", "docker", {"hosts": lab.specs()}, lab.credentials())
         with onepane(Path(tmp) / "state", config) as (url, token, _):
             http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                                 timeout=120, limits=httpx.Limits(max_connections=WORKERS))

@@ -21,7 +21,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import kill_instances, moto_server, onepane, result, three_locations
+from bench.common import (
+    create_and_wait,
+    kill_instances,
+    moto_server,
+    onepane,
+    result,
+    three_locations,
+)
 from onepane.providers.base import InstanceSpec
 from onepane.providers.ec2 import Ec2Provider
 from onepane.providers.local import LocalProvider
@@ -88,16 +95,7 @@ def via_api(count: int, moto: str, root: Path, concurrency: int) -> float:
 
         def one(item: tuple[str, str, str, str]) -> None:
             name, loc, image, size = item
-            # the server answers when the job has ended (POST ?wait=, then GET ?wait= if the
-            # wait was over first): a client that waits, without polling
-            r = http.post("/v1/instances", params={"wait": 30}, json={
-                "name": name, "location": loc, "image": image, "size": size})
-            r.raise_for_status()
-            job, status = r.json()["id"], r.json()["status"]
-            while status not in ("succeeded", "failed"):
-                status = http.get(f"/v1/jobs/{job}", params={"wait": 30}).json()["status"]
-            if status != "succeeded":
-                raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
+            create_and_wait(http, {"name": name, "location": loc, "image": image, "size": size})
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:

@@ -290,9 +290,13 @@ def locations_add(
     tls_dir: Annotated[Path | None, typer.Option(
         help="docker: onepane's client certificate, as DOCKER_CERT_PATH holds it (ca.pem, "
              "cert.pem, key.pem); stored encrypted with the location")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(
+        help="docker, ssh:// hosts: onepane's private key (stored encrypted)")] = None,
+    known_hosts: Annotated[Path | None, typer.Option(
+        help="docker, ssh:// hosts: the hosts' keys, known_hosts lines")] = None,
 ) -> None:
-    """Add a location. A docker location: --host for each Docker Engine host, --tls-dir for
-    the certificates that reach them."""
+    """Add a location. A docker location: --host for each Docker Engine host, and --tls-dir
+    (tcp:// hosts) or --ssh-key with --known-hosts (ssh:// hosts) for what reaches them."""
     if secret_file is not None:
         try:
             secret = (sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
@@ -302,6 +306,13 @@ def locations_add(
                                field="secret-file") from exc
     creds = {k: v for k, v in {"key": key, "secret": secret}.items() if v is not None}
     creds.update(_tls_files(tls_dir))
+    for key_name, path in (("ssh_key", ssh_key), ("ssh_known_hosts", known_hosts)):
+        if path is not None:
+            try:
+                creds[key_name] = path.read_text()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {path}: {exc.strerror}",
+                                   field=key_name.replace("_", "-")) from exc
     opts: dict[str, Any] = {}
     for k, v in pairs(option, "option").items():
         opts[k] = _scalar(v)

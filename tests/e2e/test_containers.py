@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.common import location_toml
 from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab, restart_daemon
 from onepane.traffic.drill import Load, served_by_location
 from tests.conftest import Server
@@ -38,14 +39,9 @@ def lab() -> Iterator[DockerLab]:
 
 
 def config(lab: DockerLab) -> str:
-    creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in lab.credentials().items())
-    out = "sync_interval = 0.5\n[locations.dc-a]\nprovider = \"local\"\n"
-    for loc, names in LOCATIONS.items():
-        hosts = ", ".join(f'{{ name = "{h["name"]}", url = "{h["url"]}" }}'
-                          for h in lab.specs(*names))
-        out += (f'[locations.{loc}]\nprovider = "docker"\noptions = {{ hosts = [{hosts}] }}\n'
-                f"credentials = {{ {creds} }}\n")
-    return out
+    return "sync_interval = 0.5\n[locations.dc-a]\nprovider = \"local\"\n" + "".join(
+        location_toml(loc, "docker", {"hosts": lab.specs(*names)}, lab.credentials())
+        for loc, names in LOCATIONS.items())
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.common import location_toml
 from onepane.providers.vm.hostlab import HostLab, host_lab
 from onepane.providers.vm.provider import _libvirt
 from onepane.traffic.drill import Load
@@ -43,14 +44,10 @@ def lab() -> Iterator[HostLab]:
 
 
 def config(lab: HostLab) -> str:
-    creds = ", ".join(f"{k} = {json.dumps(v)}" for k, v in lab.credentials().items())
-    out = "sync_interval = 0.5\n"
-    for loc, names in LOCATIONS.items():
-        spec = ", ".join(f'{{ name = "{h.name}", uri = "{h.uri}" }}' for h in lab.hosts
-                         if h.name in names)
-        out += (f'[locations.{loc}]\nprovider = "vm"\noptions = {{ hosts = [{spec}] }}\n'
-                f"credentials = {{ {creds} }}\n")
-    return out
+    return "sync_interval = 0.5\n" + "".join(
+        location_toml(loc, "vm", {"hosts": [h.spec() for h in lab.hosts if h.name in names]},
+                      lab.credentials())
+        for loc, names in LOCATIONS.items())
 
 
 def copies(lab: HostLab, instance: str) -> dict[str, tuple[int, int]]:

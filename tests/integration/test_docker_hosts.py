@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onepane.errors import Conflict
+from onepane.errors import Conflict, TransientProviderError
 from onepane.model import InstanceState
 from onepane.providers.base import CONTAINER_FORMAT, InstanceSpec
 from onepane.providers.copy import sha256_of
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[DockerLab]:
-    with docker_lab({"v1": 254, "v2": 239}) as lab:
+    with docker_lab({"v1": 254, "v2": 239}, ssh=True) as lab:
         yield lab
 
 
@@ -126,3 +126,35 @@ def test_a_volume_keeps_its_data_across_attachments_and_stays_on_its_host(
     p.delete_volume(vol.provider_id)
     assert vol.provider_id not in host.docker("volume", "ls", "-q").split()
     assert vol.provider_id not in {v.provider_id for v in p.list_volumes()}
+
+
+def test_a_host_reached_over_ssh_with_the_locations_key_and_known_host_keys_only(
+        lab: DockerLab, tmp_path: Path) -> None:
+    p = build_provider("dc-s", "docker", state_dir=tmp_path, region="", driver=None,
+                       credentials=lab.credentials(ssh=True),
+                       options={"hosts": lab.specs("v1", ssh=True)})
+    assert isinstance(p, DockerProvider)
+    try:
+        p.setup()
+        p.check()
+        archive = busybox_archive(tmp_path / "web.tar")
+        image = p.import_disk("img-s", "web", archive, CONTAINER_FORMAT, sha256_of(archive),
+                              lambda _pct: None)
+        obs = p.create_instance(InstanceSpec("inst-s1", "web", image, "docker.nano"))
+        wait_for(lambda: answers(obs.addresses[0], obs.ports["app"]), 10, what="serving")
+        assert "inst-s1" in lab.host("v1").docker("ps", "--format", "{{.Names}}").split()
+        p.destroy_instance("inst-s1")
+    finally:
+        p.teardown()
+        p.close()
+    # a host whose key onepane was not given is refused: nothing is accepted on first use
+    stranger = lab.host("v2").known_hosts.replace(lab.host("v2").address,
+                                                  lab.host("v1").address)
+    q = build_provider("dc-s2", "docker", state_dir=tmp_path, region="", driver=None,
+                       credentials={**lab.credentials(ssh=True), "ssh_known_hosts": stranger},
+                       options={"hosts": lab.specs("v1", ssh=True)})
+    with pytest.raises(TransientProviderError, match="ssh"):
+        q.check()
+    assert any("ssh" in x for x in q.problems())
+    q.close()
+

@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import PermanentProviderError
@@ -36,6 +36,7 @@ from ..dcnet import CATCH_ALL, DataCenterNet, ensure_catch_all, ip
 from ..vm.hostlab import LabCA, _write
 
 PORT = 2376
+SSH_PORT = 22
 START_TIMEOUT_S = 60.0
 BUSYBOX = Path("/bin/busybox")
 
@@ -47,6 +48,7 @@ class DockerHost:
     root: Path
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0
+    sshd: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -61,8 +63,19 @@ class DockerHost:
         """The lab's own way in (the host's UNIX socket), for checks that are not onepane's."""
         return self.root / "docker.sock"
 
-    def spec(self) -> dict[str, str]:
-        return {"name": self.name, "url": self.url}
+    @property
+    def ssh_url(self) -> str:
+        return f"ssh://root@{self.address}:{SSH_PORT}"
+
+    def spec(self, ssh: bool = False) -> dict[str, str]:
+        return {"name": self.name, "url": self.ssh_url if ssh else self.url}
+
+    @property
+    def known_hosts(self) -> str:
+        """The host's SSH key as a known_hosts line (what an operator gives onepane)."""
+        key = (self.root / "ssh" / "host_key.pub").read_text().split()
+        name = self.address if SSH_PORT == 22 else f"[{self.address}]:{SSH_PORT}"
+        return f"{name} {key[0]} {key[1]}\n"
 
     def kill_daemon(self) -> None:
         """dockerd and its containerd die at once (kill -9 of their process group), as when
@@ -131,6 +144,60 @@ def start_host(name: str, index: int, root: Path, ca: LabCA) -> DockerHost:
     return host
 
 
+def start_sshd(host: DockerHost, client_public_key: str) -> None:
+    """sshd in the host's namespace, letting in one key, its sessions pointed at the host's
+    dockerd (DOCKER_HOST): what `ssh://` Docker hosts are (`docker system dial-stdio`)."""
+    d = host.root / "ssh"
+    d.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")],
+                   check=True, capture_output=True)
+    _write(d / "authorized_keys", client_public_key + "\n", 0o600)
+    _write(d / "sshd_config", f"""Port {SSH_PORT}
+ListenAddress {host.address}
+HostKey {d / 'host_key'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {d / 'sshd.pid'}
+MaxSessions 64
+SetEnv DOCKER_HOST=unix://{host.socket}
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    log = (d / "sshd.log").open("ab")
+    host.sshd = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{host.net.ns}", "/usr/sbin/sshd", "-D", "-e",
+         "-f", str(d / "sshd_config")], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if host.sshd.poll() is not None:
+            raise PermanentProviderError(f"sshd of {host.name} exited: "
+                                         f"{(d / 'sshd.log').read_text()[-2000:]}")
+        probe = subprocess.run(["nsenter", f"--net=/run/netns/{host.net.ns}", "ss", "-Hltn",
+                                f"sport = :{SSH_PORT}"], capture_output=True, text=True,
+                               check=False)
+        if probe.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise PermanentProviderError(f"sshd of {host.name} did not listen")
+
+
+def ssh_client_key() -> tuple[str, str]:
+    """(private key in OpenSSH's PEM form, public key line): onepane's key for ssh:// hosts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
 def restart_daemon(host: DockerHost) -> None:
     """dockerd again, after kill_daemon: what a host that came back does. The killed
     containerd may linger as a zombie here (this machine's init does not reap it), and dockerd
@@ -150,6 +217,9 @@ def stop_host(host: DockerHost) -> None:
         ids = host.docker("ps", "-aq").split()
         if ids:
             host.docker("rm", "-f", *ids)
+    if host.sshd is not None and host.sshd.poll() is None:
+        host.sshd.kill()
+        host.sshd.wait(5)
     if host.proc is not None and host.proc.poll() is None:
         host.proc.terminate()
         try:
@@ -169,30 +239,38 @@ class DockerLab:
     hosts: list[DockerHost]
     ca: LabCA
     root: Path
-    extra: dict[str, str] = field(default_factory=dict)
+    ssh_key: str = ""  # onepane's private key for ssh:// hosts, when the lab runs sshd
 
     def host(self, name: str) -> DockerHost:
         return next(h for h in self.hosts if h.name == name)
 
-    def specs(self, *names: str) -> list[dict[str, str]]:
-        return [h.spec() for h in self.hosts if not names or h.name in names]
+    def specs(self, *names: str, ssh: bool = False) -> list[dict[str, str]]:
+        return [h.spec(ssh) for h in self.hosts if not names or h.name in names]
 
-    def credentials(self) -> dict[str, str]:
+    def credentials(self, ssh: bool = False) -> dict[str, str]:
+        """TLS (the default), or the SSH key and the hosts' keys for ssh:// hosts."""
+        if ssh:
+            return {"ssh_key": self.ssh_key,
+                    "ssh_known_hosts": "".join(h.known_hosts for h in self.hosts)}
         return self.ca.credentials()
 
 
 @contextlib.contextmanager
-def docker_lab(hosts: dict[str, int]) -> Iterator[DockerLab]:
-    """name -> index (10.200.<index>.0/24). Needs root and dockerd."""
+def docker_lab(hosts: dict[str, int], ssh: bool = False) -> Iterator[DockerLab]:
+    """name -> index (10.200.<index>.0/24). Needs root and dockerd (and sshd for `ssh`:
+    every host then also answers ssh:// with onepane's key)."""
     had = CATCH_ALL in ip("route", "show", "type", "blackhole", check=False).stdout
     ensure_catch_all()
     root = Path(tempfile.mkdtemp(prefix="onepane-docker-"))
     ca = LabCA()
     started: list[DockerHost] = []
+    private, public = ssh_client_key() if ssh else ("", "")
     try:
         for name, index in hosts.items():
             started.append(start_host(name, index, root, ca))
-        yield DockerLab(started, ca, root)
+            if ssh:
+                start_sshd(started[-1], public)
+        yield DockerLab(started, ca, root, private)
     finally:
         for host in started:
             stop_host(host)

@@ -268,7 +268,7 @@ class DockerProvider(Provider):
             tags={**(meta.get("tags") or {}), HOST_TAG: host}, onepane_id=labels.get(ID_LABEL))
 
     def address(self, host: str) -> str:
-        return parse_url(self.host_urls()[host], "options.hosts")[0]
+        return parse_url(self.host_urls()[host], "options.hosts").address
 
     def locate(self, provider_id: str) -> tuple[str, Any] | None:
         """(host, container) on the hosts that answer; None when none of them has it."""
