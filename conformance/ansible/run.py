@@ -115,7 +115,9 @@ def main() -> int:
             extra = {"endpoint": f"http://127.0.0.1:{port}/ec2/",
                      "access_key": key["access_key_id"], "secret_key": key["secret_access_key"]}
             for step in STEPS:
+                t0 = time.monotonic()
                 out, changed, failed = playbook(ansible, step, extra, work)
+                took = time.monotonic() - t0
                 want = {"create": changed > 0, "again": changed == 0,
                         "change": changed == 1, "delete": changed > 0}[step]
                 good = failed == 0 and want
@@ -124,7 +126,8 @@ def main() -> int:
                     print(f"made: {json.dumps(made)}")
                     good = good and all(len(v) == 1 for v in made.values())
                 ok += good
-                print(f"{step:7} changed={changed} failed={failed} {'ok' if good else 'NOT AS EXPECTED'}")
+                print(f"{step:7} changed={changed} failed={failed} "
+                      f"{'ok' if good else 'NOT AS EXPECTED'} ({took:.1f} s)")
                 if not good or os.environ.get("ONEPANE_ANSIBLE_VERBOSE"):
                     print("\n".join("  " + line for line in out.splitlines()
                                      if "ryptography" not in line))
