@@ -128,3 +128,31 @@ def test_a_manifest_that_does_not_match_its_blobs_is_refused(tmp_path: Path) -> 
     refused(tar_of(tmp_path / "e.tar", {**good, "manifest.json": b"{not json"}), "not JSON")
     refused(tar_of(tmp_path / "f.tar", {"manifest.json": b"[]"}), "exactly one image")
     refused(busybox_archive(tmp_path / "g.tar"), "over the limit", max_bytes=1000)
+
+
+def test_the_docker_sdks_errors_reach_callers_as_onepanes() -> None:
+    """Issue 34: a Docker host's refusal is a 404/409/4xx-or-retry, never an unexplained 500."""
+    import docker
+    import requests
+
+    from onepane.errors import Conflict, NotFound, PermanentProviderError, TransientProviderError
+    from onepane.providers.docker.engines import sdk_errors
+
+    def failing(exc: Exception) -> None:
+        @sdk_errors
+        def call() -> None:
+            raise exc
+        call()
+
+    response = requests.Response()
+    for status, kind in ((404, NotFound), (409, Conflict), (400, PermanentProviderError),
+                         (500, TransientProviderError)):
+        response.status_code = status
+        error = (docker.errors.NotFound if status == 404 else docker.errors.APIError)(
+            "boom", response=response, explanation=f"the daemon said {status}")
+        with pytest.raises(kind, match=f"the daemon said {status}"):
+            failing(error)
+    with pytest.raises(TransientProviderError, match="connection"):
+        failing(requests.ConnectionError("reset"))
+    with pytest.raises(InvalidInput):  # onepane's own errors pass as they are
+        failing(InvalidInput("bad", field="size"))

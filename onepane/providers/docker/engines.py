@@ -18,6 +18,7 @@ use.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -28,13 +29,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import requests
 from docker.transport.sshconn import SSHHTTPAdapter
 from requests.adapters import HTTPAdapter
 
-from ...errors import InvalidInput, TransientProviderError
+from ...errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OnepaneError,
+    PermanentProviderError,
+    TransientProviderError,
+)
 
 API_VERSION = "1.41"  # Docker Engine 20.10 and later answer it; pinned so that no call probes
 CONNECT_TIMEOUT_S = 2.0
@@ -251,3 +260,34 @@ class DockerEngines:
         for c in clients:
             with contextlib.suppress(Exception):
                 c.close()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def sdk_errors(fn: F) -> F:
+    """The Docker SDK's, requests' and paramiko's errors as onepane's: a 404 is NotFound, a
+    409 a Conflict, another 4xx the host refusing (permanent), a 5xx or a broken connection
+    transient (retried by jobs) — never an unexplained 500 from the API."""
+    import docker
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OnepaneError:
+            raise
+        except docker.errors.NotFound as exc:
+            raise NotFound(f"docker: {exc.explanation or exc}") from None
+        except docker.errors.APIError as exc:
+            status, why = exc.status_code or 500, f"docker: {exc.explanation or exc}"
+            if status == 409:
+                raise Conflict(why, field="instance") from None
+            if 400 <= status < 500:
+                raise PermanentProviderError(why) from None
+            raise TransientProviderError(why) from None
+        except docker.errors.DockerException as exc:
+            raise PermanentProviderError(f"docker: {exc}") from None
+        except (requests.RequestException, OSError, EOFError) as exc:
+            raise TransientProviderError(f"docker host connection: {exc}") from None
+    return wrapped  # type: ignore[return-value]

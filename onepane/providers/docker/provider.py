@@ -37,7 +37,7 @@ from ..base import (
     ObservedVolume,
     Provider,
 )
-from .engines import DockerEngines, parse_url
+from .engines import DockerEngines, parse_url, sdk_errors
 from .volumes import DockerVolumes
 
 IMAGE_REPO = "onepane-img"  # every catalog image loaded here is tagged onepane-img/<id>:1
@@ -129,6 +129,7 @@ class DockerProvider(Provider):
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_pending()
 
+    @sdk_errors
     def check(self) -> None:
         if not self.engines.up():
             raise TransientProviderError(f"no docker host of {self.location} answers: "
@@ -141,6 +142,7 @@ class DockerProvider(Provider):
     def close(self) -> None:
         self.engines.close()
 
+    @sdk_errors
     def teardown(self) -> None:
         """Every container and image onepane put on the hosts that answer."""
         for name in self.engines.up():
@@ -181,6 +183,7 @@ class DockerProvider(Provider):
         return [ObservedSize(name, cpu=cpus, memory_mb=mb)
                 for name, (cpus, mb) in SIZES.items()]
 
+    @sdk_errors
     def list_images(self) -> list[ObservedImage]:
         tags = {t for host in self.engines.up() for t in self.images_on(host)}
         return [ObservedImage(t, t) for t in sorted(tags)]
@@ -197,6 +200,7 @@ class DockerProvider(Provider):
         self._images[host] = (time.monotonic(), tags)
         return tags
 
+    @sdk_errors
     def validate(self, image: str, size: str) -> None:
         super().validate(image, size)
         known = {i.provider_id for i in self.list_images()}
@@ -205,6 +209,7 @@ class DockerProvider(Provider):
                                f"{', '.join(sorted(known)) or 'none'} (replicate a catalog "
                                "container image here first)", field="image")
 
+    @sdk_errors
     def import_disk(self, image_id: str, name: str, path: Path, fmt: str, sha256: str,
                     progress: Any) -> str:
         """The catalog's checked archive, loaded into every host that answers (the API's
@@ -288,6 +293,7 @@ class DockerProvider(Provider):
             raise NotFound(f"no instance {provider_id!r} at {self.location}")
         return found
 
+    @sdk_errors
     def create_instance(self, spec: InstanceSpec) -> ObservedInstance:
         self.validate(spec.image, spec.size)
         found = self.locate(spec.onepane_id) if spec.retry else None
@@ -360,6 +366,7 @@ class DockerProvider(Provider):
             self._mem[host] = (time.monotonic(), total)
         return total
 
+    @sdk_errors
     def destroy_instance(self, provider_id: str) -> None:
         found = self.locate(provider_id)
         if found is not None:
@@ -372,6 +379,7 @@ class DockerProvider(Provider):
                 self._remember_removal(host, provider_id)  # done when the host answers again
                 seen.pop(provider_id, None)
 
+    @sdk_errors
     def start_instance(self, provider_id: str) -> None:
         _, ctr = self.located(provider_id)
         if ctr.status == "paused":
@@ -379,25 +387,30 @@ class DockerProvider(Provider):
         elif ctr.status != "running":
             ctr.start()
 
+    @sdk_errors
     def stop_instance(self, provider_id: str) -> None:
         _, ctr = self.located(provider_id)
         if ctr.status == "paused":
             ctr.unpause()
         ctr.stop(timeout=self.options.stop_timeout)
 
+    @sdk_errors
     def reboot_instance(self, provider_id: str) -> None:
         self.located(provider_id)[1].restart(timeout=self.options.stop_timeout)
 
+    @sdk_errors
     def suspend_instance(self, provider_id: str) -> None:
         _, ctr = self.located(provider_id)
         if ctr.status == "running":
             ctr.pause()
 
+    @sdk_errors
     def resume_instance(self, provider_id: str) -> None:
         _, ctr = self.located(provider_id)
         if ctr.status == "paused":
             ctr.unpause()
 
+    @sdk_errors
     def resize_instance(self, provider_id: str, size: str) -> None:
         if size not in SIZES:
             raise InvalidInput(f"unknown size {size!r} at {self.location}; available: "
@@ -417,6 +430,7 @@ class DockerProvider(Provider):
             return dict(json.loads(self._resized_file.read_text()))
         return {}
 
+    @sdk_errors
     def console_output(self, provider_id: str, max_bytes: int = 65536) -> str:
         _, ctr = self.located(provider_id)
         data: bytes = ctr.logs(tail=2000)
@@ -440,21 +454,27 @@ class DockerProvider(Provider):
         if ran:
             new.start()
 
+    @sdk_errors
     def list_volumes(self) -> list[ObservedVolume]:
         return self.volumes.observed()
 
+    @sdk_errors
     def create_volume(self, name: str, size_gb: int) -> ObservedVolume:
         return self.volumes.create(name, size_gb)
 
+    @sdk_errors
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         self.volumes.attach(volume_id, instance_id, device)
 
+    @sdk_errors
     def detach_volume(self, volume_id: str) -> None:
         self.volumes.detach(volume_id)
 
+    @sdk_errors
     def delete_volume(self, volume_id: str) -> None:
         self.volumes.delete(volume_id)
 
+    @sdk_errors
     def kill_instance(self, provider_id: str) -> None:
         self.located(provider_id)[1].kill()
 
