@@ -48,7 +48,9 @@ hosts_app = typer.Typer(help="The hypervisor hosts of a vm location of remote ho
                         no_args_is_help=True)
 addresses_app = typer.Typer(help="Elastic addresses: they stay while what answers behind them "
                             "moves.", no_args_is_help=True)
-for sub, name in [(addresses_app, "addresses"), (hosts_app, "hosts"),
+apps_app = typer.Typer(help="Applications: the systems of an imported OVF collection, as tiers "
+                       "in their start order.", no_args_is_help=True)
+for sub, name in [(addresses_app, "addresses"), (hosts_app, "hosts"), (apps_app, "apps"),
                   (locations_app, "locations"), (instances_app, "instances"),
                   (volumes_app, "volumes"), (networks_app, "networks"), (images_app, "images"),
                   (jobs_app, "jobs"), (tokens_app, "tokens"), (keys_app, "keys"),
@@ -427,6 +429,40 @@ def addresses_release(address: str) -> None:
 
 HOST_COLS = ["name", "state", "vms", "cpus", "committed_vcpus", "memory_mb", "committed_mb",
              "free_mb", "uri", "error"]
+
+
+APP_COLS = ["id", "name", "collection", "tiers", "ready_at"]
+TIER_COLS = ["order", "name", "image", "start_delay", "waiting_for_guest", "start_action",
+             "stop_action", "cpus", "memory_mb", "disks", "ready_at"]
+
+
+@apps_app.command("list")
+def apps_list() -> None:
+    """Every imported application, with how many tiers it has and where all are ready."""
+    rows = client().get("/v1/catalog/apps")
+    if ctx.output == Output.json:
+        show(rows)
+        return
+    show([{**a, "tiers": len(a["tiers"])} for a in rows], APP_COLS)
+
+
+@apps_app.command("show")
+def apps_show(app_id: str) -> None:
+    """An application's tiers in start order (its StartupSection)."""
+    app_ = client().get(f"/v1/catalog/apps/{app_id}")
+    if ctx.output == Output.json:
+        show(app_)
+        return
+    show(app_["tiers"], TIER_COLS, title=f"{app_['name']} ({app_['id']}): start order")
+
+
+@apps_app.command("export")
+def apps_export(app_id: str, out: Annotated[Path, typer.Option("--out", "-o")],
+                ovf_version: str = "1.0") -> None:
+    """Download an application as one OVA: its systems in a VirtualSystemCollection, with the
+    start order it was imported with."""
+    _download(f"/v1/catalog/apps/{app_id}/export", {"ovf_version": ovf_version}, out)
+    show({"app": app_id, "file": str(out), "bytes": out.stat().st_size})
 
 
 @hosts_app.command("list")
@@ -831,16 +867,20 @@ def images_export(image_id: str, out: Annotated[Path, typer.Option("--out", "-o"
                   format: Annotated[str, typer.Option(help="ova, or a disk format")] = "ova",
                   ovf_version: str = "1.0") -> None:
     """Download an image as an OVA (OVF 1.0 or 2.0) or as a disk in the format asked for."""
+    _download(f"/v1/catalog/{image_id}/export", {"format": format, "ovf_version": ovf_version},
+              out)
+    show({"image": image_id, "file": str(out), "bytes": out.stat().st_size})
+
+
+def _download(path: str, params: dict[str, str], out: Path) -> None:
     c = client()
-    with c.http.stream("GET", f"/v1/catalog/{image_id}/export",
-                       params={"format": format, "ovf_version": ovf_version}, timeout=None) as r:
+    with c.http.stream("GET", path, params=params, timeout=None) as r:
         if r.status_code >= 400:
             r.read()
             raise c._error(r)
         with out.open("wb") as f:
             for chunk in r.iter_bytes(1024 * 1024):
                 f.write(chunk)
-    show({"image": image_id, "file": str(out), "bytes": out.stat().st_size})
 
 
 # ---- jobs, events, sync, tokens --------------------------------------------------------------

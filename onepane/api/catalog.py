@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ..errors import InvalidInput
+from ..images import apps
 from ..images.catalog import CatalogImage
 from ..images.disk import FORMATS
 from ..model import Job
@@ -44,6 +45,34 @@ async def import_image(
         _, digest = await save_body(request, path, c.settings.max_image_bytes)
         return await run_in_threadpool(c.catalog.import_file, path, name, version, digest,
                                        deployment_option, "upload")
+
+
+@router.get("/apps", dependencies=[viewer])
+def list_apps(request: Request) -> list[dict[str, Any]]:
+    """Applications: the systems of each imported VirtualSystemCollection, as tiers in their
+    StartupSection order (order, start delay, waiting for the guest, start and stop actions),
+    each with its hardware and the locations where it is ready."""
+    return apps.applications(core(request).catalog.all())
+
+
+@router.get("/apps/{app_id}", dependencies=[viewer])
+def get_app(request: Request, app_id: str) -> dict[str, Any]:
+    return apps.application(core(request).catalog.all(), app_id)
+
+
+@router.get("/apps/{app_id}/export", dependencies=[viewer])
+def export_app(request: Request, app_id: str,
+               ovf_version: Annotated[str, Query(pattern=r"^(1\.0|2\.0)$")] = "1.0"
+               ) -> FileResponse:
+    """The application as one OVA: a VirtualSystemCollection of its systems with its
+    StartupSection."""
+    c = core(request)
+    app = apps.application(c.catalog.all(), app_id)
+    tmp = tempfile.mkdtemp(dir=c.catalog.blobs, prefix=".export-")
+    out = c.catalog.export_application(app_id, Path(tmp) / f"{app['name'] or app_id}.ova",
+                                       ovf_version)
+    return FileResponse(out, filename=out.name, media_type="application/octet-stream",
+                        background=BackgroundTask(shutil.rmtree, tmp, True))
 
 
 @router.get("/{image_id}", dependencies=[viewer])

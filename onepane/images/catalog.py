@@ -234,6 +234,7 @@ class Catalog:
         chosen = desc.option(option)
         group = new_id("app") if desc.collection is not None else None
         rows = []
+        systems: list[str] = []  # the system each row is
         for vs in desc.systems:
             per_option: dict[str | None, ovf.Hardware] = \
                 {o.id: vs.hardware(o.id) for o in desc.options} or {None: vs.hardware()}
@@ -253,6 +254,7 @@ class Catalog:
                 disks.append({**entry, "id": d.id, "capacity_bytes": d.capacity_bytes})
             if not disks:
                 continue
+            systems.append(vs.id)
             member = name if len(desc.systems) == 1 else _member_name(name, vs.id)
             rows.append(CatalogImageRow(
                 id=new_id("img"), name=member or vs.name, version=version,
@@ -265,9 +267,11 @@ class Catalog:
             raise InvalidInput("the package has no disk", field="file")
         if group is not None:
             members = [r.id for r in rows]
+            startup = _startup(desc, dict(zip(systems, rows, strict=True)))
             for r in rows:
                 r.appliance = {"id": group, "name": name or desc.collection,
-                               "collection": desc.collection, "members": members}
+                               "collection": desc.collection, "members": members,
+                               "startup": startup}
         return rows
 
     # ---- queries -------------------------------------------------------------------------
@@ -333,6 +337,14 @@ class Catalog:
         """The image as an OVA (OVF `ovf_version`, disks as streamOptimized VMDK) or, for an
         image of one disk, as that disk in `fmt`."""
         return export.write(self.get(image_id), self.store, out, fmt, ovf_version)
+
+    def export_application(self, app_id: str, out: Path, ovf_version: str = "1.0") -> Path:
+        """An application (an imported collection) as one OVA, its start order kept."""
+        from . import apps
+        app = apps.application(self.all(), app_id)
+        members = [self.get(t["image"]) for t in app["tiers"]]
+        return export.write_application(app["name"] or app_id, app["collection"] or app_id,
+                                        members, app["tiers"], self.store, out, ovf_version)
 
     def capture(self, location: str, provider_id: str, name: str) -> CatalogImage:
         """An instance's disk as a catalog image (flattened, inspected like any upload) that
@@ -424,3 +436,16 @@ def _runs(provider: Provider, fmt: str | None) -> None:
             f"VM disk images ({', '.join(provider.disk_formats)})"
         raise InvalidInput(f"location {provider.location} takes {takes}; this is {what}",
                            field="to")
+
+
+def _startup(desc: ovf.OvfPackage, rows: dict[str, CatalogImageRow]) -> list[dict[str, Any]]:
+    """The application's start order: each member with its StartupSection line (order,
+    delays, actions), in order; members the section does not name come last, order None
+    (DSP0243: their order is undefined)."""
+    named = {item.system: item for item in desc.startup}
+    out = []
+    for system, row in rows.items():
+        item = named.get(system)
+        out.append({"system": system, "image": row.id, "name": row.name,
+                    **(asdict(item) if item else {"order": None})})
+    return sorted(out, key=lambda m: (m["order"] is None, m["order"] or 0))

@@ -178,6 +178,21 @@ class VirtualSystem:
 
 
 @dataclass
+class StartupItem:
+    """One line of a collection's StartupSection (DSP0243 9.13): systems start in ascending
+    `order` (the same order: together), each `start_delay` seconds after the one before (or
+    once its guest tools say it runs, `waiting_for_guest`), and stop in the reverse order."""
+
+    system: str
+    order: int
+    start_delay: int = 0
+    waiting_for_guest: bool = False
+    start_action: str = "powerOn"
+    stop_delay: int = 0
+    stop_action: str = "powerOff"
+
+
+@dataclass
 class OvfPackage:
     version: str
     files: list[OvfFile]
@@ -187,6 +202,7 @@ class OvfPackage:
     options: list[DeploymentOption] = field(default_factory=list)
     collection: str | None = None  # the VirtualSystemCollection's id, when there is one
     properties: list[Property] = field(default_factory=list)  # envelope/collection level
+    startup: list[StartupItem] = field(default_factory=list)  # the collection's, by order
 
     def file(self, ref: str | None) -> OvfFile | None:
         return next((f for f in self.files if f.id == ref), None)
@@ -325,9 +341,10 @@ class _Reader:
         if collection is not None:
             shared += [p for ps in _sections(content, "ProductSection")
                        for p in self._properties(ps)]
+        startup = self._startup(content, systems) if collection is not None else []
         pkg = OvfPackage(version=version, files=files, disks=disks, networks=networks,
                          systems=systems, options=options, collection=collection,
-                         properties=shared)
+                         properties=shared, startup=startup)
         for vs in systems:
             vs.default_option = pkg.default_option
             for option in [o.id for o in options] or [""]:
@@ -335,6 +352,31 @@ class _Reader:
         self._check_references(pkg)
         self._resolve_capacities(pkg)
         return pkg
+
+    def _startup(self, collection: Any, systems: list[VirtualSystem]) -> list[StartupItem]:
+        """The collection's StartupSection, sorted by order; an item naming no system of the
+        collection is refused (a dependency on nothing is a broken package)."""
+        section = _section(collection, "StartupSection")
+        if section is None:
+            return []
+        ids = {vs.id for vs in systems}
+        items = []
+        for el in section:
+            if _local(el.tag) != "Item":
+                continue
+            system = _attr(el, "id") or ""
+            if system not in ids:
+                raise self.fail(f"StartupSection names {system!r}, which is not a system of "
+                                f"the collection ({', '.join(sorted(ids))})")
+            order = _int(_attr(el, "order") or "", "StartupSection ovf:order")
+            items.append(StartupItem(
+                system=system, order=order,
+                start_delay=_int(_attr(el, "startDelay") or "0", "ovf:startDelay"),
+                waiting_for_guest=_bool(_attr(el, "waitingForGuest")),
+                start_action=_attr(el, "startAction") or "powerOn",
+                stop_delay=_int(_attr(el, "stopDelay") or "0", "ovf:stopDelay"),
+                stop_action=_attr(el, "stopAction") or "powerOff"))
+        return sorted(items, key=lambda i: i.order)
 
     def _files(self, root: Any) -> list[OvfFile]:
         refs = _section(root, "References")

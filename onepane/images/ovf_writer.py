@@ -129,8 +129,22 @@ class _Writer:
                         **({"default": "true"} if o.id == pkg.default_option else {}))
                 sub(c, "Label", o.label or o.id)
                 sub(c, "Description", o.description or o.label or o.id)
+        parent = env
+        if pkg.collection is not None:  # an application: its systems and their start order
+            parent = sub(env, "VirtualSystemCollection", id=pkg.collection)
+            sub(parent, "Info", "A collection of virtual machines")
+            sub(parent, "Name", pkg.collection)
+            if pkg.startup:
+                start = sub(parent, "StartupSection")
+                sub(start, "Info", "The order the systems start and stop in")
+                for item in pkg.startup:
+                    sub(start, "Item", id=item.system, order=str(item.order),
+                        startDelay=str(item.start_delay),
+                        waitingForGuest="true" if item.waiting_for_guest else "false",
+                        startAction=item.start_action, stopDelay=str(item.stop_delay),
+                        stopAction=item.stop_action)
         for vs in pkg.systems:
-            self.system(sub(env, "VirtualSystem", id=vs.id), vs)
+            self.system(sub(parent, "VirtualSystem", id=vs.id), vs)
         return ET.tostring(env, xml_declaration=True, encoding="utf-8")
 
     def system(self, el: ET.Element, vs: VirtualSystem) -> None:

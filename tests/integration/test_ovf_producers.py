@@ -115,6 +115,25 @@ def test_collection_keeps_every_system_and_resolves_property_capacities() -> Non
     assert pkg.systems[0].properties[0].id == "org.apache.httpd.httpPort"
 
 
+def test_a_vapps_startup_section_gives_its_systems_start_order() -> None:
+    """Issue 33: a vSphere vApp's StartupSection read exactly (order, delays, actions)."""
+    pkg = ovf.parse(descriptor("vsphere-vapp-3tier.ovf", web_size=1, app_size=1, db_size=1))
+    assert pkg.collection == "shop"
+    assert [(s.id, s.cpus, s.memory_bytes // MiB, s.nics) for s in pkg.systems] == [
+        ("shop-web", 1, 256, ["shop-front"]), ("shop-app", 1, 256, ["shop-back"]),
+        ("shop-db", 2, 512, ["shop-back"])]
+    assert pkg.systems[2].disks == ["dbdisk", "dbdata"]
+    assert [(i.system, i.order, i.start_delay, i.waiting_for_guest, i.stop_action,
+             i.stop_delay) for i in pkg.startup] == [
+        ("shop-db", 0, 30, True, "guestShutdown", 120),
+        ("shop-app", 1, 10, False, "guestShutdown", 60),
+        ("shop-web", 2, 0, False, "powerOff", 0)]
+    broken = descriptor("vsphere-vapp-3tier.ovf", web_size=1, app_size=1, db_size=1) \
+        .replace('ovf:id="shop-app" ovf:order="1"', 'ovf:id="shop-cache" ovf:order="1"')
+    with pytest.raises(InvalidInput, match="StartupSection names 'shop-cache'"):
+        ovf.parse(broken)
+
+
 def test_ovftool_chunked_file_and_property_capacity() -> None:
     pkg = ovf.parse(descriptor("vmware-ovftool-chunked.ovf", chunk_size=1, disk1_size=1))
     assert pkg.files[0].chunk_size == 1
