@@ -24,7 +24,7 @@ from onepane.providers.local import LocalProvider
 from tests.conftest import Server, ec2_location
 from tests.helpers import wait_for
 
-POINTS = int(os.environ.get("ONEPANE_CRASH_POINTS", "8"))  # the suite's; more by hand
+POINTS = int(os.environ.get("ONEPANE_CRASH_POINTS", "6"))  # the suite's; more by hand
 
 
 def fresh_database(postgres_url: str, name: str) -> str:

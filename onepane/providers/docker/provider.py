@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +38,16 @@ from ..base import (
     Provider,
 )
 from .engines import DockerEngines, parse_url, sdk_errors
+from .hostview import IMAGE_REPO, HostView
+from .removals import Removals
 from .volumes import DockerVolumes
 
-IMAGE_REPO = "onepane-img"  # every catalog image loaded here is tagged onepane-img/<id>:1
 ID_LABEL = "onepane.id"
 META_LABEL = "onepane.meta"
 HOST_TAG = "onepane:host"
 SIZES = {"docker.nano": (0.25, 64), "docker.small": (0.5, 128), "docker.medium": (1.0, 512),
          "docker.large": (2.0, 2048)}
-IMAGES_TTL_S = 5.0
+log = logging.getLogger(__name__)
 CPU_PERIOD = 100_000  # µs: a size's CPUs are a quota of this period (changeable live)
 STATES = {"running": InstanceState.running, "restarting": InstanceState.running,
           "paused": InstanceState.suspended, "created": InstanceState.stopped,
@@ -112,12 +113,10 @@ class DockerProvider(Provider):
         self.engines = DockerEngines(location, self.host_urls, credentials)
         # host -> {container name -> its last observation}: what a silent host ran
         self.last_seen: dict[str, dict[str, ObservedInstance]] = {}
-        self._pending_removal = self.root / "remove-when-back.json"
+        self.removals = Removals(self.root / "remove-when-back.json", self.engines)
         self._resized_file = self.root / "resized.json"
         self._place = threading.Lock()
-        self._images: dict[str, tuple[float, dict[str, str]]] = {}  # host -> (when, tag -> id)
-        self._ports: dict[str, str | None] = {}  # image id -> its published port
-        self._mem: dict[str, tuple[float, int]] = {}  # host -> (when, MemTotal)
+        self.view = HostView(self.engines)
         self.volumes = DockerVolumes(self)
 
     # ---- the location ----------------------------------------------------------------------
@@ -127,7 +126,7 @@ class DockerProvider(Provider):
 
     def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_pending()
+        self.recovered += self.removals.carry_out()
 
     @sdk_errors
     def check(self) -> None:
@@ -163,7 +162,7 @@ class DockerProvider(Provider):
                                    "maintenance": False}
             try:
                 mine = self.containers_on(h.name, everything=True)
-                total = self._memory(h.name)
+                total = self.view.memory(h.name)
             except Exception as exc:  # the SDK's own errors too: the host is not usable now
                 row["error"] = getattr(exc, "detail", None) or str(exc)[:200]
                 out.append(row)
@@ -185,20 +184,8 @@ class DockerProvider(Provider):
 
     @sdk_errors
     def list_images(self) -> list[ObservedImage]:
-        tags = {t for host in self.engines.up() for t in self.images_on(host)}
+        tags = {t for host in self.engines.up() for t in self.view.images_on(host)}
         return [ObservedImage(t, t) for t in sorted(tags)]
-
-    def images_on(self, host: str) -> dict[str, str]:
-        """tag -> image id of the catalog images a host has; asked again after IMAGES_TTL_S
-        (and at once after an import), not on every create."""
-        at, tags = self._images.get(host, (0.0, {}))
-        if time.monotonic() - at < IMAGES_TTL_S:
-            return tags
-        found = self.engines.client(host).api.images(filters={"reference": f"{IMAGE_REPO}/*"})
-        tags = {t: img["Id"] for img in found for t in img.get("RepoTags") or []
-                if t.startswith(f"{IMAGE_REPO}/")}
-        self._images[host] = (time.monotonic(), tags)
-        return tags
 
     @sdk_errors
     def validate(self, image: str, size: str) -> None:
@@ -228,14 +215,17 @@ class DockerProvider(Provider):
             if not loaded:
                 raise PermanentProviderError(f"docker host {host} loaded nothing from {name}")
             loaded[0].tag(tag)
-            self._images.pop(host, None)
+            self.view.imported(host)
             progress(100.0 * (i + 1) / len(hosts))
         return tag
 
     # ---- instances -------------------------------------------------------------------------
 
     def list_instances(self) -> list[ObservedInstance]:
-        self._remove_pending()  # first: what was destroyed while its host was silent
+        # first: what was destroyed while its host was silent (setup's are events; these, the
+        # log's: the locations service reads `recovered` at start only)
+        for line in self.removals.carry_out():
+            log.warning("%s: %s", self.location, line)
         out: list[ObservedInstance] = []
         for host in self.options.hosts:
             try:
@@ -303,7 +293,7 @@ class DockerProvider(Provider):
         with self._place:
             host = self._placement(spec)
             c = self.engines.client(host)
-            port = self._port_of(c, self.images_on(host)[spec.image])
+            port = self.view.port_of(host, self.view.images_on(host)[spec.image])
             meta = {"name": spec.name, "image": spec.image, "size": spec.size, "tags": spec.tags}
             ctr = c.containers.create(
                 spec.image, name=spec.onepane_id, init=True, detach=True,
@@ -323,30 +313,20 @@ class DockerProvider(Provider):
         self.last_seen.setdefault(host, {})[obs.provider_id] = obs
         return obs
 
-    def _port_of(self, client: Any, image_id: str) -> str | None:
-        """The image's first exposed TCP port ("80/tcp"), the one onepane publishes (kept per
-        image id: an image's configuration never changes)."""
-        if image_id not in self._ports:
-            exposed = (client.api.inspect_image(image_id).get("Config") or {}).get(
-                "ExposedPorts") or {}
-            tcp = sorted(p for p in exposed if p.endswith("/tcp"))
-            self._ports[image_id] = tcp[0] if tcp else None
-        return self._ports[image_id]
-
     def _placement(self, spec: InstanceSpec) -> str:
         """The answering host with the image, the fewest of this deployment's replicas, then
         the most memory not promised to running containers."""
         dep = spec.tags.get("onepane:deployment")
         best: tuple[int, int, str] | None = None
         for host in self.engines.up():
-            if spec.image not in self.images_on(host):
+            if spec.image not in self.view.images_on(host):
                 continue
             mine = self.containers_on(host)
             promised = sum(SIZES.get(self._size_label(x), SIZES["docker.small"])[1] << 20
                            for x in mine)
             same = sum(1 for x in mine
                        if dep and (x.get("Labels") or {}).get("onepane.deployment") == dep)
-            key = (same, -(self._memory(host) - promised), host)
+            key = (same, -(self.view.memory(host) - promised), host)
             if best is None or key < best:
                 best = key
         if best is None:
@@ -358,14 +338,6 @@ class DockerProvider(Provider):
         name = (summary.get("Names") or ["/"])[0].lstrip("/")
         return self._resized().get(name) or str(_meta(summary.get("Labels") or {}).get("size"))
 
-    def _memory(self, host: str) -> int:
-        """The host's memory (docker info, asked once a minute: it does not change)."""
-        at, total = self._mem.get(host, (0.0, 0))
-        if time.monotonic() - at > 60:
-            total = int(self.engines.client(host).info().get("MemTotal") or 0)
-            self._mem[host] = (time.monotonic(), total)
-        return total
-
     @sdk_errors
     def destroy_instance(self, provider_id: str) -> None:
         found = self.locate(provider_id)
@@ -376,7 +348,7 @@ class DockerProvider(Provider):
             return
         for host, seen in self.last_seen.items():
             if provider_id in seen and host in self.engines.down:
-                self._remember_removal(host, provider_id)  # done when the host answers again
+                self.removals.remember(host, provider_id)  # done when the host answers again
                 seen.pop(provider_id, None)
 
     @sdk_errors
@@ -477,41 +449,6 @@ class DockerProvider(Provider):
     @sdk_errors
     def kill_instance(self, provider_id: str) -> None:
         self.located(provider_id)[1].kill()
-
-    # ---- a host that comes back ------------------------------------------------------------
-
-    def _remember_removal(self, host: str, name: str) -> None:
-        pending = self._read_pending()
-        pending.setdefault(host, [])
-        if name not in pending[host]:
-            pending[host].append(name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._pending_removal.write_text(json.dumps(pending))
-
-    def _read_pending(self) -> dict[str, list[str]]:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return dict(json.loads(self._pending_removal.read_text()))
-        return {}
-
-    def _remove_pending(self) -> None:
-        """Containers destroyed while their host was silent go once it answers again."""
-        pending = self._read_pending()
-        if not pending:
-            return
-        import docker
-        left: dict[str, list[str]] = {}
-        for host, names in pending.items():
-            try:
-                c = self.engines.client(host)
-            except (TransientProviderError, InvalidInput):
-                left[host] = names
-                continue
-            for name in names:
-                with contextlib.suppress(docker.errors.NotFound):
-                    c.containers.get(name).remove(force=True)
-                self.recovered.append(f"{name}: removed from {host}, which answers again "
-                                      "(it was destroyed while the host was silent)")
-        self._pending_removal.write_text(json.dumps(left))
 
 
 def _meta(labels: dict[str, str]) -> dict[str, Any]:
