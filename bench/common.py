@@ -186,3 +186,10 @@ def create_and_wait(http: httpx.Client, body: dict[str, Any], wait: float = 30) 
         status = http.get(f"/v1/jobs/{job}", params={"wait": wait}).json()["status"]
     if status != "succeeded":
         raise SystemExit(f"job {job} failed: {http.get(f'/v1/jobs/{job}').json()}")
+
+
+def round_line(n: int, reference: str, times: dict[str, float], count: int) -> str:
+    """One round of a bench that times the same work directly and through onepane's API."""
+    return (f"  round {n + 1}: {reference} {times['direct']:6.2f} s "
+            f"({count / times['direct']:5.1f}/s), through onepane's API {times['api']:6.2f} s "
+            f"({count / times['api']:5.1f}/s): {times['api'] / times['direct']:.3f}")

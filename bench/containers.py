@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import create_and_wait, location_toml, onepane, result
+from bench.common import create_and_wait, location_toml, onepane, result, round_line
 from onepane.providers.docker.engines import DockerEngines
 from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab
 from onepane.providers.docker.provider import CPU_PERIOD, SIZES
@@ -104,10 +104,7 @@ def main() -> None:
                                   else via_api(http, img["id"], args.count, str(n)))
                     remove_all(lab)  # not timed: the next run starts from an empty host
                 ratios.append(times["api"] / times["direct"])
-                print(f"  round {n + 1}: the SDK directly {times['direct']:6.2f} s "
-                      f"({args.count / times['direct']:5.1f}/s), through onepane's API "
-                      f"{times['api']:6.2f} s ({args.count / times['api']:5.1f}/s): "
-                      f"{ratios[-1]:.3f}")
+                print(round_line(n, "the SDK directly", times, args.count))
     result("container_create_vs_docker_sdk", statistics.median(ratios), "ratio", "<=", 1.2)
 
 

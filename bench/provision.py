@@ -27,6 +27,7 @@ from bench.common import (
     moto_server,
     onepane,
     result,
+    round_line,
     three_locations,
 )
 from onepane.providers.base import InstanceSpec
@@ -127,10 +128,7 @@ def main() -> None:
                     times[way] = (direct(args.count, moto, Path(tmp)) if way == "direct"
                                   else via_api(args.count, moto, Path(tmp), args.concurrency))
             ratios.append(times["api"] / times["direct"])
-            print(f"  round {n + 1}: direct with the drivers {times['direct']:6.2f} s "
-                  f"({args.count / times['direct']:5.1f}/s), through onepane's API "
-                  f"{times['api']:6.2f} s ({args.count / times['api']:5.1f}/s): "
-                  f"{ratios[-1]:.3f}")
+            print(round_line(n, "direct with the drivers", times, args.count))
     result("provision_api_vs_direct", statistics.median(ratios), "ratio", "<=", 1.1)
 
 

@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,24 +108,31 @@ def start_daemon(host: DockerHost, index: int, tls: Path) -> None:
               f"-H unix://{host.socket} -H tcp://{host.address}:{PORT} --tlsverify "
               f"--tlscacert {tls / 'ca.pem'} --tlscert {tls / 'cert.pem'} "
               f"--tlskey {tls / 'key.pem'}")
-    log = (host.root / "dockerd.log").open("ab")
-    host.proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{host.net.ns}", "unshare", "-m", "--propagation",
-         "private", "sh", "-c", script], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+    host.proc = _started(host, "dockerd", host.root / "dockerd.log",
+                         ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         lambda: subprocess.run(["docker", "-H", f"unix://{host.socket}",
+                                                 "version", "-f", "{{.Server.Version}}"],
+                                                capture_output=True, check=False).returncode == 0)
+    host.pid = host.proc.pid
+
+
+def _started(host: DockerHost, what: str, log_path: Path, argv: list[str],
+             ready: Callable[[], bool]) -> subprocess.Popen[bytes]:
+    """`argv` in the host's network namespace, in a session of its own, once `ready()`."""
+    log = log_path.open("ab")
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{host.net.ns}", *argv], stdout=log,
+                            stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if host.proc.poll() is not None:
-            raise PermanentProviderError(f"dockerd of {host.name} exited: "
-                                         f"{(host.root / 'dockerd.log').read_text()[-2000:]}")
-        ping = subprocess.run(["docker", "-H", f"unix://{host.socket}", "version", "-f",
-                               "{{.Server.Version}}"], capture_output=True, check=False)
-        if ping.returncode == 0:
-            host.pid = host.proc.pid
-            return
-        time.sleep(0.1)
-    raise PermanentProviderError(f"dockerd of {host.name} did not answer within "
+        if proc.poll() is not None:
+            raise PermanentProviderError(f"{what} of {host.name} exited: "
+                                         f"{log_path.read_text()[-2000:]}")
+        if ready():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise PermanentProviderError(f"{what} of {host.name} was not ready within "
                                  f"{START_TIMEOUT_S:.0f} s")
 
 
@@ -166,24 +173,11 @@ MaxSessions 64
 SetEnv DOCKER_HOST=unix://{host.socket}
 """)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-    log = (d / "sshd.log").open("ab")
-    host.sshd = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{host.net.ns}", "/usr/sbin/sshd", "-D", "-e",
-         "-f", str(d / "sshd_config")], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        start_new_session=True)
-    log.close()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if host.sshd.poll() is not None:
-            raise PermanentProviderError(f"sshd of {host.name} exited: "
-                                         f"{(d / 'sshd.log').read_text()[-2000:]}")
-        probe = subprocess.run(["nsenter", f"--net=/run/netns/{host.net.ns}", "ss", "-Hltn",
-                                f"sport = :{SSH_PORT}"], capture_output=True, text=True,
-                               check=False)
-        if probe.stdout.strip():
-            return
-        time.sleep(0.05)
-    raise PermanentProviderError(f"sshd of {host.name} did not listen")
+    host.sshd = _started(
+        host, "sshd", d / "sshd.log", ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+        lambda: bool(subprocess.run(["nsenter", f"--net=/run/netns/{host.net.ns}", "ss", "-Hltn",
+                                     f"sport = :{SSH_PORT}"], capture_output=True, text=True,
+                                    check=False).stdout.strip()))
 
 
 def ssh_client_key() -> tuple[str, str]:
