@@ -145,7 +145,10 @@ class DataCenterNet:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         ip("netns", "del", self.ns, check=False)
-        deadline = time.monotonic() + 10
+        # the kernel frees a namespace's devices in one queue for the whole machine: behind
+        # other namespaces torn down just before (a Docker host's bridge and its containers'
+        # veths), this has taken over 10 s on 2 busy cores
+        deadline = time.monotonic() + 45
         while ip("link", "show", self.host_if, check=False).returncode == 0:
             if time.monotonic() > deadline:
                 raise PermanentProviderError(f"{self.host_if} still exists after deleting {self.ns}")

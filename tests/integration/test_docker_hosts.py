@@ -65,8 +65,11 @@ def mine(p: DockerProvider, onepane_id: str) -> list[InstanceState]:
 def test_a_restarted_dockerd_and_a_restarted_onepane_adopt_the_container_never_twin_it(
         lab: DockerLab, made: tuple[DockerProvider, str], tmp_path: Path) -> None:
     p, image = made
-    obs = p.create_instance(InstanceSpec("inst-a1", "web", image, "docker.nano"))
+    obs = p.create_instance(InstanceSpec("inst-a1", "web", image, "docker.nano",
+                                         tags={"team": "shop"}))
     host = obs.tags["onepane:host"]
+    # each tag a label of its own: the host's own tools find what onepane shows
+    assert lab.host(host).docker("ps", "-q", "--filter", "label=onepane.tag.team=shop").strip()
     lab.host(host).kill_daemon()
     assert mine(p, "inst-a1") == [InstanceState.missing]  # seen at once: the host is silent
     restart_daemon(lab.host(host))

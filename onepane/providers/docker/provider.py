@@ -44,6 +44,7 @@ from .volumes import DockerVolumes
 
 ID_LABEL = "onepane.id"
 META_LABEL = "onepane.meta"
+TAG_LABEL = "onepane.tag."
 HOST_TAG = "onepane:host"
 SIZES = {"docker.nano": (0.25, 64), "docker.small": (0.5, 128), "docker.medium": (1.0, 512),
          "docker.large": (2.0, 2048)}
@@ -297,8 +298,7 @@ class DockerProvider(Provider):
             meta = {"name": spec.name, "image": spec.image, "size": spec.size, "tags": spec.tags}
             ctr = c.containers.create(
                 spec.image, name=spec.onepane_id, init=True, detach=True,
-                labels={ID_LABEL: spec.onepane_id, META_LABEL: json.dumps(meta),
-                        "onepane.deployment": spec.tags.get("onepane:deployment", "")},
+                labels=labels_of(spec.onepane_id, meta, spec.tags),
                 cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=mb * 2**20,
                 memswap_limit=mb * 2**20,  # no swap: the size is what it gets
                 ports={port: (self.address(host), None)} if port else {})
@@ -449,6 +449,15 @@ class DockerProvider(Provider):
     @sdk_errors
     def kill_instance(self, provider_id: str) -> None:
         self.located(provider_id)[1].kill()
+
+
+def labels_of(onepane_id: str, meta: dict[str, Any], tags: dict[str, str]) -> dict[str, str]:
+    """A container's labels: its onepane id, what onepane knows of it (one JSON label, read
+    back as the record), and each tag as a label of its own (`onepane.tag.<key>`), so that
+    `docker ps --filter label=onepane.tag.team=web` on the host finds what onepane shows."""
+    return {ID_LABEL: onepane_id, META_LABEL: json.dumps(meta),
+            "onepane.deployment": tags.get("onepane:deployment", ""),
+            **{f"{TAG_LABEL}{k}": v for k, v in tags.items()}}
 
 
 def _meta(labels: dict[str, str]) -> dict[str, Any]:
