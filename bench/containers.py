@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import create_and_wait, location_toml, onepane, result, round_line
 from onepane.providers.docker.engines import DockerEngines
 from onepane.providers.docker.lab import DockerLab, busybox_archive, docker_lab
-from onepane.providers.docker.provider import CPU_PERIOD, SIZES
+from onepane.providers.docker.sizes import CPU_PERIOD, SIZES
 
 WORKERS = 8  # onepane's default workers_per_location
 SIZE = "docker.nano"

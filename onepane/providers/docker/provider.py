@@ -38,22 +38,40 @@ from ..base import (
     Provider,
 )
 from .engines import DockerEngines, parse_url, sdk_errors
-from .hostview import IMAGE_REPO, HostView
+from .hostview import IMAGE_REPO, HostView, host_rows, place
 from .removals import Removals
+from .sizes import CPU_PERIOD, SIZES
 from .volumes import DockerVolumes
 
 ID_LABEL = "onepane.id"
 META_LABEL = "onepane.meta"
 TAG_LABEL = "onepane.tag."
 HOST_TAG = "onepane:host"
-SIZES = {"docker.nano": (0.25, 64), "docker.small": (0.5, 128), "docker.medium": (1.0, 512),
-         "docker.large": (2.0, 2048)}
 log = logging.getLogger(__name__)
-CPU_PERIOD = 100_000  # µs: a size's CPUs are a quota of this period (changeable live)
 STATES = {"running": InstanceState.running, "restarting": InstanceState.running,
           "paused": InstanceState.suspended, "created": InstanceState.stopped,
           "exited": InstanceState.stopped, "removing": InstanceState.stopped,
           "dead": InstanceState.error}
+
+
+CAPABILITIES = Capabilities.all_but(
+    snapshots="Docker's local volumes have no snapshots",
+    networks="containers sit on each host's own bridge and are reached at the ports the "
+             "host publishes; onepane networks are not built for containers yet",
+    attach_network="containers sit on each host's own bridge (no onepane networks here)",
+    app_images="onepane app folders do not run as containers yet: import a container "
+               "image archive",
+    capture_image="committing a container to an image is not built yet",
+    firewall="security groups are not enforced on docker hosts yet (the host's own "
+             "firewall is the operator's)",
+    addresses="elastic addresses are not routed to docker hosts",
+    user_data="an OVF environment has no place in a container (pass settings as the "
+              "image's environment)",
+    cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
+        "host's link in the lab)",
+    live_migration="a container moves by being made again elsewhere (no checkpoint and "
+                   "restore here)",
+)
 
 
 class HostSpec(BaseModel):
@@ -87,24 +105,7 @@ def parse_options(location: str, options: dict[str, Any]) -> DockerOptions:
 
 class DockerProvider(Provider):
     disk_formats = (CONTAINER_FORMAT,)
-    capabilities = Capabilities.all_but(
-        snapshots="Docker's local volumes have no snapshots",
-        networks="containers sit on each host's own bridge and are reached at the ports the "
-                 "host publishes; onepane networks are not built for containers yet",
-        attach_network="containers sit on each host's own bridge (no onepane networks here)",
-        app_images="onepane app folders do not run as containers yet: import a container "
-                   "image archive",
-        capture_image="committing a container to an image is not built yet",
-        firewall="security groups are not enforced on docker hosts yet (the host's own "
-                 "firewall is the operator's)",
-        addresses="elastic addresses are not routed to docker hosts",
-        user_data="an OVF environment has no place in a container (pass settings as the "
-                  "image's environment)",
-        cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
-            "host's link in the lab)",
-        live_migration="a container moves by being made again elsewhere (no checkpoint and "
-                       "restore here)",
-    )
+    capabilities = CAPABILITIES
 
     def __init__(self, location: str, state_dir: Path, options: dict[str, Any],
                  credentials: dict[str, str]) -> None:
@@ -155,27 +156,7 @@ class DockerProvider(Provider):
                     c.images.remove(img.id, force=True)
 
     def hosts(self) -> list[dict[str, Any]]:
-        """Each host as an operator sees it (`onepane hosts list`): up or unreachable (why),
-        its memory, what onepane's running containers are promised, its containers."""
-        out = []
-        for h in self.options.hosts:
-            row: dict[str, Any] = {"name": h.name, "uri": h.url, "state": "unreachable",
-                                   "maintenance": False}
-            try:
-                mine = self.containers_on(h.name, everything=True)
-                total = self.view.memory(h.name)
-            except Exception as exc:  # the SDK's own errors too: the host is not usable now
-                row["error"] = getattr(exc, "detail", None) or str(exc)[:200]
-                out.append(row)
-                continue
-            running = [x for x in mine if x.get("State") == "running"]
-            committed = sum(SIZES.get(self._size_label(x), SIZES["docker.small"])[1]
-                            for x in running)
-            row.update(state="up", memory_mb=total >> 20, committed_mb=committed,
-                       free_mb=(total >> 20) - committed, vms=len(running),
-                       instances=sorted((x.get("Names") or ["/"])[0].lstrip("/") for x in mine))
-            out.append(row)
-        return out
+        return host_rows(self)
 
     # ---- images and sizes ------------------------------------------------------------------
 
@@ -292,7 +273,7 @@ class DockerProvider(Provider):
             return self._observe(found[0], _summary(found[1].attrs))
         cpus, mb = SIZES[spec.size]
         with self._place:
-            host = self._placement(spec)
+            host = place(self, spec)
             c = self.engines.client(host)
             port = self.view.port_of(host, self.view.images_on(host)[spec.image])
             meta = {"name": spec.name, "image": spec.image, "size": spec.size, "tags": spec.tags}
@@ -313,28 +294,7 @@ class DockerProvider(Provider):
         self.last_seen.setdefault(host, {})[obs.provider_id] = obs
         return obs
 
-    def _placement(self, spec: InstanceSpec) -> str:
-        """The answering host with the image, the fewest of this deployment's replicas, then
-        the most memory not promised to running containers."""
-        dep = spec.tags.get("onepane:deployment")
-        best: tuple[int, int, str] | None = None
-        for host in self.engines.up():
-            if spec.image not in self.view.images_on(host):
-                continue
-            mine = self.containers_on(host)
-            promised = sum(SIZES.get(self._size_label(x), SIZES["docker.small"])[1] << 20
-                           for x in mine)
-            same = sum(1 for x in mine
-                       if dep and (x.get("Labels") or {}).get("onepane.deployment") == dep)
-            key = (same, -(self.view.memory(host) - promised), host)
-            if best is None or key < best:
-                best = key
-        if best is None:
-            raise TransientProviderError(f"no answering docker host of {self.location} has "
-                                         f"image {spec.image}")
-        return best[2]
-
-    def _size_label(self, summary: dict[str, Any]) -> str:
+    def size_label(self, summary: dict[str, Any]) -> str:
         name = (summary.get("Names") or ["/"])[0].lstrip("/")
         return self._resized().get(name) or str(_meta(summary.get("Labels") or {}).get("size"))
 
@@ -407,24 +367,6 @@ class DockerProvider(Provider):
         _, ctr = self.located(provider_id)
         data: bytes = ctr.logs(tail=2000)
         return data[-max_bytes:].decode(errors="replace")
-
-    def recreate(self, host: str, ctr: Any, volumes: dict[str, str]) -> None:
-        """The container again, with these volumes (name -> mount point): a container's mounts
-        are fixed at create. Same name, labels, image, limits and published port; it runs
-        again if it ran."""
-        attrs, c = ctr.attrs, self.engines.client(host)
-        hc, cfg = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
-        port = next(iter(hc.get("PortBindings") or {}), None)
-        ran = ctr.status in ("running", "paused")
-        ctr.remove(force=True)
-        new = c.containers.create(
-            cfg.get("Image"), name=ctr.name, init=True, detach=True, labels=cfg.get("Labels"),
-            cpu_period=hc.get("CpuPeriod") or None, cpu_quota=hc.get("CpuQuota") or None,
-            mem_limit=hc.get("Memory") or None, memswap_limit=hc.get("MemorySwap") or None,
-            ports={port: (self.address(host), None)} if port else {},
-            volumes={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()})
-        if ran:
-            new.start()
 
     @sdk_errors
     def list_volumes(self) -> list[ObservedVolume]:

@@ -63,7 +63,7 @@ class DockerVolumes:
             if not client.volumes.list(filters={"name": volume_id}):
                 client.volumes.create(name=volume_id, labels={VOLUME_LABEL: volume_id})
             mounts = {**self._mounts(ctr), volume_id: mount_point(device)}
-            self.p.recreate(host, ctr, mounts)
+            self._recreate(host, ctr, mounts)
             vol.update(attached_to=instance_id, device=device, state="in-use", host=host)
             self.table.save(vols)
 
@@ -76,7 +76,7 @@ class DockerVolumes:
                 if found is not None:
                     mounts = self._mounts(found[1])
                     mounts.pop(volume_id, None)
-                    self.p.recreate(found[0], found[1], mounts)
+                    self._recreate(found[0], found[1], mounts)
             self.table.detached(vols, vol)
 
     def delete(self, volume_id: str) -> None:
@@ -104,6 +104,24 @@ class DockerVolumes:
         with self._lock:
             if self.table.path.exists():
                 self.table.detach_all(instance_id)
+
+    def _recreate(self, host: str, ctr: Any, volumes: dict[str, str]) -> None:
+        """The container again, with these volumes (name -> mount point): a container's mounts
+        are fixed at create. Same name, labels, image, limits and published port; it runs
+        again if it ran."""
+        attrs, c = ctr.attrs, self.p.engines.client(host)
+        hc, cfg = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
+        port = next(iter(hc.get("PortBindings") or {}), None)
+        ran = ctr.status in ("running", "paused")
+        ctr.remove(force=True)
+        new = c.containers.create(
+            cfg.get("Image"), name=ctr.name, init=True, detach=True, labels=cfg.get("Labels"),
+            cpu_period=hc.get("CpuPeriod") or None, cpu_quota=hc.get("CpuQuota") or None,
+            mem_limit=hc.get("Memory") or None, memswap_limit=hc.get("MemorySwap") or None,
+            ports={port: (self.p.address(host), None)} if port else {},
+            volumes={name: {"bind": path, "mode": "rw"} for name, path in volumes.items()})
+        if ran:
+            new.start()
 
     @staticmethod
     def _mounts(ctr: Any) -> dict[str, str]:
