@@ -145,13 +145,20 @@ class DataCenterNet:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         ip("netns", "del", self.ns, check=False)
-        # the kernel frees a namespace's devices in one queue for the whole machine: behind
-        # other namespaces torn down just before (a Docker host's bridge and its containers'
-        # veths), this has taken over 10 s on 2 busy cores
-        deadline = time.monotonic() + 45
+        # The namespace goes with its last reference. A process in a mount namespace of its own
+        # made while this one existed (a sandboxed instance elsewhere, a daemon started with
+        # unshare -m) keeps a copy of its /run/netns entry, and so the namespace and its veth,
+        # for as long as it lives: a clean run once waited 45 s on one. Its link is then taken
+        # down from this side (deleting one end of a veth deletes both); what is left is an
+        # empty namespace that goes when its holder does.
+        deadline = time.monotonic() + 10
         while ip("link", "show", self.host_if, check=False).returncode == 0:
             if time.monotonic() > deadline:
-                raise PermanentProviderError(f"{self.host_if} still exists after deleting {self.ns}")
+                ip("link", "del", self.host_if, check=False)
+                if ip("link", "show", self.host_if, check=False).returncode == 0:
+                    raise PermanentProviderError(f"{self.host_if} still exists after deleting "
+                                                 f"{self.ns}")
+                break
             time.sleep(0.02)
         if self.owner is not None:
             netclaims.release(self.index, self.owner)

@@ -64,6 +64,12 @@ class DockerHost:
         return self.root / "docker.sock"
 
     @property
+    def cgroup_parent(self) -> str:
+        """Where this host's containers' processes are (cgroupfs): what its teardown empties,
+        whatever its dockerd still knows."""
+        return f"/onepane-{self.net.ns}"
+
+    @property
     def ssh_url(self) -> str:
         return f"ssh://root@{self.address}:{SSH_PORT}"
 
@@ -105,6 +111,7 @@ def start_daemon(host: DockerHost, index: int, tls: Path) -> None:
               f"--exec-root {host.root / 'exec'} --pidfile {host.root / 'dockerd.pid'} "
               f"--containerd-namespace onepane-{host.name} "
               f"--containerd-plugins-namespace onepane-{host.name}-plugins "
+              f"--cgroup-parent {host.cgroup_parent} "
               f"-H unix://{host.socket} -H tcp://{host.address}:{PORT} --tlsverify "
               f"--tlscacert {tls / 'ca.pem'} --tlscert {tls / 'cert.pem'} "
               f"--tlskey {tls / 'key.pem'}")
@@ -221,11 +228,37 @@ def stop_host(host: DockerHost) -> None:
         except subprocess.TimeoutExpired:
             host.proc.kill()
             host.proc.wait(5)
+    # a container whose shim died with a killed daemon lives on in its own namespaces, out of
+    # the host's: its processes are found by their cgroup
+    kill_cgroup(host.cgroup_parent)
     # containerd's shims and anything else it left in the namespace go with the namespace
     host.net.teardown()
     with contextlib.suppress(Exception):
         subprocess.run(["umount", "-R", str(host.root / "data")], capture_output=True,
                        check=False)
+
+
+def kill_cgroup(parent: str) -> None:
+    """SIGKILL every process under `parent` in each cgroup v1 hierarchy, then remove the
+    groups (deepest first) once they are empty."""
+    roots = [d / parent.lstrip("/") for d in Path("/sys/fs/cgroup").iterdir()
+             if (d / parent.lstrip("/")).is_dir()]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = {p for root in roots for procs in root.rglob("cgroup.procs")
+                for p in procs.read_text().split()}
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.05)
+    for root in roots:
+        for d in sorted((x for x in root.rglob("*") if x.is_dir()), key=lambda x: -len(x.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 @dataclass
