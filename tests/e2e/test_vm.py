@@ -140,8 +140,10 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     r = occi.post(f"compute/{inst['id']}", params={"action": "start"})
     assert r.status_code == 200 and r.json()["attributes"]["occi.compute.state"] == "active", r.text
     after = guest_state(wait_for(lambda: http_get(url), 30, what="answers again"))
-    assert after["counter"] > before["counter"]  # the same guest, not a fresh boot
-    assert 0 < after["uptime"] - before["uptime"] < 60
+    # the same guest, not a fresh boot: nothing went back (both tick once a second, so a
+    # suspend and resume within one tick may leave them equal; a clean run once saw that)
+    assert after["counter"] >= before["counter"]
+    assert 0 <= after["uptime"] - before["uptime"] < 60
 
     # EC2's CreateImage: the guest's disk becomes a catalog image that boots where it was made
     made = ec2.create_image(InstanceId="i-" + inst["id"].split("-", 1)[1], Name="g1 golden")
