@@ -67,10 +67,12 @@ def export_app(request: Request, app_id: str,
     """The application as one OVA: a VirtualSystemCollection of its systems with its
     StartupSection."""
     c = core(request)
-    app = apps.application(c.catalog.all(), app_id)
     tmp = tempfile.mkdtemp(dir=c.catalog.blobs, prefix=".export-")
-    out = c.catalog.export_application(app_id, Path(tmp) / f"{app['name'] or app_id}.ova",
-                                       ovf_version)
+    try:  # one look at the catalog: the export names the file after the application
+        out = c.catalog.export_application(app_id, Path(tmp), ovf_version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return FileResponse(out, filename=out.name, media_type="application/octet-stream",
                         background=BackgroundTask(shutil.rmtree, tmp, True))
 

@@ -338,13 +338,16 @@ class Catalog:
         image of one disk, as that disk in `fmt`."""
         return export.write(self.get(image_id), self.store, out, fmt, ovf_version)
 
-    def export_application(self, app_id: str, out: Path, ovf_version: str = "1.0") -> Path:
-        """An application (an imported collection) as one OVA, its start order kept."""
+    def export_application(self, app_id: str, out_dir: Path, ovf_version: str = "1.0") -> Path:
+        """An application (an imported collection) as one OVA in `out_dir`, named after it,
+        its start order kept."""
         from . import apps
         app = apps.application(self.all(), app_id)
         members = [self.get(t["image"]) for t in app["tiers"]]
-        return export.write_application(app["name"] or app_id, app["collection"] or app_id,
-                                        members, app["tiers"], self.store, out, ovf_version)
+        name = app["name"] or app_id
+        return export.write_application(name, app["collection"] or app_id, members,
+                                        app["tiers"], self.store, out_dir / f"{name}.ova",
+                                        ovf_version)
 
     def capture(self, location: str, provider_id: str, name: str) -> CatalogImage:
         """An instance's disk as a catalog image (flattened, inspected like any upload) that
