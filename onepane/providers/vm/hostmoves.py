@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import Conflict, InvalidInput, OnepaneError, PermanentProviderError
 from ..base import ObservedInstance, Provider
 from .domain import disk_paths, nbd_exports, read_metadata
-from .migration import Phase, Switch, Watch, failed_move, report_end
+from .migration import POLL_S, Phase, Switch, Watch, failed_move, report_end
 from .provider import SIZES, _libvirt, libvirt_errors
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class HostMoves:
             raise InvalidInput(f"{target.location} is not a vm location of hosts; a running VM "
                                "moves only between locations of the same kind", field="to")
         found = self.p.locate(provider_id)
+        if found is not None and inflight(found[1], bound_s):
+            found = self.p.locate(provider_id)  # the earlier attempt ended: look again
         if found is None or not running(found[1]):
             there = target.locate(provider_id)
             if there is not None and running(there[1]):
@@ -105,6 +107,8 @@ class HostMoves:
         if target is self.p and src == dst:
             raise InvalidInput(f"{instance} already runs on {src}", field="to")
         dom = self.p.find(src, instance)
+        if dom is not None and inflight(dom, bound_s):
+            dom = self.p.find(src, instance)  # the earlier attempt ended: look again
         if dom is None or not dom.isActive():
             there = target.find(dst, instance)
             if there is not None and running(there):  # an earlier attempt got there
@@ -246,6 +250,26 @@ class HostMoves:
                 with contextlib.suppress(lv.libvirtError):
                     dom.undefine()
             self.p.pools.delete_volumes(host, instance)
+
+
+def inflight(dom: Any, bound_s: float) -> bool:
+    """Whether a migration of `dom` was already under way — started by an onepane that died:
+    a peer-to-peer migration runs on in the source's daemon without its client. A second one
+    must not start beside it (it would recreate the disks the first is mirroring into), so
+    this waits, within the move's bound, until the first has ended either way."""
+    lv = _libvirt()
+    deadline = time.monotonic() + bound_s
+    waited = False
+    while time.monotonic() < deadline:
+        try:
+            if not dom.isActive() or dom.jobInfo()[0] == lv.VIR_DOMAIN_JOB_NONE:
+                return waited
+        except lv.libvirtError:
+            return waited
+        waited = True
+        time.sleep(POLL_S)
+    raise Conflict(f"{dom.name()} is still in a migration started earlier after "
+                   f"{bound_s:.0f} s; try again once it has ended", field="instance")
 
 
 def running(dom: Any) -> bool:
