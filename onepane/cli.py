@@ -465,6 +465,112 @@ def apps_export(app_id: str, out: Annotated[Path, typer.Option("--out", "-o")],
     show({"app": app_id, "file": str(out), "bytes": out.stat().st_size})
 
 
+def _allow(rule: str) -> dict[str, Any]:
+    """FROM:TO[:PORT[/PROTOCOL]] -> one rule of an application's network policy."""
+    parts = rule.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise typer.BadParameter(f"{rule!r}: use FROM:TO[:PORT[/tcp|udp]] (FROM a tier, "
+                                 "'outside' or a CIDR)", param_hint="--allow")
+    out: dict[str, Any] = {"from": parts[0], "to": parts[1]}
+    if len(parts) == 3:
+        port, _, proto = parts[2].partition("/")
+        if not port.isdigit():
+            raise typer.BadParameter(f"{rule!r}: the port must be a number", param_hint="--allow")
+        out.update(port=int(port), **({"protocol": proto} if proto else {}))
+    return out
+
+
+APP_DEP_COLS = ["tier", "deployment", "order", "primary", "where", "addresses", "groups"]
+
+
+def _app_rows(app_: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**t, "where": ", ".join(sorted({i["location"] for i in t["instances"]})),
+             "addresses": ", ".join(a for i in t["instances"] for a in i["addresses"]),
+             "groups": ", ".join(t["security_groups"])} for t in app_["tiers"]]
+
+
+@apps_app.command("deploy")
+def apps_deploy(app_id: str,
+                name: Annotated[str, typer.Option(help="the deployed application's name")],
+                at: Annotated[list[str], typer.Option(help="LOCATION[=COPIES]; repeatable")],
+                allow: Annotated[list[str] | None, typer.Option(
+                    help="FROM:TO[:PORT[/PROTO]]: FROM (a tier, 'outside' or a CIDR) may open "
+                         "PORT on tier TO; what no rule allows is refused; repeatable")] = None,
+                size: Annotated[str | None, typer.Option(help="every tier's size (default: "
+                                                             "what fits each tier)")] = None,
+                front: Annotated[str | None, typer.Option(help="the tier clients reach "
+                                                              "(default: the last to start)")] = None,
+                listen: str = "127.0.0.1:0",
+                attempt_timeout: Annotated[float | None, typer.Option(
+                    help="seconds one request may take at the front tier (slow guests, long "
+                         "answers)")] = None) -> None:
+    """Deploy an application as one: its tiers started in the collection's start order, each
+    tier's rules in force where its VMs run; clients reach the front tier at the printed
+    address."""
+    replicas = {}
+    for item in at:
+        loc, _, n = item.partition("=")
+        replicas[loc] = int(n) if n.isdigit() else 1
+    body = {"app": app_id, "name": name, "replicas": replicas,
+            "allow": [_allow(r) for r in allow or []], "listen": listen,
+            **({"size": size} if size else {}), **({"front": front} if front else {}),
+            **({"attempt_timeout": attempt_timeout} if attempt_timeout else {})}
+    app_ = client().post("/v1/applications", body)
+    if ctx.output == Output.json:
+        show(app_)
+        return
+    show(_app_rows(app_), APP_DEP_COLS, title=f"{name}: front tier {app_['front'].get('tier')} "
+         f"on {app_['listen']}; tiers start in this order")
+
+
+@apps_app.command("deployed")
+def apps_deployed() -> None:
+    """Every deployed application: its front address and where its tiers run."""
+    rows = client().get("/v1/applications")
+    if ctx.output == Output.json:
+        show(rows)
+        return
+    show([{"name": a["name"], "app": a["app"], "listen": a["listen"],
+           "front": (a["front"] or {}).get("tier"), "locations": ", ".join(a["locations"]),
+           "tiers": len(a["tiers"])} for a in rows],
+         ["name", "app", "front", "listen", "locations", "tiers"])
+
+
+@apps_app.command("status")
+def apps_status(name: str) -> None:
+    """A deployed application's tiers (where each runs, its addresses) and its policy."""
+    app_ = client().get(f"/v1/applications/{name}")
+    if ctx.output == Output.json:
+        show(app_)
+        return
+    show(_app_rows(app_), APP_DEP_COLS, title=f"{name} on {app_['listen']}")
+    show(app_["policy"], ["from", "to", "protocol", "port"], title="allowed (all else refused)")
+
+
+@apps_app.command("move")
+def apps_move(name: str, to: Annotated[str, typer.Option(help="the location to move to")],
+              bound: Annotated[float, typer.Option(help="seconds the whole move may take")
+                               ] = 300.0) -> None:
+    """Move a deployed application live: its policy in force at TO first, then every tier
+    in start order; a failure part-way moves the moved tiers back."""
+    _move_application(client(), name, to, bound)
+
+
+def _move_application(c: Client, name: str, to: str, bound: float) -> None:
+    started = c.post(f"/v1/applications/{name}/move", {"to": to, "bound_s": bound},
+                     idempotent_key=False)
+    job = c.wait(started["job"]["id"], timeout=bound + 90)  # JobFailed says why and where
+    said(f"{name} runs at {to}: every tier moved live in {job['result']['seconds']} s",
+         {"application": name, **job["result"]})
+
+
+@apps_app.command("undeploy")
+def apps_undeploy(name: str) -> None:
+    """Remove a deployed application: its tiers' deployments (their VMs go) and groups."""
+    client().delete(f"/v1/applications/{name}")
+    said(f"{name} removed: its VMs go now", {"application": name, "deleted": True})
+
+
 @hosts_app.command("list")
 def hosts_list(location: str) -> None:
     """Each host: up, unreachable or in maintenance; its capacity and what is committed."""
@@ -1166,6 +1272,9 @@ def move(deployment: str, to: Annotated[str, typer.Option(help="the location to 
     """Planned move: check the target is healthy, shift traffic there, drain the source.
     With --live, the running VM moves to TO and traffic follows once it runs there."""
     c = client()
+    if live and _is_application(c, deployment):
+        _move_application(c, deployment, to, bound)
+        return
     if not live:
         dep = c.post(f"/v1/deployments/{deployment}/move", {"to": to}, idempotent_key=False)
         dep = _until_serving(c, dep)
@@ -1183,6 +1292,11 @@ def move(deployment: str, to: Annotated[str, typer.Option(help="the location to 
     else:
         show(phases, ["instance", "phase", "seconds", "disk_bytes", "memory_iterations",
                       "memory_bytes", "downtime_ms", "total_ms"])
+
+
+def _is_application(c: Client, name: str) -> bool:
+    """`onepane move NAME --live` moves a deployed application as one when NAME is one."""
+    return any(a["name"] == name for a in c.get("/v1/applications"))
 
 
 def status_report(c: Client) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from .auth import AccessKeys, Tokens
 from .cluster.control import Cluster
 from .config import Settings
 from .deploy.addressing import instance_target, serving_replica
+from .deploy.applications import Applications
 from .deploy.mobility import LiveMoves
 from .deploy.reconciler import Reconciler
 from .deploy.service import Deployments
@@ -88,6 +89,11 @@ class Core:
                                      fence=self.cluster.lease.fence,
                                      front_door_host=settings.front_door_host,
                                      publisher=self.publisher)
+        self.reconciler.join_groups = self.security_groups.join
+        self.deployments.groups_exist = self.security_groups.find
+        self.applications = Applications(self.events, self.catalog, self.deployments,
+                                         self.security_groups, self.enforcer, self.moves,
+                                         self.ops, self.runner)
         self.addresses = ElasticAddresses(self.records, self.events)
         self.address_router = AddressRouter(
             self.addresses, self.registry,

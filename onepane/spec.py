@@ -25,6 +25,8 @@
       schedule:                         # active windows; outside them a location has 0 replicas
         - {cron: "0 8 * * 1-5", duration: 36000, locations: [dc-a]}
       placement: {require: {country: de, certifications: hipaa}}
+    after: [{deployment: shop-db, delay: 10}]   # start order: created once shop-db serves here
+    security_groups: [sg-...]           # every replica joins these onepane groups
 """
 
 from __future__ import annotations
@@ -133,6 +135,26 @@ class Policies(Strict):
     placement: Placement = Field(default_factory=Placement)
 
 
+class StartAfter(Strict):
+    """Start order (an OVF StartupSection's): this deployment's replicas at a location are
+    created only once `deployment` serves there — every replica it wants there passes its
+    health check — and `delay` seconds more have passed. Only creations wait; a replica
+    replaced later waits again, a running one is never stopped for it."""
+
+    deployment: str = Field(pattern=NAME_PATTERN, max_length=40)
+    delay: float = Field(default=0, ge=0, le=3600)
+
+
+class AppTier(Strict):
+    """The tier of a deployed application (deploy/applications.py) this deployment is."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=24)  # the application deployment
+    app: str  # the catalog application
+    system: str  # the OVF VirtualSystem
+    order: int | None = None
+    front: bool = False
+
+
 class DnsTarget(Strict):
     """Where the deployment is published: a name in a zone held by a configured DNS account."""
 
@@ -194,6 +216,9 @@ class DeploymentSpec(Strict):
     dns: DnsTarget | None = None
     sla: Sla = Field(default_factory=Sla)
     policies: Policies = Field(default_factory=Policies)
+    after: list[StartAfter] = Field(default_factory=list, max_length=16)
+    security_groups: list[str] = Field(default_factory=list, max_length=5)
+    application: AppTier | None = None
 
     def image_at(self, location: str) -> str:
         return self.images.get(location) or self.image
@@ -226,6 +251,8 @@ class DeploymentSpec(Strict):
             self.traffic.weights = {loc: weights.get(loc, 0) for loc in self.replicas}
         if self.service is None:
             self.service = self.name
+        if any(a.deployment == self.name for a in self.after):
+            raise ValueError("after: a deployment cannot wait for itself")
         for w in self.policies.schedule:
             unknown = [loc for loc in w.locations or [] if loc not in self.replicas]
             if unknown:

@@ -10,6 +10,11 @@
 #   /cgi-bin/state uptime, a counter that ticks every second and the guest's address: the
 #                  same guest after a live move shows the uptime and counter continuing
 #   /cgi-bin/stream?N  N lines, one every 0.1 s: a long-lived response to hold open across a move
+#   /cgi-bin/fetch?HOST/PATH  the guest asks http://HOST/PATH itself and answers with what it
+#                  got (502 when it got nothing): one tier of an application calling the next
+# With a second disk (/dev/vdb) the counter lives on it: read back at boot, written through
+# (fsync) at every tick, and shown as disk= in /cgi-bin/state, so data that travels with the
+# VM (a database tier's volume) can be checked for lost writes.
 # The guest takes a static address from the QEMU firmware config entry opt/onepane/net
 # ("ADDRESS/PREFIX GATEWAY"), else asks DHCP. The ACPI power button powers it off, so a
 # graceful stop works. No loop devices or mounts: mtools writes into the image file.
@@ -58,8 +63,12 @@ if [ -r $NET ]; then
 else
   udhcpc -i eth0 -q -n -t 5 -T 1 -s /usr/share/udhcpc/default.script
 fi
-echo 0 > /tmp/counter
-(c=0; while :; do c=$((c+1)); echo $c > /tmp/counter; sleep 1; done) &
+c=0
+[ -b /dev/vdb ] && c=$(head -c 32 /dev/vdb | tr -dc 0-9) && c=${c:-0}
+echo $c > /tmp/counter
+(while :; do c=$((c+1)); echo $c > /tmp/counter
+  [ -b /dev/vdb ] && printf '%032d' $c | dd of=/dev/vdb bs=32 count=1 conv=notrunc,fsync 2>/dev/null
+  sleep 1; done) &
 mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\necho "onepane-guest: power button" > /dev/console\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod 755 /etc/acpi/PWRF/00000080
@@ -72,7 +81,16 @@ INIT
 cat > "$ROOTFS/www/cgi-bin/state" <<'CGI'
 #!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\n'
-echo "uptime=$(cut -d' ' -f1 /proc/uptime) counter=$(cat /tmp/counter) ip=$(ip -4 -o addr show eth0 | awk '{print $4}')"
+disk=none; [ -b /dev/vdb ] && disk=$(head -c 32 /dev/vdb | tr -dc 0-9 | sed 's/^0*//')
+echo "uptime=$(cut -d' ' -f1 /proc/uptime) counter=$(cat /tmp/counter) ip=$(ip -4 -o addr show eth0 | awk '{print $4}') disk=${disk:-0}"
+CGI
+cat > "$ROOTFS/www/cgi-bin/fetch" <<'CGI'
+#!/bin/sh
+if out=$(timeout 5 wget -q -O - "http://$QUERY_STRING" 2>/dev/null); then
+  printf 'Content-Type: text/plain\r\n\r\n%s\n' "$out"
+else
+  printf 'HTTP/1.0 502 Bad Gateway\r\nContent-Type: text/plain\r\n\r\nfetch failed: %s\n' "$QUERY_STRING"
+fi
 CGI
 cat > "$ROOTFS/www/cgi-bin/stream" <<'CGI'
 #!/bin/sh

@@ -7,7 +7,18 @@ from fastapi.routing import APIRoute
 
 from .. import __version__, web
 from ..core import Core
-from . import addresses, catalog, deployments, ec2, hosts, inventory, metrics, occi, problems
+from . import (
+    addresses,
+    applications,
+    catalog,
+    deployments,
+    ec2,
+    hosts,
+    inventory,
+    metrics,
+    occi,
+    problems,
+)
 from .bodylimits import BodyLimits
 
 
@@ -27,6 +38,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(_tag_by_resource(hosts.router), responses=problems.RESPONSES)
     app.include_router(_tag_by_resource(addresses.router), responses=problems.RESPONSES)
     app.include_router(_tag_by_resource(deployments.router), responses=problems.RESPONSES)
+    app.include_router(_tag_by_resource(applications.router), responses=problems.RESPONSES)
     app.include_router(_tag_by_resource(catalog.router), responses=problems.RESPONSES)
     app.include_router(_tag_by_resource(metrics.router), responses=problems.RESPONSES)
     app.include_router(ec2.router)

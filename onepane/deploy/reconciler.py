@@ -39,6 +39,7 @@ from .planes import feed, plane_config, replica_samples
 from .publishing import wanted_answer
 from .service import Deployment, Deployments
 from .slareport import track_sla
+from .startorder import StartOrder
 from .state import DeploymentState, View
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ class Reconciler:
         self.publisher = publisher
         self._replacing: set[str] = set()  # replicas being replaced (by instance id)
         self._restarting: dict[str, str] = {}  # instance -> its restart job
+        self._status: dict[str, dict[str, Any]] = {}  # this pass's deployments' statuses
+        self.start_order = StartOrder(self._status.get)
+        self._said_waiting: dict[tuple[str, str], str] = {}
+        # Set by the core: a new replica joins its spec's security groups (instance, groups,
+        # location); with it, the location's firewall holds it as soon as it has an address.
+        self.join_groups: Callable[[str, list[str], str], None] | None = None
         self._loop = Periodic("reconciler", self.run_once, interval)
 
     @property
@@ -91,6 +98,8 @@ class Reconciler:
     def run_once(self) -> None:
         self.policy.begin_pass()
         deps = self.deployments.list()
+        self._status.clear()
+        self._status.update({d.name: d.status for d in deps})
         self._labels = {loc.name: loc.labels for loc in self.deployments.locations.list()}
         deciding = self.decides()
         with fencing.deciding(self.fence if deciding else None):
@@ -127,6 +136,9 @@ class Reconciler:
         for inst in instances:
             by_loc[inst.location].append(inst)
         snapshot = self.health.snapshot(dep.name)
+        where = {i.id: i.location for i in instances}
+        for t in snapshot:  # a live move keeps the check's state; its place is the record's
+            t.location = where.get(t.key, t.location)
         up = [t for t in snapshot if t.up]
         healthy = {t.location for t in up}
         since: dict[str, float] = {}
@@ -185,7 +197,8 @@ class Reconciler:
                    and "app" in i.ports and i.location in spec.replicas]
         self.health.set_targets(dep.name, [
             Target(key=i.id, location=i.location, host=i.addresses[0], port=i.ports["app"],
-                   check=check_for(spec, self._runs_vms(i.location))) for i in running])
+                   check=check_for(spec, self._runs_vms(i.location)),
+                   source=self._check_source(i.location)) for i in running])
         return desired
 
     def _feed(self, dep: Deployment, view: View, st: DeploymentState) -> DataPlaneConfig:
@@ -289,6 +302,12 @@ class Reconciler:
                                    "instance": act.instance, **act.data})
         return plan
 
+    def _check_source(self, location: str) -> str | None:
+        try:
+            return self.deployments.locations.provider(location).check_source()
+        except OnepaneError:
+            return None
+
     def _runs_vms(self, location: str) -> bool:
         return runs_vms(self.deployments.locations.provider, location)
 
@@ -310,12 +329,26 @@ class Reconciler:
                       key=lambda i: i.id)
         for extra in live[want:]:
             self.ops.instances.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
+        if want > len(live) and self._waits(name, spec, loc):
+            return
         for _ in range(want - len(live)):  # `want` is the engine's: 0 where placement forbids
-            self.ops.instances.create_instance(InstanceCreate(
+            job = self.ops.instances.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
                 location=loc, image=spec.image_at(loc), size=spec.size_at(loc), tags={TAG: name}))
+            if spec.security_groups and self.join_groups is not None and job.target:
+                self.join_groups(job.target, spec.security_groups, loc)
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
+
+    def _waits(self, name: str, spec: DeploymentSpec, loc: str) -> bool:
+        """Whether the start order holds this deployment's new replicas at `loc` back; said
+        once as an event each time the reason changes kind (waiting, then its delay)."""
+        why = self.start_order.waiting(spec, loc)
+        kind = why.split(" ", 1)[0] if why else ""
+        if why and self._said_waiting.get((name, loc)) != kind:
+            self.events.emit("replica.waiting", f"{name}: {why}", location=loc, subject=name)
+        self._said_waiting[(name, loc)] = kind
+        return why is not None
 
     def sample_metrics(self) -> None:
         """One look at every deployment for the metrics (the sampler thread calls this)."""

@@ -54,6 +54,8 @@ class Deployments:
         # Set by the core to the catalog's: what a location boots for a catalog image (img-...).
         self.boot_image: Callable[[str, str, str | None, dict[str, str]], Any] | None = None
         self.dns_accounts: frozenset[str] = frozenset()  # set by the core from the settings
+        # Set by the core: raises NotFound for a security group id that does not exist.
+        self.groups_exist: Callable[[builtins.list[str]], Any] | None = None
 
     def list(self) -> list[Deployment]:
         with self.events.store.tx() as s:
@@ -95,6 +97,21 @@ class Deployments:
             out.append((field, exc.detail if loc in exc.detail else f"at {loc}: {exc.detail}"))
         return out
 
+    def _reference_problems(self, spec: DeploymentSpec) -> builtins.list[tuple[str, str]]:
+        """The deployments it starts after and the groups it joins must exist: a wait for a
+        deployment that never comes would keep it from ever starting, silently."""
+        out = []
+        with self.events.store.tx() as s:
+            for n, after in enumerate(spec.after):
+                if s.get(DeploymentRow, after.deployment) is None:
+                    out.append((f"after.{n}.deployment", f"no deployment {after.deployment!r}"))
+        if spec.security_groups and self.groups_exist is not None:
+            try:
+                self.groups_exist(spec.security_groups)
+            except NotFound as exc:
+                out.append(("security_groups", exc.detail))
+        return out
+
     def spec(self, name: str) -> DeploymentSpec:
         return DeploymentSpec.model_validate(self.get(name).spec)
 
@@ -108,6 +125,7 @@ class Deployments:
                                f"{', '.join(sorted(self.dns_accounts)) or 'none'})",
                                field="dns.provider")
         problems = [p for loc in spec.replicas for p in self._location_problems(spec, loc)]
+        problems += self._reference_problems(spec)
         if problems:  # every one at once, each under the field to change
             raise InvalidInput("; ".join(f"{field}: {reason}" for field, reason in problems),
                                field=problems[0][0],

@@ -152,7 +152,7 @@ class SecurityGroups:
             s.add(row)
             s.flush()
             self.events.emit("security_group.created", f"security group {name} ({row.id}) "
-                             "created; not enforced: " + NOT_ENFORCED, subject=row.id, session=s)
+                             f"created; enforced {ENFORCED_WHERE}", subject=row.id, session=s)
             return _view(row)
 
     def delete(self, group_id: str) -> None:
@@ -255,6 +255,10 @@ class Enforcer:
         self.groups = groups
         self.ops = ops
         self._applied: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # location -> why its last picture was not applied
+        # instance -> locations that hold its rules besides its own: where an application's
+        # move is taking it (deploy/applications.py), so they are in force before it runs there
+        self.also_at: dict[str, set[str]] = {}
 
     def apply_all(self) -> None:
         from ..errors import OnepaneError
@@ -288,10 +292,20 @@ class Enforcer:
                          for a in addresses.get(m, []) if ":" not in a]
                 out.append({**r, "cidrs": sorted({*r["cidrs"], *peers})})
             return out
+        arriving: dict[str, set[str]] = {}  # location -> instances on their way there
+        for inst_id, to in self.ops.jobs.moving_to().items():
+            arriving.setdefault(to, set()).add(inst_id)
+        for inst_id, where in self.also_at.items():
+            for loc in where:
+                arriving.setdefault(loc, set()).add(inst_id)
         for name in enforcing:
             ingress: dict[str, list[dict[str, Any]]] = {}
             egress: dict[str, list[dict[str, Any]]] = {}
-            for inst in every(self.ops.instances.list_instances, location=name):
+            here = list(every(self.ops.instances.list_instances, location=name))
+            if arriving.get(name):  # a live move keeps the VM's provider id and address
+                here += [i for i in every(self.ops.instances.list_instances)
+                         if i.id in arriving[name] and i.location != name]
+            for inst in here:
                 if inst.id not in member_of or not inst.provider_id:
                     continue
                 ingress[inst.provider_id] = expanded(
@@ -309,5 +323,7 @@ class Enforcer:
                 registry.run(name, lambda p, ing=ingress, o=own, eg=egress: p.enforce(
                     ing, o, egress=eg), timeout=10)
                 self._applied[name] = picture
+                self.failed.pop(name, None)
             except OnepaneError as exc:
+                self.failed[name] = exc.detail
                 log.warning("security groups at %s: %s", name, exc.detail)

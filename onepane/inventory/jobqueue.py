@@ -122,6 +122,13 @@ class Jobs:
             return set(s.scalars(select(JobRow.target).where(
                 JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))))
 
+    def moving_to(self) -> dict[str, str]:
+        """instance -> the location a live move is carrying it to, for the moves under way."""
+        with self.store.tx() as s:
+            return {target: (params or {}).get("to", "") for target, params in s.execute(
+                select(JobRow.target, JobRow.params).where(
+                    JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))) if target}
+
     def require(self, location: str, feature: Feature) -> Provider:
         provider = self.locations.provider(location)
         provider.require(feature)

@@ -193,6 +193,12 @@ class Provider(ABC):
     def check(self) -> None:
         """Raise ProviderAuthError/ProviderError if the location cannot be used."""
 
+    def check_source(self) -> str | None:
+        """The address onepane's health checks of this location's instances leave from, where
+        the location's firewall lets that address (and no other of onepane's host) through:
+        an application tier that refuses the outside is still checked. None: any."""
+        return None
+
     def front_door(self) -> tuple[str, list[str]] | None:
         """Where a deployment's front door can run inside this location: the address it
         listens on and the argv prefix that starts a process there. None: nowhere (a location

@@ -32,6 +32,9 @@ CutMode = Literal["silent", "down"]
 ADDRESS_ROUTES = "79"  # the routing protocol number on host routes to elastic addresses
 
 
+HOST_IF_PREFIX = "op-h"  # the host side of each location's link
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
@@ -63,7 +66,7 @@ class DataCenterNet:
         # is made, so that another onepane here never takes it over or deletes it (netclaims)
         self.owner = owner
         self.ns = f"op-{location}"[:32]
-        self.host_if, self.ns_if = f"op-h{index}", f"op-c{index}"
+        self.host_if, self.ns_if = f"{HOST_IF_PREFIX}{index}", f"op-c{index}"
 
     @property
     def inside(self) -> str:

@@ -11,12 +11,17 @@ from ..errors import PermanentProviderError
 Side = Literal["saddr", "daddr"]  # which address of a packet a rule's blocks are
 
 
-def rule_matches(rules: list[dict[str, Any]], side: Side) -> list[str]:
+def rule_matches(rules: list[dict[str, Any]], side: Side, answers: bool = False) -> list[str]:
     """One match per rule: its protocol and ports, and its blocks as the packet's `side`
     (the source of what comes in, the destination of what goes out). IPv6 blocks are left
-    out: the namespaces have no IPv6 routes; a rule with only those matches nothing."""
+    out: the namespaces have no IPv6 routes; a rule with only those matches nothing.
+    `answers`: the packets that answer what a TCP rule allows (the blocks as `side`, the
+    rule's ports as source ports) and open nothing: never a bare SYN, so a peer cannot start
+    a connection through them whatever port it sends from."""
     out = []
     for r in rules:
+        if answers and r["protocol"] != "tcp":
+            continue
         blocks = [c for c in r.get("cidrs", []) if ":" not in c]
         if not blocks:
             continue
@@ -26,7 +31,8 @@ def rule_matches(rules: list[dict[str, Any]], side: Side) -> list[str]:
             out.append(where.strip() or "meta nfproto ipv4")
         elif proto in ("tcp", "udp"):
             ports = f"{lo}" if lo == hi else f"{lo}-{hi}"
-            out.append(f"{where}{proto} dport {ports}")
+            out.append(f"{where}tcp sport {ports} tcp flags & (syn | ack) != syn" if answers
+                       else f"{where}{proto} dport {ports}")
         elif proto == "icmp":
             out.append(f"{where}meta l4proto icmp")
         else:

@@ -27,6 +27,7 @@ class Target:
     host: str
     port: int
     check: HealthCheck
+    source: str | None = None  # the address the check leaves from (Provider.check_source)
     up: bool = False
     successes: int = 0
     failures: int = 0
@@ -118,7 +119,8 @@ class HealthMonitor:
 async def probe(t: Target) -> tuple[bool, str | None]:
     try:
         async with asyncio.timeout(t.check.timeout):
-            reader, writer = await asyncio.open_connection(t.host, t.port)
+            reader, writer = await asyncio.open_connection(
+                t.host, t.port, local_addr=(t.source, 0) if t.source else None)
             try:
                 if t.check.type == "tcp":
                     return True, None

@@ -110,6 +110,19 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
                                        ("shop-web", 2, 0, False)]
     assert [t["cpus"] for t in app["tiers"]] == [2, 1, 1] and app["tiers"][0]["disks"] == 1
     assert shop["id"] in {a["id"] for a in run_json(server, "apps", "list")}
+    # deployed as one: bad input is refused naming the field, and leaves nothing behind (a
+    # second try under the same name is judged on its own input, not refused as a duplicate)
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    for body, field in [({"replicas": {"nowhere": 1}}, "replicas.nowhere"),
+                        ({"replicas": {"dc-a": 1}, "allow": [{"from": "10.0.0.0/33", "to": "shop-db"}]},
+                         "allow.0.from"),
+                        ({"replicas": {"dc-a": 1}, "allow": [{"from": "outside", "to": "nope"}]},
+                         "allow.0.to")]:
+        r = api.post("/v1/applications", json={"app": shop["id"], "name": "shop", **body})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
+    assert api.get("/v1/applications").json() == []
+    assert not [d for d in api.get("/v1/deployments").json() if d["name"].startswith("shop")]
+    assert api.post("/v1/applications/shop/move", json={"to": "dc-a"}).status_code == 404
     # exported as one OVA: a collection with its start order, in DSP0243's element order (COT
     # reads single systems only: it refuses every collection, DMTF's own examples included),
     # that imports back the same

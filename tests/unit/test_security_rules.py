@@ -35,3 +35,14 @@ def test_nft_matches_for_rules_both_ways() -> None:
     assert rule_matches([{**WEB, "cidrs": ["::/0"]}], "daddr") == []  # IPv6 only: nothing
     icmp = {**WEB, "protocol": "icmp", "cidrs": ["0.0.0.0/0"]}
     assert rule_matches([icmp], "saddr") == ["meta l4proto icmp"]
+
+
+def test_answers_pass_by_their_ports_but_never_open_a_connection() -> None:
+    """What lets a connection that was open when its VM moved live keep its answers (the new
+    location's connection tracking never saw it start): a TCP rule's answers, from its port
+    back to its blocks — and never a bare SYN, so no one opens a connection through them."""
+    assert rule_matches([WEB], "daddr", answers=True) == [
+        "ip daddr { 10.1.0.0/16 } tcp sport 443 tcp flags & (syn | ack) != syn"]
+    udp = {**WEB, "protocol": "udp"}
+    every = {**WEB, "protocol": "-1"}
+    assert rule_matches([udp, every], "daddr", answers=True) == []  # TCP only

@@ -39,6 +39,7 @@ class Disk:
 class Nic:
     mac: str
     bridge: str
+    isolated: bool = False  # its bridge port talks only to the bridge itself (guestnet's doc)
 
 
 @dataclass
@@ -101,6 +102,8 @@ def domain_xml(spec: DomainSpec) -> str:
         _sub(n, "source", bridge=nic.bridge)
         _sub(n, "model", type="virtio")
         _sub(n, "rom", enabled="no")
+        if nic.isolated:
+            _sub(n, "port", isolated="yes")
     serial = _sub(devices, "serial", type="file")
     _sub(serial, "source", path=str(spec.console_log), append="on")
     _sub(serial, "target", port="0")

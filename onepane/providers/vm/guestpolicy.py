@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import PermanentProviderError
 from ..dcnet import DataCenterNet
 from ..nftrules import Side, replace_table, rule_matches
-from .guestnet import AddressBook
+from .guestnet import CHECKER, AddressBook
 
 
 class GuestPolicy:
@@ -23,11 +23,17 @@ class GuestPolicy:
         """nftables in the location's namespace, on what it forwards between its guests'
         bridge and the world (the host, other locations, elastic addresses after their
         DNAT): a guest in a group receives only what its ingress rules allow and opens only
-        what its egress rules allow, matched by the guest's own address; answers on
-        established connections pass. Traffic between two guests of one location stays on
-        the bridge and is not filtered (not built yet)."""
-        lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
-                 "  ct state established,related accept"]
+        what its egress rules allow, matched by the guest's own address — a packet passes
+        both its source's egress chain and its destination's ingress chain. Answers on
+        established connections pass, and so do onepane's health checks (from
+        guestnet.CHECKER only). Traffic between two guests of one location is routed by the
+        location too (guestnet), so it passes the same chains.
+
+        Answers also pass by their ports (a TCP/UDP packet from an allowed port back to an
+        allowed peer): a connection that was open when one of its ends moved here live has
+        no entry in this location's connection tracking, and its answers must still pass."""
+        answers: list[str] = []
+        chains: dict[Side, list[str]] = {"daddr": [], "saddr": []}
         # inbound: to the guest, rules name sources; outbound: from it, rules name destinations
         directions: list[tuple[dict[str, list[dict[str, Any]]], Side, Side]] = [
             (ingress, "daddr", "saddr"), (egress or {}, "saddr", "daddr")]
@@ -36,10 +42,17 @@ class GuestPolicy:
                 guest = self.addresses.get(provider_id)
                 if guest is None:
                     continue
-                lines += [f"  ip {guest_is} {guest} {match} accept"
-                          for match in rule_matches(rules, rule_is)]
-                lines.append(f"  ip {guest_is} {guest} drop")
-        lines.append(" }")
+                chains[guest_is] += [f"  ip {guest_is} {guest} {match} return"
+                                     for match in rule_matches(rules, rule_is)]
+                chains[guest_is].append(f"  ip {guest_is} {guest} drop")
+                answers += [f"  ip {rule_is} {guest} {match} accept"
+                            for match in rule_matches(rules, guest_is, answers=True)]
+        lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
+                 "  ct state established,related accept",
+                 f"  ip saddr {CHECKER} accept",  # onepane's own health checks
+                 *answers, "  jump egress", "  jump ingress", " }",
+                 " chain egress {", *chains["saddr"], " }",
+                 " chain ingress {", *chains["daddr"], " }"]
         replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
 
     def route_addresses(self, wanted: dict[str, str]) -> None:

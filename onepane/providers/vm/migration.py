@@ -48,7 +48,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
         moved = dst._domain(instance_id)
         address = (read_metadata(moved.XMLDesc(0)) or {}).get("address")
         if address:
-            guestnet.route_to(address, dst.net)
+            guestnet.route_to(address, dst.net, away_from=src.net)
         return dst._observed(moved)
     if not dom.isActive():
         raise Conflict(f"instance {instance_id} is not running; only a running VM moves live "
@@ -75,7 +75,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
         watch = Watch(dom, t0, bound_s, on_phase)
         def reroute() -> None:
             if meta.get("address"):
-                guestnet.route_to(meta["address"], dst.net)
+                guestnet.route_to(meta["address"], dst.net, away_from=src.net)
         switch = Switch(lambda: lv.open(dst.hypervisor.uri), instance_id, reroute)
         watch.start()
         switch.start()
@@ -85,7 +85,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
             watch.stop()
             switch.stop()
             if switch.switched is not None and meta.get("address"):
-                guestnet.route_to(meta["address"], src.net)  # the source runs it again
+                guestnet.route_to(meta["address"], src.net, away_from=dst.net)  # the source runs it again
             raise failed_move(exc, watch, instance_id, bound_s, f"at {src.location}") from exc
         watch.stop()
         switch.stop()
@@ -97,7 +97,7 @@ def migrate(src: VmProvider, dst: VmProvider, instance_id: str, bound_s: float,
     moved = dst._domain(instance_id)
     if switch.switched is None:  # the watcher missed it: switch now
         if meta.get("address"):
-            guestnet.route_to(meta["address"], dst.net)
+            guestnet.route_to(meta["address"], dst.net, away_from=src.net)
         switch.resumed = switch.switched = time.monotonic()
     report_end(on_phase, dom, watch, switch, t0)
     with contextlib.suppress(lv.libvirtError):

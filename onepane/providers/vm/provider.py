@@ -157,13 +157,16 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
         for d in (self.images_dir, self.instances_dir, self.root / "volumes"):
             d.mkdir(parents=True, exist_ok=True)
         self.net.setup()
-        guestnet.setup_bridge(self.net)
+        guestnet.setup_bridge(self.net, routed=True)
         self.hypervisor.start()
         self.connection()
         for dom in self._domains():  # host routes do not survive a host reboot; domains do
             meta = self._meta(dom)
             if meta and meta.get("address") and dom.isActive():
                 guestnet.route_to(meta["address"], self.net)
+
+    def check_source(self) -> str | None:
+        return guestnet.CHECKER
 
     def check(self) -> None:
         with self._libvirt_errors():
@@ -328,7 +331,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
             (d / name).write_bytes(data)
             files[FW_FILES[name]] = d / name
         return guest_domain(spec, self.addresses.allocate(spec.onepane_id), disks, files,
-                            d / "console.log", self.options.accel)
+                            d / "console.log", self.options.accel, isolated=True)
 
     def _start(self, dom: Any) -> None:
         meta = self._meta(dom) or {}
@@ -340,7 +343,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
     def _forget(self, instance_id: str) -> None:
         address = self.addresses.get(instance_id)
         if address:
-            guestnet.unroute(address)
+            guestnet.unroute(address, self.net)
             self.addresses.release(instance_id)
         shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
 
@@ -489,12 +492,14 @@ def guest_files(spec: InstanceSpec) -> dict[str, bytes]:
 
 
 def guest_domain(spec: InstanceSpec, address: str, disks: list[Disk], files: dict[str, Path],
-                 console_log: Path, accel: str) -> str:
-    """The domain XML of a new guest: its NICs on the guest bridge (MACs from its address),
-    its address handed in through the firmware, and onepane's metadata, its record."""
+                 console_log: Path, accel: str, isolated: bool = False) -> str:
+    """The domain XML of a new guest: its NICs on the guest bridge (MACs from its address;
+    `isolated` ports where the location routes between its guests), its address handed in
+    through the firmware, and onepane's metadata, its record."""
     cpus, memory = SIZES[spec.size]
-    nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE)]
-    nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE) for n in range(1, spec.nics)]
+    nics = [Nic(guestnet.mac_for(address), guestnet.BRIDGE, isolated)]
+    nics += [Nic(_extra_mac(address, n), guestnet.BRIDGE, isolated)
+             for n in range(1, spec.nics)]
     meta = {"id": spec.onepane_id, "name": spec.name, "image": spec.image, "size": spec.size,
             "tags": spec.tags, "address": address}
     return domain_xml(DomainSpec(
