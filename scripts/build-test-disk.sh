@@ -86,7 +86,7 @@ echo "uptime=$(cut -d' ' -f1 /proc/uptime) counter=$(cat /tmp/counter) ip=$(ip -
 CGI
 cat > "$ROOTFS/www/cgi-bin/fetch" <<'CGI'
 #!/bin/sh
-if out=$(timeout 5 wget -q -O - "http://$QUERY_STRING" 2>/dev/null); then
+if out=$(timeout 60 wget -q -O - "http://$QUERY_STRING" 2>/dev/null); then
   printf 'Content-Type: text/plain\r\n\r\n%s\n' "$out"
 else
   printf 'HTTP/1.0 502 Bad Gateway\r\nContent-Type: text/plain\r\n\r\nfetch failed: %s\n' "$QUERY_STRING"
