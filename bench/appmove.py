@@ -58,7 +58,7 @@ class Between(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection(self.web, 80, timeout=120)
         try:
-            conn.request("GET", f"/cgi-bin/fetch?{self.app}/cgi-bin/stream?{self.lines}")
+            conn.request("GET", f"/cgi-bin/fetch?60@{self.app}/cgi-bin/stream?{self.lines}")
             body = conn.getresponse().read().decode()
             if body.count("line ") != self.lines or not body.rstrip().endswith("end"):
                 self.broken = f"cut short: {body[-60:]!r}"

@@ -10,8 +10,9 @@
 #   /cgi-bin/state uptime, a counter that ticks every second and the guest's address: the
 #                  same guest after a live move shows the uptime and counter continuing
 #   /cgi-bin/stream?N  N lines, one every 0.1 s: a long-lived response to hold open across a move
-#   /cgi-bin/fetch?HOST/PATH  the guest asks http://HOST/PATH itself and answers with what it
-#                  got (502 when it got nothing): one tier of an application calling the next
+#   /cgi-bin/fetch?[SECONDS@]HOST/PATH  the guest asks http://HOST/PATH itself and answers with
+#                  what it got (502 when it got nothing within SECONDS, default 5): one tier of
+#                  an application calling the next
 # With a second disk (/dev/vdb) the counter lives on it: read back at boot, written through
 # (fsync) at every tick, and shown as disk= in /cgi-bin/state, so data that travels with the
 # VM (a database tier's volume) can be checked for lost writes.
@@ -86,7 +87,9 @@ echo "uptime=$(cut -d' ' -f1 /proc/uptime) counter=$(cat /tmp/counter) ip=$(ip -
 CGI
 cat > "$ROOTFS/www/cgi-bin/fetch" <<'CGI'
 #!/bin/sh
-if out=$(timeout 60 wget -q -O - "http://$QUERY_STRING" 2>/dev/null); then
+case "$QUERY_STRING" in [0-9]*@*) wait=${QUERY_STRING%%@*}; url=${QUERY_STRING#*@};;
+  *) wait=5; url=$QUERY_STRING;; esac
+if out=$(timeout "$wait" wget -q -O - "http://$url" 2>/dev/null); then
   printf 'Content-Type: text/plain\r\n\r\n%s\n' "$out"
 else
   printf 'HTTP/1.0 502 Bad Gateway\r\nContent-Type: text/plain\r\n\r\nfetch failed: %s\n' "$QUERY_STRING"

@@ -304,9 +304,9 @@ class Applications:
         deadline = time.monotonic() + float(p["bound_s"])
         tiers = p["tiers"]
         t0 = time.monotonic()
-        self._policy_first(name, tiers, to)
         moved: builtins.list[dict[str, Any]] = []
         try:
+            self._policy_first(name, tiers, to)
             for tier in tiers:
                 took = self._move_tier(name, tier["deployment"], to, deadline)
                 moved.append(tier)
@@ -314,10 +314,12 @@ class Applications:
                                  f"({took:.1f} s)", location=to, subject=name,
                                  data={"tier": tier["tier"], "seconds": round(took, 3)})
         except OnepaneError as exc:
-            self._back(name, moved, deadline + float(p["bound_s"]))
+            back = self._back(name, moved, deadline + float(p["bound_s"]))
+            split = "" if back == len(moved) else \
+                f"; {len(moved) - back} could not move back: the application runs split"
             raise Conflict(f"{name}: the move to {to} failed at tier "
-                           f"{tiers[len(moved)]['tier']} ({exc.detail}); "
-                           f"{len(moved)} tier(s) moved back", field="to") from exc
+                           f"{tiers[len(moved)]['tier']} ({exc.detail}); {back} tier(s) that "
+                           f"had moved moved back{split}", field="to") from exc
         finally:
             for ids in self._instances(tiers):
                 self.enforcer.also_at.pop(ids, None)
@@ -369,10 +371,13 @@ class Applications:
         return [j for j in self.ops.jobs.list_jobs(status="running", limit=1000).items
                 if j.kind == LIVE_MOVE and j.target in ids]
 
-    def _back(self, name: str, moved: builtins.list[dict[str, Any]], deadline: float) -> None:
+    def _back(self, name: str, moved: builtins.list[dict[str, Any]], deadline: float) -> int:
+        """Move the tiers that had moved back where they were, last first; how many did."""
+        back = 0
         for tier in reversed(moved):
             try:
                 self._move_tier(name, tier["deployment"], tier["from"], deadline)
+                back += 1
                 self.events.emit("app.move.back", f"{name}: tier {tier['tier']} moved back to "
                                  f"{tier['from']}", location=tier["from"], subject=name,
                                  severity="warning")
@@ -380,6 +385,7 @@ class Applications:
                 self.events.emit("app.split", f"{name}: tier {tier['tier']} could not move back "
                                  f"to {tier['from']} ({exc.detail}): the application runs split",
                                  location=tier["from"], subject=name, severity="error")
+        return back
 
 
 def _rule(a: Allow, group_of: dict[str, str]) -> Rule:

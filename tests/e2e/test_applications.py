@@ -185,3 +185,43 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
     ok(cli(server, "apps", "undeploy", "shop"))
     wait_for(lambda: ok(cli(server, "-o", "json", "instances", "list")) == [], 120,
              what="the application's VMs gone")
+
+
+@pytest.mark.slow
+def test_a_copy_of_the_application_in_each_location_and_the_front_tier_failing_over(
+        server: Server, guest_disk: Path, tmp_path: Path) -> None:
+    """Faux mobility of an application: every tier in both locations, the front tier's traffic
+    manager failing over when the primary location goes silent (six emulated guests: slow)."""
+    shop = ok(cli(server, "-o", "json", "images", "import", str(vapp_ova(tmp_path, guest_disk)),
+                  "--name", "shop2"))["appliance"]
+    for tier in ok(cli(server, "-o", "json", "apps", "show", shop["id"]))["tiers"]:
+        ok(cli(server, "images", "replicate", tier["image"], "--to", "app-a", "--to", "app-b"))
+    app = ok(cli(server, "-o", "json", "apps", "deploy", shop["id"], "--name", "pair",
+                 "--at", "app-a", "--at", "app-b", "--size", "vm.small", "--attempt-timeout", "30",
+                 "--allow", "outside:shop-web:80", "--allow", "shop-web:shop-app:80",
+                 "--allow", "shop-app:shop-db:80"))
+    front = next(t["deployment"] for t in app["tiers"] if t["tier"] == "shop-web")
+
+    def both_serve() -> bool:
+        deps = {d["name"]: d for d in ok(cli(server, "-o", "json", "deployments", "list"))}
+        return all((deps[t["deployment"]]["status"].get("locations") or {}).get(loc, {})
+                   .get("healthy") == 1 for t in app["tiers"] for loc in LOCATIONS)
+    wait_for(both_serve, 600, interval=1, what="every tier serving in both locations")
+    load = Load(f"http://{app['listen']}/", clients=2,
+                read=lambda r: "guest" if r.text.startswith("onepane test guest") else "").start()
+    try:
+        wait_for(lambda: len(load.snapshot()) >= 10, 60, what="load through the front tier")
+        ok(cli(server, "locations", "cut", "app-a", "--mode", "silent"))
+        cut_at = time.monotonic()
+        wait_for(lambda: ok(cli(server, "-o", "json", "deployments", "show", front))["primary"]
+                 == "app-b", 60, what="the front tier failed over")
+        wait_for(lambda: len([s for s in load.snapshot() if s.start > cut_at + 3]) >= 10, 60,
+                 what="load served after the failover")
+        late = [s for s in load.failures() if s.start > cut_at + 3]
+        assert late == [], [s.where[:60] for s in late[:5]]
+    finally:
+        load.stop()
+        cli(server, "locations", "restore", "app-a")
+    ok(cli(server, "apps", "undeploy", "pair"))
+    wait_for(lambda: ok(cli(server, "-o", "json", "instances", "list")) == [], 180,
+             what="the application's VMs gone")
