@@ -24,7 +24,6 @@ connections that broke; then:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import subprocess
 import sys
@@ -37,10 +36,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import onepane, percentile, result
-from bench.mobility import KeepAlive, OpenLoop, cli, wait
-from onepane.providers.dcnet import CATCH_ALL
-from onepane.providers.vm.provider import VmProvider
+from bench.common import percentile, result
+from bench.mobility import KeepAlive, OpenLoop, cli, vm_onepane, wait
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCS = {"bench-app-a": 231, "bench-app-b": 232}
@@ -74,24 +71,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=3.0, help="requests/s through all tiers")
     ap.add_argument("--keepalive", type=int, default=4)
     args = ap.parse_args()
-    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
-                                                capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory(prefix="onepane-appmove-") as tmp:
-        state = Path(tmp) / "state"
         ova = Path(subprocess.run([str(ROOT / "scripts" / "build-test-vapp.sh"), tmp], check=True,
                                   capture_output=True, text=True).stdout.strip())
-        config = "sync_interval = 1\ndns_port = 0\n" + "".join(
-            f'[locations.{n}]\nprovider = "vm"\noptions = {{ index = {i} }}\n'
-            for n, i in LOCS.items())
-        try:
-            with onepane(state, config) as (url, token, _proc):
-                run(url, token, ova, args)
-        finally:
-            for name, index in LOCS.items():
-                with contextlib.suppress(Exception):
-                    VmProvider(name, state, {"index": index}).teardown()
-            if not had_catch_all:
-                subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+        with vm_onepane(Path(tmp) / "state", LOCS) as (url, token):
+            run(url, token, ova, args)
 
 
 def run(url: str, token: str, ova: Path, args: argparse.Namespace) -> None:

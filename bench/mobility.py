@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -137,24 +138,31 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="requests per second, open loop")
     ap.add_argument("--keepalive", type=int, default=4, help="long-lived client connections")
     args = ap.parse_args()
-    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
-                                                capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory(prefix="onepane-mobility-") as tmp:
-        state = Path(tmp) / "state"
         subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), tmp], check=True,
                        capture_output=True)
-        config = "sync_interval = 1\ndns_port = 0\n" + "".join(
-            f'[locations.{n}]\nprovider = "vm"\noptions = {{ index = {i} }}\n'
-            for n, i in LOCS.items())
-        try:
-            with onepane(state, config) as (url, token, _proc):
-                run(url, token, Path(tmp) / "guest.qcow2", args)
-        finally:
-            for name, index in LOCS.items():
-                with contextlib.suppress(Exception):
-                    VmProvider(name, state, {"index": index}).teardown()
-            if not had_catch_all:
-                subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
+        with vm_onepane(Path(tmp) / "state", LOCS) as (url, token):
+            run(url, token, Path(tmp) / "guest.qcow2", args)
+
+
+@contextlib.contextmanager
+def vm_onepane(state: Path, locations: dict[str, int]) -> Iterator[tuple[str, str]]:
+    """onepane with two vm locations; afterwards their namespaces, VMs and the catch-all
+    route (if this made it) are gone."""
+    had_catch_all = CATCH_ALL in subprocess.run(["ip", "route", "show", "type", "blackhole"],
+                                                capture_output=True, text=True).stdout
+    config = "sync_interval = 1\ndns_port = 0\n" + "".join(
+        f'[locations.{n}]\nprovider = "vm"\noptions = {{ index = {i} }}\n'
+        for n, i in locations.items())
+    try:
+        with onepane(state, config) as (url, token, _proc):
+            yield url, token
+    finally:
+        for name, index in locations.items():
+            with contextlib.suppress(Exception):
+                VmProvider(name, state, {"index": index}).teardown()
+        if not had_catch_all:
+            subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 
 
 def run(url: str, token: str, disk: Path, args: argparse.Namespace) -> None:
