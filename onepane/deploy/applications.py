@@ -291,7 +291,8 @@ class Applications:
             None, None, f"live move of application {name} to {to}")
 
     def _movable(self, tier: dict[str, Any], to: str) -> None:
-        """The checks LiveMoves.start makes, without starting: kinds, placement, a running VM."""
+        """Before anything moves: the tier has a running VM to move. The kinds of both
+        locations and placement are checked by LiveMoves.start as each tier's move begins."""
         if tier["primary"] == to:
             return
         running = [i for i in tier["instances"] if i["state"] == "running"]
