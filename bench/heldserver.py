@@ -1,9 +1,10 @@
 """A server that answers at once except in one window, where it holds requests the way HAProxy
-was seen to in a silent cut (its own log, issue 27): everything for 0.19 s, and ten of those
-requests for 1.5 s. With nothing between it and the client, it shows what that transient alone
-does to an ordinary client (bench/failover.py's reference).
+was seen to in a silent cut (its own log, issue 27): everything for WINDOW_S (0.19 s at a
+150 ms connect timeout), and LONG_N of those requests for LONG_S (1.5 s: the ones sent over a
+kept-alive connection wait for the attempt timeout). With nothing between it and the client, it
+shows what that transient alone does to an ordinary client (bench/failover.py's reference).
 
-    python bench/heldserver.py PORT DELAY_S
+    python bench/heldserver.py PORT DELAY_S [WINDOW_S LONG_S LONG_N]
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Served-By: held\r\n"
             b"Content-Type: text/plain\r\n\r\nok")
-WINDOW_S, LONG_S, LONG_N = 0.19, 1.5, 10
 
 
-async def main(port: int, delay: float) -> None:
+async def main(port: int, delay: float, window_s: float = 0.19, long_s: float = 1.5,
+               long_n: int = 10) -> None:
     start = time.monotonic() + delay
     held_long = 0
 
@@ -27,12 +28,12 @@ async def main(port: int, delay: float) -> None:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
                 now = time.monotonic()
-                if start <= now < start + WINDOW_S:
-                    if held_long < LONG_N:
+                if start <= now < start + window_s:
+                    if held_long < long_n:
                         held_long += 1
-                        await asyncio.sleep(LONG_S)
+                        await asyncio.sleep(long_s)
                     else:
-                        await asyncio.sleep(start + WINDOW_S - now)
+                        await asyncio.sleep(start + window_s - now)
                 writer.write(RESPONSE)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -44,4 +45,6 @@ async def main(port: int, delay: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
+    shape = sys.argv[3:6]
+    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]),
+                     *(float(shape[0]), float(shape[1]), int(shape[2])) if shape else ()))

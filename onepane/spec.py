@@ -186,9 +186,9 @@ class DeploymentSpec(Strict):
     service: str | None = Field(default=None, pattern=NAME_PATTERN)
     health: HealthCheck = Field(default_factory=HealthCheck)
     traffic: Traffic = Field(default_factory=Traffic)
-    # The built-in plane by default: under an ordinary open-loop client a silent cut costs it
-    # ~0.1 s and HAProxy 1.5 s, after which that client's pool may never drain (bench/
-    # failover.py); HAProxy serves 1.7x its requests per second (README, "Which data plane").
+    # The built-in plane by default: a silent cut costs its worst request ~0.05 s and
+    # HAProxy's 1.5 s, its attempt timeout (bench/failover.py); HAProxy serves ~1.2x its
+    # requests per second (README, "Which data plane").
     data_plane: Literal["builtin", "haproxy"] = "builtin"
     protocol: Literal["http", "tcp"] = "http"
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
@@ -201,9 +201,10 @@ class DeploymentSpec(Strict):
     connect_timeout: float | None = Field(
         default=None, gt=0, le=60,
         description="seconds a connection to a backend may take before it counts as failed "
-                    "and the request goes elsewhere. Default: 0.25 s built-in, 0.15 s HAProxy "
-                    "(HAProxy waits this long again before a retry). Raise it for locations "
-                    "across a WAN whose connects take longer")
+                    "and the request goes elsewhere. Default: 0.25 s built-in (which also leaves "
+                    "a connect far slower than the backend's usual sooner); on HAProxy, learned "
+                    "from the health checks: the smallest of 0.05/0.1/0.25/0.5/1/2 s at least "
+                    "twice the slowest check, never lowered while onepane runs")
     hedge: float = Field(default=3.0, ge=0, le=100,
                          description="built-in data plane: an idempotent request slower than k x "
                                      "its backend's recent p99 (at least 100 ms) gets a second "

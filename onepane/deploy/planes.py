@@ -31,13 +31,34 @@ from ..traffic.manager import Decision
 from .state import DeploymentState
 
 DEFAULT_ATTEMPT_TIMEOUT = {"builtin": 5.0, "haproxy": 1.5}
-DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.15}
+DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.05}
+CONNECT_STEPS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def haproxy_connect_timeout(up: list[Target], before: float | None) -> float:
+    """HAProxy's connect timeout when the spec sets none: the smallest step at least twice
+    the slowest passing check's time (a check is a connect and an exchange, two round trips
+    and the server's work), raised when a check is slower, never lowered while onepane runs.
+
+    Why it is learned: HAProxy holds every request sent to a location gone silent for its
+    connect timeout before it tries elsewhere, and an ordinary client opens a connection per
+    held request. At 0.15 s and 300 requests/s that was ~50 held; httpx's pool then spends
+    its client's whole CPU on ~57 connections and never catches up (bench/failover.py: a
+    round in three held p50 at 0.7 s after the cut). At 0.05 s, ~18 are held and the client
+    never noticed. HAProxy cannot adapt per connect as the built-in plane does, so onepane
+    sizes it from what its own checks measure: short for locations on this host or its LAN,
+    longer for far ones, whose connects a fixed short bound would fail."""
+    slowest = max((t.latency_ms or 0.0 for t in up), default=0.0) / 1000
+    want = next((s for s in CONNECT_STEPS_S if s >= 2 * slowest), CONNECT_STEPS_S[-1])
+    return max(want, before or 0.0)
 
 
 def plane_config(listen: str, front_door_host: str | None, spec: DeploymentSpec,
-                 decision: Decision, up: list[Target]) -> DataPlaneConfig:
+                 decision: Decision, up: list[Target],
+                 connect_timeout: float | None = None) -> DataPlaneConfig:
     """The configuration for the replicas that are up, in the traffic manager's order; at
-    this node's own front door address when it has one (the spec's port)."""
+    this node's own front door address when it has one (the spec's port). `connect_timeout`:
+    the learned one (haproxy_connect_timeout) when the spec sets none."""
     pools = tuple(PoolConfig(name=loc, weight=decision.weights.get(loc, 1),
                              backends=tuple(sorted((t.host, t.port) for t in up
                                                    if t.location == loc)))
@@ -49,7 +70,8 @@ def plane_config(listen: str, front_door_host: str | None, spec: DeploymentSpec,
         policy="ordered" if spec.traffic.mode == "active-passive" else "weighted", pools=pools,
         attempt_timeout=spec.attempt_timeout or DEFAULT_ATTEMPT_TIMEOUT[spec.data_plane],
         hedge_factor=spec.hedge,
-        connect_timeout=spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT[spec.data_plane])
+        connect_timeout=spec.connect_timeout or connect_timeout
+        or DEFAULT_CONNECT_TIMEOUT[spec.data_plane])
 
 
 def feed(st: DeploymentState, name: str, spec: DeploymentSpec, config: DataPlaneConfig,

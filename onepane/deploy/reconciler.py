@@ -35,7 +35,7 @@ from ..traffic.manager import decide
 from .checks import check_for, runs_vms
 from .frontdoors import SiteFrontDoors
 from .healthevents import say_transitions
-from .planes import feed, plane_config, replica_samples
+from .planes import feed, haproxy_connect_timeout, plane_config, replica_samples
 from .publishing import wanted_answer
 from .service import Deployment, Deployments
 from .slareport import track_sla
@@ -203,8 +203,10 @@ class Reconciler:
 
     def _feed(self, dep: Deployment, view: View, st: DeploymentState) -> DataPlaneConfig:
         """The central front door, then the sites' own doors (same pools, their addresses)."""
+        if view.spec.data_plane == "haproxy" and view.spec.connect_timeout is None:
+            st.connect_timeout = haproxy_connect_timeout(view.up, st.connect_timeout)
         config = plane_config(dep.listen, self.front_door_host, view.spec, view.decision,
-                              view.up)
+                              view.up, st.connect_timeout)
         feed(st, dep.name, view.spec, config, self.workdir,
              lambda: self.health.snapshot(dep.name))
         if view.spec.front_doors == "per-site":

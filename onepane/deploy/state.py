@@ -53,6 +53,7 @@ class DeploymentState:
     sla: SlaTracker | None = None
     instances: list[Instance] = field(default_factory=list)  # the last listing (the sampler's)
     backoff: Backoff = field(default_factory=Backoff)  # for creating and removing replicas
+    connect_timeout: float | None = None  # HAProxy's, learned from the checks (planes.py)
 
 
 @dataclass

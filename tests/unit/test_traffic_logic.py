@@ -138,3 +138,23 @@ def test_the_proxy_counts_every_answer_and_samples_latency_only_under_load() -> 
     assert latency.hedge_after(a) == pytest.approx(0.6)  # 3 x p99
     latency.retune(Settings(listen=("127.0.0.1", 1), hedge_factor=0))
     assert latency.hedge_after(a) == float("inf") and latency.hedge_after(b) == float("inf")
+
+
+def test_haproxy_connect_timeout_follows_the_slowest_check_and_never_drops() -> None:
+    """Issue 27: HAProxy holds what it sends to a silent location for its connect timeout, so
+    onepane keeps it short for near locations and long enough for far ones."""
+    from onepane.deploy.planes import haproxy_connect_timeout
+    from onepane.spec import HealthCheck
+    from onepane.traffic.health import Target
+
+    def checked(*ms: float | None) -> list[Target]:
+        return [Target(key=f"r{i}", location="a", host="10.0.0.1", port=80,
+                       check=HealthCheck(), latency_ms=m)
+                for i, m in enumerate(ms)]
+
+    assert haproxy_connect_timeout([], None) == 0.05  # nothing measured yet: the shortest
+    assert haproxy_connect_timeout(checked(1.2, 3.0, None), None) == 0.05  # this host, its LAN
+    assert haproxy_connect_timeout(checked(2.0, 40.0), None) == 0.1  # a location 40 ms away
+    assert haproxy_connect_timeout(checked(300.0), None) == 1.0
+    assert haproxy_connect_timeout(checked(5000.0), None) == 2.0  # the cap
+    assert haproxy_connect_timeout(checked(1.0), 0.25) == 0.25  # raised once, kept
