@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -145,24 +146,29 @@ class Upstream(asyncio.Protocol):
         self.head_at = 0.0  # loop time a framed head came while its body had not (0: not yet)
         self.buffered = 0
         self.seen_head = False
+        self.stream_seen = False  # the four fields above changed since the last send
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, raw: bytes, head_only: bool, sent: float, deadline: float,
              exchange: Exchange, reused: bool) -> None:
+        # The hot path (bench/proxy.py): every line here runs per request, so what usually
+        # has not changed is not reset, and Message.reset is inlined.
         self.exchange, self.got_any = exchange, False
-        self.sent, self.reused = sent, reused
+        self.sent, self.reused, self.deadline = sent, reused, deadline
+        msg: Message
         if head_only:
-            self.msg = HeadMessage()
+            msg = self.msg = HeadMessage()
         else:
-            self.msg = self.lean
-            self.lean.reset()
-        self.resp, self.parser = self.msg, self.msg.parser
+            msg = self.msg = self.lean
+            msg.done, msg.messages = False, 0
+        self.resp, self.parser = msg, msg.parser
         self.raw = []
-        self.deadline = deadline
-        self.may_stream, self.stream_to = True, None
-        self.head_at, self.buffered, self.seen_head = 0.0, 0, False
+        self.may_stream = True
+        if self.stream_seen:
+            self.stream_to, self.head_at, self.buffered, self.seen_head = None, 0.0, 0, False
+            self.stream_seen = False
         assert self.transport is not None
         self.transport.write(raw)
 
@@ -191,6 +197,7 @@ class Upstream(asyncio.Protocol):
         """Stream at once what says it is an event stream or has buffered a lot; note when the
         head came otherwise (the Sweeper streams it after STREAM_AFTER_S); nothing while its
         head has not all come."""
+        self.stream_seen = True
         self.buffered += more
         if not self.seen_head:
             raw = self.raw[0] if len(self.raw) == 1 else b"".join(self.raw)
@@ -211,7 +218,7 @@ class Upstream(asyncio.Protocol):
         would retry this answer); committed, what came so far goes to the client now and the
         rest as it comes, with no attempt deadline."""
         exchange = self.exchange if self.may_stream else None
-        self.may_stream = False
+        self.may_stream, self.stream_seen = False, True
         client = exchange.commit(self) if exchange is not None else None
         if client is None:
             return
@@ -323,7 +330,8 @@ class Client(asyncio.Protocol):
             self.transport.close()
             return
         self.busy = False
-        self.req.reset()
+        req = self.req
+        req.done, req.messages = False, 0  # Message.reset, inlined (per request)
         if self.pending:
             data, self.pending = self.pending, b""
             self.data_received(data)
@@ -353,7 +361,7 @@ class Exchange:
         self.answered = False
         self.inflight = 0  # attempts under way (two while a hedge races the first)
         self.ups: set[Upstream] = set()
-        self.hedge_at = 0.0  # loop time to hedge at (0: none due); the Sweeper acts on it
+        self.hedge_at = 0.0  # loop time to hedge at (0: the Sweeper sets it; inf: never)
         self.attempt("no backend available")
 
     def hedge(self) -> None:
@@ -361,12 +369,13 @@ class Exchange:
         slower than its backend's recent p99 x k, or at once when that backend is marked down
         (a location that went silent answers nothing; waiting for the attempt timeout would
         hold the request for seconds). The first answer wins."""
-        self.hedge_at = 0.0
         proxy = self.client.proxy
         if self.answered or self.method not in IDEMPOTENT \
                 or len(self.tried) >= proxy.settings.attempts \
                 or proxy.balancer.choose(self.tried) is None:
+            self.hedge_at = math.inf  # nowhere to send a copy: the Sweeper stops asking
             return
+        self.hedge_at = 0.0  # the Sweeper sets the next from this copy's backend
         proxy.stats.hedged += 1
         self.attempt("hedged")
 
@@ -389,11 +398,13 @@ class Exchange:
         backend = choice[1]
         self.tried.add(backend)
         self.inflight += 1
-        up = proxy.pool.take(backend)
-        if up is not None:
-            self.send(up, reused=True)
-        else:
-            asyncio.get_running_loop().create_task(self.connect(backend))
+        conns = proxy.pool.idle.get(backend)  # a pooled connection still open, if any
+        while conns:
+            up = conns.pop()
+            if not up.closed:
+                self.send(up, reused=True)
+                return
+        asyncio.get_running_loop().create_task(self.connect(backend))
 
     async def connect(self, backend: Backend) -> None:
         proxy = self.client.proxy
@@ -461,9 +472,6 @@ class Exchange:
         self.ups.add(up)
         up.send(self.raw, self.method == b"HEAD", sent, sent + proxy.settings.attempt_timeout,
                 self, reused)
-        if not self.hedge_at and self.method in IDEMPOTENT:
-            latency = proxy.latency  # Latency.hedge_after, without a call per request
-            self.hedge_at = sent + latency.after.get(up.backend, latency.unknown)
 
     def attempt_done(self, up: Upstream, status: int, answered: bool, error: str | None,
                      got_any: bool) -> None:
@@ -485,7 +493,10 @@ class Exchange:
         raw = up.raw  # before the connection goes back to the pool
         head_only = self.method == b"HEAD"
         if up.msg.keep_alive and not head_only and not up.closed:
-            proxy.pool.give(b, up)
+            idle = proxy.pool.idle.get(b)  # back to the pool (UpstreamPool.give, inlined)
+            if idle is None:
+                idle = proxy.pool.idle[b] = []
+            idle.append(up)
         elif up.transport:
             up.transport.close()
         if status in RETRY_STATUS and self.method in IDEMPOTENT and \
@@ -496,14 +507,22 @@ class Exchange:
         if self.ups:
             self._done()
         else:  # _done() with no other attempt to stop, inlined
-            self.answered, self.hedge_at = True, 0.0
+            self.answered = True
             proxy.inflight.discard(self)
-        proxy.answered(b, self.started, up.sent)
-        # As it came when nothing in it is for this hop only and its length says where it
-        # ends (the usual case); else rebuilt.
+        stats = proxy.stats  # Proxy.answered, inlined (per request)
+        stats.served += 1
+        stats.by_backend[b] = stats.by_backend.get(b, 0) + 1
+        if stats.served % stats.every == 0:
+            proxy.sample(b, self.started, up.sent)
+        # As it came when its length says where it ends and nothing else in its head is for
+        # this hop only (the usual case); else rebuilt.
         whole = raw[0] if len(raw) == 1 else b"".join(raw)
-        if head_only or up.msg.messages != 1 or not _as_it_came(whole):
+        if head_only or up.msg.messages != 1:
             whole = render(status, parse_whole(whole, False, head_only))
+        else:
+            found = DECIDING.findall(whole, 0, whole.find(b"\r\n\r\n"))
+            if len(found) != 1 or found[0].lower() != b"content-length":
+                whole = render(status, parse_whole(whole, False, head_only))
         self.client._reply(whole, self.keep)
 
     def _failed(self, up: Upstream, error: str | None, got_any: bool) -> None:
@@ -579,16 +598,11 @@ def render(status: int, resp: FullMessage) -> bytes:
 
 
 class UpstreamPool:
+    """Idle keep-alive connections per backend, newest last. Taken from (Exchange.attempt)
+    and given back (Exchange.attempt_done) inline on the per-request path."""
+
     def __init__(self) -> None:
         self.idle: dict[Backend, list[Upstream]] = {}
-
-    def take(self, b: Backend) -> Upstream | None:
-        conns = self.idle.get(b)
-        while conns:
-            up = conns.pop()
-            if not up.closed:
-                return up
-        return None
 
     def give(self, b: Backend, up: Upstream) -> None:
         self.idle.setdefault(b, []).append(up)
@@ -597,12 +611,6 @@ class UpstreamPool:
         for up in self.idle.pop(b, []):
             if up.transport:
                 up.transport.close()
-
-
-def _as_it_came(response: bytes) -> bool:
-    """Its length says where it ends and nothing in its head is for this hop only."""
-    found = DECIDING.findall(response, 0, response.find(b"\r\n\r\n"))
-    return len(found) == 1 and found[0].lower() == b"content-length"
 
 
 def _close_delimited(headers: list[tuple[bytes, bytes]]) -> bool:

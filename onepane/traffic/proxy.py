@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .balancer import Backend, Balancer, Pool
-from .http_protocols import STREAM_AFTER_S, Client, UpstreamPool
+from .http_protocols import IDEMPOTENT, STREAM_AFTER_S, Client, UpstreamPool
 from .tunnel import TcpClient
 
 log = logging.getLogger("onepane.proxy")
@@ -213,15 +213,20 @@ class Proxy:
         return min(timeout, max(SLOW_CONNECT_MIN, SLOW_CONNECT_FACTOR * max(recent)))
 
     def answered(self, b: Backend, started: float, sent: float) -> None:
-        """A request was answered from b: counted, and its latency sampled (Stats)."""
+        """A request was answered from b: counted, and its latency sampled (Stats). The
+        plain answer's path does this inline (Exchange.attempt_done)."""
         stats = self.stats
         stats.served += 1
         stats.by_backend[b] = stats.by_backend.get(b, 0) + 1
         if stats.served % stats.every == 0:
-            now = self.loop.time()
-            if len(stats.window) < 20000:
-                stats.window.append(now - started)
-            self.latency.record(b, now - sent)
+            self.sample(b, started, sent)
+
+    def sample(self, b: Backend, started: float, sent: float) -> None:
+        """This answer's latency joins the sample, and its backend's hedge delay."""
+        now = self.loop.time()
+        if len(self.stats.window) < 20000:
+            self.stats.window.append(now - started)
+        self.latency.record(b, now - sent)
 
     # ---- health of backends marked down --------------------------------------------------
 
@@ -238,18 +243,29 @@ class Proxy:
     async def sweep(self) -> None:
         """Attempt timeouts and hedges, for every exchange in flight, every SWEEP_S: one task
         instead of two timers per request (their creation and cancellation were a tenth of
-        the proxy's time per request, bench/proxy.py)."""
+        the proxy's time per request, bench/proxy.py). An exchange's hedge time is set here
+        too, at its first sweep, from its newest attempt's backend: most requests are
+        answered before any sweep sees them, and then nothing was computed for them."""
+        latency = self.latency
         while True:
             await asyncio.sleep(SWEEP_S)
             now = self.loop.time()
             for ex in list(self.inflight):
+                newest = None
                 for up in list(ex.ups):
                     if up.exchange is not None and now >= up.deadline:
                         up.timeout()
                     elif up.head_at and up.may_stream and \
                             now - up.head_at >= STREAM_AFTER_S:
                         up.stream()  # its body is still coming: a stream
-                if ex.hedge_at and now >= ex.hedge_at and not ex.answered:
+                    if newest is None or up.sent > newest.sent:
+                        newest = up
+                if ex.answered or ex.method not in IDEMPOTENT:
+                    continue
+                if not ex.hedge_at and newest is not None:
+                    ex.hedge_at = newest.sent + latency.after.get(newest.backend,
+                                                                  latency.unknown)
+                if ex.hedge_at and now >= ex.hedge_at:
                     ex.hedge()
 
     async def probe(self) -> None:
