@@ -38,7 +38,6 @@ from ..images import apps as catalog_apps
 from ..images.catalog import Catalog
 from ..inventory.firewall import Enforcer, Rule, SecurityGroups
 from ..inventory.instances import fitting_size
-from ..inventory.jobqueue import LIVE_MOVE
 from ..inventory.jobs import JobRunner
 from ..inventory.operations import Operations
 from ..model import NAME_PATTERN, UNFINISHED, Job, JobStatus, Strict
@@ -278,9 +277,7 @@ class Applications:
                 raise Conflict(f"tier {t['tier']} of {name} has no primary yet: nothing runs "
                                "to move", field="name")
             self._movable(t, to)
-        unfinished = self.ops.jobs.list_jobs(status="running", target=name).items + \
-            self.ops.jobs.list_jobs(status="queued", target=name).items
-        if any(j.kind == APP_MOVE for j in unfinished):
+        if self.ops.jobs.unfinished(APP_MOVE, name):
             raise Conflict(f"{name} is already moving", field="name")
         source = app["front"].get("primary") or tiers[0]["primary"]
         return self.ops.jobs.submit(
@@ -366,11 +363,11 @@ class Applications:
         return time.monotonic() - t0
 
     def _tier_jobs(self, deployment: str) -> builtins.list[Job]:
-        """The live moves of the tier a killed onepane left under way (to wait for them)."""
-        ids = {i.id for i in self.ops.instances.list_instances(tags={TAG: deployment},
-                                                               limit=1000).items}
-        return [j for j in self.ops.jobs.list_jobs(status="running", limit=1000).items
-                if j.kind == LIVE_MOVE and j.target in ids]
+        """The live moves of the tier a killed onepane left queued or under way (to wait for
+        them rather than start another beside them)."""
+        moves = self.ops.jobs.live_moves()
+        return [self.ops.jobs.get_job(moves[i.id]) for i in self.ops.instances.list_instances(
+            tags={TAG: deployment}, limit=1000).items if i.id in moves]
 
     def _back(self, name: str, moved: builtins.list[dict[str, Any]], deadline: float) -> int:
         """Move the tiers that had moved back where they were, last first; how many did."""

@@ -279,9 +279,9 @@ class Enforcer:
         for g in groups:
             for m in g.members:
                 member_of.setdefault(m, []).append(g)
+        everyone = list(every(self.ops.instances.list_instances))  # once per pass
         peers_wanted = any(r["groups"] for g in groups for r in [*g.ingress, *g.egress])
-        addresses = {i.id: i.addresses for i in every(self.ops.instances.list_instances)} \
-            if peers_wanted else {}
+        addresses = {i.id: i.addresses for i in everyone} if peers_wanted else {}
 
         def expanded(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
             """A rule naming groups also covers their members' addresses."""
@@ -301,10 +301,8 @@ class Enforcer:
         for name in enforcing:
             ingress: dict[str, list[dict[str, Any]]] = {}
             egress: dict[str, list[dict[str, Any]]] = {}
-            here = list(every(self.ops.instances.list_instances, location=name))
-            if arriving.get(name):  # a live move keeps the VM's provider id and address
-                here += [i for i in every(self.ops.instances.list_instances)
-                         if i.id in arriving[name] and i.location != name]
+            coming = arriving.get(name, set())  # a live move keeps the VM's id and address
+            here = [i for i in everyone if i.location == name or i.id in coming]
             for inst in here:
                 if inst.id not in member_of or not inst.provider_id:
                     continue

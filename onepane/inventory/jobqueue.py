@@ -118,9 +118,22 @@ class Jobs:
 
     def moving(self) -> set[str]:
         """Instances a live move is carrying right now (one indexed query)."""
+        return set(self.live_moves())
+
+    def live_moves(self) -> dict[str, str]:
+        """instance -> the id of the live move carrying it, queued or under way (a queued one
+        counts: a killed onepane's moves wait in the queue until it is back)."""
         with self.store.tx() as s:
-            return set(s.scalars(select(JobRow.target).where(
-                JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))))
+            return {target: job_id for job_id, target in s.execute(
+                select(JobRow.id, JobRow.target).where(
+                    JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))) if target}
+
+    def unfinished(self, kind: str, target: str) -> list[Job]:
+        """The jobs of a kind on a target that are queued or under way."""
+        with self.store.tx() as s:
+            return [job_view(row) for row in s.scalars(select(JobRow).where(
+                JobRow.kind == kind, JobRow.target == target,
+                JobRow.status.in_(UNFINISHED)))]
 
     def moving_to(self) -> dict[str, str]:
         """instance -> the location a live move is carrying it to, for the moves under way."""
