@@ -480,6 +480,19 @@ def _allow(rule: str) -> dict[str, Any]:
     return out
 
 
+def _placement(rules: list[str]) -> dict[str, Any]:
+    """TIER:LABEL=VALUE[,VALUE...] (repeatable) -> tier -> the labels its locations must carry."""
+    out: dict[str, Any] = {}
+    for rule in rules:
+        tier, _, label = rule.partition(":")
+        key, _, value = label.partition("=")
+        if not tier or not key or not value:
+            raise typer.BadParameter(f"{rule!r}: use TIER:LABEL=VALUE (e.g. shop-db:country=de)",
+                                     param_hint="--place")
+        out.setdefault(tier, {"require": {}})["require"][key] = value
+    return out
+
+
 APP_DEP_COLS = ["tier", "deployment", "order", "primary", "where", "addresses", "groups"]
 
 
@@ -503,10 +516,13 @@ def apps_deploy(app_id: str,
                 listen: str = "127.0.0.1:0",
                 attempt_timeout: Annotated[float | None, typer.Option(
                     help="seconds one request may take at the front tier (slow guests, long "
-                         "answers)")] = None) -> None:
+                         "answers)")] = None,
+                place: Annotated[list[str] | None, typer.Option(
+                    help="TIER:LABEL=VALUE: the tier runs only at the --at locations carrying "
+                         "that label (spreads the tiers); repeatable")] = None) -> None:
     """Deploy an application as one: its tiers started in the collection's start order, each
-    tier's rules in force where its VMs run; clients reach the front tier at the printed
-    address."""
+    tier's rules in force where its VMs run, each tier where its --place rules allow;
+    clients reach the front tier at the printed address."""
     replicas = {}
     for item in at:
         loc, _, n = item.partition("=")
@@ -514,7 +530,8 @@ def apps_deploy(app_id: str,
     body = {"app": app_id, "name": name, "replicas": replicas,
             "allow": [_allow(r) for r in allow or []], "listen": listen,
             **({"size": size} if size else {}), **({"front": front} if front else {}),
-            **({"attempt_timeout": attempt_timeout} if attempt_timeout else {})}
+            **({"attempt_timeout": attempt_timeout} if attempt_timeout else {}),
+            **({"placement": _placement(place)} if place else {})}
     app_ = client().post("/v1/applications", body)
     if ctx.output == Output.json:
         show(app_)

@@ -10,7 +10,12 @@ already does (failover, replacement, health, metrics, live moves):
   of the tier they lead to (from another tier: that tier's group; from `outside`: any address;
   or a CIDR). What no rule allows is refused, between tiers as from outside, wherever the
   location enforces groups (netns and vm locations: nftables in the location's namespace);
-- the **front tier**'s data plane is the application's address for clients.
+- the **front tier**'s data plane is the application's address for clients;
+- **placement**: a tier runs at the application's locations whose labels satisfy its rule
+  (`placement: {tier: {require: {...}}}`, the deployment spec's placement policy, which also
+  keeps it there afterwards), so tiers may be spread: the database only where the data may
+  live, the web tier everywhere. A tier whose earlier tier runs elsewhere starts once that one
+  serves wherever it runs (startorder.py).
 
 Nothing of it is a separate record: the application is the deployments whose spec names it, so
 a restart, a second node or a backup sees it as it is.
@@ -28,6 +33,7 @@ import builtins
 import contextlib
 import ipaddress
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field
@@ -41,8 +47,9 @@ from ..inventory.instances import fitting_size
 from ..inventory.jobs import JobRunner
 from ..inventory.operations import Operations
 from ..model import NAME_PATTERN, UNFINISHED, Job, JobStatus, Strict
+from ..policy.placement import violation
 from ..providers.base import Provider
-from ..spec import AppTier, DeploymentSpec, HealthCheck, StartAfter
+from ..spec import AppTier, DeploymentSpec, HealthCheck, Placement, Policies, StartAfter
 from ..store.tables import JobRow
 from .mobility import DEFAULT_BOUND_S, LiveMoves
 from .reconciler import TAG
@@ -82,6 +89,20 @@ class AppDeploy(Strict):
     attempt_timeout: float | None = Field(default=None, gt=0, le=300,
                                           description="the front tier's data plane: seconds one "
                                                       "attempt may take (the deployment spec's)")
+    placement: dict[str, Placement] = Field(
+        default_factory=dict, description="tier -> the labels a location must carry to run it "
+                                          "(of the application's locations); default: every "
+                                          "tier at every location")
+
+
+def tier_replicas(req: AppDeploy, system: str,
+                  labels_of: Callable[[str], Mapping[str, str]]) -> dict[str, int]:
+    """Where a tier runs: the application's locations that its placement rule allows."""
+    rule = req.placement.get(system)
+    if rule is None:
+        return dict(req.replicas)
+    return {loc: n for loc, n in req.replicas.items()
+            if violation(rule.require, labels_of(loc)) is None}
 
 
 class Applications:
@@ -228,14 +249,28 @@ class Applications:
                                        f"'{OUTSIDE}' nor a CIDR", field=f"allow.{n}.from") from None
         if unknown := sorted(set(req.sizes) - set(systems)):
             raise InvalidInput(f"sizes names {unknown[0]!r}, not a tier", field="sizes")
+        if unknown := sorted(set(req.placement) - set(systems)):
+            raise InvalidInput(f"placement names {unknown[0]!r}, not a tier ({', '.join(systems)})",
+                               field="placement")
+        for system in systems:
+            if not tier_replicas(req, system, self._labels):
+                raise InvalidInput(
+                    f"placement.{system}: none of the application's locations "
+                    f"({', '.join(req.replicas)}) carries the labels it requires "
+                    f"({req.placement[system].require})", field=f"placement.{system}")
+
+    def _labels(self, location: str) -> Mapping[str, str]:
+        return self.deployments.locations.get(location).labels
 
     def _tier_spec(self, req: AppDeploy, app: dict[str, Any], tier: dict[str, Any],
                    names: dict[str, str], previous: builtins.list[dict[str, Any]],
                    group_of: dict[str, str], front: str) -> DeploymentSpec:
         system = tier["system"]
-        size = req.sizes.get(system) or req.size or self._fitting(req, tier)
+        replicas = tier_replicas(req, system, self._labels)
+        size = req.sizes.get(system) or req.size or self._fitting(next(iter(replicas)), tier)
         return DeploymentSpec(
-            name=names[system], image=tier["image"], size=size, replicas=dict(req.replicas),
+            name=names[system], image=tier["image"], size=size, replicas=replicas,
+            policies=Policies(placement=req.placement.get(system) or Placement()),
             listen=req.listen if system == front else "127.0.0.1:0",
             attempt_timeout=req.attempt_timeout,
             health=HealthCheck(path=req.health_path),
@@ -245,8 +280,8 @@ class Applications:
             application=AppTier(name=req.name, app=str(app["id"]), system=system,
                                 order=tier.get("order"), front=system == front))
 
-    def _fitting(self, req: AppDeploy, tier: dict[str, Any]) -> str:
-        provider: Provider = self.deployments.locations.provider(next(iter(req.replicas)))
+    def _fitting(self, location: str, tier: dict[str, Any]) -> str:
+        provider: Provider = self.deployments.locations.provider(location)
         return fitting_size(provider, int(tier.get("cpus") or 1), int(tier.get("memory_mb") or 256),
                             None)
 
@@ -288,13 +323,20 @@ class Applications:
             None, None, f"live move of application {name} to {to}")
 
     def _movable(self, tier: dict[str, Any], to: str) -> None:
-        """Before anything moves: the tier has a running VM to move. The kinds of both
-        locations and placement are checked by LiveMoves.start as each tier's move begins."""
+        """Before anything moves: the tier has a running VM to move, and its placement rule
+        allows the destination (a spread application whose database must stay where it is
+        cannot move as a whole). The kinds of both locations are checked by LiveMoves.start
+        as each tier's move begins."""
         if tier["primary"] == to:
             return
         running = [i for i in tier["instances"] if i["state"] == "running"]
         if not running:
             raise Conflict(f"tier {tier['tier']} has no running VM to move", field="name")
+        require = DeploymentSpec.model_validate(
+            self.deployments.get(tier["deployment"]).spec).policies.placement.require
+        if (why := violation(require, self._labels(to))) is not None:
+            raise InvalidInput(f"tier {tier['tier']} cannot be placed at {to}: it {why}",
+                               field="to")
 
     def _do_move(self, provider: Provider, job: JobRow) -> dict[str, Any]:
         p = job.params

@@ -19,6 +19,7 @@ from typing import Any
 from ..spec import DeploymentSpec
 
 Status = Callable[[str], dict[str, Any] | None]  # deployment -> its status (None: no such one)
+ELSEWHERE = "every location it runs at"
 
 
 class StartOrder:
@@ -33,15 +34,30 @@ class StartOrder:
             status = self.status_of(after.deployment)
             if status is None:
                 return f"waiting for {after.deployment}, which does not exist"
-            here = (status.get("locations") or {}).get(location) or {}
-            wanted = int(here.get("desired") or 0)
-            key = (after.deployment, location)
-            if wanted == 0 or int(here.get("healthy") or 0) < wanted:
+            where = self._where(status, location)
+            key = (after.deployment, where)
+            if not self._serves(status, where):
                 self._serving_since.pop(key, None)
-                return f"waiting for {after.deployment} to serve at {location} (start order)"
+                return f"waiting for {after.deployment} to serve at {where} (start order)"
             since = self._serving_since.setdefault(key, self.clock())
             left = after.delay - (self.clock() - since)
             if left > 0:
-                return (f"{after.deployment} serves at {location}; starting in {left:.0f} s "
+                return (f"{after.deployment} serves at {where}; starting in {left:.0f} s "
                         "(its start delay)")
         return None
+
+    @staticmethod
+    def _where(status: dict[str, Any], location: str) -> str:
+        """Where the earlier deployment must serve: here when it runs here; when placement
+        put it elsewhere only (a spread application's database), wherever it runs."""
+        return location if location in (status.get("locations") or {}) else ELSEWHERE
+
+    @staticmethod
+    def _serves(status: dict[str, Any], where: str) -> bool:
+        """Every replica it wants there passes its checks (at least one wanted)."""
+        by_loc = status.get("locations") or {}
+        here = [v for v in by_loc.values() if int(v.get("desired") or 0) > 0] \
+            if where == ELSEWHERE else [by_loc[where]]
+        return bool(here) and all(
+            int(h.get("desired") or 0) > 0 and int(h.get("healthy") or 0) >= int(h["desired"])
+            for h in here)

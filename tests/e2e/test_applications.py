@@ -42,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("appstate")
     config = "sync_interval = 0.5\n" + "".join(
         f'\n[locations.{name}]\nprovider = "vm"\nregion = "{name}"\noptions = {{ index = {i} }}\n'
-        for name, i in LOCATIONS.items())
+        f'labels = {{ site = "{name}" }}\n' for name, i in LOCATIONS.items())
     srv = None
     try:
         srv = Server(state, config)
@@ -190,8 +190,10 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
 @pytest.mark.slow
 def test_a_copy_of_the_application_in_each_location_and_the_front_tier_failing_over(
         server: Server, guest_disk: Path, tmp_path: Path) -> None:
-    """Faux mobility of an application: every tier in both locations, the front tier's traffic
-    manager failing over when the primary location goes silent (six emulated guests: slow)."""
+    """Faux mobility of an application: the web and app tiers in both locations, the database
+    placed at app-a only (a placement rule: the tiers spread), the app tier at app-b started
+    once the database served at app-a; the front tier's traffic manager failing over when the
+    primary location goes silent (five emulated guests: slow)."""
     shop = ok(cli(server, "-o", "json", "images", "import", str(vapp_ova(tmp_path, guest_disk)),
                   "--name", "shop2"))["appliance"]
     for tier in ok(cli(server, "-o", "json", "apps", "show", shop["id"]))["tiers"]:
@@ -199,14 +201,22 @@ def test_a_copy_of_the_application_in_each_location_and_the_front_tier_failing_o
     app = ok(cli(server, "-o", "json", "apps", "deploy", shop["id"], "--name", "pair",
                  "--at", "app-a", "--at", "app-b", "--size", "vm.small", "--attempt-timeout", "30",
                  "--allow", "outside:shop-web:80", "--allow", "shop-web:shop-app:80",
-                 "--allow", "shop-app:shop-db:80"))
+                 "--allow", "shop-app:shop-db:80", "--place", "shop-db:site=app-a"))
     front = next(t["deployment"] for t in app["tiers"] if t["tier"] == "shop-web")
+    where = {t["tier"]: ["app-a"] if t["tier"] == "shop-db" else list(LOCATIONS)
+             for t in app["tiers"]}
 
     def both_serve() -> bool:
         deps = {d["name"]: d for d in ok(cli(server, "-o", "json", "deployments", "list"))}
         return all((deps[t["deployment"]]["status"].get("locations") or {}).get(loc, {})
-                   .get("healthy") == 1 for t in app["tiers"] for loc in LOCATIONS)
-    wait_for(both_serve, 600, interval=1, what="every tier serving in both locations")
+                   .get("healthy") == 1 for t in app["tiers"] for loc in where[t["tier"]])
+    wait_for(both_serve, 600, interval=1, what="every tier serving where it is placed")
+    placed = ok(cli(server, "-o", "json", "apps", "status", "pair"))
+    assert {t["tier"]: sorted({i["location"] for i in t["instances"]})
+            for t in placed["tiers"]} == where
+    refused = cli(server, "-o", "json", "apps", "move", "pair", "--to", "app-b")
+    assert refused.returncode != 0 and "shop-db cannot be placed at app-b" in \
+        " ".join((refused.stdout + refused.stderr).split())
     load = Load(f"http://{app['listen']}/", clients=2,
                 read=lambda r: "guest" if r.text.startswith("onepane test guest") else "").start()
     try:

@@ -117,7 +117,12 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
                         ({"replicas": {"dc-a": 1}, "allow": [{"from": "10.0.0.0/33", "to": "shop-db"}]},
                          "allow.0.from"),
                         ({"replicas": {"dc-a": 1}, "allow": [{"from": "outside", "to": "nope"}]},
-                         "allow.0.to")]:
+                         "allow.0.to"),
+                        ({"replicas": {"dc-a": 1},  # no location of the app's carries it
+                          "placement": {"shop-db": {"require": {"country": "nowhere"}}}},
+                         "placement.shop-db"),
+                        ({"replicas": {"dc-a": 1}, "placement": {"shop-nope": {"require": {}}}},
+                         "placement")]:
         r = api.post("/v1/applications", json={"app": shop["id"], "name": "shop", **body})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert api.get("/v1/applications").json() == []

@@ -82,3 +82,46 @@ def test_nothing_moves_when_the_destination_refuses_the_policy() -> None:
         apps._do_move(None, job())  # type: ignore[arg-type]
     assert [m for m in moves if m[0] != "policy"] == []
     assert apps.enforcer.also_at == {}  # type: ignore[attr-defined]
+
+
+def test_a_placement_rule_spreads_the_tiers_and_refuses_what_no_location_allows() -> None:
+    """Issue 33: a tier runs at the application's locations whose labels its rule requires."""
+    from onepane.deploy.applications import AppDeploy, tier_replicas
+    from onepane.errors import InvalidInput
+
+    labels = {"a": {"country": "de", "tier": "gold"}, "b": {"country": "fr"}}
+    req = AppDeploy.model_validate({"name": "shop", "replicas": {"a": 1, "b": 2},
+                                    "placement": {"shop-db": {"require": {"country": "de"}}}})
+    assert tier_replicas(req, "shop-db", labels.__getitem__) == {"a": 1}
+    assert tier_replicas(req, "shop-web", labels.__getitem__) == {"a": 1, "b": 2}
+
+    apps = Applications.__new__(Applications)
+    apps._labels = labels.__getitem__  # type: ignore[method-assign]
+    apps.deployments = SimpleNamespace(  # type: ignore[assignment]
+        locations=SimpleNamespace(provider=lambda loc: object()))
+    systems = ["shop-db", "shop-app", "shop-web"]
+    apps._check(req, systems)  # the database at a only, the rest at both: fine
+    for placement, field in [({"shop-nope": {"require": {}}}, "placement"),
+                             ({"shop-db": {"require": {"country": "us"}}}, "placement.shop-db")]:
+        bad = req.model_copy(update={"placement": AppDeploy.model_validate(
+            {"name": "x", "replicas": {"a": 1}, "placement": placement}).placement})
+        with pytest.raises(InvalidInput) as exc:
+            apps._check(bad, systems)
+        assert exc.value.field == field, exc.value.detail
+
+
+def test_an_application_whose_tier_may_not_run_at_the_destination_does_not_move() -> None:
+    from onepane.errors import InvalidInput
+
+    apps = Applications.__new__(Applications)
+    apps._labels = {"a": {"country": "de"}, "b": {"country": "fr"}}.__getitem__  # type: ignore[method-assign]
+    spec = {"name": "shop-db", "image": "i", "replicas": {"a": 1},
+            "policies": {"placement": {"require": {"country": "de"}}}}
+    apps.deployments = SimpleNamespace(  # type: ignore[assignment]
+        get=lambda name: SimpleNamespace(spec=spec))
+    tier = {"tier": "shop-db", "deployment": "shop-db", "primary": "a",
+            "instances": [{"state": "running"}]}
+    with pytest.raises(InvalidInput) as exc:
+        apps._movable(tier, "b")
+    assert exc.value.field == "to" and "shop-db cannot be placed at b" in exc.value.detail
+    apps._movable(tier, "a")  # already there: nothing to check
