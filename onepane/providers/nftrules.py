@@ -15,12 +15,13 @@ def rule_matches(rules: list[dict[str, Any]], side: Side, answers: bool = False)
     """One match per rule: its protocol and ports, and its blocks as the packet's `side`
     (the source of what comes in, the destination of what goes out). IPv6 blocks are left
     out: the namespaces have no IPv6 routes; a rule with only those matches nothing.
-    `answers`: the packets that answer what a TCP rule allows (the blocks as `side`, the
-    rule's ports as source ports) and open nothing: never a bare SYN, so a peer cannot start
-    a connection through them whatever port it sends from."""
+    `answers`: the packets that answer what a rule allows (the blocks as `side`): from a TCP
+    or UDP rule's ports as source ports — for TCP never a bare SYN, so a peer cannot start a
+    connection through them whatever port it sends from — and an ICMP rule's echo replies.
+    A rule of every protocol has none: what answers it is allowed by its peer's own rules."""
     out = []
     for r in rules:
-        if answers and r["protocol"] != "tcp":
+        if answers and r["protocol"] not in ("tcp", "udp", "icmp"):
             continue
         blocks = [c for c in r.get("cidrs", []) if ":" not in c]
         if not blocks:
@@ -31,10 +32,14 @@ def rule_matches(rules: list[dict[str, Any]], side: Side, answers: bool = False)
             out.append(where.strip() or "meta nfproto ipv4")
         elif proto in ("tcp", "udp"):
             ports = f"{lo}" if lo == hi else f"{lo}-{hi}"
-            out.append(f"{where}tcp sport {ports} tcp flags & (syn | ack) != syn" if answers
-                       else f"{where}{proto} dport {ports}")
+            if not answers:
+                out.append(f"{where}{proto} dport {ports}")
+            elif proto == "tcp":
+                out.append(f"{where}tcp sport {ports} tcp flags & (syn | ack) != syn")
+            else:
+                out.append(f"{where}udp sport {ports}")
         elif proto == "icmp":
-            out.append(f"{where}meta l4proto icmp")
+            out.append(f"{where}icmp type echo-reply" if answers else f"{where}meta l4proto icmp")
         else:
             out.append(f"{where}meta l4proto {int(proto)}")
     return out

@@ -44,5 +44,8 @@ def test_answers_pass_by_their_ports_but_never_open_a_connection() -> None:
     assert rule_matches([WEB], "daddr", answers=True) == [
         "ip daddr { 10.1.0.0/16 } tcp sport 443 tcp flags & (syn | ack) != syn"]
     udp = {**WEB, "protocol": "udp"}
+    icmp = {**WEB, "protocol": "icmp"}
     every = {**WEB, "protocol": "-1"}
-    assert rule_matches([udp, every], "daddr", answers=True) == []  # TCP only
+    assert rule_matches([udp, icmp, every], "daddr", answers=True) == [
+        "ip daddr { 10.1.0.0/16 } udp sport 443",
+        "ip daddr { 10.1.0.0/16 } icmp type echo-reply"]  # every protocol: the peer's rules

@@ -4,6 +4,7 @@ to a guest (a mixin of VmProvider: it needs the location's namespace and address
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import PermanentProviderError
@@ -29,30 +30,8 @@ class GuestPolicy:
         guestnet.CHECKER only). Traffic between two guests of one location is routed by the
         location too (guestnet), so it passes the same chains.
 
-        Answers also pass by their ports (a TCP/UDP packet from an allowed port back to an
-        allowed peer): a connection that was open when one of its ends moved here live has
-        no entry in this location's connection tracking, and its answers must still pass."""
-        answers: list[str] = []
-        chains: dict[Side, list[str]] = {"daddr": [], "saddr": []}
-        # inbound: to the guest, rules name sources; outbound: from it, rules name destinations
-        directions: list[tuple[dict[str, list[dict[str, Any]]], Side, Side]] = [
-            (ingress, "daddr", "saddr"), (egress or {}, "saddr", "daddr")]
-        for by_guest, guest_is, rule_is in directions:
-            for provider_id, rules in sorted(by_guest.items()):
-                guest = self.addresses.get(provider_id)
-                if guest is None:
-                    continue
-                chains[guest_is] += [f"  ip {guest_is} {guest} {match} return"
-                                     for match in rule_matches(rules, rule_is)]
-                chains[guest_is].append(f"  ip {guest_is} {guest} drop")
-                answers += [f"  ip {rule_is} {guest} {match} accept"
-                            for match in rule_matches(rules, guest_is, answers=True)]
-        lines = [" chain forward {", "  type filter hook forward priority 0; policy accept;",
-                 "  ct state established,related accept",
-                 f"  ip saddr {CHECKER} accept",  # onepane's own health checks
-                 *answers, "  jump egress", "  jump ingress", " }",
-                 " chain egress {", *chains["saddr"], " }",
-                 " chain ingress {", *chains["daddr"], " }"]
+        Answers also pass by their ports (forward_table)."""
+        lines = forward_table(ingress, egress or {}, self.addresses.get)
         replace_table(self.net.exec_argv(["nft"]), "inet", "onepane_sg", lines, self.location)
 
     def route_addresses(self, wanted: dict[str, str]) -> None:
@@ -68,3 +47,37 @@ class GuestPolicy:
             targets[address] = guest
         self.net.route_addresses(targets)
 
+
+
+def forward_table(ingress: dict[str, list[dict[str, Any]]],
+                  egress: dict[str, list[dict[str, Any]]],
+                  address_of: Callable[[str], str | None]) -> list[str]:
+    """The body of the location's `inet onepane_sg` table: a forward chain that lets answers
+    and onepane's checks through, then every packet through its source's egress chain and its
+    destination's ingress chain (provider id -> rules; `address_of` gives a guest's address).
+
+    Answers also pass by their ports — a TCP or UDP packet from a rule's port back to the
+    rule's peers, an ICMP echo reply where ICMP is allowed: a flow that was under way when one
+    of its ends moved here live has no entry in this location's connection tracking, and its
+    answers must still pass (never a bare SYN: nobody opens a connection that way)."""
+    answers: list[str] = []
+    chains: dict[Side, list[str]] = {"daddr": [], "saddr": []}
+    # inbound: to the guest, rules name sources; outbound: from it, rules name destinations
+    directions: list[tuple[dict[str, list[dict[str, Any]]], Side, Side]] = [
+        (ingress, "daddr", "saddr"), (egress, "saddr", "daddr")]
+    for by_guest, guest_is, rule_is in directions:
+        for provider_id, rules in sorted(by_guest.items()):
+            guest = address_of(provider_id)
+            if guest is None:
+                continue
+            chains[guest_is] += [f"  ip {guest_is} {guest} {match} return"
+                                 for match in rule_matches(rules, rule_is)]
+            chains[guest_is].append(f"  ip {guest_is} {guest} drop")
+            answers += [f"  ip {rule_is} {guest} {match} accept"
+                        for match in rule_matches(rules, guest_is, answers=True)]
+    return [" chain forward {", "  type filter hook forward priority 0; policy accept;",
+            "  ct state established,related accept",
+            f"  ip saddr {CHECKER} accept",  # onepane's own health checks
+            *answers, "  jump egress", "  jump ingress", " }",
+            " chain egress {", *chains["saddr"], " }",
+            " chain ingress {", *chains["daddr"], " }"]
