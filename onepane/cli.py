@@ -30,7 +30,6 @@ from rich.table import Table
 from . import __version__
 from .client import Client, JobFailed
 from .errors import InvalidInput, OnepaneError
-from .images import ova
 
 app = typer.Typer(help="onepane: one pane of glass over every cloud and data center.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -897,6 +896,9 @@ def _upload(file: Path, params: dict[str, str]) -> Any:
 
 def _packed(path: Path, tmp: Path) -> Path:
     """What to upload: an OVF folder or descriptor is packed with its files into one OVA."""
+    # Imported here: the image inspector it pulls in (oslo.utils) was 40 % of every CLI
+    # call's start-up, and only an import of a local OVF folder needs it.
+    from .images import ova
     descriptor = path
     if path.is_dir():
         found = sorted(path.glob("*.ovf"))
