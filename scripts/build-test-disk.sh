@@ -73,6 +73,7 @@ echo $c > /tmp/counter
 mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\necho "onepane-guest: power button" > /dev/console\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod 755 /etc/acpi/PWRF/00000080
+mkdir -p /var/log /var/run  # acpid's log and pid files: without them it exits at start
 acpid -c /etc/acpi
 echo "onepane test guest" > /www/index.html
 httpd -p 80 -h /www

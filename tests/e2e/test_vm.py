@@ -155,6 +155,8 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
 
     ok(cli(vm_server, "instances", "stop", inst["id"]))  # ACPI: the guest powers itself off
     assert ok(cli(vm_server, "-o", "json", "instances", "show", inst["id"]))["state"] == "stopped"
+    # it heard the power button (not the hard stop after the 30 s the guest is given)
+    assert "onepane-guest: power button" in ok(cli(vm_server, "instances", "console", inst["id"]))
     assert http_get(url, 1) is None
     ok(cli(vm_server, "instances", "destroy", inst["id"]))
     listed = ok(cli(vm_server, "-o", "json", "instances", "list", "--location", "vm-a"))
