@@ -48,9 +48,11 @@ class StartOrder:
 
     @staticmethod
     def _where(status: dict[str, Any], location: str) -> str:
-        """Where the earlier deployment must serve: here when it runs here; when placement
-        put it elsewhere only (a spread application's database), wherever it runs."""
-        return location if location in (status.get("locations") or {}) else ELSEWHERE
+        """Where the earlier deployment must serve: here when it runs here; when it wants
+        nothing here — placement put it elsewhere (a spread application's database), or a
+        live move took it away — wherever it runs."""
+        here = (status.get("locations") or {}).get(location) or {}
+        return location if int(here.get("desired") or 0) > 0 else ELSEWHERE
 
     @staticmethod
     def _serves(status: dict[str, Any], where: str) -> bool:

@@ -73,3 +73,11 @@ def test_a_tier_whose_earlier_tier_is_placed_elsewhere_waits_for_it_wherever_it_
     clock.now += 2.1
     assert order.waiting(mid, "b") is None
     assert "starting in 2 s" in (order.waiting(mid, "a") or "")  # here it runs: its own clock
+    # moved away live: it wants nothing at a any more, so a new app-tier VM at a goes by
+    # where it runs now (b), not by a copy at a that will never be
+    statuses["shop-db"] = {"locations": {"a": {"desired": 0, "healthy": 0},
+                                         "b": {"desired": 1, "healthy": 0}}}
+    assert "to serve at every location it runs at" in (order.waiting(mid, "a") or "")
+    statuses["shop-db"]["locations"]["b"]["healthy"] = 1
+    clock.now += 2.1
+    assert order.waiting(mid, "a") is None
