@@ -79,5 +79,6 @@ def test_a_tier_whose_earlier_tier_is_placed_elsewhere_waits_for_it_wherever_it_
                                          "b": {"desired": 1, "healthy": 0}}}
     assert "to serve at every location it runs at" in (order.waiting(mid, "a") or "")
     statuses["shop-db"]["locations"]["b"]["healthy"] = 1
+    assert "starting in 2 s" in (order.waiting(mid, "a") or "")
     clock.now += 2.1
     assert order.waiting(mid, "a") is None
