@@ -35,10 +35,17 @@ DEFAULT_CONNECT_TIMEOUT = {"builtin": 0.25, "haproxy": 0.05}
 CONNECT_STEPS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
+def nearest(t: Target) -> float:
+    """A replica's check time as its distance: the fastest of its recent checks (a busy
+    machine or interpreter only ever adds to one; the way there does not go away)."""
+    return min(t.recent_ms) if t.recent_ms else (t.latency_ms or 0.0)
+
+
 def haproxy_connect_timeout(up: list[Target], before: float | None) -> float:
     """HAProxy's connect timeout when the spec sets none: the smallest step at least twice
-    the slowest passing check's time (a check is a connect and an exchange, two round trips
-    and the server's work), raised when a check is slower, never lowered while onepane runs.
+    the slowest replica's check time (`nearest`: a check is a connect and an exchange, two
+    round trips and the server's work), raised when that grows, never lowered while onepane
+    runs.
 
     Why it is learned: HAProxy holds every request sent to a location gone silent for its
     connect timeout before it tries elsewhere, and an ordinary client opens a connection per
@@ -48,7 +55,7 @@ def haproxy_connect_timeout(up: list[Target], before: float | None) -> float:
     never noticed. HAProxy cannot adapt per connect as the built-in plane does, so onepane
     sizes it from what its own checks measure: short for locations on this host or its LAN,
     longer for far ones, whose connects a fixed short bound would fail."""
-    slowest = max((t.latency_ms or 0.0 for t in up), default=0.0) / 1000
+    slowest = max((nearest(t) for t in up), default=0.0) / 1000
     want = next((s for s in CONNECT_STEPS_S if s >= 2 * slowest), CONNECT_STEPS_S[-1])
     return max(want, before or 0.0)
 

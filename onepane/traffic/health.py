@@ -19,6 +19,8 @@ import httptools
 
 from ..spec import HealthCheck
 
+RECENT = 10
+
 
 @dataclass
 class Target:
@@ -34,6 +36,7 @@ class Target:
     since: float = field(default_factory=time.monotonic)
     last_error: str | None = None
     latency_ms: float | None = None
+    recent_ms: tuple[float, ...] = ()  # the last RECENT passing checks' times, oldest first
 
 
 class HealthMonitor:
@@ -102,6 +105,8 @@ class HealthMonitor:
             ok, error = await probe(t)
             with self._lock:
                 t.latency_ms = (time.monotonic() - started) * 1000 if ok else None
+                if t.latency_ms is not None:
+                    t.recent_ms = (*t.recent_ms[1 - RECENT:], t.latency_ms)
                 t.last_error = error
                 if ok:
                     t.successes, t.failures = t.successes + 1, 0

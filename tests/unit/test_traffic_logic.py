@@ -158,3 +158,7 @@ def test_haproxy_connect_timeout_follows_the_slowest_check_and_never_drops() -> 
     assert haproxy_connect_timeout(checked(300.0), None) == 1.0
     assert haproxy_connect_timeout(checked(5000.0), None) == 2.0  # the cap
     assert haproxy_connect_timeout(checked(1.0), 0.25) == 0.25  # raised once, kept
+    # one slow check on a busy machine is not a far location: the fastest recent one counts
+    busy = checked(60.0)
+    busy[0].recent_ms = (1.1, 0.9, 60.0)
+    assert haproxy_connect_timeout(busy, None) == 0.05
