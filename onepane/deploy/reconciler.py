@@ -203,10 +203,11 @@ class Reconciler:
 
     def _feed(self, dep: Deployment, view: View, st: DeploymentState) -> DataPlaneConfig:
         """The central front door, then the sites' own doors (same pools, their addresses)."""
+        learned = None  # HAProxy's connect timeout, when the spec sets none (planes.py)
         if view.spec.data_plane == "haproxy" and view.spec.connect_timeout is None:
-            st.connect_timeout = haproxy_connect_timeout(view.up, st.connect_timeout)
+            learned = st.connect_timeout = haproxy_connect_timeout(view.up, st.connect_timeout)
         config = plane_config(dep.listen, self.front_door_host, view.spec, view.decision,
-                              view.up, st.connect_timeout)
+                              view.up, learned)
         feed(st, dep.name, view.spec, config, self.workdir,
              lambda: self.health.snapshot(dep.name))
         if view.spec.front_doors == "per-site":
