@@ -204,7 +204,8 @@ class DeploymentSpec(Strict):
                     "and the request goes elsewhere. Default: 0.25 s built-in (which also leaves "
                     "a connect far slower than the backend's usual sooner); on HAProxy, learned "
                     "from the health checks: the smallest of 0.05/0.1/0.25/0.5/1/2 s at least "
-                    "twice the slowest check, never lowered while onepane runs")
+                    "twice the farthest replica's check time, never lowered while onepane "
+                    "runs")
     hedge: float = Field(default=3.0, ge=0, le=100,
                          description="built-in data plane: an idempotent request slower than k x "
                                      "its backend's recent p99 (at least 100 ms) gets a second "
