@@ -16,7 +16,7 @@ ST_VERSION=4.32.5
 VENV=$ROOT/.cache/schemathesis
 if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --no-compile "schemathesis==$ST_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 WORK=$(mktemp -d /tmp/onepane-fuzz.XXXX)
 PIDS=()

@@ -9,9 +9,7 @@ tool_venv() {
   shift 2
   if [ ! -f "$cache/ready-$version" ]; then
     rm -rf "$cache" && "$PY" -m venv "$cache/venv"
-    # --no-compile: byte-compiling every module of a tool (ansible ships thousands) was half
-    # of the install; Python compiles the few a run imports as it imports them.
-    "$cache/venv/bin/pip" install -q --no-compile "$@" 2>&1 | grep -v "^WARNING: Location" || true
+    "$cache/venv/bin/pip" install -q "$@" 2>&1 | grep -v "^WARNING: Location" || true
     touch "$cache/ready-$version"
   fi
 }

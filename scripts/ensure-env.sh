@@ -32,9 +32,7 @@ ensure_venv() {
   echo "preparing $venv ..." >&2
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  # --no-compile: Python byte-compiles what it imports, when it first imports it; compiling
-  # every module of every dependency up front was a large part of a fresh install.
-  "$venv/bin/python" -m pip install -q --no-compile -e "$ROOT${extra:+[$extra]}"
+  "$venv/bin/python" -m pip install -q -e "$ROOT${extra:+[$extra]}"
   rm -f "$venv"/.stamp-*
   touch "$stamp"
 }
