@@ -37,6 +37,14 @@ ensure_venv() {
   touch "$stamp"
 }
 
+# compile_sources: onepane's own modules byte-compiled now. Where PYTHONDONTWRITEBYTECODE is set
+# (this project's machines set it) Python never keeps what it compiles on import, so every CLI
+# call and server start compiled them again (~15 ms a CLI call, ~150 ms a server start); a
+# .pyc made here is read by all of them, and one left stale by an edit is only ignored.
+compile_sources() {
+  "$ROOT/.venv/bin/python" -m compileall -q "$ROOT/onepane" >/dev/null
+}
+
 ensure_vm_host() {
   ensure_debs qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
     libvirt-dev pkg-config gcc python3-dev
