@@ -506,7 +506,7 @@ def apps_deploy(app_id: str,
                 name: Annotated[str, typer.Option(help="the deployed application's name")],
                 at: Annotated[list[str], typer.Option(help="LOCATION[=COPIES]; repeatable")],
                 allow: Annotated[list[str] | None, typer.Option(
-                    help="FROM:TO[:PORT[/PROTO]]: FROM (a tier, 'outside' or a CIDR) may open "
+                    help="FROM:TO\\[:PORT\\[/PROTO]]: FROM (a tier, 'outside' or a CIDR) may open "
                          "PORT on tier TO; what no rule allows is refused; repeatable")] = None,
                 size: Annotated[str | None, typer.Option(help="every tier's size (default: "
                                                              "what fits each tier)")] = None,
