@@ -56,10 +56,9 @@ class StartOrder:
 
     @staticmethod
     def _serves(status: dict[str, Any], where: str) -> bool:
-        """Every replica it wants there passes its checks (at least one wanted)."""
+        """Every replica it wants there passes its checks (at least one wanted: `_where`
+        names a location only where it wants one)."""
         by_loc = status.get("locations") or {}
         here = [v for v in by_loc.values() if int(v.get("desired") or 0) > 0] \
             if where == ELSEWHERE else [by_loc[where]]
-        return bool(here) and all(
-            int(h.get("desired") or 0) > 0 and int(h.get("healthy") or 0) >= int(h["desired"])
-            for h in here)
+        return bool(here) and all(int(h.get("healthy") or 0) >= int(h["desired"]) for h in here)

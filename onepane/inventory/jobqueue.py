@@ -123,10 +123,14 @@ class Jobs:
     def live_moves(self) -> dict[str, str]:
         """instance -> the id of the live move carrying it, queued or under way (a queued one
         counts: a killed onepane's moves wait in the queue until it is back)."""
+        return {target: job_id for job_id, target, _ in self._live_move_rows()}
+
+    def _live_move_rows(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(job id, instance, params) of every live move queued or under way."""
         with self.store.tx() as s:
-            return {target: job_id for job_id, target in s.execute(
-                select(JobRow.id, JobRow.target).where(
-                    JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))) if target}
+            return [(job_id, target, params or {}) for job_id, target, params in s.execute(
+                select(JobRow.id, JobRow.target, JobRow.params).where(
+                    JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))) if target]
 
     def unfinished(self, kind: str, target: str) -> list[Job]:
         """The jobs of a kind on a target that are queued or under way."""
@@ -137,10 +141,7 @@ class Jobs:
 
     def moving_to(self) -> dict[str, str]:
         """instance -> the location a live move is carrying it to, for the moves under way."""
-        with self.store.tx() as s:
-            return {target: (params or {}).get("to", "") for target, params in s.execute(
-                select(JobRow.target, JobRow.params).where(
-                    JobRow.kind == LIVE_MOVE, JobRow.status.in_(UNFINISHED))) if target}
+        return {target: params.get("to", "") for _, target, params in self._live_move_rows()}
 
     def require(self, location: str, feature: Feature) -> Provider:
         provider = self.locations.provider(location)

@@ -263,8 +263,7 @@ class Proxy:
                 if ex.answered or ex.method not in IDEMPOTENT:
                     continue
                 if not ex.hedge_at and newest is not None:
-                    ex.hedge_at = newest.sent + latency.after.get(newest.backend,
-                                                                  latency.unknown)
+                    ex.hedge_at = newest.sent + latency.hedge_after(newest.backend)
                 if ex.hedge_at and now >= ex.hedge_at:
                     ex.hedge()
 
