@@ -1,14 +1,17 @@
 """Requests/s and p99 through the built-in proxy and HAProxy (1 thread), on the same two
 backends, in the same run, with wrk; direct to a backend as the ceiling, and bench/minproxy.py,
-the least a Python proxy can do, as the floor under any proxy written in Python here.
+the least a Python proxy can do, as the floor under any proxy written in Python here. Beside
+each rate, the proxy's own CPU time per request (user + system, from /proc): on a shared
+2-core machine the rates move with what else runs, the CPU cost per request much less.
 
-    .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 5] [--connections 50]
+    .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 9] [--connections 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -22,27 +25,45 @@ from onepane.traffic.dataplane import DataPlaneConfig, PoolConfig
 from onepane.traffic.haproxy import HaproxyDataPlane
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 without one: the direct measurement)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, seconds: int, connections: int,
+            pid: int | None) -> tuple[float, float, float]:
+    """Requests/s, p99 ms, and the proxy's CPU microseconds per request."""
+    before = cpu_seconds(pid)
+    rps, p99, total = wrk(url, seconds, connections)
+    return rps, p99, (cpu_seconds(pid) - before) / max(total, 1) * 1e6
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, int]:
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     assert m, out
     p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(out)
-    return rps, p99
+    return rps, p99, total
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=5, help="per measurement")
-    ap.add_argument("--rounds", type=int, default=5,
+    ap.add_argument("--seconds", type=int, default=3, help="per measurement")
+    ap.add_argument("--rounds", type=int, default=9,
                     help="HAProxy, the floor and the built-in plane measured in turn, this "
                          "many times; the ratio is the median of each round's")
     ap.add_argument("--connections", type=int, default=50)
     args = ap.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
+    rounds: list[dict[str, tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp:
         work = Path(tmp)
         try:
@@ -72,18 +93,18 @@ def main() -> None:
             hap.apply(DataPlaneConfig(listen=f"127.0.0.1:{hap_port}", mode="http",
                                       policy="weighted",
                                       pools=(PoolConfig("all", backends, 1),)))
-            targets = [("direct", ports[0]), ("haproxy", hap_port), ("minproxy", min_port),
-                       ("builtin", builtin_port)]
-            for _, port in targets:
+            targets = [("direct", ports[0], None), ("haproxy", hap_port, hap.pid()),
+                       ("minproxy", min_port, procs[3].pid), ("builtin", builtin_port, procs[2].pid)]
+            for _, port, _ in targets:
                 wrk(f"http://127.0.0.1:{port}/", 1, args.connections)  # warm up
             # The 2 cores are shared by wrk, both backends and the proxy measured, and what
             # else runs on the machine: one long measurement per plane compared planes at
             # different moments (HAProxy alone varied 68-76k req/s between runs). Taking them
             # in turn, round after round, compares each round's planes at nearly one moment.
-            rounds: list[dict[str, tuple[float, float]]] = []
             for _ in range(args.rounds):
-                rounds.append({name: wrk(f"http://127.0.0.1:{port}/", args.seconds,
-                                         args.connections) for name, port in targets})
+                rounds.append({name: measure(f"http://127.0.0.1:{port}/", args.seconds,
+                                             args.connections, pid)
+                               for name, port, pid in targets})
             hap.stop()
         finally:
             for p in procs:
@@ -92,8 +113,12 @@ def main() -> None:
     print(f"wrk -t1 -c{args.connections} -d{args.seconds}s, two backends, 2 cores shared by all, "
           f"{args.rounds} rounds")
     for i, rows in enumerate(rounds, 1):
-        print(f"  round {i}: " + "  ".join(f"{name} {rps:8.0f} req/s (p99 {p99:.2f} ms)"
-                                           for name, (rps, p99) in rows.items()))
+        print(f"  round {i}: " + "  ".join(
+            f"{name} {rps:6.0f}/s p99 {p99:.2f} ms" + (f" {cpu:.1f} us" if cpu else "")
+            for name, (rps, p99, cpu) in rows.items()))
+    for name in ("haproxy", "minproxy", "builtin"):
+        print(f"  {name}: CPU per request (median) "
+              f"{statistics.median(r[name][2] for r in rounds):.1f} us")
     ratio = statistics.median(r["builtin"][0] / r["haproxy"][0] for r in rounds)
     floor = statistics.median(r["minproxy"][0] / r["haproxy"][0] for r in rounds)
     print(f"  built-in / HAProxy (median of the rounds): {ratio:.3f}; the least a Python proxy "

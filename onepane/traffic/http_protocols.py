@@ -47,6 +47,7 @@ DECIDING = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(HOP_BY_
 FRAMED = re.compile(rb"\r\n(content-length[ \t]*:|transfer-encoding[ \t]*:[^\r]*chunked)",
                     re.IGNORECASE)
 EVENT_STREAM = re.compile(rb"\r\ncontent-type[ \t]*:[ \t]*text/event-stream", re.IGNORECASE)
+MEMO_LIMIT = 4096  # heads remembered per kind before the memo starts again
 STREAM_AFTER_S = 0.25  # a body still coming this long after its head: a stream (Sweeper)
 STREAM_AFTER_BYTES = 256 * 1024  # or this much of it buffered
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -120,6 +121,48 @@ def parse_whole(raw: bytes, request: bool, head_only: bool = False) -> FullMessa
     return msg
 
 
+class HeadVerdicts:
+    """Whether a message's head lets it pass on as it came, remembered per head.
+
+    Clients and backends send the same heads over and over (one client's GETs differ in
+    nothing; a backend's answers only in their Date, once a second): hashing a head is a
+    third of the header search it replaces, which was a tenth of the proxy's Python time per
+    request (bench/proxy.py). Bounded: past MEMO_LIMIT heads it forgets them all, so a client
+    that sends a new head each time costs one search and one dict entry per request, as
+    before, and no memory."""
+
+    __slots__ = ("requests", "responses")
+
+    def __init__(self) -> None:
+        self.requests: dict[bytes, bool] = {}
+        self.responses: dict[bytes, bool] = {}
+
+    def request_passes(self, head: bytes) -> bool:
+        """No header for this hop only (Connection, Transfer-Encoding, Upgrade, ...)."""
+        known = self.requests.get(head)
+        if known is None:
+            known = FOR_THIS_HOP.search(head) is None
+            if len(self.requests) >= MEMO_LIMIT:
+                self.requests.clear()
+            self.requests[head] = known
+        return known
+
+    def response_passes(self, head: bytes) -> bool:
+        """Its Content-Length is the only header of those for this hop: its length says
+        where it ends and nothing in it is to be rewritten."""
+        known = self.responses.get(head)
+        if known is None:
+            found = DECIDING.findall(head)
+            known = len(found) == 1 and found[0].lower() == b"content-length"
+            if len(self.responses) >= MEMO_LIMIT:
+                self.responses.clear()
+            self.responses[head] = known
+        return known
+
+
+VERDICTS = HeadVerdicts()
+
+
 def head_of(raw: bytes) -> bytes:
     end = raw.find(b"\r\n\r\n")
     return raw[:end + 2] if end >= 0 else raw
@@ -151,14 +194,21 @@ class Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, raw: bytes, head_only: bool, sent: float, deadline: float,
-             exchange: Exchange, reused: bool) -> None:
+    def send(self, exchange: Exchange, reused: bool) -> None:
+        """Send the exchange's request as its next attempt (the exchange counts it in
+        flight: the Sweeper's)."""
         # The hot path (bench/proxy.py): every line here runs per request, so what usually
         # has not changed is not reset, and Message.reset is inlined.
+        proxy = exchange.client.proxy
+        sent = proxy.loop.time()
+        if not exchange.ups:
+            proxy.inflight.add(exchange)
+        exchange.ups.add(self)
         self.exchange, self.got_any = exchange, False
-        self.sent, self.reused, self.deadline = sent, reused, deadline
+        self.sent, self.reused = sent, reused
+        self.deadline = sent + proxy.settings.attempt_timeout
         msg: Message
-        if head_only:
+        if exchange.method == b"HEAD":
             msg = self.msg = HeadMessage()
         else:
             msg = self.msg = self.lean
@@ -170,7 +220,7 @@ class Upstream(asyncio.Protocol):
             self.stream_to, self.head_at, self.buffered, self.seen_head = None, 0.0, 0, False
             self.stream_seen = False
         assert self.transport is not None
-        self.transport.write(raw)
+        self.transport.write(exchange.raw)
 
     def data_received(self, data: bytes) -> None:
         if self.resp is None:
@@ -304,10 +354,12 @@ class Client(asyncio.Protocol):
             return
         if self.req.done:
             self.busy = True
-            chunks, self.raw = self.raw, []
-            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks = self.raw
+            raw = data if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
             method = self.parser.get_method()
-            if self.req.messages != 1 or FOR_THIS_HOP.search(raw, 0, raw.find(b"\r\n\r\n")):
+            if self.req.messages != 1 or \
+                    not VERDICTS.request_passes(raw[:raw.find(b"\r\n\r\n") + 2]):
                 raw = rebuild_request(method, parse_whole(raw, True))
             Exchange(self, method, raw, self.req.keep_alive)
 
@@ -402,7 +454,7 @@ class Exchange:
         while conns:
             up = conns.pop()
             if not up.closed:
-                self.send(up, reused=True)
+                up.send(self, reused=True)
                 return
         asyncio.get_running_loop().create_task(self.connect(backend))
 
@@ -462,16 +514,7 @@ class Exchange:
             self.inflight -= 1
             proxy.pool.give(backend, up)
             return
-        self.send(up, reused=False)
-
-    def send(self, up: Upstream, reused: bool) -> None:
-        proxy = self.client.proxy
-        sent = proxy.loop.time()
-        if not self.ups:
-            proxy.inflight.add(self)
-        self.ups.add(up)
-        up.send(self.raw, self.method == b"HEAD", sent, sent + proxy.settings.attempt_timeout,
-                self, reused)
+        up.send(self, reused=False)
 
     def attempt_done(self, up: Upstream, status: int, answered: bool, error: str | None,
                      got_any: bool) -> None:
@@ -517,12 +560,9 @@ class Exchange:
         # As it came when its length says where it ends and nothing else in its head is for
         # this hop only (the usual case); else rebuilt.
         whole = raw[0] if len(raw) == 1 else b"".join(raw)
-        if head_only or up.msg.messages != 1:
+        if head_only or up.msg.messages != 1 or \
+                not VERDICTS.response_passes(whole[:whole.find(b"\r\n\r\n") + 2]):
             whole = render(status, parse_whole(whole, False, head_only))
-        else:
-            found = DECIDING.findall(whole, 0, whole.find(b"\r\n\r\n"))
-            if len(found) != 1 or found[0].lower() != b"content-length":
-                whole = render(status, parse_whole(whole, False, head_only))
         self.client._reply(whole, self.keep)
 
     def _failed(self, up: Upstream, error: str | None, got_any: bool) -> None:

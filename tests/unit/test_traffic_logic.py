@@ -7,6 +7,7 @@ import pytest
 from onepane.errors import InvalidInput
 from onepane.spec import parse_spec
 from onepane.traffic.balancer import Balancer, Pool
+from onepane.traffic.http_protocols import MEMO_LIMIT, HeadVerdicts
 from onepane.traffic.manager import STARTUP_GRACE_S, decide
 
 SPEC = """
@@ -162,3 +163,21 @@ def test_haproxy_connect_timeout_follows_the_slowest_check_and_never_drops() -> 
     busy = checked(60.0)
     busy[0].recent_ms = (1.1, 0.9, 60.0)
     assert haproxy_connect_timeout(busy, None) == 0.05
+
+
+def test_head_verdicts_are_remembered_per_head_and_forgotten_past_the_limit() -> None:
+    verdicts = HeadVerdicts()
+    plain = b"GET / HTTP/1.1\r\nHost: a\r\n"
+    hop = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+    assert verdicts.request_passes(plain) and verdicts.request_passes(plain)
+    assert not verdicts.request_passes(hop)  # a head seen after a passing one: its own verdict
+    assert not verdicts.request_passes(b"GET / HTTP/1.1\r\nTE: trailers\r\n")
+    framed = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"
+    assert verdicts.response_passes(framed)
+    assert not verdicts.response_passes(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n")
+    assert not verdicts.response_passes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                        b"Keep-Alive: timeout=5\r\n")
+    for i in range(MEMO_LIMIT + 10):  # a client sending a new head each time
+        verdicts.request_passes(b"GET /%d HTTP/1.1\r\n" % i)
+    assert len(verdicts.requests) <= MEMO_LIMIT
+    assert not verdicts.request_passes(hop)
