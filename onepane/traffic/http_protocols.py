@@ -48,6 +48,7 @@ FRAMED = re.compile(rb"\r\n(content-length[ \t]*:|transfer-encoding[ \t]*:[^\r]*
                     re.IGNORECASE)
 EVENT_STREAM = re.compile(rb"\r\ncontent-type[ \t]*:[ \t]*text/event-stream", re.IGNORECASE)
 MEMO_LIMIT = 4096  # heads remembered per kind before the memo starts again
+MEMO_KEY_MAX = 2048  # bytes: a longer head (or request) is never remembered nor looked up
 STREAM_AFTER_S = 0.25  # a body still coming this long after its head: a stream (Sweeper)
 STREAM_AFTER_BYTES = 256 * 1024  # or this much of it buffered
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -56,8 +57,9 @@ REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection:
 class Message:
     """Where a message ends, and whether its connection may carry another: httptools calls
     back at its end only, and keep-alive is read then, while llhttp still knows it (right
-    after, a `Connection: close` request reads as keep-alive). A request's (`request=True`:
-    the client's parser) or a response's (an upstream's)."""
+    after, a `Connection: close` request reads as keep-alive). Messages are counted as they
+    begin, so a read that ends one and starts the next (pipelining) counts two. A request's
+    (`request=True`: the client's parser) or a response's (an upstream's)."""
 
     __slots__ = ("done", "keep_alive", "messages", "parser")
 
@@ -70,11 +72,13 @@ class Message:
     def reset(self) -> None:
         """Reuse for the next message: the parser keeps calling this same object."""
         self.done = False
-        self.messages = 0  # messages completed since the reset (pipelining makes it more)
+        self.messages = 0  # messages begun since the reset (pipelining makes it more)
+
+    def on_message_begin(self) -> None:
+        self.messages += 1
 
     def on_message_complete(self) -> None:
         self.done = True
-        self.messages += 1
         self.keep_alive = self.parser.should_keep_alive()
 
 
@@ -121,30 +125,35 @@ def parse_whole(raw: bytes, request: bool, head_only: bool = False) -> FullMessa
     return msg
 
 
-class HeadVerdicts:
-    """Whether a message's head lets it pass on as it came, remembered per head.
+class Heads:
+    """What the proxy found in a message's head, remembered per head: whether it may pass on
+    as it came, and, for the plainest messages, everything httptools said of it.
 
     Clients and backends send the same heads over and over (one client's GETs differ in
-    nothing; a backend's answers only in their Date, once a second): hashing a head is a
-    third of the header search it replaces, which was a tenth of the proxy's Python time per
-    request (bench/proxy.py). Bounded: past MEMO_LIMIT heads it forgets them all, so a client
-    that sends a new head each time costs one search and one dict entry per request, as
-    before, and no memory."""
+    nothing; a backend's answers only in their Date, once a second). llhttp frames a message
+    from its head alone (and, for a response, whether the request was a HEAD): so a request
+    that came as one read and was one bodiless keep-alive message with nothing for this hop,
+    seen again byte for byte, is that same message again, and need not be parsed; likewise a
+    response that came as one read, head and Content-Length body. Hashing a head costs a
+    fraction of the header search and the parse it replaces, which were a fifth of the
+    proxy's Python time per request (bench/proxy.py). Bounded: past MEMO_LIMIT heads of a
+    kind it forgets them all, so a peer that sends a new head each time costs what it did
+    before, and no more than MEMO_LIMIT x MEMO_KEY_MAX bytes per memo."""
 
-    __slots__ = ("requests", "responses")
+    __slots__ = ("plain_requests", "plain_responses", "requests", "responses")
 
     def __init__(self) -> None:
         self.requests: dict[bytes, bool] = {}
         self.responses: dict[bytes, bool] = {}
+        self.plain_requests: dict[bytes, bytes] = {}  # whole request -> its method
+        self.plain_responses: dict[bytes, tuple[int, int]] = {}  # head -> status, body length
 
     def request_passes(self, head: bytes) -> bool:
         """No header for this hop only (Connection, Transfer-Encoding, Upgrade, ...)."""
         known = self.requests.get(head)
         if known is None:
             known = FOR_THIS_HOP.search(head) is None
-            if len(self.requests) >= MEMO_LIMIT:
-                self.requests.clear()
-            self.requests[head] = known
+            remember(self.requests, head, known)
         return known
 
     def response_passes(self, head: bytes) -> bool:
@@ -154,13 +163,19 @@ class HeadVerdicts:
         if known is None:
             found = DECIDING.findall(head)
             known = len(found) == 1 and found[0].lower() == b"content-length"
-            if len(self.responses) >= MEMO_LIMIT:
-                self.responses.clear()
-            self.responses[head] = known
+            remember(self.responses, head, known)
         return known
 
 
-VERDICTS = HeadVerdicts()
+def remember(memo: dict[bytes, Any], key: bytes, value: Any) -> None:
+    if len(key) > MEMO_KEY_MAX:  # at most MEMO_LIMIT x MEMO_KEY_MAX bytes per memo
+        return
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+HEADS = Heads()
 
 
 def head_of(raw: bytes) -> bytes:
@@ -190,6 +205,7 @@ class Upstream(asyncio.Protocol):
         self.buffered = 0
         self.seen_head = False
         self.stream_seen = False  # the four fields above changed since the last send
+        self.plain = False  # the response was one whose head was parsed before (Heads)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -199,7 +215,7 @@ class Upstream(asyncio.Protocol):
         flight: the Sweeper's)."""
         # The hot path (bench/proxy.py): every line here runs per request, so what usually
         # has not changed is not reset, and Message.reset is inlined.
-        proxy = exchange.client.proxy
+        proxy = exchange.proxy
         sent = proxy.loop.time()
         if not exchange.ups:
             proxy.inflight.add(exchange)
@@ -215,7 +231,7 @@ class Upstream(asyncio.Protocol):
             msg.done, msg.messages = False, 0
         self.resp, self.parser = msg, msg.parser
         self.raw = []
-        self.may_stream = True
+        self.may_stream, self.plain = True, False
         if self.stream_seen:
             self.stream_to, self.head_at, self.buffered, self.seen_head = None, 0.0, 0, False
             self.stream_seen = False
@@ -226,6 +242,12 @@ class Upstream(asyncio.Protocol):
         if self.resp is None:
             return
         self.got_any = True
+        if not self.raw and self.resp is self.lean:  # the first read of a response
+            end = data.find(b"\r\n\r\n")
+            known = HEADS.plain_responses.get(data[:end + 2]) if end > 0 else None
+            if known is not None and len(data) == end + 4 + known[1]:
+                self._plain(data, known[0])  # a head parsed before, whole: not parsed again
+                return
         if self.stream_to is not None:
             self.stream_to.write(data)
         else:
@@ -242,6 +264,17 @@ class Upstream(asyncio.Protocol):
             self.exchange = self.resp = None
             if exchange is not None:
                 exchange.attempt_done(self, self.parser.get_status_code(), True, None, True)
+
+    def _plain(self, data: bytes, status: int) -> None:
+        """A whole response whose head httptools framed before (Heads): as if parsed."""
+        self.raw.append(data)
+        msg = self.lean
+        msg.done, msg.messages, msg.keep_alive = True, 1, True
+        self.plain = True
+        exchange = self.exchange
+        self.exchange = self.resp = None
+        if exchange is not None:
+            exchange.attempt_done(self, status, True, None, True)
 
     def _maybe_stream(self, more: int) -> None:
         """Stream at once what says it is an event stream or has buffered a lot; note when the
@@ -343,6 +376,12 @@ class Client(asyncio.Protocol):
         if self.busy:  # pipelined: parse it once the current exchange is answered
             self.pending += data
             return
+        if not self.raw and len(data) <= MEMO_KEY_MAX:  # the first read of a request
+            method = HEADS.plain_requests.get(data)
+            if method is not None:  # a request parsed before, whole: not parsed again
+                self.busy = True
+                Exchange(self, method, data, True)
+                return
         self.raw.append(data)
         try:
             self.parser.feed_data(data)
@@ -355,13 +394,30 @@ class Client(asyncio.Protocol):
         if self.req.done:
             self.busy = True
             chunks = self.raw
+            one_read = len(chunks) == 1 and self.req.messages == 1
             raw = data if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
-            method = self.parser.get_method()
-            if self.req.messages != 1 or \
-                    not VERDICTS.request_passes(raw[:raw.find(b"\r\n\r\n") + 2]):
+            method, keep = self.parser.get_method(), self.req.keep_alive
+            if self.req.messages > 1:
+                raw, method, keep = self._first_of_pipelined(raw)
+            end = raw.find(b"\r\n\r\n")
+            if not HEADS.request_passes(raw[:end + 2]):
                 raw = rebuild_request(method, parse_whole(raw, True))
-            Exchange(self, method, raw, self.req.keep_alive)
+            elif one_read and end == len(raw) - 4 and keep:
+                remember(HEADS.plain_requests, raw, method)  # bodiless: plain next time
+            Exchange(self, method, raw, keep)
+
+    def _first_of_pipelined(self, raw: bytes) -> tuple[bytes, bytes, bool]:
+        """Several requests came in one read (pipelining): the first is served now, the rest
+        once it is answered, read then by a parser started afresh (this one has read past
+        them). The first request's bytes, method and keep-alive."""
+        cut = first_message_end(raw)
+        self.pending = raw[cut:] + self.pending
+        self.req = Message(request=True)
+        self.parser = self.req.parser
+        first = Message(request=True)
+        first.parser.feed_data(raw[:cut])
+        return raw[:cut], first.parser.get_method(), first.keep_alive
 
     def _tunnel(self, after: int) -> None:
         """The request asked to switch protocols: from here on bytes, both ways, between the
@@ -389,6 +445,23 @@ class Client(asyncio.Protocol):
             self.data_received(data)
 
 
+def first_message_end(raw: bytes) -> int:
+    """Where the first of several requests in raw ends. httptools says that a message ended,
+    not where: the shortest prefix a fresh parser reads as a whole message, found by bisection
+    (only pipelined reads come here)."""
+    lo, hi = 1, len(raw)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        probe = Message(request=True)
+        with contextlib.suppress(httptools.HttpParserError):  # an upgrade: ends there too
+            probe.parser.feed_data(raw[:mid])
+        if probe.done:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def rebuild_request(method: bytes, req: FullMessage) -> bytes:
     body = b"".join(req.body)
     head = [method, b" ", req.url, b" HTTP/1.1\r\n"]
@@ -402,12 +475,13 @@ def rebuild_request(method: bytes, req: FullMessage) -> bytes:
 class Exchange:
     """One client request and its attempts at backends."""
 
-    __slots__ = ("answered", "client", "hedge_at", "inflight", "keep", "method", "raw",
+    __slots__ = ("answered", "client", "hedge_at", "inflight", "keep", "method", "proxy", "raw",
                  "started", "tried", "ups")
 
     def __init__(self, client: Client, method: bytes, raw: bytes, keep: bool) -> None:
         self.client, self.method, self.keep = client, method, keep
-        self.started = client.proxy.loop.time()
+        proxy = self.proxy = client.proxy
+        self.started = proxy.loop.time()
         self.raw = raw
         self.tried: set[Backend] = set()
         self.answered = False
@@ -421,7 +495,7 @@ class Exchange:
         slower than its backend's recent p99 x k, or at once when that backend is marked down
         (a location that went silent answers nothing; waiting for the attempt timeout would
         hold the request for seconds). The first answer wins."""
-        proxy = self.client.proxy
+        proxy = self.proxy
         if self.answered or self.method not in IDEMPOTENT \
                 or len(self.tried) >= proxy.settings.attempts \
                 or proxy.balancer.choose(self.tried) is None:
@@ -434,7 +508,7 @@ class Exchange:
     def attempt(self, last: str) -> None:
         if self.answered:
             return
-        proxy = self.client.proxy
+        proxy = self.proxy
         choice = proxy.balancer.choose(self.tried) if len(self.tried) < proxy.settings.attempts \
             else None
         if choice is None and self.inflight:
@@ -459,7 +533,7 @@ class Exchange:
         asyncio.get_running_loop().create_task(self.connect(backend))
 
     async def connect(self, backend: Backend) -> None:
-        proxy = self.client.proxy
+        proxy = self.proxy
         loop = asyncio.get_running_loop()
         begun = loop.time()
         abandoned = False
@@ -531,7 +605,7 @@ class Exchange:
         if not answered:
             self._failed(up, error, got_any)
             return
-        proxy = self.client.proxy
+        proxy = self.proxy
         b = up.backend
         raw = up.raw  # before the connection goes back to the pool
         head_only = self.method == b"HEAD"
@@ -559,16 +633,21 @@ class Exchange:
             proxy.sample(b, self.started, up.sent)
         # As it came when its length says where it ends and nothing else in its head is for
         # this hop only (the usual case); else rebuilt.
+        if up.plain:
+            self.client._reply(raw[0], self.keep)
+            return
         whole = raw[0] if len(raw) == 1 else b"".join(raw)
-        if head_only or up.msg.messages != 1 or \
-                not VERDICTS.response_passes(whole[:whole.find(b"\r\n\r\n") + 2]):
+        end = whole.find(b"\r\n\r\n")
+        if head_only or up.msg.messages != 1 or not HEADS.response_passes(whole[:end + 2]):
             whole = render(status, parse_whole(whole, False, head_only))
+        elif len(raw) == 1 and up.msg.keep_alive:  # one read, one message: plain next time
+            remember(HEADS.plain_responses, whole[:end + 2], (status, len(whole) - end - 4))
         self.client._reply(whole, self.keep)
 
     def _failed(self, up: Upstream, error: str | None, got_any: bool) -> None:
         """An attempt got no answer: try again (elsewhere unless only the pooled connection
         had gone stale), or, for a request that may not be repeated, answer 502."""
-        proxy = self.client.proxy
+        proxy = self.proxy
         b = up.backend
         if up.reused and not got_any and error != "timeout":
             self.tried.discard(b)  # a stale keep-alive connection: not the backend's fault
@@ -591,18 +670,18 @@ class Exchange:
         status = up.parser.get_status_code()
         if self.answered or self.client.transport is None or (
                 status in RETRY_STATUS and self.method in IDEMPOTENT
-                and len(self.tried) < self.client.proxy.settings.attempts):
+                and len(self.tried) < self.proxy.settings.attempts):
             return None
         self.ups.discard(up)  # it is the answer: _done must not abort it
         self._done()
-        self.client.proxy.answered(up.backend, self.started, up.sent)
+        self.proxy.answered(up.backend, self.started, up.sent)
         return self.client
 
     def _done(self) -> None:
         """The request is answered (or given up): stop the hedge and the attempts that lost."""
         self.answered = True
         self.hedge_at = 0.0
-        self.client.proxy.inflight.discard(self)
+        self.proxy.inflight.discard(self)
         for other in list(self.ups):
             if other.transport is not None:
                 other.transport.abort()  # its late answer must not reach the pool
@@ -616,7 +695,7 @@ class Exchange:
             up.transport.resume_reading()  # a slow client may have paused it
         keep = answered and up.msg.keep_alive and not up.closed
         if keep:
-            self.client.proxy.pool.give(up.backend, up)
+            self.proxy.pool.give(up.backend, up)
         elif up.transport is not None:
             up.transport.close()
         client._reply(b"", keep and self.keep)

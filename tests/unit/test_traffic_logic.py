@@ -7,7 +7,7 @@ import pytest
 from onepane.errors import InvalidInput
 from onepane.spec import parse_spec
 from onepane.traffic.balancer import Balancer, Pool
-from onepane.traffic.http_protocols import MEMO_LIMIT, HeadVerdicts
+from onepane.traffic.http_protocols import MEMO_LIMIT, Heads
 from onepane.traffic.manager import STARTUP_GRACE_S, decide
 
 SPEC = """
@@ -166,7 +166,7 @@ def test_haproxy_connect_timeout_follows_the_slowest_check_and_never_drops() -> 
 
 
 def test_head_verdicts_are_remembered_per_head_and_forgotten_past_the_limit() -> None:
-    verdicts = HeadVerdicts()
+    verdicts = Heads()
     plain = b"GET / HTTP/1.1\r\nHost: a\r\n"
     hop = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
     assert verdicts.request_passes(plain) and verdicts.request_passes(plain)
