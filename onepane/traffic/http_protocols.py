@@ -246,7 +246,15 @@ class Upstream(asyncio.Protocol):
             end = data.find(b"\r\n\r\n")
             known = HEADS.plain_responses.get(data[:end + 2]) if end > 0 else None
             if known is not None and len(data) == end + 4 + known[1]:
-                self._plain(data, known[0])  # a head parsed before, whole: not parsed again
+                # a head parsed before, and the whole response: not parsed again
+                self.raw.append(data)
+                msg = self.lean
+                msg.done, msg.messages, msg.keep_alive = True, 1, True
+                self.plain = True
+                exchange = self.exchange
+                self.exchange = self.resp = None
+                if exchange is not None:
+                    exchange.attempt_done(self, known[0], True, None, True)
                 return
         if self.stream_to is not None:
             self.stream_to.write(data)
@@ -264,17 +272,6 @@ class Upstream(asyncio.Protocol):
             self.exchange = self.resp = None
             if exchange is not None:
                 exchange.attempt_done(self, self.parser.get_status_code(), True, None, True)
-
-    def _plain(self, data: bytes, status: int) -> None:
-        """A whole response whose head httptools framed before (Heads): as if parsed."""
-        self.raw.append(data)
-        msg = self.lean
-        msg.done, msg.messages, msg.keep_alive = True, 1, True
-        self.plain = True
-        exchange = self.exchange
-        self.exchange = self.resp = None
-        if exchange is not None:
-            exchange.attempt_done(self, status, True, None, True)
 
     def _maybe_stream(self, more: int) -> None:
         """Stream at once what says it is an event stream or has buffered a lot; note when the
