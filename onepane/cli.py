@@ -464,6 +464,13 @@ def apps_export(app_id: str, out: Annotated[Path, typer.Option("--out", "-o")],
     show({"app": app_id, "file": str(out), "bytes": out.stat().st_size})
 
 
+@apps_app.command("delete")
+def apps_delete(app_id: str) -> None:
+    """Delete an imported application's images from the catalog and every location (refused,
+    nothing removed, while a deployment or an instance still uses one of them)."""
+    show(client().delete(f"/v1/catalog/apps/{app_id}"))
+
+
 def _allow(rule: str) -> dict[str, Any]:
     """FROM:TO[:PORT[/PROTOCOL]] -> one rule of an application's network policy."""
     parts = rule.split(":")
@@ -946,6 +953,14 @@ def images_show(image_id: str) -> None:
     for warning in img.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {warning}")
     show(_replica_rows(img), REPLICA_COLS)
+
+
+@images_app.command("delete")
+def images_delete(image_id: str) -> None:
+    """Delete a catalog image: off every location holding a replica and off onepane's store
+    (refused, nothing removed, while a deployment or an instance still uses it)."""
+    client().delete(f"/v1/catalog/{image_id}")
+    show({"deleted": image_id})
 
 
 REPLICA_COLS = ["location", "state", "format", "provider_image_id", "boots", "error"]

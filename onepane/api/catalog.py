@@ -60,6 +60,17 @@ def get_app(request: Request, app_id: str) -> dict[str, Any]:
     return apps.application(core(request).catalog.all(), app_id)
 
 
+@router.delete("/apps/{app_id}", dependencies=[operator])
+def delete_app(request: Request, app_id: str) -> dict[str, Any]:
+    """Every image of an imported application, off the catalog and every location: all of
+    them, or none while one is still needed (409 naming what needs it)."""
+    c = core(request)
+    deleted = c.catalog.delete_application(app_id)
+    for image_id in deleted:
+        c.annotations.forget(image_id)
+    return {"deleted": deleted}
+
+
 @router.get("/apps/{app_id}/export", dependencies=[viewer])
 def export_app(request: Request, app_id: str,
                ovf_version: Annotated[str, Query(pattern=r"^(1\.0|2\.0)$")] = "1.0"
@@ -80,6 +91,17 @@ def export_app(request: Request, app_id: str,
 @router.get("/{image_id}", dependencies=[viewer])
 def get_image(request: Request, image_id: str) -> CatalogImage:
     return core(request).catalog.get(image_id)
+
+
+@router.delete("/{image_id}", status_code=204, dependencies=[operator])
+def delete_image(request: Request, image_id: str) -> None:
+    """Off the catalog and every location holding a replica, and its disks off onepane's
+    store unless another image has the same content. 409, nothing removed, while a
+    deployment names it, a replication of it runs, an instance was made from it, a location
+    holding it is not running, or it is one system of an application (delete that)."""
+    c = core(request)
+    c.catalog.delete(image_id)
+    c.annotations.forget(image_id)  # what EC2 or OCCI kept about it went with it
 
 
 class Replicate(BaseModel):

@@ -51,6 +51,12 @@ class BlobStore:
                 disk.convert(self.path(sha), out, fmt, src_format)
         return out
 
+    def forget(self, sha: str) -> None:
+        """A disk no image has any more: the blob and its conversions."""
+        self.path(sha).unlink(missing_ok=True)
+        for converted in (self.root / "converted").glob(f"{sha}.*"):
+            converted.unlink(missing_ok=True)
+
     @staticmethod
     def digest_of(converted: Path) -> str:
         """A converted disk is hashed once; later replications of it read the digest back."""

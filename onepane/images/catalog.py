@@ -9,8 +9,10 @@ there as a job of that location, checks the digest at the other end, and registe
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..errors import InvalidInput, NotFound, OnepaneError
+from ..errors import Conflict, InvalidInput, NotFound, OnepaneError
 from ..events import EventLog
 from ..inventory.jobs import JobRunner, chain_key
 from ..inventory.views import job_view
-from ..model import Job, JobStatus, new_id, slug
+from ..model import UNFINISHED, Job, JobStatus, new_id, slug
 from ..providers.base import Feature, Provider
 from ..providers.copy import sha256_of
 from ..providers.registry import Registry
-from ..store.tables import CatalogImageRow, ImageReplicaRow, JobRow
+from ..store.tables import CatalogImageRow, DeploymentRow, ImageReplicaRow, JobRow
 from . import containers, export, inspect, ova, ovf, properties
 from .blobs import BlobStore
 
@@ -363,6 +365,97 @@ class Catalog:
             self.replicate(img.id, [location])
         return self.get(img.id)
 
+    # ---- deletion ------------------------------------------------------------------------
+
+    def delete(self, image_id: str) -> None:
+        """The image out of the catalog and off every location that holds a replica; its disks
+        off onepane's store unless another image has the same content. Refused, with nothing
+        removed, while anything still needs it: a deployment whose spec names it, a
+        replication under way, an instance made from a replica (each location is asked
+        before any replica is removed), a location holding one that is not running, or an
+        appliance's other members (an application's images go together:
+        delete_application)."""
+        img = self.get(image_id)
+        others = self._members(img)
+        if others:
+            raise Conflict(f"image {img.id} is one system of an application imported with "
+                           f"{', '.join(others)}: its images are deleted together "
+                           f"(onepane apps delete {img.appliance and img.appliance.get('id')})",
+                           field="image")
+        self._delete([img])
+
+    def delete_application(self, app_id: str) -> list[str]:
+        """Every image of an application (an imported collection), as delete does for one:
+        all of them or, when one is still needed, none. The ids deleted."""
+        from . import apps
+        app = apps.application(self.all(), app_id)
+        imgs = [self.get(t["image"]) for t in app["tiers"]]
+        self._delete(imgs)
+        return [i.id for i in imgs]
+
+    def _members(self, img: CatalogImage) -> list[str]:
+        if not img.appliance:
+            return []
+        with self.events.store.tx() as s:
+            return sorted(r.id for r in s.scalars(select(CatalogImageRow))
+                          if r.id != img.id
+                          and (r.appliance or {}).get("id") == img.appliance.get("id"))
+
+    def _delete(self, imgs: list[CatalogImage]) -> None:
+        for img in imgs:
+            self._refuse_needed(img)
+        holders = [(img, r) for img in imgs for r in img.replicas if r.provider_image_id]
+        for img, rep in holders:
+            try:
+                self.registry.get(rep.location)
+            except NotFound:
+                raise Conflict(f"location {rep.location} holds a replica of {img.id} and is "
+                               "not running: start it, or remove the location, first",
+                               field="image") from None
+        for _, rep in holders:  # every location asked before anything is removed
+            self.registry.run(rep.location, _asking(rep.provider_image_id or ""))
+        for _, rep in holders:
+            with contextlib.suppress(NotFound):  # gone already: what deletion wants
+                self.registry.run(rep.location, _removing(rep.provider_image_id or ""),
+                                  timeout=600)
+        ids = {img.id for img in imgs}
+        with self.events.tx() as s:
+            for rep_row in s.scalars(select(ImageReplicaRow).where(
+                    ImageReplicaRow.image_id.in_(ids))):
+                s.delete(rep_row)
+            s.flush()
+            for img in imgs:
+                row = s.get(CatalogImageRow, img.id)
+                if row is not None:
+                    s.delete(row)
+                where = sorted({r.location for r in img.replicas if r.provider_image_id})
+                self.events.emit("image.deleted", f"image {img.name} {img.version} ({img.id}) "
+                                 "deleted from the catalog" + (f" and from {', '.join(where)}"
+                                                               if where else ""),
+                                 subject=img.id, session=s)
+            s.flush()
+            kept = {d.get("sha256") for other in s.scalars(select(CatalogImageRow))
+                    for d in other.disks}
+        for img in imgs:
+            for d in img.disks:
+                if d.get("sha256") and d["sha256"] not in kept:
+                    self.store.forget(d["sha256"])
+
+    def _refuse_needed(self, img: CatalogImage) -> None:
+        with self.events.store.tx() as s:
+            users = sorted(d.name for d in s.scalars(select(DeploymentRow))
+                           if img.id == (d.spec or {}).get("image")
+                           or img.id in ((d.spec or {}).get("images") or {}).values())
+            busy = s.scalars(select(JobRow.id).where(
+                JobRow.kind == "image.replicate", JobRow.target == img.id,
+                JobRow.status.in_(UNFINISHED))).first()
+        if users:
+            raise Conflict(f"image {img.id} is deployed by {', '.join(users)}: delete or change "
+                           "those deployments first", field="image")
+        if busy:
+            raise Conflict(f"image {img.id} is being replicated ({busy}): wait for it to "
+                           "finish", field="image")
+
     # ---- replication ---------------------------------------------------------------------
 
     def replicate(self, image_id: str, locations: list[str]) -> list[Job]:
@@ -427,6 +520,19 @@ class Catalog:
 
     def _replicate_failed(self, job: JobRow, exc: OnepaneError) -> None:
         self._set(job.target or "", job.location or "", state="failed", error=exc.detail)
+
+
+def _asking(provider_image_id: str) -> Callable[[Provider], None]:
+    """Whether a location's instances still use the image (Conflict if they do)."""
+    def ask(p: Provider) -> None:
+        p.refuse_in_use(provider_image_id)
+    return ask
+
+
+def _removing(provider_image_id: str) -> Callable[[Provider], None]:
+    def remove(p: Provider) -> None:
+        p.delete_disk(provider_image_id)
+    return remove
 
 
 def _runs(provider: Provider, fmt: str | None) -> None:

@@ -130,6 +130,11 @@ class VirtualSystem:
     eulas: list[str] = field(default_factory=list)
     annotation: str | None = None
     default_option: str | None = None
+    # The NICs a vendor section names, in order: (the standard name it stands for, the real
+    # one). Ganeti leaves rasd:Connection empty and names the network in its GanetiSection;
+    # VirtualBox writes its attachment type ("Internal", "HostOnly", "Bridged") as the
+    # network and the network's own name only in its vbox:Machine section.
+    vendor_nics: list[tuple[str | None, str]] = field(default_factory=list)
 
     def hardware(self, option: str | None = None) -> Hardware:
         """The hardware under `option` (default: the package's default). For each InstanceID
@@ -152,12 +157,22 @@ class VirtualSystem:
                                                        f"{item.instance_id!r} VirtualQuantity")
                                    * units(item.units or "byte * 2^20"))
             elif item.resource_type == RT_NIC:
-                hw.nics.append(item.connection or "")
+                hw.nics.append(self._network_of(item.connection or "", len(hw.nics)))
             elif item.resource_type == RT_DISK and item.host_resource:
                 kind, ref = host_resource(item.host_resource)
                 if kind == "disk":
                     hw.disks.append(ref)
         return hw
+
+    def _network_of(self, connection: str, index: int) -> str:
+        """The index-th NIC's network: its rasd:Connection, unless that is empty or only the
+        placeholder a vendor section gives the real name for."""
+        if index >= len(self.vendor_nics):
+            return connection
+        stands_for, name = self.vendor_nics[index]
+        if name and (not connection or connection == stands_for):
+            return name
+        return connection
 
     # The default option's hardware, for callers that know of one configuration only.
     @property
@@ -268,6 +283,49 @@ def _attr(el: Any, name: str) -> str | None:
     return None
 
 
+VBOX_ATTACHMENTS = {"InternalNetwork": "Internal", "HostOnlyInterface": "HostOnly",
+                    "BridgedInterface": "Bridged", "NATNetwork": "NATNetwork",
+                    "GenericInterface": "Generic"}
+
+
+def vendor_nics(vs: Any, root: Any) -> list[tuple[str | None, str]]:
+    """The NIC networks a vendor section names for this system (see VirtualSystem): Ganeti's
+    GanetiSection (in the system or, as Ganeti writes it, in the envelope) or VirtualBox's
+    vbox:Machine (its enabled adapters, in slot order: the order it exports NIC items in)."""
+    ganeti = next((c for c in [*vs, *root] if _local(c.tag) == "GanetiSection"), None)
+    if ganeti is not None:
+        network = next((c for c in ganeti if _local(c.tag) == "Network"), None)
+        return [(None, _text(nic, "Net") or _attr(nic, "name") or "")
+                for nic in (network if network is not None else [])
+                if _local(nic.tag) == "Nic"]
+    machine = next((c for c in vs if _local(c.tag) == "Machine"), None)
+    hardware = next((c for c in machine if _local(c.tag) == "Hardware"), None) \
+        if machine is not None else None
+    network = next((c for c in hardware if _local(c.tag) == "Network"), None) \
+        if hardware is not None else None
+    if network is None:
+        return []
+    adapters = sorted((a for a in network if _local(a.tag) == "Adapter"
+                       and (_attr(a, "enabled") or "true").lower() == "true"),
+                      key=lambda a: _int_or(_attr(a, "slot"), 0))
+    out: list[tuple[str | None, str]] = []
+    for adapter in adapters:
+        attached = next((c for c in adapter if _local(c.tag) in VBOX_ATTACHMENTS), None)
+        if attached is None:  # NAT, or not attached: the standard name is all there is
+            out.append((None, ""))
+            continue
+        out.append((VBOX_ATTACHMENTS[_local(attached.tag)],
+                    _attr(attached, "name") or _attr(attached, "driver") or ""))
+    return out
+
+
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text or "")
+    except ValueError:
+        return default
+
+
 def _is(el: Any, name: str) -> bool:
     """`<DiskSection>`, or 0.9's and oVirt's `<Section xsi:type="ovf:DiskSection_Type">`."""
     tag = _local(el.tag)
@@ -335,6 +393,9 @@ class _Reader:
             raise self.fail("no VirtualSystem")
         collection = _attr(content, "id") if _is(content, "VirtualSystemCollection") else None
         systems = [self._system(vs) for vs in content.iter() if _is(vs, "VirtualSystem")]
+        for vs_el, sys_ in zip([vs for vs in content.iter() if _is(vs, "VirtualSystem")],
+                               systems, strict=True):
+            sys_.vendor_nics = vendor_nics(vs_el, root)
         if not systems:
             raise self.fail("no VirtualSystem")
         shared = [p for ps in _sections(root, "ProductSection") for p in self._properties(ps)]

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import InvalidInput, Unsupported
+from ..errors import Conflict, InvalidInput, Unsupported
 from ..model import InstanceState
 
 # A container image archive (docker save; an OCI layout with Docker's manifest added): the one
@@ -343,6 +343,20 @@ class Provider(ABC):
         """Copy a disk here, verify it arrived intact, register it; return the provider's id.
         Idempotent: an image already there with the same digest is not sent again."""
         self._unsupported(Feature.disk_images)
+
+    def delete_disk(self, provider_image_id: str) -> None:
+        """Remove a disk import_disk put here (the catalog image is being deleted). Refused
+        (Conflict) while an instance here was made from it: a VM's disk may be an overlay on
+        that very file, and one image per catalog id is all a location keeps. NotFound when
+        it is not here; for idempotence, the catalog treats that as done."""
+        self._unsupported(Feature.disk_images)
+
+    def refuse_in_use(self, provider_image_id: str) -> None:
+        users = sorted(i.name or i.provider_id for i in self.list_instances()
+                       if i.image == provider_image_id)
+        if users:
+            raise Conflict(f"image {provider_image_id} at {self.location} is in use by "
+                           f"{', '.join(users)}: delete those instances first", field="image")
 
     # networks
     def list_networks(self) -> list[ObservedNetwork]:

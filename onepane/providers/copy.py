@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import TransientProviderError
+from ..errors import NotFound, TransientProviderError
 from .base import ObservedImage
 
 CHUNK = 1024 * 1024  # small: three replications at once stay within the memory target
@@ -51,6 +51,14 @@ def into_store(store: Path, image_id: str, src: Path, fmt: str, sha256: str,
         final.unlink()
         raise TransientProviderError(f"{final.name}: checksum mismatch after the copy")
     return final.name
+
+
+def remove_from_store(store: Path, name: str) -> None:
+    """A disk into_store put there, removed (NotFound when there is none of that name)."""
+    path = store / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise NotFound(f"no image {name!r} in {store.name}", field="image")
+    path.unlink()
 
 
 def stored_disks(store: Path, formats: tuple[str, ...], bootable: bool) -> list[ObservedImage]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, PermanentProviderError, TransientProviderError
+from ..errors import InvalidInput, NotFound, PermanentProviderError, TransientProviderError
 from .base import Capabilities, Feature, InstanceSpec
 from .cloud import ONEPANE_TAG, CloudProvider
 
@@ -152,6 +152,27 @@ class Ec2Provider(CloudProvider):
                          description=f"onepane {image_id} sha256:{sha256}",
                          image_location=f"{bucket}/{key}", root_device_name="/dev/sda1")
         return str(ami.id)
+
+    def delete_disk(self, provider_image_id: str) -> None:
+        """Deregister the AMI import_disk registered (only one of onepane's: its description
+        names the catalog image) and delete its object in the image bucket."""
+        self.refuse_in_use(provider_image_id)
+        mine = [i for i in self._call(self.driver.list_images, ex_owner="self")
+                if i.id == provider_image_id
+                and str(i.extra.get("description") or "").startswith("onepane img-")]
+        if not mine:
+            raise NotFound(f"no onepane image {provider_image_id!r} at {self.location}",
+                           field="image")
+        location = str(mine[0].extra.get("image_location") or "")
+        self._call(self.driver.delete_image, mine[0])
+        bucket, _, key = location.partition("/")
+        if bucket == self.options.get("image_bucket", "onepane-images") and key:
+            storage = self._storage()
+            try:
+                obj = self._call(storage.get_object, bucket, key)
+            except PermanentProviderError:
+                return  # already gone
+            self._call(storage.delete_object, obj)
 
     def _storage(self) -> Any:
         from libcloud.storage.providers import get_driver as storage_driver

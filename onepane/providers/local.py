@@ -302,6 +302,10 @@ class LocalProvider(FileVolumes, Provider):
         """Into this data center's image store, resuming a copy an interruption cut short."""
         return copy.into_store(self.root / "vm-images", image_id, path, fmt, sha256, progress)
 
+    def delete_disk(self, provider_image_id: str) -> None:
+        self.refuse_in_use(provider_image_id)
+        copy.remove_from_store(self.root / "vm-images", provider_image_id)
+
     # ---- volumes: sparse files (filevolumes.py) ------------------------------------------
 
     def _check_instance(self, instance_id: str) -> None:

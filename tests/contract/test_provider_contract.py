@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from onepane.errors import InvalidInput, NotFound, Unsupported
+from onepane.errors import Conflict, InvalidInput, NotFound, Unsupported
 from onepane.model import InstanceState
 from onepane.providers.base import CONTAINER_FORMAT, Feature, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
@@ -181,6 +181,11 @@ def test_destroy_twice_is_fine_and_a_destroyed_instance_leaves_listings(case: Ca
     p = case.provider
     obs = p.create_instance(spec(case, 2))
     assert obs.provider_id in {i.provider_id for i in p.list_instances()}
+    if p.capabilities.supports(Feature.disk_images):  # its image cannot go while it lives
+        with pytest.raises(Conflict) as refused:
+            p.delete_disk(case.image)
+        assert refused.value.field == "image" and "in use" in refused.value.detail
+        assert case.image in {i.provider_id for i in p.list_images()}
     p.destroy_instance(obs.provider_id)
     p.destroy_instance(obs.provider_id)
     assert obs.provider_id not in {i.provider_id for i in p.list_instances()}
@@ -225,6 +230,10 @@ def test_volumes_snapshots_networks_and_disk_imports_work_where_declared(
         image = p.import_disk("img-kcontract", "contract", disk, fmt, sha256_of(disk),
                               lambda _pct: None)
         assert image in {i.provider_id for i in p.list_images()}
+        p.delete_disk(image)  # the catalog deleting the image
+        assert image not in {i.provider_id for i in p.list_images()}
+        with pytest.raises(NotFound):
+            p.delete_disk(image)
         ran.append("disk_images")
     if not ran:
         pytest.skip(f"{p.location} declares none of volumes, networks, disk images: "

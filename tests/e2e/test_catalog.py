@@ -65,6 +65,7 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     r = cli(server, "-o", "json", "instances", "create", "from-ova", "--location",
             "aws-us-east-1", "--image", ami, "--size", "t2.micro")
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded", r.stderr
+    booted = json.loads(r.stdout)["target"]
 
     # export: an OVA that re-imports to the same hardware and the same disk contents
     out = tmp_path / "export.ova"
@@ -86,6 +87,24 @@ def test_import_replicate_boot_export(start_server: Any, moto: str, tmp_path: Pa
     assert len(json.loads(cli(server, "-o", "json", "images", "catalog").stdout)) == 2
     r = cli(server, "images", "replicate", img["id"], "--to", "nowhere")
     assert r.returncode == 3
+
+    # deleted: refused while the instance made from it lives (nothing removed), then off
+    # every location and, once no image has its content, off onepane's store
+    r = cli(server, "images", "delete", img["id"])
+    assert r.returncode == 4 and "in use" in r.stderr, r.stderr
+    assert local.exists() and ec2.describe_images(ImageIds=[ami])["Images"]
+    assert cli(server, "instances", "destroy", booted).returncode == 0
+    r = cli(server, "-o", "json", "images", "delete", img["id"])
+    assert r.returncode == 0, r.stderr
+    assert not local.exists()
+    assert not ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": "image-id", "Values": [ami]}])["Images"]
+    assert cli(server, "images", "show", img["id"]).returncode == 3
+    assert len(list((server.state_dir / "blobs" / "sha256").iterdir())) == 1  # version 2's
+    other = next(i for i in json.loads(cli(server, "-o", "json", "images", "catalog").stdout)
+                 if i["name"] == "web01")
+    assert cli(server, "images", "delete", other["id"]).returncode == 0
+    assert not list((server.state_dir / "blobs" / "sha256").iterdir())
 
 
 def test_the_reported_leak_is_refused_and_leaves_nothing(start_server: Any, moto: str,

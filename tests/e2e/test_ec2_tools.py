@@ -535,3 +535,29 @@ def test_image_attributes_as_ec2_has_them(start_server: Any) -> None:
                       Attribute="launchPermission") == "InvalidParameterCombination"
     assert error_code(ec2.describe_image_attribute, ImageId="img-0000000000000000f",
                       Attribute="description") == "InvalidAMIID.NotFound"
+
+
+def test_deregister_image_deletes_a_catalog_image_everywhere(start_server: Any,
+                                                             tmp_path: Path) -> None:
+    """Issue 32: DeregisterImage of a catalog image removes it from the catalog, from the
+    location holding a replica and from onepane's store, with its attributes; a location's own
+    image is refused by name; a second call is NotFound."""
+    server = start_server("")
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+    disk = tmp_path / "small.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
+    img = api.post("/v1/catalog", params={"name": "small"}, content=disk.read_bytes()).json()
+    assert api.post(f"/v1/catalog/{img['id']}/replicate", json={"to": ["dc-a"]}
+                    ).status_code == 202
+    replica = wait_for(lambda: next((r for r in api.get(f"/v1/catalog/{img['id']}").json()[
+        "replicas"] if r["state"] == "ready"), None), 30, what="the replica ready")
+    held = server.state_dir / "locations" / "dc-a" / "vm-images" / replica["provider_image_id"]
+    assert held.exists()
+    ec2 = ec2_client(server, access_key(server))
+    ec2.modify_image_attribute(ImageId=img["id"], Description={"Value": "small"})
+    assert error_code(ec2.deregister_image, ImageId="httpecho") == "UnsupportedOperation"
+    ec2.deregister_image(ImageId=img["id"])
+    assert error_code(ec2.describe_images, ImageIds=[img["id"]]) == "InvalidAMIID.NotFound"
+    assert not held.exists() and api.get(f"/v1/catalog/{img['id']}").status_code == 404
+    assert not list((server.state_dir / "blobs" / "sha256").iterdir())
+    assert error_code(ec2.deregister_image, ImageId=img["id"]) == "InvalidAMIID.NotFound"

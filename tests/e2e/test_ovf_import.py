@@ -97,6 +97,22 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
     names = {i["name"]: i for i in run_json(server, "images", "catalog")}
     assert {"lamp-webtier", "lamp-dbtier"} <= set(names)
     assert names["lamp-dbtier"]["cpus"] == 2
+    # an application's images go together: one member alone is refused, naming the other
+    r = cli(server, "images", "delete", names["lamp-dbtier"]["id"])
+    assert r.returncode == 4 and names["lamp-webtier"]["id"] in said(r), r.stderr
+    deleted = run_json(server, "apps", "delete", first["appliance"]["id"])["deleted"]
+    assert sorted(deleted) == sorted([names["lamp-webtier"]["id"], names["lamp-dbtier"]["id"]])
+    left = {i["name"] for i in run_json(server, "images", "catalog")}
+    assert not {"lamp-webtier", "lamp-dbtier"} & left
+    blobs = {p.name for p in (server.state_dir / "blobs" / "sha256").iterdir()}
+    assert not {d["sha256"] for i in names.values() if i["name"].startswith("lamp-")
+                for d in i["disks"]} & blobs  # their disks left onepane's store
+    lamp = ova_of(tmp_path, "lamp", descriptor("collection-lamp.ovf", disk1_size=web.stat().st_size,
+                                               disk2_size=db.stat().st_size),
+                  {"web-disk.vmdk": web, "db-disk.vmdk": db})
+    members = run_json(server, "images", "import", str(lamp), "--name", "lamp")[
+        "appliance"]["members"]
+    assert len(members) == 2 and not set(members) & set(deleted)  # imported again, as new
     # an application: a vSphere vApp's three tiers, in the order its StartupSection gives
     disks = {f"shop-{t}-disk1.vmdk": vmdk(tmp_path, f"shop-{t}.vmdk", size="8M")
              for t in ("web", "app", "db")}

@@ -100,7 +100,8 @@ def test_ganeti_disk_without_capacity_and_gzip_file() -> None:
     pkg = ovf.parse(descriptor("ganeti.ovf"))
     assert pkg.disks[0].capacity_bytes == 0 and pkg.files[0].compression == "gzip"
     vs = pkg.systems[0]
-    assert (vs.name, vs.cpus, vs.memory_bytes, vs.nics) == ("ganeti-test-xen", 1, 2048 * MiB, [""])
+    assert (vs.name, vs.cpus, vs.memory_bytes, vs.nics) == ("ganeti-test-xen", 1, 2048 * MiB,
+                                                        ["routed"])  # GanetiSection names it
 
 
 def test_collection_keeps_every_system_and_resolves_property_capacities() -> None:

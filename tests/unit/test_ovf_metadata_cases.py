@@ -65,3 +65,33 @@ def test_a_second_hard_disk_is_kept_beside_a_cd_rom_and_the_nic_keeps_its_networ
              + item(5, 15) + item(6, 10, "<rasd:Connection>VM Network</rasd:Connection>"))
     vm = parse(descriptor(DISKS, items, options="")).systems[0]
     assert vm.disks == ["system", "data"] and vm.nics == ["VM Network"]
+
+
+VBOX_MACHINE = '''<vbox:Machine xmlns:vbox="http://www.virtualbox.org/ovf/machine" ovf:required="false"
+ version="1.19-linux" name="web"><ovf:Info>VirtualBox's own</ovf:Info><Hardware><Network>
+ <Adapter slot="1" enabled="true" type="82540EM"><InternalNetwork name="backend"/></Adapter>
+ <Adapter slot="0" enabled="true" type="82540EM"><NAT/></Adapter>
+ <Adapter slot="2" enabled="false" type="82540EM"><HostOnlyInterface name="vboxnet0"/></Adapter>
+ <Adapter slot="3" enabled="true" type="82540EM"><HostOnlyInterface name="vboxnet1"/></Adapter>
+ </Network></Hardware></vbox:Machine>'''
+
+
+def test_a_network_named_only_in_a_vendor_section_keeps_its_name() -> None:
+    """VirtualBox writes the attachment type ("Internal", "HostOnly") as the network and the
+    network's name only in vbox:Machine; Ganeti leaves rasd:Connection empty and names the
+    network in its GanetiSection. Both names were lost (issue 33)."""
+    nics = "".join(item(10 + n, 10, f"<rasd:Connection>{c}</rasd:Connection>")
+                   for n, c in enumerate(["NAT", "Internal", "HostOnly"]))
+    vbox = descriptor(DISKS, ITEMS.replace(item(6, 10, "<rasd:Connection>VM Network"
+                                                       "</rasd:Connection>"), nics))
+    vbox = vbox.replace("</VirtualHardwareSection>", "</VirtualHardwareSection>" + VBOX_MACHINE)
+    assert parse(vbox).systems[0].nics == ["NAT", "backend", "vboxnet1"]
+    ganeti = descriptor(DISKS, ITEMS.replace("VM Network", "")).replace(
+        "<NetworkSection>", '<gnt:GanetiSection xmlns:gnt="http://ganeti"><gnt:Network>'
+        '<gnt:Nic ovf:name="routed"><gnt:Mode>bridged</gnt:Mode></gnt:Nic></gnt:Network>'
+        "</gnt:GanetiSection><NetworkSection>")
+    assert parse(ganeti).systems[0].nics == ["routed"]
+    # a standard name is kept even where a vendor section says something else
+    named = descriptor(DISKS, ITEMS).replace("</VirtualHardwareSection>",
+                                             "</VirtualHardwareSection>" + VBOX_MACHINE)
+    assert parse(named).systems[0].nics == ["VM Network"]

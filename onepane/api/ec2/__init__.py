@@ -143,7 +143,8 @@ def translate(exc: OnepaneError) -> Ec2Error:
         code = {"volume": "IncorrectState", "key_name": "InvalidKeyPair.Duplicate",
                 "security_group": "InvalidGroup.Duplicate", "dependency": "DependencyViolation",
                 "default": "CannotDelete", "duplicate": "InvalidPermission.Duplicate",
-                "snapshot": "IncorrectState"}.get(field, "IncorrectInstanceState")
+                "snapshot": "IncorrectState", "image": "IncorrectState"}.get(
+            field, "IncorrectInstanceState")
         return Ec2Error(code, exc.detail)
     if isinstance(exc, Forbidden):
         return Ec2Error("UnauthorizedOperation", exc.detail, 403)

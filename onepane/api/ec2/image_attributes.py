@@ -43,6 +43,22 @@ def shown(attributes: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
     return shape
 
 
+@action(WRITE)
+def DeregisterImage(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """A catalog image (img-...) deleted as `onepane images delete` does: off every location
+    and the catalog, refused (IncorrectState) while an instance or a deployment still uses
+    it — EC2 lets running instances outlive their AMI, but a VM here boots from an overlay
+    on the image's file. A location's own images are the location's to remove."""
+    image_id = required(p, "ImageId")
+    known_image(ctx, image_id)
+    if image_id not in {c.id for c in ctx.core.catalog.all()}:
+        raise Ec2Error("UnsupportedOperation", f"{image_id} is a location's own image, not "
+                       "one of onepane's catalog (img-...): remove it where it lives")
+    ctx.core.catalog.delete(image_id)
+    ctx.core.annotations.forget(image_id)  # its tags and attributes went with it
+    return {"return": True}
+
+
 @action(READ_ONLY)
 def DescribeImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image_id, attribute = required(p, "ImageId"), required(p, "Attribute")

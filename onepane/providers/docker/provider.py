@@ -201,6 +201,23 @@ class DockerProvider(Provider):
             progress(100.0 * (i + 1) / len(hosts))
         return tag
 
+    @sdk_errors
+    def delete_disk(self, provider_image_id: str) -> None:
+        """The catalog tag off every host that answers, and the image with it unless another
+        tag holds it (Docker's own rule); a host that does not answer keeps it, unused."""
+        if not provider_image_id.startswith(f"{IMAGE_REPO}/"):
+            raise NotFound(f"no catalog image {provider_image_id!r} at {self.location}",
+                           field="image")
+        self.refuse_in_use(provider_image_id)
+        found = False
+        for host in self.engines.up():
+            if provider_image_id in self.view.images_on(host):
+                found = True
+                self.engines.client(host).images.remove(provider_image_id)
+            self.view.imported(host)
+        if not found:
+            raise NotFound(f"no image {provider_image_id!r} at {self.location}", field="image")
+
     # ---- instances -------------------------------------------------------------------------
 
     def list_instances(self) -> list[ObservedInstance]:

@@ -146,6 +146,23 @@ class HostPools:
                 self.upload(host, f"{image}.ok", sha256.encode())
             progress((n + 1) / len(hosts))
 
+    def remove(self, hosts: list[str], image: str) -> bool:
+        """The image off each of `hosts` that holds it, its upload marker first (a copy cut
+        short reads as an upload that never finished, never as an image). Whether any had it."""
+        lv = _libvirt()
+        found = False
+        for host in hosts:
+            pool = self.pool(host)
+            with libvirt_errors():
+                pool.refresh(0)
+                names = set(pool.listVolumes())
+                for name in (f"{image}.ok", image):
+                    if name in names:
+                        found = True
+                        with contextlib.suppress(lv.libvirtError):  # gone meanwhile
+                            pool.storageVolLookupByName(name).delete(0)
+        return found
+
     def delete_volumes(self, host: str, instance: str) -> None:
         """Every volume of the instance in the host's pool (its disks and small files)."""
         lv = _libvirt()

@@ -374,6 +374,17 @@ class HostsProvider(Provider):
         self.pools.replicate(hosts, image, path, fmt, sha256, progress)
         return image
 
+    def delete_disk(self, provider_image_id: str) -> None:
+        """Off every host that answers and the network storage. A host that does not answer
+        keeps its copy, unused (every VM is made from the catalog's images by name, and the
+        name of a deleted image is never handed out again: catalog ids are unique)."""
+        self.refuse_in_use(provider_image_id)
+        hosts = self.up_hosts()
+        if self.options.storage is not None:
+            hosts.append(STORAGE)
+        if not self.pools.remove(hosts, provider_image_id):
+            raise NotFound(f"no image {provider_image_id!r} at {self.location}", field="image")
+
     def list_networks(self) -> list[ObservedNetwork]:
         return [ObservedNetwork(provider_id="guest", name="guest",
                                 cidr=str(guestnet.GUEST_NET))]

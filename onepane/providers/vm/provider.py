@@ -310,6 +310,11 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
                     progress: Callable[[float], None]) -> str:
         return copy.into_store(self.images_dir, image_id, path, fmt, sha256, progress)
 
+    def delete_disk(self, provider_image_id: str) -> None:
+        """Refused while a VM here was made from it: its disk is an overlay on this file."""
+        self.refuse_in_use(provider_image_id)
+        copy.remove_from_store(self.images_dir, provider_image_id)
+
     # ---- networks ------------------------------------------------------------------------
 
     def list_networks(self) -> list[ObservedNetwork]:
