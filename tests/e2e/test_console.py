@@ -281,6 +281,9 @@ def test_manage_map_and_a_narrow_screen(start_server: Any, page: Page, tmp_path:
     got.value.save_as(exported)
     assert got.value.suggested_filename == "tiny.qcow2"
     assert exported.read_bytes()[:4] == b"QFI\xfb"  # a qcow2 header
+    page.click(f'button[data-delete-image="{image_id}"]')  # asked, accepted: gone everywhere
+    expect(page.locator(f'tr[data-image="{image_id}"]')).to_have_count(0, timeout=10_000)
+    assert not list((s.state_dir / "locations" / "dc-b" / "vm-images").glob(f"{image_id}.*"))
 
     # the map: shop is served at dc-a; a failover moves the thick line without a reload
     http = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})

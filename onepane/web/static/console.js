@@ -617,6 +617,7 @@ async function images() {
       { title: "replicate", cell: i => replicateTo(i, locs) },
       { title: "export", cell: i => ["ova", "qcow2", "vmdk"].map(fmt => h("button", {
           "data-export": `${i.id}:${fmt}`, onclick: e => download(i, fmt, e.target) }, fmt)) },
+      { title: "", cell: i => h("button", { "data-delete-image": i.id, onclick: () => deleteImage(i) }, "delete") },
     ], catalog, i => ({ "data-image": i.id })) : h("p", {}, "No images yet: onepane images import FILE --name NAME"));
   const lists = await Promise.all(locs.map(l =>
     api(`/v1/images?location=${encodeURIComponent(l.name)}&limit=50`).catch(e => ({ error: e.message }))));
@@ -630,6 +631,14 @@ async function images() {
     const t = setTimeout(() => { if (location.hash.startsWith("#/images")) route(); }, 1000);
     stopPage = () => clearTimeout(t);
   }
+}
+
+// Off the catalog and every location; the server refuses (409, said in the alert) while a
+// deployment, a replication or an instance still needs it.
+async function deleteImage(img) {
+  if (!confirm(`Delete ${img.name} ${img.version} (${img.id}) from the catalog and every location?`)) return;
+  try { await api(`/v1/catalog/${img.id}`, { method: "DELETE" }); route(); }
+  catch (err) { alert(err.message); }
 }
 
 // A select of the locations an image is not at yet, and a button that replicates it there.
