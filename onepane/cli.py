@@ -525,7 +525,10 @@ def apps_deploy(app_id: str,
                          "answers)")] = None,
                 place: Annotated[list[str] | None, typer.Option(
                     help="TIER:LABEL=VALUE: the tier runs only at the --at locations carrying "
-                         "that label (spreads the tiers); repeatable")] = None) -> None:
+                         "that label (spreads the tiers); repeatable")] = None,
+                keep_data: Annotated[list[str] | None, typer.Option(
+                    help="TIER: its VMs' data disks outlive them — a replacement gets them "
+                         "back (default: blank); repeatable")] = None) -> None:
     """Deploy an application as one: its tiers started in the collection's start order, each
     tier's rules in force where its VMs run, each tier where its --place rules allow;
     clients reach the front tier at the printed address."""
@@ -537,7 +540,8 @@ def apps_deploy(app_id: str,
             "allow": [_allow(r) for r in allow or []], "listen": listen,
             **({"size": size} if size else {}), **({"front": front} if front else {}),
             **({"attempt_timeout": attempt_timeout} if attempt_timeout else {}),
-            **({"placement": _placement(place)} if place else {})}
+            **({"placement": _placement(place)} if place else {}),
+            **({"keep_data": keep_data} if keep_data else {})}
     app_ = client().post("/v1/applications", body)
     if ctx.output == Output.json:
         show(app_)

@@ -51,6 +51,19 @@ class HealthCheck(Strict):
     fall: int = Field(default=2, ge=1, le=20)
 
 
+class Storage(Strict):
+    """The storage policy: what happens to a replica's data disks (the extra disks its image
+    gives it) when the replica is replaced."""
+
+    data: Literal["blank", "keep"] = Field(
+        default="blank",
+        description="blank: every new replica gets blank data disks; keep: a replica's data "
+                    "disks outlive it, and the replica that replaces it at that location (or a "
+                    "later one in its place, after a scale-down) gets them back — a database "
+                    "tier's data survives the loss of its VM. Dropped when the deployment is "
+                    "deleted. A live move takes the disks along either way")
+
+
 class Traffic(Strict):
     mode: Literal["active-passive", "active-active"] = "active-passive"
     order: list[str] = Field(default_factory=list)
@@ -190,6 +203,7 @@ class DeploymentSpec(Strict):
     # HAProxy's 1.5 s, its attempt timeout (bench/failover.py); HAProxy serves ~1.2x its
     # requests per second (README, "Which data plane").
     data_plane: Literal["builtin", "haproxy"] = "builtin"
+    storage: Storage = Field(default_factory=Storage)
     protocol: Literal["http", "tcp"] = "http"
     listen: str = Field(pattern=r"^[0-9.]+:\d{1,5}$", default="127.0.0.1:0")
     attempt_timeout: float | None = Field(

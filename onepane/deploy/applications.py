@@ -49,7 +49,15 @@ from ..inventory.operations import Operations
 from ..model import NAME_PATTERN, UNFINISHED, Job, JobStatus, Strict
 from ..policy.placement import violation
 from ..providers.base import Provider
-from ..spec import AppTier, DeploymentSpec, HealthCheck, Placement, Policies, StartAfter
+from ..spec import (
+    AppTier,
+    DeploymentSpec,
+    HealthCheck,
+    Placement,
+    Policies,
+    StartAfter,
+    Storage,
+)
 from ..store.tables import JobRow
 from .mobility import DEFAULT_BOUND_S, LiveMoves
 from .reconciler import TAG
@@ -89,6 +97,11 @@ class AppDeploy(Strict):
     attempt_timeout: float | None = Field(default=None, gt=0, le=300,
                                           description="the front tier's data plane: seconds one "
                                                       "attempt may take (the deployment spec's)")
+    keep_data: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="tiers whose data disks outlive their VMs: a tier VM's replacement at a "
+                    "location gets the data disks it left (the storage policy `keep`); other "
+                    "tiers' replacements start blank. A live move takes every disk along")
     placement: dict[str, Placement] = Field(
         default_factory=dict, description="tier -> the labels a location must carry to run it "
                                           "(of the application's locations); default: every "
@@ -249,6 +262,9 @@ class Applications:
                                        f"'{OUTSIDE}' nor a CIDR", field=f"allow.{n}.from") from None
         if unknown := sorted(set(req.sizes) - set(systems)):
             raise InvalidInput(f"sizes names {unknown[0]!r}, not a tier", field="sizes")
+        if unknown := sorted(set(req.keep_data) - set(systems)):
+            raise InvalidInput(f"keep_data names {unknown[0]!r}, not a tier ({', '.join(systems)})",
+                               field="keep_data")
         if unknown := sorted(set(req.placement) - set(systems)):
             raise InvalidInput(f"placement names {unknown[0]!r}, not a tier ({', '.join(systems)})",
                                field="placement")
@@ -277,6 +293,7 @@ class Applications:
             after=[StartAfter(deployment=names[p["system"]], delay=float(p.get("start_delay") or 0))
                    for p in previous],
             security_groups=[group_of[system]],
+            storage=Storage(data="keep" if system in req.keep_data else "blank"),
             application=AppTier(name=req.name, app=str(app["id"]), system=system,
                                 order=tier.get("order"), front=system == front))
 

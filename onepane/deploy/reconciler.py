@@ -27,6 +27,7 @@ from ..model import UNFINISHED, Instance, InstanceCreate, InstanceState
 from ..periodic import Periodic
 from ..policy import engine, passes
 from ..policy.metrics import Metrics
+from ..providers.base import DATA_TAG
 from ..spec import DeploymentSpec
 from ..store import fencing
 from ..traffic.dataplane import DataPlane, DataPlaneConfig
@@ -334,14 +335,29 @@ class Reconciler:
             self.ops.instances.destroy_instance(extra.id, f"reconcile:{extra.id}:destroy")
         if want > len(live) and self._waits(name, spec, loc):
             return
-        for _ in range(want - len(live)):  # `want` is the engine's: 0 where placement forbids
+        for tags in self._new_replicas(name, spec, have, want, want - len(live)):
+            # `want` is the engine's: 0 where placement forbids
             job = self.ops.instances.create_instance(InstanceCreate(
                 name=f"{name}-{loc}"[:50] + f"-{int(time.time() * 1000) % 100000}",
-                location=loc, image=spec.image_at(loc), size=spec.size_at(loc), tags={TAG: name}))
+                location=loc, image=spec.image_at(loc), size=spec.size_at(loc), tags=tags))
             if spec.security_groups and self.join_groups is not None and job.target:
                 self.join_groups(job.target, spec.security_groups, loc)
             self.events.emit("replica.created", f"{name}: starting a replica at {loc}",
                              location=loc, subject=name)
+
+    @staticmethod
+    def _new_replicas(name: str, spec: DeploymentSpec, have: list[Instance], want: int,
+                      missing: int) -> list[dict[str, str]]:
+        """The tags of the replicas to create. Where the storage policy keeps data, each
+        replica holds a slot (`onepane:data` = `<name>.<slot>`, slots 0..want-1) and gets the
+        data disks its slot's last holder left; a slot is free only once its holder is gone,
+        so a broken replica's replacement waits for its destroy (which keeps the disks) rather
+        than starting blank in another slot."""
+        if spec.storage.data != "keep":
+            return [{TAG: name}] * max(0, missing)
+        held = {i.tags.get(DATA_TAG) for i in have}
+        free = [f"{name}.{n}" for n in range(want) if f"{name}.{n}" not in held]
+        return [{TAG: name, DATA_TAG: key} for key in free[:max(0, missing)]]
 
     def _waits(self, name: str, spec: DeploymentSpec, loc: str) -> bool:
         """Whether the start order holds this deployment's new replicas at `loc` back; said
@@ -378,4 +394,7 @@ class Reconciler:
         if self.publisher:
             self.publisher.withdraw(name)
         for inst in self.ops.instances.list_instances(tags={TAG: name}, limit=1000).items:
-            self.ops.instances.destroy_instance(inst.id, f"reconcile:{inst.id}:destroy")
+            # the deployment is gone: so is the data its replicas kept (after each destroy)
+            self.ops.instances.destroy_instance(
+                inst.id, f"reconcile:{inst.id}:destroy",
+                forget_data=name if DATA_TAG in inst.tags else None)

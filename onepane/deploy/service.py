@@ -19,7 +19,7 @@ from ..inventory.locations import Locations
 from ..policy.placement import violation
 from ..policy.schedule import active_locations
 from ..ports import check_free, free_port
-from ..providers.base import Provider
+from ..providers.base import Feature, Provider
 from ..spec import DeploymentSpec
 from ..store import fencing
 from ..store.tables import DeploymentRow, MetricRow
@@ -83,6 +83,9 @@ class Deployments:
             out.append(("front_doors", f"per-site needs a front door in every location, and "
                         f"{loc} ({type(provider).__name__}) cannot run one (it has no address "
                         "of its own)"))
+        if spec.storage.data == "keep" and not provider.capabilities.supports(Feature.keep_data):
+            out.append(("storage.data", f"{loc} cannot keep data disks for a replacement: "
+                        f"{provider.capabilities.reasons()['keep_data']}"))
         if (why := violation(spec.policies.placement.require,
                              self.locations.get(loc).labels)) is not None:
             out.append((f"replicas.{loc}", f"cannot be placed at {loc}: it {why}"))

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..model import new_id
-from ..store.tables import SecurityGroupRow
+from ..store.tables import InstanceRow, SecurityGroupRow
 
 NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
@@ -163,9 +163,11 @@ class SecurityGroups:
                                field="security_group")
             if row.name == "default":
                 raise Conflict("the default group cannot be deleted", field="default")
-            if row.members:
+            # an instance destroyed while in the group leaves a stale id: not a member
+            members = [m for m in row.members or [] if s.get(InstanceRow, m) is not None]
+            if members:
                 raise Conflict(f"security group {group_id} has instances "
-                               f"({', '.join(row.members[:3])})", field="dependency")
+                               f"({', '.join(members[:3])})", field="dependency")
             s.delete(row)
 
     def change(self, group_id: str, direction: str, rules: list[Rule], *, add: bool) -> Group:

@@ -202,13 +202,18 @@ class Instances(ResourceService):
                              f"{row.size}", location=row.location, subject=row.id, session=s)
         return {"size": job.params["size"]}
 
-    def destroy_instance(self, instance_id: str, idempotency_key: str | None = None) -> Job:
+    def destroy_instance(self, instance_id: str, idempotency_key: str | None = None,
+                         forget_data: str | None = None) -> Job:
+        """`forget_data`: a deleted deployment's name — the data disks its replicas kept
+        at the location (storage policy `keep`) are dropped once this one is destroyed."""
         if (existing := self.jobs.job_for_key(idempotency_key, "instance.destroy",
                                           instance_id)) is not None:
             return existing
         inst = self.get_instance(instance_id)
-        return self.jobs.submit("instance.destroy", instance_id, inst.location, {}, idempotency_key,
-                           None, f"destroy instance {inst.name} ({instance_id})", instance_id)
+        params = {"forget_data": forget_data} if forget_data else {}
+        return self.jobs.submit("instance.destroy", instance_id, inst.location, params,
+                                idempotency_key, None,
+                                f"destroy instance {inst.name} ({instance_id})", instance_id)
 
     def retag(self, resource_id: str, add: dict[str, str], remove: dict[str, str | None]) -> None:
         """Set and remove onepane tags on an instance or volume (not pushed to the provider).
@@ -302,6 +307,15 @@ class Instances(ResourceService):
             pid = row.provider_id if row else None
         if pid:
             provider.destroy_instance(pid)
+        if (deployment := job.params.get("forget_data")) and \
+                provider.capabilities.supports(Feature.keep_data):
+            # each destroy of the deleted deployment's replicas forgets after its own keep,
+            # so once the last has run nothing of its data is left, whatever their order
+            dropped = provider.forget_data(deployment)
+            if dropped:
+                self.events.emit("data.forgotten", f"data disks kept for {deployment} at "
+                                 f"{provider.location} dropped: {', '.join(dropped)}",
+                                 location=provider.location, subject=deployment)
         with self.events.tx() as s:
             row = s.get(InstanceRow, job.target)
             if row is not None:

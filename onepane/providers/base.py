@@ -22,6 +22,9 @@ from ..model import InstanceState
 CONTAINER_FORMAT = "docker-archive"
 
 
+DATA_TAG = "onepane:data"  # a replica's data-disk key, <deployment>.<slot> (vm/kept.py)
+
+
 class Feature(StrEnum):
     """What a provider may or may not be able to do. The values read as verbs in messages."""
 
@@ -44,6 +47,7 @@ class Feature(StrEnum):
     live_migration = "live_migration"  # a running instance moves to another location of its kind
     idempotent_create = "idempotent_create"  # a retried create finds the first one
     addresses = "addresses"  # elastic addresses are routed to an instance here
+    keep_data = "keep_data"  # a replica's data disks outlive it, for its replacement
 
 
 VERBS = {
@@ -60,6 +64,7 @@ VERBS = {
     Feature.user_data: "pass user data (an image's OVF properties) to an instance",
     Feature.cut: "be cut off", Feature.console: "show an instance's console",
     Feature.live_migration: "move a running instance",
+    Feature.keep_data: "keep a replica's data disks for the replica that replaces it",
     Feature.idempotent_create: "recognise a retried create",
     Feature.addresses: "route elastic addresses to its instances",
 }
@@ -350,6 +355,12 @@ class Provider(ABC):
         that very file, and one image per catalog id is all a location keeps. NotFound when
         it is not here; for idempotence, the catalog treats that as done."""
         self._unsupported(Feature.disk_images)
+
+    def forget_data(self, deployment: str) -> list[str]:
+        """Drop the data disks kept for `deployment`'s replicas (tag `onepane:data`,
+        `<deployment>.<slot>`: see vm/kept.py); the keys dropped. Called once the deployment
+        is deleted and its instances are gone."""
+        self._unsupported(Feature.keep_data)
 
     def refuse_in_use(self, provider_image_id: str) -> None:
         users = sorted(i.name or i.provider_id for i in self.list_instances()

@@ -139,6 +139,8 @@ def cloud_capabilities(name: str, d: type[NodeDriver]) -> Capabilities:
     missing[Feature.capture_image] = ("onepane does not copy a cloud server's disk into its "
                                       "catalog yet")
     missing[Feature.suspend] = "onepane suspends no cloud servers (Libcloud has no common verb)"
+    missing[Feature.keep_data] = ("onepane keeps no cloud server's disks for its replacement "
+                                  "(keep data on the cloud's volumes)")
     missing[Feature.attach_network] = ("a cloud server's network is chosen when it is created; "
                                        "onepane does not attach interfaces later")
     if d.create_volume is NodeDriver.create_volume:

@@ -64,6 +64,8 @@ class LocalProvider(FileVolumes, Provider):
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
         capture_image="a process has no disk to make an image of; upload an app image instead",
+        keep_data="a process has no disks of its own: a replacement starts from its app "
+                  "image (keep data on a volume)",
         firewall="its processes share the host's network: filtering them would filter the host "
                  "(netns locations enforce security groups)",
         cut="its processes share the host's network; use a netns location for drills",

@@ -22,6 +22,8 @@ class NetnsProvider(CutByNamespace, LocalProvider):
         boot_images=PROCESSES_ONLY,
         suspend=NO_SUSPEND,
         capture_image="a process has no disk to make an image of; upload an app image instead",
+        keep_data="a process has no disks of its own: a replacement starts from its app "
+                  "image (keep data on a volume)",
         live_migration="a process is restarted, not moved, between data centers; "
                        "use vm locations for live moves")
 

@@ -62,7 +62,7 @@ class SimProvider(Provider):
         volumes=NOTHING_RUNS, networks=NOTHING_RUNS, app_images=NOTHING_RUNS,
         disk_images=NOTHING_RUNS, boot_images=NOTHING_RUNS, attach_network=NOTHING_RUNS,
         suspend=NOTHING_RUNS, snapshots=NOTHING_RUNS, resize=NOTHING_RUNS,
-        capture_image=NOTHING_RUNS, firewall=NOTHING_RUNS, user_data=NOTHING_RUNS,
+        capture_image=NOTHING_RUNS, keep_data=NOTHING_RUNS, firewall=NOTHING_RUNS, user_data=NOTHING_RUNS,
         cut=NOTHING_RUNS, console=NOTHING_RUNS, live_migration=NOTHING_RUNS,
         addresses=NOTHING_RUNS)
 

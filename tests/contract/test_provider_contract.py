@@ -49,7 +49,7 @@ def _netns(tmp: Path, **_: Any) -> Case:
 
 def _vm(tmp: Path, guest_disk: Path, **_: Any) -> Case:
     p = build_provider("c-vm", "vm", state_dir=tmp, region="", driver=None, credentials={},
-                       options={"index": 242})
+                       options={"index": 242, "stop_timeout": 1})
     p.setup()
     image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
                           lambda _pct: None)
@@ -240,6 +240,21 @@ def test_volumes_snapshots_networks_and_disk_imports_work_where_declared(
                     f"{caps.reasons()}")
 
 
+def test_data_disks_outlive_a_destroyed_replica_where_declared(case: Case) -> None:
+    """A replica tagged onepane:data keeps its extra disks when destroyed (for the replica
+    that replaces it) until its deployment's data is forgotten."""
+    p = case.provider
+    if not p.capabilities.supports(Feature.keep_data):
+        pytest.skip(f"{p.location} declares no keep_data: {p.capabilities.reasons()['keep_data']}")
+    obs = p.create_instance(spec(case, 4, disks=[2**20], tags={"onepane:data": "kdata.0"}))
+    p.destroy_instance(obs.provider_id)
+    assert p.forget_data("kdata") == ["kdata.0"]  # it was kept
+    assert p.forget_data("kdata") == []
+    plain = p.create_instance(spec(case, 5, disks=[2**20]))  # untagged: nothing is kept
+    p.destroy_instance(plain.provider_id)
+    assert p.forget_data("contract") == []
+
+
 def state_of(p: Provider, provider_id: str) -> InstanceState | None:
     return next((i.state for i in p.list_instances() if i.provider_id == provider_id), None)
 
@@ -300,6 +315,7 @@ VERBS: dict[Feature, Callable[[Provider], Any]] = {
     Feature.console: lambda p: p.console_output("inst-knever"),
     Feature.live_migration: lambda p: p.live_migrate("inst-knever", p, 1.0,
                                                      lambda *_a: None),
+    Feature.keep_data: lambda p: p.forget_data("knever"),
 }
 
 

@@ -105,7 +105,8 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
 
     ok(cli(server, "-o", "json", "apps", "deploy", shop["id"], "--name", "shop", "--at", "app-a",
            "--size", "vm.small", "--attempt-timeout", "30", "--allow", "outside:shop-web:80",
-           "--allow", "shop-web:shop-app:80", "--allow", "shop-app:shop-db:80"))
+           "--allow", "shop-web:shop-app:80", "--allow", "shop-app:shop-db:80",
+           "--keep-data", "shop-db"))
 
     def serving() -> dict[str, Any] | None:
         a = ok(cli(server, "-o", "json", "apps", "status", "shop"))
@@ -183,9 +184,32 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
     first_move = min(e["id"] for e in events if e["kind"].startswith("move."))
     assert policy_at < first_move
 
+    # the storage policy: the database's VM is destroyed (it powers off first: the guest
+    # writes back what it holds); the VM that replaces it (a new boot) gets its data disk
+    # back, so the counter goes on from where it was (--keep-data)
+    # (a new VM boots from its image: the move carried the disks, not the image)
+    ok(cli(server, "images", "replicate", next(t["image"] for t in app["tiers"]
+                                               if t["system"] == "shop-db"), "--to", "app-b"))
+    lost = next(i for t in after["tiers"] if t["tier"] == "shop-db" for i in t["instances"])
+    ok(cli(server, "-o", "json", "instances", "destroy", lost["id"]))
+    def replaced() -> dict[str, Any] | None:
+        a = ok(cli(server, "-o", "json", "apps", "status", "shop"))
+        dbs = [i for t in a["tiers"] if t["tier"] == "shop-db" for i in t["instances"]]
+        return a if [i["id"] for i in dbs] not in ([], [lost["id"]]) and \
+            len(tier_addresses(a)) == 3 and fetch(web, f"{mid}/cgi-bin/fetch?"
+                                                  f"{tier_addresses(a)['shop-db']}/") else None
+    db = tier_addresses(wait_for(replaced, 240, interval=1, what="the database replaced"))[
+        "shop-db"]
+    again = wait_for(lambda: db_state() if fetch(web, f"{mid}/cgi-bin/fetch?{db}/cgi-bin/state")
+                     else None, 60, what="the new database answering")
+    assert again["uptime"] < now["uptime"]  # a new guest...
+    assert again["disk"] >= now["disk"]  # ...with the data its predecessor wrote
+
     ok(cli(server, "apps", "undeploy", "shop"))
     wait_for(lambda: ok(cli(server, "-o", "json", "instances", "list")) == [], 120,
              what="the application's VMs gone")
+    kept = server.state_dir / "locations" / "app-b" / "kept"  # the data went with the app
+    wait_for(lambda: not kept.is_dir() or not list(kept.iterdir()), 30, what="kept data dropped")
 
 
 @pytest.mark.slow

@@ -138,7 +138,10 @@ def test_producers_packages_end_to_end(start_server: Any, moto: str, tmp_path: P
                           "placement": {"shop-db": {"require": {"country": "nowhere"}}}},
                          "placement.shop-db"),
                         ({"replicas": {"dc-a": 1}, "placement": {"shop-nope": {"require": {}}}},
-                         "placement")]:
+                         "placement"),
+                        ({"replicas": {"dc-a": 1}, "keep_data": ["shop-nope"]}, "keep_data"),
+                        # processes have no data disks to keep (vm locations do)
+                        ({"replicas": {"dc-a": 1}, "keep_data": ["shop-db"]}, "storage.data")]:
         r = api.post("/v1/applications", json={"app": shop["id"], "name": "shop", **body})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert api.get("/v1/applications").json() == []

@@ -62,6 +62,7 @@ CAPABILITIES = Capabilities.all_but(
     app_images="onepane app folders do not run as containers yet: import a container "
                "image archive",
     capture_image="committing a container to an image is not built yet",
+    keep_data="keeping a replaced container's volumes for its replacement is not built yet",
     firewall="security groups are not enforced on docker hosts yet (the host's own "
              "firewall is the operator's)",
     addresses="elastic addresses are not routed to docker hosts",

@@ -153,6 +153,8 @@ class HostsProvider(Provider):
         volumes="volumes on remote hosts are not built yet (a VM's extra disks are: disks=)",
         snapshots="volumes on remote hosts are not built yet",
         capture_image="reading a disk back from a remote host is not built yet",
+        keep_data="keeping a replaced VM's data disks on its host is not built yet (single-host "
+                  "vm locations keep them): a replacement here gets blank ones",
         cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
             "location onepane runs, or a host's link in the lab)",
         networks="a vm location has one guest network (10.200.255.0/24), shared by every "

@@ -48,6 +48,7 @@ from . import guestnet
 from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
 from .guestpolicy import GuestPolicy
 from .hypervisor import Hypervisor
+from .kept import DATA_TAG, KeptDisks
 from .libvirtcalls import DISK_TARGETS, _libvirt, _qemu_img, libvirt_errors, translate
 from .volumes import QcowVolumes
 
@@ -118,6 +119,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
         self.hypervisor = Hypervisor(location, self.net.ns, self.root / "libvirt")
         self.addresses = guestnet.AddressBook(state_dir)
         self.volumes = VolumeTable(location, self.root / "volumes.json")
+        self.kept = KeptDisks(self.root / "kept")  # data disks kept for a replacement
         self._damaged: dict[str, str] = {}  # domain -> why its metadata does not read
         self._conn: Any = None
         self._lock = threading.RLock()
@@ -233,6 +235,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
                     dom = self.connection().defineXML(xml)
                 self._start(dom)
             except Exception:
+                self.kept.park(d)  # kept disks it took go back, whole
                 self._forget(spec.onepane_id)
                 raise
             return self._observed(dom)
@@ -273,13 +276,23 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
             dom = self._find(provider_id)
             if dom is not None:
                 with self._libvirt_errors():
+                    if dom.isActive() and self.kept.keeps(self.instance_dir(provider_id)):
+                        # its data disks are kept for its replacement: the guest writes back
+                        # what it holds first, as at any planned stop (briefly: a guest
+                        # that does not answer is stopped hard, keeping what it wrote)
+                        with contextlib.suppress(lv.libvirtError):
+                            stop_domain(dom, min(self.options.stop_timeout, KEEP_STOP_S))
                     if dom.isActive():
                         with contextlib.suppress(lv.libvirtError):
                             dom.destroy()
                     with contextlib.suppress(lv.libvirtError):  # gone meanwhile: fine
                         dom.undefine()
             self.volumes.detach_all(provider_id)
+            self.kept.park(self.instance_dir(provider_id))  # where its deployment keeps data
             self._forget(provider_id)
+
+    def forget_data(self, deployment: str) -> list[str]:
+        return self.kept.forget(deployment)
 
     def kill_instance(self, provider_id: str) -> None:
         """Pull the plug without changing what onepane wants: what a crash looks like."""
@@ -327,9 +340,14 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
         root = d / "disk0.qcow2"
         _qemu_img("create", "-q", "-f", "qcow2", "-F", base.suffix[1:], "-b", str(base), str(root))
         disks = [Disk(root)]
+        adopted: set[int] = set()
+        if key := spec.tags.get(DATA_TAG):
+            self.kept.remember(d, key)
+            adopted = self.kept.adopt(d, key, len(spec.disks))
         for n, size in enumerate(spec.disks, start=1):
             extra = d / f"disk{n}.qcow2"
-            _qemu_img("create", "-q", "-f", "qcow2", str(extra), str(size))
+            if n not in adopted:  # a kept disk keeps its own size
+                _qemu_img("create", "-q", "-f", "qcow2", str(extra), str(size))
             disks.append(Disk(extra, target=DISK_TARGETS[n]))
         files = {}
         for name, data in guest_files(spec).items():
@@ -416,6 +434,9 @@ def resume_domain(dom: Any) -> None:
     with libvirt_errors():
         if dom.isActive() and dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
             dom.resume()
+
+
+KEEP_STOP_S = 10.0  # a replica that keeps its data gets this long to power off cleanly
 
 
 def stop_domain(dom: Any, timeout: float) -> None:
