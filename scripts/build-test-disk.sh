@@ -65,7 +65,8 @@ else
   udhcpc -i eth0 -q -n -t 5 -T 1 -s /usr/share/udhcpc/default.script
 fi
 c=0
-[ -b /dev/vdb ] && c=$(head -c 32 /dev/vdb | tr -dc 0-9) && c=${c:-0}
+# (zero-padded on the disk: the zeros go, or the shell reads 056 as octal 46)
+[ -b /dev/vdb ] && c=$(head -c 32 /dev/vdb | tr -dc 0-9 | sed 's/^0*//') && c=${c:-0}
 echo $c > /tmp/counter
 (while :; do c=$((c+1)); echo $c > /tmp/counter
   [ -b /dev/vdb ] && printf '%032d' $c | dd of=/dev/vdb bs=32 count=1 conv=notrunc,fsync 2>/dev/null
