@@ -135,7 +135,9 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: 
     moved = next(i for i in instances(server, "--tag", "onepane:deployment=web-h")
                  if i["id"] == replicas[0]["id"])
     assert moved["state"] == "running" and moved["addresses"] == replicas[0]["addresses"]
-    assert http_get(f"http://{moved['addresses'][0]}/", 5) is not None  # same address, answering
+    # same address, answering (a loaded machine: the first try may time out)
+    wait_for(lambda: http_get(f"http://{moved['addresses'][0]}/", 5), 30,
+             what="the moved VM answering at its address")
     kinds = [e["kind"] for e in ok(cli(server, "-o", "json", "events", "--kind", "host.",
                                        "--limit", "20"))]
     assert "host.moved" in kinds and "host.empty" in kinds
