@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventLog
 from ..model import new_id
-from ..store.tables import InstanceRow, SecurityGroupRow
+from ..store.tables import SecurityGroupRow
 
 NOT_ENFORCED = ("this location does not enforce security groups: the rules are kept and "
                 "reported, and traffic is not filtered by them")
@@ -163,11 +164,9 @@ class SecurityGroups:
                                field="security_group")
             if row.name == "default":
                 raise Conflict("the default group cannot be deleted", field="default")
-            # an instance destroyed while in the group leaves a stale id: not a member
-            members = [m for m in row.members or [] if s.get(InstanceRow, m) is not None]
-            if members:
+            if row.members:
                 raise Conflict(f"security group {group_id} has instances "
-                               f"({', '.join(members[:3])})", field="dependency")
+                               f"({', '.join(row.members[:3])})", field="dependency")
             s.delete(row)
 
     def change(self, group_id: str, direction: str, rules: list[Rule], *, add: bool) -> Group:
@@ -220,13 +219,19 @@ class SecurityGroups:
 
     def leave_all(self, instance_id: str) -> None:
         with self.store.tx() as s:
-            for row in s.scalars(select(SecurityGroupRow)):
-                if instance_id in (row.members or []):
-                    row.members = [m for m in row.members if m != instance_id]
+            leave_groups(s, instance_id)
         self.changed()
 
     def of(self, instance_id: str) -> list[Group]:
         return [g for g in self.find() if instance_id in g.members]
+
+
+def leave_groups(s: Session, instance_id: str) -> None:
+    """The instance out of every group it is in, in the caller's transaction (its destroy's:
+    a destroyed instance left behind as a member kept its groups from being deleted)."""
+    for row in s.scalars(select(SecurityGroupRow)):
+        if instance_id in (row.members or []):
+            row.members = [m for m in row.members if m != instance_id]
 
 
 def egress_of(groups: list[Group]) -> list[dict[str, Any]] | None:

@@ -16,6 +16,7 @@ from ..model import Instance, InstanceCreate, InstanceState, Job, Page, new_id
 from ..providers.base import Feature, InstanceSpec, Provider
 from ..store.tables import InstanceRow, InstanceTagRow, JobRow, LocationRow, NetworkRow, VolumeRow
 from ..store.tags import tag_rows
+from .firewall import leave_groups
 from .jobqueue import Jobs, ResourceService
 from .jobs import Outcome
 from .locations import Locations
@@ -322,6 +323,7 @@ class Instances(ResourceService):
                 for vol in s.scalars(select(VolumeRow).where(VolumeRow.attached_to == row.id)):
                     # the provider let go of them with the instance; the inventory says so now
                     vol.attached_to, vol.device, vol.state = None, None, "available"
+                leave_groups(s, row.id)  # ... and its groups
                 s.delete(row)
                 self.events.emit("instance.destroyed", f"instance {row.name} ({row.id}) destroyed",
                                  location=row.location, subject=row.id, session=s)
