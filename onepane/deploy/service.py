@@ -83,9 +83,10 @@ class Deployments:
             out.append(("front_doors", f"per-site needs a front door in every location, and "
                         f"{loc} ({type(provider).__name__}) cannot run one (it has no address "
                         "of its own)"))
-        if spec.storage.data == "keep" and not provider.capabilities.supports(Feature.keep_data):
+        if spec.storage.data == "keep" and \
+                (why_not := provider.capabilities.missing.get(Feature.keep_data)):
             out.append(("storage.data", f"{loc} cannot keep data disks for a replacement: "
-                        f"{provider.capabilities.reasons()['keep_data']}"))
+                        f"{why_not}"))
         if (why := violation(spec.policies.placement.require,
                              self.locations.get(loc).labels)) is not None:
             out.append((f"replicas.{loc}", f"cannot be placed at {loc}: it {why}"))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -343,9 +343,7 @@ class Catalog:
     def export_application(self, app_id: str, out_dir: Path, ovf_version: str = "1.0") -> Path:
         """An application (an imported collection) as one OVA in `out_dir`, named after it,
         its start order kept."""
-        from . import apps
-        app = apps.application(self.all(), app_id)
-        members = [self.get(t["image"]) for t in app["tiers"]]
+        app, members = self._application(app_id)
         name = app["name"] or app_id
         return export.write_application(name, app["collection"] or app_id, members,
                                         app["tiers"], self.store, out_dir / f"{name}.ova",
@@ -387,11 +385,15 @@ class Catalog:
     def delete_application(self, app_id: str) -> list[str]:
         """Every image of an application (an imported collection), as delete does for one:
         all of them or, when one is still needed, none. The ids deleted."""
-        from . import apps
-        app = apps.application(self.all(), app_id)
-        imgs = [self.get(t["image"]) for t in app["tiers"]]
+        _, imgs = self._application(app_id)
         self._delete(imgs)
         return [i.id for i in imgs]
+
+    def _application(self, app_id: str) -> tuple[dict[str, Any], list[CatalogImage]]:
+        """An application's view (images/apps.py) and its members' images, in start order."""
+        from . import apps
+        app = apps.application(self.all(), app_id)
+        return app, [self.get(t["image"]) for t in app["tiers"]]
 
     def _members(self, img: CatalogImage) -> list[str]:
         if not img.appliance:
@@ -413,11 +415,11 @@ class Catalog:
                                "not running: start it, or remove the location, first",
                                field="image") from None
         for _, rep in holders:  # every location asked before anything is removed
-            self.registry.run(rep.location, _asking(rep.provider_image_id or ""))
+            self.registry.run(rep.location, methodcaller("refuse_in_use", rep.provider_image_id))
         for _, rep in holders:
             with contextlib.suppress(NotFound):  # gone already: what deletion wants
-                self.registry.run(rep.location, _removing(rep.provider_image_id or ""),
-                                  timeout=600)
+                self.registry.run(rep.location,
+                                  methodcaller("delete_disk", rep.provider_image_id), timeout=600)
         ids = {img.id for img in imgs}
         with self.events.tx() as s:
             for rep_row in s.scalars(select(ImageReplicaRow).where(
@@ -520,19 +522,6 @@ class Catalog:
 
     def _replicate_failed(self, job: JobRow, exc: OnepaneError) -> None:
         self._set(job.target or "", job.location or "", state="failed", error=exc.detail)
-
-
-def _asking(provider_image_id: str) -> Callable[[Provider], None]:
-    """Whether a location's instances still use the image (Conflict if they do)."""
-    def ask(p: Provider) -> None:
-        p.refuse_in_use(provider_image_id)
-    return ask
-
-
-def _removing(provider_image_id: str) -> Callable[[Provider], None]:
-    def remove(p: Provider) -> None:
-        p.delete_disk(provider_image_id)
-    return remove
 
 
 def _runs(provider: Provider, fmt: str | None) -> None:

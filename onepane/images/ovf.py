@@ -292,21 +292,18 @@ def vendor_nics(vs: Any, root: Any) -> list[tuple[str | None, str]]:
     """The NIC networks a vendor section names for this system (see VirtualSystem): Ganeti's
     GanetiSection (in the system or, as Ganeti writes it, in the envelope) or VirtualBox's
     vbox:Machine (its enabled adapters, in slot order: the order it exports NIC items in)."""
-    ganeti = next((c for c in [*vs, *root] if _local(c.tag) == "GanetiSection"), None)
+    ganeti = _section([*vs, *root], "GanetiSection")
     if ganeti is not None:
-        network = next((c for c in ganeti if _local(c.tag) == "Network"), None)
+        network = _section(ganeti, "Network")
         return [(None, _text(nic, "Net") or _attr(nic, "name") or "")
-                for nic in (network if network is not None else [])
-                if _local(nic.tag) == "Nic"]
-    machine = next((c for c in vs if _local(c.tag) == "Machine"), None)
-    hardware = next((c for c in machine if _local(c.tag) == "Hardware"), None) \
-        if machine is not None else None
-    network = next((c for c in hardware if _local(c.tag) == "Network"), None) \
-        if hardware is not None else None
+                for nic in _sections(network if network is not None else [], "Nic")]
+    network = vs
+    for step in ("Machine", "Hardware", "Network"):  # vbox:Machine/Hardware/Network
+        network = _section(network, step) if network is not None else None
     if network is None:
         return []
-    adapters = sorted((a for a in network if _local(a.tag) == "Adapter"
-                       and (_attr(a, "enabled") or "true").lower() == "true"),
+    adapters = sorted((a for a in _sections(network, "Adapter")
+                       if (_attr(a, "enabled") or "true").lower() == "true"),
                       key=lambda a: _int_or(_attr(a, "slot"), 0))
     out: list[tuple[str | None, str]] = []
     for adapter in adapters:
@@ -392,10 +389,7 @@ class _Reader:
         if content is None:
             raise self.fail("no VirtualSystem")
         collection = _attr(content, "id") if _is(content, "VirtualSystemCollection") else None
-        systems = [self._system(vs) for vs in content.iter() if _is(vs, "VirtualSystem")]
-        for vs_el, sys_ in zip([vs for vs in content.iter() if _is(vs, "VirtualSystem")],
-                               systems, strict=True):
-            sys_.vendor_nics = vendor_nics(vs_el, root)
+        systems = [self._system(vs, root) for vs in content.iter() if _is(vs, "VirtualSystem")]
         if not systems:
             raise self.fail("no VirtualSystem")
         shared = [p for ps in _sections(root, "ProductSection") for p in self._properties(ps)]
@@ -495,9 +489,10 @@ class _Reader:
         self._unique([o.id for o in options], "DeploymentOptionSection/Configuration ovf:id")
         return options
 
-    def _system(self, vs: Any) -> VirtualSystem:
+    def _system(self, vs: Any, root: Any) -> VirtualSystem:
         sys_ = VirtualSystem(id=_attr(vs, "id") or "vm",
-                             name=_text(vs, "Name") or _attr(vs, "id") or "vm")
+                             name=_text(vs, "Name") or _attr(vs, "id") or "vm",
+                             vendor_nics=vendor_nics(vs, root))
         os_section = _section(vs, "OperatingSystemSection")
         if os_section is not None:
             sys_.os_id = _attr(os_section, "id")
