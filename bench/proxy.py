@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +34,22 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, seconds: int, connections: int,
-            pid: int | None) -> tuple[float, float, float]:
-    """Requests/s, p99 ms, and the proxy's CPU microseconds per request."""
-    before = cpu_seconds(pid)
+def measure(url: str, seconds: int, connections: int, pid: int | None,
+            backends: list[int]) -> tuple[float, float, float, float, float]:
+    """Requests/s, p99 ms, and CPU microseconds per request of the proxy, of the backends
+    and of wrk: the three share the 2 cores, so a proxy that makes the others work harder
+    per request lowers the rate without costing more itself."""
+    before = cpu_seconds(pid), sum(map(cpu_seconds, backends)), children_cpu()
     rps, p99, total = wrk(url, seconds, connections)
-    return rps, p99, (cpu_seconds(pid) - before) / max(total, 1) * 1e6
+    after = cpu_seconds(pid), sum(map(cpu_seconds, backends)), children_cpu()
+    per = [(a - b) / max(total, 1) * 1e6 for a, b in zip(after, before, strict=True)]
+    return rps, p99, per[0], per[1], per[2]
+
+
+def children_cpu() -> float:
+    """User + system CPU time of the finished children (wrk runs) so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, int]:
@@ -63,7 +74,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50)
     args = ap.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
-    rounds: list[dict[str, tuple[float, float, float]]] = []
+    rounds: list[dict[str, tuple[float, float, float, float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="onepane-bench-") as tmp:
         work = Path(tmp)
         try:
@@ -101,10 +112,12 @@ def main() -> None:
             # else runs on the machine: one long measurement per plane compared planes at
             # different moments (HAProxy alone varied 68-76k req/s between runs). Taking them
             # in turn, round after round, compares each round's planes at nearly one moment.
-            for _ in range(args.rounds):
+            # The order turns round every round, so that a drift of the machine within a round
+            # does not always fall on the plane measured last.
+            for i in range(args.rounds):
                 rounds.append({name: measure(f"http://127.0.0.1:{port}/", args.seconds,
-                                             args.connections, pid)
-                               for name, port, pid in targets})
+                                             args.connections, pid, [p.pid for p in procs[:2]])
+                               for name, port, pid in (targets[::-1] if i % 2 else targets)})
             hap.stop()
         finally:
             for p in procs:
@@ -114,11 +127,12 @@ def main() -> None:
           f"{args.rounds} rounds")
     for i, rows in enumerate(rounds, 1):
         print(f"  round {i}: " + "  ".join(
-            f"{name} {rps:6.0f}/s p99 {p99:.2f} ms" + (f" {cpu:.1f} us" if cpu else "")
-            for name, (rps, p99, cpu) in rows.items()))
-    for name in ("haproxy", "minproxy", "builtin"):
-        print(f"  {name}: CPU per request (median) "
-              f"{statistics.median(r[name][2] for r in rounds):.1f} us")
+            f"{name} {rows[name][0]:6.0f}/s p99 {rows[name][1]:.2f} ms"
+            + (f" {rows[name][2]:.1f} us" if rows[name][2] else "") for name, _, _ in targets))
+    for name in ("direct", "haproxy", "minproxy", "builtin"):
+        proxy, back, client = (statistics.median(r[name][i] for r in rounds) for i in (2, 3, 4))
+        print(f"  {name}: CPU per request (medians) proxy {proxy:.1f} us, backends "
+              f"{back:.1f} us, wrk {client:.1f} us, all {proxy + back + client:.1f} us")
     ratio = statistics.median(r["builtin"][0] / r["haproxy"][0] for r in rounds)
     floor = statistics.median(r["minproxy"][0] / r["haproxy"][0] for r in rounds)
     print(f"  built-in / HAProxy (median of the rounds): {ratio:.3f}; the least a Python proxy "
