@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..events import EventLog
@@ -20,7 +21,9 @@ from ..periodic import Periodic
 from ..store.db import Store
 from .lease import LeaderLease
 from .membership import Membership
-from .relay import EventRelay
+
+if TYPE_CHECKING:
+    from .relay import EventRelay
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,10 @@ class Cluster:
         self.runner = runner
         self.membership = Membership(store, settings)
         self.lease = LeaderLease(store, self.node)
-        self.relay = EventRelay(store, events) if self.lease.postgres else None
+        self.relay: EventRelay | None = None
+        if self.lease.postgres:  # psycopg is loaded only where it is used
+            from .relay import EventRelay
+            self.relay = EventRelay(store, events)
         self.heartbeat = heartbeat
         self.on_lead: list[Callable[[], None]] = []  # called once each time this node leads
         self._loop = Periodic("cluster", self._pass, tick)

@@ -14,7 +14,7 @@ import ipaddress
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
@@ -28,12 +28,11 @@ import dns.rdatatype
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
-from libcloud.common.exceptions import BaseHTTPError
-from libcloud.common.types import InvalidCredsError, LibcloudError
-from libcloud.dns.base import Zone as LibcloudZone
-from libcloud.dns.types import ZoneDoesNotExistError
 
 from .accounts import DnsAccount, PowerDnsAccount, Rfc2136Account, Route53Account
+
+if TYPE_CHECKING:
+    from libcloud.dns.base import Zone as LibcloudZone
 
 
 class DnsRefused(Exception):
@@ -86,6 +85,11 @@ class Writer(ABC):
 
 
 def _libcloud_errors(exc: Exception, what: str) -> Exception:
+    # Libcloud is imported where it is used: a server that writes no zone through it (most)
+    # does not load it (with requests) on every start
+    from libcloud.common.exceptions import BaseHTTPError
+    from libcloud.common.types import InvalidCredsError, LibcloudError
+    from libcloud.dns.types import ZoneDoesNotExistError
     if isinstance(exc, (InvalidCredsError, ZoneDoesNotExistError)):
         return DnsRefused(f"{what}: {exc}")
     if isinstance(exc, BaseHTTPError) and 400 <= int(exc.code) < 500:

@@ -27,11 +27,12 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from oslo_utils.imageutils import format_inspector as fi
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, PermanentProviderError
+
+if TYPE_CHECKING:
+    from oslo_utils.imageutils import format_inspector as fi
 
 MAX_VIRTUAL_SIZE = 16 * 2**40  # 16 TiB: more than any real appliance, less than qcow2's 2^63
 QEMU_IMG_CPU_SECONDS = 30  # the limits OpenStack puts on `qemu-img info` for the same reason
@@ -70,6 +71,8 @@ class Inspected:
 def check(path: Path, name: str | None = None, field: str = "disk") -> Inspected:
     """Decide the format from the content and refuse anything that reaches outside the file.
     `name` is what the user calls the file (an upload has no name of its own)."""
+    # oslo's inspector is loaded by the first check, not by every server start
+    from oslo_utils.imageutils import format_inspector as fi
     label = name or path.name
 
     def refuse(why: str) -> InvalidInput:
@@ -143,6 +146,7 @@ def qemu_img() -> str:
 
 def _check_parents(path: Path, found: fi.FileInspector, refuse: Refuse) -> None:
     """The parent links oslo's inspector does not look at."""
+    from oslo_utils.imageutils import format_inspector as fi
     if found.NAME == "vmdk":
         desc = getattr(found, "desc_text", None) or ""  # the inspector keeps it lower-cased
         for line in desc.splitlines():

@@ -22,7 +22,6 @@ from ..errors import InvalidInput
 from ..events import EventLog
 from ..model import Job
 from ..providers.base import Provider
-from ..providers.docker.provider import DockerProvider
 from ..providers.vm.hostfailure import HostFailures
 from ..providers.vm.hosts import HostSpec, HostsProvider
 from ..store.tables import JobRow
@@ -58,6 +57,9 @@ class Hosts:
         return provider
 
     def list(self, location: str) -> list[dict[str, Any]]:
+        # imported here: the Docker SDK (with paramiko) was a fifth of every server start's
+        # imports, for locations most servers never have
+        from ..providers.docker.provider import DockerProvider
         if isinstance(self.locations.provider(location), DockerProvider):  # its Docker hosts
             return list(self.locations.registry.run(
                 location, lambda p: p.hosts() if isinstance(p, DockerProvider) else [],

@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .tags import keep_tags
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration's revision (tests/unit/test_store_schema.py checks it is Alembic's head):
+# a database already there is not handed to Alembic at all, whose loading and run were a tenth
+# of every server start.
+HEAD = "0013"
 
 
 def make_engine(url: str) -> Engine:
@@ -84,11 +86,23 @@ class WriterGate:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to call on every start."""
+    if revision(engine) == HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def revision(engine: Engine) -> str | None:
+    """The schema revision Alembic recorded in the database (None: none yet)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 class Store:

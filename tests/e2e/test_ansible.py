@@ -1,8 +1,9 @@
 """Ansible, the tool most operators drive EC2 with, against onepane's EC2 API (issue 32):
 ansible-core and the amazon.aws collection of PyPI's `ansible` package, in a venv of its own,
-as conformance/ansible.sh installs it. The playbook makes a VPC, a subnet, a security group, a key, an instance by
-exact_count, an attached volume and a snapshot; a second run must change nothing; a third
-changes one rule; a fourth deletes it all and nothing of it may be left."""
+as conformance/ansible.sh installs it. The playbook makes a VPC, a subnet, a security group,
+a key, an instance by exact_count, an attached volume and a snapshot; a second run must
+change nothing; a third changes one rule; a fourth deletes it all and nothing of it may be
+left."""
 
 from __future__ import annotations
 
