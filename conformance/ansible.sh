@@ -30,4 +30,5 @@ PY
     'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections" >/dev/null
   touch "$CACHE/collection-$VERSION"
 fi
+[ -z "${ONEPANE_TOOLS_ONLY:-}" ] || exit 0  # ./test installs the tool before the suite
 exec "$ROOT/.venv/bin/python" conformance/ansible/run.py --ansible "$CACHE/venv/bin/ansible-playbook"
