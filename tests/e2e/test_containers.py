@@ -174,7 +174,13 @@ def test_a_deployment_survives_a_host_whose_daemons_die_and_never_doubles_when_i
 
 def either_form(r: httpx.Response) -> str:
     """The container's page, or httpecho's answer (the same app as a process): who served."""
-    return "container" if r.text.strip() == "hello" else served_by_location(r)
+    if r.text.strip() == "hello":
+        return "container"
+    try:
+        return served_by_location(r)
+    except ValueError as exc:  # say what came instead, for a failure's message
+        raise ValueError(f"neither form: {r.status_code} {dict(r.headers)} {r.text[:80]!r}") \
+            from exc
 
 
 def test_the_same_app_as_a_container_and_as_a_process_fails_over_between_the_two(
