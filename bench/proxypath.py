@@ -16,8 +16,9 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import httptools
 
@@ -39,7 +40,37 @@ class Recorder:
 
     def close(self) -> None: ...
 
+    def is_closing(self) -> bool:
+        return False
+
     abort = close
+
+
+class Turns:
+    """The event loop's part in the proxy's path: its clock and tasks from a real loop, and
+    what is called soon (the sends held to the end of a turn, Proxy.send_later) kept until
+    turn() — the end of one turn of the loop — runs it."""
+
+    def __init__(self) -> None:
+        self.real = asyncio.new_event_loop()
+        self.ready: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        self.ready.append((callback, args))
+
+    def time(self) -> float:
+        return self.real.time()
+
+    def create_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self.real.create_task(coro)
+
+    def turn(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback, args in ready:
+            callback(*args)
+
+    def close(self) -> None:
+        self.real.close()
 
 
 def best_of(rounds: int, n: int, one: Callable[[], None]) -> float:
@@ -61,7 +92,7 @@ def builtin_path(work: Path) -> Callable[[], None]:
                                "pools": [{"name": "all", "weight": 1,
                                           "backends": [list(b) for b in BACKENDS]}]}))
     proxy = Proxy(cfg)
-    proxy.loop = asyncio.new_event_loop()
+    proxy.loop = loop = Turns()  # type: ignore[assignment]
     proxy.stats.every = 1000  # the sample rate under load (Stats.snapshot sets it so)
     client = Client(proxy)
     client.connection_made(Recorder())  # type: ignore[arg-type]
@@ -74,6 +105,7 @@ def builtin_path(work: Path) -> Callable[[], None]:
 
     def one() -> None:
         client.data_received(REQ)
+        loop.turn()  # the request goes out at the end of the loop's turn
         for up in ups:
             if up.exchange is not None:
                 up.data_received(RESP)
@@ -104,7 +136,11 @@ def main() -> None:
     floor = best_of(7, args.requests, parsers_only())
     print(f"built-in proxy, one request and its answer through its HTTP path: {builtin:.2f} us")
     print(f"reference: httptools parsing the request and the response:      {floor:.2f} us")
-    result("proxy_python_us_per_request", builtin, "us", "<=", 3.0)
+    # 3.0 before sends were held to the end of the loop's turn: that costs ~0.4 us of Python
+    # per request when, as here, every request is alone in its turn (and a Python stand-in
+    # plays uvloop's call_soon), and saves ~3 us of the proxy's and ~3 us of the backends' CPU
+    # per request under load (bench/proxy.py)
+    result("proxy_python_us_per_request", builtin, "us", "<=", 3.5)
 
 
 if __name__ == "__main__":

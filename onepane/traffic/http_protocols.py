@@ -236,7 +236,7 @@ class Upstream(asyncio.Protocol):
             self.stream_to, self.head_at, self.buffered, self.seen_head = None, 0.0, 0, False
             self.stream_seen = False
         assert self.transport is not None
-        self.transport.write(exchange.raw)
+        proxy.send_later(self.transport, exchange.raw)
 
     def data_received(self, data: bytes) -> None:
         if self.resp is None:

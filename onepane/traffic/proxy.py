@@ -160,6 +160,21 @@ class Proxy:
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # serve() sets it
         self.connects: dict[Backend, deque[float]] = {}  # backend -> recent connect times
+        self.out: list[tuple[asyncio.Transport, bytes]] = []  # sends held to the loop's turn
+
+    def send_later(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Send `data` once this turn of the loop has run every callback it has: the sends
+        to backends leave together, as HAProxy's do, so each backend wakes for several
+        requests at a time instead of one."""
+        if not self.out:
+            self.loop.call_soon(self._send_out)
+        self.out.append((transport, data))
+
+    def _send_out(self) -> None:
+        out, self.out = self.out, []
+        for transport, data in out:
+            if not transport.is_closing():
+                transport.write(data)
 
     def reload(self) -> None:
         settings, balancer = load(self.config)
