@@ -173,8 +173,12 @@ class Proxy:
     def _send_out(self) -> None:
         out, self.out = self.out, []
         for transport, data in out:
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue  # aborted this turn: its attempt ends by connection_lost
+            try:
                 transport.write(data)
+            except RuntimeError:  # closed under it: the same, and the others still go
+                log.debug("a held send found its connection closed")
 
     def reload(self) -> None:
         settings, balancer = load(self.config)
