@@ -7,20 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from onepane.store.db import HEAD, MIGRATIONS, Store, revision
-
-
-def _config() -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return cfg
+from onepane.store.db import HEAD, Store, alembic_config, revision
 
 
 def test_head_is_alembic_s_newest_migration() -> None:
-    assert ScriptDirectory.from_config(_config()).get_heads() == [HEAD]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
 
 
 def test_a_new_database_and_an_old_one_reach_head(tmp_path: Path) -> None:
@@ -32,7 +25,7 @@ def test_a_new_database_and_an_old_one_reach_head(tmp_path: Path) -> None:
     assert revision(fresh.engine) == HEAD
 
     old = Store(f"sqlite:///{tmp_path / 'old.db'}")
-    cfg = _config()
+    cfg = alembic_config()
     with old.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0012")
