@@ -21,13 +21,13 @@ if [ ! -f "$CACHE/collection-$VERSION" ]; then
   "$CACHE/venv/bin/pip" download -q --no-deps "ansible==$VERSION" -d "$wheels" 2>&1 \
     | grep -v "^WARNING: Location" || true
   "$CACHE/venv/bin/python" - "$wheels"/ansible-"$VERSION"-*.whl <<'PY'
-import sys, sysconfig, zipfile
+import compileall, sys, sysconfig, zipfile
+site = sysconfig.get_paths()["purelib"]
 with zipfile.ZipFile(sys.argv[1]) as whl:
-    whl.extractall(sysconfig.get_paths()["purelib"],
-                   [n for n in whl.namelist() if n.startswith("ansible_collections/amazon/aws/")])
+    whl.extractall(site, [n for n in whl.namelist()
+                          if n.startswith("ansible_collections/amazon/aws/")])
+compileall.compile_dir(f"{site}/ansible_collections", quiet=1)
 PY
-  "$CACHE/venv/bin/python" -m compileall -q "$("$CACHE/venv/bin/python" -c \
-    'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ansible_collections" >/dev/null
   touch "$CACHE/collection-$VERSION"
 fi
 [ -z "${ONEPANE_TOOLS_ONLY:-}" ] || exit 0  # ./test installs the tool before the suite

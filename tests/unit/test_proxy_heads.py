@@ -59,11 +59,16 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Clien
     loop.close()
 
 
+def turn(client: Client) -> None:
+    """The end of the loop's turn: the sends held to it leave (Proxy.send_later)."""
+    client.proxy.loop.turn()  # type: ignore[attr-defined]  # the rig's loop is a Turns
+
+
 def exchange(client: Client, up: Upstream, request: list[bytes],
              response: list[bytes]) -> None:
     for chunk in request:
         client.data_received(chunk)
-    client.proxy.loop.turn()  # type: ignore[attr-defined]  # the sends held to the turn's end
+    turn(client)
     for chunk in response:
         up.data_received(chunk)
 
@@ -94,14 +99,13 @@ def test_the_same_heads_split_or_pipelined_are_parsed_as_before(
     assert b"".join(near.written) == RESP * 2
     # two requests in one read (and a third's start): each passed on whole, in turn (the
     # first was once sent as one request of both, "GET /a/a", and the second never answered)
-    turn = client.proxy.loop.turn  # type: ignore[attr-defined]  # a send waits for it
     client.data_received(REQ + REQ + REQ[:12])
-    turn()
+    turn(client)
     up.data_received(RESP)
-    turn()
+    turn(client)
     up.data_received(RESP)
     client.data_received(REQ[12:])
-    turn()
+    turn(client)
     up.data_received(RESP)
     assert b"".join(near.written) == RESP * 5 and far.written[-3:] == [REQ, REQ, REQ]
 
@@ -127,13 +131,12 @@ def test_a_send_to_a_backend_leaves_at_the_end_of_the_loop_s_turn(
     when each send left at once), and not at all to a connection closed meanwhile."""
     client, _, up = rig
     far: Recorder = up.transport  # type: ignore[assignment]
-    turn = client.proxy.loop.turn  # type: ignore[attr-defined]
     client.data_received(REQ)
     assert far.written == []
-    turn()
+    turn(client)
     assert far.written == [REQ]
     up.data_received(RESP)
     client.data_received(REQ)
     far.closed = True  # aborted before the turn ended (a hedge's loser, a dead backend)
-    turn()
+    turn(client)
     assert far.written == [REQ]
