@@ -55,7 +55,7 @@ HELD_MS = 20  # an answer slower than this in the second of the fault was held b
 
 
 def drill(data_plane: str, failure: str, rate: float, rounds: int
-          ) -> tuple[list[list[SecondStats]], float, int, list[int]]:
+          ) -> tuple[list[list[SecondStats]], float, int, list[int], list[SecondStats]]:
     """Rounds of: steady load, the fault at the primary, AFTER_S seconds, recovery. Returns
     each round's seconds, the worst request of the whole run, how many failed, and per round
     how many requests the fault held (the client's pool opens a connection for each: past
@@ -71,6 +71,7 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
             "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
         wait(lambda: all(up(core, name, loc) for loc in LOCS), 30, "both locations up")
         out = Path(tmp) / "shots.json"
+        started = time.monotonic()
         client = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
                                    f"http://127.0.0.1:{port}/", str(out), str(rate)])
         cuts = []
@@ -93,7 +94,7 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
         held = [sum(1 for s in load.shots if cut <= s.due < cut + 1 and s.ms > HELD_MS)
                 for cut in cuts]
         return ([load.per_second(cut, 2, AFTER_S) for cut in cuts], load.worst_ms(),
-                load.failed(), held)
+                load.failed(), held, load.per_second(started, 0, 3))
 
 
 REFERENCES = (  # (what, window_s, long_s, long_n): bench/heldserver.py's shapes
@@ -144,11 +145,13 @@ def main() -> None:
     planes = args.planes.split(",")
     for plane in planes:
         for failure in args.faults.split(","):
-            rounds, worst_ms, failed, held = drill(plane, failure, args.rate, args.rounds)
+            rounds, worst_ms, failed, held, warm = drill(plane, failure, args.rate, args.rounds)
             worst[(plane, failure)] = worst_ms
             total_failed += failed
             print(f"\n  {plane} {failure}: failed {failed}, worst {worst_ms:.0f} ms, "
                   f"held over {HELD_MS} ms by the fault per round: {held}")
+            print("    the client's first seconds: " + ", ".join(
+                f"p50 {w.p50_ms:.1f} max {w.max_ms:.0f} ms" for w in warm))
             for i, row in enumerate(rounds[0]):
                 col = [r[i] for r in rounds]
                 print(f"    second {row.second:3d}: p50 {max(c.p50_ms for c in col):8.1f} ms  "
