@@ -5,7 +5,7 @@
 #   conformance/ec2.sh [REGEX]     default: every API test (ec2api_tempest_plugin.api)
 #
 # tempest lives in its own venv (.cache/ec2-tempest). Prints pass/fail/skip per class and,
-# last, `RESULT ec2_tempest_passed N count target >= 70`.
+# last, `RESULT ec2_tempest_passed N count target >= 100`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,4 +14,4 @@ CACHE=$ROOT/.cache/ec2-tempest
 tool_venv "$CACHE" 1.7.0 "ec2api-tempest-plugin==1.7.0" "tempest==47.0.0"
 [ -z "${ONEPANE_TOOLS_ONLY:-}" ] || exit 0  # ./test installs the tool before the suite
 exec "$ROOT/.venv/bin/python" conformance/ec2/run.py --tempest "$CACHE/venv/bin/tempest" \
-  --regex "${1:-ec2api_tempest_plugin.api}" --target "${EC2_TARGET:-70}"
+  --regex "${1:-ec2api_tempest_plugin.api}" --target "${EC2_TARGET:-100}"

@@ -5,7 +5,7 @@ tests use zone dc-a, image httpecho (an app image every process data center has)
 plain and the EBS image, and sizes small/medium. One test at a time: subnets of different VPCs
 in one zone are onepane networks of one location, whose address plans may not overlap, and two
 tests at once pick overlapping ones. Results are grouped per test class; the last
-line is `RESULT ec2_tempest_passed N count target >= 70`.
+line is `RESULT ec2_tempest_passed N count target >= 100`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import httpx
 
 ONEPANE = Path(sys.executable).parent / "onepane"
 MOTO = Path(sys.executable).parent / "moto_server"
-TARGET = 70
+TARGET = 100
 LINE = re.compile(r"^\{\d+\} (?:setUpClass \()?(ec2api_tempest_plugin\.[\w.]+?)\)?"
                   r"(?: \[[\d.]+s\])? \.\.\. (ok|FAILED|SKIPPED)")
 
@@ -111,6 +111,9 @@ ebs_image_id = httpecho
 instance_type = small
 instance_type_alt = medium
 run_ssh = False
+# the plugin's "incompatible" tests are those of AWS behaviour OpenStack's EC2 API lacks
+# (volume status, encrypted volumes, EC2's own error codes): onepane answers as AWS does
+run_incompatible_tests = True
 build_timeout = 60
 [service_available]
 ec2api = True

@@ -160,13 +160,61 @@ def test_volumes_vpcs_and_subnets(start_server: Any, moto: str) -> None:
     ec2.attach_volume(VolumeId=vol, InstanceId=inst, Device="/dev/vdb")
     wait_for(lambda: volume()["State"] == "in-use", 30, what="attached")
     assert volume()["Attachments"][0]["InstanceId"] == inst
-    assert error_code(ec2.delete_volume, VolumeId=vol) == "IncorrectState"
+    # EC2's codes: an attached volume is in use, a detached one is in the wrong state to detach
+    assert error_code(ec2.delete_volume, VolumeId=vol) == "VolumeInUse"
+    assert error_code(ec2.attach_volume, VolumeId=vol, InstanceId=inst,
+                      Device="/dev/vdc") == "VolumeInUse"
+    status = ec2.describe_volume_status(VolumeIds=[vol])["VolumeStatuses"]
+    assert [(s["VolumeId"], s["VolumeStatus"]["Status"], s["Events"], s["Actions"])
+            for s in status] == [(vol, "ok", [], [])]
     ec2.detach_volume(VolumeId=vol)
     wait_for(lambda: volume()["State"] == "available", 30, what="detached")
+    assert error_code(ec2.detach_volume, VolumeId=vol) == "IncorrectState"
     ec2.delete_volume(VolumeId=vol)
     wait_for(lambda: not ec2.describe_volumes()["Volumes"], 30, what="deleted")
     assert error_code(ec2.describe_volumes, VolumeIds=[vol]) == "InvalidVolume.NotFound"
+
+    # DeleteOnTermination changed on an attached volume: it goes with its instance; the
+    # other one attached stays
+    doomed, kept = (ec2.create_volume(AvailabilityZone="dc-a", Size=1)["VolumeId"]
+                    for _ in range(2))
+    wait_for(lambda: {v["VolumeId"]: v["State"] for v in ec2.describe_volumes()["Volumes"]}
+             == {doomed: "available", kept: "available"}, 30, what="two volumes")
+    ec2.attach_volume(VolumeId=doomed, InstanceId=inst, Device="/dev/vdb")
+    ec2.attach_volume(VolumeId=kept, InstanceId=inst, Device="/dev/vdc")
+    assert error_code(ec2.modify_instance_attribute, InstanceId=inst, BlockDeviceMappings=[
+        {"DeviceName": "/dev/vdz", "Ebs": {"DeleteOnTermination": True}}]) \
+        == "InvalidInstanceAttributeValue"
+    ec2.modify_instance_attribute(InstanceId=inst, BlockDeviceMappings=[
+        {"DeviceName": "/dev/vdb", "Ebs": {"VolumeId": doomed, "DeleteOnTermination": True}}])
+    marked = ec2.describe_volumes(VolumeIds=[doomed])["Volumes"][0]["Attachments"][0]
+    assert marked["DeleteOnTermination"] is True
     ec2.terminate_instances(InstanceIds=[inst])
+    wait_for(lambda: {v["VolumeId"]: v["State"] for v in ec2.describe_volumes()["Volumes"]}
+             == {kept: "available"}, 30, what="the marked volume deleted with its instance")
+
+
+def test_ec2_group_names_and_address_releases_answer_as_ec2_does(start_server: Any,
+                                                                 moto: str) -> None:
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    for name, description in (('name%"', "ok"), ("ok", 'desc%"'), ("default", "default"),
+                              ("sg-mine", "ok"), ("x" * 256, "ok")):
+        assert error_code(ec2.create_security_group, VpcId=vpc, GroupName=name,
+                          Description=description) == "InvalidParameterValue", name
+    ok = ec2.create_security_group(VpcId=vpc, GroupName="web tier (a)", Description="a: [80]")
+    assert ok["GroupId"].startswith("sg-")
+
+    address = ec2.allocate_address(Domain="vpc")
+    ip, alloc = address["PublicIp"], address["AllocationId"]
+    assert error_code(ec2.release_address, PublicIp=ip) == "InvalidParameterValue"  # by its id
+    assert error_code(ec2.release_address, PublicIp=ip, AllocationId=alloc) \
+        == "InvalidParameterCombination"
+    ec2.release_address(AllocationId=alloc)
+    assert error_code(ec2.release_address, PublicIp=ip) == "AuthFailure"  # no longer yours
+    assert error_code(ec2.release_address, PublicIp="ip") == "InvalidParameterValue"
+    assert error_code(ec2.release_address, AllocationId=alloc) == "InvalidAllocationID.NotFound"
 
 
 def test_aws_cli(start_server: Any, moto: str) -> None:
@@ -242,6 +290,9 @@ def test_what_ansible_sends_at_create(start_server: Any, moto: str) -> None:
                                                  "DeleteOnTermination": True}],
                              TagSpecifications=named("instance", "web-1"))["Instances"][0]
     assert inst["SubnetId"] == subnet["SubnetId"] and inst["VpcId"] == vpc["VpcId"]
+    by_vpc = ec2.describe_instances(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    assert [i["InstanceId"] for r in by_vpc["Reservations"] for i in r["Instances"]] \
+        == [inst["InstanceId"]]
     assert [g["GroupId"] for g in inst["SecurityGroups"]] == [group["GroupId"]]
     # what onepane cannot honour is refused by name, and makes nothing
     count = len(ec2.describe_instances()["Reservations"])

@@ -181,9 +181,8 @@ def ReleaseAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """By AllocationId, as EC2 has it for VPC addresses (which all of onepane's are)."""
     if p.get("PublicIp") and p.get("AllocationId"):
         raise Ec2Error("InvalidParameterCombination", "give AllocationId or PublicIp, not both")
-    if p.get("PublicIp"):
-        raise Ec2Error("InvalidParameterValue", "a VPC address is released by its "
-                       "AllocationId, not its PublicIp")
+    if ip := p.get("PublicIp"):
+        _release_by_ip(ctx, ip)
     a = _allocation(ctx, p)
     try:
         ctx.core.addresses.release(a.id)
@@ -191,6 +190,23 @@ def ReleaseAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidIPAddress.InUse", exc.detail) from exc
     ctx.core.annotations.forget(a.id)
     return {"return": True}
+
+
+def _release_by_ip(ctx: Context, ip: str) -> None:
+    """EC2's answers to a release by PublicIp, which only EC2-Classic addresses take: a
+    malformed address is a bad value, one of the caller's VPC addresses is named by its
+    AllocationId, and an address the caller does not hold is not theirs to release."""
+    try:
+        ipaddress.IPv4Address(ip)
+    except ValueError as exc:
+        raise Ec2Error("InvalidParameterValue", f"PublicIp {ip!r} is not an IPv4 address") \
+            from exc
+    try:
+        ctx.core.addresses.by_ip(ip)
+    except NotFound as exc:
+        raise Ec2Error("AuthFailure", f"the address {ip} does not belong to you") from exc
+    raise Ec2Error("InvalidParameterValue", "a VPC address is released by its AllocationId, "
+                   "not its PublicIp")
 
 
 @action(READ_ONLY)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...core import Core
-from ...errors import IdempotencyMismatch, NotFound
+from ...errors import IdempotencyMismatch, NotFound, OnepaneError
 from ...inventory.paging import every
-from ...model import Instance, InstanceCreate, InstanceState, VolumeAttach, VolumeCreate, slug
+from ...model import Instance, InstanceCreate, InstanceState, Job, JobStatus, VolumeAttach, VolumeCreate, slug
 from ...providers.base import Feature
+from ..waits import ENDED
 from . import shapes
 from .filtering import FilterTable, Getter, each, key, tag_set
 from .settle import settle
@@ -98,7 +101,8 @@ INSTANCE_FILTERS = FilterTable({
     "reservation-id": lambda ie: ie[1].reservations.get(
         ie[0].id, ("r-" + ie[0].id.split("-", 1)[1], 0))[0],
     "subnet-id": lambda ie: f"subnet-{h}" if (h := _net_hex(ie[0])) else "",
-    "vpc-id": lambda ie: f"vpc-{h}" if (h := _net_hex(ie[0])) else "",
+    "vpc-id": lambda ie: ie[1].vpcs.get(ie[0].network, f"vpc-{h}") if (h := _net_hex(ie[0]))
+    else "",
     "instance.group-id": lambda ie: [g for g, _ in _groups(ie)],
     "group-id": lambda ie: [g for g, _ in _groups(ie)],
     "instance.group-name": lambda ie: [n for _, n in _groups(ie)],
@@ -402,6 +406,7 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
             now = before  # terminating what is terminated succeeds and changes nothing
         elif verb == "destroy":
             jobs.append(ctx.core.ops.instances.destroy_instance(inst.id).id)
+            _delete_volumes_after(ctx, inst.id, jobs[-1])
             ctx.core.security_groups.leave_all(inst.id)
             from .interfaces import released_with
             released_with(ctx, shapes.instance_id(inst.id))
@@ -412,6 +417,31 @@ def _act(ctx: Context, p: dict[str, Any], verb: str,
                     "previousState": before})
     settle(ctx.core, jobs)  # the answer still says shutting-down; the first look, terminated
     return out
+
+
+def _delete_volumes_after(ctx: Context, instance_id: str, destroy_job: str) -> None:
+    """The instance's volumes marked DeleteOnTermination (ModifyInstanceAttribute) are deleted
+    once its destroy has let go of them. Followed in this process: if onepane stops before
+    the destroy ends, the volumes stay (available, as after any detach)."""
+    notes = ctx.core.annotations.all()
+    doomed = [v.id for v in every(ctx.core.ops.volumes.list_volumes)
+              if v.attached_to == instance_id and v.id in notes
+              and notes[v.id].attributes.get("ec2.deleteOnTermination")]
+    if not doomed:
+        return
+    core, once = ctx.core, threading.Lock()
+
+    def ended(job: Job) -> None:  # in the job runner's thread, after the job's commit
+        if job.id != destroy_job or not once.acquire(blocking=False):
+            return
+        stop()
+        if job.status == JobStatus.succeeded:
+            for volume_id in doomed:
+                with contextlib.suppress(OnepaneError):  # deleted meanwhile by someone else
+                    core.ops.volumes.delete_volume(volume_id)
+    stop = core.runner.watch(ended)
+    if core.ops.jobs.get_job(destroy_job).status in ENDED:
+        ended(core.ops.jobs.get_job(destroy_job))
 
 
 def _instance(ctx: Context, ec2_id: str) -> Instance:
@@ -714,6 +744,9 @@ def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     inst = _instance(ctx, required(p, "InstanceId"))
     device = required(p, "Device")
+    if vol.attached_to:
+        raise Ec2Error("VolumeInUse", f"{vol.id} is already attached to "
+                       f"{shapes.instance_id(vol.attached_to)}")
     if vol.location != inst.location:
         raise Ec2Error("InvalidVolume.ZoneMismatch", f"volume {vol.id} is in {vol.location}, "
                        f"instance {shapes.instance_id(inst.id)} in {inst.location}")
@@ -734,6 +767,9 @@ def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    if vol.attached_to:
+        raise Ec2Error("VolumeInUse", f"{vol.id} is attached to "
+                       f"{shapes.instance_id(vol.attached_to)}; detach it first")
     settle(ctx.core, [ctx.core.ops.volumes.delete_volume(vol.id).id])
     return {"return": True}
 
@@ -744,10 +780,29 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ids = members(p, "VolumeId")
     vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
             else list(every(ctx.core.ops.volumes.list_volumes)))
-    notes = ctx.core.annotations.all()
+    notes = {k: n.attributes for k, n in ctx.core.annotations.all().items()}
     return {"volumeSet": VOLUME_FILTERS.apply(flt, (
-        shapes.volume(x, str(notes[x.id].attributes.get("ec2.snapshot", ""))
-                      if x.id in notes else "") for x in vols))}
+        shapes.volume(x, str(notes.get(x.id, {}).get("ec2.snapshot", "")),
+                      bool(notes.get(x.id, {}).get("ec2.deleteOnTermination")))
+        for x in vols))}
+
+
+@action(READ_ONLY)
+def DescribeVolumeStatus(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Every volume is `ok` unless its location reports it in error: onepane runs no I/O
+    consistency checks of its own, so there are never events or actions to report."""
+    ids = members(p, "VolumeId")
+    vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
+            else list(every(ctx.core.ops.volumes.list_volumes)))
+    out: list[dict[str, Any]] = []
+    for vol in vols:
+        state = "impaired" if shapes.volume(vol)["status"] == "error" else "ok"
+        out.append({"volumeId": vol.id, "availabilityZone": vol.location,
+                    "volumeStatus": {"status": state, "details": [
+                        {"name": "io-enabled", "status": "passed" if state == "ok" else "failed"},
+                        {"name": "io-performance", "status": "not-applicable"}]},
+                    "eventsSet": [], "actionsSet": []})
+    return {"volumeStatusSet": out}
 
 
 VOLUME_FILTERS = FilterTable({

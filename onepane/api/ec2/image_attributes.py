@@ -25,6 +25,17 @@ def known_image(ctx: Context, image_id: str) -> None:
     raise Ec2Error("InvalidAMIID.NotFound", f"the image id '[{image_id}]' does not exist")
 
 
+def owned(ctx: Context, image_id: str) -> None:
+    """The caller's images are onepane's catalog; a location's own are public and the
+    location's (shapes.LOCATIONS_OWNER): their attributes are not the caller's to read or
+    change, nor are they the caller's to deregister — EC2's AuthFailure, as for another
+    account's public AMI."""
+    known_image(ctx, image_id)
+    if image_id not in {c.id for c in ctx.core.catalog.all()}:
+        raise Ec2Error("AuthFailure", f"{image_id} is a location's own image, not yours: its "
+                       "attributes are the location's")
+
+
 def kept(ctx: Context, image_id: str) -> dict[str, Any]:
     return dict(ctx.core.annotations.get(image_id).attributes.get(NOTE) or {})
 
@@ -39,7 +50,7 @@ def shown(attributes: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
     mine = attributes.get(NOTE) or {}
     if "description" in mine:
         shape["description"] = mine["description"]
-    shape["isPublic"] = bool(mine.get("public", False))
+    shape["isPublic"] = bool(mine.get("public", shape["isPublic"]))
     return shape
 
 
@@ -48,12 +59,9 @@ def DeregisterImage(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """A catalog image (img-...) deleted as `onepane images delete` does: off every location
     and the catalog, refused (IncorrectState) while an instance or a deployment still uses
     it — EC2 lets running instances outlive their AMI, but a VM here boots from an overlay
-    on the image's file. A location's own images are the location's to remove."""
+    on the image's file. A location's own images are the location's to remove (AuthFailure)."""
     image_id = required(p, "ImageId")
-    known_image(ctx, image_id)
-    if image_id not in {c.id for c in ctx.core.catalog.all()}:
-        raise Ec2Error("UnsupportedOperation", f"{image_id} is a location's own image, not "
-                       "one of onepane's catalog (img-...): remove it where it lives")
+    owned(ctx, image_id)
     ctx.core.catalog.delete(image_id)
     ctx.core.annotations.forget(image_id)  # its tags and attributes went with it
     return {"return": True}
@@ -65,7 +73,7 @@ def DescribeImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if attribute not in READABLE:
         raise Ec2Error("InvalidRequest", f"the attribute {attribute!r} is not one of "
                        f"{', '.join(READABLE)}")
-    known_image(ctx, image_id)
+    owned(ctx, image_id)
     mine = kept(ctx, image_id)
     out: dict[str, Any] = {"imageId": image_id}
     if attribute == "description":
@@ -114,7 +122,7 @@ def ModifyImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if launch is not None:
         adds += members(launch, "Add")
         removes += members(launch, "Remove")
-    known_image(ctx, image_id)
+    owned(ctx, image_id)
     for grant in adds + removes:
         if grant.get("Group") != "all":
             raise Ec2Error("UnsupportedOperation", "onepane has one account: an image is "
@@ -134,6 +142,6 @@ def ResetImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if attribute != "launchPermission":
         raise Ec2Error("InvalidRequest", f"only launchPermission can be reset, not "
                        f"{attribute!r}")
-    known_image(ctx, image_id)
+    owned(ctx, image_id)
     _keep(ctx, image_id, public=False)
     return {"return": True}

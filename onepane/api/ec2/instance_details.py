@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import OnepaneError
+from ...inventory.paging import every
 from ...model import Instance
 from . import shapes
 from .actions import READ_ONLY, WRITE, Context, _instance, action
@@ -97,10 +98,39 @@ def ModifyInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         typed = p.get("InstanceType")
         size = typed.get("Value") if isinstance(typed, dict) else None
         _set_type(ctx, inst, size or (p.get("Value") if name == "instanceType" else None))
+    elif "BlockDeviceMapping" in p and not given and name is None:
+        _set_delete_on_termination(ctx, inst, members(p, "BlockDeviceMapping"))
     else:
         _set_noted(ctx, inst, given, [k for k in ("BlockDeviceMapping", "Kernel", "Ramdisk",
                                                   "EbsOptimized") if k in p])
     return {"return": True}
+
+
+def _set_delete_on_termination(ctx: Context, inst: Instance, mappings: list[Any]) -> None:
+    """`BlockDeviceMapping.N.Ebs.DeleteOnTermination` of volumes attached to the instance:
+    the one part of a mapping EC2 lets change on a running instance. Kept as a note on the
+    volume; TerminateInstances deletes the volumes so marked once the instance is gone."""
+    attached = {v.device: v for v in every(ctx.core.ops.volumes.list_volumes)
+                if v.attached_to == inst.id}
+    changes = []
+    for m in mappings:
+        device = m.get("DeviceName") if isinstance(m, dict) else None
+        ebs = m.get("Ebs") if isinstance(m, dict) else None
+        if not device or not isinstance(ebs, dict) or "DeleteOnTermination" not in ebs:
+            raise Ec2Error("InvalidParameterCombination", "BlockDeviceMapping.N needs DeviceName "
+                           "and Ebs.DeleteOnTermination; nothing else of it can change")
+        vol = attached.get(device)
+        if vol is None:
+            raise Ec2Error("InvalidInstanceAttributeValue", f"no device is currently mapped at "
+                           f"{device}")
+        if ebs.get("VolumeId") not in (None, vol.id):
+            raise Ec2Error("InvalidParameterValue", f"{device} holds {vol.id}, not "
+                           f"{ebs['VolumeId']}")
+        changes.append((vol.id, str(ebs["DeleteOnTermination"]).lower() == "true"))
+    for volume_id, delete in changes:  # every mapping checked before any is changed
+        note = ctx.core.annotations.get(volume_id)
+        ctx.core.annotations.put(volume_id, {**note.attributes, "ec2.deleteOnTermination": delete},
+                                 note.categories)
 
 
 def _given_attribute(p: dict[str, Any], name: str | None) -> dict[str, dict[str, Any]]:

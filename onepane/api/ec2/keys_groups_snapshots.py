@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...inventory.firewall import ENFORCED_WHERE, Group, Rule
@@ -15,7 +16,7 @@ from .actions import (
     _tag_specs,
     action,
     tags_at_create,
-    )
+)
 from .filtering import FilterTable, key, tag_set
 from .wire import Ec2Error, integer, members, required
 
@@ -78,6 +79,10 @@ def _group(g: Group, names: dict[str, str], tags: dict[str, str]) -> dict[str, A
             "tagSet": shapes.tag_set({**tags, "onepane:enforced": ENFORCED_WHERE})}
 
 
+# what EC2 allows in a VPC security group's name and description
+GROUP_TEXT = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+")
+
+
 @action(WRITE)
 def CreateSecurityGroup(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vpc = p.get("VpcId") or None
@@ -85,9 +90,15 @@ def CreateSecurityGroup(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         from .vpc import all_vpcs
         if vpc not in {v["vpcId"] for v in all_vpcs(ctx)}:
             raise Ec2Error("InvalidVpcID.NotFound", f"the vpc ID '{vpc}' does not exist")
+    name, description = required(p, "GroupName"), required(p, "GroupDescription")
+    for field, value in (("GroupName", name), ("GroupDescription", description)):
+        if len(value) > 255 or not GROUP_TEXT.fullmatch(value):
+            raise Ec2Error("InvalidParameterValue", f"{field} {value!r}: up to 255 of a-z, A-Z, "
+                           "0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
+    if name == "default" or name.startswith("sg-"):
+        raise Ec2Error("InvalidParameterValue", f"GroupName {name!r} is reserved")
     tags = _tag_specs(p, "security-group")  # checked before anything is made
-    g = ctx.core.security_groups.create(required(p, "GroupName"), required(p, "GroupDescription"),
-                                        vpc)
+    g = ctx.core.security_groups.create(name, description, vpc)
     tags_at_create(ctx, p, "security-group", "other", g.id, tags)
     return {"groupId": g.id, "return": True, "tagSet": shapes.tag_set(tags)}
 

@@ -32,6 +32,9 @@ class Extras:
     interfaces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 OWNER = "000000000000"
+# A location's own images (an app a process location ships, a cloud's public images) are not
+# the caller's: public, owned by the locations, like the AMIs a cloud publishes
+LOCATIONS_OWNER = "000000000001"
 # EC2 state codes: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceState.html
 STATES: dict[str, tuple[int, str]] = {
     InstanceState.pending: (0, "pending"),
@@ -145,14 +148,16 @@ def reservation(insts: list[Instance], extras: Extras | None = None,
             "instancesSet": [instance(i, n, extras) for n, i in enumerate(insts)]}
 
 
-def volume(vol: Volume, snapshot: str = "") -> dict[str, Any]:
+def volume(vol: Volume, snapshot: str = "", delete_on_termination: bool = False
+           ) -> dict[str, Any]:
     status = {"creating": "creating", "available": "available", "in-use": "in-use",
               "deleting": "deleting"}.get(vol.state, "error")
     attachments = []
     if vol.attached_to:
         attachments.append({"volumeId": vol.id, "instanceId": instance_id(vol.attached_to),
                             "device": vol.device or "", "status": "attached",
-                            "attachTime": vol.created_at, "deleteOnTermination": False})
+                            "attachTime": vol.created_at,
+                            "deleteOnTermination": delete_on_termination})
     return {"volumeId": vol.id, "size": vol.size_gb, "snapshotId": snapshot,
             "availabilityZone": vol.location, "status": status, "createTime": vol.created_at,
             "attachmentSet": attachments, "volumeType": "standard", "encrypted": False,
@@ -186,7 +191,8 @@ def zone(loc: Location, region: str) -> dict[str, Any]:
 
 def image(img: Image, tags: dict[str, str] | None = None) -> dict[str, Any]:
     return {"imageId": img.id, "imageLocation": f"{img.location}/{img.name}",
-            "imageState": "available", "imageOwnerId": OWNER, "isPublic": False,
+            "imageState": "available", "imageOwnerId": LOCATIONS_OWNER, "isPublic": True,
+            "imageOwnerAlias": "onepane-locations",
             "architecture": "x86_64", "imageType": "machine", "name": img.name,
             "rootDeviceType": "ebs", "rootDeviceName": ROOT_DEVICE,
             "blockDeviceMapping": [{"deviceName": ROOT_DEVICE, "ebs": {
