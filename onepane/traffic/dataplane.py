@@ -45,6 +45,10 @@ class DataPlaneConfig:
 
 
 EMPTY_GRACE_S = 30.0  # how long a plane keeps its last backends when the new config has none
+# A client's keep-alive connection with no request for this long is closed, on both planes
+# (HAProxy's `timeout http-keep-alive`; the built-in plane's Proxy.idle): what a burst made a
+# client open does not stay in its pool for good (why: Proxy.idle's docstring)
+CLIENT_KEEPALIVE_S = 2.0
 
 
 def backends_of(config: DataPlaneConfig | None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from ..errors import PermanentProviderError
-from .dataplane import DataPlane, DataPlaneConfig, accepts, wait_ready
+from .dataplane import CLIENT_KEEPALIVE_S, DataPlane, DataPlaneConfig, accepts, wait_ready
 
 HAPROXY = "haproxy"
 MIN_SLOTS = 4
@@ -85,6 +85,7 @@ def render(shape: Shape, sock: Path) -> str:
         f"    mode {shape.mode}",
         f"    timeout connect {int(shape.connect_timeout * 1000)}ms",
         "    timeout client 30s",
+        f"    timeout http-keep-alive {int(CLIENT_KEEPALIVE_S * 1000)}ms",
         f"    timeout server {int(shape.attempt_timeout * 1000)}ms",
         "    timeout queue 1s",  # never hold a new request long behind a server that is full
         # A WebSocket (or a TCP connection) lives as long as both ends want; a backend that

@@ -346,12 +346,16 @@ class Client(asyncio.Protocol):
         self.pending = b""
         self.raw: list[bytes] = []  # the request's bytes as they came
         self.streaming: Upstream | None = None  # a response being streamed to this client
+        self.served = 0  # exchanges answered: the idle sweep's sign of life (Proxy.idle)
+        self.seen = -1  # `served` at the idle sweep before
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.proxy.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.proxy.clients.discard(self)
         up, self.streaming = self.streaming, None
         if up is not None and up.transport is not None:
             up.transport.abort()  # the client left a stream: stop reading it
@@ -435,6 +439,7 @@ class Client(asyncio.Protocol):
             self.transport.close()
             return
         self.busy = False
+        self.served += 1
         req = self.req
         req.done, req.messages = False, 0  # Message.reset, inlined (per request)
         if self.pending:

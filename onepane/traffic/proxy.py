@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .balancer import Backend, Balancer, Pool
+from .dataplane import CLIENT_KEEPALIVE_S
 from .http_protocols import IDEMPOTENT, STREAM_AFTER_S, Client, UpstreamPool
 from .tunnel import TcpClient
 
@@ -161,6 +162,7 @@ class Proxy:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # serve() sets it
         self.connects: dict[Backend, deque[float]] = {}  # backend -> recent connect times
         self.out: list[tuple[asyncio.Transport, bytes]] = []  # sends held to the loop's turn
+        self.clients: set[Any] = set()  # HTTP client connections (the idle sweep's)
 
     def send_later(self, transport: asyncio.Transport, data: bytes) -> None:
         """Send `data` once this turn of the loop has run every callback it has: the sends
@@ -286,6 +288,25 @@ class Proxy:
                 if ex.hedge_at and now >= ex.hedge_at:
                     ex.hedge()
 
+    async def idle(self) -> None:
+        """Close client connections kept alive with nothing asked for CLIENT_KEEPALIVE_S or more
+        (at most twice that), as HAProxy's `timeout http-keep-alive` does. An ordinary
+        client's pool keeps every connection a burst made it open, and httpx's looks at each
+        of its idle connections on every request: after a failover's few hundred
+        milliseconds of held requests it carried ~60 and spent a third more CPU per request
+        for good — the headroom it then lacked at the next fault (bench/failover.py). Seen
+        twice with no answer between: idle the whole interval; one counter per answer, no
+        timer per request."""
+        while True:
+            await asyncio.sleep(CLIENT_KEEPALIVE_S)
+            for client in list(self.clients):
+                if client.busy or client.pending or client.raw or client.transport is None:
+                    client.seen = -1
+                elif client.served == client.seen:
+                    client.transport.close()
+                else:
+                    client.seen = client.served
+
     async def probe(self) -> None:
         """Re-admit a backend that was marked down once it accepts connections again."""
         while True:
@@ -309,12 +330,14 @@ class Proxy:
         probe = asyncio.create_task(self.probe())
         report = asyncio.create_task(self.report())
         sweep = asyncio.create_task(self.sweep())
+        idle = asyncio.create_task(self.idle())
         print(f"listening on {self.settings.listen[0]}:{self.settings.listen[1]}", flush=True)
         async with server:
             await stop.wait()
         probe.cancel()
         report.cancel()
         sweep.cancel()
+        idle.cancel()
 
 
 def main(argv: list[str] | None = None) -> None:

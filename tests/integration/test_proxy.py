@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -434,3 +435,36 @@ def test_a_long_answer_streams_but_a_short_one_cut_short_is_retried_whole(proxy:
             assert r.status_code == 200 and r.json() == {"location": "b"}, r.content
     finally:
         server.close()
+
+
+def kept_alive_then_idle(port: int) -> float:
+    """Two requests on one connection, the second after 3/4 of the bound (answered on the
+    same connection); then how long the connection stays open with nothing asked (the close
+    awaited with a deadline of three times the bound)."""
+    from onepane.traffic.dataplane import CLIENT_KEEPALIVE_S
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for pause in (0.0, CLIENT_KEEPALIVE_S * 0.75):
+            time.sleep(pause)  # the gap under test: nothing to wait on but the clock
+            s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            got = s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got[:80]
+        idle_from = time.monotonic()
+        s.settimeout(CLIENT_KEEPALIVE_S * 3)
+        assert s.recv(1) == b""  # the server's close (a timeout raises instead)
+        return time.monotonic() - idle_from
+
+
+@pytest.mark.parametrize("plane", ["builtin", "haproxy"])
+def test_an_idle_kept_alive_client_connection_is_closed_on_both_planes(
+        plane: str, proxy: Any, tmp_path: Path) -> None:
+    """What a burst made an ordinary client open must not stay in its pool for good: both
+    planes close a client's keep-alive connection after CLIENT_KEEPALIVE_S (at most twice
+    that) with nothing asked, and not while it is in use."""
+    from onepane.traffic.dataplane import CLIENT_KEEPALIVE_S
+    if plane == "builtin":
+        url = proxy([{"name": "a", "backends": [Backend("a").addr]}])
+        idle = kept_alive_then_idle(int(url.rsplit(":", 1)[1]))
+    else:
+        with haproxy_over(tmp_path, ("ka-a", "ka-b"), "ordered") as (_, port, _):
+            idle = kept_alive_then_idle(port)
+    assert idle >= CLIENT_KEEPALIVE_S * 0.5, idle  # not closed at once: kept alive a while
