@@ -194,8 +194,8 @@ def test_volumes_vpcs_and_subnets(start_server: Any, moto: str) -> None:
              == {kept: "available"}, 30, what="the marked volume deleted with its instance")
 
 
-def test_ec2_group_names_and_address_releases_answer_as_ec2_does(start_server: Any,
-                                                                 moto: str) -> None:
+def test_group_names_address_releases_and_routes_answer_as_ec2_does(start_server: Any,
+                                                                    moto: str) -> None:
     server = start_server(config(moto))
     ec2 = ec2_client(server, access_key(server))
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
@@ -215,6 +215,22 @@ def test_ec2_group_names_and_address_releases_answer_as_ec2_does(start_server: A
     assert error_code(ec2.release_address, PublicIp=ip) == "AuthFailure"  # no longer yours
     assert error_code(ec2.release_address, PublicIp="ip") == "InvalidParameterValue"
     assert error_code(ec2.release_address, AllocationId=alloc) == "InvalidAllocationID.NotFound"
+
+    # a route to an interface: not over the VPC's own (local) route, not to a missing one
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24",
+                               AvailabilityZone="dc-a")["Subnet"]["SubnetId"]
+    eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+    table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    assert error_code(ec2.create_route, RouteTableId=table, DestinationCidrBlock="10.40.0.0/16",
+                      NetworkInterfaceId=eni) == "InvalidParameterValue"
+    assert error_code(ec2.create_route, RouteTableId=table, DestinationCidrBlock="10.50.0.0/16",
+                      NetworkInterfaceId="eni-0000000000000000f") \
+        == "InvalidNetworkInterfaceID.NotFound"
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="10.50.0.0/16",
+                     NetworkInterfaceId=eni)
+    routes = ec2.describe_route_tables(RouteTableIds=[table])["RouteTables"][0]["Routes"]
+    assert {(r["DestinationCidrBlock"], r.get("NetworkInterfaceId", r.get("GatewayId")))
+            for r in routes} == {("10.40.0.0/16", "local"), ("10.50.0.0/16", eni)}
 
 
 def test_aws_cli(start_server: Any, moto: str) -> None:

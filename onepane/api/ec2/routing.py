@@ -103,6 +103,9 @@ def _rtb(r: Record, ctx: Context) -> dict[str, Any]:
     return {"routeTableId": r.id, "vpcId": a["vpc"], "ownerId": shapes.OWNER,
             "routeSet": [{"destinationCidrBlock": x["DestinationCidrBlock"],
                           "gatewayId": x.get("GatewayId"), "instanceId": x.get("InstanceId"),
+                          "networkInterfaceId": x.get("NetworkInterfaceId"),
+                          "natGatewayId": x.get("NatGatewayId"),
+                          "vpcPeeringConnectionId": x.get("VpcPeeringConnectionId"),
                           "state": x["State"], "origin": x["Origin"]} for x in a["routes"]],
             "associationSet": [{"routeTableAssociationId": s["id"], "routeTableId": r.id,
                                 "subnetId": s.get("subnet"), "main": s["main"],
@@ -223,6 +226,11 @@ def _check_target(ctx: Context, r: Record, target: dict[str, Any]) -> None:
     if len(target) != 1:
         raise Ec2Error("InvalidParameterCombination" if target else "MissingParameter",
                        "give exactly one target (GatewayId, InstanceId, ...)")
+    if eni := target.get("NetworkInterfaceId"):
+        from .interfaces import _find, _primary
+        if _find(ctx, eni) is None and _primary(ctx, eni) is None:
+            raise Ec2Error("InvalidNetworkInterfaceID.NotFound", f"the networkInterface ID "
+                           f"'{eni}' does not exist")
     gw = target.get("GatewayId")
     if gw:
         g = ctx.core.records.get(IGW, gw, "internet gateway")
@@ -235,7 +243,11 @@ def _check_target(ctx: Context, r: Record, target: dict[str, Any]) -> None:
 def CreateRoute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     r, dest, target = _route_args(ctx, p)
     _check_target(ctx, r, target)
-    if any(x["DestinationCidrBlock"] == dest for x in r.attributes["routes"]):
+    same = [x for x in r.attributes["routes"] if x["DestinationCidrBlock"] == dest]
+    if same and same[0].get("GatewayId") == "local":
+        raise Ec2Error("InvalidParameterValue", f"{dest} is the VPC's own block: its local "
+                       "route cannot be replaced")
+    if same:
         raise Ec2Error("RouteAlreadyExists", f"{r.id} has a route to {dest}")
     route = {"DestinationCidrBlock": dest, **target, "State": "active", "Origin": "CreateRoute"}
     ctx.core.records.update(r.id, routes=[*r.attributes["routes"], route])
