@@ -268,6 +268,10 @@ def test_a_damaged_record_costs_only_its_own_bookkeeping(tmp_path: Path, how: st
     dc.create_instance(InstanceSpec("inst-ok", "other", "httpecho", "nano"))
     record = dc.instances_dir / "inst-d" / "instance.json"
     pid = json.loads(record.read_text())["pid"]
+    # its process exec'd first: seen before its exec (a busy machine) it has its parent's
+    # environment, and the record-less look finds an instance by the environment it runs with
+    wait_for(lambda: dc.processes.ours().get(pid) == "inst-d", 30,
+             what="the instance's process running its app")
     try:
         good = _damage(record, how)
         again = LocalProvider("dc-d", tmp_path)  # a restart of onepane

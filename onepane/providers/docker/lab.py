@@ -115,12 +115,21 @@ def start_daemon(host: DockerHost, index: int, tls: Path) -> None:
               f"-H unix://{host.socket} -H tcp://{host.address}:{PORT} --tlsverify "
               f"--tlscacert {tls / 'ca.pem'} --tlscert {tls / 'cert.pem'} "
               f"--tlskey {tls / 'key.pem'}")
-    host.proc = _started(host, "dockerd", host.root / "dockerd.log",
-                         ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                         lambda: subprocess.run(["docker", "-H", f"unix://{host.socket}",
-                                                 "version", "-f", "{{.Server.Version}}"],
-                                                capture_output=True, check=False).returncode == 0)
-    host.pid = host.proc.pid
+    for attempt in (1, 2):
+        try:
+            proc = _started(
+                host, "dockerd", host.root / "dockerd.log",
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                lambda: subprocess.run(["docker", "-H", f"unix://{host.socket}", "version", "-f",
+                                        "{{.Server.Version}}"],
+                                       capture_output=True, check=False).returncode == 0)
+            break
+        except PermanentProviderError as exc:
+            # dockerd gives the containerd it starts a few seconds, then exits: on a busy
+            # machine (a whole ./test) that once was not enough. Once more, then it is real.
+            if attempt == 2 or "timeout waiting for containerd to start" not in exc.detail:
+                raise
+    host.proc, host.pid = proc, proc.pid
 
 
 def _started(host: DockerHost, what: str, log_path: Path, argv: list[str],
