@@ -18,7 +18,17 @@ from typing import Any
 from ...core import Core
 from ...errors import IdempotencyMismatch, NotFound, OnepaneError
 from ...inventory.paging import every
-from ...model import Instance, InstanceCreate, InstanceState, Job, JobStatus, VolumeAttach, VolumeCreate, slug
+from ...model import (
+    Instance,
+    InstanceCreate,
+    InstanceState,
+    Job,
+    JobStatus,
+    Volume,
+    VolumeAttach,
+    VolumeCreate,
+    slug,
+)
 from ...providers.base import Feature
 from ..waits import ENDED
 from . import shapes
@@ -777,9 +787,7 @@ def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(READ_ONLY)
 def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = VOLUME_FILTERS.parse(p)
-    ids = members(p, "VolumeId")
-    vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
-            else list(every(ctx.core.ops.volumes.list_volumes)))
+    vols = _volumes(ctx, p)
     notes = {k: n.attributes for k, n in ctx.core.annotations.all().items()}
     return {"volumeSet": VOLUME_FILTERS.apply(flt, (
         shapes.volume(x, str(notes.get(x.id, {}).get("ec2.snapshot", "")),
@@ -787,16 +795,20 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         for x in vols))}
 
 
+def _volumes(ctx: Context, p: dict[str, Any]) -> list[Volume]:
+    """The volumes `VolumeId.N` names (each must exist), or every volume."""
+    ids = members(p, "VolumeId")
+    return ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
+            else list(every(ctx.core.ops.volumes.list_volumes)))
+
+
 @action(READ_ONLY)
 def DescribeVolumeStatus(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """Every volume is `ok` unless its location reports it in error: onepane runs no I/O
     consistency checks of its own, so there are never events or actions to report."""
-    ids = members(p, "VolumeId")
-    vols = ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
-            else list(every(ctx.core.ops.volumes.list_volumes)))
     out: list[dict[str, Any]] = []
-    for vol in vols:
-        state = "impaired" if shapes.volume(vol)["status"] == "error" else "ok"
+    for vol in _volumes(ctx, p):
+        state = "impaired" if shapes.volume_status(vol) == "error" else "ok"
         out.append({"volumeId": vol.id, "availabilityZone": vol.location,
                     "volumeStatus": {"status": state, "details": [
                         {"name": "io-enabled", "status": "passed" if state == "ok" else "failed"},

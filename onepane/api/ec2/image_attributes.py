@@ -30,10 +30,11 @@ def owned(ctx: Context, image_id: str) -> None:
     location's (shapes.LOCATIONS_OWNER): their attributes are not the caller's to read or
     change, nor are they the caller's to deregister — EC2's AuthFailure, as for another
     account's public AMI."""
-    known_image(ctx, image_id)
-    if image_id not in {c.id for c in ctx.core.catalog.all()}:
-        raise Ec2Error("AuthFailure", f"{image_id} is a location's own image, not yours: its "
-                       "attributes are the location's")
+    if image_id in {c.id for c in ctx.core.catalog.all()}:
+        return
+    known_image(ctx, image_id)  # InvalidAMIID.NotFound when no location has it either
+    raise Ec2Error("AuthFailure", f"{image_id} is a location's own image, not yours: its "
+                   "attributes are the location's")
 
 
 def kept(ctx: Context, image_id: str) -> dict[str, Any]:

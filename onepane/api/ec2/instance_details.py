@@ -12,7 +12,7 @@ from ...errors import OnepaneError
 from ...inventory.paging import every
 from ...model import Instance
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _instance, action
+from .actions import READ_ONLY, WRITE, Context, _instance, action, set_ec2_notes
 from .settle import settle
 from .wire import Ec2Error, members
 
@@ -128,9 +128,7 @@ def _set_delete_on_termination(ctx: Context, inst: Instance, mappings: list[Any]
                            f"{ebs['VolumeId']}")
         changes.append((vol.id, str(ebs["DeleteOnTermination"]).lower() == "true"))
     for volume_id, delete in changes:  # every mapping checked before any is changed
-        note = ctx.core.annotations.get(volume_id)
-        ctx.core.annotations.put(volume_id, {**note.attributes, "ec2.deleteOnTermination": delete},
-                                 note.categories)
+        set_ec2_notes(ctx, volume_id, deleteOnTermination=delete)
 
 
 def _given_attribute(p: dict[str, Any], name: str | None) -> dict[str, dict[str, Any]]:

@@ -296,7 +296,7 @@ def released_with(ctx: Context, instance_ec2_id: str) -> None:
             ctx.core.records.update(r.id, attachment=None)
 
 
-def _any_interface(ctx: Context, eni_id: str) -> dict[str, Any]:
+def any_interface(ctx: Context, eni_id: str) -> dict[str, Any]:
     """An interface as DescribeNetworkInterfaces shows it: a record's or an instance's own."""
     if (found := _find(ctx, eni_id)) is not None:
         return _shape(ctx, found)
@@ -311,7 +311,7 @@ def DescribeNetworkInterfaceAttribute(ctx: Context, p: dict[str, Any]) -> dict[s
         raise Ec2Error("InvalidParameterCombination", "the request must name one Attribute")
     if name not in ATTRIBUTES:
         raise Ec2Error("InvalidParameterValue", f"Attribute is one of {', '.join(ATTRIBUTES)}")
-    value = _any_interface(ctx, eni_id)[name]
+    value = any_interface(ctx, eni_id)[name]
     if name in ("description", "sourceDestCheck"):
         value = {"value": value}
     return {"networkInterfaceId": eni_id, name: value}

@@ -227,10 +227,8 @@ def _check_target(ctx: Context, r: Record, target: dict[str, Any]) -> None:
         raise Ec2Error("InvalidParameterCombination" if target else "MissingParameter",
                        "give exactly one target (GatewayId, InstanceId, ...)")
     if eni := target.get("NetworkInterfaceId"):
-        from .interfaces import _find, _primary
-        if _find(ctx, eni) is None and _primary(ctx, eni) is None:
-            raise Ec2Error("InvalidNetworkInterfaceID.NotFound", f"the networkInterface ID "
-                           f"'{eni}' does not exist")
+        from .interfaces import any_interface
+        any_interface(ctx, eni)  # InvalidNetworkInterfaceID.NotFound when there is none
     gw = target.get("GatewayId")
     if gw:
         g = ctx.core.records.get(IGW, gw, "internet gateway")

@@ -148,10 +148,13 @@ def reservation(insts: list[Instance], extras: Extras | None = None,
             "instancesSet": [instance(i, n, extras) for n, i in enumerate(insts)]}
 
 
+def volume_status(vol: Volume) -> str:
+    return vol.state if vol.state in ("creating", "available", "in-use", "deleting") else "error"
+
+
 def volume(vol: Volume, snapshot: str = "", delete_on_termination: bool = False
            ) -> dict[str, Any]:
-    status = {"creating": "creating", "available": "available", "in-use": "in-use",
-              "deleting": "deleting"}.get(vol.state, "error")
+    status = volume_status(vol)
     attachments = []
     if vol.attached_to:
         attachments.append({"volumeId": vol.id, "instanceId": instance_id(vol.attached_to),
