@@ -2,24 +2,26 @@
 both data planes and three kinds of failure (killed processes: connections refused; a silent
 cut: packets vanish; the link down).
 
-The load is open loop, in a process of its own as a real client's is (onepane.traffic.openloop:
+The load is open loop, from processes of their own as real clients' are (onepane.traffic.openloop:
 in onepane's process it competed with the control plane for the interpreter lock and measured
-that too): 300 requests a second leave on schedule
-whether or not earlier ones have answered, through one httpx.AsyncClient with the pool
-applications run with (256 connections, 64 kept alive), latency counted from when each request
-was due. A closed-loop client slows down with the server and never builds the queue real users
-build; this bench once said 254 ms where such a client waited 11 s (issue 27).
+that too): 300 requests a second leave on schedule whether or not earlier ones have answered,
+from three processes of 100 each, each one httpx.AsyncClient with the pool applications run
+with (256 connections, 64 kept alive), latency counted from when each request was due. One
+process sending all 300 sits at 0.4-0.65 core and, in a few rounds of forty, tipped over to a
+full core on the requests a failover holds, never to drain, while HAProxy's own log showed every
+other request answered in 5 ms: that measured the client's pool (`--clients 1` shows it).
+A closed-loop client slows down with the server and never builds the queue real users build;
+this bench once said 254 ms where such a client waited 11 s (issue 27).
 
 Per plane and fault: per-second p50/max from 2 s before the fault to 8 s after it; RESULT lines
 take the worst over the whole run. Needs root (network namespaces).
 
-    .venv/bin/python bench/failover.py [--rate 300] [--rounds 2]
+    .venv/bin/python bench/failover.py [--rate 300] [--rounds 2] [--clients N]
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from bench.common import free_port, result
 from onepane.core import Core
 from onepane.lab import fail, netns_lab, recover
 from onepane.spec import parse_spec
-from onepane.traffic.openloop import SecondStats, load_shots
+from onepane.traffic.openloop import LoadProcess, SecondStats
 
 LOCS = ("bench-east", "bench-west")
 FAULTS = ("kill", "silent", "down")
@@ -54,7 +56,7 @@ def up(core: Core, name: str, loc: str) -> bool:
 HELD_MS = 20  # an answer slower than this in the second of the fault was held by it
 
 
-def drill(data_plane: str, failure: str, rate: float, rounds: int
+def drill(data_plane: str, failure: str, rate: float, rounds: int, clients: int | None
           ) -> tuple[list[list[SecondStats]], float, int, list[int], list[SecondStats]]:
     """Rounds of: steady load, the fault at the primary, AFTER_S seconds, recovery. Returns
     each round's seconds, the worst request of the whole run, how many failed, and per round
@@ -70,10 +72,9 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
             "data_plane": data_plane,
             "traffic": {"mode": "active-passive", "order": list(LOCS)}}))
         wait(lambda: all(up(core, name, loc) for loc in LOCS), 30, "both locations up")
-        out = Path(tmp) / "shots.json"
         started = time.monotonic()
-        client = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
-                                   f"http://127.0.0.1:{port}/", str(out), str(rate)])
+        client = LoadProcess(f"http://127.0.0.1:{port}/", Path(tmp) / "shots.json", rate,
+                             clients).start()
         cuts = []
         try:
             primary = core.deployments.get(name).primary or LOCS[0]
@@ -88,13 +89,15 @@ def drill(data_plane: str, failure: str, rate: float, rounds: int
                 time.sleep(2.5)  # steady state before the next fault
                 primary = other
         finally:
-            client.send_signal(signal.SIGTERM)
-            client.wait(60)
-        load = load_shots(str(out))
-        held = [sum(1 for s in load.shots if cut <= s.due < cut + 1 and s.ms > HELD_MS)
+            cpu = client.cpu_seconds()
+            client.stop()
+        print(f"    client: {client.processes} process(es), {cpu / (time.monotonic() - started):.2f} "
+              "core on average")
+        shots = client.snapshot()
+        held = [sum(1 for s in shots if cut <= s.due < cut + 1 and s.ms > HELD_MS)
                 for cut in cuts]
-        return ([load.per_second(cut, 2, AFTER_S) for cut in cuts], load.worst_ms(),
-                load.failed(), held, load.per_second(started, 0, 3))
+        return ([client.per_second(cut, 2, AFTER_S) for cut in cuts], client.worst_ms(),
+                client.failed(), held, client.per_second(started, 0, 3))
 
 
 REFERENCES = (  # (what, window_s, long_s, long_n): bench/heldserver.py's shapes
@@ -105,8 +108,8 @@ REFERENCES = (  # (what, window_s, long_s, long_n): bench/heldserver.py's shapes
 )
 
 
-def client_alone(rate: float, window_s: float, long_s: float, long_n: int
-                 ) -> list[SecondStats]:
+def client_alone(rate: float, window_s: float, long_s: float, long_n: int,
+                 clients: int | None) -> list[SecondStats]:
     """A reference: the same client, no proxy, against a server that holds requests as
     HAProxy's own log showed it holding them in a silent cut (bench/heldserver.py). What the
     client then shows is the client's own doing."""
@@ -115,19 +118,17 @@ def client_alone(rate: float, window_s: float, long_s: float, long_n: int
         server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "heldserver.py"),
                                    str(port), str(delay), str(window_s), str(long_s),
                                    str(long_n)])
-        out = Path(tmp) / "shots.json"
         at = time.monotonic() + delay
         time.sleep(0.3)
-        client = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
-                                   f"http://127.0.0.1:{port}/", str(out), str(rate)])
+        client = LoadProcess(f"http://127.0.0.1:{port}/", Path(tmp) / "shots.json", rate,
+                             clients).start()
         try:
             time.sleep(delay + AFTER_S)
         finally:
-            client.send_signal(signal.SIGTERM)
-            client.wait(60)
+            client.stop()
             server.terminate()
             server.wait()
-        return load_shots(str(out)).per_second(at, 2, AFTER_S)
+        return client.per_second(at, 2, AFTER_S)
 
 
 def main() -> None:
@@ -136,6 +137,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--planes", default="builtin,haproxy", help="comma-separated subset")
     ap.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset")
+    ap.add_argument("--clients", type=int, default=None,
+                    help="load processes, one pool each (default: one per 100 req/s; 1 shows "
+                         "one pool tipping over)")
     args = ap.parse_args()
     worst: dict[tuple[str, str], float] = {}
     after_p50: dict[str, float] = {}
@@ -145,7 +149,7 @@ def main() -> None:
     planes = args.planes.split(",")
     for plane in planes:
         for failure in args.faults.split(","):
-            rounds, worst_ms, failed, held, warm = drill(plane, failure, args.rate, args.rounds)
+            rounds, worst_ms, failed, held, warm = drill(plane, failure, args.rate, args.rounds, args.clients)
             worst[(plane, failure)] = worst_ms
             total_failed += failed
             print(f"\n  {plane} {failure}: failed {failed}, worst {worst_ms:.0f} ms, "
@@ -164,7 +168,7 @@ def main() -> None:
         for what, window_s, long_s, long_n in REFERENCES:
             print(f"\n  reference, no proxy: the same client against a server holding requests "
                   f"the way HAProxy's log shows it does in a silent cut: {what}")
-            for row in client_alone(args.rate, window_s, long_s, long_n):
+            for row in client_alone(args.rate, window_s, long_s, long_n, args.clients):
                 print(f"    second {row.second:3d}: p50 {row.p50_ms:8.1f} ms  "
                       f"max {row.max_ms:8.1f} ms  requests {row.requests}  failed {row.failed}")
     print("\n  targets: 0 failed; silent cut: worst <= 1000 ms (built-in) / 2000 ms (HAProxy), "

@@ -11,7 +11,9 @@ Latency is measured from when the request was due (no coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -22,6 +24,10 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psutil
+
+CLIENT_RATE = 100.0  # requests a second one load process sends (LoadProcess)
+STARTUP_S = 0.5  # a load process's time to import before its first request is due
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class OpenLoop(ShotStats):
     timeout: float = 15.0
     max_connections: int = 256
     max_keepalive: int = 64
+    begin: float | None = None  # when its first request is due (time.monotonic()); None: now
     shots: list[Shot] = field(default_factory=list)
     sink: IO[str] | None = None  # each shot also written here as a JSON line, as it ends
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -105,7 +112,7 @@ class OpenLoop(ShotStats):
                               max_keepalive_connections=self.max_keepalive)
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as http:
             tasks: set[asyncio.Task[None]] = set()
-            start = time.monotonic()
+            start = time.monotonic() if self.begin is None else self.begin
             n = 0
             while not self._stop.is_set():
                 due = start + n / self.rate
@@ -137,60 +144,99 @@ class OpenLoop(ShotStats):
 
 
 class LoadProcess(ShotStats):
-    """An OpenLoop in a process of its own, followed as it goes: a load generator sharing a
-    process with onepane's control plane competes with it for the interpreter lock, and under a
-    busy machine measured that instead of the data plane (issue 27's test failed on CI so)."""
+    """An OpenLoop spread over processes of its own, followed as it goes.
 
-    def __init__(self, url: str, out: Path, rate: float = 300.0) -> None:
+    A process of its own: a load generator sharing a process with onepane's control plane
+    competes with it for the interpreter lock, and under a busy machine measured that instead of
+    the data plane (issue 27's test failed on CI so). Several of them (`CLIENT_RATE` requests a
+    second each), because one httpx pool is itself a queue that can tip: at 300 requests a second
+    one pool costs its process 0.4-0.65 core, every request in flight makes each pool event scan
+    longer, and the extra requests a failover holds for 1.5 s pushed one process to a full core
+    in a few rounds of forty, from where it never drained although HAProxy's own log had every
+    other request answered in at most 5 ms. Real load comes from many users, many pools; one
+    process a client population never is.
+    """
+
+    def __init__(self, url: str, out: Path, rate: float = 300.0,
+                 processes: int | None = None) -> None:
         self.url, self.out, self.rate = url, out, rate
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.processes = processes or max(1, math.ceil(rate / CLIENT_RATE))
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._shots: list[Shot] = []
-        self._read = 0  # bytes of `out` already parsed
+        self._read: dict[Path, int] = {}  # bytes of each output already parsed
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [self.out] + [self.out.with_name(f"{self.out.name}.{n}")
+                             for n in range(1, self.processes)]
 
     def start(self) -> LoadProcess:
-        self.out.write_text("")
-        self._proc = subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
-                                       self.url, str(self.out), str(self.rate)],
-                                      stdin=subprocess.DEVNULL)
+        each = self.rate / self.processes
+        # One schedule on the clock all processes share, each process 1/rate after the one
+        # before: together they send evenly spaced requests. STARTUP_S lets them import first.
+        begin = time.monotonic() + STARTUP_S
+        for n, out in enumerate(self.outputs):
+            out.write_text("")
+            self._procs.append(subprocess.Popen(
+                [sys.executable, "-m", "onepane.traffic.openloop", self.url, str(out), str(each),
+                 repr(begin + n / self.rate)], stdin=subprocess.DEVNULL))
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
             try:
-                self._proc.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                proc.kill()
+                proc.wait()
+
+    def cpu_seconds(self) -> float:
+        """CPU the load processes have used so far (user + system): how close to its own limit
+        the client is."""
+        total = 0.0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(proc.pid).cpu_times()
+                total += t.user + t.system
+        return total
 
     def snapshot(self) -> list[Shot]:
-        with open(self.out, "rb") as f:
-            f.seek(self._read)
-            chunk = f.read()
-        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits
-        self._read += len(complete)
-        self._shots.extend(Shot(**json.loads(line)) for line in complete.splitlines())
+        for out in self.outputs:
+            with open(out, "rb") as f:
+                f.seek(self._read.get(out, 0))
+                chunk = f.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits
+            self._read[out] = self._read.get(out, 0) + len(complete)
+            self._shots.extend(Shot(**json.loads(line)) for line in complete.splitlines())
         return list(self._shots)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m onepane.traffic.openloop URL OUT [RATE]`: the load until SIGTERM, each
-    request a JSON line in OUT as it ends (times on the system's monotonic clock, which all
-    processes share)."""
+    """`python -m onepane.traffic.openloop URL OUT [RATE [BEGIN]]`: the load until SIGTERM, each
+    request a JSON line in OUT as it ends, the first due at BEGIN (default: at once). Times are
+    on the system's monotonic clock, which all processes share."""
     args = argv if argv is not None else sys.argv[1:]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open(args[1], "a", buffering=1) as sink:
-        load = OpenLoop(args[0], rate=float(args[2]) if len(args) > 2 else 300.0, sink=sink)
+        load = OpenLoop(args[0], rate=float(args[2]) if len(args) > 2 else 300.0, sink=sink,
+                        begin=float(args[3]) if len(args) > 3 else None)
         load.start()
         stop.wait()
         load.stop()
 
 
 def load_shots(path: str, url: str = "") -> OpenLoop:
-    """What a process of main() recorded, for per_second() and the rest."""
+    """What a process of main() recorded (or a LoadProcess's processes: PATH, PATH.1, ...), for
+    per_second() and the rest."""
     loop = OpenLoop(url)
-    loop.shots = [Shot(**json.loads(line)) for line in Path(path).read_text().splitlines()]
+    first = Path(path)
+    for out in [first, *sorted(first.parent.glob(first.name + ".*"))]:
+        loop.shots += [Shot(**json.loads(line)) for line in out.read_text().splitlines()]
+    loop.shots.sort(key=lambda s: s.due)
     return loop
 
 
