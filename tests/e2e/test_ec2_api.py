@@ -233,6 +233,51 @@ def test_group_names_address_releases_and_routes_answer_as_ec2_does(start_server
             for r in routes} == {("10.40.0.0/16", "local"), ("10.50.0.0/16", eni)}
 
 
+
+def test_customer_gateways_and_tags_at_every_create(start_server: Any, moto: str) -> None:
+    """Issue 32: customer gateways kept as EC2 keeps them (one per address, ASN and type; tagged
+    and found by their tags), and TagSpecification honoured on every create that takes one, or
+    refused where the resource has no tags — never dropped."""
+    server = start_server(config(moto))
+    ec2 = ec2_client(server, access_key(server))
+    name = [{"ResourceType": "customer-gateway", "Tags": [{"Key": "Name", "Value": "hq"}]}]
+    made = ec2.create_customer_gateway(Type="ipsec.1", PublicIp="198.51.100.77", BgpAsn=65010,
+                                       TagSpecifications=name)["CustomerGateway"]
+    cgw = made["CustomerGatewayId"]
+    assert cgw.startswith("cgw-") and made["BgpAsn"] == "65010" and made["State"] == "available"
+    again = ec2.create_customer_gateway(Type="ipsec.1", IpAddress="198.51.100.77", BgpAsn=65010)
+    assert again["CustomerGateway"]["CustomerGatewayId"] == cgw  # the same gateway, no twin
+    for bad in ({"Type": "ipsec.2", "IpAddress": "198.51.100.78"},
+                {"Type": "ipsec.1", "IpAddress": "not-an-address"},
+                {"Type": "ipsec.1", "IpAddress": "198.51.100.78", "BgpAsn": 0}):
+        assert error_code(ec2.create_customer_gateway, **bad) == "InvalidParameterValue", bad
+    found = ec2.describe_customer_gateways(Filters=[{"Name": "tag:Name", "Values": ["hq"]}])
+    assert [g["CustomerGatewayId"] for g in found["CustomerGateways"]] == [cgw]
+    assert [(t["ResourceId"], t["Key"]) for t in ec2.describe_tags(
+        Filters=[{"Name": "resource-type", "Values": ["customer-gateway"]}])["Tags"]] \
+        == [(cgw, "Name")]
+    ec2.delete_customer_gateway(CustomerGatewayId=cgw)
+    assert error_code(ec2.describe_customer_gateways, CustomerGatewayIds=[cgw]) \
+        == "InvalidCustomerGatewayID.NotFound"
+
+    def spec(kind: str) -> list[dict[str, Any]]:
+        return [{"ResourceType": kind, "Tags": [{"Key": "made-by", "Value": "test"}]}]
+    vpc = ec2.create_vpc(CidrBlock="10.41.0.0/16")["Vpc"]["VpcId"]
+    igw = ec2.create_internet_gateway(TagSpecifications=spec("internet-gateway"))
+    rtb = ec2.create_route_table(VpcId=vpc, TagSpecifications=spec("route-table"))
+    dopt = ec2.create_dhcp_options(DhcpConfigurations=[{"Key": "domain-name", "Values": ["x"]}],
+                                   TagSpecifications=spec("dhcp-options"))
+    for shape in (igw["InternetGateway"], rtb["RouteTable"], dopt["DhcpOptions"]):
+        assert shape["Tags"] == [{"Key": "made-by", "Value": "test"}], shape
+    assert len(ec2.describe_tags(Filters=[{"Name": "key", "Values": ["made-by"]}])["Tags"]) == 3
+    assert error_code(ec2.create_internet_gateway, TagSpecifications=spec("vpc")) \
+        == "InvalidParameterValue"  # a type this call does not make: refused, nothing made
+    assert len(ec2.describe_internet_gateways()["InternetGateways"]) == 1
+    assert error_code(ec2.create_key_pair, KeyName="tagged", TagSpecifications=spec("key-pair")) \
+        == "InvalidParameterValue"
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["tagged"]}])[
+        "KeyPairs"] == []
+
 def test_aws_cli(start_server: Any, moto: str) -> None:
     server = start_server(config(moto))
     key = access_key(server)

@@ -27,6 +27,7 @@ from ...errors import (
 from ..deps import RANK, core, header_lists
 from . import (  # noqa: F401 - they register their actions
     account,
+    customer_gateways,
     identity,
     image_attributes,
     instance_details,
@@ -130,7 +131,8 @@ def translate(exc: OnepaneError) -> Ec2Error:
                 "snapshot": "InvalidSnapshot.NotFound", "network": "InvalidSubnetID.NotFound",
                 "image": "InvalidAMIID.NotFound", "vpc": "InvalidVpcID.NotFound",
                 "igw": "InvalidInternetGatewayID.NotFound", "rtb": "InvalidRouteTableID.NotFound",
-                "dopt": "InvalidDhcpOptionID.NotFound"}.get(field, "InvalidParameterValue")
+                "dopt": "InvalidDhcpOptionID.NotFound",
+                "cgw": "InvalidCustomerGatewayID.NotFound"}.get(field, "InvalidParameterValue")
         return Ec2Error(code, exc.detail)
     if isinstance(exc, Unsupported):
         return Ec2Error("UnsupportedOperation", exc.detail)

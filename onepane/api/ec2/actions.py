@@ -596,10 +596,15 @@ def _tag_targets(ctx: Context, p: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-# Resources whose tags live in their annotations, keyed by the EC2 id, and their error names.
+# Resources whose tags live in their annotations, keyed by the EC2 id's prefix: the name in
+# their error codes and their DescribeTags resource type.
 OTHER_KINDS = {"vpc": "Vpc", "subnet": "Subnet", "sg": "Group", "igw": "InternetGateway",
                "rtb": "RouteTable", "dopt": "DhcpOptions", "ami": "AMI", "eni": "NetworkInterface",
-               "eipalloc": "Allocation"}
+               "eipalloc": "Allocation", "cgw": "CustomerGateway"}
+RESOURCE_TYPES = {"vpc": "vpc", "subnet": "subnet", "sg": "security-group",
+                  "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
+                  "ami": "image", "eni": "network-interface", "eipalloc": "elastic-ip",
+                  "cgw": "customer-gateway"}
 
 
 def ec2_exists(ctx: Context, rid: str) -> bool:
@@ -617,7 +622,7 @@ def ec2_exists(ctx: Context, rid: str) -> bool:
         return rid in {g.id for g in ctx.core.security_groups.find()}
     if kind == "ami":
         return any(i.id == rid for i in ctx.core.ops.images.list_images(limit=100_000))
-    return rid in {r.id for k in ("igw", "rtb", "dopt", "eni", "eip")
+    return rid in {r.id for k in ("igw", "rtb", "dopt", "eni", "eip", "cgw")
                    for r in ctx.core.records.find(k)}
 
 
@@ -654,9 +659,7 @@ def _retag(ctx: Context, kind: str, rid: str, add: dict[str, str],
 def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = TAG_FILTERS.parse(p)
     if bad := set(flt.get("resource-type", [])) - {
-            "instance", "volume", "snapshot", "image", "vpc", "subnet", "security-group",
-            "internet-gateway", "route-table", "dhcp-options", "network-interface",
-            "elastic-ip"}:
+            "instance", "volume", "snapshot", *RESOURCE_TYPES.values()}:
         raise Ec2Error("InvalidParameterValue", f"resource-type {sorted(bad)[0]!r}: onepane "
                        "has no such resource to tag")
     rows: list[dict[str, str]] = []
@@ -670,11 +673,8 @@ def DescribeTags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             rows.extend({"resourceId": vol.id, "resourceType": "volume", "key": k, "value": v}
                         for k, v in sorted(vol.tags.items()))
     for rid, note in ctx.core.annotations.all().items():
-        kind = {"vpc": "vpc", "subnet": "subnet", "sg": "security-group",
-                "igw": "internet-gateway", "rtb": "route-table", "dopt": "dhcp-options",
-                "ami": "image", "eni": "network-interface",
-                "eipalloc": "elastic-ip"}.get(rid.split("-", 1)[0]) or (
-                    "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
+        kind = RESOURCE_TYPES.get(rid.split("-", 1)[0]) or (
+            "image" if "ec2.tags" in note.attributes and "-" not in rid else None)
         if kind and TAG_FILTERS.allows(flt, "resource-type", kind):
             rows.extend({"resourceId": rid, "resourceType": kind, "key": k, "value": v}
                         for k, v in sorted((note.attributes.get("ec2.tags") or {}).items()))

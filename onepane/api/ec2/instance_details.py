@@ -12,7 +12,16 @@ from ...errors import OnepaneError
 from ...inventory.paging import every
 from ...model import Instance
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, _instance, action, set_ec2_notes
+from .actions import (
+    READ_ONLY,
+    WRITE,
+    Context,
+    _instance,
+    _tag_specs,
+    action,
+    set_ec2_notes,
+    tags_at_create,
+)
 from .settle import settle
 from .wire import Ec2Error, members
 
@@ -261,6 +270,10 @@ def CreateImage(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidParameterValue", "Name is 1-128 characters")
     if inst.provider_id is None:
         raise Ec2Error("IncorrectInstanceState", "the instance is not made yet")
+    # EC2 also tags the EBS snapshots behind the image; onepane's image is a disk of its
+    # catalog, with no snapshot made: those tags are checked and apply to nothing
+    tags = _tag_specs(p, "image", made_none=("snapshot",))
     from ...model import slug
     img = ctx.core.catalog.capture(inst.location, inst.provider_id, slug(name) or "image")
+    tags_at_create(ctx, p, "image", "other", img.id, tags)
     return {"imageId": img.id}

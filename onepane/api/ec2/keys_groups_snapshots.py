@@ -28,8 +28,17 @@ def _key(k: KeyPair) -> dict[str, Any]:
             "keyPairId": "key-" + k.fingerprint.replace(":", "")[:17]}
 
 
+def _no_tags(p: dict[str, Any]) -> None:
+    """onepane's key pairs carry no tags: tags asked for at create are refused, never dropped
+    (a tool that looks its key up by a tag would otherwise make another on every run)."""
+    if members(p, "TagSpecification"):
+        raise Ec2Error("InvalidParameterValue", "TagSpecification: onepane's key pairs take no "
+                       "tags; create the key without them")
+
+
 @action(WRITE)
 def CreateKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    _no_tags(p)
     kp, private = ctx.core.key_pairs.create(required(p, "KeyName"))
     return {**_key(kp), "keyMaterial": private}
 
@@ -37,6 +46,7 @@ def CreateKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def ImportKeyPair(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     name = required(p, "KeyName")
+    _no_tags(p)
     material = decode_material(p.get("PublicKeyMaterial") or "")
     if not material:
         raise Ec2Error("MissingParameter", "the request must contain PublicKeyMaterial")

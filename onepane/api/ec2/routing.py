@@ -10,7 +10,7 @@ from typing import Any
 
 from ...inventory.records import Record, record_id
 from . import shapes
-from .actions import READ_ONLY, WRITE, Context, action, other_tags
+from .actions import READ_ONLY, WRITE, Context, _tag_specs, action, other_tags, tags_at_create
 from .filtering import FilterTable, each, key, tag_set
 from .vpc import VPC, _vpc_of
 from .wire import Ec2Error, members, required
@@ -49,7 +49,10 @@ def _igw(r: Record, ctx: Context) -> dict[str, Any]:
 
 @action(WRITE)
 def CreateInternetGateway(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    return {"internetGateway": _igw(ctx.core.records.add(IGW, "igw", {"vpc": None}), ctx)}
+    tags = _tag_specs(p, "internet-gateway")  # checked before anything is made
+    r = ctx.core.records.add(IGW, "igw", {"vpc": None})
+    tags_at_create(ctx, p, "internet-gateway", "other", r.id, tags)
+    return {"internetGateway": _igw(r, ctx)}
 
 
 @action(WRITE)
@@ -121,9 +124,11 @@ def _table(ctx: Context, rid: str) -> Record:
 @action(WRITE)
 def CreateRouteTable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vpc = _vpc_record(ctx, required(p, "VpcId"))
+    tags = _tag_specs(p, "route-table")  # checked before anything is made
     r = ctx.core.records.add(RTB, "rtb", {"vpc": vpc.id, "main": False,
                                           "routes": [_local(vpc.attributes["cidr"])],
                                           "associations": []})
+    tags_at_create(ctx, p, "route-table", "other", r.id, tags)
     return {"routeTable": _rtb(r, ctx)}
 
 
@@ -307,7 +312,10 @@ def CreateDhcpOptions(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         config[key] = list(values)
     if not config:
         raise Ec2Error("MissingParameter", "the request must contain DhcpConfiguration")
-    return {"dhcpOptions": _dopt(ctx.core.records.add(DOPT, "dopt", {"config": config}), ctx)}
+    tags = _tag_specs(p, "dhcp-options")  # checked before anything is made
+    r = ctx.core.records.add(DOPT, "dopt", {"config": config})
+    tags_at_create(ctx, p, "dhcp-options", "other", r.id, tags)
+    return {"dhcpOptions": _dopt(r, ctx)}
 
 
 @action(WRITE)
