@@ -12,6 +12,7 @@ holds VMs cannot be removed.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from onepane.providers.vm.hostaddresses import table_name
 from onepane.providers.vm.hostlab import HostLab, host_lab
 from onepane.traffic.drill import LongResponse
 from tests.conftest import Server
@@ -111,6 +113,14 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: 
     assert host_of(server, solo["target"]) == empty
     ok(cli(server, "instances", "destroy", solo["target"], "--wait"))
 
+    # an elastic address reaches the replica on its host (rewritten on onepane's machine to
+    # the guest's own address, which is routed to the host that runs it)
+    eip = ok(cli(server, "-o", "json", "addresses", "allocate"))
+    ok(cli(server, "addresses", "associate", eip["id"], "--instance", replicas[0]["id"]))
+    own = f"ip={replicas[0]['addresses'][0]}/24"
+    assert own in wait_for(lambda: http_get(f"http://{eip['public_ip']}/cgi-bin/state", 5), 30,
+                           what="the replica through its elastic address")
+
     # maintenance of one replica's host, under load, with a long response open across it
     victim = host_of(server, replicas[0]["id"])
     assert victim is not None
@@ -138,6 +148,15 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: 
     # same address, answering (a loaded machine: the first try may time out)
     wait_for(lambda: http_get(f"http://{moved['addresses'][0]}/", 5), 30,
              what="the moved VM answering at its address")
+    # ...and at its elastic address, which followed it to its new host
+    assert own in wait_for(lambda: http_get(f"http://{eip['public_ip']}/cgi-bin/state", 5), 30,
+                           what="the moved VM through its elastic address")
+    ok(cli(server, "addresses", "disassociate", eip["id"]))
+    wait_for(lambda: http_get(f"http://{eip['public_ip']}/cgi-bin/state", 2) is None, 15,
+             what="the address reaching nothing once disassociated")
+    ok(cli(server, "addresses", "release", eip["id"]))
+    assert table_name("dc-h") not in subprocess.run(["nft", "list", "tables"],
+                                                    capture_output=True, text=True).stdout
     kinds = [e["kind"] for e in ok(cli(server, "-o", "json", "events", "--kind", "host.",
                                        "--limit", "20"))]
     assert "host.moved" in kinds and "host.empty" in kinds

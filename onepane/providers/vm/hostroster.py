@@ -181,9 +181,12 @@ class HostRoster:
             return
         address = (meta or {}).get("address") or self.p.addresses.get(instance)
         if address:
-            spec = self.host(host)
-            via = spec.route_via or urlsplit(spec.uri).hostname or ""
-            ip("route", "replace", f"{address}/32", "via", via)
+            ip("route", "replace", f"{address}/32", "via", self.via(host))
+
+    def via(self, host: str) -> str:
+        """The address onepane's machine routes a host's guests through."""
+        spec = self.host(host)
+        return spec.route_via or urlsplit(spec.uri).hostname or ""
 
     def route_running(self, host: str) -> None:
         for dom in self.p.domains(host):

@@ -16,7 +16,8 @@ through that connection — no shared file system, no path of onepane's machine 
   --live` between two such locations is the same move between a host of each.
 - **Addresses** stay the guest's: onepane's machine routes each guest's /32 via the host that
   runs it (`route_guests`, on by default) and switches that route the moment the destination
-  runs the guest.
+  runs the guest; elastic addresses are rewritten to the guest's own on onepane's machine and
+  ride that route (hostaddresses.py).
 - **A move never leaves two running copies and never destroys the only one**: the destination
   is cleaned up after a failure only while the source still runs the guest; a paused leftover
   is removed only once the running copy is confirmed (`reconcile_copies`, also run at start:
@@ -53,7 +54,7 @@ from ..base import (
     Provider,
 )
 from ..dcnet import ip
-from . import guestnet, hostdisks
+from . import guestnet, hostaddresses, hostdisks
 from .hostconns import HostConnections
 from .hostmoves import HostMoves, running
 from .hostpools import STORAGE, HostPools
@@ -144,8 +145,6 @@ class HostsProvider(Provider):
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
         firewall="security groups are not enforced at remote-host vm locations yet (netns and "
                  "single-host vm locations do)",
-        addresses="elastic addresses are not routed to remote hosts' VMs yet (netns and "
-                  "single-host vm locations route them)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
@@ -213,7 +212,28 @@ class HostsProvider(Provider):
             for inst in self.list_instances():
                 with contextlib.suppress(OnepaneError):
                     self.destroy_instance(inst.provider_id)
+        if self.options.route_guests:
+            hostaddresses.forget(self.location, self._vias())
         self.close()
+
+    def route_addresses(self, wanted: dict[str, str]) -> None:
+        """Elastic addresses, rewritten to their guests' own on onepane's machine
+        (hostaddresses): they reach a guest on whichever host runs it."""
+        if not self.options.route_guests:
+            raise PermanentProviderError(
+                f"location {self.location}: elastic addresses ride on the guests' routes from "
+                "onepane's machine (route_guests); with route_guests off, route them yourself")
+        targets = {}
+        for address, provider_id in wanted.items():
+            guest, located = self.addresses.get(provider_id), self.locate(provider_id)
+            if guest is None or located is None:
+                raise PermanentProviderError(f"instance {provider_id} at {self.location} has "
+                                             "no guest address or runs on no host")
+            targets[address] = (guest, self.roster.via(located[0]))
+        hostaddresses.route(self.location, targets, self._vias())
+
+    def _vias(self) -> set[str]:
+        return {self.roster.via(h.name) for h in self.options.hosts}
 
     def close(self) -> None:
         with self._lock:
