@@ -89,7 +89,8 @@ def console_hosts(page: Page, server: Server) -> Page:
 
 
 def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: dict[str, Any],
-                                                          tmp_path: Path, page: Page) -> None:
+                                                          hosts: HostLab, tmp_path: Path,
+                                                          page: Page) -> None:
     assert {h["state"] for h in host_rows(server).values()} == {"up"}
     spec = tmp_path / "web.yaml"
     spec.write_text(f"name: web-h\nimage: {img['id']}\nsize: vm.tiny\nreplicas: {{dc-h: 2}}\n"
@@ -157,6 +158,28 @@ def test_placement_and_a_maintenance_evacuation_under_load(server: Server, img: 
     ok(cli(server, "addresses", "release", eip["id"]))
     assert table_name("dc-h") not in subprocess.run(["nft", "list", "tables"],
                                                     capture_output=True, text=True).stdout
+
+    # security groups on the hosts: libvirt's network filter of the guest, defined on every
+    # host; the guest's answers to what no rule allows are dropped, so nothing connects
+    from tests.e2e.test_ec2_api import access_key, ec2_client
+    ec2 = ec2_client(server, access_key(server))
+    gid = ec2.create_security_group(GroupName="hosted", Description="hosted")["GroupId"]
+    url = f"http://{moved['addresses'][0]}/"
+    ec2.modify_instance_attribute(InstanceId="i-" + moved["id"].split("-", 1)[1], Groups=[gid])
+    wait_for(lambda: http_get(url, 1) is None, 30, what="no ingress rule: nothing connects")
+    filters = {h.name: hosts.connect(h).listNWFilters() for h in hosts.hosts}
+    assert all(f"onepane-{moved['provider_id']}" in names for names in filters.values()), filters
+    ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+         "IpRanges": [{"CidrIp": "10.200.0.0/16"}]}])
+    def seen() -> str:
+        rules = [subprocess.run(h.net.exec_argv(["iptables-save"]), capture_output=True,
+                                text=True).stdout for h in hosts.hosts]
+        log = server.log_path.read_text(errors="replace")
+        return "\n".join(r[-3000:] for r in rules) + "\nLOG:" + "\n".join(
+            ln for ln in log.splitlines() if "security" in ln or "filter" in ln)[-3000:]
+    wait_for(lambda: http_get(url, 1), 30, what="port 80 allowed: the guest answers again",
+             explain=seen)
     kinds = [e["kind"] for e in ok(cli(server, "-o", "json", "events", "--kind", "host.",
                                        "--limit", "20"))]
     assert "host.moved" in kinds and "host.empty" in kinds

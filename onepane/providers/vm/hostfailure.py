@@ -190,6 +190,7 @@ class HostFailures:
         self.p.reserved[instance] = (dst, cpus, mb)
         try:
             with self.p._errors():
+                self.p.carry_filters(new_xml, None, self.p.conn(dst))  # its host is dead
                 dom = self.p.conn(dst).defineXML(new_xml)
                 dom.create()
         except BaseException:

@@ -202,11 +202,13 @@ class HostMoves:
 
     def prepare(self, src: str, target: HostsProvider, dst: str, instance: str,
                  xml: str) -> None:
-        """Empty disks of the same sizes at the destination (the mirror fills them) and the
-        instance's small files (its OVF environment, its keys), copied host to host."""
+        """Empty disks of the same sizes at the destination (the mirror fills them), the
+        instance's small files (its OVF environment, its keys), copied host to host, and the
+        network filter its interface uses."""
         src_pool, dst_pool = self.p.pools.pool(src), target.pools.pool(dst)
         lv = _libvirt()
         with libvirt_errors():
+            self.p.carry_filters(xml, self.p.conn(src), target.conn(dst))
             for path in disk_paths(xml).values():
                 name = path.name
                 capacity = src_pool.storageVolLookupByName(name).info()[1]

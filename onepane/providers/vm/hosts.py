@@ -54,7 +54,7 @@ from ..base import (
     Provider,
 )
 from ..dcnet import ip
-from . import guestnet, hostaddresses, hostdisks
+from . import guestnet, hostaddresses, hostdisks, hostfilters
 from .hostconns import HostConnections
 from .hostmoves import HostMoves, running
 from .hostpools import STORAGE, HostPools
@@ -143,8 +143,6 @@ def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
 class HostsProvider(Provider):
     capabilities = Capabilities.all_but(
         resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
-        firewall="security groups are not enforced at remote-host vm locations yet (netns and "
-                 "single-host vm locations do)",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
@@ -177,6 +175,7 @@ class HostsProvider(Provider):
         self.roster = HostRoster(self)
         # instance -> (host, running) as last listed: where a dead host's VMs were
         self.last_seen: dict[str, tuple[str, bool]] = {}
+        self.filters: dict[str, str] = {}  # filter name -> XML, as last enforced
         # instance -> (host, vCPUs, MiB) of a move in flight: not defined at its destination
         # yet, so placement would not count it without this
         self.reserved: dict[str, tuple[str, int, int]] = {}
@@ -231,6 +230,57 @@ class HostsProvider(Provider):
                                              "no guest address or runs on no host")
             targets[address] = (guest, self.roster.via(located[0]))
         hostaddresses.route(self.location, targets, self._vias())
+
+    def enforce(self, ingress: dict[str, list[dict[str, Any]]],
+                groups: dict[str, dict[str, list[dict[str, Any]]]],
+                egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """Security groups as libvirt network filters (hostfilters: what they hold and why):
+        each guest's filter defined on every host, then referenced by its interface. A guest
+        that left every group keeps its filter, opened."""
+        egress = egress or {}
+        filtered = set(ingress) | set(egress)
+        wanted = {hostfilters.filter_name(pid): hostfilters.render(
+                      pid, ingress.get(pid, []) if pid in filtered else None, egress.get(pid))
+                  for pid in filtered | {n.removeprefix(hostfilters.PREFIX)
+                                         for n in self.filters}}
+        with self._lock, self._errors():
+            for host in self.up_hosts():
+                conn = self.conn(host)
+                for xml in wanted.values():
+                    conn.nwfilterDefineXML(xml)
+            self.filters.update(wanted)
+            for pid in sorted(filtered):
+                located = self.locate(pid)
+                if located is not None:
+                    self._reference(located[1], hostfilters.filter_name(pid))
+
+    def _reference(self, dom: Any, name: str) -> None:
+        """The guest's interfaces use filter `name`, now and at its next start."""
+        lv = _libvirt()
+        flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+        for iface in hostfilters.interfaces(dom.XMLDesc(0)):
+            changed = hostfilters.with_filter(iface, name)
+            if changed is not None:
+                dom.updateDeviceFlags(changed, flags)
+
+    def _drop_filter(self, provider_id: str) -> None:
+        name = hostfilters.filter_name(provider_id)
+        if self.filters.pop(name, None) is None:
+            return
+        lv = _libvirt()
+        for host in self.up_hosts():
+            with contextlib.suppress(lv.libvirtError, OnepaneError):
+                self.conn(host).nwfilterLookupByName(name).undefine()
+
+    def carry_filters(self, domain_xml: str, src_conn: Any, dst_conn: Any) -> None:
+        """The filters a guest's interfaces use, defined where it is going (before a move:
+        libvirt refuses to start a guest whose filter is missing)."""
+        for name in hostfilters.referenced(domain_xml):
+            xml = self.filters.get(name)
+            if xml is None and src_conn is not None:
+                xml = src_conn.nwfilterLookupByName(name).XMLDesc(0)
+            if xml is not None:
+                dst_conn.nwfilterDefineXML(xml)
 
     def _vias(self) -> set[str]:
         return {self.roster.via(h.name) for h in self.options.hosts}
@@ -331,6 +381,7 @@ class HostsProvider(Provider):
                     with contextlib.suppress(lv.libvirtError):
                         dom.undefine()
                 self._forget(name, provider_id)
+            self._drop_filter(provider_id)
             if self.options.storage is not None and not found:
                 # on a dead host, or nowhere: its disks and definition on the storage go, so
                 # that no recovery starts it again (a copy found above: _forget did it)
