@@ -85,6 +85,20 @@ def chain_state(r: httpx.Response) -> str:
     return "chain"
 
 
+def tiers_policy_holds(web: str, mid: str, db: str, when: str) -> None:
+    """outside -> web -> app -> db, nothing else: checked from a client here and from the
+    tiers themselves."""
+    front = reach(f"http://{web}/")
+    assert front is not None and front.text.startswith("onepane test guest"), when
+    # a dropped SYN (or answer): nothing within 1.5 s (an allowed guest answers in milliseconds)
+    assert reach(f"http://{mid}/", 1.5) is None, f"{when}: the outside reached the app tier"
+    assert reach(f"http://{db}/", 1.5) is None, f"{when}: the outside reached the database"
+    inner = fetch(web, f"{mid}/")
+    assert inner is not None and inner.status_code == 200, (when, inner)
+    denied = fetch(web, f"2@{db}/")  # web -> db: no rule; the guest gives up after 2 s
+    assert denied is not None and denied.status_code == 502, (when, denied)
+
+
 def tier_addresses(app: dict[str, Any]) -> dict[str, str]:
     return {t["tier"]: t["instances"][0]["addresses"][0] for t in app["tiers"]
             if t["instances"] and t["instances"][0]["addresses"]}
@@ -127,15 +141,7 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
         == list(TIERS)
 
     def policy_holds(when: str) -> None:
-        front = reach(f"http://{web}/")
-        assert front is not None and front.text.startswith("onepane test guest"), when
-        # a dropped SYN: no answer within 1.5 s (an allowed guest answers one in milliseconds)
-        assert reach(f"http://{mid}/", 1.5) is None, f"{when}: the outside reached the app tier"
-        assert reach(f"http://{db}/", 1.5) is None, f"{when}: the outside reached the database"
-        inner = fetch(web, f"{mid}/")
-        assert inner is not None and inner.status_code == 200, (when, inner)
-        denied = fetch(web, f"2@{db}/")  # web -> db: no rule; the guest gives up after 2 s
-        assert denied is not None and denied.status_code == 502, (when, denied)
+        tiers_policy_holds(web, mid, db, when)
     policy_holds("deployed")
 
     chain = f"/cgi-bin/fetch?{mid}/cgi-bin/fetch?{db}/cgi-bin/state"

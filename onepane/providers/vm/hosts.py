@@ -186,6 +186,8 @@ class HostsProvider(Provider):
 
     def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.options.route_guests:  # health checks leave from it (check_source)
+            ip("addr", "replace", f"{guestnet.CHECKER}/32", "dev", "lo")
         if self.options.storage is not None:
             with contextlib.suppress(OnepaneError):
                 self.pools.pool(STORAGE)
@@ -205,6 +207,11 @@ class HostsProvider(Provider):
         if not self.up_hosts():
             raise TransientProviderError(f"no host of {self.location} answers: "
                                          + "; ".join(self.problems()))
+
+    def check_source(self) -> str | None:
+        """The checker address, which every guest's filter answers (hostfilters); it is on
+        onepane's machine, where the guests' routes lead (route_guests)."""
+        return guestnet.CHECKER if self.options.route_guests else None
 
     def teardown(self) -> None:
         with contextlib.suppress(OnepaneError):
