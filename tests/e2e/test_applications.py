@@ -99,6 +99,16 @@ def tiers_policy_holds(web: str, mid: str, db: str, when: str) -> None:
     assert denied is not None and denied.status_code == 502, (when, denied)
 
 
+def app_serving(server: Server, name: str, location: str) -> dict[str, Any] | None:
+    """The application's status once every tier passes its checks at `location` and has its
+    address; None before."""
+    a = ok(cli(server, "-o", "json", "apps", "status", name))
+    deps = {d["name"]: d for d in ok(cli(server, "-o", "json", "deployments", "list"))}
+    healthy = all((deps[t["deployment"]]["status"].get("locations") or {})
+                  .get(location, {}).get("healthy") == 1 for t in a["tiers"])
+    return a if healthy and len(tier_addresses(a)) == 3 else None
+
+
 def tier_addresses(app: dict[str, Any]) -> dict[str, str]:
     return {t["tier"]: t["instances"][0]["addresses"][0] for t in app["tiers"]
             if t["instances"] and t["instances"][0]["addresses"]}
@@ -122,13 +132,8 @@ def test_a_three_tier_application_keeps_its_policy_and_data_through_a_live_move(
            "--allow", "shop-web:shop-app:80", "--allow", "shop-app:shop-db:80",
            "--keep-data", "shop-db"))
 
-    def serving() -> dict[str, Any] | None:
-        a = ok(cli(server, "-o", "json", "apps", "status", "shop"))
-        deps = {d["name"]: d for d in ok(cli(server, "-o", "json", "deployments", "list"))}
-        healthy = all((deps[t["deployment"]]["status"].get("locations") or {})
-                      .get("app-a", {}).get("healthy") == 1 for t in a["tiers"])
-        return a if healthy and len(tier_addresses(a)) == 3 else None
-    status = wait_for(serving, 360, interval=1, what="every tier serving")
+    status = wait_for(lambda: app_serving(server, "shop", "app-a"), 360, interval=1,
+                      what="every tier serving")
     ip = tier_addresses(status)
     web, mid, db = ip["shop-web"], ip["shop-app"], ip["shop-db"]
 

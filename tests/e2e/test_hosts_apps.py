@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from onepane.traffic.drill import Load
 from tests.conftest import Server
 from tests.e2e.test_applications import (
     TIERS,
+    app_serving,
     chain_state,
     fetch,
     tier_addresses,
@@ -70,13 +70,8 @@ def test_an_application_keeps_its_policy_through_a_live_move_between_locations_o
            "--size", "vm.small", "--attempt-timeout", "30", "--allow", "outside:shop-web:80",
            "--allow", "shop-web:shop-app:80", "--allow", "shop-app:shop-db:80"))
 
-    def serving() -> dict[str, Any] | None:
-        a = ok(cli(server, "-o", "json", "apps", "status", "shop"))
-        deps = {d["name"]: d for d in ok(cli(server, "-o", "json", "deployments", "list"))}
-        healthy = all((deps[t["deployment"]]["status"].get("locations") or {})
-                      .get("apps-a", {}).get("healthy") == 1 for t in a["tiers"])
-        return a if healthy and len(tier_addresses(a)) == 3 else None
-    status = wait_for(serving, 420, interval=1, what="every tier serving")
+    status = wait_for(lambda: app_serving(server, "shop", "apps-a"), 420, interval=1,
+                      what="every tier serving")
     ip = tier_addresses(status)
     web, mid, db = ip["shop-web"], ip["shop-app"], ip["shop-db"]
 
