@@ -70,7 +70,8 @@ class Load:
                 try:
                     r = http.get(self.url)
                     ok = r.status_code == 200
-                    where = self.read(r) if ok else f"HTTP {r.status_code}"
+                    # a failure says who said what: the data plane's 503 names its last try
+                    where = self.read(r) if ok else f"HTTP {r.status_code} {r.text.strip()[:120]}"
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     ok, where = False, repr(exc)
                 with self._lock:
