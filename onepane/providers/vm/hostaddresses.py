@@ -48,8 +48,3 @@ def route(location: str, wanted: dict[str, tuple[str, str]], vias: set[str]) -> 
             if address not in wanted:
                 ip("route", "del", f"{address}/32", "via", parts[2], "proto", ADDRESS_ROUTES,
                    check=False)
-
-
-def forget(location: str, vias: set[str]) -> None:
-    """The location's table and routes gone (its teardown)."""
-    route(location, {}, vias)

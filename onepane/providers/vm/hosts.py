@@ -218,8 +218,8 @@ class HostsProvider(Provider):
             for inst in self.list_instances():
                 with contextlib.suppress(OnepaneError):
                     self.destroy_instance(inst.provider_id)
-        if self.options.route_guests:
-            hostaddresses.forget(self.location, self._vias())
+        if self.options.route_guests:  # no address wanted: its table and routes go
+            hostaddresses.route(self.location, {}, self._vias())
         self.close()
 
     def route_addresses(self, wanted: dict[str, str]) -> None:
@@ -253,8 +253,12 @@ class HostsProvider(Provider):
         with self._lock, self._errors():
             for host in self.up_hosts():
                 conn = self.conn(host)
-                for xml in wanted.values():
-                    conn.nwfilterDefineXML(xml)
+                present = set(conn.listNWFilters())
+                # only what a host lacks or what changed: libvirt rebuilds every guest's rules
+                # for a filter defined again, unchanged or not
+                for name, xml in wanted.items():
+                    if name not in present or self.filters.get(name) != xml:
+                        conn.nwfilterDefineXML(xml)
             self.filters.update(wanted)
             for pid in sorted(filtered):
                 located = self.locate(pid)
@@ -280,9 +284,10 @@ class HostsProvider(Provider):
                 self.conn(host).nwfilterLookupByName(name).undefine()
 
     def carry_filters(self, domain_xml: str, src_conn: Any, dst_conn: Any) -> None:
-        """The filters a guest's interfaces use, defined where it is going (before a move:
-        libvirt refuses to start a guest whose filter is missing)."""
-        for name in hostfilters.referenced(domain_xml):
+        """The filters a guest's interfaces use, defined where it is going if it lacks them
+        (before a move: libvirt refuses to start a guest whose filter is missing)."""
+        present = set(dst_conn.listNWFilters())
+        for name in set(hostfilters.referenced(domain_xml)) - present:
             xml = self.filters.get(name)
             if xml is None and src_conn is not None:
                 xml = src_conn.nwfilterLookupByName(name).XMLDesc(0)
