@@ -158,7 +158,7 @@ def host_failure(lab: HostLab, out: Path, disk: Path) -> float:
     _wait(lambda: all(_answers(a) for a in addresses), 180, "the guests did not boot")
     p.list_instances()  # what the failure watch knows of where VMs run
     victim.kill_daemon()
-    victim.net.cut("silent")
+    victim.cut("silent")
     t0 = time.monotonic()
     try:
         failures = HostFailures(p)
@@ -174,7 +174,7 @@ def host_failure(lab: HostLab, out: Path, disk: Path) -> float:
         print(f"host failure: dead after {detected:.1f} s, {recovery.as_dict()}, answering "
               f"after {recovery_s:.1f} s", flush=True)
     finally:
-        victim.net.restore()
+        victim.restore()
         victim.hypervisor.start()
     removed = HostFailures(p).readmit(victim.name)
     print(f"{victim.name} readmitted; stale copies removed: {removed}")

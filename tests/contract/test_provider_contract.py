@@ -61,7 +61,8 @@ def _vm_hosts(tmp: Path, guest_disk: Path, lab_hosts: HostLab, **_: Any) -> Case
     assert lab_hosts.storage is not None
     p = build_provider("c-vmhosts", "vm", state_dir=tmp, region="", driver=None,
                        credentials=lab_hosts.credentials(),
-                       options={"hosts": lab_hosts.specs(), "storage": lab_hosts.storage.options()})
+                       options={"hosts": lab_hosts.specs(), "storage": lab_hosts.storage.options(),
+                                "stop_timeout": 0.5})
     p.setup()
     image = p.import_disk("img-contract", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
                           lambda _pct: None)

@@ -228,7 +228,7 @@ def test_a_dead_host_s_vm_runs_again_on_another_host_and_never_twice(
     lab_host = next(h for h in hosts.hosts if h.name == victim)
 
     lab_host.kill_daemon()
-    lab_host.net.cut("silent")
+    lab_host.cut("silent")
     try:
         def restarted() -> str | None:
             events = ok(cli(server, "-o", "json", "events", "--kind", "host.", "--limit", "50"))
@@ -249,7 +249,7 @@ def test_a_dead_host_s_vm_runs_again_on_another_host_and_never_twice(
         for kind in ("host.unreachable", "host.dead", "host.fenced", "host.restarted"):
             assert kind in kinds, kinds
     finally:
-        lab_host.net.restore()
+        lab_host.restore()
         lab_host.hypervisor.start()
 
     # back: the stale copy (its QEMU ran on through the cut) goes, then the host takes VMs

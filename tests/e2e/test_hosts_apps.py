@@ -52,16 +52,6 @@ def server(lab: HostLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         srv.stop()
 
 
-# Known (2026-12-07): a request through all three tiers that is in flight while a tier's disk
-# is mirrored to the other location's host waits ~5 s and gets a 503 (2 to 4 per move): the
-# data plane passing on the web guest's 502 — its chained fetch of the tier being mirrored got
-# no answer within its 5 s. The same with plain TCP instead of TLS between the hosts; the same
-# move at single-host vm locations loses none. Only that failure is expected here (pytest.fail
-# below); any other — the policy before or after the move, the placement, the addresses —
-# fails the test.
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True,
-                   reason="requests through a tier whose disk is being mirrored between hosts "
-                          "of two locations stall ~5 s (cause not found yet)")
 def test_an_application_keeps_its_policy_through_a_live_move_between_locations_of_hosts(
         server: Server, guest_disk: Path, tmp_path: Path) -> None:
     shop = ok(cli(server, "-o", "json", "images", "import", str(vapp_ova(tmp_path, guest_disk)),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..base import InstanceSpec
 from .domain import Disk, NbdSource
+from .hostkept import key_of
 from .hostpools import STORAGE
 from .provider import DISK_TARGETS, FW_FILES, _libvirt, guest_domain, guest_files, libvirt_errors
 
@@ -44,8 +45,12 @@ def local_disks(p: HostsProvider, host: str, spec: InstanceSpec) -> list[Disk]:
                        "</capacity><target><format type='qcow2'/></target><backingStore>"
                        f"<path>{image}</path><format type='{fmt}'/></backingStore></volume>", 0)
         disks = [Disk(Path(p.pools.vol_path(root)))]
+        kept = _adopt(p, host, spec)
         for n, size in enumerate(spec.disks, start=1):
             extra = f"{spec.onepane_id}-disk{n}.qcow2"
+            if n in kept:  # the data a replica it replaces left: a kept disk keeps its size
+                disks.append(Disk(Path(p.pools.vol_path(extra)), target=DISK_TARGETS[n]))
+                continue
             pool.createXML(f"<volume><name>{extra}</name><capacity unit='bytes'>{size}"
                            "</capacity><target><format type='qcow2'/></target></volume>", 0)
             disks.append(Disk(Path(p.pools.vol_path(extra)), target=DISK_TARGETS[n]))
@@ -63,21 +68,33 @@ def shared_disks(p: HostsProvider, spec: InstanceSpec) -> list[Disk]:
     p.pools.ensure_image(STORAGE, spec.image)
     pool = p.pools.pool(STORAGE)
     disks = []
+    kept = _adopt(p, STORAGE, spec)
     with libvirt_errors():
         image_vol = pool.storageVolLookupByName(spec.image)
         for n, size in enumerate([0, *spec.disks]):
             name = f"{spec.onepane_id}-disk{n}.raw"
-            with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
-                pool.storageVolLookupByName(name).delete(0)
-            if n == 0:
+            if n in kept:
+                pass  # the data a replica it replaces left
+            elif n == 0:
+                with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
+                    pool.storageVolLookupByName(name).delete(0)
                 size = int(image_vol.info()[1])
                 pool.createXMLFrom(f"<volume><name>{name}</name><capacity unit='bytes'>"
                                    f"{size}</capacity><target><format type='raw'/>"
                                    "</target></volume>", image_vol, 0)
             else:
+                with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
+                    pool.storageVolLookupByName(name).delete(0)
                 pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>{size}"
                                "</capacity><target><format type='raw'/></target></volume>",
                                0)
             disks.append(Disk(Path(name), format="raw", target=DISK_TARGETS[n],
                               nbd=NbdSource(storage.nbd_host, storage.nbd_port, name)))
     return disks
+
+
+def _adopt(p: HostsProvider, where: str, spec: InstanceSpec) -> set[int]:
+    """The data disks kept for the replica this VM replaces, taken in `where`'s pool under
+    the VM's own names (hostkept); which extra disks they are."""
+    key = key_of(spec.tags)
+    return p.kept.adopt(where, spec.onepane_id, key, len(spec.disks)) if key else set()

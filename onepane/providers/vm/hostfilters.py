@@ -5,14 +5,22 @@ firewall: a filter per guest (`onepane-<instance>`), defined on every host of th
 guest that moves finds its filter there), referenced by the guest's interface. libvirt turns
 it into iptables chains for the guest's tap device, with connection tracking.
 
-Where it can hold: libvirt's chain for traffic *to* a guest matches bridged frames only, and
-onepane's guests are routed by their host (isolated bridge ports, the host the gateway), so
-what reaches a guest never passes it. Traffic *from* the guest does pass its chain — frames
-enter the host through the guest's port — and so the filter decides on the guest's side: an
-inbound connection is refused by dropping the guest's answers to it (a peer's SYN is answered
-by nothing, as if dropped; TCP never opens), outbound by dropping what the guest sends. Answers
-to what a rule allows, and to onepane's health checks, pass. UDP datagrams and ICMP requests a
-rule does not allow still reach the guest; only its answers are dropped.
+Where it can hold: libvirt's chain for traffic *to* a guest matches bridged frames only. What
+another guest sends (on the same host, or from another host over the guests' shared segment)
+is bridged and passes it; what the host routes to the guest (from onepane's machine, from the
+outside) never does. Traffic *from* the guest always passes its chain — frames enter the host
+through the guest's port — and so for routed traffic the filter decides on the guest's side:
+an inbound connection is refused by dropping the guest's answers to it (a peer's SYN is
+answered by nothing, as if dropped; TCP never opens), outbound by dropping what the guest
+sends. Answers to what a rule allows, and to onepane's health checks, pass. Routed UDP
+datagrams and ICMP requests a rule does not allow still reach the guest; only its answers are
+dropped.
+
+What a live move loses: the source host's connection tracking. So TCP segments with ACK and
+without SYN (the segments of connections already open) pass both ways without it; a connection
+is opened only by a SYN, which the rules decide (and a peer's SYN is answered by a SYN-ACK,
+which they decide too). UDP flows the rules opened answer again only once the guest or its peer
+sends anew from the destination.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from .guestnet import CHECKER
 
 PREFIX = "onepane-"
 FILTERS = uuid.UUID("5d1f4a8e-2b77-4c53-9a0e-6f1c2d3b4a59")  # namespace of their UUIDs
+OPEN_SEGMENT = "SYN,ACK/ACK"  # nwfilter's mask/set: ACK set, SYN not (iptables --tcp-flags)
 
 
 def filter_name(provider_id: str) -> str:
@@ -40,22 +49,33 @@ def render(provider_id: str, ingress: list[dict[str, Any]] | None,
     # the same UUID at every definition: libvirt takes a filter again only under its own UUID
     ET.SubElement(root, "uuid").text = str(uuid.uuid5(FILTERS, filter_name(provider_id)))
 
-    def rule(action: str, direction: str, priority: int, proto: str, **attrs: str) -> None:
+    def rule(action: str, direction: str, priority: int, proto: str,
+             attrs: dict[str, str] | None = None, stateful: bool = True) -> None:
         el = ET.SubElement(root, "rule", action=action, direction=direction,
                            priority=str(priority))
-        ET.SubElement(el, proto, attrs)
+        if not stateful:
+            el.set("statematch", "false")
+        ET.SubElement(el, proto, attrs or {})
 
     if ingress is None:
         rule("accept", "in", 100, "all")
     else:
-        rule("accept", "in", 100, "all", srcipaddr=CHECKER)  # onepane's own health checks
+        rule("accept", "in", 100, "all", {"srcipaddr": CHECKER})  # onepane's health checks
         for proto, attrs in _matches(ingress, "src"):
-            rule("accept", "in", 200, proto, **attrs)
+            rule("accept", "in", 200, proto, attrs)
+    if ingress is not None or egress is not None:
+        # Segments of TCP connections already open, both ways, whatever the connection
+        # tracking says: a live move leaves the source host's tracking behind, and the
+        # destination's would otherwise drop the next segment of every open connection
+        # (seen: a guest's FIN after its move, so the client waited out its timeout). Only
+        # a SYN opens a connection, and SYNs (with or without ACK) meet the other rules.
+        for direction in ("out", "in"):
+            rule("accept", direction, 150, "tcp", {"flags": OPEN_SEGMENT}, stateful=False)
     if egress is None:
         rule("accept", "out", 300, "all")
     else:
         for proto, attrs in _matches(egress, "dst"):
-            rule("accept", "out", 300, proto, **attrs)
+            rule("accept", "out", 300, proto, attrs)
     # what no rule allowed: the guest's answers to it, and what it opens itself
     rule("drop", "out", 900, "all")
     rule("drop", "in", 900, "all")

@@ -14,6 +14,11 @@ host (what it presents when it migrates to another host peer-to-peer) and onepan
 certificate, returned as the location's credentials (`credentials()`). `tls=False` gives plain
 TCP with no authentication, reachable only from this machine. docs/vm.md says what a real host
 needs.
+
+The hosts' guest bridges share one Ethernet segment (`GuestSegment`), as hosts in a data center
+share the guest VLAN: guests on two hosts reach each other directly, also while one of them is
+moved (the destination's QEMU announces the guest on the segment when it takes over). Each host
+stays its own guests' gateway: frames from the shared gateway MAC never cross the segment.
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ class LabHost:
 
     def spec(self) -> dict[str, str]:
         return {"name": self.name, "uri": self.uri}
+
+    def cut(self, mode: str = "silent") -> None:
+        """The host off every network, as a dead machine is: its link to onepane and the
+        other hosts (dcnet's cut) and its port on the guest segment — a guest left running
+        there must not answer for the copy restarted elsewhere."""
+        self.net.cut(mode)
+        ip("-n", self.net.ns, "link", "set", GuestSegment.port(self), "down", check=False)
+
+    def restore(self) -> None:
+        self.net.restore()
+        ip("-n", self.net.ns, "link", "set", GuestSegment.port(self), "up", check=False)
 
     def kill_daemon(self) -> None:
         """libvirtd dies (its VMs keep running, as on a real host)."""
@@ -199,6 +215,44 @@ def stop_storage(storage: LabStorage) -> None:
     stop_host(storage.host)
 
 
+class GuestSegment:
+    """The guest VLAN between the lab's hosts: a bridge in a namespace of its own with a port
+    per host, patched into that host's guest bridge. A frame from the gateway MAC (a host
+    speaking as its guests' gateway) is dropped there, so every host answers only for its own
+    guests and no host sees its own MAC arrive from the segment."""
+
+    def __init__(self, hosts: list[LabHost]) -> None:
+        self.ns = f"op-gseg{hosts[0].net.index}"
+        self.hosts = hosts
+
+    def setup(self) -> None:
+        ip("netns", "del", self.ns, check=False)  # left by a run that died
+        ip("netns", "add", self.ns)
+        ip("-n", self.ns, "link", "add", "seg0", "type", "bridge")
+        ip("-n", self.ns, "link", "set", "seg0", "up")
+        subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], check=True,
+                       capture_output=True, text=True, input=(
+                           "table bridge onepane_segment {\n chain forward {\n"
+                           "  type filter hook forward priority 0; policy accept;\n"
+                           f"  ether saddr {guestnet.GATEWAY_MAC} drop\n }}\n}}\n"))
+        for host in self.hosts:
+            outer, inner = f"opgs{host.net.index}", self.port(host)
+            ip("link", "del", outer, check=False)
+            ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            ip("link", "set", outer, "netns", self.ns)
+            ip("link", "set", inner, "netns", host.net.ns)
+            ip("-n", self.ns, "link", "set", outer, "master", "seg0", "up")
+            ip("-n", host.net.ns, "link", "set", inner, "master", guestnet.BRIDGE, "up")
+
+    @staticmethod
+    def port(host: LabHost) -> str:
+        """The host's port on the segment, in its guest bridge."""
+        return f"opgh{host.net.index}"
+
+    def teardown(self) -> None:
+        ip("netns", "del", self.ns, check=False)  # its ports' peers go with it
+
+
 @dataclass
 class HostLab:
     hosts: list[LabHost]
@@ -239,15 +293,20 @@ def host_lab(hosts: dict[str, int], tls: bool = True,
     ca = LabCA() if tls else None
     started: list[LabHost] = []
     shared: LabStorage | None = None
+    segment: GuestSegment | None = None
     try:
         for name, index in hosts.items():
             started.append(start_host(name, index, root, ca))
+        segment = GuestSegment(started)
+        segment.setup()
         if storage is not None:
             shared = start_storage(storage[0], storage[1], root, ca)
         yield HostLab(started, ca, root, shared)
     finally:
         if shared is not None:
             stop_storage(shared)
+        if segment is not None:
+            segment.teardown()
         for host in started:
             stop_host(host)
         shutil.rmtree(root, ignore_errors=True)

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import (
+    Conflict,
     InvalidInput,
     NotFound,
     OnepaneError,
@@ -55,13 +56,16 @@ from ..base import (
 )
 from ..dcnet import ip
 from . import guestnet, hostaddresses, hostdisks, hostfilters
+from .domain import read_metadata
 from .hostconns import HostConnections
+from .hostkept import HostKeptDisks, key_of
 from .hostmoves import HostMoves, running
 from .hostpools import STORAGE, HostPools
 from .hostroster import HostRoster
 from .migration import Phase
 from .provider import (
     DISK_TARGETS,
+    KEEP_STOP_S,
     SIZES,
     _libvirt,
     find_domain,
@@ -150,8 +154,6 @@ class HostsProvider(Provider):
         volumes="volumes on remote hosts are not built yet (a VM's extra disks are: disks=)",
         snapshots="volumes on remote hosts are not built yet",
         capture_image="reading a disk back from a remote host is not built yet",
-        keep_data="keeping a replaced VM's data disks on its host is not built yet (single-host "
-                  "vm locations keep them): a replacement here gets blank ones",
         cut="the hosts' network is the operator's: onepane cannot cut it (drills cut a "
             "location onepane runs, or a host's link in the lab)",
         networks="a vm location has one guest network (10.200.255.0/24), shared by every "
@@ -173,6 +175,7 @@ class HostsProvider(Provider):
         self._damaged: dict[str, str] = {}  # domain -> why its metadata does not read
         self._lock = threading.RLock()
         self.roster = HostRoster(self)
+        self.kept = HostKeptDisks(self)  # data disks kept for a replica's replacement
         # instance -> (host, running) as last listed: where a dead host's VMs were
         self.last_seen: dict[str, tuple[str, bool]] = {}
         self.filters: dict[str, str] = {}  # filter name -> XML, as last enforced
@@ -342,16 +345,40 @@ class HostsProvider(Provider):
                                    f"{', '.join(SIZES)}", field="size")
             if len(spec.disks) > len(DISK_TARGETS) - 1:
                 raise InvalidInput("a VM takes up to 15 extra disks", field="disks")
-            host = self.roster.place(spec.size, spec.tags.get("onepane:deployment"))
+            host = self._place(spec)
             try:
                 xml = hostdisks.define(self, host, spec)
                 with self._errors():
                     dom = self.conn(host).defineXML(xml)
                 self._start(host, dom)
             except Exception:
+                key = key_of(spec.tags)
+                if key:  # kept disks it took go back under their key, whole
+                    with contextlib.suppress(Exception):
+                        self.kept.park(STORAGE if self.options.storage else host,
+                                       spec.onepane_id, key)
+                with contextlib.suppress(Exception):  # defined but never started: no trace
+                    left = self.find(host, spec.onepane_id)
+                    if left is not None and not left.isActive():
+                        left.undefine()
                 self._forget(host, spec.onepane_id)
                 raise
             return self.observed(host, dom)
+
+    def _place(self, spec: InstanceSpec) -> str:
+        """A host for a new VM: the one holding the data disks kept for it when it has room
+        (no copy), else the best, which gets those disks first (hostkept)."""
+        deployment = spec.tags.get("onepane:deployment")
+        key = key_of(spec.tags)
+        holder = self.kept.holder(key) if key and self.options.storage is None else None
+        if key is None or holder is None:
+            return self.roster.place(spec.size, deployment)
+        others = frozenset(h.name for h in self.options.hosts if h.name != holder)
+        with contextlib.suppress(Conflict):
+            return self.roster.place(spec.size, deployment, exclude=others)
+        host = self.roster.place(spec.size, deployment)
+        self.kept.bring(key, host)
+        return host
 
     def start_instance(self, provider_id: str) -> None:
         host, dom = self.located(provider_id)
@@ -380,24 +407,51 @@ class HostsProvider(Provider):
     def destroy_instance(self, provider_id: str) -> None:
         lv = _libvirt()
         with self._lock:
-            found = False
-            for name in self.up_hosts():  # every copy, wherever a move left one
-                dom = self.find(name, provider_id)
-                if dom is None:
-                    continue
-                found = True
+            copies = [(name, dom) for name in self.up_hosts()  # wherever a move left one
+                      if (dom := self.find(name, provider_id)) is not None]
+            # the running copy's disks are the ones a replacement may keep
+            copies.sort(key=lambda c: not running(c[1]))
+            key = self._data_key(copies[0][1] if copies else None, provider_id)
+            for n, (name, dom) in enumerate(copies):
                 with self._errors():
+                    if n == 0 and key and dom.isActive():
+                        # its data disks are kept: the guest writes back what it holds first
+                        # (briefly: one that does not answer is stopped hard)
+                        with contextlib.suppress(lv.libvirtError):
+                            stop_domain(dom, min(self.options.stop_timeout, KEEP_STOP_S))
                     if dom.isActive():
                         with contextlib.suppress(lv.libvirtError):
                             dom.destroy()
                     with contextlib.suppress(lv.libvirtError):
                         dom.undefine()
+                if n == 0 and key:
+                    self.kept.park(STORAGE if self.options.storage else name, provider_id, key)
                 self._forget(name, provider_id)
             self._drop_filter(provider_id)
-            if self.options.storage is not None and not found:
+            if self.options.storage is not None and not copies:
                 # on a dead host, or nowhere: its disks and definition on the storage go, so
                 # that no recovery starts it again (a copy found above: _forget did it)
+                if key:
+                    self.kept.park(STORAGE, provider_id, key)
                 self.pools.delete_volumes(STORAGE, provider_id)
+
+    def forget_data(self, deployment: str) -> list[str]:
+        return self.kept.forget(deployment)
+
+    def _data_key(self, dom: Any | None, provider_id: str) -> str | None:
+        """The data key in the VM's record: its domain's metadata, or (its host dead) the
+        copy of its definition on the network storage."""
+        xml = None
+        with contextlib.suppress(Exception):
+            if dom is not None:
+                xml = dom.XMLDesc(0)
+            elif self.options.storage is not None:
+                xml = self.pools.download(STORAGE, f"{provider_id}-domain.xml",
+                                          1 << 20).decode() or None
+        meta = read_metadata(xml) if xml else None
+        with contextlib.suppress(InvalidInput):
+            return key_of((meta or {}).get("tags"))
+        return None
 
     def kill_instance(self, provider_id: str) -> None:
         _, dom = self.located(provider_id)
