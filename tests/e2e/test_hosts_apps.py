@@ -21,6 +21,7 @@ from tests.e2e.test_applications import (
     app_serving,
     chain_state,
     fetch,
+    known_guest_panic,
     tier_addresses,
     tiers_policy_holds,
     vapp_ova,
@@ -117,19 +118,3 @@ def test_an_application_keeps_its_policy_through_a_live_move_between_locations_o
     wait_for(lambda: ok(cli(server, "-o", "json", "instances", "list")) == [], 180,
              what="the application's VMs gone")
 
-
-def known_guest_panic(server: Server, failure: str) -> None:
-    """An expected failure when a moved guest's kernel panicked (its console says so): found
-    2026-12-07 in 5 of 15 runs of this drill (three moves each) — a panic in a moved guest
-    seconds after it resumed at the destination (in rb_next, apparmor_file_free_security: kernel
-    structures corrupted), with TLS and with plain TCP between the hosts; not seen in the same
-    application's moves between single-host vm locations (test_applications.py). Not onepane's
-    traffic path: the guest sends nothing at all from then on (a capture on its host showed
-    QEMU's own announcements and no frame of the guest's). Any other failure fails the test."""
-    panics = {}
-    for inst in ok(cli(server, "-o", "json", "instances", "list")):
-        console = cli(server, "instances", "console", inst["id"]).stdout
-        if "Kernel panic" in console:
-            panics[inst["name"]] = console[console.find("RIP:"):][:200]
-    if panics:
-        pytest.xfail(f"a moved guest's kernel panicked: {panics}; {failure[:300]}")

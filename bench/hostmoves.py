@@ -1,0 +1,218 @@
+"""Live moves of one busy guest back and forth, counted by whether the guest survives each.
+
+Written after the application drill at locations of remote hosts (tests/e2e/test_hosts_apps.py)
+saw moved guests' kernels panic seconds after they resumed (2026-12-07). This takes onepane's
+application machinery, its data plane and the network filters out of the picture: one guest
+(the test disk, TCG) under an open-loop load of CGI requests straight to its address, moved
+live N times with the provider's own calls, and after every move asked whether it still
+answers and whether its console shows a panic. A crashed guest is replaced and the moves go on.
+
+    .venv/bin/python bench/hostmoves.py [--moves 20] [--mode across|hosts|single]
+
+  across  two locations of one remote host each (HostsProvider.live_migrate, what an
+          application's tier move does)
+  hosts   two remote hosts of one location (HostMoves.move, what a host evacuation does)
+  single  two single-host vm locations on this machine (VmProvider.live_migrate; the
+          reference: not seen to crash)
+
+RESULT host_move_guest_crashes   guests that panicked or stopped answering (target 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import result
+from onepane.providers.base import InstanceSpec, Provider
+from onepane.providers.vm.hostlab import host_lab
+from onepane.providers.vm.hostmoves import HostMoves
+from onepane.providers.vm.hosts import HostsProvider
+from onepane.providers.vm.provider import VmProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTS = {"mv1": 205, "mv2": 206}
+SINGLE = {"mvs-a": 209, "mvs-b": 210}
+BOUND_S = 120.0
+# a move: (provider now holding the guest, its id) -> the provider holding it afterwards
+Mover = Callable[[Provider, str], Provider]
+IMAGES: dict[str, str] = {}  # location -> the guest image's id there
+
+
+@contextmanager
+def across(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
+    with host_lab(HOSTS) as lab:
+        a, b = (HostsProvider(f"mv-{h.name}", out / "state", {"hosts": [h.spec()]},
+                              lab.credentials()) for h in lab.hosts)
+        for p in (a, b):
+            p.setup()
+            IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
+                                               lambda _f: None)
+
+        def move(src: Provider, pid: str) -> Provider:
+            dst = b if src is a else a
+            src.live_migrate(pid, dst, BOUND_S, lambda *_a: None)
+            return dst
+        try:
+            yield a, move
+        finally:
+            for p in (a, b):
+                p.teardown()
+
+
+@contextmanager
+def hosts(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
+    with host_lab(HOSTS) as lab:
+        p = HostsProvider("mv-hosts", out / "state", {"hosts": lab.specs()}, lab.credentials())
+        p.setup()
+        IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
+                                               lambda _f: None)
+
+        def move(src: Provider, pid: str) -> Provider:
+            host = p.locate(pid)
+            assert host is not None
+            dst = next(h for h in p.up_hosts() if h != host[0])
+            HostMoves(p).move(pid, host[0], p, dst, BOUND_S, lambda *_a: None)
+            return p
+        try:
+            yield p, move
+        finally:
+            p.teardown()
+
+
+@contextmanager
+def single(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
+    a, b = (VmProvider(name, out / "state", {"index": index}) for name, index in SINGLE.items())
+    for p in (a, b):
+        p.setup()
+        IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
+                                               lambda _f: None)
+
+    def move(src: Provider, pid: str) -> Provider:
+        dst = b if src is a else a
+        src.live_migrate(pid, dst, BOUND_S, lambda *_a: None)
+        return dst
+    try:
+        yield a, move
+    finally:
+        for p in (a, b):
+            p.teardown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moves", type=int, default=20)
+    ap.add_argument("--mode", choices=("across", "hosts", "single"), default="across")
+    ap.add_argument("--rate", type=float, default=10, help="CGI requests a second")
+    ap.add_argument("--fetch", action="store_true",
+                    help="each request makes the guest fetch from itself (two CGIs)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        subprocess.run([str(ROOT / "scripts" / "build-test-disk.sh"), str(out / "guest")],
+                       check=True, capture_output=True)
+        disk = out / "guest" / "guest.qcow2"
+        crashes, moved = 0, 0
+        setups = {"across": across, "hosts": hosts, "single": single}
+        with setups[args.mode](out, disk) as (first, move):
+            holder, n = first, 0
+            pid, address = boot(holder, n)
+            load = loadgen(address, args.rate, out, args.fetch)
+            try:
+                for i in range(args.moves):
+                    t0 = time.monotonic()
+                    holder = move(holder, pid)
+                    moved += 1
+                    fine, why = survived(holder, pid, address)
+                    print(f"move {i + 1}: {time.monotonic() - t0:.1f} s, "
+                          f"{'answers' if fine else 'CRASHED: ' + why}", flush=True)
+                    if not fine:
+                        crashes += 1
+                        load.send_signal(signal.SIGTERM)
+                        load.wait(30)
+                        holder.destroy_instance(pid)
+                        n += 1
+                        pid, address = boot(holder, n)
+                        load = loadgen(address, args.rate, out, args.fetch)
+            finally:
+                load.send_signal(signal.SIGTERM)
+                load.wait(30)
+                holder.destroy_instance(pid)
+    print(f"{args.mode}: {moved} moves, {crashes} guests crashed")
+    result("host_move_guest_crashes", crashes, f"of-{moved}-moves", "==", 0)
+
+
+def boot(p: Provider, n: int) -> tuple[str, str]:
+    obs = p.create_instance(InstanceSpec(onepane_id=f"inst-mv{n}", name=f"mv{n}",
+                                         image=_image(p), size="vm.small"))
+    address = obs.addresses[0]
+    _wait(lambda: _answers(address, "/"), 240, "the guest did not boot")
+    return obs.provider_id, address
+
+
+def loadgen(address: str, rate: float, out: Path, fetch: bool) -> subprocess.Popen[bytes]:
+    """Open-loop CGI requests to the guest (each forks in the guest), in a process of its own."""
+    path = f"/cgi-bin/fetch?{address}/cgi-bin/state" if fetch else "/cgi-bin/state"
+    return subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
+                             f"http://{address}{path}", str(out / "load.json"),
+                             str(rate)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def survived(p: Provider, pid: str, address: str) -> tuple[bool, str]:
+    """Whether the moved guest answers within 20 s and its console shows no panic since."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        console = p.console_output(pid, 8192)
+        if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
+            return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
+        if _answers(address, "/"):
+            time.sleep(3)  # a panic shows seconds after the guest resumed
+            console = p.console_output(pid, 8192)
+            if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
+                return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
+            if _answers(address, "/"):
+                return True, ""
+        time.sleep(0.5)
+    return False, "no answer within 20 s"
+
+
+def _image(p: Provider) -> str:
+    return IMAGES[p.location]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.5)
+
+
+def _answers(address: str, path: str) -> bool:
+    try:
+        conn = http.client.HTTPConnection(address, 80, timeout=2)
+        conn.request("GET", path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+if __name__ == "__main__":
+    main()
+
