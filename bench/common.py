@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,24 @@ def round_line(n: int, reference: str, times: dict[str, float], count: int) -> s
     return (f"  round {n + 1}: {reference} {times['direct']:6.2f} s "
             f"({count / times['direct']:5.1f}/s), through onepane's API {times['api']:6.2f} s "
             f"({count / times['api']:5.1f}/s): {times['api'] / times['direct']:.3f}")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Wait for `cond` (every 0.5 s); the bench exits with `failure` past the deadline."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.5)
+
+
+def answers_http(address: str, path: str = "/", timeout: float = 1.0) -> bool:
+    """Whether http://ADDRESS/PATH answers 200 within `timeout` (a guest that is up)."""
+    try:
+        conn = http.client.HTTPConnection(address, 80, timeout=timeout)
+        conn.request("GET", path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except (OSError, http.client.HTTPException):
+        return False

@@ -8,12 +8,16 @@ live N times with the provider's own calls, and after every move asked whether i
 answers and whether its console shows a panic. A crashed guest is replaced and the moves go on.
 
     .venv/bin/python bench/hostmoves.py [--moves 20] [--mode across|hosts|single]
+        [--rate R] [--fetch | --peer]
+
+`--fetch`: each request makes the guest fetch from itself (two CGIs); `--peer`: the requests go
+to a second guest that stays at the first location and fetches from the moving one, so every
+move happens under guest-to-guest traffic, as an application's tier moves do.
 
   across  two locations of one remote host each (HostsProvider.live_migrate, what an
           application's tier move does)
   hosts   two remote hosts of one location (HostMoves.move, what a host evacuation does)
-  single  two single-host vm locations on this machine (VmProvider.live_migrate; the
-          reference: not seen to crash)
+  single  two single-host vm locations on this machine (VmProvider.live_migrate)
 
 RESULT host_move_guest_crashes   guests that panicked or stopped answering (target 0)
 """
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import signal
 import subprocess
 import sys
@@ -33,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import result
+from bench.common import answers_http, result, wait_until
 from onepane.providers.base import InstanceSpec, Provider
 from onepane.providers.vm.hostlab import host_lab
 from onepane.providers.vm.hostmoves import HostMoves
@@ -51,23 +54,9 @@ IMAGES: dict[str, str] = {}  # location -> the guest image's id there
 
 @contextmanager
 def across(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
-    with host_lab(HOSTS) as lab:
-        a, b = (HostsProvider(f"mv-{h.name}", out / "state", {"hosts": [h.spec()]},
-                              lab.credentials()) for h in lab.hosts)
-        for p in (a, b):
-            p.setup()
-            IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
-                                               lambda _f: None)
-
-        def move(src: Provider, pid: str) -> Provider:
-            dst = b if src is a else a
-            src.live_migrate(pid, dst, BOUND_S, lambda *_a: None)
-            return dst
-        try:
-            yield a, move
-        finally:
-            for p in (a, b):
-                p.teardown()
+    with host_lab(HOSTS) as lab, pair([HostsProvider(f"mv-{h.name}", out / "state", {"hosts": [h.spec()]},
+                             lab.credentials()) for h in lab.hosts], disk) as moving:
+        yield moving
 
 
 @contextmanager
@@ -76,7 +65,7 @@ def hosts(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
         p = HostsProvider("mv-hosts", out / "state", {"hosts": lab.specs()}, lab.credentials())
         p.setup()
         IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
-                                               lambda _f: None)
+                                           lambda _f: None)
 
         def move(src: Provider, pid: str) -> Provider:
             host = p.locate(pid)
@@ -92,11 +81,19 @@ def hosts(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
 
 @contextmanager
 def single(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
-    a, b = (VmProvider(name, out / "state", {"index": index}) for name, index in SINGLE.items())
-    for p in (a, b):
+    with pair([VmProvider(name, out / "state", {"index": index})
+               for name, index in SINGLE.items()], disk) as moving:
+        yield moving
+
+
+@contextmanager
+def pair(providers: list[Provider], disk: Path) -> Iterator[tuple[Provider, Mover]]:
+    """Two locations, each with the guest image; a move goes to the other one."""
+    a, b = providers
+    for p in providers:
         p.setup()
         IMAGES[p.location] = p.import_disk("img-mv", "guest", disk, "qcow2", _sha(disk),
-                                               lambda _f: None)
+                                           lambda _f: None)
 
     def move(src: Provider, pid: str) -> Provider:
         dst = b if src is a else a
@@ -105,7 +102,7 @@ def single(out: Path, disk: Path) -> Iterator[tuple[Provider, Mover]]:
     try:
         yield a, move
     finally:
-        for p in (a, b):
+        for p in providers:
             p.teardown()
 
 
@@ -116,6 +113,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10, help="CGI requests a second")
     ap.add_argument("--fetch", action="store_true",
                     help="each request makes the guest fetch from itself (two CGIs)")
+    ap.add_argument("--peer", action="store_true",
+                    help="the requests go to a second guest that stays where the first started "
+                         "and fetches from the moving one (guest-to-guest traffic in every move)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -126,8 +126,16 @@ def main() -> None:
         setups = {"across": across, "hosts": hosts, "single": single}
         with setups[args.mode](out, disk) as (first, move):
             holder, n = first, 0
+            peer = boot(first, "peer") if args.peer else None
+
+            def url(address: str) -> str:
+                if peer is not None:
+                    return f"http://{peer[1]}/cgi-bin/fetch?{address}/cgi-bin/state"
+                if args.fetch:
+                    return f"http://{address}/cgi-bin/fetch?{address}/cgi-bin/state"
+                return f"http://{address}/cgi-bin/state"
             pid, address = boot(holder, n)
-            load = loadgen(address, args.rate, out, args.fetch)
+            load = loadgen(url(address), args.rate, out)
             try:
                 for i in range(args.moves):
                     t0 = time.monotonic()
@@ -143,29 +151,30 @@ def main() -> None:
                         holder.destroy_instance(pid)
                         n += 1
                         pid, address = boot(holder, n)
-                        load = loadgen(address, args.rate, out, args.fetch)
+                        load = loadgen(url(address), args.rate, out)
             finally:
                 load.send_signal(signal.SIGTERM)
                 load.wait(30)
                 holder.destroy_instance(pid)
+                if peer is not None:
+                    first.destroy_instance(peer[0])
     print(f"{args.mode}: {moved} moves, {crashes} guests crashed")
     result("host_move_guest_crashes", crashes, f"of-{moved}-moves", "==", 0)
 
 
-def boot(p: Provider, n: int) -> tuple[str, str]:
+def boot(p: Provider, n: int | str) -> tuple[str, str]:
     obs = p.create_instance(InstanceSpec(onepane_id=f"inst-mv{n}", name=f"mv{n}",
                                          image=_image(p), size="vm.small"))
     address = obs.addresses[0]
-    _wait(lambda: _answers(address, "/"), 240, "the guest did not boot")
+    wait_until(lambda: answers_http(address), 240, "the guest did not boot")
     return obs.provider_id, address
 
 
-def loadgen(address: str, rate: float, out: Path, fetch: bool) -> subprocess.Popen[bytes]:
-    """Open-loop CGI requests to the guest (each forks in the guest), in a process of its own."""
-    path = f"/cgi-bin/fetch?{address}/cgi-bin/state" if fetch else "/cgi-bin/state"
-    return subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop",
-                             f"http://{address}{path}", str(out / "load.json"),
-                             str(rate)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def loadgen(url: str, rate: float, out: Path) -> subprocess.Popen[bytes]:
+    """Open-loop CGI requests (each forks in the guest), in a process of its own."""
+    return subprocess.Popen([sys.executable, "-m", "onepane.traffic.openloop", url,
+                             str(out / "load.json"), str(rate)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def survived(p: Provider, pid: str, address: str) -> tuple[bool, str]:
@@ -175,12 +184,12 @@ def survived(p: Provider, pid: str, address: str) -> tuple[bool, str]:
         console = p.console_output(pid, 8192)
         if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
             return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
-        if _answers(address, "/"):
+        if answers_http(address, timeout=2):
             time.sleep(3)  # a panic shows seconds after the guest resumed
             console = p.console_output(pid, 8192)
             if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
                 return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
-            if _answers(address, "/"):
+            if answers_http(address, timeout=2):
                 return True, ""
         time.sleep(0.5)
     return False, "no answer within 20 s"
@@ -192,25 +201,6 @@ def _image(p: Provider) -> str:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit(failure)
-        time.sleep(0.5)
-
-
-def _answers(address: str, path: str) -> bool:
-    try:
-        conn = http.client.HTTPConnection(address, 80, timeout=2)
-        conn.request("GET", path)
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except (OSError, http.client.HTTPException):
-        return False
 
 
 if __name__ == "__main__":

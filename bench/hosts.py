@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import answers_http as _answers
 from bench.common import result
+from bench.common import wait_until as _wait
 from onepane.providers.base import InstanceSpec
 from onepane.providers.vm.hostfailure import HostFailures
 from onepane.providers.vm.hostlab import HostLab, host_lab
@@ -182,25 +182,6 @@ def host_failure(lab: HostLab, out: Path, disk: Path) -> float:
         p.destroy_instance(v.provider_id)
     p.close()
     return recovery_s
-
-
-def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit(failure)
-        time.sleep(0.5)
-
-
-def _answers(address: str) -> bool:
-    try:
-        conn = http.client.HTTPConnection(address, 80, timeout=1)
-        conn.request("GET", "/")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except (OSError, http.client.HTTPException):
-        return False
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import pytest
 
 from onepane.errors import OnepaneError, TransientProviderError
 from onepane.providers.base import DATA_TAG, InstanceSpec
-from onepane.providers.copy import sha256_of
 from onepane.providers.registry import build_provider
 from onepane.providers.vm.hostlab import host_lab
 from onepane.providers.vm.hosts import HostsProvider
+from tests.integration.test_kept_data import keeping
 
 pytestmark = pytest.mark.root
 MARK = "0x6b"
@@ -32,17 +32,8 @@ def hosts(tmp_path_factory: pytest.TempPathFactory,
                            region="", driver=None, credentials=lab.credentials(),
                            options={"hosts": lab.specs(), "stop_timeout": 0.5})
         assert isinstance(p, HostsProvider)
-        p.setup()
-        image = p.import_disk("img-hkept", "guest", guest_disk, "qcow2",
-                              sha256_of(guest_disk), lambda _pct: None)
-        try:
+        with keeping(p, guest_disk) as image:
             yield p, image
-        finally:
-            for inst in p.list_instances():
-                p.destroy_instance(inst.provider_id)
-            p.forget_data("db")
-            p.teardown()
-            p.close()
 
 
 def replica(image: str, n: int, key: str | None = "db.0") -> InstanceSpec:

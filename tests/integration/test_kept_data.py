@@ -4,13 +4,14 @@ that fails to start gives the disk back; forgetting the deployment drops it."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onepane.providers.base import DATA_TAG, InstanceSpec
+from onepane.providers.base import DATA_TAG, InstanceSpec, Provider
 from onepane.providers.copy import sha256_of
 from onepane.providers.registry import build_provider
 from onepane.providers.vm.provider import VmProvider
@@ -24,11 +25,18 @@ def vm(tmp_path_factory: pytest.TempPathFactory, guest_disk: Path) -> Iterator[t
     p = build_provider("kd-vm", "vm", state_dir=tmp_path_factory.mktemp("kept"), region="",
                        driver=None, credentials={}, options={"index": 248, "stop_timeout": 0.5})
     assert isinstance(p, VmProvider)
-    p.setup()
-    image = p.import_disk("img-kept", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
-                          lambda _pct: None)
-    try:
+    with keeping(p, guest_disk) as image:
         yield p, image
+
+
+@contextlib.contextmanager
+def keeping(p: Provider, guest_disk: Path) -> Iterator[str]:
+    """The provider set up with the guest image (its id yielded); afterwards every instance
+    destroyed and the data kept for deployment `db` dropped (the replicas' key is db.<slot>)."""
+    p.setup()
+    try:
+        yield p.import_disk("img-kept", "guest", guest_disk, "qcow2", sha256_of(guest_disk),
+                            lambda _pct: None)
     finally:
         for inst in p.list_instances():
             p.destroy_instance(inst.provider_id)
