@@ -8,11 +8,13 @@ live N times with the provider's own calls, and after every move asked whether i
 answers and whether its console shows a panic. A crashed guest is replaced and the moves go on.
 
     .venv/bin/python bench/hostmoves.py [--moves 20] [--mode across|hosts|single]
-        [--rate R] [--fetch | --peer]
+        [--rate R] [--fetch | --peer [--client]] [--filter]
 
 `--fetch`: each request makes the guest fetch from itself (two CGIs); `--peer`: the requests go
 to a second guest that stays at the first location and fetches from the moving one, so every
-move happens under guest-to-guest traffic, as an application's tier moves do.
+move happens under guest-to-guest traffic, as an application's tier moves do (`--client`: the
+other way round, the moving guest fetching from the peer); `--filter`: the
+moving guest in a security group (its libvirt network filter moves with it).
 
   across  two locations of one remote host each (HostsProvider.live_migrate, what an
           application's tier move does)
@@ -116,6 +118,12 @@ def main() -> None:
     ap.add_argument("--peer", action="store_true",
                     help="the requests go to a second guest that stays where the first started "
                          "and fetches from the moving one (guest-to-guest traffic in every move)")
+    ap.add_argument("--client", action="store_true",
+                    help="with --peer: the requests go to the moving guest, which fetches from "
+                         "the peer (the moving guest opens connections to another guest)")
+    ap.add_argument("--filter", action="store_true",
+                    help="the moving guest in a security group (port 80 from anywhere): its "
+                         "libvirt network filter moves with it (across, hosts)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -129,12 +137,16 @@ def main() -> None:
             peer = boot(first, "peer") if args.peer else None
 
             def url(address: str) -> str:
+                if peer is not None and args.client:
+                    return f"http://{address}/cgi-bin/fetch?{peer[1]}/cgi-bin/state"
                 if peer is not None:
                     return f"http://{peer[1]}/cgi-bin/fetch?{address}/cgi-bin/state"
                 if args.fetch:
                     return f"http://{address}/cgi-bin/fetch?{address}/cgi-bin/state"
                 return f"http://{address}/cgi-bin/state"
             pid, address = boot(holder, n)
+            if args.filter:
+                guard(holder, pid)
             load = loadgen(url(address), args.rate, out)
             try:
                 for i in range(args.moves):
@@ -151,6 +163,8 @@ def main() -> None:
                         holder.destroy_instance(pid)
                         n += 1
                         pid, address = boot(holder, n)
+                        if args.filter:
+                            guard(holder, pid)
                         load = loadgen(url(address), args.rate, out)
             finally:
                 load.send_signal(signal.SIGTERM)
@@ -168,6 +182,13 @@ def boot(p: Provider, n: int | str) -> tuple[str, str]:
     address = obs.addresses[0]
     wait_until(lambda: answers_http(address), 240, "the guest did not boot")
     return obs.provider_id, address
+
+
+def guard(p: Provider, pid: str) -> None:
+    """The guest in a group that lets port 80 in from anywhere (a filter on its interface)."""
+    assert isinstance(p, HostsProvider), "--filter needs --mode across or hosts"
+    p.enforce({pid: [{"protocol": "tcp", "from_port": 80, "to_port": 80,
+                      "cidrs": ["0.0.0.0/0"]}]}, {})
 
 
 def loadgen(url: str, rate: float, out: Path) -> subprocess.Popen[bytes]:
