@@ -202,18 +202,23 @@ def survived(p: Provider, pid: str, address: str) -> tuple[bool, str]:
     """Whether the moved guest answers within 20 s and its console shows no panic since."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        console = p.console_output(pid, 8192)
-        if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
-            return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
+        if why := crash(p.console_output(pid, 8192)):
+            return False, why
         if answers_http(address, timeout=2):
             time.sleep(3)  # a panic shows seconds after the guest resumed
-            console = p.console_output(pid, 8192)
-            if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
-                return False, console[console.rfind("RIP:"):][:120].replace("\n", " ")
+            if why := crash(p.console_output(pid, 8192)):
+                return False, why
             if answers_http(address, timeout=2):
                 return True, ""
         time.sleep(0.5)
     return False, "no answer within 20 s"
+
+
+def crash(console: str) -> str:
+    """Where the guest's kernel crashed, from its console; empty when it did not."""
+    if "Kernel panic" in console or "BUG:" in console or "Oops" in console:
+        return console[console.rfind("RIP:"):][:120].replace("\n", " ")
+    return ""
 
 
 def _image(p: Provider) -> str:

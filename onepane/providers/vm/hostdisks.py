@@ -73,21 +73,18 @@ def shared_disks(p: HostsProvider, spec: InstanceSpec) -> list[Disk]:
         image_vol = pool.storageVolLookupByName(spec.image)
         for n, size in enumerate([0, *spec.disks]):
             name = f"{spec.onepane_id}-disk{n}.raw"
-            if n in kept:
-                pass  # the data a replica it replaces left
-            elif n == 0:
+            if n not in kept:  # (a kept one holds the data a replica it replaces left)
                 with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
                     pool.storageVolLookupByName(name).delete(0)
-                size = int(image_vol.info()[1])
-                pool.createXMLFrom(f"<volume><name>{name}</name><capacity unit='bytes'>"
-                                   f"{size}</capacity><target><format type='raw'/>"
-                                   "</target></volume>", image_vol, 0)
-            else:
-                with contextlib.suppress(lv.libvirtError):  # a retried create's leftover
-                    pool.storageVolLookupByName(name).delete(0)
-                pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>{size}"
-                               "</capacity><target><format type='raw'/></target></volume>",
-                               0)
+                if n == 0:
+                    size = int(image_vol.info()[1])
+                    pool.createXMLFrom(f"<volume><name>{name}</name><capacity unit='bytes'>"
+                                       f"{size}</capacity><target><format type='raw'/>"
+                                       "</target></volume>", image_vol, 0)
+                else:
+                    pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>"
+                                   f"{size}</capacity><target><format type='raw'/></target>"
+                                   "</volume>", 0)
             disks.append(Disk(Path(name), format="raw", target=DISK_TARGETS[n],
                               nbd=NbdSource(storage.nbd_host, storage.nbd_port, name)))
     return disks

@@ -21,15 +21,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import InvalidInput, OnepaneError
+from ...errors import OnepaneError
 from ..base import DATA_TAG
 from .hostpools import STORAGE
+from .kept import checked
 from .provider import _libvirt, libvirt_errors
 
 if TYPE_CHECKING:
     from .hosts import HostsProvider
 
-KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,95}$")
 DATA_DISK = re.compile(r"^(?P<instance>[^.]+)-disk(?P<n>[1-9][0-9]?)\.(?P<fmt>qcow2|raw)$")
 KEPT = re.compile(r"^kept\.(?P<key>[a-z0-9][a-z0-9.-]*)\.disk(?P<n>[1-9][0-9]?)\."
                   r"(?P<fmt>qcow2|raw)$")
@@ -38,12 +38,7 @@ KEPT = re.compile(r"^kept\.(?P<key>[a-z0-9][a-z0-9.-]*)\.disk(?P<n>[1-9][0-9]?)\
 def key_of(tags: dict[str, Any] | None) -> str | None:
     """The data key a VM's tags give it, checked (it becomes part of volume names)."""
     key = (tags or {}).get(DATA_TAG)
-    if not key:
-        return None
-    if not KEY.match(str(key)):
-        raise InvalidInput(f"{DATA_TAG} {key!r}: lowercase letters, digits, dots and dashes",
-                           field="tags")
-    return str(key)
+    return checked(str(key)) if key else None
 
 
 class HostKeptDisks:
@@ -51,6 +46,10 @@ class HostKeptDisks:
 
     def __init__(self, provider: HostsProvider) -> None:
         self.p = provider
+
+    def pool_of(self, host: str) -> str:
+        """Where the disks of a VM on `host` are: the network storage's pool, or the host's."""
+        return STORAGE if self.p.options.storage is not None else host
 
     def pools(self) -> list[str]:
         """Where kept disks live: the network storage, or every host that answers."""
@@ -79,11 +78,10 @@ class HostKeptDisks:
                 return where
         return None
 
-    def bring(self, key: str, host: str) -> None:
-        """`key`'s disks onto `host` when another host holds them (streamed through
+    def bring(self, key: str, source: str, host: str) -> None:
+        """`key`'s disks from host `source` (its holder) onto `host` (streamed through
         onepane's machine: hosts share no pool)."""
-        source = self.holder(key)
-        if source is None or source in (host, STORAGE):
+        if source in (host, STORAGE):
             return
         with tempfile.TemporaryDirectory(prefix="onepane-kept-") as tmp:
             for name, fmt in self._kept(source, key).items():

@@ -355,8 +355,7 @@ class HostsProvider(Provider):
                 key = key_of(spec.tags)
                 if key:  # kept disks it took go back under their key, whole
                     with contextlib.suppress(Exception):
-                        self.kept.park(STORAGE if self.options.storage else host,
-                                       spec.onepane_id, key)
+                        self.kept.park(self.kept.pool_of(host), spec.onepane_id, key)
                 with contextlib.suppress(Exception):  # defined but never started: no trace
                     left = self.find(host, spec.onepane_id)
                     if left is not None and not left.isActive():
@@ -377,7 +376,7 @@ class HostsProvider(Provider):
         with contextlib.suppress(Conflict):
             return self.roster.place(spec.size, deployment, exclude=others)
         host = self.roster.place(spec.size, deployment)
-        self.kept.bring(key, host)
+        self.kept.bring(key, holder, host)
         return host
 
     def start_instance(self, provider_id: str) -> None:
@@ -425,7 +424,7 @@ class HostsProvider(Provider):
                     with contextlib.suppress(lv.libvirtError):
                         dom.undefine()
                 if n == 0 and key:
-                    self.kept.park(STORAGE if self.options.storage else name, provider_id, key)
+                    self.kept.park(self.kept.pool_of(name), provider_id, key)
                 self._forget(name, provider_id)
             self._drop_filter(provider_id)
             if self.options.storage is not None and not copies:

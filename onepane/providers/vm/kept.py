@@ -24,16 +24,21 @@ KEY_FILE = "data-key"
 KEY = re.compile(r"^[a-z0-9][a-z0-9.-]{0,95}$")
 
 
+def checked(key: str) -> str:
+    """A data key, refused unless it can be part of a file or volume name."""
+    if not KEY.match(key):
+        raise InvalidInput(f"{DATA_TAG} {key!r}: lowercase letters, digits, dots and dashes",
+                           field="tags")
+    return key
+
+
 class KeptDisks:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def remember(self, instance_dir: Path, key: str) -> None:
         """The VM made in instance_dir keeps its data under key."""
-        if not KEY.match(key):
-            raise InvalidInput(f"{DATA_TAG} {key!r}: lowercase letters, digits, dots and "
-                               "dashes", field="tags")
-        (instance_dir / KEY_FILE).write_text(key)
+        (instance_dir / KEY_FILE).write_text(checked(key))
 
     def keeps(self, instance_dir: Path) -> bool:
         """Whether the VM in instance_dir keeps its data disks when destroyed."""
