@@ -21,7 +21,7 @@ from tests.e2e.test_applications import (
     app_serving,
     chain_state,
     fetch,
-    known_guest_panic,
+    fail_naming_guest_panics,
     tier_addresses,
     tiers_policy_holds,
     vapp_ova,
@@ -99,7 +99,7 @@ def test_an_application_keeps_its_policy_through_a_live_move_between_locations_o
     try:
         tiers_policy_holds(web, mid, db, "moved")
     except AssertionError as exc:
-        known_guest_panic(server, str(exc))
+        fail_naming_guest_panics(server, str(exc))
         raise
 
     if load.failures():  # all of it said, with the move's timeline
@@ -111,7 +111,7 @@ def test_an_application_keeps_its_policy_through_a_live_move_between_locations_o
             [(time.strftime("%H:%M:%S", time.gmtime(f.start + offset)), round(f.end - f.start, 2),
               f.where[:160]) for f in load.failures()[:10]]) + "\ntimeline: " + "\n".join(
             map(repr, timeline))
-        known_guest_panic(server, failed)
+        fail_naming_guest_panics(server, failed)
         pytest.fail(failed, pytrace=False)
 
     ok(cli(server, "apps", "undeploy", "shop"))
