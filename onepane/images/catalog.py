@@ -13,6 +13,7 @@ import contextlib
 import tarfile
 import tempfile
 from dataclasses import asdict
+from datetime import datetime
 from operator import methodcaller
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class CatalogImage(BaseModel):
     ovf: dict[str, Any] | None = None
     reused: bool = Field(default=False, description="an import that repeated a stored image "
                          "(same name, version and content) returns that image with this set")
+    created_at: datetime | None = None
 
 
 class BootImage(BaseModel):
@@ -302,7 +304,8 @@ class Catalog:
                 deployment_options=meta.get("options", []),
                 properties=[_shown(p) for p in meta.get("properties", [])],
                 eulas=meta.get("eulas", []), appliance=row.appliance,
-                warnings=list(row.warnings or []), ovf=meta or None)
+                warnings=list(row.warnings or []), ovf=meta or None,
+                created_at=row.created_at)
 
     def _bootability(self, rep: ImageReplicaRow) -> dict[str, Any]:
         """Whether an instance can boot from this replica, and if not, the reason to show."""

@@ -190,7 +190,10 @@ class Instances(ResourceService):
         if inst.state != InstanceState.stopped:
             raise Conflict(f"instance {instance_id} is {inst.state}; stop it to resize it",
                            field="state")
-        self.validation.check(inst.location, inst.image, size)
+        image = inst.image  # a catalog image is asked for by the name its location has for it
+        if self.boot_image is not None and image.startswith("img-"):
+            image = self.boot_image(image, inst.location, None, {}).provider_image_id
+        self.validation.check(inst.location, image, size)
         return self.jobs.submit("instance.resize", instance_id, inst.location, {"size": size}, None,
                            None, f"resize instance {inst.name} ({instance_id}) to {size}")
 

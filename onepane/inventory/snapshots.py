@@ -52,14 +52,29 @@ class Snapshots:
 
     def create(self, volume_id: str, description: str = "") -> Snapshot:
         vol = self.ops.volumes.get_volume(volume_id)
-        self.ops.locations.provider(vol.location).require(Feature.snapshots, "volume")
+        return self._submit(vol.id, vol.location, vol.size_gb, description, {"volume": vol.id},
+                            f"volume {vol.name} ({vol.id})")
+
+    def create_of_boot_disk(self, instance_id: str, volume_id: str, size_gb: int,
+                            description: str = "") -> Snapshot:
+        """A snapshot of an instance's boot disk, recorded under `volume_id`, the id its boot
+        disk is shown by as a volume (EC2's root volume); restored like any snapshot."""
+        inst = self.ops.instances.get_instance(instance_id)
+        if inst.provider_id is None:
+            raise Conflict(f"instance {inst.id} is not made yet", field="instance")
+        return self._submit(volume_id, inst.location, size_gb, description,
+                            {"instance": inst.id}, f"the boot disk of {inst.name} ({inst.id})")
+
+    def _submit(self, volume_id: str, location: str, size_gb: int, description: str,
+                params: dict[str, str], what: str) -> Snapshot:
+        self.ops.locations.provider(location).require(Feature.snapshots, "volume")
         sid = new_id("snap")
 
         def rows(s: Any) -> None:
-            s.add(SnapshotRow(id=sid, volume_id=vol.id, location=vol.location,
-                              size_gb=vol.size_gb, description=description[:255], tags={}))
-        self.ops.jobs.submit("snapshot.create", sid, vol.location, {"volume": vol.id}, None, rows,
-                        f"snapshot volume {vol.name} ({vol.id}) as {sid}")
+            s.add(SnapshotRow(id=sid, volume_id=volume_id, location=location, size_gb=size_gb,
+                              description=description[:255], tags={}))
+        self.ops.jobs.submit("snapshot.create", sid, location, params, None, rows,
+                             f"snapshot {what} as {sid}")
         return self.get(sid)
 
     def delete(self, snapshot_id: str) -> Job:
@@ -103,8 +118,12 @@ class Snapshots:
     # ---- jobs ----------------------------------------------------------------------------
 
     def _do_create(self, provider: Provider, job: JobRow) -> dict[str, Any]:
-        vol_pid = self.ops.volumes.provider_id_of(job.params["volume"])
-        pid = provider.create_snapshot(vol_pid, job.target or "")
+        if "instance" in job.params:  # an instance's boot disk
+            inst = self.ops.instances.get_instance(job.params["instance"])
+            pid = provider.snapshot_boot_disk(inst.provider_id or "", job.target or "")
+        else:
+            vol_pid = self.ops.volumes.provider_id_of(job.params["volume"])
+            pid = provider.create_snapshot(vol_pid, job.target or "")
         with self.events.tx() as s:
             row = s.get(SnapshotRow, job.target)
             if row is not None:

@@ -266,6 +266,12 @@ class Provider(ABC):
                              size_gb: int) -> ObservedVolume:
         self._unsupported(Feature.snapshots, "snapshot")
 
+    def snapshot_boot_disk(self, provider_id: str, snapshot_id: str) -> str:
+        """A point-in-time copy of an instance's boot disk (EC2's snapshot of a root volume),
+        kept like a volume's snapshot (volume_from_snapshot and delete_snapshot take it);
+        returns the provider's id for it."""
+        self._unsupported(Feature.snapshots, "volume")
+
     def export_disk(self, provider_id: str, dest: Path) -> str:
         """Write the instance's boot disk, whole (no backing file), to `dest`; returns its
         format. Crash-consistent while it runs: stop it first for a clean image."""

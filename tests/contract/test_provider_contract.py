@@ -279,6 +279,26 @@ def test_suspend_keeps_the_instance_and_resume_or_start_goes_on_where_declared(c
     p.destroy_instance(obs.provider_id)
 
 
+def test_a_stopped_instance_takes_another_size_where_declared(case: Case) -> None:
+    p = case.provider
+    if not p.capabilities.supports(Feature.resize):
+        pytest.skip(f"{p.location} declares no resize: {p.capabilities.reasons()['resize']}")
+    other = next(s.provider_id for s in p.list_sizes() if s.provider_id != case.size)
+    obs = p.create_instance(spec(case, 4))
+    wait_for(lambda: state_of(p, obs.provider_id) == InstanceState.running, 120,
+             what="running")
+    p.stop_instance(obs.provider_id)
+    wait_for(lambda: state_of(p, obs.provider_id) == InstanceState.stopped, 120,
+             what="stopped")
+    p.resize_instance(obs.provider_id, other)
+    p.start_instance(obs.provider_id)
+    wait_for(lambda: state_of(p, obs.provider_id) == InstanceState.running, 120,
+             what="running again")
+    now = next(i for i in p.list_instances() if i.provider_id == obs.provider_id)
+    assert now.size == other
+    p.destroy_instance(obs.provider_id)
+
+
 def test_validate_names_the_field(case: Case) -> None:
     p = case.provider
     p.validate(case.image, case.size)

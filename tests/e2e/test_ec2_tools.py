@@ -137,10 +137,13 @@ def test_semantics_the_suites_check(start_server: Any) -> None:
     wait_for(lambda: first()["State"]["Name"] == "running", 30, what="running")
     inst = first()
     assert inst["PrivateIpAddress"] == "127.0.0.1" and "PublicIpAddress" not in inst
-    assert inst["RootDeviceName"] == "/dev/sda1"
+    # a process has no disk of its own: instance-store, as its image says
+    assert (inst["RootDeviceType"], inst["RootDeviceName"]) == ("instance-store", "/dev/sda1")
+    assert ec2.describe_images(ImageIds=["httpecho"])["Images"][0]["RootDeviceType"] == \
+        "instance-store"
+    assert error_code(ec2.create_image, InstanceId=ids[0], Name="an-image") == \
+        "InvalidParameterValue"
     assert error_code(ec2.describe_images, ImageIds=["ami-12345678"]) == "InvalidAMIID.NotFound"
-    assert error_code(ec2.run_instances, **RUN, BlockDeviceMappings=[
-        {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 1}}]) == "UnsupportedOperation"
 
     # tags: AWS's limits, wildcards, DeleteTags without Tag.N, MaxResults
     assert error_code(ec2.create_tags, Resources=[ids[0]],
@@ -172,6 +175,47 @@ def test_semantics_the_suites_check(start_server: Any) -> None:
     assert body.index("<currentState>") < body.index("<previousState>")
     again_gone = ec2.terminate_instances(InstanceIds=[ids[0]])["TerminatingInstances"][0]
     assert again_gone["InstanceId"] == ids[0]
+
+
+def test_volumes_mapped_at_launch_are_made_attached_and_deleted_with_it(
+        start_server: Any) -> None:
+    """Issue 32: RunInstances' BlockDeviceMapping (Terraform's ebs_block_device, Ansible's
+    `volumes:`) makes and attaches each volume; DeleteOnTermination (true by default) deletes
+    it with the instance; what onepane cannot honour is refused before anything is made."""
+    server = start_server("")
+    ec2 = ec2_client(server, access_key(server))
+    before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    for bad, code in ((
+            [{"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}], "UnsupportedOperation"), (
+            [{"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 1, "Encrypted": True}}],
+            "UnsupportedOperation"), (
+            [{"DeviceName": "/dev/sdb", "Ebs": {}}], "MissingParameter"), (
+            [{"DeviceName": "/dev/sdb", "Ebs": {"SnapshotId": "snap-0000000000000000f"}}],
+            "InvalidSnapshot.NotFound"), (
+            [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}], "InvalidBlockDeviceMapping"), (
+            [{"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 1}},
+             {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 2}}], "InvalidBlockDeviceMapping")):
+        assert error_code(ec2.run_instances, **RUN, BlockDeviceMappings=bad) == code, bad
+    assert not ec2.describe_instances()["Reservations"]  # nothing was made by a refusal
+
+    made = ec2.run_instances(**RUN, BlockDeviceMappings=[
+        {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 2}},
+        {"DeviceName": "/dev/sdc", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": False}}])
+    iid = made["Instances"][0]["InstanceId"]
+    shown = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    mapped = {m["DeviceName"]: m["Ebs"] for m in shown["BlockDeviceMappings"]}
+    assert set(mapped) == {"/dev/sdb", "/dev/sdc"}
+    assert (mapped["/dev/sdb"]["DeleteOnTermination"], mapped["/dev/sdc"]["DeleteOnTermination"]
+            ) == (True, False)
+    vols = {v["VolumeId"]: v for v in ec2.describe_volumes(
+        VolumeIds=[m["VolumeId"] for m in mapped.values()])["Volumes"]}
+    assert sorted(v["Size"] for v in vols.values()) == [1, 2]
+    assert {v["Attachments"][0]["InstanceId"] for v in vols.values()} == {iid}
+    ec2.terminate_instances(InstanceIds=[iid])
+    kept = mapped["/dev/sdc"]["VolumeId"]
+    wait_for(lambda: {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} - before
+             == {kept}, 30, what="the launched volume deleted with the instance, the other kept")
+    assert ec2.describe_volumes(VolumeIds=[kept])["Volumes"][0]["State"] == "available"
 
 
 def error_message(ec2: Any, iid: str) -> str:
@@ -229,10 +273,12 @@ def test_the_tempest_classes_that_pass_whole(tmp_path: Path) -> None:
     regex = (r"ec2api_tempest_plugin\.api\.test_(" + "|".join(classes) +
              r")\.(?!InstanceTest\.test_public_ip_is_assigned)")
     r = subprocess.run([str(ROOT / "conformance" / "ec2.sh"), regex], capture_output=True,
-                       text=True, timeout=1500, env={**os.environ, "EC2_TARGET": "29"})
+                       text=True, timeout=1500,
+                       env={**os.environ, "EC2_TARGET": "28", "EC2_EBS": "0"})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     totals = json.loads(r.stdout.strip().splitlines()[-2])
-    assert totals["FAILED"] == 0 and totals["ok"] >= 29, r.stdout[-4000:]
+    # stopping an EBS-backed instance needs the vm pass (conformance/ec2.sh): skipped here
+    assert totals["FAILED"] == 0 and totals["ok"] >= 28, r.stdout[-4000:]
 
 
 def test_security_groups_are_enforced_in_a_namespace_location(start_server: Any) -> None:

@@ -158,11 +158,54 @@ def test_an_imported_ova_boots_in_a_vm_data_center(vm_server: Server, catalog_im
     # it heard the power button (not the hard stop after the 30 s the guest is given)
     assert "onepane-guest: power button" in ok(cli(vm_server, "instances", "console", inst["id"]))
     assert http_get(url, 1) is None
+    ebs_root_volume(vm_server, ec2, inst, catalog_image)
     ok(cli(vm_server, "instances", "destroy", inst["id"]))
     listed = ok(cli(vm_server, "-o", "json", "instances", "list", "--location", "vm-a"))
     assert inst["id"] not in {i["id"] for i in listed}
     assert f"{inst['addresses'][0]} " not in subprocess.run(
         ["ip", "route", "show"], capture_output=True, text=True).stdout
+
+
+def ebs_root_volume(server: Server, ec2: Any, inst: dict[str, Any], image: str) -> None:
+    """Issue 32: a VM's boot disk is its EBS root volume in EC2's view — in its block device
+    mapping, in DescribeVolumes, not to be detached, snapshotted (the bytes: the disk's) and
+    made a volume again; its image's root mapping names a snapshot that is in use."""
+    from tests.e2e.test_ec2_api import error_code
+    iid = "i-" + inst["id"].split("-", 1)[1]
+    shown = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert (shown["RootDeviceType"], shown["RootDeviceName"]) == ("ebs", "/dev/vda")
+    root = shown["BlockDeviceMappings"][0]
+    assert root["DeviceName"] == "/dev/vda" and root["Ebs"]["DeleteOnTermination"] is True
+    vol_id = root["Ebs"]["VolumeId"]
+    vol = ec2.describe_volumes(VolumeIds=[vol_id])["Volumes"][0]
+    assert vol["Attachments"][0]["InstanceId"] == iid and vol["State"] == "in-use"
+    assert vol_id in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert error_code(ec2.detach_volume, VolumeId=vol_id) == "OperationNotPermitted"
+    assert error_code(ec2.delete_volume, VolumeId=vol_id) == "OperationNotPermitted"
+    attr = ec2.describe_instance_attribute(InstanceId=iid, Attribute="blockDeviceMapping")
+    assert [m["Ebs"]["VolumeId"] for m in attr["BlockDeviceMappings"]] == [vol_id]
+
+    snap = ec2.create_snapshot(VolumeId=vol_id, Description="root")["SnapshotId"]
+    wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
+             == "completed", 60, what="the root volume's snapshot")
+    location = server.state_dir / "locations" / "vm-a"
+    compared = subprocess.run(["qemu-img", "compare", "-U", str(location / "snapshots" /
+                               f"{snap}.qcow2"), str(location / "instances" /
+                               inst["provider_id"] / "disk0.qcow2")],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout + compared.stderr  # the disk's bytes
+    copy = ec2.create_volume(SnapshotId=snap, AvailabilityZone="vm-a")["VolumeId"]
+    wait_for(lambda: ec2.describe_volumes(VolumeIds=[copy])["Volumes"][0]["State"]
+             == "available", 60, what="a volume from the root's snapshot")
+    ec2.delete_volume(VolumeId=copy)
+    ec2.delete_snapshot(SnapshotId=snap)
+
+    img = ec2.describe_images(ImageIds=[image])["Images"][0]
+    mapping = img["BlockDeviceMappings"][0]
+    assert img["RootDeviceType"] == "ebs" and mapping["DeviceName"] == img["RootDeviceName"]
+    of_image = mapping["Ebs"]["SnapshotId"]
+    assert ec2.describe_snapshots(SnapshotIds=[of_image])["Snapshots"][0]["State"] == "completed"
+    assert error_code(ec2.delete_snapshot, SnapshotId=of_image) == "InvalidSnapshot.InUse"
 
 
 class Load(threading.Thread):

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import defusedxml.ElementTree as ET
+import pytest
 
+from onepane.errors import InvalidInput
 from onepane.providers.vm.domain import (
     Disk,
     DomainSpec,
     Nic,
     domain_xml,
     read_metadata,
+    resized_xml,
 )
 from onepane.providers.vm.guestnet import mac_for
 from onepane.providers.vm.provider import _extra_mac
+from onepane.providers.vm.volumes import disk_target
 
 
 def spec(**kw: object) -> DomainSpec:
@@ -136,3 +140,26 @@ def test_a_guest_that_refuses_a_connection_is_alive() -> None:
     tests/e2e/test_hosts.py's: no address here may send packets off this machine)."""
     from onepane.providers.vm.hostfailure import guest_answers
     assert guest_answers("127.0.0.1")  # port 9 here: refused (or a discard server): alive
+
+
+def test_a_resize_changes_cpus_memory_and_the_recorded_size_only() -> None:
+    """ModifyInstanceAttribute's instance type at a vm location: the stopped domain is
+    redefined with the size's vCPUs and memory, and its metadata names the size."""
+    libvirt_wrote = domain_xml(spec()).replace("<memory unit=\"MiB\">512</memory>",
+                                               "<memory unit=\"KiB\">524288</memory>"
+                                               "<currentMemory unit=\"KiB\">524288"
+                                               "</currentMemory>")
+    root = ET.fromstring(resized_xml(libvirt_wrote, 1, 256, "vm.small"))
+    assert root.findtext("vcpu") == "1"
+    assert [(root.find(t).get("unit"), root.findtext(t))  # type: ignore[union-attr]
+            for t in ("memory", "currentMemory")] == [("MiB", "256")] * 2
+    assert read_metadata(ET.tostring(root, encoding="unicode"))["size"] == "vm.small"
+    assert [d.get("dev") for d in root.findall("devices/disk/target")] == ["vda", "vdb"]
+
+
+def test_ec2_device_names_are_the_guest_s_virtio_disks() -> None:
+    assert [disk_target(d) for d in ("/dev/vdb", "/dev/sdh", "/dev/xvdp")] == ["vdb", "vdh", "vdp"]
+    for bad in ("/dev/vda", "/dev/sda", "/dev/sdq", "/dev/nvme1n1", "/dev/xvd"):
+        with pytest.raises(InvalidInput) as exc:
+            disk_target(bad)
+        assert exc.value.field == "device", bad

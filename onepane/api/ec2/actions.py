@@ -31,8 +31,20 @@ from ...model import (
 )
 from ...providers.base import Feature
 from ..waits import ENDED
-from . import shapes
+from . import launch_volumes, shapes
 from .filtering import FilterTable, Getter, each, key, tag_set
+from .root_volumes import (
+    DISK_ROOT,
+    all_roots,
+    disk_gb,
+    find_root,
+    image_snapshot_id,
+    is_root,
+    refuse_root,
+    root_kinds,
+    root_volumes,
+    volume_locations,
+)
 from .settle import settle
 from .wire import Ec2Error, integer, members, required
 
@@ -132,6 +144,7 @@ def extras(ctx: Context) -> shapes.Extras:
                      if "ec2.keyName" in n.attributes}
     out.vpcs = {k: str(n.attributes["ec2.vpc"]) for k, n in notes.items()
                 if "ec2.vpc" in n.attributes}
+    out.doomed = {k for k, n in notes.items() if n.attributes.get("ec2.deleteOnTermination")}
     out.source_dest = {k: bool(n.attributes["ec2.sourceDestCheck"]) for k, n in notes.items()
                        if "ec2.sourceDestCheck" in n.attributes}
     out.reservations = {k: (str(n.attributes["ec2.reservation"]),
@@ -142,7 +155,14 @@ def extras(ctx: Context) -> shapes.Extras:
             out.volumes.setdefault(v.attached_to, []).append(v)
     from .interfaces import attached
     out.interfaces = attached(ctx)
+    out.root_kinds = root_kinds(ctx)
     return out
+
+
+def with_roots(ctx: Context, ex: shapes.Extras, insts: list[Instance]) -> shapes.Extras:
+    """`ex` with the root volumes of `insts` (the instances an answer shows)."""
+    ex.roots = root_volumes(ctx, insts)
+    return ex
 
 
 def reservations(insts: list[Instance], ex: shapes.Extras) -> list[dict[str, Any]]:
@@ -173,8 +193,8 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ops = ctx.core.ops
     ex = extras(ctx)
     if ids:
-        found = [_instance_or_terminated(ctx, i) for i in ids]
-        return {"reservationSet": reservations([i for i in found if _keep(flt, i, ex)], ex)}
+        found = [i for i in (_instance_or_terminated(ctx, i) for i in ids) if _keep(flt, i, ex)]
+        return {"reservationSet": reservations(found, with_roots(ctx, ex, found))}
     # Push what SQL can do (one zone, single-valued tags) into the query; filter the rest here.
     zones = flt.get("availability-zone", [])
     tags = {k[4:]: v[0] for k, v in flt.items() if k.startswith("tag:") and len(v) == 1
@@ -190,7 +210,8 @@ def DescribeInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         cursor = page.next_cursor
         if not cursor:
             break
-    return {"reservationSet": reservations(out, ex), "nextToken": cursor if max_results else None}
+    return {"reservationSet": reservations(out, with_roots(ctx, ex, out)),
+            "nextToken": cursor if max_results else None}
 
 
 def _keep(flt: dict[str, list[str]], inst: Instance, ex: shapes.Extras) -> bool:
@@ -205,6 +226,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     p = _with_primary_interface(p)
     _refuse_unhonoured(p)
     zone, network = _where(ctx, p)
+    launched = launch_volumes.parse(ctx, p, image, zone)
     tags = _tag_specs(p, "instance", made_none=("volume",))
     token = p.get("ClientToken")
     if token and len(token) > 64:
@@ -234,11 +256,28 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                       disableApiTermination=protect)
         ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
     settle(ctx.core, jobs)  # usually running by now: a client's waiter need not wait 15 s
+    if launched:
+        _with_volumes(ctx, insts, jobs, launched)
     insts = [ctx.core.ops.instances.get_instance(i.id) for i in insts]
-    body = reservations(insts, extras(ctx))[0]
+    body = reservations(insts, with_roots(ctx, extras(ctx), insts))[0]
     for item in body["instancesSet"]:
         item["clientToken"] = token
     return body
+
+
+def _with_volumes(ctx: Context, insts: list[Instance], jobs: list[str],
+                  launched: list[launch_volumes.Launched]) -> None:
+    """The launch's volumes made and attached once each instance exists; if any fails, the
+    launch is undone: its instances destroyed (their volumes with them) and the error said."""
+    try:
+        for inst, job_id in zip(insts, jobs, strict=True):
+            launch_volumes.wait_made(ctx, job_id, inst.id)
+            launch_volumes.attach_all(ctx, inst, launched)
+    except Exception:
+        undo = [ctx.core.ops.instances.destroy_instance(i.id).id for i in insts]
+        for inst, job_id in zip(insts, undo, strict=True):
+            _delete_volumes_after(ctx, inst.id, job_id)
+        raise
 
 
 def _launch_count(p: dict[str, Any]) -> int:
@@ -254,7 +293,7 @@ def _launch_count(p: dict[str, Any]) -> int:
 
 
 def _refuse_unhonoured(p: dict[str, Any]) -> None:
-    for unhonoured in ("BlockDeviceMapping", "KernelId", "RamdiskId", "Ipv6Address",
+    for unhonoured in ("KernelId", "RamdiskId", "Ipv6Address",
                        "PrivateIpAddress", "NetworkInterface",
                        "ElasticGpuSpecification", "CpuOptions", "HibernationOptions"):
         if members(p, unhonoured) if isinstance(p.get(unhonoured), list) else p.get(unhonoured):
@@ -503,11 +542,14 @@ def DescribeImages(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
     def note(image_id: str) -> dict[str, Any]:
         return notes[image_id].attributes if image_id in notes else {}
-    items = [(shown(note(c.id), shapes.catalog_image(c, tags(c.id))),
-              [r.location for r in c.replicas])
+    kinds, disks = root_kinds(ctx), volume_locations(ctx)
+    items = [(shown(note(c.id), shapes.catalog_image(c, tags(c.id), (
+        DISK_ROOT, image_snapshot_id(c.id), disk_gb(c)))), [r.location for r in c.replicas])
              for c in ctx.core.catalog.all() if not ids or c.id in ids]
-    items += [(shown(note(i.id), shapes.image(i, tags(i.id))), [i.location])
-              for i in one.values() if not ids or i.id in ids]
+    items += [(shown(note(i.id), shapes.image(
+        i, tags(i.id), kinds.get(i.location, "ebs"),
+        DISK_ROOT if i.location in disks else shapes.ROOT_DEVICE)), [i.location])
+        for i in one.values() if not ids or i.id in ids]
     return {"imagesSet": [shape for shape, _ in IMAGE_FILTERS.apply(flt, items)]}
 
 
@@ -751,6 +793,7 @@ def CreateVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(WRITE)
 def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    refuse_root(ctx, required(p, "VolumeId"), "attached")
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     inst = _instance(ctx, required(p, "InstanceId"))
     device = required(p, "Device")
@@ -768,6 +811,7 @@ def AttachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(WRITE)
 def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    refuse_root(ctx, required(p, "VolumeId"), "detached")
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     settle(ctx.core, [ctx.core.ops.volumes.detach_volume(vol.id).id])
     return {"volumeId": vol.id, "instanceId": shapes.instance_id(vol.attached_to or "x-"),
@@ -776,6 +820,7 @@ def DetachVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action(WRITE)
 def DeleteVolume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    refuse_root(ctx, required(p, "VolumeId"), "deleted")
     vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
     if vol.attached_to:
         raise Ec2Error("VolumeInUse", f"{vol.id} is attached to "
@@ -791,15 +836,18 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     notes = {k: n.attributes for k, n in ctx.core.annotations.all().items()}
     return {"volumeSet": VOLUME_FILTERS.apply(flt, (
         shapes.volume(x, str(notes.get(x.id, {}).get("ec2.snapshot", "")),
-                      bool(notes.get(x.id, {}).get("ec2.deleteOnTermination")))
+                      is_root(x) or bool(notes.get(x.id, {}).get("ec2.deleteOnTermination")))
         for x in vols))}
 
 
 def _volumes(ctx: Context, p: dict[str, Any]) -> list[Volume]:
-    """The volumes `VolumeId.N` names (each must exist), or every volume."""
+    """The volumes `VolumeId.N` names (each must exist), or every volume; instances' root
+    volumes among them (root_volumes.py)."""
     ids = members(p, "VolumeId")
-    return ([ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume")) for v in ids] if ids
-            else list(every(ctx.core.ops.volumes.list_volumes)))
+    if not ids:
+        return list(every(ctx.core.ops.volumes.list_volumes)) + all_roots(ctx)
+    return [find_root(ctx, v) or ctx.core.ops.volumes.get_volume(shapes.to_onepane(v, "volume"))
+            for v in ids]
 
 
 @action(READ_ONLY)

@@ -41,7 +41,7 @@ def kept(ctx: Context, image_id: str) -> dict[str, Any]:
     return dict(ctx.core.annotations.get(image_id).attributes.get(NOTE) or {})
 
 
-def _keep(ctx: Context, image_id: str, **values: Any) -> None:
+def keep(ctx: Context, image_id: str, **values: Any) -> None:
     set_ec2_notes(ctx, image_id, image={**kept(ctx, image_id), **values})  # NOTE's key
 
 
@@ -133,7 +133,7 @@ def ModifyImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         values["description"] = str(description)
     if adds or removes:
         values["public"] = bool(adds)
-    _keep(ctx, image_id, **values)
+    keep(ctx, image_id, **values)
     return {"return": True}
 
 
@@ -144,5 +144,5 @@ def ResetImageAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidRequest", f"only launchPermission can be reset, not "
                        f"{attribute!r}")
     owned(ctx, image_id)
-    _keep(ctx, image_id, public=False)
+    keep(ctx, image_id, public=False)
     return {"return": True}

@@ -22,6 +22,8 @@ from .actions import (
     set_ec2_notes,
     tags_at_create,
 )
+from .image_attributes import keep as keep_image_attributes
+from .root_volumes import root_kinds, root_volumes
 from .settle import settle
 from .wire import Ec2Error, members
 
@@ -69,9 +71,13 @@ def DescribeInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
         value = notes.get("instanceInitiatedShutdownBehavior", "stop")
         out["instanceInitiatedShutdownBehavior"] = {"value": value}
     elif name == "rootDeviceName":
-        out["rootDeviceName"] = {"value": shapes.ROOT_DEVICE}
+        root = root_volumes(ctx, [inst]).get(inst.id)
+        out["rootDeviceName"] = {"value": root.device if root else shapes.ROOT_DEVICE}
     elif name == "blockDeviceMapping":
-        out["blockDeviceMapping"] = shapes.block_devices(inst, _volumes_of(ctx, inst))
+        doomed = {k for k, n in ctx.core.annotations.all().items()
+                  if n.attributes.get("ec2.deleteOnTermination")}
+        out["blockDeviceMapping"] = shapes.block_devices(
+            inst, _volumes_of(ctx, inst), root_volumes(ctx, [inst]).get(inst.id), doomed)
     elif name == "groupSet":
         out["groupSet"] = [{"groupId": g.id, "groupName": g.name}
                            for g in ctx.core.security_groups.of(inst.id)]
@@ -270,10 +276,19 @@ def CreateImage(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("InvalidParameterValue", "Name is 1-128 characters")
     if inst.provider_id is None:
         raise Ec2Error("IncorrectInstanceState", "the instance is not made yet")
+    if root_kinds(ctx).get(inst.location) == "instance-store":  # EC2's answer for these
+        raise Ec2Error("InvalidParameterValue", f"{shapes.instance_id(inst.id)} is "
+                       f"instance-store backed (at {inst.location} it has no disk of its own "
+                       "to make an image of): upload an app image instead")
     # EC2 also tags the EBS snapshots behind the image; onepane's image is a disk of its
     # catalog, with no snapshot made: those tags are checked and apply to nothing
     tags = _tag_specs(p, "image", made_none=("snapshot",))
     from ...model import slug
+    description = str(p.get("Description") or "")
+    if len(description) > 255:
+        raise Ec2Error("InvalidParameterValue", "Description is at most 255 characters")
     img = ctx.core.catalog.capture(inst.location, inst.provider_id, slug(name) or "image")
     tags_at_create(ctx, p, "image", "other", img.id, tags)
+    if description:  # DescribeImageAttribute's description, as ModifyImageAttribute keeps it
+        keep_image_attributes(ctx, img.id, description=description)
     return {"imageId": img.id}

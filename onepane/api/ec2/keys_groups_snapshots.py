@@ -18,6 +18,7 @@ from .actions import (
     tags_at_create,
 )
 from .filtering import FilterTable, key, tag_set
+from .root_volumes import find_root, image_snapshots
 from .wire import Ec2Error, integer, members, required
 
 # ---- key pairs --------------------------------------------------------------------------------
@@ -217,9 +218,14 @@ def _snapshot(s: Snapshot) -> dict[str, Any]:
 
 @action(WRITE)
 def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vol = ctx.core.ops.volumes.get_volume(shapes.to_onepane(required(p, "VolumeId"), "volume"))
+    volume_id = required(p, "VolumeId")
+    root = find_root(ctx, volume_id)
+    vol = root or ctx.core.ops.volumes.get_volume(shapes.to_onepane(volume_id, "volume"))
     tags = _tag_specs(p, "snapshot")  # checked before anything is made
-    snap = ctx.core.snapshots.create(vol.id, str(p.get("Description") or ""))
+    description = str(p.get("Description") or "")
+    snap = ctx.core.snapshots.create_of_boot_disk(root.attached_to or "", root.id, root.size_gb,
+                                                  description) if root else \
+        ctx.core.snapshots.create(vol.id, description)
     if tags:
         tags_at_create(ctx, p, "snapshot", "snapshot", snap.id, tags)
         snap = ctx.core.snapshots.get(snap.id)
@@ -229,8 +235,12 @@ def CreateSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(READ_ONLY)
 def DescribeSnapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     flt = SNAPSHOT_FILTERS.parse(p)
-    snaps = ctx.core.snapshots.find(members(p, "SnapshotId") or None)
-    return {"snapshotSet": SNAPSHOT_FILTERS.apply(flt, (_snapshot(s) for s in snaps))}
+    ids = members(p, "SnapshotId")
+    of_images = [s for s in image_snapshots(ctx) if not ids or s["snapshotId"] in ids]
+    named = set(ids) - {s["snapshotId"] for s in of_images}
+    snaps = ctx.core.snapshots.find(sorted(named)) if named or not ids else []
+    return {"snapshotSet": SNAPSHOT_FILTERS.apply(flt, [*(_snapshot(s) for s in snaps),
+                                                        *of_images])}
 
 
 SNAPSHOT_FILTERS = FilterTable({
@@ -240,7 +250,11 @@ SNAPSHOT_FILTERS = FilterTable({
 
 @action(WRITE)
 def DeleteSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    ctx.core.snapshots.delete(required(p, "SnapshotId"))
+    sid = required(p, "SnapshotId")
+    if any(s["snapshotId"] == sid for s in image_snapshots(ctx)):
+        raise Ec2Error("InvalidSnapshot.InUse", f"the snapshot {sid} is the disk of an image: "
+                       "deregister the image to delete it")
+    ctx.core.snapshots.delete(sid)
     return {"return": True}
 
 
@@ -249,7 +263,8 @@ def DescribeSnapshotAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
     """A snapshot is its owner's alone (no sharing, no product codes): what Ansible's
     ec2_snapshot_info asks for every snapshot."""
     sid = required(p, "SnapshotId")
-    if not ctx.core.snapshots.find([sid]):
+    if not any(s["snapshotId"] == sid for s in image_snapshots(ctx)) and \
+            not ctx.core.snapshots.find([sid]):
         raise Ec2Error("InvalidSnapshot.NotFound", f"the snapshot '{sid}' does not exist")
     name = p.get("Attribute")
     if name not in ("createVolumePermission", "productCodes"):

@@ -30,6 +30,9 @@ class Extras:
     source_dest: dict[str, bool] = field(default_factory=dict)  # instance -> sourceDestCheck
     # instance -> the interfaces attached to it besides its own (interfaces.py's records)
     interfaces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    root_kinds: dict[str, str] = field(default_factory=dict)  # location -> ebs|instance-store
+    roots: dict[str, Volume] = field(default_factory=dict)  # instance -> its root volume
+    doomed: set[str] = field(default_factory=set)  # volumes deleted with their instance
 
 OWNER = "000000000000"
 # A location's own images (an app a process location ships, a cloud's public images) are not
@@ -95,14 +98,19 @@ def private_dns(address: str | None) -> str:
     return f"ip-{address.replace('.', '-')}.onepane.internal" if address else ""
 
 
-def block_devices(inst: Instance, volumes: list[Volume]) -> list[dict[str, Any]]:
+def block_devices(inst: Instance, volumes: list[Volume], root: Volume | None = None,
+                  doomed: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The instance's root volume first (it goes with the instance), then its volumes
+    (`doomed`: those deleted with it)."""
     return [{"deviceName": v.device or "", "ebs": {
         "volumeId": v.id, "status": "attached", "attachTime": v.created_at,
-        "deleteOnTermination": False}} for v in volumes if v.attached_to == inst.id]
+        "deleteOnTermination": v is root or v.id in doomed}}
+        for v in ([root] if root else []) + volumes if v.attached_to == inst.id]
 
 
 def instance(inst: Instance, index: int = 0, extras: Extras | None = None) -> dict[str, Any]:
     extras = extras or Extras()
+    root = extras.roots.get(inst.id)
     private, public = split_addresses(inst.addresses)
     groups = extras.groups.get(inst.id, [])
     vpc = extras.vpcs.get(inst.network, "vpc-" + inst.network.split("-", 1)[1]) \
@@ -125,9 +133,10 @@ def instance(inst: Instance, index: int = 0, extras: Extras | None = None) -> di
         "ipAddress": public,
         "groupSet": [{"groupId": g, "groupName": n} for g, n in groups],
         "architecture": "x86_64",
-        "rootDeviceType": "ebs",
-        "rootDeviceName": ROOT_DEVICE,
-        "blockDeviceMapping": block_devices(inst, extras.volumes.get(inst.id, [])),
+        "rootDeviceType": extras.root_kinds.get(inst.location, "ebs"),
+        "rootDeviceName": root.device if root else ROOT_DEVICE,
+        "blockDeviceMapping": block_devices(inst, extras.volumes.get(inst.id, []), root,
+                                            extras.doomed),
         "virtualizationType": "hvm",
         "hypervisor": "xen",
         "tagSet": tag_set(inst.tags),
@@ -192,25 +201,37 @@ def zone(loc: Location, region: str) -> dict[str, Any]:
                                                                   loc.status}]}
 
 
-def image(img: Image, tags: dict[str, str] | None = None) -> dict[str, Any]:
+def image(img: Image, tags: dict[str, str] | None = None, root_kind: str = "ebs",
+          device: str = ROOT_DEVICE) -> dict[str, Any]:
+    """A location's own image: an app of a process location is `instance-store` (no disk of
+    its own), a disk image or a cloud's AMI is EBS-backed (its root at `device`)."""
+    ebs = root_kind == "ebs"
     return {"imageId": img.id, "imageLocation": f"{img.location}/{img.name}",
             "imageState": "available", "imageOwnerId": LOCATIONS_OWNER, "isPublic": True,
             "imageOwnerAlias": "onepane-locations",
             "architecture": "x86_64", "imageType": "machine", "name": img.name,
-            "rootDeviceType": "ebs", "rootDeviceName": ROOT_DEVICE,
-            "blockDeviceMapping": [{"deviceName": ROOT_DEVICE, "ebs": {
-                "deleteOnTermination": True, "volumeType": "standard", "encrypted": False}}],
+            "rootDeviceType": root_kind, "rootDeviceName": device,
+            "blockDeviceMapping": [{"deviceName": device, "ebs": {
+                "deleteOnTermination": True, "volumeType": "standard", "encrypted": False}}]
+            if ebs else [],
             "virtualizationType": "hvm", "hypervisor": "xen",
             "tagSet": tag_set({**(tags or {}), "onepane:location": img.location})}
 
 
-def catalog_image(img: Any, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """A catalog image (img-...): onepane's own, bootable where a replica is ready."""
+def catalog_image(img: Any, tags: dict[str, str] | None = None,
+                  root: tuple[str, str, int] | None = None) -> dict[str, Any]:
+    """A catalog image (img-...): onepane's own disk image, bootable where a replica is
+    ready; `root` is its root mapping (device, the snapshot it stands for, GiB)."""
     ready = [r.location for r in img.replicas if r.state == "ready" and r.bootable]
+    device, snapshot, size = root or (ROOT_DEVICE, None, None)
     return {"imageId": img.id, "imageLocation": f"onepane/{img.name}/{img.version}",
             "imageState": "available" if ready else "pending", "imageOwnerId": OWNER,
             "isPublic": False, "architecture": "x86_64", "imageType": "machine",
-            "name": img.name, "rootDeviceType": "ebs", "rootDeviceName": ROOT_DEVICE,
+            "creationDate": img.created_at,
+            "name": img.name, "rootDeviceType": "ebs", "rootDeviceName": device,
+            "blockDeviceMapping": [{"deviceName": device, "ebs": {
+                "snapshotId": snapshot, "volumeSize": size, "deleteOnTermination": True,
+                "volumeType": "standard", "encrypted": False}}],
             "virtualizationType": "hvm", "hypervisor": "kvm",
             "tagSet": tag_set({**(tags or {}), "onepane:catalog": "true"})}
 

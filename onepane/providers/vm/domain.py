@@ -136,6 +136,25 @@ def read_metadata(xml: str) -> dict[str, Any] | None:
     return {"id": name, "name": name, "damaged": why}
 
 
+def resized_xml(xml: str, vcpus: int, memory_mb: int, size: str) -> str:
+    """A stopped domain's definition with other vCPUs and memory, its metadata naming the
+    new size; everything else as libvirt wrote it."""
+    root = SafeET.fromstring(xml)
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.text, el.attrib = str(memory_mb), {"unit": "MiB"}
+    vcpu = root.find("vcpu")
+    if vcpu is None:
+        vcpu = _sub(root, "vcpu")
+    vcpu.text = str(vcpus)
+    meta = root.find(f"metadata/{{{META_NS}}}instance")
+    if meta is not None:
+        data = json.loads(meta.text or "{}")
+        meta.text = json.dumps({**data, "size": size}, sort_keys=True)
+    return ET.tostring(root, encoding="unicode")
+
+
 def nbd_exports(xml: str) -> dict[str, str]:
     """target dev -> export name of every disk on network storage (NBD)."""
     root = SafeET.fromstring(xml)

@@ -45,7 +45,7 @@ from ..base import (
 from ..dcnet import CutByNamespace, DataCenterNet
 from ..volumetable import VolumeTable
 from . import guestnet
-from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata
+from .domain import Disk, DomainSpec, Nic, domain_xml, read_metadata, resized_xml
 from .guestpolicy import GuestPolicy
 from .hypervisor import Hypervisor
 from .kept import DATA_TAG, KeptDisks
@@ -101,7 +101,6 @@ def vm_options(location: str, options: dict[str, Any]) -> VmOptions:
 
 class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
     capabilities = Capabilities.all_but(
-        resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
@@ -255,6 +254,34 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
         _qemu_img("convert", "-q", "-U", "-O", "qcow2", str(self.instance_dir(provider_id) /
                                                       "disk0.qcow2"), str(dest))
         return "qcow2"
+
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        """A stopped VM's vCPUs and memory, redefined: they take effect at its next start."""
+        if size not in SIZES:
+            raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
+                               field="size")
+        lv = _libvirt()
+        with self._lock, self._libvirt_errors():
+            dom = self._domain(provider_id)
+            if dom.isActive():
+                raise Conflict(f"instance {provider_id} is running; stop it to resize it",
+                               field="state")
+            cpus, memory = SIZES[size]
+            self.connection().defineXML(resized_xml(
+                dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE), cpus, memory, size))
+
+    def snapshot_boot_disk(self, provider_id: str, snapshot_id: str) -> str:
+        """The flattened boot disk among the volumes' snapshots: a qcow2 file like theirs, so a
+        volume made from it is a copy of the file as for any snapshot."""
+        dst = self.root / "snapshots" / f"{snapshot_id}.qcow2"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(dst.name + ".partial")
+        try:
+            self.export_disk(provider_id, part)
+            part.replace(dst)
+        finally:
+            part.unlink(missing_ok=True)
+        return dst.name
 
     def suspend_instance(self, provider_id: str) -> None:
         suspend_domain(self._domain(provider_id))

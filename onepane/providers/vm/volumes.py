@@ -38,9 +38,7 @@ class QcowVolumes(FileSnapshots):
             vol = self.volumes.get(vols, volume_id)
             dom = self._domain(instance_id)
             self.volumes.attachable(vol, volume_id, instance_id)
-            target = Path(device).name
-            if target not in DISK_TARGETS[1:]:
-                raise InvalidInput(f"device {device!r}: use /dev/vdb ... /dev/vdp", field="device")
+            target = disk_target(device)
             flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive()
                                                    else 0)
             with libvirt_errors():
@@ -57,8 +55,8 @@ class QcowVolumes(FileSnapshots):
                 flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (
                     lv.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
                 with libvirt_errors():
-                    dom.detachDeviceFlags(self._volume_xml(volume_id, Path(vol["device"]).name),
-                                          flags)
+                    dom.detachDeviceFlags(self._volume_xml(volume_id,
+                                                           disk_target(vol["device"])), flags)
             self.volumes.detached(vols, vol)
 
     def delete_volume(self, volume_id: str) -> None:
@@ -75,3 +73,16 @@ class QcowVolumes(FileSnapshots):
         return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 f"<source file='{self._volume_path(volume_id)}'/>"
                 f"<target dev='{target}' bus='virtio'/></disk>")
+
+
+def disk_target(device: str) -> str:
+    """The guest's disk for a device name: `/dev/vdb` ... `/dev/vdp` as they are, and the names
+    EC2 tools send (`/dev/sdh`, `/dev/xvdh`) as the virtio disk of the same letter, as EC2's own
+    hypervisors show a mapping's device under another name inside the guest."""
+    name = Path(device).name
+    for prefix in ("xvd", "sd", "vd"):
+        if name.startswith(prefix) and "vd" + name[len(prefix):] in DISK_TARGETS[1:]:
+            return "vd" + name[len(prefix):]
+    raise InvalidInput(f"device {device!r}: use /dev/vdb ... /dev/vdp (or /dev/sdb ..., "
+                       "/dev/xvdb ...: the same disks)", field="device")
+
