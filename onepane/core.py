@@ -19,7 +19,12 @@ from .errors import OnepaneError
 from .events import EventLog
 from .gslb.publisher import Publisher
 from .images.catalog import Catalog
-from .inventory.addresses import AddressRouter, ElasticAddresses, interface_addresses
+from .inventory.addresses import (
+    AddressRouter,
+    ElasticAddresses,
+    interface_addresses,
+    interface_owner,
+)
 from .inventory.annotations import Annotations
 from .inventory.firewall import Enforcer, SecurityGroups
 from .inventory.hosts import WATCH_INTERVAL_S, Hosts
@@ -100,7 +105,8 @@ class Core:
             instance=lambda iid: instance_target(self.ops.instances, iid),
             serving=lambda name, now: serving_replica(self.deployments, self.ops.instances,
                                                       name, now),
-            interfaces=lambda: interface_addresses(self.records))
+            interfaces=lambda: interface_addresses(self.records),
+            interface_owner=lambda eni: interface_owner(self.records, eni))
         self.addresses.changed = self.address_router.apply_all
         self.address_routing = Periodic("addresses", self.address_router.apply_all, 0.5, leads)
         self.sampler = Periodic("metrics", self._sample, settings.metrics_interval, leads)

@@ -34,7 +34,8 @@ class Address:
     id: str  # eipalloc-…
     public_ip: str
     instance: str | None  # associated with this instance, or
-    deployment: str | None  # with whatever instance serves this deployment
+    deployment: str | None  # with whatever instance serves this deployment, or
+    interface: str | None  # with a network interface (eni-…): its instance, once attached
     association: str | None  # eipassoc-…, while associated
     routed_to: str | None  # the instance it reaches now (None: nowhere)
     location: str | None  # where that instance is
@@ -45,7 +46,7 @@ class Address:
 def _view(r: Record) -> Address:
     a = r.attributes
     return Address(r.id, a["public_ip"], a.get("instance"), a.get("deployment"),
-                   a.get("association"), a.get("routed_to"), a.get("location"),
+                   a.get("interface"), a.get("association"), a.get("routed_to"), a.get("location"),
                    a.get("why_not"), dict(r.tags))
 
 
@@ -81,30 +82,33 @@ class ElasticAddresses:
         return _view(rec)
 
     def associate(self, alloc_id: str, *, instance: str | None = None,
-                  deployment: str | None = None, reassociate: bool = True) -> Address:
-        """Point the address at an instance, or at a deployment's serving instance."""
-        if (instance is None) == (deployment is None):
-            raise InvalidInput("associate an address with an instance or a deployment, one of "
-                               "them", field="instance")
+                  deployment: str | None = None, interface: str | None = None,
+                  reassociate: bool = True) -> Address:
+        """Point the address at an instance, at a deployment's serving instance, or at a
+        network interface (it reaches the interface's instance while one is attached: EC2's
+        association made before the attachment)."""
+        wanted = {"instance": instance, "deployment": deployment, "interface": interface}
+        if sum(v is not None for v in wanted.values()) != 1:
+            raise InvalidInput("associate an address with an instance, a deployment or an "
+                               "interface, one of them", field="instance")
         current = self.get(alloc_id)
-        if current.association and not reassociate and (
-                current.instance != instance or current.deployment != deployment):
-            raise Conflict(f"{current.public_ip} is already associated "
-                           f"({current.instance or current.deployment})", field="address")
-        assoc = current.association if (current.instance, current.deployment) == (
-            instance, deployment) and current.association else record_id("eipassoc")
-        view = _view(self.records.update(alloc_id, instance=instance, deployment=deployment,
-                                         association=assoc))
+        now = {"instance": current.instance, "deployment": current.deployment,
+               "interface": current.interface}
+        if current.association and not reassociate and now != wanted:
+            raise Conflict(f"{current.public_ip} is already associated ({_target(current)})",
+                           field="address")
+        assoc = current.association if now == wanted and current.association \
+            else record_id("eipassoc")
+        view = _view(self.records.update(alloc_id, **wanted, association=assoc))
         self.events.emit("address.associated",
-                         f"address {view.public_ip} associated with "
-                         f"{'instance ' + instance if instance else 'deployment ' + str(deployment)}",
-                         subject=alloc_id, data={"instance": instance, "deployment": deployment})
+                         f"address {view.public_ip} associated with {_target(view)}",
+                         subject=alloc_id, data=wanted)
         self.changed()
         return self.get(alloc_id)
 
     def disassociate(self, alloc_id: str) -> Address:
         view = _view(self.records.update(alloc_id, instance=None, deployment=None,
-                                         association=None))
+                                         interface=None, association=None))
         self.events.emit("address.disassociated", f"address {view.public_ip} disassociated",
                          subject=alloc_id)
         self.changed()
@@ -113,18 +117,24 @@ class ElasticAddresses:
     def release(self, alloc_id: str) -> None:
         current = self.get(alloc_id)
         if current.association:
-            raise Conflict(f"{current.public_ip} is associated "
-                           f"({current.instance or current.deployment}): disassociate it first",
-                           field="address")
+            raise Conflict(f"{current.public_ip} is associated ({_target(current)}): "
+                           "disassociate it first", field="address")
         self.records.delete(alloc_id)
         self.events.emit("address.released", f"address {current.public_ip} released",
                          subject=alloc_id)
         self.changed()
 
     def forget_instance(self, instance: str) -> None:
-        """The instance is gone: its addresses are associated with nothing (EC2's way)."""
+        """The instance is gone: its addresses are associated with nothing (EC2's way); one
+        associated with an interface stays with the interface."""
         for a in self.find():
             if a.instance == instance:
+                self.disassociate(a.id)
+
+    def forget_interface(self, interface: str) -> None:
+        """The interface is deleted: its addresses are associated with nothing."""
+        for a in self.find():
+            if a.interface == interface:
                 self.disassociate(a.id)
 
     def routed(self, alloc_id: str, routed_to: str | None, location: str | None,
@@ -133,6 +143,19 @@ class ElasticAddresses:
 
 
 Target = tuple[str, str, str]  # (instance id, its location, its provider id)
+
+
+def _target(a: Address) -> str:
+    return (f"instance {a.instance}" if a.instance else f"deployment {a.deployment}"
+            if a.deployment else f"interface {a.interface}")
+
+
+def interface_owner(records: Records, interface: str) -> str | None:
+    """The instance a network interface (a record of kind `eni`) is attached to, if any."""
+    for r in records.find("eni"):
+        if r.id == interface and (att := r.attributes.get("attachment")):
+            return "inst-" + str(att["instance"]).removeprefix("i-")
+    return None
 
 
 def interface_addresses(records: Records) -> dict[str, str]:
@@ -162,9 +185,11 @@ class AddressRouter:
     def __init__(self, addresses: ElasticAddresses, registry: Any,
                  instance: Callable[[str], Target | None],
                  serving: Callable[[str, str | None], Target | None],
-                 interfaces: Callable[[], dict[str, str]] = dict) -> None:
+                 interfaces: Callable[[], dict[str, str]] = dict,
+                 interface_owner: Callable[[str], str | None] = lambda _eni: None) -> None:
         self.addresses = addresses
         self.interfaces = interfaces  # address -> instance, for attached interfaces
+        self.interface_owner = interface_owner  # interface -> the instance it is attached to
         self.registry = registry
         self.instance = instance
         self.serving = serving
@@ -191,8 +216,10 @@ class AddressRouter:
         wanted: dict[str, dict[str, str]] = {}
         outcome: dict[str, tuple[str | None, str | None, str | None]] = {}
         for a in found:
+            owner = self.interface_owner(a.interface) if a.interface else None
             target = self.instance(a.instance) if a.instance else \
-                self.serving(a.deployment, a.routed_to) if a.deployment else None
+                self.serving(a.deployment, a.routed_to) if a.deployment else \
+                self.instance(owner) if owner else None
             if target is None:
                 outcome[a.id] = (None, None, "associated with nothing that runs" if
                                  a.association else None)

@@ -516,7 +516,9 @@ def test_an_attached_interface_is_an_address_of_the_instance_in_a_namespace(
         start_server: Any) -> None:
     """Issue 32: at a netns location an interface's address is real: attached, a client
     reaches the instance at it (every port to the instance's one service port); detached,
-    the address reaches nothing again."""
+    the address reaches nothing again. An elastic address associated with the interface
+    before it is attached (EC2's preliminary association) reaches the instance from the
+    attachment on, and nothing after the detachment."""
     import subprocess as sp
 
     from onepane.providers.dcnet import CATCH_ALL
@@ -535,21 +537,38 @@ def test_an_attached_interface_is_an_address_of_the_instance_in_a_namespace(
                                 SubnetId=subnet)["Instances"][0]["InstanceId"]
         eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]
         address = eni["PrivateIpAddress"]
+        eip = ec2.allocate_address(Domain="vpc")
+        assoc = ec2.associate_address(AllocationId=eip["AllocationId"],
+                                      NetworkInterfaceId=eni["NetworkInterfaceId"])
+        shown = ec2.describe_addresses(AllocationIds=[eip["AllocationId"]])["Addresses"][0]
+        assert (shown["NetworkInterfaceId"], shown["PrivateIpAddress"], "InstanceId" in shown
+                ) == (eni["NetworkInterfaceId"], address, False)
 
-        def answers() -> str | None:
+        def answers(at: str) -> str | None:
             try:
-                return str(httpx.get(f"http://{address}:80/", timeout=1).json()["instance"])
+                return str(httpx.get(f"http://{at}:80/", timeout=1).json()["instance"])
             except (httpx.HTTPError, ValueError):
                 return None
-        assert answers() is None
+        assert answers(address) is None and answers(eip["PublicIp"]) is None
         wait_for(lambda: ec2.describe_instances(InstanceIds=[iid])["Reservations"][0][
             "Instances"][0]["State"]["Name"] == "running", 30, what="the instance running")
         attachment = ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
                                                   InstanceId=iid, DeviceIndex=1)["AttachmentId"]
-        wait_for(lambda: answers() == f"inst-{iid[2:]}", 15,
+        wait_for(lambda: answers(address) == f"inst-{iid[2:]}", 15,
                  what="the instance answering at its interface's address")
+        wait_for(lambda: answers(eip["PublicIp"]) == f"inst-{iid[2:]}", 15,
+                 what="the interface's elastic address reaching the instance once attached")
+        assert ec2.describe_addresses(AllocationIds=[eip["AllocationId"]])["Addresses"][0][
+            "InstanceId"] == iid
         ec2.detach_network_interface(AttachmentId=attachment)
-        wait_for(lambda: answers() is None, 15, what="detached: the address reaches nothing")
+        wait_for(lambda: answers(address) is None, 15,
+                 what="detached: the address reaches nothing")
+        wait_for(lambda: answers(eip["PublicIp"]) is None, 15,
+                 what="detached: the elastic address reaches nothing either")
+        ec2.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+        assert "AssociationId" not in ec2.describe_addresses(
+            AllocationIds=[eip["AllocationId"]])["Addresses"][0]  # gone with its interface
+        assert assoc["AssociationId"]
     finally:
         server.stop()
         NetnsProvider("eni-n", server.state_dir, {"index": 233}).teardown()

@@ -4,6 +4,7 @@ instances."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from typing import Any
 
@@ -54,7 +55,14 @@ def _address(ctx: Context, a: Address) -> dict[str, Any]:
     if a.association:
         out["associationId"] = a.association
         reaches = a.instance or a.routed_to
-        if reaches:
+        if a.interface:  # its interface's first address, whether or not it is attached
+            out["networkInterfaceId"] = a.interface
+            out["networkInterfaceOwnerId"] = shapes.OWNER
+            with contextlib.suppress(Ec2Error):
+                out["privateIpAddress"] = _interface_addresses(ctx, a.interface)[0]
+            if reaches:
+                out["instanceId"] = shapes.instance_id(reaches)
+        elif reaches:
             out["instanceId"] = shapes.instance_id(reaches)
             out["networkInterfaceOwnerId"] = shapes.OWNER
             try:
@@ -127,36 +135,48 @@ def AllocateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @action(WRITE)
 def AssociateAddress(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     a = _allocation(ctx, p)
+    interface: str | None = None
+    instance: str | None = None
     if p.get("InstanceId"):
         instance = _instance(ctx, p["InstanceId"]).id
     elif eni := p.get("NetworkInterfaceId"):
-        instance = _eni_instance(ctx, eni)
+        instance, interface = _eni_target(ctx, eni)
     else:
         raise Ec2Error("MissingParameter", "the request must contain InstanceId or "
                        "NetworkInterfaceId")
     if p.get("PrivateIpAddress"):
-        inst = ctx.core.ops.instances.get_instance(instance)
-        if p["PrivateIpAddress"] not in inst.addresses:
+        own = _interface_addresses(ctx, interface) if interface else \
+            ctx.core.ops.instances.get_instance(instance or "").addresses
+        if p["PrivateIpAddress"] not in own:
             raise Ec2Error("UnsupportedOperation", "PrivateIpAddress: an address reaches an "
-                           "instance's own address only")
+                           "address of the instance or interface only")
     reassociate = str(p.get("AllowReassociation", "false")).lower() == "true"
     try:
-        done = ctx.core.addresses.associate(a.id, instance=instance, reassociate=reassociate)
+        done = ctx.core.addresses.associate(a.id, instance=instance, interface=interface,
+                                            reassociate=reassociate)
     except Conflict as exc:
         raise Ec2Error("Resource.AlreadyAssociated",
                        f"{exc.detail} (AllowReassociation=true moves it)") from exc
     return {"associationId": done.association}
 
 
-def _eni_instance(ctx: Context, eni: str) -> str:
-    """The instance a network interface belongs to: an instance's own (eni-<its id>), or one
-    made by CreateNetworkInterface and attached."""
-    from .interfaces import attached_instance
+def _eni_target(ctx: Context, eni: str) -> tuple[str | None, str | None]:
+    """(instance, interface) an address associated with `eni` points at: an instance's own
+    interface is the instance; one made by CreateNetworkInterface is itself, attached or not
+    (the address reaches its instance while it is attached)."""
+    from .interfaces import attached_instance, is_record
+    if is_record(ctx, eni):
+        return None, eni
     instance = attached_instance(ctx, eni)
     if instance is None:
         raise Ec2Error("InvalidNetworkInterfaceID.NotFound", f"the networkInterface ID "
-                       f"'{eni}' does not exist or is attached to nothing")
-    return instance
+                       f"'{eni}' does not exist")
+    return instance, None
+
+
+def _interface_addresses(ctx: Context, eni: str) -> list[str]:
+    from .interfaces import any_interface
+    return [x["privateIpAddress"] for x in any_interface(ctx, eni)["privateIpAddressesSet"]]
 
 
 @action(WRITE)

@@ -238,6 +238,7 @@ def DeleteNetworkInterface(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                        f"{r.attributes['attachment']['instance']}; detach it first")
     ctx.core.records.delete(r.id)
     ctx.core.annotations.forget(r.id)
+    ctx.core.addresses.forget_interface(r.id)  # its elastic addresses, as EC2 does
     return {"return": True}
 
 
@@ -292,6 +293,7 @@ def released_with(ctx: Context, instance_ec2_id: str) -> None:
         if att.get("deleteOnTermination"):
             ctx.core.records.delete(r.id)
             ctx.core.annotations.forget(r.id)
+            ctx.core.addresses.forget_interface(r.id)
         else:
             ctx.core.records.update(r.id, attachment=None)
 
@@ -391,6 +393,11 @@ def UnassignPrivateIpAddresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any
     ctx.core.records.update(r.id, addresses=[a for a in r.attributes["addresses"]
                                              if a["address"] not in gone])
     return {"return": True}
+
+
+def is_record(ctx: Context, eni_id: str) -> bool:
+    """Whether `eni_id` is an interface made by CreateNetworkInterface."""
+    return _find(ctx, eni_id) is not None
 
 
 def attached_instance(ctx: Context, eni_id: str) -> str | None:
