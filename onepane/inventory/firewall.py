@@ -318,8 +318,12 @@ class Enforcer:
                 out = egress_of(member_of[inst.id])
                 if out is not None:
                     egress[inst.provider_id] = expanded(out)
+            try:
+                epoch = registry.get(name).enforcement_epoch()
+            except OnepaneError:
+                epoch = ""
             picture = repr((sorted(ingress.items()), sorted(egress.items()),
-                            sorted((g.id, g.ingress, g.egress) for g in groups)))
+                            sorted((g.id, g.ingress, g.egress) for g in groups), epoch))
             if self._applied.get(name) == picture:
                 continue
             try:

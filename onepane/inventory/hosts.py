@@ -164,6 +164,10 @@ class Hosts:
             if key[1] not in fenced:
                 self.events.emit("host.answering", f"{location}: host {key[1]} answers again",
                                  location=location, subject=key[1])
+        if late := provider.forget_data_late():
+            self.events.emit("host.kept_dropped", f"{location}: kept disks of deleted "
+                             f"deployments dropped from hosts answering again: "
+                             f"{', '.join(late)}", location=location, data={"keys": late})
         for host in sorted(fenced - set(down)):  # a fenced host is back
             removed = failures.readmit(host)
             self.events.emit("host.readmitted", f"{location}: host {host} answers again; "

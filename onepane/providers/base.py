@@ -277,6 +277,12 @@ class Provider(ABC):
         format. Crash-consistent while it runs: stop it first for a clean image."""
         self._unsupported(Feature.capture_image, "instance")
 
+    def enforcement_epoch(self) -> str:
+        """Changes when what `enforce` handed over must be handed over again although the
+        rules did not change (a host joined the location, or came back): the enforcer calls
+        `enforce` only when its picture, which includes this, changes."""
+        return ""
+
     def enforce(self, ingress: dict[str, list[dict[str, Any]]],
                 groups: dict[str, dict[str, list[dict[str, Any]]]],
                 egress: dict[str, list[dict[str, Any]]] | None = None) -> None:

@@ -54,6 +54,11 @@ def vm_server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterat
         for name, index in VM_LOCATIONS.items():
             with contextlib.suppress(Exception):
                 VmProvider(name, state, {"index": index}).teardown()
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True,
+                               text=True).stdout
+        if " op-h" not in links:  # the last location gone: the host's guest table with it
+            assert "onepane_guests" not in subprocess.run(
+                ["nft", "list", "tables"], capture_output=True, text=True).stdout
         if not had_catch_all:
             subprocess.run(["ip", "route", "del", "blackhole", CATCH_ALL], check=False)
 

@@ -16,8 +16,9 @@ import pytest
 from onepane.errors import OnepaneError, TransientProviderError
 from onepane.providers.base import DATA_TAG, InstanceSpec
 from onepane.providers.registry import build_provider
-from onepane.providers.vm.hostlab import host_lab
+from onepane.providers.vm.hostlab import HostLab, host_lab
 from onepane.providers.vm.hosts import HostsProvider
+from tests.helpers import wait_for
 from tests.integration.test_kept_data import keeping
 
 pytestmark = pytest.mark.root
@@ -25,15 +26,20 @@ MARK = "0x6b"
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory,
-          guest_disk: Path) -> Iterator[tuple[HostsProvider, str]]:
-    with host_lab({"kh1": 207, "kh2": 208}) as lab:
-        p = build_provider("kd-hosts", "vm", state_dir=tmp_path_factory.mktemp("hostkept"),
-                           region="", driver=None, credentials=lab.credentials(),
-                           options={"hosts": lab.specs(), "stop_timeout": 0.5})
-        assert isinstance(p, HostsProvider)
-        with keeping(p, guest_disk) as image:
-            yield p, image
+def lab() -> Iterator[HostLab]:
+    with host_lab({"kh1": 207, "kh2": 208}) as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory, guest_disk: Path,
+          lab: HostLab) -> Iterator[tuple[HostsProvider, str]]:
+    p = build_provider("kd-hosts", "vm", state_dir=tmp_path_factory.mktemp("hostkept"),
+                       region="", driver=None, credentials=lab.credentials(),
+                       options={"hosts": lab.specs(), "stop_timeout": 0.5})
+    assert isinstance(p, HostsProvider)
+    with keeping(p, guest_disk) as image:
+        yield p, image
 
 
 def replica(image: str, n: int, key: str | None = "db.0") -> InstanceSpec:
@@ -134,3 +140,26 @@ def test_a_replacement_that_fails_gives_the_disk_back(
     assert has_mark(p, again.provider_id, tmp_path)
     p.destroy_instance(again.provider_id)
     assert p.forget_data("db") == ["db.0"]
+
+
+def test_a_deleted_deployment_s_disks_go_from_a_host_that_was_down(
+        hosts: tuple[HostsProvider, str], lab: HostLab) -> None:
+    """A host that does not answer when its deployment is deleted keeps the deployment's
+    disks until it answers again: then the host watch's pass drops them (forget_data_late)."""
+    p, image = hosts
+    first = p.create_instance(replica(image, 9, key="gone.0"))
+    holder = host_of(p, first.provider_id)
+    p.destroy_instance(first.provider_id)  # its data disk kept on its host
+    assert kept_on(p)[holder] == ["kept.gone.0.disk1.qcow2"]
+    host = next(h for h in lab.hosts if h.name == holder)
+    host.cut()
+    try:
+        wait_for(lambda: holder not in p.up_hosts(), 30, what="the holder not answering")
+        assert p.forget_data("gone") == []  # nothing it could reach
+        assert p.forget_data_late() == []  # still down: still owed
+    finally:
+        host.restore()
+    wait_for(lambda: holder in p.up_hosts(), 30, what="the holder answering again")
+    assert p.forget_data_late() == ["gone.0"]
+    assert kept_on(p)[holder] == []
+    assert p.forget_data_late() == []  # said once

@@ -88,6 +88,18 @@ def between_locations(net: DataCenterNet) -> None:
         f'  iifname "{HOST_IF_PREFIX}*" oifname != "{HOST_IF_PREFIX}*" drop', " }"], "the host")
 
 
+def last_location_gone() -> None:
+    """The host's forwarding table goes once no location's link is left (it guards what the
+    locations' links forward; another onepane's location keeps it)."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    if any(line.split(":")[1].strip().split("@")[0].startswith(HOST_IF_PREFIX)
+           for line in links.splitlines() if line.count(":") >= 2):
+        return
+    subprocess.run(["nft", "delete", "table", "inet", "onepane_guests"], capture_output=True,
+                   check=False)
+
+
 def route_to(address: str, net: DataCenterNet, away_from: DataCenterNet | None = None) -> None:
     """Send the host's traffic for a guest to the location that runs it, and that location's
     own traffic for it (its other guests') onto its bridge; `away_from`: the location it left,

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ... import atomic
 from ...errors import OnepaneError
 from ..base import DATA_TAG
 from .hostpools import STORAGE
@@ -115,14 +116,58 @@ class HostKeptDisks:
         return taken
 
     def forget(self, deployment: str) -> list[str]:
-        """Every key of a deployment (`<deployment>.<slot>`) dropped from every pool."""
+        """Every key of a deployment (`<deployment>.<slot>`) dropped from every pool; the hosts
+        that do not answer now are remembered and cleaned when they do (retry_forgotten)."""
+        gone = self._forget_in(deployment, self.pools())
+        if self.p.options.storage is None:
+            missed = sorted(set(self.p.links.names()) - set(self.pools()))
+            if missed:
+                pending = self._pending()
+                pending[deployment] = sorted(set(pending.get(deployment, [])) | set(missed))
+                self._save(pending)
+        return sorted(gone)
+
+    def retry_forgotten(self) -> list[str]:
+        """The kept disks of deleted deployments dropped from hosts that were down when the
+        deployment went (the host watch calls it every pass; nothing to do is one file read).
+        Returns the keys dropped."""
+        pending = self._pending()
+        if not pending:
+            return []
+        up = set(self.p.up_hosts())
+        gone: set[str] = set()
+        for deployment, hosts in list(pending.items()):
+            back = [h for h in hosts if h in up]
+            gone |= self._forget_in(deployment, back)
+            left = [h for h in hosts if h not in up and h in self.p.links.names()]
+            if left:
+                pending[deployment] = left
+            else:
+                del pending[deployment]
+        self._save(pending)
+        return sorted(gone)
+
+    def _forget_in(self, deployment: str, pools: list[str]) -> set[str]:
         gone = set()
-        for where in self.pools():
+        for where in pools:
             for key in self._keys(where):
                 if key.rsplit(".", 1)[0] == deployment:
                     self._drop_in(where, key)
                     gone.add(key)
-        return sorted(gone)
+        return gone
+
+    @property
+    def _pending_file(self) -> Path:
+        return self.p.root / "kept-forgotten.json"
+
+    def _pending(self) -> dict[str, list[str]]:
+        """deployment -> hosts whose kept disks of it are still to drop."""
+        table = atomic.read_table(self._pending_file, "table of forgotten kept disks")
+        return {d: [str(h) for h in entry.get("hosts", [])] for d, entry in table.items()
+                if isinstance(entry, dict)}
+
+    def _save(self, pending: dict[str, list[str]]) -> None:
+        atomic.write_json(self._pending_file, {d: {"hosts": h} for d, h in pending.items()})
 
     def _keys(self, where: str) -> set[str]:
         pool = self.p.pools.pool(where)

@@ -241,6 +241,11 @@ class HostsProvider(Provider):
             targets[address] = (guest, self.roster.via(located[0]))
         hostaddresses.route(self.location, targets, self._vias())
 
+    def enforcement_epoch(self) -> str:
+        """The hosts that answered last (no host is asked here): a host that joins or comes
+        back gets every guest's filter, defined before a guest is moved or started there."""
+        return ",".join(h for h in self.links.names() if h not in self.links.down)
+
     def enforce(self, ingress: dict[str, list[dict[str, Any]]],
                 groups: dict[str, dict[str, list[dict[str, Any]]]],
                 egress: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -436,6 +441,11 @@ class HostsProvider(Provider):
 
     def forget_data(self, deployment: str) -> list[str]:
         return self.kept.forget(deployment)
+
+    def forget_data_late(self) -> list[str]:
+        """What forget_data could not drop from hosts that were down, dropped from those that
+        answer now (the host watch's every pass)."""
+        return self.kept.retry_forgotten()
 
     def _data_key(self, dom: Any | None, provider_id: str) -> str | None:
         """The data key in the VM's record: its domain's metadata, or (its host dead) the

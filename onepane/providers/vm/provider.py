@@ -195,6 +195,7 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
         self.hypervisor.stop()
         self.hypervisor.forget()
         self.net.teardown()
+        guestnet.last_location_gone()
 
     # ---- instances -----------------------------------------------------------------------
 
