@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,11 @@ class LocalProvider(FileVolumes, Provider):
             out = [self._observe(r) for r in self.records.all()]
             if self.records.damaged:
                 procs = {i: pid for pid, i in self.processes.ours().items()}
+                if set(self.records.damaged) - set(procs):
+                    # a process between two execs reads with no environment for a moment: one
+                    # more look before one is called gone (a busy machine showed it)
+                    time.sleep(0.2)
+                    procs = {i: pid for pid, i in self.processes.ours().items()}
                 out += [self.processes.unrecorded(i, procs.get(i)) for i in sorted(self.records.damaged)]
             return out
 

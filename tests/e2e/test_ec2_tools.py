@@ -424,6 +424,18 @@ def test_network_interfaces_hold_subnet_addresses_and_attach(start_server: Any) 
     eid = eni["NetworkInterfaceId"]
     assert eni["PrivateIpAddress"] == "10.70.1.4" and eni["Status"] == "available"
     assert free() == 10
+    # a malformed launch gets EC2's own error before onepane says what it cannot honour
+    for bad, code in (({"PrivateIpAddress": "10.70.1.9"}, "InvalidParameterValue"),  # no subnet
+                      ({"SubnetId": subnet, "PrivateIpAddress": "10.70.2.9"},
+                       "InvalidParameterValue"),  # not the subnet's
+                      ({"NetworkInterfaces": [{"NetworkInterfaceId": eid, "DeviceIndex": 0,
+                                               "DeleteOnTermination": True}]},
+                       "InvalidParameterCombination"),
+                      ({"NetworkInterfaces": [{"NetworkInterfaceId": eid}]},
+                       "InvalidParameterValue"),  # no DeviceIndex
+                      ({"SubnetId": subnet, "PrivateIpAddress": "10.70.1.9"},
+                       "UnsupportedOperation")):  # well formed, not honoured
+        assert error_code(ec2.run_instances, **RUN, **bad) == code, bad
     assert error_code(ec2.create_network_interface, SubnetId=subnet,
                       PrivateIpAddress="10.70.1.4") == "InvalidIPAddress.InUse"
     got = ec2.assign_private_ip_addresses(NetworkInterfaceId=eid,

@@ -223,6 +223,8 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = required(p, "ImageId")
     size = p.get("InstanceType") or "t2.micro"
     count = _launch_count(p)
+    from .interfaces import check_launch
+    check_launch(ctx, p)
     p = _with_primary_interface(p)
     _refuse_unhonoured(p)
     zone, network = _where(ctx, p)

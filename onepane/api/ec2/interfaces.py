@@ -92,6 +92,42 @@ def _take(ctx: Context, net: Network, wanted: list[str], count: int) -> list[str
     return [*wanted, *free]
 
 
+def check_launch(ctx: Context, p: dict[str, Any]) -> None:
+    """What RunInstances says of interfaces and addresses, checked as EC2 checks it, before
+    onepane says what it cannot honour: a malformed request gets EC2's own error."""
+    seen: set[str] = set()
+    for n, nic in enumerate(members(p, "NetworkInterface"), 1):
+        if "DeviceIndex" not in nic:
+            raise Ec2Error("InvalidParameterValue", f"NetworkInterface.{n}.DeviceIndex is "
+                           "required: each network interface needs one")
+        if str(nic["DeviceIndex"]) in seen:
+            raise Ec2Error("InvalidParameterValue", f"NetworkInterface.{n}: device index "
+                           f"{nic['DeviceIndex']} is given twice")
+        seen.add(str(nic["DeviceIndex"]))
+        if nic.get("NetworkInterfaceId") and (
+                str(nic.get("DeleteOnTermination", "false")).lower() == "true"
+                or nic.get("SubnetId") or nic.get("PrivateIpAddress")):
+            raise Ec2Error("InvalidParameterCombination", f"NetworkInterface.{n}: an existing "
+                           "interface (NetworkInterfaceId) comes with its subnet and address "
+                           "and is not deleted on termination")
+    wanted = p.get("PrivateIpAddress")
+    if not wanted:
+        return
+    first: dict[str, Any] = next(iter(members(p, "NetworkInterface")), {})
+    subnet = p.get("SubnetId") or first.get("SubnetId")
+    if not subnet:
+        raise Ec2Error("InvalidParameterValue", f"PrivateIpAddress {wanted}: an address of a "
+                       "subnet, and no SubnetId names one")
+    lo, hi = _plan(_subnet(ctx, subnet))
+    try:
+        inside = lo <= int(ipaddress.ip_address(wanted)) < hi
+    except ValueError:
+        inside = False
+    if not inside:
+        raise Ec2Error("InvalidParameterValue", f"PrivateIpAddress {wanted} is not an address "
+                       f"of subnet {subnet} (or is one of its reserved addresses)")
+
+
 # ---- shapes -----------------------------------------------------------------------------------
 
 def _shape(ctx: Context, r: Record) -> dict[str, Any]:
