@@ -18,6 +18,26 @@ from tests.helpers import free_port, kill_instances, port_open, wait_for
 
 VENV_BIN = Path(sys.executable).parent
 
+# ./test runs two pytest-xdist workers (docs/testing.md). Everything that makes network
+# namespaces, libvirt daemons, Docker or DNS hosts on this machine shares machine-wide state —
+# fixed location indexes, the catch-all blackhole route a fixture adds and removes, host
+# routes — so those files run in one worker, one after another ("host-net"); every other file
+# is a group of its own, run whole in either worker (its module fixtures set up once).
+HOST_NET = frozenset(f"tests/{f}.py" for f in (
+    "contract/test_provider_contract", "e2e/test_applications", "e2e/test_console",
+    "e2e/test_containers", "e2e/test_ec2_tools", "e2e/test_hosts", "e2e/test_hosts_apps",
+    "e2e/test_hosts_crash", "e2e/test_hosts_nodes", "e2e/test_vm",
+    "integration/test_damaged_state", "integration/test_docker_hosts",
+    "integration/test_failover", "integration/test_gslb", "integration/test_guest_answers",
+    "integration/test_host_kept_data", "integration/test_kept_data",
+    "integration/test_long_lived", "integration/test_netns_provider"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("host-net" if path in HOST_NET else path))
+
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
