@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,10 +34,21 @@ HOST_NET = frozenset(f"tests/{f}.py" for f in (
     "integration/test_long_lived", "integration/test_netns_provider"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("host-net" if path in HOST_NET else path))
+def test_group(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "host-net" if path in HOST_NET else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's load-by-scope scheduler with test_group as the scope (its `loadgroup` marks
+    do not reach its scheduler under pytest 9: tried, tests of one group ran in both
+    workers). Scopes go out largest first, each whole to one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session")
