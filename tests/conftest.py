@@ -39,6 +39,7 @@ def test_group(nodeid: str) -> str:
     return "host-net" if path in HOST_NET else path
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist (-p no:xdist) runs as before
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's load-by-scope scheduler with test_group as the scope (its `loadgroup` marks
     do not reach its scheduler under pytest 9: tried, tests of one group ran in both
