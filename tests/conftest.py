@@ -26,7 +26,7 @@ VENV_BIN = Path(sys.executable).parent
 # is a group of its own, run whole in either worker (its module fixtures set up once).
 HOST_NET = frozenset(f"tests/{f}.py" for f in (
     "contract/test_provider_contract", "e2e/test_applications", "e2e/test_console",
-    "e2e/test_containers", "e2e/test_ec2_tools", "e2e/test_hosts", "e2e/test_hosts_apps",
+    "e2e/test_containers", "e2e/test_ec2_netns", "e2e/test_hosts", "e2e/test_hosts_apps",
     "e2e/test_hosts_crash", "e2e/test_hosts_nodes", "e2e/test_vm",
     "integration/test_damaged_state", "integration/test_docker_hosts",
     "integration/test_failover", "integration/test_gslb", "integration/test_guest_answers",
