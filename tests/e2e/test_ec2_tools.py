@@ -200,7 +200,8 @@ def test_volumes_mapped_at_launch_are_made_attached_and_deleted_with_it(
 
     made = ec2.run_instances(**RUN, BlockDeviceMappings=[
         {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 2}},
-        {"DeviceName": "/dev/sdc", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": False}}])
+        {"DeviceName": "/dev/sdc", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": False}}],
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "app", "Value": "db"}]}])
     iid = made["Instances"][0]["InstanceId"]
     shown = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     mapped = {m["DeviceName"]: m["Ebs"] for m in shown["BlockDeviceMappings"]}
@@ -210,6 +211,7 @@ def test_volumes_mapped_at_launch_are_made_attached_and_deleted_with_it(
     vols = {v["VolumeId"]: v for v in ec2.describe_volumes(
         VolumeIds=[m["VolumeId"] for m in mapped.values()])["Volumes"]}
     assert sorted(v["Size"] for v in vols.values()) == [1, 2]
+    assert all({"Key": "app", "Value": "db"} in v.get("Tags", []) for v in vols.values())
     assert {v["Attachments"][0]["InstanceId"] for v in vols.values()} == {iid}
     ec2.terminate_instances(InstanceIds=[iid])
     kept = mapped["/dev/sdc"]["VolumeId"]

@@ -230,6 +230,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     zone, network = _where(ctx, p)
     launched = launch_volumes.parse(ctx, p, image, zone)
     tags = _tag_specs(p, "instance", made_none=("volume",))
+    volume_tags = _tag_specs(p, "volume", made_none=("instance",))  # the launched volumes
     token = p.get("ClientToken")
     if token and len(token) > 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be at most 64 characters")
@@ -259,7 +260,7 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         ctx.core.security_groups.join(inst.id, [g.id for g in groups], inst.location)
     settle(ctx.core, jobs)  # usually running by now: a client's waiter need not wait 15 s
     if launched:
-        _with_volumes(ctx, insts, jobs, launched)
+        _with_volumes(ctx, insts, jobs, launched, volume_tags)
     insts = [ctx.core.ops.instances.get_instance(i.id) for i in insts]
     body = reservations(insts, with_roots(ctx, extras(ctx), insts))[0]
     for item in body["instancesSet"]:
@@ -268,13 +269,13 @@ def RunInstances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_volumes(ctx: Context, insts: list[Instance], jobs: list[str],
-                  launched: list[launch_volumes.Launched]) -> None:
+                  launched: list[launch_volumes.Launched], tags: dict[str, str]) -> None:
     """The launch's volumes made and attached once each instance exists; if any fails, the
     launch is undone: its instances destroyed (their volumes with them) and the error said."""
     try:
         for inst, job_id in zip(insts, jobs, strict=True):
             launch_volumes.wait_made(ctx, job_id, inst.id)
-            launch_volumes.attach_all(ctx, inst, launched)
+            launch_volumes.attach_all(ctx, inst, launched, tags)
     except Exception:
         undo = [ctx.core.ops.instances.destroy_instance(i.id).id for i in insts]
         for inst, job_id in zip(insts, undo, strict=True):

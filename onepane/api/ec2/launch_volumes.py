@@ -126,18 +126,22 @@ def _check_root(ctx: Context, ebs: dict[str, Any], where: str, image: str, zone:
                        f"{disk_gb(catalog.get(image))} GiB)")
 
 
-def attach_all(ctx: Context, inst: Instance, wanted: list[Launched]) -> list[str]:
-    """Make and attach the instance's launch volumes; returns their ids. On a failure the
-    volumes made so far are deleted and the error raised (the caller undoes the launch)."""
+def attach_all(ctx: Context, inst: Instance, wanted: list[Launched],
+               tags: dict[str, str] | None = None) -> list[str]:
+    """Make and attach the instance's launch volumes, each with `tags` (TagSpecification's
+    `volume` ones); returns their ids. On a failure the volumes made so far are deleted and
+    the error raised (the caller undoes the launch)."""
     made: list[str] = []
     try:
         for n, w in enumerate(wanted):
             name = f"{slug(inst.name)[:50]}-{n + 1}"
             if w.snapshot:
-                job = ctx.core.snapshots.restore(w.snapshot, name, inst.location, w.size_gb, {})
+                job = ctx.core.snapshots.restore(w.snapshot, name, inst.location, w.size_gb,
+                                                 dict(tags or {}))
             else:
                 job = ctx.core.ops.volumes.create_volume(VolumeCreate(
-                    name=name, location=inst.location, size_gb=w.size_gb or 1, tags={}))
+                    name=name, location=inst.location, size_gb=w.size_gb or 1,
+                    tags=dict(tags or {})))
             made.append(job.target or "")
             _finished(ctx, job.id, f"making the volume for {w.device}")
             attach = ctx.core.ops.volumes.attach_volume(
