@@ -20,7 +20,7 @@ from ..dcnet import ip
 from .domain import read_metadata
 from .hostfailure import HostFailures
 from .hostmoves import running
-from .placement import HostLoad, NoRoom, choose
+from .placement import OVERCOMMIT, HostLoad, NoRoom, choose
 from .provider import SIZES, _libvirt, libvirt_errors, translate
 
 if TYPE_CHECKING:
@@ -174,6 +174,17 @@ class HostRoster:
             return choose(self._loads(deployment), vcpus, memory, exclude)
         except NoRoom as exc:
             raise Conflict(f"location {self.p.location}: {exc}", field="location") from exc
+
+    def check_growth(self, host: str, vcpus: int, memory_mb: int) -> None:
+        """Conflict unless `host` can give a VM it holds `vcpus` and `memory_mb` more (a
+        resize): the same limits a placement keeps."""
+        load = self._load(host, set())
+        if load.free_mb < memory_mb:
+            raise Conflict(f"host {host} has {load.free_mb} MiB free, the resize needs "
+                           f"{memory_mb} more", field="size")
+        if load.committed_vcpus + vcpus > OVERCOMMIT * load.cpus:
+            raise Conflict(f"host {host} has {load.committed_vcpus} of "
+                           f"{int(OVERCOMMIT * load.cpus)} vCPUs committed", field="size")
 
     def route(self, host: str, instance: str, meta: dict[str, Any] | None = None) -> None:
         """Send onepane's machine's traffic for the guest to the host that runs it."""

@@ -56,7 +56,7 @@ from ..base import (
 )
 from ..dcnet import ip
 from . import guestnet, hostaddresses, hostdisks, hostfilters
-from .domain import read_metadata
+from .domain import read_metadata, resized_xml
 from .hostconns import HostConnections
 from .hostkept import HostKeptDisks, key_of
 from .hostmoves import HostMoves, running
@@ -146,7 +146,6 @@ def hosts_options(location: str, options: dict[str, Any]) -> HostsOptions:
 
 class HostsProvider(Provider):
     capabilities = Capabilities.all_but(
-        resize="changing a VM's vCPUs and memory is not built yet: make a new instance",
         attach_network="a VM's interface is chosen when it is created (onepane does not "
                        "hot-plug NICs)",
         app_images="a VM data center boots disk images; app images run in process data "
@@ -392,6 +391,29 @@ class HostsProvider(Provider):
                 self._start(host, dom)
             elif dom.state()[0] == _libvirt().VIR_DOMAIN_PAUSED:
                 dom.resume()
+
+    def resize_instance(self, provider_id: str, size: str) -> None:
+        """A stopped VM's vCPUs and memory, redefined on its host if the host has room for the
+        difference, and in the copy of its definition on the network storage (what a restart
+        after its host died boots from)."""
+        if size not in SIZES:
+            raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
+                               field="size")
+        lv = _libvirt()
+        cpus, memory = SIZES[size]
+        with self._lock, self._errors():
+            host, dom = self.located(provider_id)
+            if dom.isActive():
+                raise Conflict(f"instance {provider_id} is running; stop it to resize it",
+                               field="state")
+            st = dom.info()  # state, max memory KiB, memory, vCPUs, cpu time
+            self.roster.check_growth(host, max(0, cpus - st[3]), max(0, memory - st[1] // 1024))
+            self.conn(host).defineXML(resized_xml(
+                dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE), cpus, memory, size))
+            if self.options.storage is not None:
+                name = f"{provider_id}-domain.xml"
+                stored = self.pools.download(STORAGE, name, 1 << 20).decode()
+                self.pools.upload(STORAGE, name, resized_xml(stored, cpus, memory, size).encode())
 
     def stop_instance(self, provider_id: str) -> None:
         _, dom = self.located(provider_id)
