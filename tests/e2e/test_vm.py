@@ -184,6 +184,7 @@ def ebs_root_volume(server: Server, ec2: Any, inst: dict[str, Any], image: str) 
     vol_id = root["Ebs"]["VolumeId"]
     vol = ec2.describe_volumes(VolumeIds=[vol_id])["Volumes"][0]
     assert vol["Attachments"][0]["InstanceId"] == iid and vol["State"] == "in-use"
+    assert vol["SnapshotId"] == "snap-" + image.split("-", 1)[1]  # made from its image's
     assert vol_id in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert error_code(ec2.detach_volume, VolumeId=vol_id) == "OperationNotPermitted"
     assert error_code(ec2.delete_volume, VolumeId=vol_id) == "OperationNotPermitted"

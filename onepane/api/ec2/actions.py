@@ -42,6 +42,7 @@ from .root_volumes import (
     is_root,
     refuse_root,
     root_kinds,
+    root_snapshot,
     root_volumes,
     volume_locations,
 )
@@ -838,7 +839,8 @@ def DescribeVolumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     vols = _volumes(ctx, p)
     notes = {k: n.attributes for k, n in ctx.core.annotations.all().items()}
     return {"volumeSet": VOLUME_FILTERS.apply(flt, (
-        shapes.volume(x, str(notes.get(x.id, {}).get("ec2.snapshot", "")),
+        shapes.volume(x, root_snapshot(ctx, x) if is_root(x) else
+                      str(notes.get(x.id, {}).get("ec2.snapshot", "")),
                       is_root(x) or bool(notes.get(x.id, {}).get("ec2.deleteOnTermination")))
         for x in vols))}
 

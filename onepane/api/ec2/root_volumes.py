@@ -81,6 +81,15 @@ def _root(inst: Instance, size_gb: int) -> Volume:
                   device=DISK_ROOT, tags={}, created_at=inst.created_at)
 
 
+def root_snapshot(ctx: Context, root: Volume) -> str:
+    """The snapshot a root volume was made from, as EC2 shows it: its catalog image's."""
+    try:
+        image = ctx.core.ops.instances.get_instance(root.attached_to or "").image
+    except OnepaneError:
+        return ""
+    return image_snapshot_id(image) if image.startswith("img-") else ""
+
+
 def find_root(ctx: Context, volume_id: str) -> Volume | None:
     """The root volume `volume_id` names, if that is what it names."""
     try:
