@@ -55,22 +55,19 @@ def _address(ctx: Context, a: Address) -> dict[str, Any]:
     if a.association:
         out["associationId"] = a.association
         reaches = a.instance or a.routed_to
+        if reaches:
+            out["instanceId"] = shapes.instance_id(reaches)
+        if a.interface or reaches:
+            out["networkInterfaceOwnerId"] = shapes.OWNER
         if a.interface:  # its interface's first address, whether or not it is attached
             out["networkInterfaceId"] = a.interface
-            out["networkInterfaceOwnerId"] = shapes.OWNER
             with contextlib.suppress(Ec2Error):
                 out["privateIpAddress"] = _interface_addresses(ctx, a.interface)[0]
-            if reaches:
-                out["instanceId"] = shapes.instance_id(reaches)
         elif reaches:
-            out["instanceId"] = shapes.instance_id(reaches)
-            out["networkInterfaceOwnerId"] = shapes.OWNER
-            try:
+            with contextlib.suppress(NotFound):
                 inst = ctx.core.ops.instances.get_instance(reaches)
                 if inst.addresses:
                     out["privateIpAddress"] = inst.addresses[0]
-            except NotFound:
-                pass
     return out
 
 

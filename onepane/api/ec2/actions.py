@@ -145,7 +145,7 @@ def extras(ctx: Context) -> shapes.Extras:
                      if "ec2.keyName" in n.attributes}
     out.vpcs = {k: str(n.attributes["ec2.vpc"]) for k, n in notes.items()
                 if "ec2.vpc" in n.attributes}
-    out.doomed = {k for k, n in notes.items() if n.attributes.get("ec2.deleteOnTermination")}
+    out.doomed = deleted_with_instance(notes)
     out.source_dest = {k: bool(n.attributes["ec2.sourceDestCheck"]) for k, n in notes.items()
                        if "ec2.sourceDestCheck" in n.attributes}
     out.reservations = {k: (str(n.attributes["ec2.reservation"]),
@@ -158,6 +158,11 @@ def extras(ctx: Context) -> shapes.Extras:
     out.interfaces = attached(ctx)
     out.root_kinds = root_kinds(ctx)
     return out
+
+
+def deleted_with_instance(notes: dict[str, Any]) -> set[str]:
+    """The volumes marked DeleteOnTermination (`notes`: every annotation, by resource)."""
+    return {k for k, n in notes.items() if n.attributes.get("ec2.deleteOnTermination")}
 
 
 def with_roots(ctx: Context, ex: shapes.Extras, insts: list[Instance]) -> shapes.Extras:

@@ -19,6 +19,7 @@ from .actions import (
     _instance,
     _tag_specs,
     action,
+    deleted_with_instance,
     set_ec2_notes,
     tags_at_create,
 )
@@ -74,10 +75,9 @@ def DescribeInstanceAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
         root = root_volumes(ctx, [inst]).get(inst.id)
         out["rootDeviceName"] = {"value": root.device if root else shapes.ROOT_DEVICE}
     elif name == "blockDeviceMapping":
-        doomed = {k for k, n in ctx.core.annotations.all().items()
-                  if n.attributes.get("ec2.deleteOnTermination")}
         out["blockDeviceMapping"] = shapes.block_devices(
-            inst, _volumes_of(ctx, inst), root_volumes(ctx, [inst]).get(inst.id), doomed)
+            inst, _volumes_of(ctx, inst), root_volumes(ctx, [inst]).get(inst.id),
+            deleted_with_instance(ctx.core.annotations.all()))
     elif name == "groupSet":
         out["groupSet"] = [{"groupId": g.id, "groupName": g.name}
                            for g in ctx.core.security_groups.of(inst.id)]

@@ -71,10 +71,19 @@ def _plan(net: Network) -> tuple[int, int]:
     return first + 4, first + block.num_addresses - 1
 
 
+def _in_plan(net: Network, address: str) -> bool:
+    """Whether `address` is one EC2 would hand out in the subnet (not a reserved one)."""
+    lo, hi = _plan(net)
+    try:
+        return lo <= int(ipaddress.ip_address(address)) < hi
+    except ValueError:
+        return False
+
+
 def _take(ctx: Context, net: Network, wanted: list[str], count: int) -> list[str]:
     (lo, hi), used = _plan(net), used_addresses(ctx, net.id)
     for a in wanted:
-        if not lo <= int(ipaddress.ip_address(a)) < hi:
+        if not _in_plan(net, a):
             raise Ec2Error("InvalidParameterValue", f"address {a} is not in subnet "
                            f"{net.cidr} (or is one of its reserved addresses)")
         if a in used:
@@ -118,12 +127,7 @@ def check_launch(ctx: Context, p: dict[str, Any]) -> None:
     if not subnet:
         raise Ec2Error("InvalidParameterValue", f"PrivateIpAddress {wanted}: an address of a "
                        "subnet, and no SubnetId names one")
-    lo, hi = _plan(_subnet(ctx, subnet))
-    try:
-        inside = lo <= int(ipaddress.ip_address(wanted)) < hi
-    except ValueError:
-        inside = False
-    if not inside:
+    if not _in_plan(_subnet(ctx, subnet), wanted):
         raise Ec2Error("InvalidParameterValue", f"PrivateIpAddress {wanted} is not an address "
                        f"of subnet {subnet} (or is one of its reserved addresses)")
 

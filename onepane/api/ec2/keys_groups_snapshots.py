@@ -18,7 +18,7 @@ from .actions import (
     tags_at_create,
 )
 from .filtering import FilterTable, key, tag_set
-from .root_volumes import find_root, image_snapshots
+from .root_volumes import find_root, image_snapshots, is_image_snapshot
 from .wire import Ec2Error, integer, members, required
 
 # ---- key pairs --------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ SNAPSHOT_FILTERS = FilterTable({
 @action(WRITE)
 def DeleteSnapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     sid = required(p, "SnapshotId")
-    if any(s["snapshotId"] == sid for s in image_snapshots(ctx)):
+    if is_image_snapshot(ctx, sid):
         raise Ec2Error("InvalidSnapshot.InUse", f"the snapshot {sid} is the disk of an image: "
                        "deregister the image to delete it")
     ctx.core.snapshots.delete(sid)
@@ -263,8 +263,7 @@ def DescribeSnapshotAttribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
     """A snapshot is its owner's alone (no sharing, no product codes): what Ansible's
     ec2_snapshot_info asks for every snapshot."""
     sid = required(p, "SnapshotId")
-    if not any(s["snapshotId"] == sid for s in image_snapshots(ctx)) and \
-            not ctx.core.snapshots.find([sid]):
+    if not is_image_snapshot(ctx, sid) and not ctx.core.snapshots.find([sid]):
         raise Ec2Error("InvalidSnapshot.NotFound", f"the snapshot '{sid}' does not exist")
     name = p.get("Attribute")
     if name not in ("createVolumePermission", "productCodes"):

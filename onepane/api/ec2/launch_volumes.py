@@ -119,11 +119,11 @@ def _check_root(ctx: Context, ebs: dict[str, Any], where: str, image: str, zone:
     if ebs.get("SnapshotId"):
         raise Ec2Error("InvalidBlockDeviceMapping", f"{where}.Ebs.SnapshotId: the root "
                        "device's snapshot is the image's")
-    catalog = {c.id: c for c in ctx.core.catalog.all()}
-    if size is not None and size > disk_gb(catalog.get(image)):
+    root_gb = disk_gb(next((c for c in ctx.core.catalog.all() if c.id == image), None))
+    if size is not None and size > root_gb:
         raise Ec2Error("UnsupportedOperation", f"{where}.Ebs.VolumeSize: growing the root "
                        "volume at launch is not built yet (the root is the image's size, "
-                       f"{disk_gb(catalog.get(image))} GiB)")
+                       f"{root_gb} GiB)")
 
 
 def attach_all(ctx: Context, inst: Instance, wanted: list[Launched],

@@ -114,6 +114,11 @@ def refuse_root(ctx: Context, volume_id: str, verb: str) -> None:
                        "(it goes with the instance)")
 
 
+def is_image_snapshot(ctx: Context, snapshot_id: str) -> bool:
+    """Whether `snapshot_id` is the snapshot a catalog image's root mapping names."""
+    return any(image_snapshot_id(c.id) == snapshot_id for c in ctx.core.catalog.all())
+
+
 def image_snapshots(ctx: Context) -> list[dict[str, Any]]:
     """The snapshots catalog images' root mappings name, as DescribeSnapshots shows them."""
     return [{"snapshotId": image_snapshot_id(c.id), "volumeId": "vol-ffffffff",

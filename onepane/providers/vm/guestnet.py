@@ -91,8 +91,7 @@ def between_locations(net: DataCenterNet) -> None:
 def last_location_gone() -> None:
     """The host's forwarding table goes once no location's link is left (it guards what the
     locations' links forward; another onepane's location keeps it)."""
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                           check=False).stdout
+    links = ip("-o", "link", "show", check=False).stdout
     if any(line.split(":")[1].strip().split("@")[0].startswith(HOST_IF_PREFIX)
            for line in links.splitlines() if line.count(":") >= 2):
         return

@@ -136,15 +136,13 @@ class HostKeptDisks:
             return []
         up = set(self.p.up_hosts())
         gone: set[str] = set()
-        for deployment, hosts in list(pending.items()):
-            back = [h for h in hosts if h in up]
-            gone |= self._forget_in(deployment, back)
-            left = [h for h in hosts if h not in up and h in self.p.links.names()]
-            if left:
-                pending[deployment] = left
-            else:
-                del pending[deployment]
-        self._save(pending)
+        still: dict[str, list[str]] = {}
+        for deployment, hosts in pending.items():
+            gone |= self._forget_in(deployment, [h for h in hosts if h in up])
+            if left := [h for h in hosts if h not in up and h in self.p.links.names()]:
+                still[deployment] = left
+        if still != pending:  # a host still down: nothing to write again
+            self._save(still)
         return sorted(gone)
 
     def _forget_in(self, deployment: str, pools: list[str]) -> set[str]:

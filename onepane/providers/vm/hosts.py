@@ -73,6 +73,7 @@ from .provider import (
     observe_domain,
     parse_options,
     refuse_moved_away,
+    resize_stopped,
     resume_domain,
     stop_domain,
     suspend_domain,
@@ -396,21 +397,13 @@ class HostsProvider(Provider):
         """A stopped VM's vCPUs and memory, redefined on its host if the host has room for the
         difference, and in the copy of its definition on the network storage (what a restart
         after its host died boots from)."""
-        if size not in SIZES:
-            raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
-                               field="size")
-        lv = _libvirt()
-        cpus, memory = SIZES[size]
         with self._lock, self._errors():
             host, dom = self.located(provider_id)
-            if dom.isActive():
-                raise Conflict(f"instance {provider_id} is running; stop it to resize it",
-                               field="state")
             st = dom.info()  # state, max memory KiB, memory, vCPUs, cpu time
-            self.roster.check_growth(host, max(0, cpus - st[3]), max(0, memory - st[1] // 1024))
-            self.conn(host).defineXML(resized_xml(
-                dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE), cpus, memory, size))
+            resize_stopped(self.conn(host), dom, size, lambda cpus, mb: self.roster.check_growth(
+                host, max(0, cpus - st[3]), max(0, mb - st[1] // 1024)))
             if self.options.storage is not None:
+                cpus, memory = SIZES[size]
                 name = f"{provider_id}-domain.xml"
                 stored = self.pools.download(STORAGE, name, 1 << 20).decode()
                 self.pools.upload(STORAGE, name, resized_xml(stored, cpus, memory, size).encode())

@@ -258,18 +258,8 @@ class VmProvider(GuestPolicy, CutByNamespace, QcowVolumes, Provider):
 
     def resize_instance(self, provider_id: str, size: str) -> None:
         """A stopped VM's vCPUs and memory, redefined: they take effect at its next start."""
-        if size not in SIZES:
-            raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
-                               field="size")
-        lv = _libvirt()
         with self._lock, self._libvirt_errors():
-            dom = self._domain(provider_id)
-            if dom.isActive():
-                raise Conflict(f"instance {provider_id} is running; stop it to resize it",
-                               field="state")
-            cpus, memory = SIZES[size]
-            self.connection().defineXML(resized_xml(
-                dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE), cpus, memory, size))
+            resize_stopped(self.connection(), self._domain(provider_id), size)
 
     def snapshot_boot_disk(self, provider_id: str, snapshot_id: str) -> str:
         """The flattened boot disk among the volumes' snapshots: a qcow2 file like theirs, so a
@@ -517,6 +507,21 @@ def observe_domain(dom: Any, extra_tags: dict[str, str] | None = None,
                             ports={"app": APP_PORT}, tags={**(meta.get("tags") or {}),
                                                            **(extra_tags or {})},
                             onepane_id=meta.get("id"))
+
+
+def resize_stopped(conn: Any, dom: Any, size: str,
+                   room: Callable[[int, int], None] = lambda _cpus, _mb: None) -> None:
+    """Define the stopped domain `dom` again with `size`'s vCPUs and memory (`room`, given
+    them, raises when they do not fit where it is)."""
+    if size not in SIZES:
+        raise InvalidInput(f"unknown size {size!r}; this location offers {', '.join(SIZES)}",
+                           field="size")
+    if dom.isActive():
+        raise Conflict(f"instance {dom.name()} is running; stop it to resize it", field="state")
+    cpus, memory = SIZES[size]
+    room(cpus, memory)
+    conn.defineXML(resized_xml(dom.XMLDesc(_libvirt().VIR_DOMAIN_XML_INACTIVE), cpus, memory,
+                               size))
 
 
 def moved_away(state: int, reason: int) -> bool:
